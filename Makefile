@@ -1,0 +1,44 @@
+# The two commands a new user runs: `make demo` and `make test`.
+# Each creates .venv when it is missing and installs the package into it.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(PY) -m pip
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-fast bench bench-quick clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --quiet --upgrade pip
+
+# Stamp files: reinstall only when the metadata changes.
+$(VENV)/.installed: $(PY) setup.cfg pyproject.toml
+	$(PIP) install --quiet -e .
+	touch $@
+
+$(VENV)/.installed-test: $(PY) setup.cfg pyproject.toml
+	$(PIP) install --quiet -e ".[test]"
+	touch $@
+
+$(VENV)/.installed-bench: $(PY) setup.cfg pyproject.toml
+	$(PIP) install --quiet -e ".[test,bench]"
+	touch $@
+
+demo: $(VENV)/.installed
+	$(VENV)/bin/tf-groupsparse demo --output saved_models/demo
+
+test: $(VENV)/.installed-test
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests --nbmake notebooks
+
+test-fast: $(VENV)/.installed-test
+	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" $(PYTEST_ARGS) tests
+
+bench: $(VENV)/.installed-bench
+	$(PY) -m benchmarks.run_all
+
+bench-quick: $(VENV)/.installed-bench
+	$(PY) -m benchmarks.run_all --quick
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache
