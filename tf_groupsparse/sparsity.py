@@ -13,7 +13,7 @@ Example:
     >>> _ = w.assign(keras.ops.zeros_like(w))
     >>> report = sparsity_report(model)
     >>> report.rows[0]["zero_in"], report.rows[0]["removable"]
-    (4, 12)
+    (4, 15)
 """
 
 from __future__ import annotations
