@@ -1,0 +1,233 @@
+"""Export to SavedModel + .tflite: files, LiteRT agreement with Keras, report figures, atomicity."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from tf_groupsparse import export as export_module
+from tf_groupsparse.export import (
+    ExportReport,
+    convert_tflite,
+    export,
+    run_tflite,
+    tflite_latency,
+)
+
+L = keras.layers
+
+
+def _cnn(filters, name):
+    # Dense kernel 3*3*filters*16 >= 1024 weights, so dynamic-range quantization does act on it.
+    keras.utils.set_random_seed(1)
+    return keras.Sequential([
+        keras.Input((8, 8, 1), name="pixels"),
+        L.Conv2D(filters, 3, activation="relu", name="conv"),
+        L.BatchNormalization(name="bn"),
+        L.MaxPooling2D(name="pool"),
+        L.Flatten(name="flat"),
+        L.Dense(16, activation="relu", name="fc"),
+        L.Dense(4, name="logits"),
+    ], name=name)
+
+
+@pytest.fixture(scope="module")
+def data():
+    rng = np.random.default_rng(0)
+    return rng.random((64, 8, 8, 1), dtype=np.float32)
+
+
+@pytest.fixture(scope="module")
+def small():
+    return _cnn(8, "small")
+
+
+@pytest.fixture(scope="module")
+def large():
+    return _cnn(24, "large")
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory, small, large, data):
+    path = tmp_path_factory.mktemp("exp") / "small"
+    report = export(small, path, sample=data[:16], reference=large, latency_runs=20)
+    return path, report
+
+
+def _listing(directory):
+    return sorted(os.listdir(directory))
+
+
+def test_float_export_writes_artifacts_and_matches_keras(exported, small, large, data):
+    path, report = exported
+    assert _listing(path) == ["model.tflite", "report.json", "report.md", "saved_model"]
+    assert os.path.isfile(path / "saved_model" / "saved_model.pb")
+    y_keras = small.predict(data[:16], verbose=0)
+    y_lite = run_tflite(str(path / "model.tflite"), data[:16])
+    np.testing.assert_allclose(y_lite, y_keras, atol=1e-4)
+    assert report.max_abs_error == pytest.approx(np.abs(y_lite - y_keras).max(), abs=1e-6)
+    assert report.max_abs_error < 1e-4 and report.saved_model_max_abs_error < 1e-4
+    y_ref = large.predict(data[:16], verbose=0)
+    assert report.max_abs_error_vs_reference == pytest.approx(np.abs(y_lite - y_ref).max(), rel=1e-3)
+
+
+def test_report_figures_are_consistent_with_files_and_models(exported, small, large):
+    path, report = exported
+    assert isinstance(report, ExportReport)
+    assert report.path == str(path)
+    assert report.tflite_bytes == os.path.getsize(path / "model.tflite")
+    sm = path / "saved_model"
+    on_disk = sum(os.path.getsize(os.path.join(r, f)) for r, _, fs in os.walk(sm) for f in fs)
+    assert report.saved_model_bytes == on_disk
+    # 3*3*1*8 + 8 conv, 4*8 bn, 72*16 + 16 fc, 16*4 + 4 logits
+    assert report.params == small.count_params() == 80 + 32 + 1168 + 68
+    # 6*6*8*9 conv + 72*16 fc + 16*4 logits
+    assert report.macs == 2592 + 1152 + 64
+    exported_row, ref_row = report.rows
+    assert exported_row["model"] == "exported" and ref_row["model"] == "reference"
+    assert ref_row["params"] == large.count_params() and ref_row["macs"] == 6 * 6 * 24 * 9 + 216 * 16 + 64
+    assert ref_row["tflite_bytes"] > report.tflite_bytes
+    assert report.latency_ms > 0 and ref_row["latency_ms"] > 0
+    assert report.speedup == pytest.approx(ref_row["latency_ms"] / report.latency_ms)
+    assert report.size_ratio == pytest.approx(ref_row["tflite_bytes"] / report.tflite_bytes)
+    saved = json.loads((path / "report.json").read_text())
+    assert saved == json.loads(report.to_json())
+    assert saved["meta"]["quantize"] is None and saved["meta"]["threads"] == 1
+    md = (path / "report.md").read_text()
+    assert md.startswith("# Export of 'small'") and "| exported | 1,348 | 3,808 |" in md
+    assert "speedup" in str(report) and "model.tflite" in saved["meta"]["files"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "quantize, atol",
+    [("dynamic", 0.05), ("float16", 0.01), ("int8", 0.1)],
+)
+def test_quantized_exports_stay_close_to_keras(tmp_path, small, data, exported, quantize, atol):
+    rep_data = data[16:] if quantize == "int8" else None
+    path = tmp_path / quantize
+    report = export(small, path, formats=("tflite",), quantize=quantize, representative_data=rep_data,
+                    sample=data[:16], latency_runs=3)
+    assert _listing(path) == ["model.tflite", "report.json", "report.md"]
+    y_keras = small.predict(data[:16], verbose=0)
+    y_lite = run_tflite(path / "model.tflite", data[:16])
+    err = np.abs(y_lite - y_keras).max()
+    assert report.max_abs_error == pytest.approx(err, abs=1e-6)
+    assert 0 < err < atol
+    # int8 keeps float inputs and outputs; int8 accuracy level: same arg-max on most samples
+    assert y_lite.dtype == np.float32
+    assert np.mean(y_lite.argmax(1) == y_keras.argmax(1)) >= 0.8
+    float_bytes = exported[1].tflite_bytes
+    assert report.tflite_bytes == os.path.getsize(path / "model.tflite") < float_bytes
+    assert report.saved_model_bytes is None and report.meta["quantize"] == quantize
+
+
+def test_int8_without_representative_data_is_refused(tmp_path, small):
+    with pytest.raises(ValueError, match=r"export: Expected `representative_data` .* for quantize='int8'.*"
+                                         r"Received: representative_data=None"):
+        export(small, tmp_path / "x", quantize="int8")
+    with pytest.raises(ValueError, match=r"convert_tflite: Expected `representative_data`"):
+        convert_tflite(small, quantize="int8")
+    with pytest.raises(ValueError, match=r"Expected `representative_data` only with quantize='int8'"):
+        convert_tflite(small, quantize="dynamic", representative_data=np.zeros((2, 8, 8, 1)))
+    assert not (tmp_path / "x").exists()
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"quantize": "int4"}, ValueError, r"Expected `quantize` to be one of None, 'dynamic', 'float16', "
+                                           r"'int8'. Received: quantize='int4'"),
+        ({"formats": "tflite"}, TypeError, r"Expected `formats` to be a tuple .* Received: formats='tflite'"),
+        ({"formats": ()}, ValueError, r"non-empty tuple of distinct names"),
+        ({"formats": ("onnx",)}, ValueError, r"Expected `formats` to be one of 'saved_model', 'tflite'. "
+                                             r"Received: formats='onnx'"),
+        ({"target": "gpu"}, ValueError, r"Expected `target` to be one of 'xnnpack', 'portable'. "
+                                        r"Received: target='gpu'"),
+        ({"latency_runs": -1}, ValueError, r"Expected `latency_runs` >= 0. Received: latency_runs=-1"),
+        ({"overwrite": "yes"}, TypeError, r"Expected `overwrite` to be True or False"),
+        ({"sample": np.zeros((2, 4))}, ValueError, r"Expected `sample` with shape \(batch, \*\(8, 8, 1\)\) "
+                                                    r"for input 'pixels'. Received: sample.shape=\(2, 4\)"),
+        ({"reference": "big"}, TypeError, r"Expected `reference` to be a keras.Model"),
+    ],
+)
+def test_bad_arguments_are_refused_before_any_write(tmp_path, small, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        export(small, tmp_path / "out", **kwargs)
+    assert _listing(tmp_path) == []
+
+
+def test_existing_path_needs_overwrite_and_is_replaced(tmp_path):
+    m = keras.Sequential([keras.Input((3,), name="x"), L.Dense(2, name="d")], name="tiny")
+    x = np.ones((2, 3), "float32")
+    path = tmp_path / "out"
+    path.mkdir()
+    (path / "old.txt").write_text("keep me")
+    with pytest.raises(FileExistsError, match=r"export: Expected `path` not to exist; pass overwrite=True "
+                                              r"to replace it. Received: path="):
+        export(m, path, formats=("tflite",), sample=x)
+    assert _listing(path) == ["old.txt"]
+    report = export(m, path, formats=("tflite",), sample=x, overwrite=True, latency_runs=0)
+    assert _listing(path) == ["model.tflite", "report.json", "report.md"]
+    assert report.latency_ms is None and report.speedup is None
+    assert _listing(tmp_path) == ["out"]
+
+
+def test_failure_midway_leaves_nothing(tmp_path, monkeypatch):
+    m = keras.Sequential([keras.Input((3,), name="x"), L.Dense(2, name="d")], name="tiny")
+
+    def broken(directory, quantize, representative):
+        assert os.path.isdir(directory)  # the SavedModel was already written in the temp dir
+        raise RuntimeError("converter crashed")
+
+    monkeypatch.setattr(export_module, "_convert_saved_model", broken)
+    with pytest.raises(RuntimeError, match="converter crashed"):
+        export(m, tmp_path / "new", sample=np.ones((2, 3), "float32"))
+    assert _listing(tmp_path) == []
+    # an existing directory survives a failed overwrite untouched
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "a.txt").write_text("a")
+    with pytest.raises(RuntimeError, match="converter crashed"):
+        export(m, tmp_path / "kept", overwrite=True)
+    assert _listing(tmp_path) == ["kept"] and _listing(tmp_path / "kept") == ["a.txt"]
+
+
+def test_helpers_convert_run_and_time_without_a_directory():
+    m = keras.Sequential([keras.Input((5,), name="x"), L.Dense(3, name="d")])
+    w, b = m.get_weights()
+    x = np.random.default_rng(2).standard_normal((7, 5)).astype("float32")
+    tflite = convert_tflite(m)
+    assert tflite[4:8] == b"TFL3"
+    np.testing.assert_allclose(run_tflite(tflite, x), x @ w + b, atol=1e-5)
+    assert 0 < tflite_latency(tflite, x[:1], runs=5, warmup=1) < 1.0
+    with pytest.raises(ValueError, match=r"tflite_latency: Expected `runs` >= 1. Received: runs=0"):
+        tflite_latency(tflite, x[:1], runs=0)
+    with pytest.raises(TypeError, match=r"Expected .tflite model bytes or a file path. Received: tflite of type int"):
+        run_tflite(3, x)
+    with pytest.raises(FileNotFoundError, match=r"Expected the path of an existing .tflite file"):
+        run_tflite("/nonexistent/model.tflite", x)
+
+
+def test_several_inputs_and_outputs_keep_the_keras_order():
+    a = keras.Input((3,), name="zeta")
+    b = keras.Input((2,), name="alpha")
+    first = L.Dense(2, name="first")(L.Concatenate()([a, b]))
+    second = L.Dense(1, name="second")(b)
+    m = keras.Model([a, b], [first, second])
+    rng = np.random.default_rng(3)
+    xa, xb = rng.random((4, 3), dtype=np.float32), rng.random((4, 2), dtype=np.float32)
+    y1, y2 = m.predict([xa, xb], verbose=0)
+    out = run_tflite(convert_tflite(m), {"zeta": xa, "alpha": xb})
+    np.testing.assert_allclose(out[0], y1, atol=1e-5)
+    np.testing.assert_allclose(out[1], y2, atol=1e-5)
+    out = run_tflite(convert_tflite(m), [xa, xb])
+    np.testing.assert_allclose(out[1], y2, atol=1e-5)
+
+
+def test_model_is_not_modified(exported, small):
+    fresh = _cnn(8, "small")  # the same seed builds the same weights
+    assert [l.name for l in small.layers] == ["conv", "bn", "pool", "flat", "fc", "logits"]
+    for old, new in zip(fresh.get_weights(), small.get_weights()):
+        np.testing.assert_array_equal(old, new)
