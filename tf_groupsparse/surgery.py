@@ -203,10 +203,11 @@ def _clone(model, clone_function=None):
         from .graph.build import _history_list
 
         names = [t[0] for t in _history_list(model.get_config()["input_layers"])]
-        kwargs["input_tensors"] = [
+        fresh = [
             keras.Input(batch_shape=t.shape, dtype=t.dtype, name=name)
             for t, name in zip(model.inputs, names)
         ]
+        kwargs["input_tensors"] = keras.tree.pack_sequence_as(model.input, fresh)
     return keras.models.clone_model(model, **kwargs)
 
 
