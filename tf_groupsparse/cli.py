@@ -6,13 +6,23 @@ stderr; nothing else in the package prints.
 
 Example:
     $ tf-groupsparse demo --output saved_models/demo
+    $ tf-groupsparse report saved_models/demo/model.keras --threshold 1e-3
+    $ tf-groupsparse shrink model.keras --threshold 1e-3 -o small.keras
+    $ tf-groupsparse export small.keras -o saved_models/small --quantize int8 \\
+          --representative-data x_train.npy --sample x_test.npy
+
+Models are always loaded with ``keras.models.load_model(path, safe_mode=True)``; a model that
+needs unsafe deserialization (a ``Lambda`` layer holding Python code) is refused.
 """
 
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
+import os
 import sys
+import tempfile
 
 
 def _add_demo(p: argparse.ArgumentParser) -> None:
@@ -33,9 +43,178 @@ def _run_demo(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- shared helpers
+
+# Modules whose Keras objects (regularizers, constraints, layers) must be registered before a
+# model that uses them can be loaded with safe_mode=True.
+_SERIALIZABLE_MODULES = ("regularizers", "proximal", "layers", "callbacks", "grouping")
+
+
+def _register_project_objects() -> None:
+    for name in _SERIALIZABLE_MODULES:
+        try:
+            importlib.import_module(f"{__package__}.{name}")
+        except ImportError as exc:  # a module not present in this installation
+            logging.getLogger(__name__).debug("not loaded: %s (%s)", name, exc)
+
+
+def _load_model(path):
+    """Load a .keras file with safe_mode=True; refuse models that need unsafe deserialization."""
+    import keras
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Expected an existing .keras model file. Received: MODEL={path!r}")
+    if not path.endswith(".keras"):
+        raise ValueError(
+            f"Expected a Keras 3 model file ending in .keras (save it with model.save('m.keras')). "
+            f"Received: MODEL={path!r}"
+        )
+    _register_project_objects()
+    try:
+        return keras.models.load_model(path, safe_mode=True)
+    except ValueError as exc:
+        if "safe_mode" not in str(exc):
+            raise
+        raise ValueError(
+            f"refused to load {path!r}: it needs unsafe deserialization (a Lambda layer or other "
+            "Python code that would run while loading), and tf-groupsparse loads models with "
+            "safe_mode=True only. Replace the Lambda layer with a registered custom layer and "
+            f"save the model again. Keras said: {exc}"
+        ) from None
+
+
+def _load_array(path, option):
+    import numpy as np
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Expected an existing .npy file. Received: {option}={path!r}")
+    try:
+        return np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise ValueError(f"Expected a NumPy .npy array file. Received: {option}={path!r} ({exc})") from None
+
+
+def _check_output_file(out, overwrite):
+    if not out.endswith(".keras"):
+        raise ValueError(f"Expected the output file to end in .keras. Received: -o {out!r}")
+    if os.path.lexists(out) and not overwrite:
+        raise FileExistsError(f"Expected a new output file; pass --overwrite to replace it. Received: -o {out!r}")
+
+
+def _save_model(model, out, overwrite):
+    """Save to `out` through a temporary file and os.replace, so a failure leaves no file."""
+    _check_output_file(out, overwrite)
+    directory = os.path.dirname(os.path.abspath(out))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".keras", dir=directory)
+    os.close(fd)
+    try:
+        model.save(tmp)
+        os.replace(tmp, out)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def _show(report, markdown):
+    return f"## {report.title}\n\n{report.to_markdown()}" if markdown else str(report)
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _add_report(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL.keras", help="the model to describe")
+    p.add_argument("--threshold", type=float, default=1e-3,
+                   help="a weight counts as zero when |w| < threshold (default: %(default)s)")
+    p.add_argument("--markdown", action="store_true", help="print markdown tables instead of text")
+
+
+def _run_report(args) -> int:
+    from .metrics import layer_costs
+    from .sparsity import sparsity_report
+
+    model = _load_model(args.model)
+    reports = [layer_costs(model), sparsity_report(model, threshold=args.threshold)]
+    print("\n\n".join(_show(r, args.markdown) for r in reports))
+    return 0
+
+
+# --------------------------------------------------------------------------- shrink
+
+
+def _add_shrink(p: argparse.ArgumentParser) -> None:
+    p.add_argument("model", metavar="MODEL.keras", help="the trained group-sparse model")
+    p.add_argument("--threshold", type=float, required=True,
+                   help="a channel is removed when its group norm is below this value")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.keras", help="where to save the smaller model")
+    p.add_argument("--criterion", default="l2", help="group norm used against the threshold (default: %(default)s)")
+    p.add_argument("--keep-min", type=int, default=1, help="channels kept at least per layer (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+
+
+def _run_shrink(args) -> int:
+    from .shrinking import shrink
+
+    _check_output_file(args.output, args.overwrite)
+    model = _load_model(args.model)
+    small, report = shrink(model, args.threshold, criterion=args.criterion, keep_min=args.keep_min,
+                           return_report=True)
+    _save_model(small, args.output, args.overwrite)
+    print(report)
+    print(f"saved {args.output}")
+    return 0
+
+
+# --------------------------------------------------------------------------- export
+
+
+def _add_export(p: argparse.ArgumentParser) -> None:
+    from .export import FORMATS, QUANTIZE_MODES, TARGETS
+
+    p.add_argument("model", metavar="MODEL.keras", help="the model to export")
+    p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory to create")
+    p.add_argument("--quantize", choices=[q for q in QUANTIZE_MODES if q], default=None,
+                   help="TFLite quantization (default: float32)")
+    p.add_argument("--representative-data", metavar="NPY", help="calibration inputs (.npy), required for int8")
+    p.add_argument("--sample", metavar="NPY", help="inputs (.npy) to verify the exported files on")
+    p.add_argument("--reference", metavar="REF.keras", help="unshrunk model to compare outputs and latency with")
+    p.add_argument("--formats", nargs="+", choices=FORMATS, default=list(FORMATS),
+                   help="what to write (default: %(default)s)")
+    p.add_argument("--target", choices=TARGETS, default="xnnpack",
+                   help="form of grouped layers (default: %(default)s)")
+    p.add_argument("--latency-runs", type=int, default=50, help="timed LiteRT calls (default: %(default)s)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+
+
+def _run_export(args) -> int:
+    from .export import export
+
+    if os.path.lexists(args.output) and not args.overwrite:
+        raise FileExistsError(
+            f"Expected a new output directory; pass --overwrite to replace it. Received: -o {args.output!r}"
+        )
+    model = _load_model(args.model)
+    reference = _load_model(args.reference) if args.reference else None
+    representative = (
+        _load_array(args.representative_data, "--representative-data") if args.representative_data else None
+    )
+    sample = _load_array(args.sample, "--sample") if args.sample else None
+    report = export(model, args.output, formats=tuple(args.formats), quantize=args.quantize,
+                    representative_data=representative, sample=sample, reference=reference,
+                    target=args.target, overwrite=args.overwrite, latency_runs=args.latency_runs,
+                    verbose=1 if args.verbose else 0)
+    print(report)
+    return 0
+
+
 # name -> (help, add_arguments, run)
 COMMANDS = {
     "demo": ("train the digits CNN with a hierarchical group sparse regularizer and save it", _add_demo, _run_demo),
+    "report": ("print per-layer parameters, multiply-adds and group sparsity of a .keras model", _add_report, _run_report),
+    "shrink": ("remove zero channels of a .keras model and save the smaller model", _add_shrink, _run_shrink),
+    "export": ("write SavedModel + .tflite, verify them in LiteRT and time them", _add_export, _run_export),
 }
 
 
@@ -60,8 +239,9 @@ def main(argv=None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING, format="%(message)s")
     try:
         return args._run(args)
-    except (ValueError, TypeError, FileNotFoundError, FileExistsError) as exc:
-        print(f"tf-groupsparse {args.command}: error: {exc}", file=sys.stderr)
+    except (ValueError, TypeError, OSError) as exc:  # OSError covers FileNotFound/FileExists
+        message = " ".join(str(exc).split())  # one line
+        print(f"tf-groupsparse {args.command}: error: {message}", file=sys.stderr)
         return 2
 
 

@@ -1,0 +1,141 @@
+"""The tf-groupsparse command: report, shrink and export, their help and their one-line errors."""
+
+import json
+import os
+
+import keras
+import numpy as np
+import pytest
+
+from tf_groupsparse import cli
+
+L = keras.layers
+
+
+def _model_file(tmp_path, name="m.keras"):
+    keras.utils.set_random_seed(3)
+    m = keras.Sequential([
+        keras.Input((6, 6, 1), name="pixels"),
+        L.Conv2D(4, 3, name="conv"),
+        L.Flatten(name="flat"),
+        L.Dense(3, name="fc"),
+    ], name="tiny")
+    kernel = m.get_layer("conv").kernel.numpy()
+    kernel[..., 1] = 0.0  # filter 1 is all zero
+    m.get_layer("conv").kernel.assign(kernel)
+    path = str(tmp_path / name)
+    m.save(path)
+    return m, path
+
+
+def _error_line(capsys):
+    err = capsys.readouterr().err.strip()
+    assert "\n" not in err
+    return err
+
+
+@pytest.mark.parametrize("command", ["report", "shrink", "export", "demo"])
+def test_every_command_has_help(command, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main([command, "--help"])
+    assert exit_info.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"usage: tf-groupsparse {command}")
+    assert cli.COMMANDS[command][0] in out
+
+
+def test_report_prints_costs_and_sparsity(tmp_path, capsys):
+    _, path = _model_file(tmp_path)
+    assert cli.main(["report", path]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("Layer costs")
+    # conv: 4*4*4 outputs * 9 MACs; fc: 64 * 3
+    assert "macs: 768" in out and "params: 235" in out
+    assert cli.main(["report", path, "--markdown", "--threshold", "0.5"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("## Layer costs\n\n| layer | kind | output_shape | params | macs |")
+    assert "| conv | Conv2D | (None, 4, 4, 4) | 40 | 576 |" in out
+    assert out.count("## ") == 2
+
+
+def test_report_refuses_unsafe_models_and_missing_files(tmp_path, capsys):
+    m = keras.Sequential([keras.Input((3,)), L.Lambda(lambda t: 2.0 * t), L.Dense(2)])
+    path = str(tmp_path / "lambda.keras")
+    m.save(path)
+    assert cli.main(["report", path]) == 2
+    err = _error_line(capsys)
+    assert err.startswith(f"tf-groupsparse report: error: refused to load '{path}': it needs unsafe "
+                          "deserialization (a Lambda layer")
+    assert "safe_mode=True only" in err
+    assert cli.main(["report", str(tmp_path / "none.keras")]) == 2
+    assert _error_line(capsys) == ("tf-groupsparse report: error: Expected an existing .keras model file. "
+                                   f"Received: MODEL='{tmp_path / 'none.keras'}'")
+    other = tmp_path / "model.h5"
+    other.write_text("x")
+    assert cli.main(["report", str(other)]) == 2
+    assert "Expected a Keras 3 model file ending in .keras" in _error_line(capsys)
+
+
+def test_report_bad_threshold_exits_with_one_line(tmp_path, capsys):
+    _, path = _model_file(tmp_path)
+    assert cli.main(["report", path, "--threshold", "-1"]) == 2
+    err = _error_line(capsys)
+    assert err.startswith("tf-groupsparse report: error:") and "threshold" in err
+
+
+def test_export_writes_directory_and_prints_report(tmp_path, capsys):
+    m, path = _model_file(tmp_path)
+    x = np.random.default_rng(0).random((8, 6, 6, 1), dtype=np.float32)
+    np.save(tmp_path / "x.npy", x)
+    out_dir = tmp_path / "out"
+    code = cli.main(["export", path, "-o", str(out_dir), "--sample", str(tmp_path / "x.npy"),
+                     "--formats", "tflite", "--latency-runs", "2"])
+    assert code == 0
+    assert sorted(os.listdir(out_dir)) == ["model.tflite", "report.json", "report.md"]
+    out = capsys.readouterr().out
+    assert out.startswith("Export of 'tiny'")
+    saved = json.loads((out_dir / "report.json").read_text())
+    assert saved["totals"]["tflite_bytes"] == os.path.getsize(out_dir / "model.tflite")
+    assert saved["totals"]["max_abs_error"] < 1e-4 and saved["totals"]["params"] == m.count_params()
+    # the directory exists now: refused without --overwrite, replaced with it
+    assert cli.main(["export", path, "-o", str(out_dir)]) == 2
+    assert _error_line(capsys) == ("tf-groupsparse export: error: Expected a new output directory; pass "
+                                   f"--overwrite to replace it. Received: -o '{out_dir}'")
+    assert cli.main(["export", path, "-o", str(out_dir), "--overwrite", "--formats", "saved_model"]) == 0
+    assert sorted(os.listdir(out_dir)) == ["report.json", "report.md", "saved_model"]
+
+
+def test_export_errors_are_one_line_and_write_nothing(tmp_path, capsys):
+    _, path = _model_file(tmp_path)
+    out_dir = tmp_path / "out"
+    assert cli.main(["export", path, "-o", str(out_dir), "--quantize", "int8"]) == 2
+    err = _error_line(capsys)
+    assert err.startswith("tf-groupsparse export: error: export: Expected `representative_data`")
+    assert "Received: representative_data=None" in err
+    np.save(tmp_path / "bad.npy", np.zeros((4, 5)))
+    assert cli.main(["export", path, "-o", str(out_dir), "--sample", str(tmp_path / "bad.npy")]) == 2
+    assert "Expected `sample` with shape (batch, *(6, 6, 1))" in _error_line(capsys)
+    assert cli.main(["export", path, "-o", str(out_dir), "--sample", str(tmp_path / "none.npy")]) == 2
+    assert _error_line(capsys).endswith(f"Expected an existing .npy file. Received: --sample='{tmp_path / 'none.npy'}'")
+    assert not out_dir.exists()
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["export", path, "-o", str(out_dir), "--quantize", "int4"])
+    assert exit_info.value.code == 2
+    assert "invalid choice: 'int4'" in capsys.readouterr().err
+
+
+def test_shrink_saves_a_smaller_model_with_the_same_outputs(tmp_path, capsys):
+    m, path = _model_file(tmp_path)
+    out = str(tmp_path / "small.keras")
+    assert cli.main(["shrink", path, "--threshold", "1e-3", "-o", out]) == 0
+    assert f"saved {out}" in capsys.readouterr().out
+    small = keras.models.load_model(out, safe_mode=True)
+    assert small.get_layer("conv").filters == 3
+    assert small.count_params() == m.count_params() - (9 + 1) - 16 * 3
+    x = np.random.default_rng(1).random((5, 6, 6, 1), dtype=np.float32)
+    np.testing.assert_allclose(small.predict(x, verbose=0), m.predict(x, verbose=0), atol=1e-5)
+    assert cli.main(["shrink", path, "--threshold", "1e-3", "-o", out]) == 2
+    assert "pass --overwrite to replace it" in _error_line(capsys)
+    assert cli.main(["shrink", path, "--threshold", "1e-3", "-o", str(tmp_path / "s.h5")]) == 2
+    assert "Expected the output file to end in .keras" in _error_line(capsys)
+    assert sorted(os.listdir(tmp_path)) == ["m.keras", "small.keras"]
