@@ -1,0 +1,303 @@
+"""Shrink: physically remove the channel groups through which nothing flows.
+
+After group-sparse training (HGSR, Mitsuno, Miyao & Kurita, IJCNN 2020; group lasso / exclusive
+sparsity, Yoon & Hwang, ICML 2017) whole channel groups are (near) zero. For a group ``G`` (see
+:mod:`tf_groupsparse.graph`) with producer slices ``P`` (kernel slices that compute the channel,
+``W[..., :, c]``) and terminal consumer slices ``Q`` (kernel slices that read it,
+``W[..., c, :]``), with ``n(.)`` the chosen norm and ``t`` the threshold:
+
+- consumer-dead: ``max_{q in Q} n(q) < t``: nothing reads the channel; remove ``G``.
+- producer-dead: ``max_{p in P} n(p) < t``: the channel carries an input-independent value
+  ``v`` (bias, BatchNormalization shift, activation of a constant). Its effect on a consumer
+  with kernel ``W`` is folded into that consumer's bias, ``b'_o = b_o + sum_taps W[tap, c, o] v``,
+  which is exact for Dense, 1x1 convolutions and 'valid' convolutions when ``v`` is the same at
+  every position. When it is not exact (a k x k 'same' conv whose zero padding would see ``v``,
+  or ``v`` varying over positions after padding), the group is kept (``constants="fold"`` or
+  ``"keep"``) or an error is raised (``constants="error"``). ``v`` is computed by running the
+  model's layers (inference mode) with the dead producer slices set to zero, so BatchNorm,
+  activations, pooling and merges are all accounted for. ``v = 0`` needs no folding.
+
+Groups coupled to model inputs/outputs, frozen layers or cross-channel normalizations
+(LayerNormalization, Softmax) are never removed, and every layer keeps ``keep_min`` channels.
+
+Example:
+    >>> import keras, numpy as np
+    >>> from tf_groupsparse.shrinking import shrink
+    >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(6, name="h"),
+    ...                       keras.layers.Dense(2, name="y")])
+    >>> k = m.get_layer("h").kernel.numpy(); k[:, :3] = 0; m.get_layer("h").kernel.assign(k)
+    >>> small = shrink(m)
+    >>> small.get_layer("h").units
+    3
+"""
+
+from __future__ import annotations
+
+import logging
+
+import keras
+import numpy as np
+
+from ._validation import check_choice, check_int, check_keras_model, check_number
+from .graph import build_graph, evaluate
+from .report import Report
+from .surgery import _clone, remove_groups
+
+__all__ = ["shrink", "ShrinkReport", "CRITERIA", "CONSTANT_MODES"]
+
+logger = logging.getLogger(__name__)
+
+CRITERIA = {
+    "l2": lambda rows: np.sqrt(np.sum(np.square(rows), axis=1)),
+    "l1": lambda rows: np.sum(np.abs(rows), axis=1),
+}
+CONSTANT_MODES = ("fold", "keep", "error")
+_ZERO = 1e-7
+
+
+class ShrinkReport(Report):
+    """Per-layer channels and parameters before/after :func:`shrink` (a :class:`Report`)."""
+
+
+def _slice_norms(weights, s, criterion):
+    rows = np.moveaxis(weights[s.weight_index], s.axis, 0).reshape(len(s.ids), -1)
+    norms = np.asarray(criterion(rows), dtype="float64").reshape(-1)
+    if norms.shape != (len(s.ids),):
+        raise ValueError(
+            "shrink: Expected `criterion` to map an array (n_channels, size) to n_channels norms. "
+            f"Received: output shape {norms.shape} for input shape {rows.shape}"
+        )
+    return norms
+
+
+def _dead_groups(graph, weights, threshold, criterion):
+    """(producer_dead, consumer_dead) boolean arrays over groups."""
+    n = graph.n_groups
+    labels = graph.labels
+    has_prod, prod_alive, cons_alive = np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool)
+    consumers = {}
+    for s in graph.slices:
+        if s.role == "param":
+            continue
+        alive = _slice_norms(weights[id(s.node)], s, criterion) >= threshold
+        if s.role == "produce":
+            has_prod[labels[s.ids]] = True
+            prod_alive[labels[s.ids[alive]]] = True
+        else:  # a layer ignores a channel when any of its (serial) reading slices is dead
+            uniq, inverse = np.unique(s.ids, return_inverse=True)
+            per_id = np.zeros(len(uniq), bool)
+            np.logical_or.at(per_id, inverse, alive)
+            prev = consumers.get(id(s.node))
+            consumers[id(s.node)] = (uniq, per_id if prev is None else prev[1] & per_id)
+    for uniq, per_id in consumers.values():
+        cons_alive[labels[uniq[per_id]]] = True
+    return has_prod & ~prod_alive, ~cons_alive
+
+
+def _probe_inputs(model, rng):
+    out = []
+    for t in model.inputs:
+        shape = [2] + [16 if d is None else int(d) for d in t.shape[1:]]
+        if "int" in str(t.dtype):
+            out.append(rng.integers(0, 2, size=shape).astype(str(t.dtype)))
+        else:
+            out.append(rng.normal(size=shape).astype(str(t.dtype)))
+    return out
+
+
+def _foldable(layer):
+    """Dense, or a groups=1 convolution whose window never covers zero padding."""
+    if isinstance(layer, keras.layers.Dense):
+        return True
+    conv_types = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
+    if not isinstance(layer, conv_types) or getattr(layer, "groups", 1) != 1:
+        return False
+    return layer.padding == "valid" or all(k == 1 for k in layer.kernel_size)
+
+
+def _constants(model, graph, weights, wanted, unsupported):
+    """Per wanted group: None (cannot fold) or a list of (node_name, bias delta)."""
+    copy = _clone(model)
+    copy.set_weights(model.get_weights())
+    probe = build_graph(copy, unsupported=unsupported)
+    if not np.array_equal(probe.labels, graph.labels):  # pragma: no cover - tracing is deterministic
+        raise RuntimeError("shrink: the probe graph differs from the model graph")
+    for s in probe.slices:
+        if s.role == "produce":
+            hit = wanted[probe.labels[s.ids]]
+            if hit.any():
+                var = s.node.layer.weights[s.weight_index]
+                value = keras.ops.convert_to_numpy(var).copy()
+                index = [slice(None)] * value.ndim
+                index[s.axis] = np.nonzero(hit)[0]
+                value[tuple(index)] = 0.0
+                var.assign(value)
+    env = evaluate(probe, _probe_inputs(model, np.random.default_rng(0)))
+    result = {int(g): [] for g in np.nonzero(wanted)[0]}
+    for s, ps in zip(graph.slices, probe.slices):
+        if s.role != "consume":
+            continue
+        labs = graph.labels[s.ids]
+        positions = np.nonzero(wanted[labs])[0]
+        if not len(positions):
+            continue
+        key = probe.tracer.canon(ps.node.meta["in_keys"][0][0])
+        values = env[key].reshape(-1, env[key].shape[-1])[:, positions]
+        zero = np.abs(values).max(axis=0) <= _ZERO
+        const = values.mean(axis=0)
+        uniform = (values.max(axis=0) - values.min(axis=0)) <= 1e-5 * (1.0 + np.abs(const))
+        foldable = _foldable(s.node.layer) and s.role == "consume"
+        kernel = weights[id(s.node)][s.weight_index]
+        for j, pos in enumerate(positions):
+            g = int(labs[pos])
+            if result[g] is None or zero[j]:
+                continue
+            if not (foldable and uniform[j]):
+                result[g] = None
+                continue
+            taps = np.take(kernel, pos, axis=s.axis)  # (*S, C_out)
+            delta = taps.reshape(-1, taps.shape[-1]).sum(axis=0) * const[j]
+            result[g].append((s.node.name, delta))
+    return result
+
+
+def _apply_keep_min(graph, removed, keep_min):
+    tensors = []
+    for node in graph.nodes:
+        if node.owned is not None:
+            tensors.append(node.owned)
+        tensors += [x for call in node.outputs for x in call if len(x)]
+    changed = True
+    while changed:
+        changed = False
+        for ids in tensors:
+            labs = graph.labels[ids]
+            need = min(keep_min, len(ids))
+            if int((~removed[labs]).sum()) >= need:
+                continue
+            for lab in dict.fromkeys(labs[removed[labs]]):
+                removed[lab] = False
+                changed = True
+                if int((~removed[labs]).sum()) >= need:
+                    break
+    return removed
+
+
+def _layer_at(model, path):
+    layer = model
+    for part in path.split("/"):
+        layer = layer.get_layer(part)
+    return layer
+
+
+def shrink(model, threshold=1e-3, *, criterion="l2", keep_min=1, unsupported="error",
+           constants="fold", return_report=False):
+    """Remove every channel group through which nothing flows; outputs stay the same.
+
+    A group is removed when all its terminal consumer slices have norm below `threshold`, or
+    all its producer slices do and the constant it then carries can be folded exactly into the
+    consumers' biases (see the module docstring for the formulas).
+
+    Args:
+        model: a built keras.Model (Sequential or functional; nested models allowed).
+        threshold: float >= 0, default 1e-3; a slice with norm below it counts as zero.
+        criterion: "l2" (default), "l1", or a callable mapping an array (n_channels, size)
+            to n_channels norms.
+        keep_min: int >= 1, default 1; channels every layer keeps at least.
+        unsupported: "error" (default) or "freeze" for layers without a graph handler.
+        constants: "fold" (default: fold exact constants, keep the other groups), "keep"
+            (never fold: keep every group that carries a nonzero constant) or "error" (fold
+            exact constants, raise ValueError for a constant that cannot be folded).
+        return_report: when True return ``(model, ShrinkReport)``.
+
+    Returns:
+        The new, smaller keras.Model, or ``(model, report)``; `model` is unchanged.
+
+    Raises:
+        TypeError / ValueError: invalid arguments, unsupported layers with
+            ``unsupported="error"``, or an unfoldable constant with ``constants="error"``.
+
+    Example:
+        >>> import keras
+        >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="h"),
+        ...                       keras.layers.Dense(1)])
+        >>> small, report = shrink(m, return_report=True)
+        >>> report.totals["groups_removed"]
+        0
+    """
+    owner = "shrink"
+    check_keras_model(model, owner)
+    threshold = check_number("threshold", threshold, owner)
+    if not callable(criterion):
+        criterion = CRITERIA[check_choice("criterion", criterion, tuple(CRITERIA), owner)]
+    keep_min = check_int("keep_min", keep_min, owner, minimum=1)
+    check_choice("unsupported", unsupported, ("error", "freeze"), owner)
+    check_choice("constants", constants, CONSTANT_MODES, owner)
+    if not isinstance(return_report, bool):
+        raise TypeError(f"{owner}: Expected `return_report` to be a bool. Received: return_report={return_report!r}")
+
+    graph = build_graph(model, unsupported=unsupported)
+    weights = {id(n): n.layer.get_weights() for n in graph.nodes}
+    producer_dead, consumer_dead = _dead_groups(graph, weights, threshold, criterion)
+    removable = ~graph.frozen_groups & ~graph.lossy_groups
+    removed = removable & consumer_dead
+    needs_constant = removable & producer_dead & ~consumer_dead
+    deltas_by_group = {}
+    if needs_constant.any():
+        found = _constants(model, graph, weights, needs_constant, unsupported)
+        for g, deltas in found.items():
+            if deltas is None or (deltas and constants == "keep"):
+                if constants == "error" and deltas is None:
+                    raise ValueError(
+                        f"{owner}: Expected every zero group's constant output to fold exactly into "
+                        f"its consumers. Received: {graph_group_str(graph, g)} carries a constant "
+                        "that a zero-padded or non-uniform consumer would see. Pass "
+                        'constants="fold" or "keep" to keep such groups.'
+                    )
+                continue
+            removed[g] = True
+            deltas_by_group[g] = deltas
+    removed = _apply_keep_min(graph, removed, keep_min)
+    bias_deltas = {}
+    for g, deltas in deltas_by_group.items():
+        if removed[g]:
+            for name, delta in deltas:
+                bias_deltas[name] = bias_deltas.get(name, 0.0) + delta
+    groups = np.nonzero(removed)[0]
+    logger.info("shrink: removing %d of %d groups, folding constants into %d layers",
+                len(groups), graph.n_groups, len(bias_deltas))
+    new_model = remove_groups(graph, groups, bias_deltas=bias_deltas, owner=owner)
+    if not return_report:
+        return new_model
+    return new_model, _report(graph, new_model, removed, bias_deltas, threshold)
+
+
+def graph_group_str(graph, label):
+    from .graph.model import Group
+
+    return str(Group(graph, label))
+
+
+def _report(graph, new_model, removed, bias_deltas, threshold):
+    rows = []
+    for node in graph.nodes:
+        ids = node.out_ids
+        new_layer = _layer_at(new_model, node.name)
+        before, after = node.layer.count_params(), new_layer.count_params()
+        kept = int((~removed[graph.labels[ids]]).sum())
+        if node.owned is None and before == after and kept == len(ids):
+            continue
+        rows.append({
+            "layer": node.name, "class": type(node.layer).__name__,
+            "channels_before": len(ids), "channels_after": kept,
+            "params_before": before, "params_after": after,
+            "bias_folded": node.name in bias_deltas,
+        })
+    totals = {
+        "params_before": int(graph.model.count_params()),
+        "params_after": int(new_model.count_params()),
+        "groups_removed": int(removed.sum()),
+        "layers_with_folded_constants": len(bias_deltas),
+    }
+    totals["params_removed_fraction"] = 1.0 - totals["params_after"] / max(totals["params_before"], 1)
+    return ShrinkReport(f"shrink (threshold={threshold:g})", rows, totals, meta={"model": graph.model.name})
