@@ -172,3 +172,12 @@ def test_report_renders_and_serializes():
     assert r.title == "Layer costs" and "macs: 8" in str(r)
     assert r.to_dict()["rows"][0] == {"layer": "d", "kind": "Dense", "output_shape": "(None, 2)",
                                       "params": 10, "macs": 8}
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from tf_groupsparse import metrics
+
+    result = doctest.testmod(metrics)
+    assert result.attempted >= 8 and result.failed == 0
