@@ -127,7 +127,8 @@ def test_export_errors_are_one_line_and_write_nothing(tmp_path, capsys):
 def test_shrink_saves_a_smaller_model_with_the_same_outputs(tmp_path, capsys):
     m, path = _model_file(tmp_path)
     out = str(tmp_path / "small.keras")
-    assert cli.main(["shrink", path, "--threshold", "1e-3", "-o", out]) == 0
+    assert cli.main(["shrink", path, "--threshold", "1e-3", "-o", out, "--constants", "error",
+                     "--criterion", "l1"]) == 0
     assert f"saved {out}" in capsys.readouterr().out
     small = keras.models.load_model(out, safe_mode=True)
     assert small.get_layer("conv").filters == 3
@@ -138,4 +139,7 @@ def test_shrink_saves_a_smaller_model_with_the_same_outputs(tmp_path, capsys):
     assert "pass --overwrite to replace it" in _error_line(capsys)
     assert cli.main(["shrink", path, "--threshold", "1e-3", "-o", str(tmp_path / "s.h5")]) == 2
     assert "Expected the output file to end in .keras" in _error_line(capsys)
+    assert cli.main(["shrink", path, "--threshold", "-2", "-o", str(tmp_path / "s.keras")]) == 2
+    assert _error_line(capsys) == ("tf-groupsparse shrink: error: shrink: Expected `threshold` >= 0. "
+                                   "Received: threshold=-2.0")
     assert sorted(os.listdir(tmp_path)) == ["m.keras", "small.keras"]

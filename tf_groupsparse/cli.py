@@ -149,8 +149,14 @@ def _add_shrink(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, required=True,
                    help="a channel is removed when its group norm is below this value")
     p.add_argument("-o", "--output", required=True, metavar="OUT.keras", help="where to save the smaller model")
-    p.add_argument("--criterion", default="l2", help="group norm used against the threshold (default: %(default)s)")
+    p.add_argument("--criterion", choices=("l2", "l1"), default="l2",
+                   help="group norm compared with the threshold (default: %(default)s)")
     p.add_argument("--keep-min", type=int, default=1, help="channels kept at least per layer (default: %(default)s)")
+    p.add_argument("--unsupported", choices=("error", "freeze"), default="error",
+                   help="layers without a graph handler: fail, or keep their channels (default: %(default)s)")
+    p.add_argument("--constants", choices=("fold", "keep", "error"), default="fold",
+                   help="channels that carry a nonzero constant: fold it into the consumers' biases, "
+                        "keep them, or fail (default: %(default)s)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
 
 
@@ -160,7 +166,7 @@ def _run_shrink(args) -> int:
     _check_output_file(args.output, args.overwrite)
     model = _load_model(args.model)
     small, report = shrink(model, args.threshold, criterion=args.criterion, keep_min=args.keep_min,
-                           return_report=True)
+                           unsupported=args.unsupported, constants=args.constants, return_report=True)
     _save_model(small, args.output, args.overwrite)
     print(report)
     print(f"saved {args.output}")
