@@ -159,6 +159,12 @@ def remove_groups(graph, groups, *, bias_deltas=None, owner="remove_groups"):
     new_layers = {}
 
     def clone(layer):
+        if isinstance(layer, keras.Model):  # nested model: new input shapes, same recursion
+            shapes = [
+                tuple(shape[:-1]) + (int((~removed[ids]).sum()),)
+                for ids, shape in graph.tracer.submodel_inputs[id(layer)]
+            ]
+            return _clone(layer, clone, shapes)
         config = layer.get_config()
         node = by_layer.get(id(layer))
         if node is not None and not node.frozen:
@@ -194,18 +200,23 @@ def remove_groups(graph, groups, *, bias_deltas=None, owner="remove_groups"):
     return new_model
 
 
-def _clone(model, clone_function=None):
-    """clone_model that keeps the names of a functional model's input layers."""
-    kwargs = {"recursive": True}
+def _clone(model, clone_function=None, input_shapes=None):
+    """clone_model that keeps input layer names; nested models go through `clone_function`
+    (with their new `input_shapes`) when it is given, else they are cloned as they are."""
+    kwargs = {"recursive": clone_function is None}
     if clone_function is not None:
         kwargs["clone_function"] = clone_function
-    if not isinstance(model, keras.Sequential):
+    shapes = input_shapes or [tuple(t.shape) for t in model.inputs]
+    if isinstance(model, keras.Sequential):
+        if input_shapes is not None:
+            kwargs["input_tensors"] = keras.Input(batch_shape=shapes[0], dtype=model.inputs[0].dtype)
+    else:
         from .graph.build import _history_list
 
         names = [t[0] for t in _history_list(model.get_config()["input_layers"])]
         fresh = [
-            keras.Input(batch_shape=t.shape, dtype=t.dtype, name=name)
-            for t, name in zip(model.inputs, names)
+            keras.Input(batch_shape=shape, dtype=t.dtype, name=name)
+            for t, shape, name in zip(model.inputs, shapes, names)
         ]
         kwargs["input_tensors"] = keras.tree.pack_sequence_as(model.input, fresh)
     return keras.models.clone_model(model, **kwargs)

@@ -90,6 +90,7 @@ class _Tracer:
         self.calls = []
         self.tensors, self.shapes, self.alias, self.producer = {}, {}, {}, {}
         self.deps = {}
+        self.submodel_inputs = {}
         self.in_shapes = self.out_shapes = None
 
     # --- context API used by handlers -------------------------------------------------------
@@ -210,6 +211,10 @@ class _Tracer:
         self.calls.append((node, args, kwargs, out_keys))
         return out_keys
 
+    def _note_submodel(self, model, keys):
+        """Remember the channel variables and shapes entering a nested model (first call)."""
+        self.submodel_inputs.setdefault(id(model), [(self.ids(k), self.shape(k)) for k in keys])
+
     def _unsupported(self, node, reason):
         cls = type(node.layer).__name__
         if self.unsupported == "error":
@@ -227,6 +232,7 @@ class _Tracer:
             key = in_keys[0]
             for layer in model.layers:
                 if isinstance(layer, keras.Model):
+                    self._note_submodel(layer, [key])
                     key = self.trace_model(layer, f"{path}{layer.name}/", scope + (layer.name,), [key])[0]
                 else:
                     key = self.trace_call(layer, path + layer.name, [_Ref(key)], {}, scope + (layer.name, 0))[0]
@@ -249,6 +255,7 @@ class _Tracer:
                 prefix = scope + (lc["name"], i)
                 if isinstance(layer, keras.Model):
                     keys = [r.key for r in _refs(args) + _refs(kwargs)]
+                    self._note_submodel(layer, keys)
                     outs = self.trace_model(layer, f"{path}{layer.name}/", prefix, keys)
                     for t, k in enumerate(outs):
                         self.alias[prefix + (t,)] = k
