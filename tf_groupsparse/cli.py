@@ -52,10 +52,13 @@ _SERIALIZABLE_MODULES = ("regularizers", "proximal", "layers", "callbacks", "gro
 
 def _register_project_objects() -> None:
     for name in _SERIALIZABLE_MODULES:
+        module = f"{__package__}.{name}"
         try:
-            importlib.import_module(f"{__package__}.{name}")
-        except ImportError as exc:  # a module not present in this installation
-            logging.getLogger(__name__).debug("not loaded: %s (%s)", name, exc)
+            importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name != module:  # the module exists but something it needs is missing
+                raise
+            logging.getLogger(__name__).debug("no module %s in this installation", module)
 
 
 def _load_model(path):
