@@ -1,0 +1,199 @@
+"""Filter pruning by loss increase: planted useless filters go, useful ones stay, exact errors."""
+
+import re
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from tf_groupsparse.pruning import PruningReport, prune_filters
+
+
+def _task(n=400, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 6)).astype("float32")
+    y = np.argmax(x[:, :3] + 0.5 * x[:, 3:], axis=1).astype("int32")
+    return x, y
+
+
+def _np_loss(weights, x, y, removed=()):
+    """Cross-entropy of the Dense(8, relu) -> Dense(3) model in NumPy with hidden units removed."""
+    k1, b1, k2, b2 = weights
+    h = np.maximum(x @ k1 + b1, 0.0)
+    h[:, list(removed)] = 0.0
+    z = h @ k2 + b2
+    z = z - z.max(axis=1, keepdims=True)
+    logp = z - np.log(np.exp(z).sum(axis=1, keepdims=True))
+    return float(-np.mean(logp[np.arange(len(y)), y]))
+
+
+@pytest.fixture(scope="module")
+def dense_model():
+    """Dense(8, relu) -> Dense(3): 5 trained hidden units and, at 1, 4, 6, three planted units
+    with large random incoming weights whose outgoing rows are zero (they reach nothing)."""
+    keras.utils.set_random_seed(1)
+    x, y = _task()
+    small = keras.Sequential([keras.Input((6,)), keras.layers.Dense(5, activation="relu"), keras.layers.Dense(3)])
+    small.compile(keras.optimizers.Adam(3e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    small.fit(x, y, epochs=40, batch_size=64, verbose=0)
+    s1, c1, s2, c2 = small.get_weights()
+    useful = [0, 2, 3, 5, 7]
+    rng = np.random.default_rng(5)
+    k1 = rng.normal(scale=2.0, size=(6, 8)).astype("float32")
+    b1 = np.ones(8, "float32")
+    k2 = np.zeros((8, 3), "float32")
+    k1[:, useful], b1[useful], k2[useful] = s1, c1, s2
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu", name="h"),
+                              keras.layers.Dense(3, name="out")])
+    model.set_weights([k1, b1, k2, c2])
+    return model, x, y
+
+
+def _greedy_reference(weights, x, y, tol):
+    """The acceptance rule replayed in NumPy: ascending column norm, keep if total rise <= tol."""
+    base = _np_loss(weights, x, y)
+    removed = []
+    for f in np.argsort(np.linalg.norm(weights[0], axis=0), kind="stable"):
+        if len(removed) < 7 and _np_loss(weights, x, y, removed + [int(f)]) - base <= tol:
+            removed.append(int(f))
+    return sorted(removed)
+
+
+def test_removes_planted_useless_filters_and_keeps_useful_ones(dense_model):
+    model, x, y = dense_model
+    weights = [w.copy() for w in model.get_weights()]
+    tol = 0.02
+    pruned, report = prune_filters(model, (x, y), samples=400, tolerance=tol, verbose=0)
+    removed = report.meta["plan"]["h"]
+    assert {1, 4, 6} <= set(removed)
+    base = _np_loss(weights, x, y)
+    assert report.totals["loss_before"] == pytest.approx(base, abs=1e-5)
+    # the accepted set stays within the budget, measured independently in NumPy
+    assert _np_loss(weights, x, y, removed) - base <= tol + 1e-6
+    # the same set as the rule replayed independently, and the trained units stay
+    assert removed == _greedy_reference(weights, x, y, tol)
+    assert len(removed) <= 4
+    # physically smaller, same function as the zeroed model, user's model untouched
+    assert pruned.get_layer("h").units == 8 - len(removed)
+    assert report.totals["loss_after"] == pytest.approx(_np_loss(weights, x, y, removed), abs=1e-5)
+    for a, b in zip(weights, model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    assert isinstance(report, PruningReport)
+    row = report.rows[0]
+    assert (row["layer"], row["filters_before"], row["filters_after"]) == ("h", 8, 8 - len(removed))
+    # the layer's own rows count its kernel columns and biases; totals add the consumer's rows
+    assert row["params_removed"] == len(removed) * (6 + 1)
+    assert report.totals["params_removed"] == len(removed) * (6 + 1 + 3)
+    assert row["macs_removed"] == len(removed) * 6
+    assert report.totals["macs_removed"] == len(removed) * (6 + 3)
+
+
+def test_zero_tolerance_and_max_fraction(dense_model):
+    model, x, y = dense_model
+    _, strict = prune_filters(model, (x, y), samples=400, tolerance=0.0, verbose=0)
+    # only filters whose removal does not raise the loss at all go (the planted ones do not)
+    assert strict.totals["loss_increase"] <= 1e-6
+    assert {1, 4, 6} <= set(strict.meta["plan"]["h"])
+    _, capped = prune_filters(model, (x, y), samples=400, tolerance=10.0, max_fraction=0.25, verbose=0)
+    assert capped.rows[0]["filters_after"] == 6
+
+
+def test_conv_bn_flatten_model_matches_zeroed_outputs():
+    keras.utils.set_random_seed(2)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(192, 6, 6, 2)).astype("float32")
+    y = np.argmax(np.stack([x[..., 0].mean((1, 2)), x[..., 1].mean((1, 2)), 0.05 * np.ones(192)], 1), 1)
+    y = y.astype("int32")
+
+    def conv_model(filters):
+        inputs = keras.Input((6, 6, 2))
+        h = keras.layers.Conv2D(filters, 3, name="conv")(inputs)
+        h = keras.layers.BatchNormalization(name="bn")(h)
+        h = keras.layers.ReLU(name="relu")(h)
+        return keras.Model(inputs, keras.layers.Dense(3, name="out")(keras.layers.Flatten(name="flat")(h)))
+
+    small = conv_model(4)
+    small.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    small.fit(x, y, epochs=15, batch_size=32, verbose=0)
+    model = conv_model(6)
+    useful = [0, 1, 3, 4]  # channels 2 and 5 are planted: random filters feeding nothing
+    kernel, cbias = (w.copy() for w in model.get_layer("conv").get_weights())
+    kernel[..., useful], cbias[useful] = small.get_layer("conv").get_weights()
+    model.get_layer("conv").set_weights([kernel, cbias + 0.3])
+    bn = [np.full(6, v, "float32") for v in (1.5, 0.2, 0.1, 2.0)]
+    for full, trained in zip(bn, small.get_layer("bn").get_weights()):
+        full[useful] = trained
+    model.get_layer("bn").set_weights(bn)
+    rows = np.zeros((16, 6, 3), "float32")
+    small_kernel, bias = small.get_layer("out").get_weights()
+    rows[:, useful, :] = small_kernel.reshape(16, 4, 3)
+    model.get_layer("out").set_weights([rows.reshape(96, 3), bias])
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
+    pruned, report = prune_filters(model, ds, samples=96, tolerance=0.0, layers=["conv"],
+                                   candidates="l1", batch_size=32, verbose=0)
+    assert {2, 5} <= set(report.meta["plan"]["conv"])
+    keep = [c for c in range(6) if c not in report.meta["plan"]["conv"]]
+    # the reference: the original model with the removed channels' consumer rows set to zero
+    rows[:, report.meta["plan"]["conv"], :] = 0.0
+    reference = keras.models.clone_model(model)
+    reference.set_weights(model.get_weights())
+    reference.get_layer("out").set_weights([rows.reshape(96, 3), bias])
+    np.testing.assert_allclose(pruned.predict(x, verbose=0), reference.predict(x, verbose=0), atol=1e-5)
+    assert pruned.get_layer("conv").filters == len(keep)
+    assert pruned.get_layer("bn").gamma.shape == (len(keep),)
+    assert report.totals["evaluations"] <= 6  # each filter at most once
+
+
+def test_callable_candidates_and_fine_tune(dense_model):
+    model, x, y = dense_model
+    model = keras.models.clone_model(model)
+    model.set_weights(dense_model[0].get_weights())
+    model.compile(keras.optimizers.SGD(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    order = []
+
+    def reverse_index(layer):
+        order.append(layer.name)
+        return -np.arange(layer.units, dtype="float64")
+
+    pruned, report = prune_filters(model, (x, y), samples=200, tolerance=0.02, candidates=reverse_index,
+                                   fine_tune={"epochs": 2, "batch_size": 50}, verbose=0)
+    assert order == ["h"]
+    assert report.meta["loss"] == "model.compile"
+    assert report.totals["loss_after_fine_tune"] < report.totals["loss_after"]
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({"tolerance": -1}, ValueError, "prune_filters: Expected `tolerance` >= 0. Received: tolerance=-1.0"),
+        ({"samples": 0}, ValueError, "prune_filters: Expected `samples` >= 1. Received: samples=0"),
+        ({"candidates": "random"}, ValueError,
+         "prune_filters: Expected `candidates` to be one of 'norm', 'l1'. Received: candidates='random'"),
+        ({"layers": ["out"]}, ValueError,
+         "prune_filters: Expected `layers` to name layers with removable filters: ['h']. Received: layers=['out']"),
+        ({"max_fraction": 0}, ValueError, "prune_filters: Expected `max_fraction` > 0 and <= 1. Received: max_fraction=0.0"),
+        ({"fine_tune": {"epoch": 1}}, ValueError,
+         "prune_filters: Expected `fine_tune` to be None or a dict like {'epochs': 2} (optional 'batch_size'). "
+         "Received: fine_tune={'epoch': 1}"),
+        ({"fine_tune": {"epochs": 1}}, ValueError,
+         "prune_filters: Expected a compiled model when `fine_tune` is given (the pruned model is fine-tuned "
+         "with the model's compile settings). Received: model 'plain' is not compiled"),
+        ({"data": np.zeros(3)}, TypeError,
+         "prune_filters: Expected `data` to be an (x, y) tuple of arrays or a tf.data.Dataset of (x, y) "
+         "batches. Received: data of type ndarray"),
+        ({"loss": "no_such_loss"}, ValueError,
+         "prune_filters: Expected `loss` to be a Keras loss name, a keras.losses.Loss or a callable "
+         "(y_true, y_pred). Received: loss='no_such_loss'"),
+    ],
+)
+def test_bad_arguments(kwargs, error, message):
+    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(4, name="h"), keras.layers.Dense(3, name="out")],
+                             name="plain")
+    args = {"data": _task(8)}
+    args.update(kwargs)
+    data = args.pop("data")
+    with pytest.raises(error, match=re.escape(message)):
+        prune_filters(model, data, verbose=0, **args)
+    with pytest.raises(TypeError, match=re.escape("prune_filters: Expected `model` to be a keras.Model")):
+        prune_filters("model", _task(8), verbose=0)
