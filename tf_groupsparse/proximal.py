@@ -104,6 +104,9 @@ def _kernel(v, owner):
 
 
 def _as(t, v):
+    """`t` in the dtype of `v` (Python numbers convert directly, without a float32 detour)."""
+    if isinstance(t, numbers.Real):
+        return ops.convert_to_tensor(float(t), dtype=v.dtype)
     return ops.cast(t, v.dtype)
 
 
@@ -419,7 +422,16 @@ class ProximalConstraint(keras.constraints.Constraint):
         lr = ops.cast(optimizer.learning_rate, dtype)
         steps = getattr(optimizer, "gradient_accumulation_steps", None)
         if steps:
-            is_update = ops.equal(ops.mod(optimizer.iterations + 1, steps), 0)
+            # `optimizer.iterations` counts real updates under accumulation; the optimizer
+            # itself decides on the raw step counter, so the prox follows the same test.
+            raw = getattr(optimizer, "_iterations", None)
+            if raw is None:
+                raise ValueError(
+                    f"{type(self).__name__}: Expected an optimizer that exposes its raw step "
+                    "counter when gradient_accumulation_steps is set. Received: "
+                    f"{type(optimizer).__name__}(gradient_accumulation_steps={steps})"
+                )
+            is_update = ops.equal(ops.mod(raw + 1, steps), 0)
             lr = lr * ops.cast(is_update, dtype)
         return lr
 
