@@ -84,6 +84,7 @@ def test_planted_model_starts_with_unchanged_outputs(digits):
         assert names == expected
 
 
+@pytest.mark.slow
 def test_old_parameters_bit_identical_and_accuracy_rises(digits):
     (xt, yt), (xv, yv), teacher = digits
     student = _student((xt, yt))
@@ -146,6 +147,16 @@ def test_plant_stops_at_param_budget_and_saves(digits, tmp_path):
     np.testing.assert_allclose(loaded.predict(xv, verbose=0), grown.predict(xv, verbose=0), atol=1e-6)
 
 
+def test_stops_at_target_accuracy_before_any_step(digits):
+    (xt, yt), (xv, yv), teacher = digits
+    student = _student()
+    grown, report = plant(student, teacher, (xt[:64], yt[:64]), validation_data=(xv, yv),
+                          target_accuracy=0.0, verbose=0)
+    assert report.rows == [] and report.totals["stopped_by"] == "target_accuracy"
+    assert grown is not student and grown.count_params() == student.count_params()
+    np.testing.assert_array_equal(grown.predict(xv[:5], verbose=0), student.predict(xv[:5], verbose=0))
+
+
 def test_layers_argument_restricts_search(digits):
     (xt, yt), (xv, yv), teacher = digits
     student = _student()
@@ -200,3 +211,12 @@ def test_rejects_non_chain_and_mismatched_teacher():
         "plant: Expected `student` and `teacher` to share input shape and number of classes."
     )):
         plant(student, teacher, data, verbose=0)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from tf_groupsparse import planting
+
+    result = doctest.testmod(planting, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 5 and result.failed == 0

@@ -197,3 +197,12 @@ def test_bad_arguments(kwargs, error, message):
         prune_filters(model, data, verbose=0, **args)
     with pytest.raises(TypeError, match=re.escape("prune_filters: Expected `model` to be a keras.Model")):
         prune_filters("model", _task(8), verbose=0)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from tf_groupsparse import pruning
+
+    result = doctest.testmod(pruning, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 5 and result.failed == 0

@@ -151,3 +151,12 @@ def test_build_model_bad_arguments():
         "build_model: Expected `activation` to be a Keras activation name. Received: activation='nope'"
     )):
         build_model(s, 2, activation="nope")
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    from tf_groupsparse import structure_learning
+
+    result = doctest.testmod(structure_learning, optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= 5 and result.failed == 0
