@@ -6,7 +6,10 @@ For a layer with kernel ``W`` of shape ``(*S, C_in, C_out)`` and ``K`` groups:
    ``W[i, :]`` (``"signed"``, the authors' MLP choice); conv ``x_io = max(K_io) - min(K_io)``
    (``representative="range"``, the authors' choice) or ``||K_io||_2`` (``"l2"``).
 2. Fit ``sklearn.mixture.GaussianMixture(K, covariance_type="diag")`` to ``{x_i}``;
-   ``c_i = argmax_k gamma_ik``.
+   ``c_i = argmax_k gamma_ik``. Non-negative profiles start from k-means (``n_init`` restarts,
+   best likelihood kept); signed profiles start from k-means on ``|x_i|`` (rows of one block
+   share large magnitudes while their signed means are near zero, so k-means on the signed
+   rows starts EM in a poor local optimum).
 3. ``g_o = argmax_k mean_{i: c_i = k} |x_io|``. The magnitude is used even for signed profiles:
    a strong negative connection is a strong connection, and signed means of mixed-sign rows
    cancel out. Groups with no input channel are never chosen.
@@ -47,6 +50,7 @@ import keras
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.cluster import KMeans
 from sklearn.mixture import GaussianMixture
 
 from .._validation import check_choice, check_int, check_keras_model, check_number
@@ -111,9 +115,21 @@ def _check_divisible(n, k, what, name):
         )
 
 
+def _magnitude_start(x, k, random_state, reg_covar, n_init):
+    """Mixture start from k-means on |x|: signed profiles of a block share magnitudes, not means."""
+    labels = KMeans(k, n_init=n_init, random_state=random_state).fit_predict(np.abs(x))
+    weights = np.bincount(labels, minlength=k) / len(labels)
+    overall = x.var(axis=0) + reg_covar
+    means = np.stack([x[labels == j].mean(0) if (labels == j).any() else x.mean(0) for j in range(k)])
+    var = np.stack([x[labels == j].var(0) + reg_covar if (labels == j).sum() > 1 else overall for j in range(k)])
+    return {"weights_init": np.maximum(weights, 1e-6) / np.maximum(weights, 1e-6).sum(), "means_init": means,
+            "precisions_init": 1.0 / var, "n_init": 1}
+
+
 def _mixture(x, k, name, random_state, max_iter, reg_covar, n_init):
+    start = {"n_init": n_init} if np.all(x >= 0) else _magnitude_start(x, k, random_state, reg_covar, n_init)
     gm = GaussianMixture(k, covariance_type="diag", random_state=random_state, max_iter=max_iter,
-                         reg_covar=reg_covar, n_init=n_init)
+                         reg_covar=reg_covar, **start)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         gm.fit(x)
