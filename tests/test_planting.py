@@ -157,6 +157,28 @@ def test_stops_at_target_accuracy_before_any_step(digits):
     np.testing.assert_array_equal(grown.predict(xv[:5], verbose=0), student.predict(xv[:5], verbose=0))
 
 
+def test_functional_student_ending_in_softmax(digits):
+    (xt, yt), (xv, yv), teacher = digits
+    inputs = keras.Input((8, 8, 1))
+    h = keras.layers.Flatten(name="flat")(inputs)
+    h = keras.layers.Dense(3, activation="relu", name="hidden")(h)
+    h = keras.layers.Dropout(0.1, name="drop")(h)
+    outputs = keras.layers.Dense(10, activation="softmax", name="probs")(h)
+    student = keras.Model(inputs, outputs)
+    before = [w.copy() for w in student.get_weights()]
+    grown, report = plant(student, teacher, (xt[:256], yt[:256]), validation_data=(xv, yv),
+                          channels_per_step=2, max_steps=1, epochs_per_step=1, verbose=0)
+    assert report.meta["student_outputs"] == "probabilities"
+    assert report.meta["teacher_outputs"] == "probabilities"
+    assert grown.get_layer("hidden").units == 5
+    assert grown.get_layer("probs").activation is keras.activations.softmax
+    np.testing.assert_allclose(grown.predict(xv[:4], verbose=0).sum(axis=1), 1.0, rtol=1e-5)
+    kernel, bias, out_kernel, out_bias = grown.get_weights()
+    np.testing.assert_array_equal(kernel[:, :3], before[0])
+    np.testing.assert_array_equal(out_kernel[:3], before[2])
+    np.testing.assert_array_equal(out_bias, before[3])
+
+
 def test_layers_argument_restricts_search(digits):
     (xt, yt), (xv, yv), teacher = digits
     student = _student()
