@@ -1,0 +1,259 @@
+"""shrink: removal of dead groups, exact constant folding, keep_min, report, applications."""
+
+import re
+
+import keras
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from test_surgery import BLOCKS, outputs, random_model, random_plan, randomize
+
+from tf_groupsparse.graph import build_graph
+from tf_groupsparse.shrinking import ShrinkReport, shrink
+from tf_groupsparse.surgery import plan_groups, prune_channels, zero_channels, zero_slices
+
+L = keras.layers
+
+
+def dense_model(dead=(1, 4)):
+    m = keras.Sequential([keras.Input((5,)), L.Dense(6, activation="relu", name="h"), L.Dense(3, name="y")])
+    randomize(m, 1)
+    h = m.get_layer("h")
+    k = h.kernel.numpy()
+    k[:, list(dead)] = 0.0
+    h.kernel.assign(k)
+    h.bias.assign(np.linspace(-1, 1, 6).astype("float32"))
+    return m
+
+
+def test_dense_constant_folds_into_consumer_bias():
+    m = dense_model()
+    small = shrink(m)
+    w1, b1, w2, b2 = m.get_weights()
+    keep, dead = [0, 2, 3, 5], [1, 4]
+    assert small.get_layer("h").units == 4
+    np.testing.assert_allclose(small.get_layer("h").kernel.numpy(), w1[:, keep])
+    np.testing.assert_allclose(small.get_layer("y").bias.numpy(), b2 + np.maximum(b1[dead], 0) @ w2[dead], rtol=1e-6)
+    x = np.random.default_rng(0).normal(size=(8, 5)).astype("float32")
+    np.testing.assert_allclose(outputs(small, x), outputs(m, x), atol=1e-5)
+
+
+def conv_model(kernel, padding, bn_shift=0.5, bias=1.0):
+    i = keras.Input((8, 8, 3))
+    c = L.Conv2D(5, 3, padding="same", name="c1")(i)
+    b = L.BatchNormalization(name="bn")(c)
+    a = L.Activation("relu")(b)
+    o = L.Conv2D(2, kernel, padding=padding, use_bias=False, name="c2")(a)
+    m = randomize(keras.Model(i, o), 2)
+    c1 = m.get_layer("c1")
+    k = c1.kernel.numpy()
+    k[..., 2] = 0.0
+    c1.kernel.assign(k)
+    c1.bias.assign(np.full(5, bias, "float32"))
+    m.get_layer("bn").beta.assign(np.full(5, bn_shift, "float32"))
+    return m
+
+
+@pytest.mark.parametrize("kernel,padding", [(1, "same"), (1, "valid"), (3, "valid")])
+def test_conv_constant_folds_where_exact(kernel, padding):
+    m = conv_model(kernel, padding)
+    small = shrink(m)
+    assert small.get_layer("c1").filters == 4
+    assert small.get_layer("c2").use_bias  # the folded constant needed a bias
+    x = np.random.default_rng(1).normal(size=(2, 8, 8, 3)).astype("float32")
+    np.testing.assert_allclose(outputs(small, x), outputs(m, x), atol=1e-4)
+    # NumPy reference of the constant: BN(bias) then ReLU, times the summed kernel taps
+    gamma, beta, mean, var = m.get_layer("bn").get_weights()
+    v = max(gamma[2] * (1.0 - mean[2]) / np.sqrt(var[2] + 1e-3) + beta[2], 0.0)
+    taps = m.get_layer("c2").kernel.numpy()[..., 2, :].reshape(-1, 2).sum(axis=0)
+    np.testing.assert_allclose(small.get_layer("c2").bias.numpy(), v * taps, rtol=1e-5)
+
+
+def test_same_padded_3x3_consumer_keeps_the_channel_or_raises():
+    m = conv_model(3, "same")
+    small = shrink(m)
+    assert small.get_layer("c1").filters == 5
+    msg = (
+        "shrink: Expected every zero group's constant output to fold exactly into its consumers. "
+        "Received: prune out channels of c1 [2] => in channels of bn [2], in channels of activation [2], "
+        "in channels of c2 [2] carries a constant"
+    )
+    with pytest.raises(ValueError, match=re.escape(msg)):
+        shrink(m, constants="error")
+
+
+def test_constants_keep_never_folds():
+    m = conv_model(1, "same")
+    assert shrink(m, constants="keep").get_layer("c1").filters == 5
+
+
+def test_zero_constant_needs_no_folding_even_with_same_padding():
+    m = conv_model(3, "same", bn_shift=0.0, bias=0.0)
+    bn = m.get_layer("bn")
+    bn.moving_mean.assign(np.zeros(5, "float32"))
+    small = shrink(m)
+    assert small.get_layer("c1").filters == 4
+    assert not small.get_layer("c2").use_bias
+    x = np.random.default_rng(2).normal(size=(2, 8, 8, 3)).astype("float32")
+    np.testing.assert_allclose(outputs(small, x), outputs(m, x), atol=1e-4)
+
+
+def test_consumer_dead_channel_is_removed():
+    m = randomize(keras.Sequential([keras.Input((4,)), L.Dense(5, name="h"), L.Dense(2, name="y")]), 3)
+    y = m.get_layer("y")
+    k = y.kernel.numpy()
+    k[3] = 1e-5  # below threshold: nothing reads h's unit 3
+    y.kernel.assign(k)
+    small = shrink(m)
+    assert small.get_layer("h").units == 4
+    x = np.random.default_rng(3).normal(size=(4, 4)).astype("float32")
+    np.testing.assert_allclose(outputs(small, x), outputs(m, x), atol=1e-4)
+
+
+def test_keep_min():
+    m = dense_model(dead=range(6))
+    m.get_layer("h").bias.assign(np.zeros(6, "float32"))
+    assert shrink(m).get_layer("h").units == 1
+    assert shrink(m, keep_min=3).get_layer("h").units == 3
+    assert shrink(m, keep_min=10).get_layer("h").units == 6
+
+
+def test_criterion_l1_l2_and_callable():
+    m = keras.Sequential([keras.Input((4,)), L.Dense(3, name="h"), L.Dense(2)])
+    randomize(m, 4)
+    h = m.get_layer("h")
+    k = h.kernel.numpy()
+    k[:, 0] = 4e-4  # l2 = 8e-4 < 1e-3 < l1 = 1.6e-3
+    h.kernel.assign(k)
+    h.bias.assign(np.zeros(3, "float32"))
+    assert shrink(m, criterion="l2").get_layer("h").units == 2
+    assert shrink(m, criterion="l1").get_layer("h").units == 3
+    assert shrink(m, criterion=lambda rows: np.abs(rows).max(axis=1)).get_layer("h").units == 2
+
+
+def test_layer_norm_groups_are_never_shrunk():
+    m = keras.Sequential([keras.Input((4,)), L.Dense(5, name="h"), L.LayerNormalization(), L.Dense(2)])
+    randomize(m, 5)
+    k = m.get_layer("h").kernel.numpy()
+    k[:, 1] = 0.0
+    m.get_layer("h").kernel.assign(k)
+    assert shrink(m).get_layer("h").units == 5
+
+
+def test_report_rows_and_totals():
+    m = dense_model()
+    small, report = shrink(m, return_report=True)
+    assert isinstance(report, ShrinkReport)
+    assert report.rows == [
+        {"layer": "h", "class": "Dense", "channels_before": 6, "channels_after": 4,
+         "params_before": 36, "params_after": 24, "bias_folded": False},
+        {"layer": "y", "class": "Dense", "channels_before": 3, "channels_after": 3,
+         "params_before": 21, "params_after": 15, "bias_folded": True},
+    ]
+    assert report.totals["params_before"] == 57 and report.totals["params_after"] == 39
+    assert report.totals["groups_removed"] == 2
+    assert small.count_params() == 39
+
+
+def test_shrunk_model_saves_and_loads(tmp_path):
+    m = conv_model(1, "same")
+    small = shrink(m)
+    path = str(tmp_path / "shrunk.keras")
+    small.save(path)
+    loaded = keras.models.load_model(path, safe_mode=True)
+    x = np.random.default_rng(6).normal(size=(2, 8, 8, 3)).astype("float32")
+    np.testing.assert_allclose(outputs(loaded, x), outputs(m, x), atol=1e-4)
+
+
+def test_shrink_leaves_input_model_unchanged():
+    m = dense_model()
+    before = [w.copy() for w in m.get_weights()]
+    shrink(m)
+    for a, b in zip(before, m.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "kwargs,exc,msg",
+    [
+        ({"threshold": -1.0}, ValueError, "shrink: Expected `threshold` >= 0. Received: threshold=-1.0"),
+        ({"criterion": "l3"}, ValueError, "shrink: Expected `criterion` to be one of 'l2', 'l1'. Received: criterion='l3'"),
+        ({"keep_min": 0}, ValueError, "shrink: Expected `keep_min` >= 1. Received: keep_min=0"),
+        ({"constants": "drop"}, ValueError,
+         "shrink: Expected `constants` to be one of 'fold', 'keep', 'error'. Received: constants='drop'"),
+        ({"unsupported": "skip"}, ValueError,
+         "shrink: Expected `unsupported` to be one of 'error', 'freeze'. Received: unsupported='skip'"),
+        ({"return_report": "yes"}, TypeError, "shrink: Expected `return_report` to be a bool. Received: return_report='yes'"),
+        ({"criterion": lambda rows: rows}, ValueError,
+         "shrink: Expected `criterion` to map an array (n_channels, size) to n_channels norms. "
+         "Received: output shape (30,) for input shape (5, 6)"),
+    ],
+)
+def test_bad_arguments(kwargs, exc, msg):
+    with pytest.raises(exc, match=re.escape(msg)):
+        shrink(dense_model(), **kwargs)
+
+
+def test_not_a_model():
+    with pytest.raises(TypeError, match=re.escape(
+        "shrink: Expected `model` to be a keras.Model (Sequential or functional). Received: model of type dict"
+    )):
+        shrink({})
+
+
+@pytest.mark.slow
+@settings(max_examples=15, deadline=None)
+@given(
+    blocks=st.lists(st.sampled_from(BLOCKS), min_size=1, max_size=6),
+    width=st.integers(3, 6),
+    head=st.sampled_from(["flatten", "gap"]),
+    seed=st.integers(0, 1000),
+)
+def test_random_architectures_shrink_keeps_outputs(blocks, width, head, seed):
+    keras.utils.set_random_seed(seed)
+    m = randomize(random_model(blocks, width, head), seed)
+    rng = np.random.default_rng(seed)
+    plan = random_plan(build_graph(m), rng, fraction=0.3)
+    x = rng.normal(size=(2, 8, 8, 3)).astype("float32")
+    # (a) filters zeroed, biases and BN shifts left: constants are folded or the group is kept
+    filters_zeroed = keras.models.clone_model(m)
+    filters_zeroed.set_weights(m.get_weights())
+    for g in plan_groups(build_graph(filters_zeroed), plan):
+        zero_slices([s for s in g.slices if s.role == "produce"])
+    small = shrink(filters_zeroed)
+    np.testing.assert_allclose(outputs(small, x), outputs(filters_zeroed, x), atol=1e-4)
+    assert small.count_params() <= m.count_params()
+    # (b) whole groups zeroed: shrink removes exactly what prune_channels removes
+    try:
+        pruned = prune_channels(m, plan)
+    except ValueError as exc:
+        assert "Expected at least one channel to remain in every layer" in str(exc)
+        return
+    zeroed = zero_channels(m, plan)
+    shrunk = shrink(zeroed)
+    np.testing.assert_allclose(outputs(shrunk, x), outputs(zeroed, x), atol=1e-4)
+    assert shrunk.count_params() == pruned.count_params()
+
+
+APPLICATIONS = {
+    "MobileNetV2": keras.applications.MobileNetV2,
+    "ResNet50": keras.applications.ResNet50,
+    "DenseNet121": keras.applications.DenseNet121,
+    "EfficientNetB0": keras.applications.EfficientNetB0,
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(APPLICATIONS))
+def test_applications_shrink_after_zeroing_groups(name):
+    m = APPLICATIONS[name](weights=None, input_shape=(32, 32, 3), classes=10, classifier_activation=None)
+    rng = np.random.default_rng(0)
+    plan = random_plan(build_graph(m), rng, fraction=0.01)
+    zeroed = zero_channels(m, plan)
+    small, report = shrink(zeroed, return_report=True)
+    x = rng.normal(size=(2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(outputs(small, x), outputs(zeroed, x), atol=1e-4)
+    assert len(small.layers) == len(m.layers)
+    assert report.totals["groups_removed"] == len(plan_groups(build_graph(zeroed), plan))
+    assert small.count_params() == prune_channels(m, plan).count_params() < m.count_params()
