@@ -10,7 +10,7 @@ import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
-from scipy.optimize import minimize
+from scipy.optimize import brentq, minimize
 
 from tf_groupsparse import proximal
 from tf_groupsparse.proximal import (
@@ -22,6 +22,7 @@ from tf_groupsparse.proximal import (
     ProxSparseGroupLasso,
     prox_cges,
     prox_exclusive,
+    prox_group_exclusive,
     prox_group_lasso,
     prox_l1,
     prox_l1_exclusive,
@@ -62,6 +63,24 @@ def ref_l1_exclusive(g, a, b):
     return np.zeros_like(g)
 
 
+def ref_group_exclusive(g, d, b):
+    """prox of d||x||_2 + b/2 ||x||_1^2 on one group: Brent's method on the scalar
+    tau = b ||x||_1 with x = (1 - d/||soft(v, tau)||)_+ soft(v, tau)."""
+    if np.linalg.norm(g) <= d:
+        return np.zeros_like(g)
+
+    def x_of(tau):
+        u = soft(g, tau)
+        norm = np.linalg.norm(u)
+        return np.zeros_like(g) if norm <= d else (1 - d / norm) * u
+
+    top = np.abs(g).max()
+    if b == 0:
+        return x_of(0.0)
+    tau = brentq(lambda tau: tau - b * np.abs(x_of(tau)).sum(), 0.0, top, xtol=1e-15, rtol=1e-15)
+    return x_of(tau)
+
+
 def loop_over_groups(w, axis, fn):
     """Apply fn to each group (flattened) in a Python loop and put it back."""
     out = np.array(w, dtype=float, copy=True)
@@ -95,6 +114,13 @@ def pen_sgl(x, p):
 def pen_l1excl(x, p):
     rows = np_rows(x, p["axis"])
     return p["a"] * np.abs(x).sum() + p["b"] / 2 * (np.abs(rows).sum(axis=1) ** 2).sum()
+
+
+def pen_group_excl(x, p):
+    rows = np_rows(x, p["axis"])
+    c = group_c(rows, p["scale"])
+    return (p["a"] * c * np.linalg.norm(rows, axis=1).sum()
+            + p["b"] / 2 * (np.abs(rows).sum(axis=1) ** 2).sum())
 
 
 # KKT checks of argmin 1/2||x - v||^2 + penalty(x), per group
@@ -140,6 +166,23 @@ def kkt_l1excl(v, x, p):
         assert np.all(np.abs(vg[~kept]) <= tau + TOL)
 
 
+def kkt_group_excl(v, x, p):
+    vr, xr = np_rows(v, p["axis"]), np_rows(x, p["axis"])
+    d = p["a"] * group_c(vr, p["scale"])
+    for vg, xg in zip(vr, xr):
+        norm = np.linalg.norm(xg)
+        if norm == 0:
+            assert np.linalg.norm(vg) <= d + TOL
+            continue
+        tau = p["b"] * np.abs(xg).sum()
+        kept = xg != 0
+        assert np.all(np.sign(xg[kept]) == np.sign(vg[kept]))
+        np.testing.assert_allclose(
+            vg[kept] - xg[kept], d * xg[kept] / norm + tau * np.sign(xg[kept]), atol=TOL
+        )
+        assert np.all(np.abs(vg[~kept]) <= tau + TOL)
+
+
 # name -> (prox under test, penalty, KKT check)
 EXACT = {
     "l1": (lambda v, p: prox_l1(v, p["t"]), pen_l1, kkt_l1),
@@ -154,6 +197,11 @@ EXACT = {
         lambda v, p: prox_l1_exclusive(v, p["a"], p["b"], p["axis"]),
         pen_l1excl,
         kkt_l1excl,
+    ),
+    "group_exclusive": (
+        lambda v, p: prox_group_exclusive(v, p["a"], p["b"], p["axis"], p["scale"]),
+        pen_group_excl,
+        kkt_group_excl,
     ),
 }
 
@@ -268,6 +316,7 @@ def test_prox_matches_generic_solver(v, t, w, scale):
         (prox_sparse_group_lasso(row, t, w, "input", scale), dict(a=t * w, d=t * (1 - w) * c)),
         (prox_exclusive(row, t), dict(b=t)),
         (prox_l1_exclusive(row, t * w, t), dict(a=t * w, b=t)),
+        (prox_group_exclusive(row, t * w, t, "input", scale), dict(d=t * w * c, b=t)),
     ]
     for x, kwargs in cases:
         x = np.asarray(x)[0]
@@ -292,6 +341,10 @@ def test_cges_is_group_then_exact_exclusive_and_not_the_prox_of_the_sum():
     )
     assert best < split_objective - 1e-3
     assert np.max(np.abs(exact - x)) > 1e-2
+    # exact=True gives the prox of the sum
+    x_exact = np.asarray(prox_cges(v, t, mu, exact=True))[0]
+    np.testing.assert_allclose(x_exact, exact, atol=1e-5)
+    np.testing.assert_allclose(x_exact, [1.63347, 0.10150], atol=1e-5)
 
 
 # ----------------------------------------------------------------------------- vectorization
@@ -315,6 +368,14 @@ VECTOR_CASES = {
     "cges": (
         lambda w, ax: prox_cges(w, 0.6, 0.8, ax, True),
         lambda g: ref_l1_exclusive(ref_group(g, 0.48 * np.sqrt(g.size)), 0.0, 0.12),
+    ),
+    "cges_exact": (
+        lambda w, ax: prox_cges(w, 0.6, 0.8, ax, True, exact=True),
+        lambda g: ref_group_exclusive(g, 0.48 * np.sqrt(g.size), 0.12),
+    ),
+    "group_exclusive": (
+        lambda w, ax: prox_group_exclusive(w, 0.3, 0.4, ax),
+        lambda g: ref_group_exclusive(g, 0.3, 0.4),
     ),
 }
 
@@ -385,12 +446,23 @@ def _linear_model(constraint):
     )
 
 
+FIT_CASES = {
+    "group_lasso": (lambda: ProxGroupLasso(2.0, axis="input"), lambda row, lr: ref_group(row, lr * 2.0)),
+    "cges_exact": (
+        lambda: ProxCGES(2.5, mu=0.8, exact=True),
+        lambda row, lr: ref_group_exclusive(row, lr * 2.0, lr * 0.5),
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(FIT_CASES))
 @pytest.mark.parametrize("jit_compile", [False, "auto"])
-def test_fit_equals_numpy_proximal_gradient_with_schedule(jit_compile):
+def test_fit_equals_numpy_proximal_gradient_with_schedule(jit_compile, case):
+    make_constraint, row_prox = FIT_CASES[case]
     rng = np.random.default_rng(0)
     x = rng.standard_normal((16, 6)).astype("float32")
     y = rng.standard_normal((16, 3)).astype("float32")
-    model = _linear_model(ProxGroupLasso(2.0, axis="input"))
+    model = _linear_model(make_constraint())
     w = np.asarray(model.layers[0].kernel, dtype=float)
     schedule = keras.optimizers.schedules.ExponentialDecay(0.2, decay_steps=1, decay_rate=0.5)
     model.compile(keras.optimizers.SGD(schedule), "mse", jit_compile=jit_compile)
@@ -400,7 +472,7 @@ def test_fit_equals_numpy_proximal_gradient_with_schedule(jit_compile):
         lr = 0.2 * 0.5**n
         grad = 2.0 / (16 * 3) * x.T.astype(float) @ (x @ w - y)
         w = w - lr * grad
-        w = np.stack([ref_group(row, lr * 2.0) for row in w])
+        w = np.stack([row_prox(row, lr) for row in w])
     np.testing.assert_allclose(np.asarray(model.layers[0].kernel), w, atol=1e-5)
     assert np.any(np.all(w == 0, axis=1))  # the case really zeroes a group
 
@@ -491,7 +563,7 @@ CONSTRAINTS = [
     ProxSparseGroupLasso(0.2, 0.3, "output", True),
     ProxExclusive(0.15, "output"),
     ProxCombinedL11L12(0.01, 0.02, "output"),
-    ProxCGES(0.4, 0.8, "output", True),
+    ProxCGES(0.4, 0.8, "output", True, exact=True),
 ]
 
 
@@ -590,6 +662,10 @@ BAD = [
      "prox_exclusive: Expected `t` >= 0. Received: t=-0.1"),
     (lambda: prox_l1_exclusive(W, 0.1, -1.0, "output"), ValueError,
      "prox_l1_exclusive: Expected `b` >= 0. Received: b=-1.0"),
+    (lambda: ProxCGES(0.1, exact=1), TypeError,
+     "ProxCGES: Expected `exact` to be True or False. Received: exact=1 of type int"),
+    (lambda: prox_group_exclusive(W, -0.5, 0.1), ValueError,
+     "prox_group_exclusive: Expected `a` >= 0. Received: a=-0.5"),
     (lambda: prox_cges(W, 0.1, mu=3), ValueError,
      "prox_cges: Expected `mu` >= 0 and <= 1. Received: mu=3.0"),
     (lambda: prox_group_lasso(W, 0.1, axis="rows"), ValueError,
