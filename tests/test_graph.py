@@ -219,3 +219,21 @@ def test_graph_does_not_modify_model():
     assert model.get_config() == config
     for a, b in zip(before, model.get_weights()):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize(
+    "module_name,examples",
+    [
+        ("tf_groupsparse.graph.model", 7),
+        ("tf_groupsparse.graph.build", 11),
+        ("tf_groupsparse.graph.handlers", 6),
+        ("tf_groupsparse.surgery", 12),
+        ("tf_groupsparse.shrinking", 11),
+    ],
+)
+def test_docstring_examples_run(module_name, examples):
+    import doctest
+    import importlib
+
+    result = doctest.testmod(importlib.import_module(module_name), optionflags=doctest.ELLIPSIS)
+    assert result.attempted >= examples and result.failed == 0

@@ -25,7 +25,8 @@ Example:
     >>> from tf_groupsparse.shrinking import shrink
     >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(6, name="h"),
     ...                       keras.layers.Dense(2, name="y")])
-    >>> k = m.get_layer("h").kernel.numpy(); k[:, :3] = 0; m.get_layer("h").kernel.assign(k)
+    >>> k = m.get_layer("h").kernel.numpy(); k[:, :3] = 0
+    >>> _ = m.get_layer("h").kernel.assign(k)
     >>> small = shrink(m)
     >>> small.get_layer("h").units
     3

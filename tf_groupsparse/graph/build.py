@@ -338,13 +338,12 @@ def build_graph(model, *, unsupported="error"):
     )
 
 
-def evaluate(graph, inputs, keys=None):
+def evaluate(graph, inputs):
     """Run the graph's layers one by one in inference mode and return every tensor.
 
     Args:
         graph: a DependencyGraph.
         inputs: list of arrays, one per model input.
-        keys: unused placeholder for a future subset selection.
 
     Returns:
         dict mapping tensor keys (as stored in the graph's calls) to NumPy arrays.

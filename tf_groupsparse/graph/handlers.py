@@ -25,6 +25,7 @@ Example:
     >>> handlers.register_handler(MyScale, handlers.Identity())
     >>> type(handlers.handler_for(MyScale())).__name__
     'Identity'
+    >>> _ = handlers.HANDLERS.pop(MyScale)  # leave the global registry as it was
 """
 
 from __future__ import annotations
