@@ -95,6 +95,7 @@ def test_report_figures_are_consistent_with_files_and_models(exported, small, la
     saved = json.loads((path / "report.json").read_text())
     assert saved == json.loads(report.to_json())
     assert saved["meta"]["quantize"] is None and saved["meta"]["threads"] == 1
+    assert saved["meta"]["grouped_rewrite"] is False and saved["meta"]["target"] == "xnnpack"
     md = (path / "report.md").read_text()
     assert md.startswith("# Export of 'small'") and "| exported | 1,348 | 3,808 |" in md
     assert "speedup" in str(report) and "model.tflite" in saved["meta"]["files"]
@@ -231,3 +232,23 @@ def test_model_is_not_modified(exported, small):
     assert [l.name for l in small.layers] == ["conv", "bn", "pool", "flat", "fc", "logits"]
     for old, new in zip(fresh.get_weights(), small.get_weights()):
         np.testing.assert_array_equal(old, new)
+
+
+def test_grouped_layers_take_the_target_form(tmp_path):
+    from tf_groupsparse.layers import BlockDiagonalDense
+
+    keras.utils.set_random_seed(4)
+    m = keras.Sequential([keras.Input((12,), name="x"), BlockDiagonalDense(8, groups=4, name="bd"),
+                          L.Dense(2, name="out")], name="grouped")
+    x = np.random.default_rng(5).standard_normal((6, 12)).astype("float32")
+    y = m.predict(x, verbose=0)
+    sizes = {}
+    for target in ("xnnpack", "portable"):
+        report = export(m, tmp_path / target, formats=("tflite",), sample=x, target=target, latency_runs=0)
+        assert report.meta["target"] == target and report.meta["grouped_rewrite"] is True
+        np.testing.assert_allclose(run_tflite(tmp_path / target / "model.tflite", x), y, atol=1e-5)
+        # (12 / 4) * (8 / 4) weights per block, 4 blocks
+        assert report.macs == 24 + 16 and report.params == 24 + 8 + 18
+        sizes[target] = report.tflite_bytes
+    assert sizes["xnnpack"] != sizes["portable"]  # batched matmul vs split + matmuls + concat
+    assert m.get_layer("bd").implementation == "batched"

@@ -108,6 +108,22 @@ def test_recurrent_layers():
     assert (rows["rnn"]["macs"], rows["gru"]["macs"], rows["bi"]["macs"]) == (168, 216, 384)
 
 
+def test_block_diagonal_dense_counts_only_its_blocks():
+    from tf_groupsparse.layers import BlockDiagonalDense, ChannelGather
+
+    m = keras.Sequential([
+        keras.Input((5, 16)),
+        ChannelGather(list(range(15, -1, -1)), name="gather"),
+        BlockDiagonalDense(8, groups=4, name="equal"),          # 4 blocks 4x2 at 5 positions
+        BlockDiagonalDense(6, groups=2, input_groups=[3, 5], output_groups=[2, 4],
+                           implementation="split", name="unequal"),  # 3*2 + 5*4 at 5 positions
+    ])
+    rows = _rows(m)
+    assert rows["gather"]["macs"] == 0
+    assert rows["equal"]["macs"] == 5 * 4 * 4 * 2 and rows["equal"]["params"] == 32 + 8
+    assert rows["unequal"]["macs"] == 5 * (6 + 20) and rows["unequal"]["params"] == 26 + 6
+
+
 def test_nested_models_are_walked_with_prefixed_names():
     inner = keras.Sequential([keras.Input((4,)), L.Dense(3, name="d")], name="block")
     inp = keras.Input((4,), name="x")

@@ -499,31 +499,33 @@ def _random_inputs(model, owner):
 
 
 def _has_grouped_layers(model):
+    """True when `model` (or a nested model) holds a layer defined in tf_groupsparse.layers."""
     import keras
 
     for layer in model.layers:
         if isinstance(layer, keras.Model):
             if _has_grouped_layers(layer):
                 return True
-        elif type(layer).__module__.startswith("tf_groupsparse."):
+        elif type(layer).__module__ == f"{__package__}.layers":
             return True
     return False
 
 
 def _for_target(model, target):
-    """Apply grouping.rewrite.for_target when the model has grouped layers and it exists."""
+    """``grouping.rewrite.for_target(model, target)`` when the model has grouped layers.
+
+    Returns ``(model, rewritten)``; the import is lazy so that plain models never load the
+    grouping code.
+    """
     if model is None or not _has_grouped_layers(model):
         return model, False
     try:
-        from .grouping import rewrite
-    except ImportError:
-        logger.info("export: tf_groupsparse.grouping.rewrite is unavailable; layers kept as they are")
+        from .grouping.rewrite import for_target
+    except ImportError as exc:
+        logger.warning("export: grouped layers kept in their current form (no for_target: %s)", exc)
         return model, False
-    for_target = getattr(rewrite, "for_target", None)
-    if for_target is None:
-        logger.info("export: grouping.rewrite has no for_target; layers kept as they are")
-        return model, False
-    return for_target(model, target), True
+    new = for_target(model, target)
+    return new, new is not model
 
 
 def _macs(model):

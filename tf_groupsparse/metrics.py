@@ -13,8 +13,10 @@ DepthwiseConv1D/2D                       ``prod(out) * k``
 SeparableConv1D/2D (multiplier ``m``)    ``P * C_in * m * k + P * C_in * m * filters``,
                                          ``P = prod(out) / filters`` output positions
 Conv1D/2D/3DTranspose                    ``prod(in) * k * filters``
+BlockDiagonalDense (K blocks)            ``prod(out) / units * sum_k in_k * out_k``
 SimpleRNN / GRU / LSTM (``T`` steps)     ``T * gates * units * (C_in + units)``, gates 1 / 3 / 4
 Bidirectional                            the sum of its two wrapped layers
+ChannelGather / ChannelSlice             0 (data movement)
 BatchNormalization, Layer/Group/Unit     0: a per-element scale and shift, which the TFLite
 Normalization                            converter folds into the neighbouring linear layer
 Pooling, Add/Concatenate and the other   0: comparisons, additions and data movement are not
@@ -47,6 +49,7 @@ import math
 
 import keras
 
+from . import layers as _project_layers
 from ._validation import check_keras_model
 from .report import Report
 
@@ -190,6 +193,15 @@ register_layer_cost(*_public("SeparableConv1D", "SeparableConv2D"))(_separable)
 register_layer_cost(*_public("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"))(_conv_transpose)
 register_layer_cost(*_public(*_RNN_GATES))(_rnn)
 register_layer_cost(*_public("Bidirectional"))(_bidirectional)
+
+
+@register_layer_cost(_project_layers.BlockDiagonalDense)
+def _block_diagonal_dense(layer, input_shape, output_shape):
+    positions = _prod(output_shape, layer, "output") // int(layer.units)
+    return positions * sum(int(a) * int(b) for a, b in zip(layer.input_groups, layer.output_groups))
+
+
+register_layer_cost(_project_layers.ChannelGather, _project_layers.ChannelSlice)(_zero)
 register_layer_cost(
     *_public(
         "InputLayer", "BatchNormalization", "LayerNormalization", "GroupNormalization",
