@@ -145,7 +145,7 @@ def _mixture(x, k, name, random_state, max_iter, reg_covar, n_init):
 
 
 def input_groups(x, n_groups, *, name="layer", balanced=False, random_state=None, max_iter=100,
-                 reg_covar=1e-6, n_init=4, bic_range=(2, 8)):
+                 reg_covar=1e-6, n_init="auto", bic_range=(2, 8)):
     """Cluster the rows of profiles `x` (C_in, C_out): ``c_i = argmax_k gamma_ik``.
 
     Args:
@@ -158,6 +158,8 @@ def input_groups(x, n_groups, *, name="layer", balanced=False, random_state=None
         ``(labels, K)``: int labels in ``0..K-1`` and the number of non-empty groups.
     """
     n = x.shape[0]
+    if n_init == "auto":
+        n_init = 4 if x.size <= 2**20 else 1
     if isinstance(n_groups, str):
         low, high = bic_range
         candidates = range(low, min(high, n) + 1)
@@ -247,7 +249,7 @@ def _producers(chain_layers):
 
 
 def fit_groups(model, n_groups, *, layers=None, features="abs", representative="range", chain=True,
-               balanced=False, random_state=None, max_iter=100, reg_covar=1e-6, n_init=4,
+               balanced=False, random_state=None, max_iter=100, reg_covar=1e-6, n_init="auto",
                bic_range=(2, 8), verbose=0):
     """Fit a block (group) structure to Dense/Conv1D/Conv2D layers of `model` by GMM/EM.
 
@@ -263,7 +265,9 @@ def fit_groups(model, n_groups, *, layers=None, features="abs", representative="
         balanced: default False; equal group sizes (C_in and C_out divisible by K).
         random_state: seed for the mixture (default None).
         max_iter: EM iterations (default 100). reg_covar: variance floor (default 1e-6).
-        n_init: mixture restarts, best kept (default 4; one start often lands in a poor local optimum). bic_range: (low, high) K for "bic" (default (2, 8)).
+        n_init: mixture restarts, best kept; default "auto" = 4 when C_in * C_out <= 2**20, else 1
+            (one start sometimes lands in a poor local optimum on small layers; restarts on large
+            layers cost seconds each, see benchmarks/results/grouping_speed.md).. bic_range: (low, high) K for "bic" (default (2, 8)).
         verbose: 0 (default) silent, 1 progress bar over layers.
 
     Returns:
@@ -285,7 +289,8 @@ def fit_groups(model, n_groups, *, layers=None, features="abs", representative="
     check_choice("features", features, tuple(DENSE_FEATURES), OWNER)
     check_choice("representative", representative, tuple(CONV_REPRESENTATIVES), OWNER)
     check_int("max_iter", max_iter, OWNER, minimum=1)
-    check_int("n_init", n_init, OWNER, minimum=1)
+    if n_init != "auto":
+        check_int("n_init", n_init, OWNER, minimum=1)
     check_number("reg_covar", reg_covar, OWNER, minimum=0.0)
     chain_layers = linear_chain(model, OWNER) if chain else None
     names = _selected(model, layers, chain_layers)
