@@ -143,3 +143,30 @@ def test_shrink_saves_a_smaller_model_with_the_same_outputs(tmp_path, capsys):
     assert _error_line(capsys) == ("tf-groupsparse shrink: error: shrink: Expected `threshold` >= 0. "
                                    "Received: threshold=-2.0")
     assert sorted(os.listdir(tmp_path)) == ["m.keras", "small.keras"]
+
+
+@pytest.mark.slow
+def test_entry_point_loads_project_objects_in_a_fresh_process(tmp_path):
+    """A new interpreter knows nothing of the project's Keras objects until the CLI imports them."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from tf_groupsparse.layers import BlockDiagonalDense
+    from tf_groupsparse.regularizers import GroupLasso
+
+    m = keras.Sequential([
+        keras.Input((8,)),
+        L.Dense(8, kernel_regularizer=GroupLasso(3e-4, axis="output"), name="fc"),
+        BlockDiagonalDense(4, groups=2, name="bd"),
+    ])
+    path = str(tmp_path / "g.keras")
+    m.save(path)
+    env = dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3")
+    done = subprocess.run([sys.executable, "-m", "tf_groupsparse.cli", "report", path, "--markdown"],
+                          cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    # fc: 8 * 8 MACs; bd: two 4x2 blocks
+    assert "| fc | Dense | (None, 8) | 72 | 64 |" in done.stdout
+    assert "| bd | BlockDiagonalDense | (None, 4) | 20 | 16 |" in done.stdout
