@@ -252,3 +252,25 @@ def test_grouped_layers_take_the_target_form(tmp_path):
         sizes[target] = report.tflite_bytes
     assert sizes["xnnpack"] != sizes["portable"]  # batched matmul vs split + matmuls + concat
     assert m.get_layer("bd").implementation == "batched"
+
+
+def test_export_of_a_two_input_model_with_a_reference(tmp_path):
+    def build(width, name):
+        keras.utils.set_random_seed(6)
+        a = keras.Input((3,), name="zeta")
+        b = keras.Input((2,), name="alpha")
+        h = L.Dense(width, activation="relu", name="h")(L.Concatenate(name="cat")([a, b]))
+        return keras.Model([a, b], [L.Dense(2, name="o1")(h), L.Dense(1, name="o2")(b)], name=name)
+
+    small, large = build(4, "small2"), build(16, "large2")
+    rng = np.random.default_rng(7)
+    sample = {"zeta": rng.random((5, 3), dtype=np.float32), "alpha": rng.random((5, 2), dtype=np.float32)}
+    report = export(small, tmp_path / "two", formats=("tflite",), sample=sample, reference=large,
+                    latency_runs=2)
+    ys = small.predict([sample["zeta"], sample["alpha"]], verbose=0)
+    refs = large.predict([sample["zeta"], sample["alpha"]], verbose=0)
+    assert report.max_abs_error < 1e-5
+    expected = max(np.abs(ys[0] - refs[0]).max(), np.abs(ys[1] - refs[1]).max())
+    assert report.max_abs_error_vs_reference == pytest.approx(expected, abs=1e-5)
+    # 5 * 4 + 4 * 2 + 2 * 1 and 5 * 16 + 16 * 2 + 2 * 1
+    assert report.macs == 30 and report.rows[1]["macs"] == 114

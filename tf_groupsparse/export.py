@@ -183,6 +183,11 @@ def _as_inputs(model, x, name, owner):
     return out
 
 
+def _lite(inputs):
+    """What to feed LiteRT: the array itself for one input (no name to match), else the dict."""
+    return next(iter(inputs.values())) if len(inputs) == 1 else inputs
+
+
 def _batch(inputs, start, stop):
     return {n: a[start:stop] for n, a in inputs.items()}
 
@@ -724,18 +729,18 @@ def export(
                 ref_row["tflite_bytes"] = len(ref_tflite)
                 progress.add(1)
             if inputs is not None:
-                y_lite = run_tflite(tflite, inputs)
+                y_lite = run_tflite(tflite, _lite(inputs))
                 row["max_abs_error"] = _max_abs(y_lite, _keras_output(exported, inputs))
                 if reference is not None:
                     y_ref = _keras_output(reference, ref_inputs)
                     row["max_abs_error_vs_reference"] = _max_abs(y_lite, y_ref)
-                    ref_row["max_abs_error"] = _max_abs(run_tflite(ref_tflite, ref_inputs), y_ref)
+                    ref_row["max_abs_error"] = _max_abs(run_tflite(ref_tflite, _lite(ref_inputs)), y_ref)
             if latency_runs:
                 one = _batch(inputs, 0, 1) if inputs is not None else _random_inputs(exported, owner)
-                row["latency_ms"] = 1e3 * tflite_latency(tflite, one, runs=latency_runs)
+                row["latency_ms"] = 1e3 * tflite_latency(tflite, _lite(one), runs=latency_runs)
                 if reference is not None:
                     ref_one = dict(zip(_input_names(reference_exported), one.values()))
-                    ref_row["latency_ms"] = 1e3 * tflite_latency(ref_tflite, ref_one, runs=latency_runs)
+                    ref_row["latency_ms"] = 1e3 * tflite_latency(ref_tflite, _lite(ref_one), runs=latency_runs)
             progress.add(1)
 
         if "saved_model" not in formats:
