@@ -255,3 +255,42 @@ def test_random_architectures_prune_equals_zeroed(blocks, width, head, seed):
     x = rng.normal(size=(2, 8, 8, 3)).astype("float32")
     np.testing.assert_allclose(outputs(small, x), outputs(zero_channels(m, plan), x), atol=1e-4)
     assert small.count_params() < m.count_params()
+
+
+def test_shared_nested_functional_and_concat_on_spatial_axis():
+    ii = keras.Input((6, 6, 4))
+    inner = keras.Model(ii, L.Add(name="iadd")([L.Conv2D(3, 1, name="ia")(ii), L.Conv2D(3, 1, name="ib")(ii)]), name="blk")
+    x = keras.Input((6, 6, 2))
+    h = inner(L.Conv2D(4, 3, padding="same", name="pre")(x))
+    h2 = inner(L.Conv2D(4, 1, name="mid")(h))
+    c = L.Concatenate(axis=1, name="cat1")([h, h2])  # not the channel axis: couples like Add
+    m = randomize(keras.Model(x, L.Dense(2)(L.GlobalAveragePooling2D()(c))))
+    graph = build_graph(m)
+    # the shared block reads pre's and mid's channels with the same weights: they are coupled
+    assert graph.group("pre", 1) == graph.group("mid", 1)
+    assert graph.group("blk/ia", 0) == graph.group("blk/ib", 0)
+    plan = {"pre": [1], "ia": [0]}
+    small = prune_channels(m, plan)
+    xx = np.random.default_rng(7).normal(size=(2, 6, 6, 2)).astype("float32")
+    np.testing.assert_allclose(outputs(small, xx), outputs(zero_channels(m, plan), xx), atol=1e-5)
+    assert tuple(small.get_layer("blk").get_layer("ia").kernel.shape) == (1, 1, 3, 2)
+    assert small.get_layer("mid").filters == 3
+
+
+def test_normalization_rescaling_leaky_relu_after_dense():
+    x = keras.Input((5,))
+    h = L.Dense(4, name="d")(x)
+    norm = L.Normalization(name="norm")
+    norm.adapt(np.random.default_rng(8).normal(size=(20, 4)).astype("float32"))
+    h = L.Rescaling([1.0, 2.0, 3.0, 4.0], name="scale")(L.LeakyReLU(name="lrelu")(norm(h)))
+    m = keras.Model(x, L.Dense(2, name="o")(h))
+    randomize(m, 9)
+    norm_weights = {w.name: w.numpy() for w in m.get_layer("norm").weights}
+    small = prune_channels(m, {"d": [1]})
+    small_weights = {w.name: w.numpy() for w in small.get_layer("norm").weights}
+    np.testing.assert_array_equal(small_weights["variance"], norm_weights["variance"][[0, 2, 3]])
+    np.testing.assert_array_equal(small_weights["mean"], norm_weights["mean"][[0, 2, 3]])
+    np.testing.assert_allclose(np.asarray(small.get_layer("norm").variance).ravel(), norm_weights["variance"][[0, 2, 3]])
+    assert small.get_layer("scale").scale == [1.0, 3.0, 4.0]
+    xx = np.random.default_rng(10).normal(size=(3, 5)).astype("float32")
+    np.testing.assert_allclose(outputs(small, xx), outputs(zero_channels(m, {"d": [1]}), xx), atol=1e-5)

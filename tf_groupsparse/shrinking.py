@@ -42,7 +42,7 @@ import numpy as np
 from ._validation import check_choice, check_int, check_keras_model, check_number
 from .graph import build_graph, evaluate
 from .report import Report
-from .surgery import _clone, remove_groups
+from .surgery import _copy, remove_groups
 
 __all__ = ["shrink", "ShrinkReport", "CRITERIA", "CONSTANT_MODES"]
 
@@ -118,8 +118,7 @@ def _foldable(layer):
 
 def _constants(model, graph, weights, wanted, unsupported):
     """Per wanted group: None (cannot fold) or a list of (node_name, bias delta)."""
-    copy = _clone(model)
-    copy.set_weights(model.get_weights())
+    copy = _copy(model)
     probe = build_graph(copy, unsupported=unsupported)
     if not np.array_equal(probe.labels, graph.labels):  # pragma: no cover - tracing is deterministic
         raise RuntimeError("shrink: the probe graph differs from the model graph")

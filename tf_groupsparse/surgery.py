@@ -197,7 +197,25 @@ def remove_groups(graph, groups, *, bias_deltas=None, owner="remove_groups"):
             else:
                 weights.append(delta)
         new.set_weights(weights)
+        _finalize(new)
     return new_model
+
+
+def _finalize(layer):
+    """Refresh state derived from weights (Normalization's mean/variance) after set_weights."""
+    if isinstance(layer, keras.Model):
+        for inner in layer.layers:
+            _finalize(inner)
+    elif callable(getattr(layer, "finalize_state", None)):
+        layer.finalize_state()
+
+
+def _copy(model):
+    """An independent copy of `model`: same architecture and names, copied weights."""
+    copy = _clone(model)
+    copy.set_weights(model.get_weights())
+    _finalize(copy)
+    return copy
 
 
 def _clone(model, clone_function=None, input_shapes=None):
@@ -290,8 +308,7 @@ def zero_channels(model, plan, *, unsupported="error"):
         A new keras.Model; `model` is unchanged.
     """
     check_keras_model(model, "zero_channels")
-    copy = _clone(model)
-    copy.set_weights(model.get_weights())
+    copy = _copy(model)
     graph = build_graph(copy, unsupported=unsupported)
     for g in plan_groups(graph, plan, owner="zero_channels"):
         zero_slices(g.slices)
