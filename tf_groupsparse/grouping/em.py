@@ -292,6 +292,19 @@ def fit_groups(model, n_groups, *, layers=None, features="abs", representative="
     if n_init != "auto":
         check_int("n_init", n_init, OWNER, minimum=1)
     check_number("reg_covar", reg_covar, OWNER, minimum=0.0)
+
+    def fit_inputs(name, x, k_req):
+        return input_groups(x, k_req, name=name, balanced=balanced, random_state=random_state,
+                            max_iter=max_iter, reg_covar=reg_covar, n_init=n_init, bic_range=bic_range)
+
+    return build_structure(model, n_groups, fit_inputs, layers=layers, features=features,
+                           representative=representative, chain=chain, balanced=balanced, verbose=verbose)
+
+
+def build_structure(model, n_groups, fit_inputs, *, layers=None, features="abs", representative="range",
+                    chain=True, balanced=False, verbose=0):
+    """Shared loop of :func:`fit_groups`: `fit_inputs(name, x, K)` -> (labels, K) gives the input
+    groups of layers that do not inherit them from a grouped producer; outputs follow step 3."""
     chain_layers = linear_chain(model, OWNER) if chain else None
     names = _selected(model, layers, chain_layers)
     producers = _producers(chain_layers) if chain else {}
@@ -315,8 +328,7 @@ def fit_groups(model, n_groups, *, layers=None, features="abs", representative="
                 )
             c, k = np.tile(prev.output_groups, tile), prev.n_groups
         else:
-            c, k = input_groups(x, k_req, name=name, balanced=balanced, random_state=random_state,
-                                max_iter=max_iter, reg_covar=reg_covar, n_init=n_init, bic_range=bic_range)
+            c, k = fit_inputs(name, x, k_req)
         g = output_groups(x, c, k, name=name, balanced=balanced)
         done[name] = LayerGroups(name, kernel.shape, c, g, k, kind)
         if bar is not None:
