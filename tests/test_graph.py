@@ -237,3 +237,17 @@ def test_docstring_examples_run(module_name, examples):
 
     result = doctest.testmod(importlib.import_module(module_name), optionflags=doctest.ELLIPSIS)
     assert result.attempted >= examples and result.failed == 0
+
+
+def test_plain_keras_ops_are_unsupported_or_frozen():
+    x = keras.Input((5,))
+    h = L.Dense(4, name="d")(x) * 2.0
+    model = keras.Model(x, L.Dense(2, name="o")(L.Dense(3, name="e")(h)))
+    with pytest.raises(ValueError, match=re.escape(
+        "build_graph: Expected every operation to be a layer with a channel handler. Received: "
+        "operation 'multiply' of class Multiply, a keras.ops call."
+    )):
+        build_graph(model)
+    g = build_graph(model, unsupported="freeze")
+    assert g.group("d", 0).frozen and not g.group("e", 0).frozen
+    assert str(g.group("e", 2)) == "prune out channels of e [2] => in channels of o [2]"

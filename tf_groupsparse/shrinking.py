@@ -146,7 +146,7 @@ def _constants(model, graph, weights, wanted, unsupported):
         zero = np.abs(values).max(axis=0) <= _ZERO
         const = values.mean(axis=0)
         uniform = (values.max(axis=0) - values.min(axis=0)) <= 1e-5 * (1.0 + np.abs(const))
-        foldable = _foldable(s.node.layer) and s.role == "consume"
+        foldable = _foldable(s.node.layer) and len(s.node.inputs) == 1  # not a shared layer
         kernel = weights[id(s.node)][s.weight_index]
         for j, pos in enumerate(positions):
             g = int(labs[pos])
@@ -237,7 +237,7 @@ def shrink(model, threshold=1e-3, *, criterion="l2", keep_min=1, unsupported="er
         raise TypeError(f"{owner}: Expected `return_report` to be a bool. Received: return_report={return_report!r}")
 
     graph = build_graph(model, unsupported=unsupported)
-    weights = {id(n): n.layer.get_weights() for n in graph.nodes}
+    weights = {id(n): n.layer.get_weights() for n in graph.nodes if isinstance(n.layer, keras.layers.Layer)}
     producer_dead, consumer_dead = _dead_groups(graph, weights, threshold, criterion)
     removable = ~graph.frozen_groups & ~graph.lossy_groups
     removed = removable & consumer_dead
@@ -281,6 +281,8 @@ def graph_group_str(graph, label):
 def _report(graph, new_model, removed, bias_deltas, threshold):
     rows = []
     for node in graph.nodes:
+        if not isinstance(node.layer, keras.layers.Layer):  # a plain keras.ops operation
+            continue
         ids = node.out_ids
         new_layer = _layer_at(new_model, node.name)
         before, after = node.layer.count_params(), new_layer.count_params()

@@ -183,7 +183,7 @@ def remove_groups(graph, groups, *, bias_deltas=None, owner="remove_groups"):
         slices_of.setdefault(id(s.node), []).append(s)
     for node in graph.nodes:
         new = new_layers.get(id(node.layer))
-        if new is None:
+        if new is None or not isinstance(node.layer, keras.layers.Layer):
             continue
         weights = node.layer.get_weights()
         for s in slices_of.get(id(node), []):

@@ -217,6 +217,13 @@ class _Tracer:
 
     def _unsupported(self, node, reason):
         cls = type(node.layer).__name__
+        if self.unsupported == "error" and not isinstance(node.layer, keras.layers.Layer):
+            raise ValueError(
+                f"build_graph: Expected every operation to be a layer with a channel handler. "
+                f"Received: operation {node.name!r} of class {cls}, a keras.ops call. Wrap it in a "
+                f'Layer subclass and register a handler for it, or pass unsupported="freeze" to '
+                f"keep its channels."
+            )
         if self.unsupported == "error":
             raise ValueError(
                 f"build_graph: Expected every layer to have a channel handler. Received: layer "
@@ -240,6 +247,7 @@ class _Tracer:
         cfg = model.get_config()
         for triple, outer in zip(_history_list(cfg["input_layers"]), in_keys):
             self.alias[scope + triple] = outer
+        operations = {op.name: op for op in model.operations}  # layers and plain keras.ops
         pending = [
             (lc, i, node_cfg) for lc in cfg["layers"] for i, node_cfg in enumerate(lc["inbound_nodes"])
         ]
@@ -251,7 +259,7 @@ class _Tracer:
                 if not all(self.has(r.key) for r in _refs(args) + _refs(kwargs)):
                     rest.append((lc, i, node_cfg))
                     continue
-                layer = model.get_layer(lc["name"])
+                layer = operations[lc["name"]]
                 prefix = scope + (lc["name"], i)
                 if isinstance(layer, keras.Model):
                     keys = [r.key for r in _refs(args) + _refs(kwargs)]
@@ -358,7 +366,8 @@ def evaluate(graph, inputs):
 
     for node, args, kwargs, out_keys in graph.calls:
         call_kwargs = dict(_map_refs(kwargs, get))
-        call_kwargs["training"] = False
+        if isinstance(node.layer, keras.layers.Layer):
+            call_kwargs["training"] = False
         out = node.layer(*_map_refs(args, get), **call_kwargs)
         for key, value in zip(out_keys, keras.tree.flatten(out)):
             env[key] = value
