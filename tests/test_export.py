@@ -220,10 +220,11 @@ def test_several_inputs_and_outputs_keep_the_keras_order():
     rng = np.random.default_rng(3)
     xa, xb = rng.random((4, 3), dtype=np.float32), rng.random((4, 2), dtype=np.float32)
     y1, y2 = m.predict([xa, xb], verbose=0)
-    out = run_tflite(convert_tflite(m), {"zeta": xa, "alpha": xb})
+    tflite = convert_tflite(m)
+    out = run_tflite(tflite, {"zeta": xa, "alpha": xb})
     np.testing.assert_allclose(out[0], y1, atol=1e-5)
     np.testing.assert_allclose(out[1], y2, atol=1e-5)
-    out = run_tflite(convert_tflite(m), [xa, xb])
+    out = run_tflite(tflite, [xa, xb])
     np.testing.assert_allclose(out[1], y2, atol=1e-5)
 
 
