@@ -1,0 +1,149 @@
+"""The comparison benchmark suite: every method against the dense baseline and tfmot.
+
+A table of (data, model, method) jobs (see ``benchmarks/suite/jobs.py``); each job trains on the
+same data, epochs, batch size and seed, and records test accuracy, parameters, multiply-adds,
+.tflite bytes (float32 and int8, raw and gzip), the int8 model's accuracy, training time and
+the one-sample LiteRT latency. At the end of every run ALL finished rows are timed again in one
+interleaved pass, so latency ratios to the dense baseline come from the same run. Output:
+``benchmarks/results/suite[_quick].{json,md}`` and ``suite[_quick]_{params,latency}.png``;
+finished jobs are kept in ``benchmarks/results/suite[_quick]_jobs/`` (a rerun skips them unless
+``--force``), models and .tflite files in ``benchmarks/results/suite_cache/`` (not committed).
+
+    python -m benchmarks.run_all                      # full: Fashion-MNIST + MNIST-1D (hours on 2 cores)
+    python -m benchmarks.run_all --quick              # digits, tiny models, a subset of methods (~3 min)
+    python -m benchmarks.run_all --only 'fashion/mlp/*' '*/*/tfmot'
+    python -m benchmarks.run_all --list               # print the job table and exit
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from benchmarks.common import RESULTS, write_results  # noqa: E402
+from benchmarks.suite import jobs as jobs_mod  # noqa: E402
+from benchmarks.suite import report, verdicts  # noqa: E402
+from benchmarks.suite.measure import add_ratios, retime  # noqa: E402
+
+logger = logging.getLogger("benchmarks.run_all")
+
+INPUT_SHAPES = {"digits": [8, 8, 1], "fashion": [28, 28, 1], "mnist1d": [40, 1]}
+SUMMARY = ("data", "model", "method", "setting", "accuracy", "accuracy_int8", "accuracy_delta_pt", "params",
+           "nonzero_params", "params_x", "macs", "macs_x", "tflite_float_bytes", "tflite_float_gzip_bytes",
+           "tflite_int8_bytes", "tflite_int8_gzip_bytes", "latency_float_s", "latency_int8_s",
+           "speedup_float", "speedup_int8", "bytes_float_x", "bytes_int8_x", "train_s", "retimed",
+           "target_sparsity")
+
+
+def paths(mode, results=RESULTS):
+    name = "suite" if mode == "full" else f"suite_{mode}"
+    return name, Path(results) / f"{name}_jobs", Path(results) / "suite_cache" / mode
+
+
+def context_factory(mode, args, cache):
+    """job -> methods.Context, loading each dataset once."""
+    from benchmarks.suite import data as data_mod
+    from benchmarks.suite.methods import Context
+
+    cfg = jobs_mod.MODES[mode]
+    loaded = {}
+
+    def make(job):
+        if job.data not in loaded:
+            loaded[job.data] = data_mod.load(job.data, args.train_samples)
+        spec = {"arch": "mlp" if job.model == "mlp" else job.model, "input_shape": INPUT_SHAPES[job.data],
+                "classes": 10, "widths": list(job.widths)}
+        return Context(job.data, job.model, spec, loaded[job.data],
+                       epochs=args.epochs or cfg["epochs"],
+                       finetune_epochs=cfg["finetune_epochs"] if args.finetune_epochs is None else args.finetune_epochs,
+                       batch_size=cfg["batch_size"], seed=args.seed, cache=cache,
+                       latency_runs=cfg["latency_runs"], settings=dict(cfg["settings"]))
+
+    return make
+
+
+def summarize(mode, jobs_dir, rounds, runs):
+    """Collect finished rows, re-time them together, add ratios and verdicts; write the results."""
+    import numpy as np
+
+    from benchmarks.suite import data as data_mod
+
+    rows, errors = jobs_mod.collect(jobs_dir)
+    if not rows:
+        return None
+    sample = {d: np.asarray(data_mod.load(d)[2][:1]) for d in {r["data"] for r in rows}}
+    retime(rows, sample, rounds=rounds, runs=runs)
+    add_ratios(rows)
+    datasets = list(dict.fromkeys(r["data"] for r in rows))
+    all_verdicts = {d: verdicts.verdicts(rows, d) for d in datasets}
+    name, _, _ = paths(mode)
+    md = [f"# Benchmark suite ({mode})", "",
+          "Every method trains the same architecture on the same data with the same seed, batch size and "
+          "epoch budget; ratios (x) are dense / row, speed-up is dense latency / row latency, all latencies "
+          "re-measured together at the end of the run (LiteRT, 1 thread, batch 1, median). Parameters are "
+          "those of the final (physically smaller) model; `nonzero` counts weights that are not exactly zero "
+          "(tfmot's pruning keeps the shapes, so only its nonzero count and gzip size drop). Accuracy is the "
+          "Keras model's on the test set; int8 accuracy is the int8 .tflite file's in LiteRT.", ""]
+    for d in datasets:
+        md += [f"## Headline verdicts ({d})", "", *report.verdict_lines(all_verdicts[d]), ""]
+    md += ["## Results", "", report.table(rows)]
+    md += ["## Method settings", ""]
+    md += sorted({f"- {r['method']}: {r.get('setting', '')}" for r in rows})
+    if errors:
+        md += ["", "## Failed jobs (retried on the next run)", ""] + [f"- {k}: {v}" for k, v in errors.items()]
+    pngs = [report.plot(rows, RESULTS / f"{name}_{axis}.png", axis) for axis in ("params", "latency")]
+    md += ["", "Plots: " + ", ".join(f"`{p.name}`" for p in pngs)]
+    summary = [{k: r.get(k) for k in SUMMARY} for r in rows]
+    write_results(name, {"mode": mode, "settings": jobs_mod.MODES[mode], "verdicts": all_verdicts,
+                         "rows": summary, "failed_jobs": errors}, "\n".join(md))
+    return rows, all_verdicts
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="digits, tiny models, a subset of methods")
+    parser.add_argument("--only", nargs="+", metavar="PATTERN", help="run only jobs whose data/model/method matches")
+    parser.add_argument("--force", action="store_true", help="rerun jobs whose results exist")
+    parser.add_argument("--list", action="store_true", help="print the job table (done / pending) and exit")
+    parser.add_argument("--no-summary", action="store_true", help="run jobs only, skip the re-timing and report")
+    parser.add_argument("--epochs", type=int, default=None, help="override the mode's epochs")
+    parser.add_argument("--finetune-epochs", type=int, default=None, help="override the mode's fine-tune epochs")
+    parser.add_argument("--train-samples", type=int, default=None, help="use the first N training samples")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--retime-rounds", type=int, default=3)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
+    mode = "quick" if args.quick else "full"
+    _, jobs_dir, cache = paths(mode)
+    table = jobs_mod.job_table(mode, args.only)
+    todo = jobs_mod.pending(table, jobs_dir, args.force)
+    if args.list:
+        for job in table:
+            print(("pending " if job in todo else "done    ") + job.key)
+        return None
+    make = context_factory(mode, args, cache)
+    for i, job in enumerate(todo, 1):
+        start = time.perf_counter()
+        logger.info("[%d/%d] %s ...", i, len(todo), job.key)
+        rows = jobs_mod.run_job(job, make, jobs_dir)
+        logger.info("[%d/%d] %s %s in %.0f s", i, len(todo), job.key, "done" if rows else "FAILED",
+                    time.perf_counter() - start)
+        import keras
+
+        keras.backend.clear_session()
+    if args.no_summary:
+        return None
+    out = summarize(mode, jobs_dir, args.retime_rounds, jobs_mod.MODES[mode]["latency_runs"])
+    if out is not None:
+        print((RESULTS / f"{paths(mode)[0]}.md").read_text(encoding="utf-8"))
+    return out
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,123 @@
+"""The job table: (data, model, method) jobs per mode, and resumable job results on disk.
+
+A job's rows are written to ``<jobs_dir>/<data>__<model>__<method>.json`` when it finishes; a
+later run skips jobs whose file exists (unless ``force``), so a long run can be stopped and
+continued. A job that raises writes ``...json.error`` with the message instead and is retried on
+the next run.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import json
+import logging
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from .methods import HGSR_VARIANTS, METHODS, applies
+
+logger = logging.getLogger(__name__)
+
+#: methods run first across every (data, model): the ones behind the headline targets
+PRIORITY = ("dense", "group_lasso", "tfmot", "filter_pruning", "cges", "sparse_group_lasso", "em_blockdiag",
+            "hgsr_squared_group_l12")
+ALL_METHODS = tuple(dict.fromkeys(PRIORITY + ("l1", "exclusive", "l11_l12")
+                                  + tuple(f"hgsr_{v}" for v in HGSR_VARIANTS) + ("planting",)))
+
+MODES = {
+    "quick": {
+        "datasets": {"digits": None},
+        "models": {"digits": {"mlp": [64, 32], "vgg": [16, 32]}},
+        "methods": ("dense", "group_lasso", "cges", "hgsr_squared_group_l12", "filter_pruning",
+                    "em_blockdiag", "tfmot"),
+        "epochs": 2, "finetune_epochs": 1, "batch_size": 32, "latency_runs": 30,
+        "settings": {"em_groups": 2, "prune_tolerance": 0.05, "plant_steps": 1},
+    },
+    "full": {
+        "datasets": {"fashion": None, "mnist1d": None},
+        "models": {"fashion": {"mlp": [1000, 500], "vgg": [16, 32, 64], "resnet": [16, 32, 64]},
+                   "mnist1d": {"cnn1d": [32, 64, 64], "mlp": [256, 128]}},
+        "methods": ALL_METHODS,
+        "epochs": 6, "finetune_epochs": 2, "batch_size": 128, "latency_runs": 100,
+        "settings": {"em_groups": 4, "prune_tolerance": 0.02, "plant_steps": 3},
+    },
+}
+
+@dataclass(frozen=True)
+class Job:
+    data: str
+    model: str
+    method: str
+    widths: tuple
+
+    @property
+    def key(self):
+        return f"{self.data}/{self.model}/{self.method}"
+
+    def file(self, jobs_dir):
+        return Path(jobs_dir) / f"{self.data}__{self.model}__{self.method}.json"
+
+
+def job_table(mode, only=None):
+    """The jobs of `mode` in run order, filtered by `only`.
+
+    Per dataset, the :data:`PRIORITY` methods run first on every model, then the other methods
+    model by model, so a run stopped early has the headline rows.
+
+    `only` is a list of shell patterns matched against ``data/model/method`` (e.g.
+    ``"fashion/mlp/*"``, ``"*/*/tfmot"``); a job runs when any pattern matches.
+    """
+    if mode not in MODES:
+        raise ValueError(f"job_table: Expected mode in {sorted(MODES)}. Received: mode={mode!r}")
+    cfg = MODES[mode]
+    methods = [m for m in ALL_METHODS if m in cfg["methods"]]
+    pairs = [(d, m, tuple(w)) for d in cfg["datasets"] for m, w in cfg["models"][d].items()]
+    # per dataset: the priority methods across its models first, then the others model by model
+    order = []
+    for data in cfg["datasets"]:
+        mine = [p for p in pairs if p[0] == data]
+        order += [(method, pair) for method in methods if method in PRIORITY for pair in mine]
+        order += [(method, pair) for pair in mine for method in methods if method not in PRIORITY]
+    jobs = [Job(d, m, method, w) for method, (d, m, w) in order if applies(method, m)]
+    if only:
+        jobs = [j for j in jobs if any(fnmatch.fnmatchcase(j.key, p) for p in only)]
+    return jobs
+
+
+def pending(jobs, jobs_dir, force=False):
+    """The jobs to run: all with `force`, else those without a result file."""
+    return list(jobs) if force else [j for j in jobs if not j.file(jobs_dir).is_file()]
+
+
+def run_job(job, make_context, jobs_dir):
+    """Run one job; write its rows (or its error) to disk. Returns the rows (None on error)."""
+    path = job.file(jobs_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    err = path.with_suffix(".json.error")
+    start = time.perf_counter()
+    try:
+        rows = METHODS[job.method](make_context(job))
+    except Exception:  # a failing method must not stop the other jobs; the error is recorded
+        err.write_text(traceback.format_exc(), encoding="utf-8")
+        logger.exception("job %s failed", job.key)
+        return None
+    payload = {"job": job.key, "seconds": round(time.perf_counter() - start, 2), "rows": rows}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(payload, indent=1, default=float), encoding="utf-8")
+    tmp.replace(path)
+    if err.exists():
+        err.unlink()
+    return rows
+
+
+def collect(jobs_dir):
+    """All finished rows and all recorded errors under `jobs_dir`: (rows, {job file: last line})."""
+    rows, errors = [], {}
+    for path in sorted(Path(jobs_dir).glob("*.json")):
+        rows.extend(json.loads(path.read_text(encoding="utf-8"))["rows"])
+    for path in sorted(Path(jobs_dir).glob("*.json.error")):
+        lines = path.read_text(encoding="utf-8").strip().splitlines()
+        errors[path.name[: -len(".json.error")]] = lines[-1] if lines else ""
+    return rows, errors

@@ -1,0 +1,111 @@
+"""What every benchmark row records about a final Keras 3 model, and the same-run latency pass.
+
+Accuracy (Keras, test set), parameters (all scalars of the final model, and the nonzero ones,
+``|w| > 0``), multiply-adds per sample (``tf_groupsparse.metrics.flops``), the .tflite bytes of
+the float32 and int8 conversions (``tf_groupsparse.export.convert_tflite``) and their gzip
+sizes, the int8 model's accuracy in LiteRT, and the median one-sample LiteRT latency
+(1 thread). Latencies of all rows are measured again by :func:`retime` in one interleaved pass
+at the end of every run, so ratios to the dense baseline come from the same run.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import statistics
+from pathlib import Path
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+def gzip_bytes(blob: bytes) -> int:
+    """Size of `blob` after gzip at level 9 (mtime 0, deterministic)."""
+    return len(gzip.compress(blob, compresslevel=9, mtime=0))
+
+
+def nonzero_params(model) -> int:
+    """Number of weight scalars that are not exactly zero."""
+    return int(sum(np.count_nonzero(w) for w in model.get_weights()))
+
+
+def tflite_accuracy(blob, x, y, batch=512) -> float:
+    """Accuracy of a .tflite model on ``(x, y)`` in LiteRT."""
+    from tf_groupsparse.export import run_tflite
+
+    pred = np.concatenate([np.asarray(run_tflite(blob, x[i : i + batch])) for i in range(0, len(x), batch)])
+    return float((pred.argmax(-1) == y).mean())
+
+
+def keras_accuracy(model, x, y, batch=512) -> float:
+    """Accuracy of a Keras model's logits on ``(x, y)``."""
+    pred = model.predict(x, batch_size=batch, verbose=0)
+    return float((pred.argmax(-1) == y).mean())
+
+
+def measure(model, data, tflite_dir, name, runs=50):
+    """The row figures of `model` (see the module docstring); .tflite files go to `tflite_dir`."""
+    from tf_groupsparse.export import convert_tflite, tflite_latency
+    from tf_groupsparse.metrics import count_params, flops
+
+    x_train, _, x_test, y_test = data
+    tflite_dir = Path(tflite_dir)
+    tflite_dir.mkdir(parents=True, exist_ok=True)
+    row = {"accuracy": keras_accuracy(model, x_test, y_test), "params": count_params(model),
+           "nonzero_params": nonzero_params(model), "macs": flops(model)}
+    for label, quantize in (("float", None), ("int8", "int8")):
+        kwargs = {"representative_data": x_train} if quantize else {}
+        blob = convert_tflite(model, quantize=quantize, **kwargs)
+        path = tflite_dir / f"{name}_{label}.tflite"
+        path.write_bytes(blob)
+        row[f"tflite_{label}"] = str(path)
+        row[f"tflite_{label}_bytes"] = len(blob)
+        row[f"tflite_{label}_gzip_bytes"] = gzip_bytes(blob)
+        row[f"latency_{label}_s"] = tflite_latency(blob, x_test[:1], runs=runs)
+        if quantize == "int8":
+            row["accuracy_int8"] = tflite_accuracy(blob, x_test, y_test)
+    return row
+
+
+def retime(rows, sample, rounds=3, runs=100):
+    """Measure the float and int8 latency of every row's .tflite file again, interleaved.
+
+    Every round times every file once (`runs` invokes, median); the figure is the median over
+    rounds, so machine load drifts hit all rows alike. Rows whose files are missing keep their
+    earlier figures and get ``"retimed": False``. Returns `rows` (updated in place).
+    """
+    from tf_groupsparse.export import tflite_latency
+
+    samples = {}
+    for r in range(rounds):
+        for i, row in enumerate(rows):
+            for label in ("float", "int8"):
+                path = row.get(f"tflite_{label}")
+                if path and Path(path).is_file():
+                    samples.setdefault((i, label), []).append(tflite_latency(path, sample[row["data"]], runs=runs))
+    for i, row in enumerate(rows):
+        row["retimed"] = all((i, label) in samples for label in ("float", "int8"))
+        for label in ("float", "int8"):
+            if (i, label) in samples:
+                row[f"latency_{label}_s"] = statistics.median(samples[(i, label)])
+    return rows
+
+
+def add_ratios(rows):
+    """Add ratios to the dense baseline of the same (data, model): params, MACs, file size
+    (dense / row, so > 1 is better), latency speed-up (dense latency / row latency) and the
+    accuracy change in points (row - dense)."""
+    dense = {(r["data"], r["model"]): r for r in rows if r["method"] == "dense"}
+    for row in rows:
+        base = dense.get((row["data"], row["model"]))
+        if base is None:
+            continue
+        row["params_x"] = base["params"] / row["params"]
+        row["nonzero_x"] = base["nonzero_params"] / max(1, row["nonzero_params"])
+        row["macs_x"] = base["macs"] / row["macs"] if row.get("macs") else None
+        for label in ("float", "int8"):
+            row[f"speedup_{label}"] = base[f"latency_{label}_s"] / row[f"latency_{label}_s"]
+            row[f"bytes_{label}_x"] = base[f"tflite_{label}_bytes"] / row[f"tflite_{label}_bytes"]
+        row["accuracy_delta_pt"] = 100.0 * (row["accuracy"] - base["accuracy"])
+    return rows

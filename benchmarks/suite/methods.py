@@ -1,0 +1,354 @@
+"""The benchmark methods: one function per method, looked up in :data:`METHODS`.
+
+Every method gets a :class:`Context` (data, model spec, epochs, seed, directories) and returns
+a list of rows (dicts) measured by :func:`benchmarks.suite.measure.measure`. All methods spend
+the same training budget, ``epochs + finetune_epochs`` epochs of Adam on the same data with the
+same seed and batch size:
+
+- ``dense``: the plain model, ``epochs + finetune_epochs`` epochs.
+- regularizer families (``l1``, ``group_lasso``, ``sparse_group_lasso``, ``exclusive``,
+  ``l11_l12``, ``cges``): ``epochs`` epochs with the proximal constraint on every kernel
+  (``regularize(..., proximal=True)`` + ``ProximalStep``), then ``shrink`` (exact: only groups
+  that are exactly zero are removed), then ``finetune_epochs`` plain epochs of the smaller model.
+  Strengths are given as a budget B, the total shrinkage the prox steps can apply over training:
+  ``strength = B / (learning_rate * steps)``, so one setting fits every dataset size.
+- ``hgsr_<variant>`` (the six HGSR penalties, no closed-form prox): ``epochs`` epochs with the
+  penalty in the loss, then weights below 1e-3 are set to zero (the HGSR reference's zero rule),
+  ``shrink``, ``finetune_epochs`` plain epochs.
+- ``em_blockdiag``: the dense model's first ``epochs`` epochs, ``fit_groups`` (K blocks,
+  balanced), ``apply_mask``, ``finetune_epochs`` masked epochs, ``to_block_diagonal``.
+- ``filter_pruning``: the ``hgsr_squared_group_l12`` model before shrinking, then
+  ``prune_filters`` (loss-increase tolerance) with ``finetune_epochs`` fine-tuning epochs.
+- ``planting``: a student of 1/8 the widths trained ``epochs`` epochs, grown by ``plant`` with
+  the dense model as teacher.
+- ``tfmot``: the peer process (:mod:`benchmarks.tfmot_peer`), dense ``epochs`` epochs, then
+  magnitude pruning at each sparsity during ``finetune_epochs`` epochs.
+
+References: HGSR (Mitsuno, Miyao & Kurita, IJCNN 2020), l1,1 + l1,2 (Ma & Niu, ICDMW 2018),
+CGES (Yoon & Hwang, ICML 2017), EM grouping (Yi & Choi, ICDMW 2018), filter pruning (Mitsuno &
+Kurita, ICPR 2020), planting (Mitsuno, Nomura & Kurita, ICPR 2020).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import models
+from .measure import measure
+
+logger = logging.getLogger(__name__)
+
+ZERO_BELOW = 1e-3  # HGSR reference: a weight counts as zero below 1e-3
+
+
+@dataclass
+class Context:
+    """Everything a method needs; `cache` holds trained models shared between methods."""
+
+    data_name: str
+    model_name: str
+    spec: dict
+    data: tuple
+    epochs: int
+    finetune_epochs: int
+    batch_size: int = 128
+    learning_rate: float = 1e-3
+    seed: int = 0
+    cache: Path = Path("benchmarks/results/suite_cache")
+    latency_runs: int = 50
+    settings: dict = field(default_factory=dict)
+
+    @property
+    def steps_per_epoch(self):
+        return int(np.ceil(len(self.data[0]) / self.batch_size))
+
+    def path(self, *parts):
+        p = Path(self.cache, self.data_name, self.model_name, *parts)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        return p
+
+    def build(self, spec=None):
+        import keras
+
+        return models.build(keras, spec or self.spec, self.seed)
+
+    def compile(self, model):
+        import keras
+
+        model.compile(keras.optimizers.Adam(self.learning_rate),
+                      keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+        return model
+
+    def fit(self, model, epochs, callbacks=()):
+        """Compile (if needed) and fit; returns the seconds spent."""
+        import keras
+
+        if getattr(model, "optimizer", None) is None:
+            self.compile(model)
+        keras.utils.set_random_seed(self.seed)
+        start = time.perf_counter()
+        model.fit(self.data[0], self.data[1], epochs=epochs, batch_size=self.batch_size, verbose=0,
+                  callbacks=list(callbacks), shuffle=True)
+        return time.perf_counter() - start
+
+    def trained(self, key, make, epochs, callbacks=()):
+        """A model trained for `epochs` epochs, cached as ``<cache>/.../<key>_e<epochs>.keras``
+        so that methods sharing a starting point train it once. Returns (model, seconds)."""
+        import keras
+
+        path = self.path(f"{key}_e{epochs}.keras")
+        meta = path.with_suffix(".json")
+        if path.is_file() and meta.is_file():
+            model = keras.models.load_model(path, safe_mode=True)
+            return model, json.loads(meta.read_text())["seconds"]
+        model = make()
+        seconds = self.fit(model, epochs, callbacks)
+        model.save(path)
+        meta.write_text(json.dumps({"seconds": seconds}))
+        return model, seconds
+
+    def row(self, method, model, seconds, **info):
+        """Measure `model` into a row named `method`."""
+        figures = measure(model, self.data, self.path("tflite"), method, runs=self.latency_runs)
+        return {"data": self.data_name, "model": self.model_name, "method": method,
+                "train_s": round(seconds, 2), **figures, **info}
+
+
+# ----------------------------------------------------------------------------- dense
+
+
+def dense(ctx):
+    model, seconds = ctx.trained("dense", ctx.build, ctx.epochs + ctx.finetune_epochs)
+    return [ctx.row("dense", model, seconds)]
+
+
+# ----------------------------------------------------------------------------- regularizers
+
+
+def _kernel_layers(model):
+    return [layer.name for layer in model.layers if getattr(layer, "kernel", None) is not None]
+
+
+def _prox_strength(ctx, budget):
+    return budget / (ctx.learning_rate * ctx.steps_per_epoch * ctx.epochs)
+
+
+def _family(make, budget):
+    """(model, ctx) -> regularizer (or dict of them) with the strength from `budget`."""
+    return lambda model, ctx: make(_prox_strength(ctx, budget), model)
+
+
+def _r():
+    from tf_groupsparse import regularizers
+
+    return regularizers
+
+
+def _cges(strength, model):
+    names = _kernel_layers(model)
+    mus = _r().cges_mu_schedule(len(names))
+    return {n: _r().CombinedGroupExclusive(strength, mu=mu, scale_by_size=True) for n, mu in zip(names, mus)}
+
+
+#: proximal method -> (regularizer factory, description of the setting)
+PROX_FAMILIES = {
+    "l1": (_family(lambda s, m: _r().L1(s), 0.05), "L1, prox, B=0.05"),
+    "group_lasso": (_family(lambda s, m: _r().GroupLasso(s, scale_by_size=True), 0.1),
+                    "GroupLasso (input groups, sqrt(|g|) weights), prox, B=0.1"),
+    "sparse_group_lasso": (_family(lambda s, m: _r().SparseGroupLasso(s, alpha=0.2, scale_by_size=True), 0.1),
+                           "SparseGroupLasso alpha=0.2, prox, B=0.1"),
+    "exclusive": (_family(lambda s, m: _r().ExclusiveSparsity(s), 0.002), "ExclusiveSparsity, prox, B=0.002"),
+    "l11_l12": (_family(lambda s, m: _r().CombinedL11L12(s, s / 25), 0.05),
+                "CombinedL11L12 l11=s, l12=s/25, prox, B=0.05"),
+    "cges": (_family(_cges, 0.1), "CGES, mu 0.8 -> 0 by 0.2 per layer, sqrt(|g|) weights, prox, B=0.1"),
+}
+
+HGSR_VARIANTS = ("sqrt_group_lasso", "squared_group_lasso", "sqrt_exclusive", "squared_exclusive",
+                 "sqrt_group_l12", "squared_group_l12")
+HGSR_STRENGTH = 1e-4
+
+
+def _shrink_and_finetune(ctx, model, method, seconds, info):
+    from tf_groupsparse.shrinking import shrink
+
+    small = shrink(model, threshold=1e-3)
+    small = _plain_copy(small)
+    seconds += ctx.fit(small, ctx.finetune_epochs) if ctx.finetune_epochs else 0.0
+    return [ctx.row(method, small, seconds, **info)]
+
+
+def _plain_copy(model):
+    """The same architecture and weights without regularizers/constraints (for plain fine-tuning)."""
+    import keras
+
+    def clone_fn(layer):
+        config = layer.get_config()
+        for key in list(config):
+            if key.endswith("_regularizer") or key.endswith("_constraint"):
+                config[key] = None
+        return layer.__class__.from_config(config)
+
+    new = keras.models.clone_model(model, clone_function=clone_fn)
+    new.set_weights(model.get_weights())
+    return new
+
+
+def prox_method(name):
+    def run(ctx):
+        from tf_groupsparse.callbacks import ProximalStep
+        from tf_groupsparse.regularize import regularize
+
+        make, setting = PROX_FAMILIES[name]
+        base = ctx.build()
+        reg = make(base, ctx)
+        model = regularize(base, reg, proximal=True, layers=None) if not isinstance(reg, dict) else \
+            regularize(base, reg, proximal=True)
+        seconds = ctx.fit(model, ctx.epochs, [ProximalStep()])
+        return _shrink_and_finetune(ctx, model, name, seconds,
+                                    {"setting": setting + f" (strength {_prox_strength(ctx, 1.0):.3g} x B)"})
+
+    return run
+
+
+def _hgsr_model(ctx, variant):
+    from tf_groupsparse.regularize import regularize
+    from tf_groupsparse.regularizers import HierarchicalGroupSparse
+
+    l1_mix = 0.5 if variant == "squared_group_l12" else 0.0
+    reg = HierarchicalGroupSparse(HGSR_STRENGTH, variant=variant, l1_mix=l1_mix)
+    return ctx.trained(f"hgsr_{variant}", lambda: regularize(ctx.build(), reg), ctx.epochs)
+
+
+def hgsr_method(variant):
+    def run(ctx):
+        model, seconds = _hgsr_model(ctx, variant)
+        model = _plain_copy(model)
+        model.set_weights([np.where(np.abs(w) < ZERO_BELOW, 0.0, w).astype(w.dtype) if w.ndim > 1 else w
+                           for w in model.get_weights()])
+        return _shrink_and_finetune(ctx, model, f"hgsr_{variant}", seconds,
+                                    {"setting": f"HGSR {variant}, strength {HGSR_STRENGTH}"
+                                                + (", l1_mix 0.5" if variant == "squared_group_l12" else "")
+                                                + ", loss; |w| < 1e-3 -> 0"})
+
+    return run
+
+
+# ----------------------------------------------------------------------------- structure methods
+
+
+def em_blockdiag(ctx):
+    from tf_groupsparse.grouping import fit_groups
+    from tf_groupsparse.grouping.rewrite import apply_mask, to_block_diagonal
+
+    k = ctx.settings.get("em_groups", 4)
+    dense_model, seconds = ctx.trained("dense", ctx.build, ctx.epochs)
+    structure = fit_groups(dense_model, k, balanced=True, random_state=ctx.seed)
+    masked = apply_mask(dense_model, structure)
+    seconds += ctx.fit(masked, ctx.finetune_epochs)
+    small = to_block_diagonal(masked, structure)
+    return [ctx.row("em_blockdiag", small, seconds, setting=f"fit_groups K={k} balanced, masked fine-tune")]
+
+
+def filter_pruning(ctx):
+    import keras
+
+    from tf_groupsparse.pruning import prune_filters
+
+    tolerance = ctx.settings.get("prune_tolerance", 0.02)
+    model, seconds = _hgsr_model(ctx, "squared_group_l12")
+    ctx.compile(model)
+    start = time.perf_counter()
+    pruned, report = prune_filters(model, (ctx.data[0], ctx.data[1]), samples=512, tolerance=tolerance,
+                                   loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                                   fine_tune={"epochs": ctx.finetune_epochs, "batch_size": ctx.batch_size},
+                                   verbose=0)
+    seconds += time.perf_counter() - start
+    return [ctx.row("filter_pruning", _plain_copy(pruned), seconds,
+                    setting=f"HGSR squared_group_l12 model, prune_filters tolerance {tolerance}, 512 samples")]
+
+
+def planting(ctx):
+    from tf_groupsparse.planting import plant
+
+    steps = ctx.settings.get("plant_steps", 3)
+    teacher, _ = ctx.trained("dense", ctx.build, ctx.epochs + ctx.finetune_epochs)
+    small_spec = {**ctx.spec, "widths": [max(2, w // 8) for w in ctx.spec["widths"]]}
+    student, seconds = ctx.trained("planting_student", lambda: ctx.build(small_spec), ctx.epochs)
+    x, y = ctx.data[0], ctx.data[1]
+    n_val = max(100, len(x) // 10)
+    per_step = max(2, min(ctx.spec["widths"]) // 8)
+    start = time.perf_counter()
+    grown, _ = plant(student, teacher, (x[:-n_val], y[:-n_val]), validation_data=(x[-n_val:], y[-n_val:]),
+                     channels_per_step=per_step, max_steps=steps, epochs_per_step=1,
+                     learning_rate=ctx.learning_rate, batch_size=ctx.batch_size, verbose=0)
+    seconds += time.perf_counter() - start
+    return [ctx.row("planting", grown, seconds,
+                    setting=f"student widths {small_spec['widths']}, {steps} steps of {per_step} channels")]
+
+
+# ----------------------------------------------------------------------------- the peer
+
+
+def tfmot(ctx):
+    """Run :mod:`benchmarks.tfmot_peer` in its own process and turn its JSON into rows."""
+    workdir = ctx.path("tfmot")
+    workdir.mkdir(parents=True, exist_ok=True)
+    spec_path, data_path, out_path = workdir / "spec.json", workdir / "data.npz", workdir / "peer.json"
+    spec_path.write_text(json.dumps(ctx.spec))
+    x, y, xt, yt = ctx.data
+    np.savez(data_path, x_train=x, y_train=y, x_test=xt, y_test=yt)
+    cmd = [sys.executable, "-m", "benchmarks.tfmot_peer", "--spec", str(spec_path), "--data", str(data_path),
+           "--out", str(out_path), "--tflite-dir", str(workdir / "tflite"), "--epochs", str(ctx.epochs),
+           "--prune-epochs", str(max(1, ctx.finetune_epochs)), "--seed", str(ctx.seed),
+           "--batch-size", str(ctx.batch_size), "--learning-rate", str(ctx.learning_rate),
+           "--latency-runs", str(ctx.latency_runs)]
+    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"tfmot peer failed (exit {done.returncode}): {done.stderr[-2000:]}")
+    payload = json.loads(out_path.read_text())
+    data_path.unlink()
+    macs = _dense_macs(ctx)
+    rows = []
+    for r in payload["rows"]:
+        if r["method"] == "dense":
+            name, setting = "tfmot_dense", "tf_keras dense model of the peer (reference only)"
+        else:
+            name = r["method"]
+            setting = (f"prune_low_magnitude PolynomialDecay 0 -> {r['target_sparsity']}, "
+                       f"{max(1, ctx.finetune_epochs)} epochs, strip_pruning")
+        rows.append({"data": ctx.data_name, "model": ctx.model_name, **r, "method": name, "macs": macs,
+                     "setting": setting, "peer_versions": payload["versions"]})
+    return rows
+
+
+def _dense_macs(ctx):
+    from tf_groupsparse.metrics import flops
+
+    return flops(ctx.build())
+
+
+#: method name -> run(ctx) -> rows
+METHODS = {"dense": dense}
+METHODS.update({name: prox_method(name) for name in PROX_FAMILIES})
+METHODS.update({f"hgsr_{v}": hgsr_method(v) for v in HGSR_VARIANTS})
+METHODS.update({"em_blockdiag": em_blockdiag, "filter_pruning": filter_pruning, "planting": planting,
+                "tfmot": tfmot})
+
+#: methods that need a linear chain (EM rewrite) or a chain of Dense/Conv2D (planting)
+APPLIES = {"em_blockdiag": {"mlp", "vgg", "cnn1d"}, "planting": {"mlp", "vgg"}}
+
+
+def applies(method, arch):
+    """Whether `method` runs on architecture `arch`."""
+    return arch in APPLIES.get(method, {arch})

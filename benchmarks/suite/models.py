@@ -1,0 +1,100 @@
+"""The benchmark architectures, written once for Keras 3 and for tf_keras (the tfmot peer).
+
+Every builder takes the Keras module to use (``keras`` or ``tf_keras``) so the suite and
+the tfmot peer train exactly the same architecture: only the public functional API that both
+share is used (Input, Conv, Dense, BatchNormalization, ReLU, pooling, Flatten, Add). This module
+does not import Keras itself, so the peer can import it in a legacy-Keras process.
+
+A model spec is a flat dict of Python values (it travels to the peer as JSON):
+``{"arch": "mlp" | "vgg" | "resnet" | "cnn1d", "input_shape": [...], "classes": 10,
+"widths": [...]}``.
+"""
+
+from __future__ import annotations
+
+
+def mlp(K, spec):
+    """Flatten, then Dense(w, relu) per width, then Dense(classes) logits."""
+    inp = K.Input(tuple(spec["input_shape"]), name="input")
+    x = K.layers.Flatten(name="flatten")(inp)
+    for i, w in enumerate(spec["widths"], 1):
+        x = K.layers.Dense(w, activation="relu", name=f"fc{i}")(x)
+    out = K.layers.Dense(spec["classes"], name="logits")(x)
+    return K.Model(inp, out, name="mlp")
+
+
+def _conv_bn_relu(K, x, filters, kernel, name, conv):
+    x = conv(filters, kernel, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    x = K.layers.BatchNormalization(name=f"{name}_bn")(x)
+    return K.layers.ReLU(name=f"{name}_relu")(x)
+
+
+def vgg(K, spec):
+    """VGG-style: stages of two conv3x3-BN-ReLU then max-pool; global average pool; Dense logits.
+
+    ``widths`` is one width per stage; pooling is skipped once the feature map is 2 pixels wide.
+    """
+    inp = K.Input(tuple(spec["input_shape"]), name="input")
+    x, size = inp, spec["input_shape"][0]
+    for s, w in enumerate(spec["widths"], 1):
+        for j in (1, 2):
+            x = _conv_bn_relu(K, x, w, 3, f"s{s}c{j}", K.layers.Conv2D)
+        if size >= 4:
+            x = K.layers.MaxPooling2D(name=f"s{s}_pool")(x)
+            size //= 2
+    x = K.layers.GlobalAveragePooling2D(name="gap")(x)
+    out = K.layers.Dense(spec["classes"], name="logits")(x)
+    return K.Model(inp, out, name="vgg")
+
+
+def resnet(K, spec):
+    """A small ResNet: a stem conv, then per width one basic block (two conv3x3, identity or
+    strided 1x1 projection shortcut, Add, ReLU); global average pool; Dense logits."""
+    inp = K.Input(tuple(spec["input_shape"]), name="input")
+    widths = spec["widths"]
+    x = _conv_bn_relu(K, inp, widths[0], 3, "stem", K.layers.Conv2D)
+    channels = widths[0]
+    for b, w in enumerate(widths, 1):
+        stride = 1 if b == 1 else 2
+        y = K.layers.Conv2D(w, 3, strides=stride, padding="same", use_bias=False, name=f"b{b}_conv1")(x)
+        y = K.layers.BatchNormalization(name=f"b{b}_bn1")(y)
+        y = K.layers.ReLU(name=f"b{b}_relu1")(y)
+        y = K.layers.Conv2D(w, 3, padding="same", use_bias=False, name=f"b{b}_conv2")(y)
+        y = K.layers.BatchNormalization(name=f"b{b}_bn2")(y)
+        if stride != 1 or w != channels:
+            x = K.layers.Conv2D(w, 1, strides=stride, use_bias=False, name=f"b{b}_proj")(x)
+            x = K.layers.BatchNormalization(name=f"b{b}_proj_bn")(x)
+        x = K.layers.Add(name=f"b{b}_add")([x, y])
+        x = K.layers.ReLU(name=f"b{b}_out")(x)
+        channels = w
+    x = K.layers.GlobalAveragePooling2D(name="gap")(x)
+    out = K.layers.Dense(spec["classes"], name="logits")(x)
+    return K.Model(inp, out, name="resnet")
+
+
+def cnn1d(K, spec):
+    """1-D CNN for MNIST-1D: conv(k=5)-BN-ReLU per width (stride 2 after the first), flatten,
+    Dense logits."""
+    inp = K.Input(tuple(spec["input_shape"]), name="input")
+    x = inp
+    for i, w in enumerate(spec["widths"], 1):
+        x = K.layers.Conv1D(w, 5, strides=1 if i == 1 else 2, padding="same", use_bias=False, name=f"c{i}_conv")(x)
+        x = K.layers.BatchNormalization(name=f"c{i}_bn")(x)
+        x = K.layers.ReLU(name=f"c{i}_relu")(x)
+    x = K.layers.Flatten(name="flatten")(x)
+    out = K.layers.Dense(spec["classes"], name="logits")(x)
+    return K.Model(inp, out, name="cnn1d")
+
+
+#: arch name -> builder(K, spec)
+BUILDERS = {"mlp": mlp, "vgg": vgg, "resnet": resnet, "cnn1d": cnn1d}
+
+
+def build(K, spec, seed=0):
+    """Build `spec` with the Keras module `K`, seeding its initializers with `seed`."""
+    K.utils.set_random_seed(seed)
+    try:
+        builder = BUILDERS[spec["arch"]]
+    except KeyError:
+        raise ValueError(f"build: Expected spec['arch'] in {sorted(BUILDERS)}. Received: arch={spec.get('arch')!r}") from None
+    return builder(K, spec)

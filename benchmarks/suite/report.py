@@ -1,0 +1,116 @@
+"""The suite's markdown tables and plots (matplotlib, Agg backend, no display needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+COLUMNS = (  # (header, row -> text)
+    ("method", lambda r: r["method"]),
+    ("acc %", lambda r: f"{100 * r['accuracy']:.2f}"),
+    ("Δ pt", lambda r: _f(r.get("accuracy_delta_pt"), "{:+.2f}")),
+    ("int8 acc %", lambda r: _f(r.get("accuracy_int8"), "{:.2f}", 100)),
+    ("params", lambda r: f"{r['params']:,}"),
+    ("nonzero", lambda r: f"{r['nonzero_params']:,}"),
+    ("params x", lambda r: _f(r.get("params_x"), "{:.2f}")),
+    ("MACs", lambda r: f"{r['macs']:,}" if r.get("macs") else ""),
+    ("MACs x", lambda r: _f(r.get("macs_x"), "{:.2f}")),
+    ("float KB", lambda r: f"{r['tflite_float_bytes'] / 1024:.1f}"),
+    ("float gz KB", lambda r: f"{r['tflite_float_gzip_bytes'] / 1024:.1f}"),
+    ("int8 KB", lambda r: f"{r['tflite_int8_bytes'] / 1024:.1f}"),
+    ("int8 gz KB", lambda r: f"{r['tflite_int8_gzip_bytes'] / 1024:.1f}"),
+    ("float µs", lambda r: f"{1e6 * r['latency_float_s']:.1f}"),
+    ("speed-up", lambda r: _f(r.get("speedup_float"), "{:.2f}")),
+    ("int8 µs", lambda r: f"{1e6 * r['latency_int8_s']:.1f}"),
+    ("int8 speed-up", lambda r: _f(r.get("speedup_int8"), "{:.2f}")),
+    ("train s", lambda r: f"{r['train_s']:.1f}"),
+)
+
+
+def _f(value, fmt, scale=1.0):
+    return "" if value is None else fmt.format(value * scale)
+
+
+def _groups(rows):
+    keys = list(dict.fromkeys((r["data"], r["model"]) for r in rows))
+    return [(k, [r for r in rows if (r["data"], r["model"]) == k]) for k in keys]
+
+
+def table(rows):
+    """One markdown table per (data, model)."""
+    out = []
+    for (data, model), group in _groups(rows):
+        out += [f"### {data} / {model}", "", "| " + " | ".join(h for h, _ in COLUMNS) + " |",
+                "|" + "|".join("---" for _ in COLUMNS) + "|"]
+        out += ["| " + " | ".join(fn(r) for _, fn in COLUMNS) + " |" for r in group]
+        out.append("")
+    return "\n".join(out)
+
+
+def _verdict_text(v):
+    return {True: "**met**", False: "**not met**", None: "not measured (rows missing)"}[v["met"]]
+
+
+def verdict_lines(all_verdicts):
+    """Markdown bullets for the verdicts of :func:`benchmarks.suite.verdicts.verdicts`."""
+    lines = []
+    for name, v in all_verdicts.items():
+        best = v.get("best")
+        detail = "" if not best else " — best: " + ", ".join(
+            f"{k} {val:.3g}" if isinstance(val, float) else f"{k} {val}" for k, val in best.items())
+        lines.append(f"- {v['target']}: {_verdict_text(v)}{detail}")
+        for level in v.get("levels", []):
+            ours = level["ours"]
+            mine = "no row of ours at equal accuracy" if ours is None else (
+                f"{ours['method']} acc {100 * ours['accuracy']:.2f}%, {1e6 * ours['latency_float_s']:.1f} µs, "
+                f"{ours['tflite_float_bytes']:,} B (gzip {ours['tflite_float_gzip_bytes']:,} B)")
+            lines.append(f"  - vs {level['peer']} (acc {100 * level['peer_accuracy']:.2f}%, "
+                         f"{1e6 * level['peer_latency_float_s']:.1f} µs, {level['peer_tflite_float_bytes']:,} B, "
+                         f"gzip {level['peer_tflite_float_gzip_bytes']:,} B): {mine} -> "
+                         f"{'met' if level['met'] else 'not met'}")
+    return lines
+
+
+def pareto(points):
+    """Indices of the points (cost, accuracy) not dominated by another (lower-or-equal cost and
+    higher-or-equal accuracy, one strictly), sorted by cost."""
+    front = []
+    for i, (c, a) in enumerate(points):
+        dominated = any((c2 <= c and a2 >= a) and (c2 < c or a2 > a) for j, (c2, a2) in enumerate(points) if j != i)
+        if not dominated:
+            front.append(i)
+    return sorted(front, key=lambda i: points[i][0])
+
+
+AXES = {"params": ("params", "parameters (final model)", 1.0),
+        "latency": ("latency_float_s", "float TFLite latency, 1 thread (µs)", 1e6)}
+
+
+def plot(rows, path, axis):
+    """Accuracy against `axis` ("params" or "latency") per (data, model), the Pareto front
+    drawn as a step line; saved as a PNG at `path`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    key, label, scale = AXES[axis]
+    groups = _groups(rows)
+    fig, axes = plt.subplots(1, max(1, len(groups)), figsize=(5 * max(1, len(groups)), 4), squeeze=False)
+    for ax, ((data, model), group) in zip(axes[0], groups):
+        pts = [(r[key] * scale, 100 * r["accuracy"]) for r in group]
+        for r, (x, y) in zip(group, pts):
+            marker = "s" if r["method"].startswith("tfmot") else ("*" if r["method"] == "dense" else "o")
+            ax.scatter([x], [y], marker=marker, s=50)
+            ax.annotate(r["method"], (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        front = [pts[i] for i in pareto(pts)]
+        ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="gray", lw=1, label="Pareto front")
+        ax.set_xscale("log")
+        ax.set_xlabel(label)
+        ax.set_ylabel("test accuracy (%)")
+        ax.set_title(f"{data} / {model}")
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return Path(path)

@@ -1,0 +1,96 @@
+"""The headline targets of the suite, computed from the rows (after ``measure.add_ratios``).
+
+Targets (issue 6, Fashion-MNIST), over the rows of our methods (not the dense baseline, not
+the tfmot peer):
+
+- ``mlp_params``: an MLP row with >= 10x fewer parameters than the dense MLP (the final
+  model's parameter count: physically removed, not just zero) at an accuracy loss <= 0.5 point.
+- ``cnn_flops_latency``: a CNN row (VGG-style, and the ResNet reported separately) with >= 3x
+  fewer multiply-adds AND >= 2.5x lower float TFLite latency than the dense model, at an
+  accuracy loss <= 1 point.
+- ``vs_tfmot``: for every tfmot sparsity level of a model, one of our rows with accuracy at
+  least the tfmot row's minus 0.5 point ("equal accuracy") that has a lower float TFLite
+  latency AND a smaller float .tflite file, both raw and gzip-compressed (tfmot's size gain
+  appears only after compression).
+
+Each verdict is a dict: ``met`` (True / False / None when the rows needed are missing), the
+``target`` text, and the ``best`` row's figures that decided it.
+"""
+
+from __future__ import annotations
+
+PEER_PREFIX = "tfmot"
+EQUAL_ACCURACY_PT = 0.5
+
+
+def _ours(rows, data, model):
+    return [r for r in rows if r["data"] == data and r["model"] == model and r["method"] != "dense"
+            and not r["method"].startswith(PEER_PREFIX) and "accuracy_delta_pt" in r]
+
+
+def _summary(row, *keys):
+    return None if row is None else {"method": row["method"], **{k: row.get(k) for k in keys}}
+
+
+def mlp_params(rows, data="fashion", model="mlp", factor=10.0, max_loss_pt=0.5):
+    """>= `factor` x fewer parameters at <= `max_loss_pt` accuracy loss."""
+    target = f"{data} {model}: >= {factor:g}x fewer parameters at <= {max_loss_pt:g} point accuracy loss"
+    ours = _ours(rows, data, model)
+    if not ours:
+        return {"target": target, "met": None, "best": None}
+    ok = [r for r in ours if r["accuracy_delta_pt"] >= -max_loss_pt]
+    best = max(ok, key=lambda r: r["params_x"], default=None)
+    closest = max(ours, key=lambda r: r["params_x"] if r["accuracy_delta_pt"] >= -max_loss_pt else -1)
+    return {"target": target, "met": bool(best is not None and best["params_x"] >= factor),
+            "best": _summary(best or closest, "params_x", "accuracy_delta_pt", "params")}
+
+
+def cnn_flops_latency(rows, data="fashion", model="vgg", macs_factor=3.0, speedup=2.5, max_loss_pt=1.0):
+    """>= `macs_factor` x fewer MACs and >= `speedup` x lower float latency at <= `max_loss_pt` loss."""
+    target = (f"{data} {model}: >= {macs_factor:g}x fewer FLOPs and >= {speedup:g}x lower TFLite latency "
+              f"at <= {max_loss_pt:g} point accuracy loss")
+    ours = _ours(rows, data, model)
+    if not ours:
+        return {"target": target, "met": None, "best": None}
+    ok = [r for r in ours if r["accuracy_delta_pt"] >= -max_loss_pt and r.get("macs_x")]
+    score = lambda r: min(r["macs_x"] / macs_factor, r["speedup_float"] / speedup)  # noqa: E731
+    best = max(ok, key=score, default=None)
+    return {"target": target, "met": bool(best is not None and score(best) >= 1.0),
+            "best": _summary(best, "macs_x", "speedup_float", "accuracy_delta_pt")}
+
+
+def vs_tfmot(rows, data="fashion", model="mlp", tolerance_pt=EQUAL_ACCURACY_PT):
+    """Per tfmot level: our fastest row at equal accuracy beats it on latency and file size."""
+    target = (f"{data} {model}: at equal accuracy (within {tolerance_pt:g} point) lower TFLite latency "
+              "and a smaller .tflite file (raw and gzip) than every tfmot level")
+    peers = [r for r in rows if r["data"] == data and r["model"] == model
+             and r["method"].startswith(PEER_PREFIX + "_") and r.get("target_sparsity")]
+    ours = _ours(rows, data, model)
+    if not peers or not ours:
+        return {"target": target, "met": None, "best": None, "levels": []}
+    levels = []
+    for peer in sorted(peers, key=lambda r: r["target_sparsity"]):
+        ok = [r for r in ours if r["accuracy"] >= peer["accuracy"] - tolerance_pt / 100.0]
+        best = min(ok, key=lambda r: r["latency_float_s"], default=None)
+        met = bool(best is not None and best["latency_float_s"] < peer["latency_float_s"]
+                   and best["tflite_float_bytes"] < peer["tflite_float_bytes"]
+                   and best["tflite_float_gzip_bytes"] < peer["tflite_float_gzip_bytes"])
+        levels.append({"peer": peer["method"], "peer_accuracy": peer["accuracy"],
+                       "peer_latency_float_s": peer["latency_float_s"],
+                       "peer_tflite_float_bytes": peer["tflite_float_bytes"],
+                       "peer_tflite_float_gzip_bytes": peer["tflite_float_gzip_bytes"], "met": met,
+                       "ours": _summary(best, "accuracy", "latency_float_s", "tflite_float_bytes",
+                                        "tflite_float_gzip_bytes")})
+    return {"target": target, "met": all(level["met"] for level in levels), "best": None, "levels": levels}
+
+
+def verdicts(rows, data="fashion"):
+    """All headline verdicts for `data` (a dict name -> verdict)."""
+    models = sorted({r["model"] for r in rows if r["data"] == data})
+    out = {"mlp_params": mlp_params(rows, data)}
+    for cnn in ("vgg", "resnet"):
+        if cnn in models:
+            out[f"cnn_flops_latency[{cnn}]"] = cnn_flops_latency(rows, data, cnn)
+    for model in models:
+        out[f"vs_tfmot[{model}]"] = vs_tfmot(rows, data, model)
+    return out

@@ -1,0 +1,224 @@
+"""The peer method: tensorflow-model-optimization's magnitude pruning, in its own process.
+
+tfmot needs the legacy Keras 2 (``tf_keras``, ``TF_USE_LEGACY_KERAS=1``), which cannot share a
+process with Keras 3 models, so the benchmark suite runs this script with ``subprocess``. Given
+a model spec (the architectures of :mod:`benchmarks.suite.models`, built here in tf_keras), an
+``.npz`` with ``x_train, y_train, x_test, y_test``, epochs and a seed, it
+
+1. trains the dense model for ``--epochs`` epochs (Adam, sparse cross-entropy from logits);
+2. for every target sparsity s (default 0.5, 0.8, 0.9) wraps a copy of the trained model in
+   ``tfmot.sparsity.keras.prune_low_magnitude`` with a ``PolynomialDecay`` schedule from 0 to s
+   over the ``--prune-epochs`` fine-tuning epochs (or ``ConstantSparsity(s)`` with
+   ``--schedule constant``), fine-tunes it with the ``UpdatePruningStep`` callback and removes
+   the wrappers with ``strip_pruning``;
+3. converts every model to TFLite the way ``tf_groupsparse.export.convert_tflite`` does
+   (SavedModel, then ``TFLiteConverter.from_saved_model``; float32, and full-integer int8 with
+   float input/output calibrated on at most 500 training samples), and measures the .tflite
+   bytes, their gzip-compressed bytes (magnitude pruning keeps the tensor shapes, so its size
+   gain only appears after compression), and the median one-sample latency in the LiteRT
+   interpreter (``ai_edge_litert``, 1 thread, default XNNPack delegate);
+4. writes a JSON with one row per model (``dense`` and ``tfmot_50`` ...) and the .tflite files
+   to ``--tflite-dir``.
+
+Reference: Zhu & Gupta, "To prune, or not to prune: exploring the efficacy of pruning for model
+compression", 2017 (arXiv 1710.01878): the gradual (polynomial) magnitude pruning schedule.
+
+    TF_USE_LEGACY_KERAS=1 python -m benchmarks.tfmot_peer --spec spec.json --data data.npz \
+        --epochs 3 --prune-epochs 2 --seed 0 --out peer.json --tflite-dir peer_tflite
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ["TF_USE_LEGACY_KERAS"] = "1"  # this script's own process only (it is a __main__ script)
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import argparse  # noqa: E402
+import gzip  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+from benchmarks.suite.models import build  # noqa: E402
+
+MAX_CALIBRATION_SAMPLES = 500
+ZERO = 0.0  # magnitude pruning writes exact zeros
+
+
+def gzip_bytes(blob: bytes) -> int:
+    """Size of `blob` after gzip at the highest level (deterministic: mtime 0)."""
+    return len(gzip.compress(blob, compresslevel=9, mtime=0))
+
+
+def _converter(model, directory, quantize, x_cal):
+    import tensorflow as tf
+
+    tf.saved_model.save(model, directory)
+    converter = tf.lite.TFLiteConverter.from_saved_model(directory)
+    if quantize == "int8":
+        count = min(MAX_CALIBRATION_SAMPLES, len(x_cal))
+
+        def representative():
+            for i in range(count):
+                yield [x_cal[i : i + 1].astype(np.float32)]
+
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    return converter
+
+
+def convert(model, quantize, x_cal):
+    """The .tflite bytes of a tf_keras model, float32 (quantize=None) or int8."""
+    with tempfile.TemporaryDirectory(prefix="tfmot-peer-") as tmp:
+        return _converter(model, tmp, quantize, x_cal).convert()
+
+
+def latency(blob, x, runs, warmup=5):
+    """Median seconds of one LiteRT invoke on `x` (1 thread)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=blob, num_threads=1)
+    detail = interpreter.get_input_details()[0]
+    interpreter.resize_tensor_input(detail["index"], x.shape)
+    interpreter.allocate_tensors()
+    interpreter.set_tensor(detail["index"], x.astype(detail["dtype"]))
+    for _ in range(warmup):
+        interpreter.invoke()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        interpreter.invoke()
+        times.append(time.perf_counter() - start)
+    return float(np.median(times))
+
+
+def tflite_accuracy(blob, x, y, batch=256):
+    """Accuracy of the .tflite model on (x, y) in LiteRT."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=blob, num_threads=1)
+    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
+    correct = 0
+    for start in range(0, len(x), batch):
+        xb = x[start : start + batch]
+        interpreter.resize_tensor_input(inp["index"], xb.shape)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(inp["index"], xb.astype(np.float32))
+        interpreter.invoke()
+        correct += int((interpreter.get_tensor(out["index"]).argmax(-1) == y[start : start + batch]).sum())
+    return correct / len(x)
+
+
+def params(model):
+    """(total, nonzero) scalars over all weights of a tf_keras model."""
+    weights = model.get_weights()
+    return int(sum(w.size for w in weights)), int(sum(np.count_nonzero(w != ZERO) for w in weights))
+
+
+def measure(name, model, data, tflite_dir, runs, seconds, sparsity):
+    x_train, _, x_test, y_test = data
+    row = {"method": name, "target_sparsity": sparsity, "train_s": round(seconds, 2)}
+    row["accuracy"] = float(model.evaluate(x_test, y_test, verbose=0)[1])
+    row["params"], row["nonzero_params"] = params(model)
+    for label, quantize in (("float", None), ("int8", "int8")):
+        blob = convert(model, quantize, x_train)
+        path = Path(tflite_dir) / f"{name}_{label}.tflite"
+        path.write_bytes(blob)
+        row[f"tflite_{label}"] = str(path)
+        row[f"tflite_{label}_bytes"] = len(blob)
+        row[f"tflite_{label}_gzip_bytes"] = gzip_bytes(blob)
+        row[f"latency_{label}_s"] = latency(blob, x_test[:1], runs)
+        if quantize == "int8":
+            row["accuracy_int8"] = tflite_accuracy(blob, x_test, y_test)
+    return row
+
+
+def run(spec, data, *, epochs, prune_epochs, seed, sparsities, schedule, batch_size, learning_rate,
+        tflite_dir, runs):
+    """Train dense, prune at each sparsity, measure; returns the list of rows."""
+    import tensorflow_model_optimization as tfmot
+    import tf_keras
+
+    x_train, y_train, x_test, y_test = data
+    Path(tflite_dir).mkdir(parents=True, exist_ok=True)
+
+    def compile_(m):
+        m.compile(tf_keras.optimizers.Adam(learning_rate),
+                  tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+
+    dense = build(tf_keras, spec, seed)
+    compile_(dense)
+    start = time.perf_counter()
+    dense.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=0)
+    dense_s = time.perf_counter() - start
+    rows = [measure("dense", dense, data, tflite_dir, runs, dense_s, 0.0)]
+    steps = int(np.ceil(len(x_train) / batch_size)) * prune_epochs
+    for s in sparsities:
+        tf_keras.utils.set_random_seed(seed)
+        if schedule == "constant":
+            sched = tfmot.sparsity.keras.ConstantSparsity(s, begin_step=0, frequency=max(1, steps // 10))
+        else:
+            sched = tfmot.sparsity.keras.PolynomialDecay(0.0, s, begin_step=0, end_step=max(1, int(steps * 0.8)),
+                                                         frequency=max(1, steps // 20))
+        base = tf_keras.models.clone_model(dense)
+        base.set_weights(dense.get_weights())
+        pruned = tfmot.sparsity.keras.prune_low_magnitude(base, pruning_schedule=sched)
+        compile_(pruned)
+        start = time.perf_counter()
+        pruned.fit(x_train, y_train, epochs=prune_epochs, batch_size=batch_size, verbose=0,
+                   callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+        seconds = dense_s + time.perf_counter() - start
+        final = tfmot.sparsity.keras.strip_pruning(pruned)
+        compile_(final)
+        rows.append(measure(f"tfmot_{round(100 * s)}", final, data, tflite_dir, runs, seconds, s))
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spec", required=True, help="JSON file with the model spec")
+    parser.add_argument("--data", required=True, help=".npz with x_train, y_train, x_test, y_test")
+    parser.add_argument("--out", required=True, help="JSON file to write")
+    parser.add_argument("--tflite-dir", required=True, help="directory for the .tflite files")
+    parser.add_argument("--epochs", type=int, default=3, help="dense training epochs (default: %(default)s)")
+    parser.add_argument("--prune-epochs", type=int, default=2, help="pruning fine-tune epochs (default: %(default)s)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--sparsities", type=float, nargs="+", default=[0.5, 0.8, 0.9])
+    parser.add_argument("--schedule", choices=("polynomial", "constant"), default="polynomial")
+    parser.add_argument("--batch-size", type=int, default=128)
+    parser.add_argument("--learning-rate", type=float, default=1e-3)
+    parser.add_argument("--latency-runs", type=int, default=50)
+    args = parser.parse_args(argv)
+    for s in args.sparsities:
+        if not 0.0 < s < 1.0:
+            parser.error(f"Expected every sparsity in (0, 1). Received: sparsities={args.sparsities}")
+    logging.getLogger("tensorflow").setLevel(logging.ERROR)
+    spec = json.loads(Path(args.spec).read_text(encoding="utf-8"))
+    with np.load(args.data) as f:
+        data = tuple(f[k] for k in ("x_train", "y_train", "x_test", "y_test"))
+    import tensorflow as tf
+    import tensorflow_model_optimization as tfmot
+    import tf_keras
+
+    rows = run(spec, data, epochs=args.epochs, prune_epochs=args.prune_epochs, seed=args.seed,
+               sparsities=args.sparsities, schedule=args.schedule, batch_size=args.batch_size,
+               learning_rate=args.learning_rate, tflite_dir=args.tflite_dir, runs=args.latency_runs)
+    from importlib.metadata import version
+
+    payload = {"spec": spec, "settings": {k: v for k, v in vars(args).items()},
+               "versions": {"tensorflow": tf.__version__, "tf_keras": tf_keras.__version__,
+                            "tensorflow-model-optimization": tfmot.__version__,
+                            "ai-edge-litert": version("ai-edge-litert")},
+               "rows": rows}
+    Path(args.out).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
+    return payload
+
+
+if __name__ == "__main__":
+    main()
