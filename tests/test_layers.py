@@ -118,3 +118,14 @@ def test_block_mask_constraint():
         mask(np.zeros((2, 2), "float32"))
     with pytest.raises(TypeError, match="BlockMask: Expected `output_groups` to be a list of ints. Received: output_groups=.ab."):
         BlockMask([0], "ab")
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import tf_groupsparse.grouping.structure as structure_module
+    import tf_groupsparse.layers as layers_module
+
+    for module in (layers_module, structure_module):
+        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
+        assert result.failed == 0 and result.attempted >= 4
