@@ -249,11 +249,21 @@ APPLICATIONS = {
 def test_applications_shrink_after_zeroing_groups(name):
     m = APPLICATIONS[name](weights=None, input_shape=(32, 32, 3), classes=10, classifier_activation=None)
     rng = np.random.default_rng(0)
-    plan = random_plan(build_graph(m), rng, fraction=0.01)
+    graph = build_graph(m)
+    plan = random_plan(graph, rng, fraction=0.01)
+    groups = plan_groups(graph, plan)
     zeroed = zero_channels(m, plan)
     small, report = shrink(zeroed, return_report=True)
     x = rng.normal(size=(2, 32, 32, 3)).astype("float32")
     np.testing.assert_allclose(outputs(small, x), outputs(zeroed, x), atol=1e-4)
     assert len(small.layers) == len(m.layers)
-    assert report.totals["groups_removed"] == len(plan_groups(build_graph(zeroed), plan))
-    assert small.count_params() == prune_channels(m, plan).count_params() < m.count_params()
+    assert report.totals["groups_removed"] == len(groups)
+    # expected size: every weight keeps prod over its axes of the entries not in a removed group
+    removed = {g.id for g in groups}
+    kept = {}
+    for s in graph.slices:
+        shape = kept.setdefault((id(s.node), s.weight_index), list(s.node.layer.weights[s.weight_index].shape))
+        shape[s.axis] = int(sum(graph.labels[i] not in removed for i in s.ids))
+    by_weight = {(id(n), i): int(np.prod(w.shape)) for n in graph.nodes for i, w in enumerate(n.layer.weights)}
+    expected = sum(int(np.prod(kept[k])) if k in kept else size for k, size in by_weight.items())
+    assert small.count_params() == expected < m.count_params()
