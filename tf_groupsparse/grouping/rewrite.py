@@ -261,7 +261,9 @@ def for_target(model, target):
     ``"xnnpack"``: equal blocks run as one batched matmul (the fastest form in LiteRT with
     XNNPack, see benchmarks/results/grouping_speed.md); ``"portable"``: per-block matmul +
     concat (plain FullyConnected ops every TFLite runtime has). Unequal blocks are always split.
-    Weights are shared layouts, so outputs are unchanged.
+    Weights are shared layouts, so outputs are unchanged. Grouped convolutions stay
+    ``Conv(groups=K)`` for both targets: LiteRT runs them with XNNPack and with its builtin
+    CONV_2D kernel (checked by converting and running without the default delegate).
 
     Args:
         model: keras.Model (not modified). target: "xnnpack" or "portable".
