@@ -294,3 +294,34 @@ def test_normalization_rescaling_leaky_relu_after_dense():
     assert small.get_layer("scale").scale == [1.0, 3.0, 4.0]
     xx = np.random.default_rng(10).normal(size=(3, 5)).astype("float32")
     np.testing.assert_allclose(outputs(small, xx), outputs(zero_channels(m, {"d": [1]}), xx), atol=1e-5)
+
+
+@pytest.mark.parametrize("rank", [1, 3])
+def test_1d_and_3d_layers(rank):
+    if rank == 1:
+        x = keras.Input((16, 3))
+        h = L.PReLU(shared_axes=[1], name="pr")(L.Conv1D(6, 3, padding="same", name="c")(x))
+        h = L.SeparableConv1D(8, 3, depth_multiplier=2, name="sep")(h)
+        h = L.Conv1DTranspose(4, 3, name="ct")(L.Cropping1D(1)(L.UpSampling1D(2)(h)))
+        y = L.Dense(2)(L.GlobalMaxPooling1D()(L.DepthwiseConv1D(3, name="dw")(h)))
+        plan, shape = {"c": [0, 5], "sep": [1], "ct": [3]}, (2, 16, 3)
+    else:
+        x = keras.Input((6, 6, 6, 2))
+        h = L.Conv3DTranspose(5, 2, name="ct")(L.Conv3D(4, 3, name="c")(x))
+        h = L.AveragePooling3D(2)(L.ZeroPadding3D(1)(h))
+        y = L.Dense(2)(L.Flatten()(L.SpatialDropout3D(0.3)(h)))
+        plan, shape = {"c": [0], "ct": [1, 2]}, (2, 6, 6, 6, 2)
+    m = randomize(keras.Model(x, y), rank)
+    small = prune_channels(m, plan)
+    xx = np.random.default_rng(rank).normal(size=shape).astype("float32")
+    np.testing.assert_allclose(outputs(small, xx), outputs(zero_channels(m, plan), xx), atol=1e-4)
+    assert small.get_layer("c").filters == m.get_layer("c").filters - len(plan["c"])
+    assert small.get_layer("ct").filters == m.get_layer("ct").filters - len(plan["ct"])
+
+
+def test_layer_norm_channels_can_be_pruned_structurally():
+    m = randomize(keras.Sequential([keras.Input((4,)), L.Dense(5, name="h"), L.LayerNormalization(name="ln"), L.Dense(2)]))
+    small = prune_channels(m, {"h": [1, 3]})
+    gamma, beta = m.get_layer("ln").get_weights()
+    np.testing.assert_array_equal(small.get_layer("ln").gamma.numpy(), gamma[[0, 2, 4]])
+    np.testing.assert_array_equal(small.get_layer("ln").beta.numpy(), beta[[0, 2, 4]])
