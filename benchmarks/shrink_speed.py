@@ -1,0 +1,340 @@
+"""LiteRT speedup of a shrunk group-sparse CNN against its dense export, and shrink() time on ResNet50.
+
+1. A VGG-style CNN (conv 32-32-pool-64-64-pool-128-GAP-dense, 3x3 'same' ReLU convolutions) is
+   trained on a Fashion-MNIST subset twice from the same initial weights: plainly ("dense") and
+   with proximal group lasso on the input channels of every layer after the first
+   (``regularize(..., GroupLasso(strength, axis="input"), proximal=True)`` + ``ProximalStep``:
+   after each Adam step ``w_g <- max(0, 1 - lr * strength / ||w_g||_2) * w_g``; Yoon & Hwang,
+   ICML 2017; Mitsuno, Miyao & Kurita, IJCNN 2020 for feature-wise groups). A zero input group of
+   layer k makes output channel i of layer k-1 dead, so ``shrink`` removes it from both layers.
+2. ``shrink(threshold)`` makes the sparse model physically smaller; its outputs are compared with
+   the unshrunk model (max abs error on test images). The dense model, the unshrunk sparse model
+   and the shrunk model are converted with ``export.convert_tflite`` (float32) in the same run and
+   timed with ``export.tflite_latency`` (LiteRT, default XNNPack delegate, 1 thread, batch 1, the
+   median of `runs` invokes); the models are measured in interleaved rounds (A/B/C, A/B/C, ...),
+   so machine noise hits them alike. Speedup = median over rounds of (dense latency / shrunk
+   latency) within the round. FLOP ratio = dense MACs / shrunk MACs (``metrics.flops``).
+   Target: speedup >= 0.8 x FLOP ratio. The 1-minute load average is recorded before and after.
+3. ``shrink`` on ``keras.applications.ResNet50(weights=None, classifier_activation=None)``:
+   once with nothing to remove, and once after zeroing a random `--zero-fraction` of the
+   filters (kernel slice ``W[..., :, o]`` and bias) of every Conv2D. Wall time of the call
+   (target < 30 s), groups and parameters removed, max abs error of the logits on random images.
+   Zeroed filters in residual-coupled groups stay, because the other producers of the group
+   still write to those channels.
+
+    python -m benchmarks.shrink_speed            # Fashion-MNIST subset, ResNet50 (~10 min on 2 cores)
+    python -m benchmarks.shrink_speed --quick    # digits, tiny CNN, a small residual net (smoke run)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+
+import keras
+import numpy as np
+
+from benchmarks.common import write_results
+from tf_groupsparse import datasets
+from tf_groupsparse.callbacks import ProximalStep
+from tf_groupsparse.export import convert_tflite, run_tflite, tflite_latency
+from tf_groupsparse.metrics import count_params, flops
+from tf_groupsparse.regularize import regularize
+from tf_groupsparse.regularizers import GroupLasso
+from tf_groupsparse.shrinking import shrink
+
+SPEEDUP_FRACTION = 0.8  # target: latency speedup >= SPEEDUP_FRACTION x FLOP ratio
+RESNET_TARGET_S = 30.0  # target: shrink() on ResNet50 in less than this
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+# --------------------------------------------------------------------------- models
+
+
+def build_cnn(input_shape, widths=(32, 32, 64, 64, 128), n_classes=10, seed=0):
+    """VGG-style CNN: conv w1-w2-pool-w3-w4-pool-w5, global average pooling, Dense logits."""
+    keras.utils.set_random_seed(seed)
+    conv = lambda w, i: keras.layers.Conv2D(w, 3, padding="same", activation="relu", name=f"conv{i}")  # noqa: E731
+    w1, w2, w3, w4, w5 = widths
+    return keras.Sequential(
+        [keras.Input(input_shape), conv(w1, 1), conv(w2, 2), keras.layers.MaxPooling2D(name="pool1"),
+         conv(w3, 3), conv(w4, 4), keras.layers.MaxPooling2D(name="pool2"), conv(w5, 5),
+         keras.layers.GlobalAveragePooling2D(name="gap"), keras.layers.Dense(n_classes, name="logits")],
+        name="vgg_cnn",
+    )
+
+
+def penalized_layers(model):
+    """Every Conv/Dense layer except the first: their input channels are channels of the model."""
+    names = [layer.name for layer in model.layers if getattr(layer, "kernel", None) is not None]
+    return names[1:]
+
+
+def build_tiny_resnet(input_shape=(32, 32, 3), width=16, blocks=2, n_classes=10):
+    """A small functional residual network (bottleneck blocks with BatchNorm) for smoke runs."""
+    x = inputs = keras.Input(input_shape)
+    x = keras.layers.Conv2D(4 * width, 3, padding="same", name="stem_conv")(x)
+    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = keras.layers.ReLU(name="stem_relu")(x)
+    for b in range(1, blocks + 1):
+        y = x
+        for j, (w, k) in enumerate(((width, 1), (width, 3), (4 * width, 1)), 1):
+            y = keras.layers.Conv2D(w, k, padding="same", name=f"block{b}_{j}_conv")(y)
+            y = keras.layers.BatchNormalization(name=f"block{b}_{j}_bn")(y)
+            if j < 3:
+                y = keras.layers.ReLU(name=f"block{b}_{j}_relu")(y)
+        x = keras.layers.ReLU(name=f"block{b}_out")(keras.layers.Add(name=f"block{b}_add")([x, y]))
+    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, keras.layers.Dense(n_classes, name="logits")(x), name="tiny_resnet")
+
+
+RESNETS = {
+    "ResNet50": lambda: keras.applications.ResNet50(weights=None, classifier_activation=None),
+    "tiny_resnet": build_tiny_resnet,
+}
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def train(model, x, y, *, epochs, batch_size, lr, proximal, seed=0):
+    """Compile with Adam(lr) and fit; a model with prox constraints gets ProximalStep."""
+    keras.utils.set_random_seed(seed)
+    model.compile(keras.optimizers.Adam(lr), LOSS, metrics=["accuracy"])
+    callbacks = [ProximalStep()] if proximal else []
+    start = time.perf_counter()
+    model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=callbacks)
+    return time.perf_counter() - start
+
+
+def accuracy(model, x, y, batch_size=500):
+    logits = model.predict(x, batch_size=batch_size, verbose=0)
+    return float(np.mean(np.argmax(logits, axis=-1) == y))
+
+
+def max_abs_error(a, b, x, batch_size=256):
+    """Largest |a(x) - b(x)| over the samples of `x` (Keras inference)."""
+    ya = a.predict(x, batch_size=batch_size, verbose=0)
+    yb = b.predict(x, batch_size=batch_size, verbose=0)
+    return float(np.max(np.abs(ya - yb)))
+
+
+def interleaved_latency(flatbuffers, x, *, runs, warmup, rounds):
+    """Per-model lists of round medians (seconds); models are timed in turn in every round."""
+    samples = {name: [] for name in flatbuffers}
+    for _ in range(rounds):
+        for name, flat in flatbuffers.items():
+            samples[name].append(tflite_latency(flat, x, runs=runs, warmup=warmup, threads=1))
+    return samples
+
+
+def paired_speedup(baseline, candidate):
+    """Median over rounds of baseline / candidate latency measured in the same round."""
+    return statistics.median(b / c for b, c in zip(baseline, candidate))
+
+
+def zero_random_filters(model, fraction, seed=0):
+    """A copy of `model` with a random `fraction` of every Conv2D's filters (and biases) set to 0."""
+    rng = np.random.default_rng(seed)
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    zeroed = 0
+    for layer in copy.layers:
+        if type(layer) is not keras.layers.Conv2D:
+            continue
+        values = layer.get_weights()
+        hit = rng.random(layer.filters) < fraction
+        values[0][..., hit] = 0.0
+        if layer.use_bias:
+            values[1][hit] = 0.0
+        layer.set_weights(values)
+        zeroed += int(hit.sum())
+    return copy, zeroed
+
+
+def time_shrink(model, x, threshold=1e-3):
+    """Wall time of shrink(model) and the equality of the outputs on `x`."""
+    start = time.perf_counter()
+    small, report = shrink(model, threshold, return_report=True)
+    seconds = time.perf_counter() - start
+    return small, {
+        "seconds": round(seconds, 3),
+        "groups_removed": report.totals["groups_removed"],
+        "params_before": report.totals["params_before"],
+        "params_after": report.totals["params_after"],
+        "params_removed_fraction": round(report.totals["params_removed_fraction"], 4),
+        "max_abs_error": max_abs_error(model, small, x),
+    }
+
+
+def channel_widths(model):
+    return {layer.name: int(layer.kernel.shape[-1]) for layer in model.layers
+            if getattr(layer, "kernel", None) is not None}
+
+
+# --------------------------------------------------------------------------- parts
+
+
+def cnn_part(args, data):
+    """Train dense and group-sparse CNNs, shrink, export both, measure latency and FLOPs."""
+    (x, y), (xt, yt) = data
+    widths = tuple(args.widths)
+    dense = build_cnn(x.shape[1:], widths)
+    sparse = regularize(build_cnn(x.shape[1:], widths), GroupLasso(args.strength, axis="input"),
+                        layers=penalized_layers(dense), proximal=True)
+    train_kw = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr}
+    dense_fit_s = train(dense, x, y, proximal=False, **train_kw)
+    sparse_fit_s = train(sparse, x, y, proximal=True, **train_kw)
+
+    start = time.perf_counter()
+    small, report = shrink(sparse, args.threshold, return_report=True)
+    shrink_s = time.perf_counter() - start
+    check = xt[: args.check_samples]
+    keras_error = max_abs_error(sparse, small, check)
+
+    flat = {"dense": convert_tflite(dense), "sparse_unshrunk": convert_tflite(sparse),
+            "shrunk": convert_tflite(small)}
+    tflite_error = float(np.max(np.abs(run_tflite(flat["shrunk"], check) - small.predict(check, verbose=0))))
+    load_before = os.getloadavg()
+    samples = interleaved_latency(flat, xt[:1], runs=args.runs, warmup=args.warmup, rounds=args.rounds)
+    load_after = os.getloadavg()
+
+    latency = {name: statistics.median(v) for name, v in samples.items()}
+    macs = {"dense": flops(dense), "shrunk": flops(small)}
+    flop_ratio = macs["dense"] / macs["shrunk"]
+    speedup = paired_speedup(samples["dense"], samples["shrunk"])
+    return {
+        "widths_dense": channel_widths(dense),
+        "widths_shrunk": channel_widths(small),
+        "train_seconds": {"dense": round(dense_fit_s, 1), "sparse": round(sparse_fit_s, 1)},
+        "test_accuracy": {"dense": accuracy(dense, xt, yt), "sparse": accuracy(sparse, xt, yt),
+                          "shrunk": accuracy(small, xt, yt)},
+        "shrink_seconds": round(shrink_s, 3),
+        "groups_removed": report.totals["groups_removed"],
+        "max_abs_error_keras": keras_error,
+        "max_abs_error_tflite_vs_keras": tflite_error,
+        "params": {"dense": count_params(dense), "shrunk": count_params(small)},
+        "macs": macs,
+        "tflite_bytes": {name: len(b) for name, b in flat.items()},
+        "latency_us": {name: round(v * 1e6, 2) for name, v in latency.items()},
+        "latency_rounds_us": {name: [round(s * 1e6, 2) for s in v] for name, v in samples.items()},
+        "flop_ratio": round(flop_ratio, 4),
+        "speedup": round(speedup, 4),
+        "speedup_sparse_unshrunk": round(paired_speedup(samples["dense"], samples["sparse_unshrunk"]), 4),
+        "speedup_over_flop_ratio": round(speedup / flop_ratio, 4),
+        "target": f"speedup >= {SPEEDUP_FRACTION} x FLOP ratio",
+        "met": bool(speedup >= SPEEDUP_FRACTION * flop_ratio),
+        "load_average_1min": {"before": round(load_before[0], 2), "after": round(load_after[0], 2)},
+    }
+
+
+def resnet_part(name, fraction, samples=2, seed=0):
+    """shrink() time on `name` with nothing to remove and after zeroing random filters."""
+    build_start = time.perf_counter()
+    model = RESNETS[name]()
+    build_s = time.perf_counter() - build_start
+    x = np.random.default_rng(seed).normal(size=(samples, *model.input_shape[1:])).astype("float32")
+    rows = []
+    _, row = time_shrink(model, x)
+    rows.append({"model": name, "case": "nothing to remove", "filters_zeroed": 0, **row})
+    zeroed_model, zeroed = zero_random_filters(model, fraction, seed)
+    _, row = time_shrink(zeroed_model, x)
+    rows.append({"model": name, "case": f"random {fraction:.0%} of Conv2D filters zeroed",
+                 "filters_zeroed": zeroed, **row})
+    for r in rows:
+        r["target_s"] = RESNET_TARGET_S
+        r["met"] = bool(r["seconds"] < RESNET_TARGET_S)
+    return {"build_seconds": round(build_s, 2), "rows": rows}
+
+
+# --------------------------------------------------------------------------- report
+
+
+def markdown(data_name, settings, cnn, resnet):
+    c = cnn
+    lines = [
+        f"# Shrink speed ({data_name})", "",
+        "## Group-sparse CNN: LiteRT latency of the shrunk export vs the dense export", "",
+        f"Proximal GroupLasso(strength={settings['strength']:g}, axis=\"input\"), shrink(threshold="
+        f"{settings['threshold']:g}); LiteRT float32, XNNPack, 1 thread, batch 1, {settings['runs']} invokes "
+        f"x {settings['rounds']} interleaved rounds. 1-min load average {c['load_average_1min']['before']} "
+        f"before, {c['load_average_1min']['after']} after the latency measurement.", "",
+        "| model | channels | params | MACs | test accuracy | TFLite bytes | latency (us) |",
+        "|---|---|---|---|---|---|---|",
+        f"| dense | {'-'.join(map(str, c['widths_dense'].values()))} | {c['params']['dense']} | "
+        f"{c['macs']['dense']} | {c['test_accuracy']['dense']:.4f} | {c['tflite_bytes']['dense']} | "
+        f"{c['latency_us']['dense']:.1f} |",
+        f"| group-sparse, unshrunk | {'-'.join(map(str, c['widths_dense'].values()))} | {c['params']['dense']} | "
+        f"{c['macs']['dense']} | {c['test_accuracy']['sparse']:.4f} | {c['tflite_bytes']['sparse_unshrunk']} | "
+        f"{c['latency_us']['sparse_unshrunk']:.1f} |",
+        f"| group-sparse, shrunk | {'-'.join(map(str, c['widths_shrunk'].values()))} | {c['params']['shrunk']} | "
+        f"{c['macs']['shrunk']} | {c['test_accuracy']['shrunk']:.4f} | {c['tflite_bytes']['shrunk']} | "
+        f"{c['latency_us']['shrunk']:.1f} |",
+        "",
+        f"- FLOP ratio (dense / shrunk MACs): {c['flop_ratio']:.3f}",
+        f"- latency speedup (median of paired rounds): {c['speedup']:.3f} "
+        f"(unshrunk sparse vs dense: {c['speedup_sparse_unshrunk']:.3f})",
+        f"- speedup / FLOP ratio: {c['speedup_over_flop_ratio']:.3f}; target {c['target']}: "
+        f"**{'met' if c['met'] else 'NOT met'}**",
+        f"- shrink: {c['groups_removed']} groups removed in {c['shrink_seconds']:.2f} s; max abs error "
+        f"shrunk vs unshrunk (Keras, logits): {c['max_abs_error_keras']:.2e}; TFLite vs Keras (shrunk): "
+        f"{c['max_abs_error_tflite_vs_keras']:.2e}",
+        "",
+        f"## shrink() time (target < {RESNET_TARGET_S:g} s)", "",
+        "| model | case | filters zeroed | seconds | groups removed | params before | params after | "
+        "max abs error | met |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    lines += [f"| {r['model']} | {r['case']} | {r['filters_zeroed']} | {r['seconds']:.2f} | {r['groups_removed']} | "
+              f"{r['params_before']} | {r['params_after']} | {r['max_abs_error']:.2e} | "
+              f"{'yes' if r['met'] else 'no'} |" for r in resnet["rows"]]
+    return "\n".join(lines)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="digits data, widths 8-8-16-16-32, 2 epochs, a tiny residual net (smoke run)")
+    parser.add_argument("--samples", type=int, default=15000, help="training samples (default: %(default)s)")
+    parser.add_argument("--epochs", type=int, default=6, help="(default: %(default)s)")
+    parser.add_argument("--batch-size", type=int, default=64, help="(default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: %(default)s)")
+    parser.add_argument("--widths", type=int, nargs=5, default=[32, 32, 64, 64, 128],
+                        help="conv widths (default: %(default)s)")
+    parser.add_argument("--strength", type=float, default=3.0,
+                        help="group lasso strength; prox step lr * strength (default: %(default)s)")
+    parser.add_argument("--threshold", type=float, default=1e-3, help="shrink threshold (default: %(default)s)")
+    parser.add_argument("--runs", type=int, default=200, help="timed invokes per round (default: %(default)s)")
+    parser.add_argument("--warmup", type=int, default=20, help="(default: %(default)s)")
+    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds (default: %(default)s)")
+    parser.add_argument("--check-samples", type=int, default=512,
+                        help="test images for the output comparisons (default: %(default)s)")
+    parser.add_argument("--resnet", choices=tuple(RESNETS), default="ResNet50", help="(default: %(default)s)")
+    parser.add_argument("--zero-fraction", type=float, default=0.3,
+                        help="fraction of filters zeroed per Conv2D (default: %(default)s)")
+    args = parser.parse_args(argv)
+
+    if args.quick:
+        (x, y), (xt, yt) = datasets.load_digits()
+        data_name = "digits"
+        args.widths, args.epochs, args.runs, args.rounds, args.warmup = [8, 8, 16, 16, 32], 3, 50, 3, 5
+        args.resnet, args.strength, args.lr = "tiny_resnet", 3.0, 3e-3
+    else:
+        (x, y), (xt, yt) = datasets.load_fashion_mnist()
+        x, y = x[: args.samples], y[: args.samples]
+        data_name = f"Fashion-MNIST, {len(x)} training images, {len(xt)} test images"
+
+    cnn = cnn_part(args, ((x, y), (xt, yt)))
+    keras.backend.clear_session()
+    resnet = resnet_part(args.resnet, args.zero_fraction)
+    text = markdown(data_name, vars(args), cnn, resnet)
+    payload = {"data": data_name, "settings": vars(args), "cnn": cnn, "resnet": resnet}
+    write_results("shrink_speed" + ("_quick" if args.quick else ""), payload, text)
+    print(text)
+    return payload
+
+
+if __name__ == "__main__":
+    main()
