@@ -224,6 +224,10 @@ def shrink(model, threshold=1e-3, *, criterion="l2", keep_min=1, unsupported="er
         >>> small, report = shrink(m, return_report=True)
         >>> report.totals["groups_removed"]
         0
+
+    Reference: removes the zero groups left by hierarchical group sparse regularization (Mitsuno,
+    Miyao & Kurita, IJCNN 2020, arXiv 2004.04394) and by combined group/exclusive sparsity (Yoon &
+    Hwang, ICML 2017); the physical shrinking step of HFP (Mitsuno & Kurita, ICPR 2020).
     """
     owner = "shrink"
     check_keras_model(model, owner)
