@@ -267,3 +267,24 @@ def test_applications_shrink_after_zeroing_groups(name):
     by_weight = {(id(n), i): int(np.prod(w.shape)) for n in graph.nodes for i, w in enumerate(n.layer.weights)}
     expected = sum(int(np.prod(kept[k])) if k in kept else size for k, size in by_weight.items())
     assert small.count_params() == expected < m.count_params()
+
+
+@pytest.mark.slow
+def test_mobilenet_filters_zeroed_constants_folded_outputs_kept():
+    m = keras.applications.MobileNetV2(weights=None, input_shape=(32, 32, 3), classes=10, classifier_activation=None)
+    rng = np.random.default_rng(1)
+    for w in m.weights:  # trained-looking BN statistics and shifts, so zero filters emit constants
+        if "moving_variance" in w.path:
+            w.assign(rng.uniform(0.5, 2.0, size=w.shape).astype("float32"))
+        elif any(k in w.path for k in ("moving_mean", "beta", "bias")):
+            w.assign(rng.normal(size=w.shape).astype("float32") * 0.1)
+    graph = build_graph(m)
+    groups = plan_groups(graph, random_plan(graph, rng, fraction=0.05))
+    for g in groups:  # zero only the filters (kernel columns), as filter-wise group lasso would
+        zero_slices([s for s in g.slices if s.role == "produce"])
+    small, report = shrink(m, return_report=True)
+    x = rng.normal(size=(2, 32, 32, 3)).astype("float32")
+    np.testing.assert_allclose(outputs(small, x), outputs(m, x), atol=1e-4)
+    assert report.totals["layers_with_folded_constants"] > 0
+    assert 0 < report.totals["groups_removed"] <= len(groups)
+    assert small.count_params() < m.count_params()
