@@ -15,7 +15,8 @@ sparsity, Yoon & Hwang, ICML 2017) whole channel groups are (near) zero. For a g
   or ``v`` varying over positions after padding), the group is kept (``constants="fold"`` or
   ``"keep"``) or an error is raised (``constants="error"``). ``v`` is computed by running the
   model's layers (inference mode) with the dead producer slices set to zero, so BatchNorm,
-  activations, pooling and merges are all accounted for. ``v = 0`` needs no folding.
+  activations, pooling and merges are all accounted for (inputs of unknown spatial size are
+  probed at two sizes). ``v = 0`` needs no folding.
 
 Groups coupled to model inputs/outputs, frozen layers or cross-channel normalizations
 (LayerNormalization, Softmax) are never removed, and every layer keeps ``keep_min`` channels.
@@ -95,10 +96,10 @@ def _dead_groups(graph, weights, threshold, criterion):
     return has_prod & ~prod_alive, ~cons_alive
 
 
-def _probe_inputs(model, rng):
+def _probe_inputs(model, rng, size=16):
     out = []
     for t in model.inputs:
-        shape = [2] + [16 if d is None else int(d) for d in t.shape[1:]]
+        shape = [2] + [size if d is None else int(d) for d in t.shape[1:]]
         if "int" in str(t.dtype):
             out.append(rng.integers(0, 2, size=shape).astype(str(t.dtype)))
         else:
@@ -132,7 +133,10 @@ def _constants(model, graph, weights, wanted, unsupported):
                 index[s.axis] = np.nonzero(hit)[0]
                 value[tuple(index)] = 0.0
                 var.assign(value)
-    env = evaluate(probe, _probe_inputs(model, np.random.default_rng(0)))
+    rng = np.random.default_rng(0)
+    # unknown sizes: probe two sizes so a constant must be the same at both
+    sizes = (16, 11) if any(d is None for t in model.inputs for d in t.shape[1:]) else (16,)
+    envs = [evaluate(probe, _probe_inputs(model, rng, size)) for size in sizes]
     result = {int(g): [] for g in np.nonzero(wanted)[0]}
     for s, ps in zip(graph.slices, probe.slices):
         if s.role != "consume":
@@ -142,7 +146,7 @@ def _constants(model, graph, weights, wanted, unsupported):
         if not len(positions):
             continue
         key = probe.tracer.canon(ps.node.meta["in_keys"][0][0])
-        values = env[key].reshape(-1, env[key].shape[-1])[:, positions]
+        values = np.concatenate([env[key].reshape(-1, env[key].shape[-1])[:, positions] for env in envs])
         zero = np.abs(values).max(axis=0) <= _ZERO
         const = values.mean(axis=0)
         uniform = (values.max(axis=0) - values.min(axis=0)) <= 1e-5 * (1.0 + np.abs(const))
