@@ -26,7 +26,7 @@ from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from benchmarks.common import RESULTS, write_results  # noqa: E402
+from benchmarks.common import write_results  # noqa: E402
 from benchmarks.suite import jobs as jobs_mod  # noqa: E402
 from benchmarks.suite import report, verdicts  # noqa: E402
 from benchmarks.suite.measure import add_ratios, retime  # noqa: E402
@@ -41,9 +41,12 @@ SUMMARY = ("data", "model", "method", "setting", "accuracy", "accuracy_int8", "a
            "target_sparsity")
 
 
-def paths(mode, results=RESULTS):
+def paths(mode):
+    """(results name, jobs directory, cache directory) of `mode` under ``common.RESULTS``."""
+    from benchmarks import common
+
     name = "suite" if mode == "full" else f"suite_{mode}"
-    return name, Path(results) / f"{name}_jobs", Path(results) / "suite_cache" / mode
+    return name, common.RESULTS / f"{name}_jobs", common.RESULTS / "suite_cache" / mode
 
 
 def context_factory(mode, args, cache):
@@ -97,7 +100,7 @@ def summarize(mode, jobs_dir, rounds, runs):
     md += sorted({f"- {r['method']}: {r.get('setting', '')}" for r in rows})
     if errors:
         md += ["", "## Failed jobs (retried on the next run)", ""] + [f"- {k}: {v}" for k, v in errors.items()]
-    pngs = [report.plot(rows, RESULTS / f"{name}_{axis}.png", axis) for axis in ("params", "latency")]
+    pngs = [report.plot(rows, jobs_dir.parent / f"{name}_{axis}.png", axis) for axis in ("params", "latency")]
     md += ["", "Plots: " + ", ".join(f"`{p.name}`" for p in pngs)]
     summary = [{k: r.get(k) for k in SUMMARY} for r in rows]
     write_results(name, {"mode": mode, "settings": jobs_mod.MODES[mode], "verdicts": all_verdicts,
@@ -141,7 +144,7 @@ def main(argv=None):
         return None
     out = summarize(mode, jobs_dir, args.retime_rounds, jobs_mod.MODES[mode]["latency_runs"])
     if out is not None:
-        print((RESULTS / f"{paths(mode)[0]}.md").read_text(encoding="utf-8"))
+        print((jobs_dir.parent / f"{paths(mode)[0]}.md").read_text(encoding="utf-8"))
     return out
 
 

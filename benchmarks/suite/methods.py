@@ -10,8 +10,11 @@ same seed and batch size:
   ``l11_l12``, ``cges``): ``epochs`` epochs with the proximal constraint on every kernel
   (``regularize(..., proximal=True)`` + ``ProximalStep``), then ``shrink`` (exact: only groups
   that are exactly zero are removed), then ``finetune_epochs`` plain epochs of the smaller model.
-  Strengths are given as a budget B, the total shrinkage the prox steps can apply over training:
-  ``strength = B / (learning_rate * steps)``, so one setting fits every dataset size.
+  With Adam the update of every weight is about ``learning_rate`` per step whatever the
+  gradient's scale, while the prox step shrinks by ``learning_rate * strength`` (times
+  ``sqrt(|g|)`` for a group with ``scale_by_size``), so a group survives only when Adam pushes it
+  out harder than ``strength``: the useful strengths are O(0.1-1) independent of the dataset
+  size (measured on digits: group lasso removes 43% of the MLP at 0.35, 66% at 0.47, all at 0.58).
 - ``hgsr_<variant>`` (the six HGSR penalties, no closed-form prox): ``epochs`` epochs with the
   penalty in the loss, then weights below 1e-3 are set to zero (the HGSR reference's zero rule),
   ``shrink``, ``finetune_epochs`` plain epochs.
@@ -138,15 +141,6 @@ def _kernel_layers(model):
     return [layer.name for layer in model.layers if getattr(layer, "kernel", None) is not None]
 
 
-def _prox_strength(ctx, budget):
-    return budget / (ctx.learning_rate * ctx.steps_per_epoch * ctx.epochs)
-
-
-def _family(make, budget):
-    """(model, ctx) -> regularizer (or dict of them) with the strength from `budget`."""
-    return lambda model, ctx: make(_prox_strength(ctx, budget), model)
-
-
 def _r():
     from tf_groupsparse import regularizers
 
@@ -159,17 +153,16 @@ def _cges(strength, model):
     return {n: _r().CombinedGroupExclusive(strength, mu=mu, scale_by_size=True) for n, mu in zip(names, mus)}
 
 
-#: proximal method -> (regularizer factory, description of the setting)
+#: proximal method -> (factory(strength, model) -> regularizer or {layer: regularizer}, strength, text)
 PROX_FAMILIES = {
-    "l1": (_family(lambda s, m: _r().L1(s), 0.05), "L1, prox, B=0.05"),
-    "group_lasso": (_family(lambda s, m: _r().GroupLasso(s, scale_by_size=True), 0.1),
-                    "GroupLasso (input groups, sqrt(|g|) weights), prox, B=0.1"),
-    "sparse_group_lasso": (_family(lambda s, m: _r().SparseGroupLasso(s, alpha=0.2, scale_by_size=True), 0.1),
-                           "SparseGroupLasso alpha=0.2, prox, B=0.1"),
-    "exclusive": (_family(lambda s, m: _r().ExclusiveSparsity(s), 0.002), "ExclusiveSparsity, prox, B=0.002"),
-    "l11_l12": (_family(lambda s, m: _r().CombinedL11L12(s, s / 25), 0.05),
-                "CombinedL11L12 l11=s, l12=s/25, prox, B=0.05"),
-    "cges": (_family(_cges, 0.1), "CGES, mu 0.8 -> 0 by 0.2 per layer, sqrt(|g|) weights, prox, B=0.1"),
+    "l1": (lambda s, m: _r().L1(s), 0.5, "L1"),
+    "group_lasso": (lambda s, m: _r().GroupLasso(s, scale_by_size=True), 0.45,
+                    "GroupLasso (input groups, sqrt(|g|) weights)"),
+    "sparse_group_lasso": (lambda s, m: _r().SparseGroupLasso(s, alpha=0.2, scale_by_size=True), 0.45,
+                           "SparseGroupLasso alpha=0.2, sqrt(|g|) weights"),
+    "exclusive": (lambda s, m: _r().ExclusiveSparsity(s), 0.05, "ExclusiveSparsity"),
+    "l11_l12": (lambda s, m: _r().CombinedL11L12(s, s / 20), 0.3, "CombinedL11L12 l11=s, l12=s/20"),
+    "cges": (_cges, 0.15, "CGES, mu 0.8 -> 0 by 0.2 per layer, sqrt(|g|) weights"),
 }
 
 HGSR_VARIANTS = ("sqrt_group_lasso", "squared_group_lasso", "sqrt_exclusive", "squared_exclusive",
@@ -207,14 +200,15 @@ def prox_method(name):
         from tf_groupsparse.callbacks import ProximalStep
         from tf_groupsparse.regularize import regularize
 
-        make, setting = PROX_FAMILIES[name]
+        make, strength, setting = PROX_FAMILIES[name]
+        strength = ctx.settings.get(f"{name}_strength", strength)
         base = ctx.build()
-        reg = make(base, ctx)
+        reg = make(strength, base)
         model = regularize(base, reg, proximal=True, layers=None) if not isinstance(reg, dict) else \
             regularize(base, reg, proximal=True)
         seconds = ctx.fit(model, ctx.epochs, [ProximalStep()])
         return _shrink_and_finetune(ctx, model, name, seconds,
-                                    {"setting": setting + f" (strength {_prox_strength(ctx, 1.0):.3g} x B)"})
+                                    {"setting": f"{setting}, strength {strength:g}, prox"})
 
     return run
 

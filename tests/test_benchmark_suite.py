@@ -1,0 +1,270 @@
+"""Tests of the benchmark suite harness: job table, resumability, ratios, verdicts, Pareto
+front, model specs, the peer's argument check, and one tiny quick job end to end."""
+
+import gzip
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from benchmarks.suite import jobs as jobs_mod
+from benchmarks.suite import models, report, verdicts
+from benchmarks.suite.measure import add_ratios, gzip_bytes, nonzero_params
+from benchmarks.suite.methods import METHODS, Context, applies
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+# ----------------------------------------------------------------------------- job table
+
+
+def test_quick_job_table_order_and_content():
+    keys = [j.key for j in jobs_mod.job_table("quick")]
+    assert keys == [
+        "digits/mlp/dense", "digits/vgg/dense", "digits/mlp/group_lasso", "digits/vgg/group_lasso",
+        "digits/mlp/tfmot", "digits/vgg/tfmot", "digits/mlp/filter_pruning", "digits/vgg/filter_pruning",
+        "digits/mlp/cges", "digits/vgg/cges", "digits/mlp/em_blockdiag", "digits/vgg/em_blockdiag",
+        "digits/mlp/hgsr_squared_group_l12", "digits/vgg/hgsr_squared_group_l12",
+    ]
+
+
+def test_full_job_table_covers_every_method_and_skips_inapplicable():
+    table = jobs_mod.job_table("full")
+    assert set(jobs_mod.ALL_METHODS) == set(METHODS)
+    assert {j.method for j in table} == set(METHODS)
+    keys = {j.key for j in table}
+    assert len(keys) == len(table)  # no duplicates
+    # the EM rewrite needs a linear chain, planting a Dense/Conv2D chain: no ResNet, no 1-D planting
+    assert "fashion/resnet/em_blockdiag" not in keys and "fashion/resnet/planting" not in keys
+    assert "mnist1d/cnn1d/planting" not in keys and "mnist1d/cnn1d/em_blockdiag" in keys
+    # 3 Fashion models x 17 methods - 2 ResNet exclusions; 2 MNIST-1D models x 17 - 1 exclusion
+    assert len(table) == 3 * 17 - 2 + 2 * 17 - 1
+    # the headline jobs come first: dense, group lasso and tfmot of every Fashion model
+    assert [j.key for j in table[:9]] == [f"fashion/{m}/{meth}" for meth in ("dense", "group_lasso", "tfmot")
+                                         for m in ("mlp", "vgg", "resnet")]
+    assert not applies("em_blockdiag", "resnet") and applies("dense", "resnet")
+
+
+def test_only_filter_matches_patterns():
+    keys = [j.key for j in jobs_mod.job_table("full", ["fashion/mlp/hgsr_*", "*/cnn1d/tfmot"])]
+    assert keys == ["fashion/mlp/hgsr_squared_group_l12", "fashion/mlp/hgsr_sqrt_group_lasso",
+                    "fashion/mlp/hgsr_squared_group_lasso", "fashion/mlp/hgsr_sqrt_exclusive",
+                    "fashion/mlp/hgsr_squared_exclusive", "fashion/mlp/hgsr_sqrt_group_l12",
+                    "mnist1d/cnn1d/tfmot"]
+    assert jobs_mod.job_table("quick", ["nothing/*"]) == []
+
+
+def test_unknown_mode_is_refused():
+    with pytest.raises(ValueError, match=r"job_table: Expected mode in \['full', 'quick'\]. Received: mode='fast'"):
+        jobs_mod.job_table("fast")
+
+
+# ----------------------------------------------------------------------------- resumability
+
+
+def _fake_row(job, accuracy):
+    return {"data": job.data, "model": job.model, "method": job.method, "accuracy": accuracy}
+
+
+def test_run_job_writes_rows_and_pending_skips_finished_jobs(tmp_path, monkeypatch):
+    table = jobs_mod.job_table("quick", ["digits/mlp/*"])
+    calls = []
+    monkeypatch.setitem(METHODS, "dense", lambda ctx: calls.append(ctx) or [_fake_row(ctx, 0.9)])
+    dense = table[0]
+    assert dense.key == "digits/mlp/dense"
+    rows = jobs_mod.run_job(dense, lambda job: job, tmp_path)
+    assert rows == [_fake_row(dense, 0.9)] and calls == [dense]
+    saved = json.loads(dense.file(tmp_path).read_text())
+    assert saved["job"] == "digits/mlp/dense" and saved["rows"] == rows
+    assert jobs_mod.pending(table, tmp_path) == table[1:]
+    assert jobs_mod.pending(table, tmp_path, force=True) == table
+    collected, errors = jobs_mod.collect(tmp_path)
+    assert collected == rows and errors == {}
+
+
+def test_failed_job_records_error_and_is_retried(tmp_path, monkeypatch):
+    job = jobs_mod.job_table("quick", ["digits/mlp/cges"])[0]
+
+    def broken(ctx):
+        raise RuntimeError("boom in cges")
+
+    monkeypatch.setitem(METHODS, "cges", broken)
+    assert jobs_mod.run_job(job, lambda j: j, tmp_path) is None
+    assert not job.file(tmp_path).exists()
+    assert jobs_mod.pending([job], tmp_path) == [job]
+    rows, errors = jobs_mod.collect(tmp_path)
+    assert rows == [] and errors == {"digits__mlp__cges": "RuntimeError: boom in cges"}
+    # a later success removes the error record
+    monkeypatch.setitem(METHODS, "cges", lambda ctx: [_fake_row(ctx, 0.5)])
+    assert jobs_mod.run_job(job, lambda j: j, tmp_path) == [_fake_row(job, 0.5)]
+    assert jobs_mod.collect(tmp_path)[1] == {}
+
+
+# ----------------------------------------------------------------------------- ratios and verdicts
+
+
+def _row(method, model="mlp", accuracy=0.90, params=1000, nonzero=None, macs=1000, lat=1e-4,
+         fbytes=4000, gz=3600, i8=1000, data="fashion", **extra):
+    return {"data": data, "model": model, "method": method, "accuracy": accuracy, "params": params,
+            "nonzero_params": params if nonzero is None else nonzero, "macs": macs,
+            "latency_float_s": lat, "latency_int8_s": lat / 2, "tflite_float_bytes": fbytes,
+            "tflite_float_gzip_bytes": gz, "tflite_int8_bytes": i8, "tflite_int8_gzip_bytes": i8,
+            "train_s": 1.0, **extra}
+
+
+def test_add_ratios_against_dense_of_same_model():
+    rows = add_ratios([
+        _row("dense", params=1000, macs=800, lat=2e-4, fbytes=4000),
+        _row("group_lasso", accuracy=0.897, params=80, nonzero=70, macs=100, lat=5e-5, fbytes=500),
+        _row("dense", model="vgg", params=50),
+    ])
+    r = rows[1]
+    assert r["params_x"] == pytest.approx(12.5) and r["nonzero_x"] == pytest.approx(1000 / 70)
+    assert r["macs_x"] == pytest.approx(8.0) and r["speedup_float"] == pytest.approx(4.0)
+    assert r["speedup_int8"] == pytest.approx(4.0) and r["bytes_float_x"] == pytest.approx(8.0)
+    assert r["accuracy_delta_pt"] == pytest.approx(-0.3)
+    assert rows[2]["params_x"] == 1.0 and rows[0]["accuracy_delta_pt"] == 0.0
+
+
+def test_mlp_verdict_needs_both_size_and_accuracy():
+    base = _row("dense", params=1_000_000)
+    rows = add_ratios([base, _row("group_lasso", accuracy=0.896, params=99_000),    # 10.1x, -0.4 pt
+                       _row("l1", accuracy=0.80, params=10_000)])                   # 100x but -10 pt
+    v = verdicts.mlp_params(rows)
+    assert v["met"] is True and v["best"]["method"] == "group_lasso"
+    assert v["best"]["params_x"] == pytest.approx(1_000_000 / 99_000)
+    rows = add_ratios([base, _row("group_lasso", accuracy=0.894, params=99_000),    # -0.6 pt
+                       _row("cges", accuracy=0.90, params=200_000)])                # 5x
+    v = verdicts.mlp_params(rows)
+    assert v["met"] is False and v["best"]["method"] == "cges"
+    assert verdicts.mlp_params([base])["met"] is None
+    # the peer never counts as ours
+    rows = add_ratios([base, _row("tfmot_90", accuracy=0.9, params=1_000_000, nonzero=10)])
+    assert verdicts.mlp_params(rows)["met"] is None
+
+
+def test_cnn_verdict_needs_flops_and_latency():
+    base = _row("dense", model="vgg", macs=9000, lat=1e-3)
+    ok = _row("filter_pruning", model="vgg", accuracy=0.895, macs=2900, lat=3.9e-4)    # 3.10x, 2.56x, -0.5
+    slow = _row("group_lasso", model="vgg", accuracy=0.90, macs=1000, lat=5e-4)        # 9x, 2.0x
+    assert verdicts.cnn_flops_latency(add_ratios([base, ok, slow]), model="vgg")["met"] is True
+    v = verdicts.cnn_flops_latency(add_ratios([base, slow]), model="vgg")
+    assert v["met"] is False and v["best"]["speedup_float"] == pytest.approx(2.0)
+    worse = _row("filter_pruning", model="vgg", accuracy=0.88, macs=2900, lat=3.9e-4)  # -2 pt
+    assert verdicts.cnn_flops_latency(add_ratios([base, worse]), model="vgg")["best"] is None
+
+
+def test_vs_tfmot_per_level():
+    base = _row("dense", accuracy=0.90, lat=1e-4, fbytes=4000, gz=3700)
+    p50 = _row("tfmot_50", accuracy=0.899, lat=1e-4, fbytes=4000, gz=2000, target_sparsity=0.5)
+    p90 = _row("tfmot_90", accuracy=0.880, lat=1e-4, fbytes=4000, gz=700, target_sparsity=0.9)
+    mine = _row("group_lasso", accuracy=0.895, lat=3e-5, fbytes=900, gz=800)  # equal to p50 within 0.5 pt
+    v = verdicts.vs_tfmot(add_ratios([base, p50, p90, mine]))
+    assert [lv["peer"] for lv in v["levels"]] == ["tfmot_50", "tfmot_90"]
+    assert v["levels"][0]["met"] is True
+    assert v["levels"][1]["met"] is False  # gzip 800 B is not smaller than tfmot_90's 700 B
+    assert v["met"] is False
+    too_weak = _row("group_lasso", accuracy=0.89, lat=3e-5, fbytes=900, gz=600)  # 0.9 pt under tfmot_50
+    v = verdicts.vs_tfmot(add_ratios([base, p50, too_weak]))
+    assert v["levels"][0]["ours"] is None and v["met"] is False
+    lines = report.verdict_lines({"x": v})
+    assert lines[1].endswith("no row of ours at equal accuracy -> not met")
+
+
+def test_pareto_front_matches_brute_force():
+    rng = np.random.default_rng(0)
+    pts = [tuple(p) for p in rng.random((40, 2)).round(2)]
+    front = report.pareto(pts)
+    p = np.array(pts)
+    expected = [i for i in range(len(p))
+                if not np.any((p[:, 0] <= p[i, 0]) & (p[:, 1] >= p[i, 1]) & ((p[:, 0] < p[i, 0]) | (p[:, 1] > p[i, 1])))]
+    assert sorted(front) == sorted(expected)
+    assert [pts[i][0] for i in front] == sorted(pts[i][0] for i in front)
+    assert report.pareto([(1, 0.5), (2, 0.9), (3, 0.8)]) == [0, 1]
+
+
+def test_table_and_plot(tmp_path):
+    rows = add_ratios([_row("dense"), _row("group_lasso", accuracy=0.8912, params=100)])
+    md = report.table(rows).splitlines()
+    assert md[0] == "### fashion / mlp"
+    assert md[4].startswith("| dense | 90.00 | +0.00 |")
+    assert md[5].startswith("| group_lasso | 89.12 | -0.88 |  | 100 | 100 | 10.00 |")
+    path = report.plot(rows, tmp_path / "p.png", "params")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+# ----------------------------------------------------------------------------- measurement helpers and models
+
+
+def test_gzip_bytes_and_nonzero_params():
+    blob = bytes(1000) + bytes(range(256)) * 4
+    assert gzip_bytes(blob) == len(gzip.compress(blob, compresslevel=9, mtime=0))
+    m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+    m.set_weights([np.array([[1, 0], [0, 0], [2, 3]], "float32"), np.array([0, 5], "float32")])
+    assert nonzero_params(m) == 4
+
+
+@pytest.mark.parametrize(
+    "spec, params",
+    [({"arch": "mlp", "input_shape": [8, 8, 1], "classes": 10, "widths": [16, 8]},
+      64 * 16 + 16 + 16 * 8 + 8 + 8 * 10 + 10),
+     ({"arch": "cnn1d", "input_shape": [40, 1], "classes": 10, "widths": [4, 8]},
+      5 * 1 * 4 + 4 * 4 + 5 * 4 * 8 + 4 * 8 + 20 * 8 * 10 + 10),
+     ({"arch": "vgg", "input_shape": [8, 8, 1], "classes": 10, "widths": [4, 8]},
+      9 * 4 + 16 + 9 * 16 + 16 + 9 * 32 + 32 + 9 * 64 + 32 + 8 * 10 + 10),
+     ({"arch": "resnet", "input_shape": [8, 8, 1], "classes": 10, "widths": [4, 8]},
+      (9 * 4 + 16) + (9 * 16 + 16) * 2 + (9 * 32 + 32) + (9 * 64 + 32) + (4 * 8 + 32) + 8 * 10 + 10)],
+)
+def test_model_specs_build_with_exact_parameter_counts(spec, params):
+    model = models.build(keras, spec)
+    assert model.count_params() == params
+    assert model.output_shape == (None, 10)
+
+
+def test_unknown_architecture_is_refused():
+    with pytest.raises(ValueError, match=r"build: Expected spec\['arch'\] in \['cnn1d', 'mlp', 'resnet', 'vgg'\]. "
+                                         r"Received: arch='lenet'"):
+        models.build(keras, {"arch": "lenet"})
+
+
+def test_peer_refuses_bad_sparsity():
+    done = subprocess.run([sys.executable, "-m", "benchmarks.tfmot_peer", "--spec", "s", "--data", "d", "--out", "o",
+                           "--tflite-dir", "t", "--sparsities", "0.5", "1.0"], cwd=ROOT, capture_output=True,
+                          text=True)
+    assert done.returncode == 2
+    assert "Expected every sparsity in (0, 1). Received: sparsities=[0.5, 1.0]" in done.stderr
+
+
+# ----------------------------------------------------------------------------- end to end
+
+
+@pytest.mark.slow
+def test_quick_dense_and_group_lasso_jobs_end_to_end(tmp_path, monkeypatch):
+    from benchmarks import common, run_all
+
+    monkeypatch.setattr(common, "RESULTS", tmp_path)
+    monkeypatch.setattr(common, "environment", lambda: {"cpu": "test"})
+    rows, all_verdicts = run_all.main(["--quick", "--only", "digits/mlp/dense", "digits/mlp/group_lasso",
+                                       "--retime-rounds", "1"])
+    assert [r["method"] for r in rows] == ["dense", "group_lasso"]
+    dense, gl = rows
+    assert dense["params"] == 64 * 64 + 64 + 64 * 32 + 32 + 32 * 10 + 10
+    assert dense["macs"] == 64 * 64 + 64 * 32 + 32 * 10
+    assert 0.5 < dense["accuracy"] <= 1.0 and dense["retimed"] is True
+    assert gl["params"] <= dense["params"] and gl["params_x"] == pytest.approx(dense["params"] / gl["params"])
+    assert dense["tflite_int8_bytes"] < dense["tflite_float_bytes"]
+    saved = json.loads((tmp_path / "suite_quick.json").read_text())
+    assert saved["command"].startswith("python -m benchmarks.")
+    assert [r["method"] for r in saved["rows"]] == ["dense", "group_lasso"]
+    assert saved["verdicts"]["digits"]["mlp_params"]["target"].startswith("digits mlp: >= 10x fewer parameters")
+    assert (tmp_path / "suite_quick_params.png").is_file() and (tmp_path / "suite_quick_latency.png").is_file()
+    # resumable: a second run trains nothing
+    monkeypatch.setitem(METHODS, "dense", lambda ctx: pytest.fail("dense job re-ran"))
+    monkeypatch.setitem(METHODS, "group_lasso", lambda ctx: pytest.fail("group_lasso job re-ran"))
+    assert run_all.main(["--quick", "--only", "digits/mlp/dense", "digits/mlp/group_lasso", "--no-summary"]) is None
+    assert sorted(p.name for p in (tmp_path / "suite_quick_jobs").iterdir()) == [
+        "digits__mlp__dense.json", "digits__mlp__group_lasso.json"]
