@@ -288,3 +288,17 @@ def test_mobilenet_filters_zeroed_constants_folded_outputs_kept():
     assert report.totals["layers_with_folded_constants"] > 0
     assert 0 < report.totals["groups_removed"] <= len(groups)
     assert small.count_params() < m.count_params()
+
+
+def test_unknown_spatial_size_folds_into_1x1_consumer():
+    x = keras.Input((None, None, 3))
+    c = L.Conv2D(4, 3, padding="same", name="c1")(x)
+    m = keras.Model(x, L.GlobalAveragePooling2D()(L.Conv2D(2, 1, name="c2")(L.ReLU()(c))))
+    k = m.get_layer("c1").kernel.numpy()
+    k[..., 1] = 0.0
+    m.get_layer("c1").kernel.assign(k)
+    m.get_layer("c1").bias.assign(np.ones(4, "float32"))
+    small = shrink(m)
+    assert small.get_layer("c1").filters == 3
+    xx = np.random.default_rng(7).normal(size=(2, 7, 9, 3)).astype("float32")
+    np.testing.assert_allclose(outputs(small, xx), outputs(m, xx), atol=1e-5)
