@@ -185,6 +185,9 @@ def test_bad_models():
         fit_groups(m, 2)
     with pytest.raises(ValueError, match=r"Expected a Dense, Conv1D or Conv2D layer to group. Received: layer 'dw' of type DepthwiseConv2D"):
         fit_groups(m, 2, layers=["dw"], chain=False)
+    separable = keras.Sequential([keras.Input((4, 4, 3)), L.DepthwiseConv2D(3, name="dw"), L.Conv2D(4, 1, name="pc"),
+                                  L.Flatten(), L.Dense(2)])
+    assert fit_groups(separable, 2, chain=False, random_state=0).layer_names == ["pc"]  # default skips other kinds
     inp = keras.Input((6,))
     a, b = L.Dense(4, name="a")(inp), L.Dense(4, name="b")(inp)
     branched = keras.Model(inp, L.Add()([a, b]))

@@ -55,7 +55,7 @@ from sklearn.mixture import GaussianMixture
 
 from .._validation import check_choice, check_int, check_keras_model, check_number
 from .chain import channel_positions, linear_chain, role
-from .structure import GroupStructure, LayerGroups, layer_kind
+from .structure import KINDS, GroupStructure, LayerGroups, layer_kind
 
 logger = logging.getLogger(__name__)
 OWNER = "fit_groups"
@@ -198,7 +198,7 @@ def output_groups(x, c, k, *, name="layer", balanced=False):
 
 def _selected(model, layers, chain):
     weights = [layer for layer in chain if role(layer, OWNER) == "weight"] if chain is not None else [
-        layer for layer in model.layers if hasattr(layer, "kernel")]
+        layer for layer in model.layers if isinstance(layer, tuple(KINDS))]
     if layers is None:
         return [layer.name for layer in weights[:-1]]
     if isinstance(layers, str) or not all(isinstance(n, str) for n in layers):
