@@ -19,8 +19,14 @@ the old one (``trainable=False``) and a new one with ``k`` channels, and every l
 and its consumer runs on two paths (old channels / new channels); the consumer becomes its old
 copy (frozen, linear) plus a new bias-free layer that reads the new channels (zero-initialised),
 summed before the consumer's activation. The optimizer only sees the new layers, so an update
-cannot touch an old weight. After the step the two parts are merged back into standard layers,
-so the returned model is a plain Keras model.
+cannot touch an old weight. The new channels' BatchNormalization entries train with batch
+statistics; their moving statistics are then set to the exact statistics of the training data.
+After the step the two parts are merged back into standard layers, so the returned model is a
+plain Keras model.
+
+Known behaviour: the search keeps the best candidate of a step even when its gain is negative
+(planting continues until a stop rule fires); the distillation objective can trade label
+accuracy for agreement with the teacher on a very weak student.
 
 Logits: a model whose last layer ends in softmax is treated as giving probabilities, and
 ``log(p)`` is used as its logits (equal to the logits up to a constant, which softmax ignores);
@@ -419,7 +425,9 @@ def accuracy(model, data, batch_size=256):
             total += len(labels)
         return correct / max(total, 1)
     x, y = data
-    pred = np.argmax(model.predict(x, batch_size=batch_size, verbose=0), axis=-1)
+    # eager batches: no predict function is traced for each of the many candidate models
+    outputs = [np.asarray(model(x[i:i + batch_size], training=False)) for i in range(0, len(x), batch_size)]
+    pred = np.argmax(np.concatenate(outputs), axis=-1)
     labels = np.argmax(y, axis=-1) if y.ndim == 2 and y.shape[-1] > 1 else y.reshape(-1)
     return float(np.mean(pred == labels))
 
