@@ -82,6 +82,16 @@ def test_mlp_equivalence(balanced, chain):
     assert gathers == (["fc1_gather"] if chain else ["fc1_gather", "fc2_gather", "fc3_gather"])
 
 
+def test_functional_linear_chain():
+    inp = keras.Input((12,), name="pixels")
+    h = L.Dense(8, activation="relu", name="fc1")(inp)
+    out = L.Dense(3, name="head")(L.Dense(8, name="fc2")(h))
+    model = keras.Model(inp, out, name="func")
+    s = fit_groups(model, 2, random_state=0)
+    _, small = assert_equivalent(model, s, RNG.normal(size=(4, 12)).astype("float32"))
+    assert [layer.name for layer in small.layers[1:]] == ["fc1_gather", "fc1", "fc2", "head"]
+
+
 def test_permutation_folded_into_ungrouped_producer():
     model = mlp()
     s = fit_groups(model, 2, layers=["fc2"], random_state=0)
@@ -154,6 +164,7 @@ def test_keras_round_trips(tmp_path):
         np.testing.assert_allclose(back(xi), small(xi), atol=1e-6)
 
 
+@pytest.mark.slow
 def test_tflite_matches_masked_model():
     model = randomize_bn(mlp())
     s = fit_groups(model, 4, layers=["fc1", "fc2"], balanced=True, random_state=0)

@@ -48,6 +48,7 @@ def test_q_matches_scipy(kind):
     assert wrapper.q == (1e-3 if kind == "dense" else 1e-6)
 
 
+@pytest.mark.slow
 def test_penalty_is_in_the_loss_and_mixture_trains():
     keras.utils.set_random_seed(0)
     model = add_em_penalty(mlp(), 2, q=1e-3)
@@ -64,6 +65,7 @@ def test_penalty_is_in_the_loss_and_mixture_trains():
     assert np.abs(keras.ops.convert_to_numpy(wrapper.means) - means).max() > 1e-3
 
 
+@pytest.mark.slow
 def test_freeze_masks_and_rewrites(tmp_path):
     keras.utils.set_random_seed(0)
     base = mlp()
