@@ -258,7 +258,7 @@ def shrink(model, threshold=1e-3, *, criterion="l2", keep_min=1, unsupported="er
                 if constants == "error" and deltas is None:
                     raise ValueError(
                         f"{owner}: Expected every zero group's constant output to fold exactly into "
-                        f"its consumers. Received: {graph_group_str(graph, g)} carries a constant "
+                        f"its consumers. Received: {_group_str(graph, g)} carries a constant "
                         "that a zero-padded or non-uniform consumer would see. Pass "
                         'constants="fold" or "keep" to keep such groups.'
                     )
@@ -280,7 +280,7 @@ def shrink(model, threshold=1e-3, *, criterion="l2", keep_min=1, unsupported="er
     return new_model, _report(graph, new_model, removed, bias_deltas, threshold)
 
 
-def graph_group_str(graph, label):
+def _group_str(graph, label):
     from .graph.model import Group
 
     return str(Group(graph, label))
