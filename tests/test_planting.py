@@ -242,3 +242,16 @@ def test_docstring_examples_run():
 
     result = doctest.testmod(planting, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 5 and result.failed == 0
+
+
+def test_accuracy_on_arrays_and_datasets_matches_numpy():
+    model = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="d")])
+    x = np.random.default_rng(0).normal(size=(50, 3)).astype("float32")
+    logits = x @ model.get_layer("d").kernel.numpy() + model.get_layer("d").bias.numpy()
+    y = np.random.default_rng(1).integers(0, 4, size=50)
+    y[:20] = np.argmax(logits[:20], axis=1)
+    expected = float(np.mean(np.argmax(logits, axis=1) == y))
+    assert accuracy(model, (x, y), batch_size=16) == pytest.approx(expected)
+    assert accuracy(model, (x, np.eye(4)[y])) == pytest.approx(expected)
+    ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(7)
+    assert accuracy(model, ds) == pytest.approx(expected)
