@@ -231,7 +231,7 @@ def test_bad_inputs():
     sub(np.zeros((1, 3), "float32"))
     with pytest.raises(TypeError, match=r"regularize: Expected a Sequential or functional keras.Model \(subclassed "
                                         r"models cannot be cloned .*Received: model of type Sub"):
-        regularize(sub, GroupLasso(1e-3), layers=lambda layer: False or layer.name == "dense")
+        regularize(sub, GroupLasso(1e-3), layers=L.Dense)
     with pytest.raises(TypeError, match=r"regularize: Expected `regularizer` to be a keras.regularizers.Regularizer "
                                         r"\(e.g. .*\)\. Received: regularizer of type float"):
         regularize(model, 0.1)

@@ -150,7 +150,7 @@ class _EpochBar(keras.callbacks.Callback):
 
     def __init__(self, epochs):
         super().__init__()
-        self.bar = keras.utils.Progbar(epochs, unit_name="epoch")
+        self.bar = keras.utils.Progbar(epochs, unit_name="epoch", stateful_metrics=["loss", "accuracy"])
 
     def on_epoch_end(self, epoch, logs=None):
         logs = logs or {}
