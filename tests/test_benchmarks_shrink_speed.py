@@ -27,8 +27,16 @@ def test_build_cnn_layers_and_macs():
     model = bench.build_cnn((28, 28, 1))
     assert bench.channel_widths(model) == {"conv1": 32, "conv2": 32, "conv3": 64, "conv4": 64, "conv5": 128,
                                            "logits": 10}
-    assert bench.penalized_layers(model) == ["conv2", "conv3", "conv4", "conv5", "logits"]
+    assert bench.penalized_layers(model) == ["conv2", "conv3", "conv4", "conv5"]
     assert flops(model) == _cnn_macs(28, 28, 1, (32, 32, 64, 64, 128), 10) == 21_903_104
+
+
+def test_tile_padded_macs_rounds_output_channels_up():
+    model = bench.build_cnn((8, 8, 1), (17, 16, 30, 33, 8), n_classes=3)
+    # per layer: H*W*9*C_in*C_out with C_out rounded up to a multiple of 16 (C_in is not)
+    expected = 64 * 9 * (1 * 32 + 17 * 16) + 16 * 9 * (16 * 32 + 30 * 48) + 4 * 9 * 33 * 16 + 8 * 16
+    assert bench.tile_padded_macs(model, tile=16) == expected
+    assert bench.tile_padded_macs(model, tile=1) == _cnn_macs(8, 8, 1, (17, 16, 30, 33, 8), 3)
 
 
 def test_paired_speedup_is_the_median_of_round_ratios():
