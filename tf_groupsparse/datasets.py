@@ -67,6 +67,9 @@ def load_digits(test_size=0.25, random_state=0):
     Raises:
         TypeError / ValueError: `test_size` is not a number in (0, 1) or `random_state` not an int.
 
+    Reference: the UCI "Optical Recognition of Handwritten Digits" test set (Alpaydin & Kaynak,
+    1998), as bundled with scikit-learn.
+
     Example:
         >>> (x, y), (xt, yt) = load_digits(test_size=0.5)
         >>> len(x), len(xt)
@@ -103,6 +106,11 @@ def read_idx(path):
 
     Raises:
         ValueError: the file is not a valid idx file (bad magic or size).
+
+    Example:
+        >>> x = read_idx("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz")  # doctest: +SKIP
+        >>> x.shape, x.dtype.name  # doctest: +SKIP
+        ((10000,), 'uint8')
     """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
@@ -189,6 +197,9 @@ def load_fashion_mnist(data_dir=None, download=True):
         FileNotFoundError: no local copy was found and downloading is off or failed; the
             message says how to get the files.
         ValueError: a file is not a valid idx file, or images and labels disagree in number.
+
+    Reference: Xiao, Rasul & Vollgraf, "Fashion-MNIST: a Novel Image Dataset for Benchmarking
+    Machine Learning Algorithms", 2017 (arXiv 1708.07747).
 
     Example:
         >>> (x, y), (xt, yt) = load_fashion_mnist(download=False)  # doctest: +SKIP

@@ -26,8 +26,11 @@ from .sparsity import SparsityReport, sparsity_report
 
 logger = logging.getLogger(__name__)
 
-#: Training settings of the demo (tuned so most input-channel groups of conv2/conv3 reach zero
-#: at the 1e-3 threshold while test accuracy stays within about a point of unregularized training).
+#: Training settings of the demo. Tuned on seed 0: test accuracy 0.980 (0.982 unregularized),
+#: 18 of conv3's 32 input groups and 25 of conv2's 32 filters below 1e-3, 74 % of the parameters
+#: removable. Squared group l1/2 zeroes few of conv2's own input groups (conv1's channels); the
+#: square-rooted variants do (see tests/test_training.py). Strengths above ~1e-4 can collapse
+#: training to chance level on some seeds.
 DEMO_SETTINGS = {
     "widths": [16, 32, 32],
     "regularized_layers": ["conv2", "conv3"],
@@ -61,7 +64,7 @@ def digits_cnn(widths=(16, 32, 32), seed=None, name="digits_cnn"):
 
     Example:
         >>> digits_cnn(seed=0).count_params()
-        14762
+        14378
     """
     widths = [check_int("widths", w, "digits_cnn", minimum=1) for w in widths]
     if len(widths) != 3:

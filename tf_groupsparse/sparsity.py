@@ -77,7 +77,12 @@ KERNEL_SLOTS = [
 
 
 def kernel_slots(layer):
-    """The :class:`KernelSlot` tuple of `layer` from :data:`KERNEL_SLOTS`, or ``()``."""
+    """The :class:`KernelSlot` tuple of `layer` from :data:`KERNEL_SLOTS`, or ``()``.
+
+    Example:
+        >>> [s.regularizer_arg for s in kernel_slots(keras.layers.SeparableConv2D(4, 3))]
+        ['depthwise_regularizer', 'pointwise_regularizer']
+    """
     for classes, slots in KERNEL_SLOTS:
         if isinstance(layer, classes):
             return slots
@@ -88,6 +93,12 @@ def iter_layers(model, prefix=""):
     """Yield ``(path, layer)`` for every layer, descending into nested models.
 
     ``path`` joins the names of enclosing models with ``/`` (``"backbone/conv1"``).
+
+    Example:
+        >>> inner = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="d")], name="inner")
+        >>> outer = keras.Sequential([keras.Input((3,)), inner])
+        >>> [p for p, _ in iter_layers(outer)]
+        ['inner/d']
     """
     for layer in model.layers:
         path = prefix + layer.name
@@ -132,6 +143,12 @@ def kernel_stats(kernel, threshold=1e-3, layout="standard"):
     Returns:
         dict with ``weights, zero_weights, in_channels, zero_in, out_channels, zero_out,
         kernels, zero_kernels, removable_kernel`` and the boolean vector ``zero_out_mask``.
+
+    Example:
+        >>> w = np.ones((2, 3)); w[0] = 0            # Dense kernel, input row 0 is zero
+        >>> s = kernel_stats(w)
+        >>> s["zero_in"], s["zero_out"], s["removable_kernel"]
+        (1, 0, 3)
     """
     w = _standard(kernel, layout)
     z = zero_mask(w, threshold)
