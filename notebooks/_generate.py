@@ -354,6 +354,12 @@ diff = np.max(np.abs(keras.ops.convert_to_numpy(mlp_block(xt)) - keras.ops.conve
 print(f"max |block(x) - masked(x)| = {diff:.2e}")
 assert diff < 1e-4
 print("layers of the rewrite:", [type(l).__name__ for l in mlp_block.layers])"""),
+        md("A plainly trained layer shows no block structure by eye: the mixture finds the split "
+           "whose blocks hold the strongest connections, and the masked fine-tuning makes the "
+           "layer block diagonal (the EMG paper also pulls weights toward their blocks during "
+           "training with an EM group penalty, `tgs.grouping.add_em_penalty`). `fc2` after the "
+           "masked fine-tuning:"),
+        code('tgs.plots.block_structure(mlp_masked, mlp_groups, layer="fc2")'),
         md("## 2. CNN conv32-conv64-pool-conv64-GAP-dense, K = 2 groups on conv2 and conv3"),
         code("""\
 keras.utils.set_random_seed(0)
@@ -401,6 +407,244 @@ display(Markdown(
                  for r in rows)))"""),
         md("The grouped layers keep $1/K$ of their weights; the accuracy change comes from "
            "the masked fine-tuning, not from the rewrite (outputs equal above)."),
+    ]
+
+@notebook("04_filter_pruning_and_planting.ipynb")
+def _pruning_planting():
+    return [
+        md("""\
+# Filter pruning, channel planting and structure learning
+
+Three ways to reach a small network on the 8x8 digits:
+
+1. **Filter pruning by loss increase** (`tgs.prune_filters`): train with a hierarchical group
+   sparse (HGSR) penalty, visit the filters in ascending order of their group norm, and accept a
+   filter $f$ when removing it together with the filters $R$ accepted so far keeps
+   $L(\\text{model without } R \\cup \\{f\\}) - L(\\text{model}) \\le \\text{tolerance}$
+   on randomly drawn training samples; the accepted filters are removed physically, then the model
+   is fine-tuned. Mitsuno & Kurita, *Filter Pruning using Hierarchical Group Sparse Regularization
+   for Deep Convolutional Neural Networks*, ICPR 2020 (arXiv 2011.02389); the penalty is from
+   Mitsuno, Miyao & Kurita, IJCNN 2020 (arXiv 2004.04394). The full text of the pruning paper is
+   not public: this is the project's reading of its abstract.
+2. **Channel planting** (`tgs.plant`): grow a small student by adding $k$ channels to one layer
+   at a time, training only the new parameters with the distillation loss
+   $\\alpha\\,\\mathrm{CE}(y, s) + (1-\\alpha)\\,T^2\\,\\mathrm{KL}(\\mathrm{softmax}(t/T)\\,\\Vert\\,\\mathrm{softmax}(s/T))$
+   from a larger teacher, and keeping the layer with the best validation gain per added
+   parameter. Mitsuno, Nomura & Kurita, *Channel Planting for Deep Neural Networks using Knowledge
+   Distillation*, ICPR 2020 (arXiv 2011.02390).
+3. **Structure learning by efficient coding** (`tgs.learn_structure`): unsupervised, layer by
+   layer; each candidate layer reads all earlier layers through a group-sparse code (a source
+   whose group ends at zero is not connected) and depth grows while the output entropy rises.
+   The project's interpretation of Yuan, Pan, Zhou, Qin & Liu, *Learning Structures for Deep
+   Neural Networks*, arXiv 2105.13905 (2021), whose full text is not public."""),
+        code(SETUP),
+        code("""\
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+def cnn(widths, name):
+    layers = [keras.Input((8, 8, 1))]
+    for i, w in enumerate(widths, 1):
+        layers += [keras.layers.Conv2D(w, 3, padding="same", activation="relu", name=f"conv{i}"),
+                   keras.layers.MaxPooling2D(name=f"pool{i}")]
+    layers += [keras.layers.Flatten(name="flat"), keras.layers.Dense(10, name="logits")]
+    return keras.Sequential(layers, name=name)
+
+def train(model, epochs, lr=3e-3, data=(x, y)):
+    model.compile(keras.optimizers.Adam(lr), LOSS, metrics=["accuracy"])
+    model.fit(*data, epochs=epochs, batch_size=64, verbose=0)
+    return model
+
+def accuracy(model, images=xt):
+    return float(np.mean(np.argmax(keras.ops.convert_to_numpy(model(images)), axis=1) == yt))"""),
+        md("## 1. HGSR training, then filter pruning\n"
+           "The penalty is the squared group $\\ell_{1/2}$ mixed half and half with L1, "
+           "$\\lambda\\,(\\tfrac12 \\sum_g (\\sum_{k\\in g} \\sqrt{\\lVert K_k\\rVert_1})^2 + \\tfrac12 \\sum |w|)$, "
+           "on feature-wise groups of both conv layers (the HGSR reference mix; "
+           "$\\lambda = 10^{-5}$ because the reference $10^{-3}$ collapses a 5k-parameter model)."),
+        code("""\
+keras.utils.set_random_seed(0)
+hgsr = tgs.regularizers.HierarchicalGroupSparse.squared_group_l12(1e-5, l1_mix=0.5)
+model = train(tgs.regularize(cnn((16, 32), "cnn"), hgsr, layers=["conv1", "conv2"]), epochs=15)
+pruned, prune_report = tgs.prune_filters(model, (x, y), loss=LOSS, samples=512, tolerance=0.02,
+                                         fine_tune={"epochs": 3}, verbose=0)
+display(prune_report)
+display(Markdown(
+    "| model | params | MACs | test accuracy |\\n|---|---:|---:|---:|\\n"
+    f"| HGSR-trained | {tgs.count_params(model):,} | {tgs.flops(model):,} | {accuracy(model):.4f} |\\n"
+    f"| pruned + fine-tuned | {tgs.count_params(pruned):,} | {tgs.flops(pruned):,} | {accuracy(pruned):.4f} |"))"""),
+        md("## 2. Channel planting with a teacher\n"
+           "A conv4-conv8 student grows by 4 channels per step; candidates are compared on the "
+           "last 270 training images (a validation split, never the test set). For reference, "
+           "the final architecture is also trained from scratch on labels."),
+        code("""\
+keras.utils.set_random_seed(0)
+teacher = train(cnn((32, 64), "teacher"), epochs=10)
+student = train(cnn((4, 8), "student"), epochs=10)
+grown, plant_report = tgs.plant(student, teacher, (x[:-270], y[:-270]), validation_data=(x[-270:], y[-270:]),
+                                channels_per_step=4, max_steps=2, epochs_per_step=3, learning_rate=1e-2,
+                                verbose=0)
+display(plant_report)
+widths = (grown.get_layer("conv1").filters, grown.get_layer("conv2").filters)
+keras.utils.set_random_seed(0)
+scratch = train(cnn(widths, "scratch"), epochs=10)
+display(Markdown(
+    "| model | widths | params | test accuracy |\\n|---|---|---:|---:|\\n"
+    f"| teacher | 32, 64 | {tgs.count_params(teacher):,} | {accuracy(teacher):.4f} |\\n"
+    f"| student | 4, 8 | {tgs.count_params(student):,} | {accuracy(student):.4f} |\\n"
+    f"| student after planting | {widths[0]}, {widths[1]} | {tgs.count_params(grown):,} | {accuracy(grown):.4f} |\\n"
+    f"| same widths from scratch | {widths[0]}, {widths[1]} | {tgs.count_params(scratch):,} | {accuracy(scratch):.4f} |"))"""),
+        md("Planting never changes a trained parameter: the new channels learn from the teacher "
+           "while the student's original ones stay frozen. The search keeps the best candidate of "
+           "each step even when its validation gain is negative (a documented behaviour of "
+           "`plant`); `target_accuracy` and `param_budget` stop the growth earlier. Compare the "
+           "planted student with the same widths trained from scratch before choosing planting "
+           "for a problem this small."),
+        md("## 3. Learning depth and connections without labels\n"
+           "`learn_structure` decides the depth and which earlier layers each layer reads; "
+           "`build_model` turns the result into a Keras functional model that is then trained "
+           "with labels."),
+        code("""\
+flat, flat_test = x.reshape(len(x), -1), xt.reshape(len(xt), -1)
+structure = tgs.learn_structure(flat, max_depth=3, width=32, epochs=30, entropy_tol=0.0, verbose=0)
+print(structure)
+learned = train(tgs.build_model(structure, 10), epochs=15, data=(flat, y))
+print(f"learned structure: {tgs.count_params(learned):,} params, test accuracy {accuracy(learned, flat_test):.4f}")"""),
+    ]
+
+@notebook("05_compare_with_tfmot.ipynb")
+def _compare_with_tfmot():
+    return [
+        md("""\
+# Comparison with the dense baseline and tensorflow-model-optimization
+
+The benchmark suite (`benchmarks/run_all.py`) trains every method on the same architecture,
+data, epochs, batch size and seed, and compares it with the dense baseline and with the peer,
+tensorflow-model-optimization's `prune_low_magnitude` at 50/80/90% sparsity (a tf-keras model of
+the same architecture, run in its own process), all exported to TFLite the same way. For every
+row it records test accuracy, parameters, multiply-adds, `.tflite` bytes (float and int8),
+one-thread LiteRT latency and its ratio to the dense baseline measured in the same run.
+
+This notebook only **reads** the suite's JSON, so it needs neither tf-keras nor tfmot. To produce
+or refresh the results:
+
+```
+make bench-quick     # digits, tiny models, a subset of methods (minutes)  -> benchmarks/results/suite_quick.json
+make bench           # Fashion-MNIST + MNIST-1D, every method (hours on 2 cores) -> benchmarks/results/suite.json
+```
+
+Methods and their sources: L1112 (Ma & Niu, ICDMW 2018), CGES (Yoon & Hwang, ICML 2017),
+HGSR (Mitsuno, Miyao & Kurita, IJCNN 2020), EM grouping (Yi & Choi, ICDMW 2018), filter pruning
+(Mitsuno & Kurita, ICPR 2020), planting (Mitsuno, Nomura & Kurita, ICPR 2020); the peer is
+magnitude pruning as implemented in tensorflow-model-optimization."""),
+        code("""\
+%matplotlib inline
+import json
+from pathlib import Path
+import matplotlib.pyplot as plt
+from IPython.display import Markdown, display
+
+# the repository root: the first folder upward from here that holds benchmarks/results
+ROOT = next((p for p in [Path.cwd(), *Path.cwd().parents] if (p / "benchmarks" / "results").is_dir()), None)
+RESULTS = ROOT / "benchmarks" / "results" if ROOT else None
+
+def load_suite():
+    \"\"\"(source, payload): the full suite if present, else the quick one, else finished single jobs.\"\"\"
+    if RESULTS is None:
+        return None, None
+    for name in ("suite.json", "suite_quick.json"):
+        if (RESULTS / name).is_file():
+            return name, json.loads((RESULTS / name).read_text())
+    for jobs in ("suite_jobs", "suite_quick_jobs"):
+        files = sorted((RESULTS / jobs).glob("*.json"))
+        rows = [row for f in files for row in json.loads(f.read_text()).get("rows", [])]
+        if rows:
+            return f"{jobs}/ ({len(files)} finished jobs, not yet summarized)", {"rows": rows}
+    return None, None
+
+source, suite = load_suite()
+if suite is None:
+    display(Markdown("**No benchmark results found** under `benchmarks/results/`. "
+                     "Run `make bench-quick` (minutes) or `make bench` (hours), then re-run this notebook."))
+else:
+    display(Markdown(f"Results from `benchmarks/results/{source}`"
+                     + (f", made by `{suite['command']}` on {suite['date']}" if "command" in suite else "")
+                     + ("; machine: " + ", ".join(f"{k} {v}" for k, v in suite["environment"].items())
+                        if "environment" in suite else "")))"""),
+        md("## The table\nRatios (x) are dense / row; speed-up is dense latency / row latency "
+           "(float .tflite). Rows from unsummarized single jobs have no ratios and latencies that "
+           "were not re-measured together, so compare them with care."),
+        code("""\
+COLUMNS = [("data", "data", "{}"), ("model", "model", "{}"), ("method", "method", "{}"),
+           ("accuracy", "test acc.", "{:.4f}"), ("accuracy_int8", "int8 acc.", "{:.4f}"),
+           ("params", "params", "{:,}"), ("nonzero_params", "nonzero", "{:,}"), ("params_x", "params x", "{:.2f}"),
+           ("macs", "MACs", "{:,}"), ("tflite_float_bytes", "float bytes", "{:,}"),
+           ("tflite_int8_bytes", "int8 bytes", "{:,}"), ("latency_float_s", "latency (us)", "{:.1f}"),
+           ("speedup_float", "speed-up", "{:.2f}"), ("train_s", "train s", "{:.0f}")]
+
+def cell(row, key, fmt):
+    value = row.get(key)
+    if value is None:
+        return ""
+    return fmt.format(value * 1e6 if key.startswith("latency") else value)
+
+if suite is not None:
+    rows = suite["rows"]
+    used = [c for c in COLUMNS if any(r.get(c[0]) is not None for r in rows)]
+    display(Markdown("| " + " | ".join(h for _, h, _ in used) + " |\\n|" + "|".join("---" for _ in used) + "|\\n"
+                     + "\\n".join("| " + " | ".join(cell(r, k, f) for k, _, f in used) + " |" for r in rows)))
+
+def short(value):
+    if isinstance(value, float):
+        return f"{value:.3g}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {short(v)}" for k, v in value.items())
+    return str(value)
+
+for data, verdicts in (suite or {}).get("verdicts", {}).items():
+    lines = []
+    for verdict in (verdicts.values() if isinstance(verdicts, dict) else verdicts):
+        if isinstance(verdict, dict):
+            mark = "met" if verdict.get("met") else "NOT met"
+            best = verdict.get("best")
+            lines.append(f"- **{mark}**: {verdict.get('target', '')}" + (f" (best: {short(best)})" if best else ""))
+        else:
+            lines.append(f"- {verdict}")
+    display(Markdown(f"**Headline targets ({data})**\\n\\n" + "\\n".join(lines)))"""),
+        md("## Accuracy against size and latency\nEach panel is one (data, model) pair; tfmot rows "
+           "are squares. The line is the Pareto front: no other row is both smaller (or faster) and "
+           "more accurate."),
+        code("""\
+def pareto(points):
+    front, best = [], -1.0
+    for cost, acc in sorted(points):
+        if acc > best:
+            front.append((cost, acc))
+            best = acc
+    return front
+
+if suite is not None:
+    pairs = list(dict.fromkeys((r["data"], r["model"]) for r in rows))
+    axes_spec = [("params", "parameters"), ("latency_float_s", "float .tflite latency (s)")]
+    fig, axes = plt.subplots(len(pairs), 2, figsize=(10, 3.6 * len(pairs)), squeeze=False)
+    for (data, model), row_axes in zip(pairs, axes):
+        subset = [r for r in rows if (r["data"], r["model"]) == (data, model) and r.get("accuracy") is not None]
+        for ax, (key, label) in zip(row_axes, axes_spec):
+            points = [(r[key], r["accuracy"]) for r in subset if r.get(key)]
+            for r in subset:
+                if r.get(key):
+                    peer = r["method"].startswith("tfmot")
+                    ax.scatter(r[key], r["accuracy"], marker="s" if peer else "o", color="tab:red" if peer else "tab:blue")
+                    ax.annotate(r["method"], (r[key], r["accuracy"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+            if points:
+                fx, fy = zip(*pareto(points))
+                ax.step(fx, fy, where="post", color="gray", alpha=0.6)
+            ax.set_xscale("log"); ax.set_xlabel(label); ax.set_ylabel("test accuracy")
+            ax.set_title(f"{data} / {model}", fontsize=9); ax.grid(alpha=0.3)
+    fig.tight_layout()
+    plt.show()"""),
+        md("For the full results with the settings of every method, see `benchmarks/results/suite.md` "
+           "(or `suite_quick.md`) and the plots `suite*_params.png` / `suite*_latency.png` written "
+           "next to it."),
     ]
 
 #@CELLS@
