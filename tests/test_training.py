@@ -91,6 +91,18 @@ def test_hgsr_and_proximal_group_lasso_zero_half_the_input_groups_at_equal_accur
     assert prox_hist["sparsity/group_sparsity"][-1] > prox_hist["sparsity/group_sparsity"][0]
 
 
+@pytest.mark.slow
+def test_full_demo_keeps_accuracy_and_sparsifies_conv3(trained, tmp_path):
+    from tf_groupsparse.demo import run_demo
+
+    base_acc = trained["base"][1]
+    result = run_demo(tmp_path / "demo", verbose=0)       # default settings, seed 0
+    model = keras.models.load_model(tmp_path / "demo" / "model.keras", safe_mode=True)
+    assert result.test_accuracy >= base_acc - 0.02, (result.test_accuracy, base_acc)
+    assert zero_input_fraction(model, "conv3", 1e-3) >= 0.5
+    assert result.sparsity.totals["removable_fraction"] >= 0.5
+
+
 MIRRORED_SCRIPT = textwrap.dedent(
     """
     import json, os
