@@ -38,7 +38,7 @@ SUMMARY = ("data", "model", "method", "setting", "accuracy", "accuracy_int8", "a
            "nonzero_params", "params_x", "macs", "macs_x", "tflite_float_bytes", "tflite_float_gzip_bytes",
            "tflite_int8_bytes", "tflite_int8_gzip_bytes", "latency_float_s", "latency_int8_s",
            "speedup_float", "speedup_int8", "bytes_float_x", "bytes_int8_x", "train_s", "retimed",
-           "target_sparsity")
+           "target_sparsity", "int8_error")
 
 
 def paths(mode):
@@ -65,7 +65,7 @@ def context_factory(mode, args, cache):
         return Context(job.data, job.model, spec, loaded[job.data],
                        epochs=args.epochs or cfg["epochs"],
                        finetune_epochs=cfg["finetune_epochs"] if args.finetune_epochs is None else args.finetune_epochs,
-                       batch_size=cfg["batch_size"], seed=args.seed, cache=cache,
+                       batch_size=cfg["batch_size"], learning_rate=cfg["learning_rate"], seed=args.seed, cache=cache,
                        latency_runs=cfg["latency_runs"], settings=dict(cfg["settings"]))
 
     return make
@@ -80,6 +80,8 @@ def summarize(mode, jobs_dir, rounds, runs):
     rows, errors = jobs_mod.collect(jobs_dir)
     if not rows:
         return None
+    order = {m: i for i, m in enumerate(jobs_mod.ALL_METHODS)}
+    rows.sort(key=lambda r: (r["method"].startswith("tfmot"), order.get(r["method"], len(order)), r["method"]))
     sample = {d: np.asarray(data_mod.load(d)[2][:1]) for d in {r["data"] for r in rows}}
     retime(rows, sample, rounds=rounds, runs=runs)
     add_ratios(rows)

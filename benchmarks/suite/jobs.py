@@ -29,10 +29,10 @@ ALL_METHODS = tuple(dict.fromkeys(PRIORITY + ("l1", "exclusive", "l11_l12")
 MODES = {
     "quick": {
         "datasets": {"digits": None},
-        "models": {"digits": {"mlp": [64, 32], "vgg": [16, 32]}},
+        "models": {"digits": {"mlp": [64, 32], "vgg": [8, 16]}},
         "methods": ("dense", "group_lasso", "cges", "hgsr_squared_group_l12", "filter_pruning",
                     "em_blockdiag", "tfmot"),
-        "epochs": 2, "finetune_epochs": 1, "batch_size": 32, "latency_runs": 30,
+        "epochs": 3, "finetune_epochs": 1, "batch_size": 16, "learning_rate": 3e-3, "latency_runs": 30,
         "settings": {"em_groups": 2, "prune_tolerance": 0.05, "plant_steps": 1},
     },
     "full": {
@@ -40,7 +40,7 @@ MODES = {
         "models": {"fashion": {"mlp": [1000, 500], "vgg": [16, 32, 64], "resnet": [16, 32, 64]},
                    "mnist1d": {"cnn1d": [32, 64, 64], "mlp": [256, 128]}},
         "methods": ALL_METHODS,
-        "epochs": 6, "finetune_epochs": 2, "batch_size": 128, "latency_runs": 100,
+        "epochs": 6, "finetune_epochs": 3, "batch_size": 128, "learning_rate": 1e-3, "latency_runs": 100,
         "settings": {"em_groups": 4, "prune_tolerance": 0.02, "plant_steps": 3},
     },
 }

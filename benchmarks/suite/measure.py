@@ -62,9 +62,19 @@ def measure(model, data, tflite_dir, name, runs=50):
         row[f"tflite_{label}"] = str(path)
         row[f"tflite_{label}_bytes"] = len(blob)
         row[f"tflite_{label}_gzip_bytes"] = gzip_bytes(blob)
-        row[f"latency_{label}_s"] = tflite_latency(blob, x_test[:1], runs=runs)
-        if quantize == "int8":
-            row["accuracy_int8"] = tflite_accuracy(blob, x_test, y_test)
+        try:
+            row[f"latency_{label}_s"] = tflite_latency(blob, x_test[:1], runs=runs)
+            if quantize == "int8":
+                row["accuracy_int8"] = tflite_accuracy(blob, x_test, y_test)
+        except RuntimeError as exc:
+            if quantize is None:
+                raise
+            # LiteRT refuses some int8 graphs (e.g. XNNPack with 1-channel convolutions): the row keeps
+            # its float figures and records why the int8 ones are missing.
+            logger.warning("%s: the int8 .tflite file does not run in LiteRT: %s", name, exc)
+            row[f"tflite_{label}"] = None
+            row[f"latency_{label}_s"] = row["accuracy_int8"] = None
+            row["int8_error"] = str(exc).splitlines()[0][:200]
     return row
 
 
@@ -85,7 +95,7 @@ def retime(rows, sample, rounds=3, runs=100):
                 if path and Path(path).is_file():
                     samples.setdefault((i, label), []).append(tflite_latency(path, sample[row["data"]], runs=runs))
     for i, row in enumerate(rows):
-        row["retimed"] = all((i, label) in samples for label in ("float", "int8"))
+        row["retimed"] = all((i, label) in samples for label in ("float", "int8") if row.get(f"tflite_{label}"))
         for label in ("float", "int8"):
             if (i, label) in samples:
                 row[f"latency_{label}_s"] = statistics.median(samples[(i, label)])
@@ -105,7 +115,8 @@ def add_ratios(rows):
         row["nonzero_x"] = base["nonzero_params"] / max(1, row["nonzero_params"])
         row["macs_x"] = base["macs"] / row["macs"] if row.get("macs") else None
         for label in ("float", "int8"):
-            row[f"speedup_{label}"] = base[f"latency_{label}_s"] / row[f"latency_{label}_s"]
+            mine, theirs = row.get(f"latency_{label}_s"), base.get(f"latency_{label}_s")
+            row[f"speedup_{label}"] = theirs / mine if mine and theirs else None
             row[f"bytes_{label}_x"] = base[f"tflite_{label}_bytes"] / row[f"tflite_{label}_bytes"]
         row["accuracy_delta_pt"] = 100.0 * (row["accuracy"] - base["accuracy"])
     return rows

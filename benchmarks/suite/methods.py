@@ -245,11 +245,14 @@ def em_blockdiag(ctx):
 
     k = ctx.settings.get("em_groups", 4)
     dense_model, seconds = ctx.trained("dense", ctx.build, ctx.epochs)
-    structure = fit_groups(dense_model, k, balanced=True, random_state=ctx.seed)
+    # every kernel layer but the logits whose channels split into k equal blocks (not a 1-channel input)
+    names = [layer.name for layer in dense_model.layers[:-1] if getattr(layer, "kernel", None) is not None
+             and layer.kernel.shape[-2] % k == 0 and layer.kernel.shape[-1] % k == 0]
+    structure = fit_groups(dense_model, k, layers=names, balanced=True, random_state=ctx.seed)
     masked = apply_mask(dense_model, structure)
     seconds += ctx.fit(masked, ctx.finetune_epochs)
     small = to_block_diagonal(masked, structure)
-    return [ctx.row("em_blockdiag", small, seconds, setting=f"fit_groups K={k} balanced, masked fine-tune")]
+    return [ctx.row("em_blockdiag", small, seconds, setting=f"fit_groups K={k} balanced on {', '.join(names)}, masked fine-tune")]
 
 
 def filter_pruning(ctx):

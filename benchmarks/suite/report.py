@@ -20,7 +20,7 @@ COLUMNS = (  # (header, row -> text)
     ("int8 gz KB", lambda r: f"{r['tflite_int8_gzip_bytes'] / 1024:.1f}"),
     ("float µs", lambda r: f"{1e6 * r['latency_float_s']:.1f}"),
     ("speed-up", lambda r: _f(r.get("speedup_float"), "{:.2f}")),
-    ("int8 µs", lambda r: f"{1e6 * r['latency_int8_s']:.1f}"),
+    ("int8 µs", lambda r: _f(r.get("latency_int8_s"), "{:.1f}", 1e6)),
     ("int8 speed-up", lambda r: _f(r.get("speedup_int8"), "{:.2f}")),
     ("train s", lambda r: f"{r['train_s']:.1f}"),
 )
