@@ -79,8 +79,14 @@ def _copy_regularizer(regularizer, name):
         ) from exc
 
 
-def _describe(layer):
-    return f"{layer.name!r} ({type(layer).__name__})"
+def _describe(value):
+    """``ClassName(key=value, ...)`` from the config (Keras' own regularizers have no repr)."""
+    try:
+        config = value.get_config()
+    except (AttributeError, NotImplementedError):
+        return repr(value)
+    args = ", ".join(f"{k}={v!r}" for k, v in config.items())
+    return f"{type(value).__name__}({args})"
 
 
 def _unsupported_error(path, layer):
@@ -289,18 +295,18 @@ def regularize(model, regularizer, *, layers=None, proximal=False, bias=False, r
             previous = getattr(layer, arg, None)
             if previous is not None:
                 warnings.warn(
-                    f"regularize: layer {path!r} already has {arg}={previous!r}; the new model "
-                    f"replaces it with {value!r}.",
+                    f"regularize: layer {path!r} already has {arg}={_describe(previous)}; the new "
+                    f"model replaces it with {_describe(value)}.",
                     stacklevel=2,
                 )
             overrides[arg] = value
             rows.append({"layer": path, "type": type(layer).__name__, "argument": arg,
-                         "attached": repr(value), "replaced": "" if previous is None else repr(previous)})
+                         "attached": _describe(value), "replaced": "" if previous is None else _describe(previous)})
         bias_penalty = _bias_penalty(bias, source, layer, path) if getattr(layer, "bias", None) is not None else None
         if bias_penalty is not None:
             overrides["bias_regularizer"] = bias_penalty
             rows.append({"layer": path, "type": type(layer).__name__, "argument": "bias_regularizer",
-                         "attached": repr(bias_penalty), "replaced": ""})
+                         "attached": _describe(bias_penalty), "replaced": ""})
         plan[id(layer)] = overrides
 
     unsupported = [] if explicit else _warn_unsupported(model, {p for p, _ in selected})
