@@ -169,6 +169,7 @@ display(Markdown(table))"""),
            "the int8 file (weights stored in 8 bits, float32 input and output) is less than half the size "
            "of the float file. Next: "
            "`02_regularizers.ipynb` compares the penalty families."),
+        code("import shutil\nshutil.rmtree(out)  # the exported files were only for this demonstration"),
     ]
 
 @notebook("02_regularizers.ipynb")
@@ -407,6 +408,7 @@ display(Markdown(
                  for r in rows)))"""),
         md("The grouped layers keep $1/K$ of their weights; the accuracy change comes from "
            "the masked fine-tuning, not from the rewrite (outputs equal above)."),
+        code("import shutil\nshutil.rmtree(OUT)  # the exported files were only for the measurement"),
     ]
 
 @notebook("04_filter_pruning_and_planting.ipynb")
