@@ -626,21 +626,25 @@ def pareto(points):
 
 if suite is not None:
     pairs = list(dict.fromkeys((r["data"], r["model"]) for r in rows))
-    axes_spec = [("params", "parameters"), ("latency_float_s", "float .tflite latency (s)")]
+    axes_spec = [("params", "parameters", 1.0), ("latency_float_s", "float .tflite latency (us)", 1e6)]
     fig, axes = plt.subplots(len(pairs), 2, figsize=(10, 3.6 * len(pairs)), squeeze=False)
     for (data, model), row_axes in zip(pairs, axes):
         subset = [r for r in rows if (r["data"], r["model"]) == (data, model) and r.get("accuracy") is not None]
-        for ax, (key, label) in zip(row_axes, axes_spec):
-            points = [(r[key], r["accuracy"]) for r in subset if r.get(key)]
+        for ax, (key, label, scale) in zip(row_axes, axes_spec):
+            points = [(r[key] * scale, r["accuracy"]) for r in subset if r.get(key)]
             for r in subset:
                 if r.get(key):
                     peer = r["method"].startswith("tfmot")
-                    ax.scatter(r[key], r["accuracy"], marker="s" if peer else "o", color="tab:red" if peer else "tab:blue")
-                    ax.annotate(r["method"], (r[key], r["accuracy"]), fontsize=7, xytext=(3, 3), textcoords="offset points")
+                    ax.scatter(r[key] * scale, r["accuracy"], marker="s" if peer else "o",
+                               color="tab:red" if peer else "tab:blue")
+                    ax.annotate(r["method"], (r[key] * scale, r["accuracy"]), fontsize=7, xytext=(3, 3),
+                                textcoords="offset points")
             if points:
                 fx, fy = zip(*pareto(points))
                 ax.step(fx, fy, where="post", color="gray", alpha=0.6)
-            ax.set_xscale("log"); ax.set_xlabel(label); ax.set_ylabel("test accuracy")
+                if max(p[0] for p in points) > 20 * min(p[0] for p in points):
+                    ax.set_xscale("log")
+            ax.set_xlabel(label); ax.set_ylabel("test accuracy")
             ax.set_title(f"{data} / {model}", fontsize=9); ax.grid(alpha=0.3)
     fig.tight_layout()
     plt.show()"""),
