@@ -39,6 +39,26 @@ def test_tile_padded_macs_rounds_output_channels_up():
     assert bench.tile_padded_macs(model, tile=1) == _cnn_macs(8, 8, 1, (17, 16, 30, 33, 8), 3)
 
 
+def test_threshold_row_counts_near_zero_groups_and_their_output_error():
+    model = bench.build_cnn((8, 8, 1), (4, 4, 4, 4, 4), n_classes=3)
+    kernel = model.get_layer("conv3").kernel.numpy()
+    kernel[:, :, 0, :] = 0.0  # an exact-zero input group
+    kernel[:, :, 1, :] = 0.0
+    kernel[0, 0, 1, 0] = 5e-4  # a group of norm 5e-4: below 1e-3, not zero
+    model.get_layer("conv3").kernel.assign(kernel)
+    norms = bench.input_group_norms(model, ["conv3"])["conv3"]
+    np.testing.assert_allclose(norms, np.sqrt(np.sum(np.moveaxis(kernel, 2, 0).reshape(4, -1) ** 2, axis=1)))
+    x = np.random.default_rng(0).random((16, 8, 8, 1)).astype("float32") * 10
+    exact = bench.threshold_row(model, 1e-9, x, ["conv3"])
+    loose = bench.threshold_row(model, 1e-3, x, ["conv3"])
+    assert (exact["exact_zero_input_groups"], exact["nonzero_input_groups_below_threshold"]) == (1, 0)
+    assert (loose["exact_zero_input_groups"], loose["nonzero_input_groups_below_threshold"]) == (1, 1)
+    assert (exact["groups_removed"], loose["groups_removed"]) == (1, 2)
+    assert exact["max_abs_error"] == 0.0
+    assert loose["max_abs_error"] > 0.0
+    assert exact["macs"] - loose["macs"] == 8 * 8 * 9 * 4 * 1 + 4 * 4 * 9 * 1 * 4  # conv2 filter (4 inputs) + conv3 input
+
+
 def test_paired_speedup_is_the_median_of_round_ratios():
     assert bench.paired_speedup([2.0, 4.0, 6.0], [1.0, 1.0, 2.0]) == 3.0
     assert bench.paired_speedup([1.0, 1.0], [2.0, 0.5]) == pytest.approx(1.25)
@@ -110,6 +130,10 @@ def test_quick_run_writes_results(tmp_path, monkeypatch):
     cnn = data["cnn"]
     assert cnn == json.loads(json.dumps(payload["cnn"]))
     assert cnn["max_abs_error_keras"] < 1e-4 and cnn["max_abs_error_tflite_vs_keras"] < 1e-4
+    assert [t["threshold"] for t in cnn["thresholds"]] == [1e-9, 1e-3]
+    assert cnn["thresholds"][0]["groups_removed"] == cnn["groups_removed"]
+    assert cnn["thresholds"][0]["max_abs_error"] == pytest.approx(cnn["max_abs_error_keras"], abs=1e-7)
+    assert cnn["thresholds"][0]["nonzero_input_groups_below_threshold"] == 0
     widths_dense, widths_shrunk = cnn["widths_dense"], cnn["widths_shrunk"]
     assert widths_dense == {"conv1": 8, "conv2": 8, "conv3": 16, "conv4": 16, "conv5": 32, "logits": 10}
     assert all(widths_shrunk[k] <= widths_dense[k] for k in widths_dense) and widths_shrunk["logits"] == 10
