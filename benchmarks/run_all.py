@@ -13,6 +13,7 @@ finished jobs are kept in ``benchmarks/results/suite[_quick]_jobs/`` (a rerun sk
     python -m benchmarks.run_all --quick              # digits, tiny models, a subset of methods (~3 min)
     python -m benchmarks.run_all --only 'fashion/mlp/*' '*/*/tfmot'
     python -m benchmarks.run_all --list               # print the job table and exit
+    python -m benchmarks.run_all --summary-only       # re-time and report what has finished
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ SUMMARY = ("data", "model", "method", "setting", "accuracy", "accuracy_int8", "a
            "nonzero_params", "params_x", "macs", "macs_x", "tflite_float_bytes", "tflite_float_gzip_bytes",
            "tflite_int8_bytes", "tflite_int8_gzip_bytes", "latency_float_s", "latency_int8_s",
            "speedup_float", "speedup_int8", "bytes_float_x", "bytes_int8_x", "train_s", "retimed",
-           "target_sparsity", "int8_error")
+           "target_sparsity", "int8_error", "train_samples", "epochs", "finetune_epochs", "batch_size",
+           "learning_rate", "seed", "batch_norm")
 
 
 def paths(mode):
@@ -61,7 +63,7 @@ def context_factory(mode, args, cache):
         if job.data not in loaded:
             loaded[job.data] = data_mod.load(job.data, args.train_samples)
         spec = {"arch": "mlp" if job.model == "mlp" else job.model, "input_shape": INPUT_SHAPES[job.data],
-                "classes": 10, "widths": list(job.widths)}
+                "classes": 10, "widths": list(job.widths), "batch_norm": job.batch_norm}
         return Context(job.data, job.model, spec, loaded[job.data],
                        epochs=args.epochs or cfg["epochs"],
                        finetune_epochs=cfg["finetune_epochs"] if args.finetune_epochs is None else args.finetune_epochs,
@@ -117,6 +119,8 @@ def main(argv=None):
     parser.add_argument("--force", action="store_true", help="rerun jobs whose results exist")
     parser.add_argument("--list", action="store_true", help="print the job table (done / pending) and exit")
     parser.add_argument("--no-summary", action="store_true", help="run jobs only, skip the re-timing and report")
+    parser.add_argument("--summary-only", action="store_true",
+                        help="run no job: re-time and report the rows finished so far")
     parser.add_argument("--epochs", type=int, default=None, help="override the mode's epochs")
     parser.add_argument("--finetune-epochs", type=int, default=None, help="override the mode's fine-tune epochs")
     parser.add_argument("--train-samples", type=int, default=None, help="use the first N training samples")
@@ -133,7 +137,7 @@ def main(argv=None):
             print(("pending " if job in todo else "done    ") + job.key)
         return None
     make = context_factory(mode, args, cache)
-    for i, job in enumerate(todo, 1):
+    for i, job in enumerate([] if args.summary_only else todo, 1):
         start = time.perf_counter()
         logger.info("[%d/%d] %s ...", i, len(todo), job.key)
         rows = jobs_mod.run_job(job, make, jobs_dir)

@@ -41,8 +41,8 @@ def test_full_job_table_covers_every_method_and_skips_inapplicable():
     # the EM rewrite needs a linear chain, planting a Dense/Conv2D chain: no ResNet, no 1-D planting
     assert "fashion/resnet/em_blockdiag" not in keys and "fashion/resnet/planting" not in keys
     assert "mnist1d/cnn1d/planting" not in keys and "mnist1d/cnn1d/em_blockdiag" in keys
-    # 3 Fashion models x 17 methods - 2 ResNet exclusions; 2 MNIST-1D models x 17 - 1 exclusion
-    assert len(table) == 3 * 17 - 2 + 2 * 17 - 1
+    # 3 Fashion models x 18 methods - 2 ResNet exclusions; 2 MNIST-1D models x 18 - 1 exclusion
+    assert len(table) == 3 * 18 - 2 + 2 * 18 - 1
     # the headline jobs come first: dense, group lasso and tfmot of every Fashion model
     assert [j.key for j in table[:9]] == [f"fashion/{m}/{meth}" for meth in ("dense", "group_lasso", "tfmot")
                                          for m in ("mlp", "vgg", "resnet")]
@@ -268,3 +268,12 @@ def test_quick_dense_and_group_lasso_jobs_end_to_end(tmp_path, monkeypatch):
     assert run_all.main(["--quick", "--only", "digits/mlp/dense", "digits/mlp/group_lasso", "--no-summary"]) is None
     assert sorted(p.name for p in (tmp_path / "suite_quick_jobs").iterdir()) == [
         "digits__mlp__dense.json", "digits__mlp__group_lasso.json"]
+
+
+def test_vgg_without_batch_norm_uses_biases():
+    spec = {"arch": "vgg", "input_shape": [8, 8, 1], "classes": 10, "widths": [4, 8], "batch_norm": False}
+    model = models.build(keras, spec)
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)
+    assert model.count_params() == (9 * 4 + 4) + (9 * 16 + 4) + (9 * 32 + 8) + (9 * 64 + 8) + 8 * 10 + 10
+    jobs = {j.key: j for j in jobs_mod.job_table("full")}
+    assert jobs["fashion/vgg/dense"].batch_norm is False and jobs["fashion/resnet/dense"].batch_norm is True

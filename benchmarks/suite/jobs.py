@@ -1,5 +1,12 @@
 """The job table: (data, model, method) jobs per mode, and resumable job results on disk.
 
+Model options: ``widths`` and ``batch_norm`` (the VGG-style and 1-D CNNs run WITHOUT
+BatchNormalization: BN makes a conv layer's output invariant to the scale of its kernel, so a
+kernel penalty shrinks every filter alike instead of zeroing groups, and BN's moving statistics
+lag the shrinking scale until inference collapses; measured on digits, a VGG trained with the
+group-lasso prox reached 93% accuracy in training mode and 10% in inference mode. The ResNet
+keeps BN, so that effect stays visible in the table).
+
 A job's rows are written to ``<jobs_dir>/<data>__<model>__<method>.json`` when it finishes; a
 later run skips jobs whose file exists (unless ``force``), so a long run can be stopped and
 continued. A job that raises writes ``...json.error`` with the message instead and is retried on
@@ -23,13 +30,13 @@ logger = logging.getLogger(__name__)
 #: methods run first across every (data, model): the ones behind the headline targets
 PRIORITY = ("dense", "group_lasso", "tfmot", "filter_pruning", "cges", "sparse_group_lasso", "em_blockdiag",
             "hgsr_squared_group_l12")
-ALL_METHODS = tuple(dict.fromkeys(PRIORITY + ("l1", "exclusive", "l11_l12")
+ALL_METHODS = tuple(dict.fromkeys(PRIORITY + ("group_lasso_strong", "l1", "exclusive", "l11_l12")
                                   + tuple(f"hgsr_{v}" for v in HGSR_VARIANTS) + ("planting",)))
 
 MODES = {
     "quick": {
         "datasets": {"digits": None},
-        "models": {"digits": {"mlp": [64, 32], "vgg": [8, 16]}},
+        "models": {"digits": {"mlp": {"widths": [64, 32]}, "vgg": {"widths": [8, 16], "batch_norm": False}}},
         "methods": ("dense", "group_lasso", "cges", "hgsr_squared_group_l12", "filter_pruning",
                     "em_blockdiag", "tfmot"),
         "epochs": 3, "finetune_epochs": 1, "batch_size": 16, "learning_rate": 3e-3, "latency_runs": 30,
@@ -37,8 +44,9 @@ MODES = {
     },
     "full": {
         "datasets": {"fashion": None, "mnist1d": None},
-        "models": {"fashion": {"mlp": [1000, 500], "vgg": [16, 32, 64], "resnet": [16, 32, 64]},
-                   "mnist1d": {"cnn1d": [32, 64, 64], "mlp": [256, 128]}},
+        "models": {"fashion": {"mlp": {"widths": [1000, 500]}, "vgg": {"widths": [16, 32, 64], "batch_norm": False},
+                               "resnet": {"widths": [16, 32, 64]}},
+                   "mnist1d": {"cnn1d": {"widths": [32, 64, 64], "batch_norm": False}, "mlp": {"widths": [256, 128]}}},
         "methods": ALL_METHODS,
         "epochs": 6, "finetune_epochs": 3, "batch_size": 128, "learning_rate": 1e-3, "latency_runs": 100,
         "settings": {"em_groups": 4, "prune_tolerance": 0.02, "plant_steps": 3},
@@ -51,6 +59,7 @@ class Job:
     model: str
     method: str
     widths: tuple
+    batch_norm: bool = True
 
     @property
     def key(self):
@@ -73,14 +82,15 @@ def job_table(mode, only=None):
         raise ValueError(f"job_table: Expected mode in {sorted(MODES)}. Received: mode={mode!r}")
     cfg = MODES[mode]
     methods = [m for m in ALL_METHODS if m in cfg["methods"]]
-    pairs = [(d, m, tuple(w)) for d in cfg["datasets"] for m, w in cfg["models"][d].items()]
+    pairs = [(d, m, (tuple(o["widths"]), o.get("batch_norm", True)))
+             for d in cfg["datasets"] for m, o in cfg["models"][d].items()]
     # per dataset: the priority methods across its models first, then the others model by model
     order = []
     for data in cfg["datasets"]:
         mine = [p for p in pairs if p[0] == data]
         order += [(method, pair) for method in methods if method in PRIORITY for pair in mine]
         order += [(method, pair) for pair in mine for method in methods if method not in PRIORITY]
-    jobs = [Job(d, m, method, w) for method, (d, m, w) in order if applies(method, m)]
+    jobs = [Job(d, m, method, w, bn) for method, (d, m, (w, bn)) in order if applies(method, m)]
     if only:
         jobs = [j for j in jobs if any(fnmatch.fnmatchcase(j.key, p) for p in only)]
     return jobs

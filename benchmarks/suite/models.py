@@ -23,9 +23,11 @@ def mlp(K, spec):
     return K.Model(inp, out, name="mlp")
 
 
-def _conv_bn_relu(K, x, filters, kernel, name, conv):
-    x = conv(filters, kernel, padding="same", use_bias=False, name=f"{name}_conv")(x)
-    x = K.layers.BatchNormalization(name=f"{name}_bn")(x)
+def _conv_bn_relu(K, x, filters, kernel, name, conv, batch_norm=True, strides=1):
+    """conv (no bias) - BN - ReLU, or conv (bias) - ReLU when `batch_norm` is False."""
+    x = conv(filters, kernel, strides=strides, padding="same", use_bias=not batch_norm, name=f"{name}_conv")(x)
+    if batch_norm:
+        x = K.layers.BatchNormalization(name=f"{name}_bn")(x)
     return K.layers.ReLU(name=f"{name}_relu")(x)
 
 
@@ -33,12 +35,13 @@ def vgg(K, spec):
     """VGG-style: stages of two conv3x3-BN-ReLU then max-pool; global average pool; Dense logits.
 
     ``widths`` is one width per stage; pooling is skipped once the feature map is 2 pixels wide.
+    ``spec["batch_norm"]`` (default True) False drops BatchNormalization (convs get biases).
     """
     inp = K.Input(tuple(spec["input_shape"]), name="input")
     x, size = inp, spec["input_shape"][0]
     for s, w in enumerate(spec["widths"], 1):
         for j in (1, 2):
-            x = _conv_bn_relu(K, x, w, 3, f"s{s}c{j}", K.layers.Conv2D)
+            x = _conv_bn_relu(K, x, w, 3, f"s{s}c{j}", K.layers.Conv2D, spec.get("batch_norm", True))
         if size >= 4:
             x = K.layers.MaxPooling2D(name=f"s{s}_pool")(x)
             size //= 2
@@ -74,13 +77,11 @@ def resnet(K, spec):
 
 def cnn1d(K, spec):
     """1-D CNN for MNIST-1D: conv(k=5)-BN-ReLU per width (stride 2 after the first), flatten,
-    Dense logits."""
+    Dense logits; ``spec["batch_norm"]`` False drops BatchNormalization."""
     inp = K.Input(tuple(spec["input_shape"]), name="input")
     x = inp
     for i, w in enumerate(spec["widths"], 1):
-        x = K.layers.Conv1D(w, 5, strides=1 if i == 1 else 2, padding="same", use_bias=False, name=f"c{i}_conv")(x)
-        x = K.layers.BatchNormalization(name=f"c{i}_bn")(x)
-        x = K.layers.ReLU(name=f"c{i}_relu")(x)
+        x = _conv_bn_relu(K, x, w, 5, f"c{i}", K.layers.Conv1D, spec.get("batch_norm", True), 1 if i == 1 else 2)
     x = K.layers.Flatten(name="flatten")(x)
     out = K.layers.Dense(spec["classes"], name="logits")(x)
     return K.Model(inp, out, name="cnn1d")
