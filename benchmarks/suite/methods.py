@@ -18,7 +18,7 @@ same seed and batch size:
   on 20k Fashion-MNIST images, 4 + 3 epochs, the MLP 784-1000-500-10 keeps its accuracy with
   5x fewer parameters at 0.2 and 9x at 0.25, and loses 1.4 points at 16.7x with 0.3).
 - ``hgsr_<variant>`` (the six HGSR penalties, no closed-form prox): ``epochs`` epochs with the
-  penalty in the loss, then weights below 1e-3 are set to zero (the HGSR reference's zero rule),
+  penalty in the loss (every kernel but the first layer's), then weights below 1e-3 are set to zero (the HGSR reference's zero rule),
   ``shrink``, ``finetune_epochs`` plain epochs.
 - ``em_blockdiag``: the dense model's first ``epochs`` epochs, ``fit_groups`` (K blocks,
   balanced), ``apply_mask``, ``finetune_epochs`` masked epochs, ``to_block_diagonal``.
@@ -173,8 +173,10 @@ PROX_FAMILIES = {
     "l1": (lambda s, m: _r().L1(s), 0.5, "L1"),
     "group_lasso": (lambda s, m: _r().GroupLasso(s, scale_by_size=True), 0.28,
                     "GroupLasso (input groups, sqrt(|g|) weights)"),
-    "group_lasso_strong": (lambda s, m: _r().GroupLasso(s, scale_by_size=True), 0.4,
-                           "GroupLasso (input groups, sqrt(|g|) weights), stronger"),
+    "group_lasso_weak": (lambda s, m: _r().GroupLasso(s, scale_by_size=True), 0.2,
+                         "GroupLasso (input groups, sqrt(|g|) weights), weaker"),
+    "group_lasso_weaker": (lambda s, m: _r().GroupLasso(s, scale_by_size=True), 0.15,
+                           "GroupLasso (input groups, sqrt(|g|) weights), weaker still"),
     "sparse_group_lasso": (lambda s, m: _r().SparseGroupLasso(s, alpha=0.2, scale_by_size=True), 0.3,
                            "SparseGroupLasso alpha=0.2, sqrt(|g|) weights"),
     "exclusive": (lambda s, m: _r().ExclusiveSparsity(s), 0.05, "ExclusiveSparsity"),
