@@ -30,8 +30,8 @@ logger = logging.getLogger(__name__)
 #: methods run first across every (data, model): the ones behind the headline targets
 PRIORITY = ("dense", "group_lasso", "tfmot", "filter_pruning", "cges", "sparse_group_lasso", "em_blockdiag",
             "hgsr_squared_group_l12")
-ALL_METHODS = tuple(dict.fromkeys(PRIORITY + ("group_lasso_weak", "group_lasso_weaker", "l1", "exclusive",
-                                              "l11_l12")
+ALL_METHODS = tuple(dict.fromkeys(PRIORITY + ("group_lasso_weak", "group_lasso_weaker", "group_lasso_weakest", "l1",
+                                              "exclusive", "l11_l12")
                                   + tuple(f"hgsr_{v}" for v in HGSR_VARIANTS) + ("planting",)))
 
 MODES = {

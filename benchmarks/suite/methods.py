@@ -177,6 +177,8 @@ PROX_FAMILIES = {
                          "GroupLasso (input groups, sqrt(|g|) weights), weaker"),
     "group_lasso_weaker": (lambda s, m: _r().GroupLasso(s, scale_by_size=True), 0.15,
                            "GroupLasso (input groups, sqrt(|g|) weights), weaker still"),
+    "group_lasso_weakest": (lambda s, m: _r().GroupLasso(s, scale_by_size=True), 0.08,
+                            "GroupLasso (input groups, sqrt(|g|) weights), weakest"),
     "sparse_group_lasso": (lambda s, m: _r().SparseGroupLasso(s, alpha=0.2, scale_by_size=True), 0.3,
                            "SparseGroupLasso alpha=0.2, sqrt(|g|) weights"),
     "exclusive": (lambda s, m: _r().ExclusiveSparsity(s), 0.05, "ExclusiveSparsity"),
