@@ -16,7 +16,8 @@ its own shape; groups are rows of :func:`tf_groupsparse.groups.grouped`):
   ``v_g = 0``), ``c_g = 1`` or ``sqrt(|g|)``.
 - :func:`prox_sparse_group_lasso`: the group step with ``t (1 - alpha)`` applied to the L1
   step's result with ``t alpha`` (the exact prox of this sum).
-- :func:`prox_exclusive`: exclusive sparsity ``1/2 ||x_g||_1^2``, exact, by sorting.
+- :func:`prox_exclusive`: exclusive sparsity ``1/2 ||x_g||_1^2``, exact (the threshold by a
+  finite fixed-point iteration, no sort).
 - :func:`prox_l1_exclusive`: ``a ||x||_1 + b/2 sum_g ||x_g||_1^2`` (L1112), exact.
 - :func:`prox_group_exclusive`: ``a sum_g c_g ||x_g||_2 + b/2 sum_g ||x_g||_1^2`` (CGES's
   penalty), exact, by a vectorized bisection on one scalar per group.
@@ -235,24 +236,40 @@ def prox_sparse_group_lasso(v, t, alpha=0.5, axis="input", scale_by_size=False):
 def _exclusive_rows(rows, a, b):
     """Row-wise prox of ``a ||x||_1 + b/2 ||x||_1^2`` on ``rows`` (n_groups, group_size).
 
-    With ``s`` the sorted magnitudes (descending) and ``S_k`` their cumulative sums,
-    ``tau = max_k (a + b S_k) / (1 + b k)`` and ``x = sign(v) max(|v| - tau, 0)``.
+    ``x = sign(v) max(|v| - tau, 0)`` with ``tau = max_k (a + b S_k) / (1 + b k)``, ``S_k`` the
+    sum of the ``k`` largest magnitudes. ``tau`` is the fixed point of
+    ``tau <- (a + b S(tau)) / (1 + b n(tau))`` (``n``, ``S``: count and sum of the magnitudes
+    above ``tau``), reached exactly by Michelot's iteration started from the full support: each
+    step raises ``tau`` and drops the magnitudes now at or below it, and only magnitudes below the
+    optimal ``tau`` are ever dropped, so the loop stops at the optimum after at most
+    ``group_size + 1`` steps (in practice a few). No sort: under XLA this is several times faster
+    than sorting every row, which matters because it runs after every optimizer step.
     """
     a = _as(a, rows)
     b = _as(b, rows)
     magnitude = ops.abs(rows)
-    s = ops.flip(ops.sort(magnitude, axis=-1), axis=-1)
-    cumulative = ops.cumsum(s, axis=-1)
-    k = ops.cast(ops.arange(1, int(rows.shape[-1]) + 1), rows.dtype)
-    tau = ops.max((a + b * cumulative) / (1 + b * k), axis=-1, keepdims=True)
+
+    def next_tau(tau):
+        keep = ops.cast(magnitude > tau, rows.dtype)
+        total = ops.sum(magnitude * keep, axis=-1, keepdims=True)
+        count = ops.sum(keep, axis=-1, keepdims=True)
+        return ops.maximum(tau, (a + b * total) / (1 + b * count))  # monotone also in rounding
+
+    start = -ops.ones_like(magnitude[:, :1])
+    tau, _ = ops.while_loop(
+        lambda tau, previous: ops.any(tau > previous),
+        lambda tau, previous: (next_tau(tau), tau),
+        (next_tau(start), start),
+        maximum_iterations=int(rows.shape[-1]) + 1,
+    )
     return ops.sign(rows) * ops.maximum(magnitude - tau, 0)
 
 
 def prox_l1_exclusive(v, a, b, axis="input"):
     """Proximal operator of ``a sum |x| + b/2 sum_g ||x_g||_1^2`` (L1112, exact).
 
-    Per group: sort ``|v|`` descending as ``s_1 >= s_2 >= ...``, ``S_k = s_1 + ... + s_k``,
-    ``tau = max_k (a + b S_k) / (1 + b k)``, ``x = sign(v) * max(|v| - tau, 0)``. The
+    Per group: with ``|v|`` in descending order ``s_1 >= s_2 >= ...`` and ``S_k = s_1 + ... + s_k``,
+    ``tau = max_k (a + b S_k) / (1 + b k)`` (computed without sorting, see ``_exclusive_rows``), ``x = sign(v) * max(|v| - tau, 0)``. The
     optimality conditions: every kept ``x_j`` has ``|x_j| = |v_j| - a - b ||x_g||_1`` with the
     sign of ``v_j``, every dropped one has ``|v_j| <= a + b ||x_g||_1``. The sequence
     ``(a + b S_k) / (1 + b k)`` rises while the next magnitude exceeds it and falls afterwards,
@@ -292,8 +309,9 @@ def prox_l1_exclusive(v, a, b, axis="input"):
 def prox_exclusive(v, t, axis="input"):
     """Proximal operator of ``t/2 * sum_g ||x_g||_1^2`` (exclusive sparsity, exact).
 
-    Per group: sort ``|v|`` descending, ``S_k`` cumulative sums, ``tau = max_k t S_k / (1 + t k)``,
-    ``x = sign(v) * max(|v| - tau, 0)``; every kept ``x_j`` has ``|x_j| = |v_j| - t ||x_g||_1``.
+    Per group: with ``S_k`` the sum of the ``k`` largest ``|v|``, ``tau = max_k t S_k / (1 + t k)``
+    and ``x = sign(v) * max(|v| - tau, 0)``; every kept ``x_j`` has ``|x_j| = |v_j| - t ||x_g||_1``.
+    ``tau`` is computed without sorting, by an exact fixed-point iteration (see the module code).
     Inside a group the weights compete: only the largest survive.
 
     Args:
@@ -669,7 +687,7 @@ class ProxExclusive(ProximalConstraint):
     """Proximal step of ``strength/2 * sum_g ||w_g||_1^2`` (exclusive sparsity, exact).
 
     Per group, ``tau = max_k b S_k / (1 + b k)`` with ``b = lr * strength`` and ``S_k`` the
-    cumulative sums of the sorted magnitudes; ``w <- sign(w) max(|w| - tau, 0)``.
+    sum of the ``k`` largest magnitudes; ``w <- sign(w) max(|w| - tau, 0)``.
 
     Args:
         strength: lambda ``>= 0``.
