@@ -25,7 +25,10 @@ def test_digits_cnn_layout():
 def test_run_demo_writes_model_and_reports(tmp_path):
     out = tmp_path / "demo"
     result = run_demo(out, epochs=2, seed=1, verbose=0)
-    assert sorted(p.name for p in out.iterdir()) == ["model.keras", "report.json", "report.md"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "export", "model.keras", "model_shrunk.keras", "report.json", "report.md"]
+    assert sorted(p.name for p in (out / "export").iterdir()) == [
+        "model.tflite", "report.json", "report.md", "saved_model"]
     text = str(result)
     lines = text.splitlines()
     assert lines[0] == "Sparsity of digits_cnn (|w| < 0.001 counts as zero)"
@@ -44,7 +47,22 @@ def test_run_demo_writes_model_and_reports(tmp_path):
     acc = float(np.mean(np.argmax(loaded.predict(xt, verbose=0), axis=1) == yt))
     assert acc == pytest.approx(result.test_accuracy, abs=1e-6)
 
+    # shrink + export: the shrunk model is what was exported, checked against the trained model.
+    small = keras.models.load_model(out / "model_shrunk.keras", safe_mode=True)
+    t = result.shrink.totals
+    assert small.count_params() == t["params_after"] <= t["params_before"] == loaded.count_params()
+    small_acc = float(np.mean(np.argmax(small.predict(xt, verbose=0), axis=1) == yt))
+    assert small_acc == pytest.approx(result.shrunk_test_accuracy, abs=1e-6)
+    ex = result.export
+    assert ex.totals["params"] == t["params_after"]
+    assert ex.totals["max_abs_error"] < 1e-4  # LiteRT against the shrunk Keras model
+    assert ex.totals["speedup"] > 0 and ex.totals["latency_ms"] > 0
+    assert "shrunk: " in text and ex.title in text
+    assert json.loads((out / "export" / "report.json").read_text())["totals"]["params"] == t["params_after"]
+
     data = json.loads((out / "report.json").read_text())
+    assert data["export"]["totals"]["params"] == t["params_after"]
+    assert data["shrunk_test_accuracy"] == pytest.approx(result.shrunk_test_accuracy)
     assert data["test_accuracy"] == pytest.approx(result.test_accuracy)
     assert data["sparsity"]["totals"] == pytest.approx(result.sparsity.totals)
     md = (out / "report.md").read_text()

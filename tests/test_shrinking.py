@@ -302,3 +302,18 @@ def test_unknown_spatial_size_folds_into_1x1_consumer():
     assert small.get_layer("c1").filters == 3
     xx = np.random.default_rng(7).normal(size=(2, 7, 9, 3)).astype("float32")
     np.testing.assert_allclose(outputs(small, xx), outputs(m, xx), atol=1e-5)
+
+
+def test_threshold_zero_removes_exact_zeros_only():
+    keras.utils.set_random_seed(0)
+    m = keras.Sequential([keras.Input((5,)), keras.layers.Dense(4, name="a"), keras.layers.Dense(3, name="b"),
+                          keras.layers.Dense(2, name="c")])
+    k, bias = m.get_layer("b").get_weights()
+    k[1] = 0.0      # input channel 1 of b reads nothing: a's unit 1 is dead
+    k[2] = 1e-12    # tiny but nonzero: kept at threshold=0
+    m.get_layer("b").set_weights([k, bias])
+    small, report = shrink(m, threshold=0.0, return_report=True)
+    assert small.get_layer("a").units == 3 and report.totals["groups_removed"] == 1
+    x = np.random.default_rng(0).normal(size=(8, 5)).astype("float32")
+    np.testing.assert_allclose(small.predict(x, verbose=0), m.predict(x, verbose=0), atol=1e-6)
+    assert shrink(m, threshold=1e-6).get_layer("a").units == 2  # the tiny group goes too

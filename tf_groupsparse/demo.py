@@ -2,9 +2,12 @@
 
 :func:`run_demo` trains :func:`digits_cnn` on scikit-learn's 8x8 digits (no download) with
 ``HierarchicalGroupSparse`` in the HGSR setting (squared group l1/2 mixed half and half with l1,
-feature-wise groups), measures the per-layer sparsity and the test accuracy, and writes
-``model.keras``, ``report.json`` and ``report.md`` to the output directory. It runs in well under
-two minutes on two CPU cores (``tf-groupsparse demo`` calls it).
+feature-wise groups), measures the per-layer sparsity and the test accuracy, shrinks the model
+physically (:func:`tf_groupsparse.shrink`), exports the shrunk model to a SavedModel and a
+.tflite file checked in LiteRT (:func:`tf_groupsparse.export`, with the trained model as the
+reference), and writes ``model.keras``, ``model_shrunk.keras``, ``export/``, ``report.json`` and
+``report.md`` to the output directory. It runs in well under two minutes on two CPU cores
+(``tf-groupsparse demo`` calls it).
 
 Example:
     >>> from tf_groupsparse.demo import run_demo
@@ -22,6 +25,8 @@ from pathlib import Path
 import keras
 
 from ._validation import check_int
+from .export import ExportReport
+from .shrinking import ShrinkReport
 from .sparsity import SparsityReport, sparsity_report
 
 logger = logging.getLogger(__name__)
@@ -88,15 +93,19 @@ def digits_cnn(widths=(16, 32, 32), seed=None, name="digits_cnn"):
 
 @dataclass
 class DemoResult:
-    """What :func:`run_demo` produced: the sparsity report, accuracies and written files.
+    """What :func:`run_demo` produced: sparsity, shrink and export reports, accuracies, files.
 
-    ``str()`` is the per-layer sparsity table followed by the accuracy lines.
+    ``str()`` is the per-layer sparsity table, the accuracy lines, the shrink summary and the
+    export report (sizes, LiteRT error and latency of the shrunk model against the trained one).
     """
 
     sparsity: SparsityReport
     test_accuracy: float
     train_accuracy: float
     output: Path
+    shrunk_test_accuracy: float | None = None
+    shrink: ShrinkReport | None = None
+    export: ExportReport | None = None
     files: dict = field(default_factory=dict)
     settings: dict = field(default_factory=dict)
     history: dict = field(default_factory=dict)
@@ -110,6 +119,9 @@ class DemoResult:
             "settings": self.settings,
             "history": self.history,
             "sparsity": self.sparsity.to_dict(),
+            "shrunk_test_accuracy": self.shrunk_test_accuracy,
+            "shrink": None if self.shrink is None else self.shrink.to_dict(),
+            "export": None if self.export is None else self.export.to_dict(),
         }
 
     def to_markdown(self):
@@ -129,15 +141,38 @@ class DemoResult:
             "",
             self.sparsity.to_markdown(),
             "",
+            *self._shrink_export_markdown(),
         ])
+
+    def _shrink_export_markdown(self):
+        if self.shrink is None:
+            return []
+        lines = ["## " + self.shrink.title, "", self.shrink.to_markdown(), "",
+                 f"- shrunk test accuracy: {self.shrunk_test_accuracy:.4f}", ""]
+        if self.export is not None:
+            lines += ["#" + self.export.to_markdown()]  # its own heading, one level down
+        return lines
 
     def __str__(self):
         return "\n".join([
             str(self.sparsity),
             f"test accuracy: {self.test_accuracy:.4f}",
             f"train accuracy: {self.train_accuracy:.4f}",
+            *self._shrink_export_lines(),
             f"saved: {', '.join(str(p) for p in self.files.values())}",
         ])
+
+    def _shrink_export_lines(self):
+        if self.shrink is None:
+            return []
+        t = self.shrink.totals
+        lines = [
+            f"shrunk: {t['params_before']} -> {t['params_after']} parameters "
+            f"({t['params_removed_fraction']:.0%} removed), test accuracy {self.shrunk_test_accuracy:.4f}",
+        ]
+        if self.export is not None:
+            lines += ["", str(self.export)]
+        return lines
 
 
 def learning_rate_schedule(settings, n_samples):
@@ -161,7 +196,7 @@ class _EpochBar(keras.callbacks.Callback):
 
 
 def run_demo(output="saved_models/demo", epochs=None, seed=0, overwrite=False, verbose=1):
-    """Train the digits CNN with hierarchical group sparsity, report its sparsity, save it.
+    """Train the digits CNN with hierarchical group sparsity, report, shrink, export it.
 
     The loss is ``CE + sum_{l in conv2, conv3} lambda * ((1 - a) * sum_i (sum_o sqrt(||K_io||_1))^2
     + a * sum |w|)`` (HGSR's squared group l1/2 with feature-wise groups ``i`` and l1 mix
@@ -169,12 +204,18 @@ def run_demo(output="saved_models/demo", epochs=None, seed=0, overwrite=False, v
     epochs (so weights settle below the zero threshold); settings in :data:`DEMO_SETTINGS`. conv1 is left
     unregularized: its only input group is the image itself. A weight counts as zero below 1e-3.
 
+    The trained model is then shrunk at the same threshold (channel groups whose slices are all
+    below 1e-3 go; the small weights they held move the outputs slightly, which the export report
+    shows as the error against the trained model) and the shrunk model is exported to
+    ``output/export`` (SavedModel, float .tflite run in LiteRT on the test images, latency of both
+    models with XNNPack on one thread).
+
     Args:
-        output: directory to create for ``model.keras``, ``report.json`` and ``report.md``
-            (default "saved_models/demo").
+        output: directory to create for ``model.keras``, ``model_shrunk.keras``, ``export/``,
+            ``report.json`` and ``report.md`` (default "saved_models/demo").
         epochs: training epochs, >= 1 (default None: ``DEMO_SETTINGS["epochs"]``).
         seed: seed of the weights and batch order (default 0).
-        overwrite: replace those three files when `output` already exists (default False).
+        overwrite: replace those files when `output` already exists (default False).
         verbose: 1 shows a progress bar over the epochs, 0 is silent (default 1).
 
     Returns:
@@ -190,7 +231,7 @@ def run_demo(output="saved_models/demo", epochs=None, seed=0, overwrite=False, v
     Example:
         >>> r = run_demo("/tmp/tgs_demo", epochs=1, overwrite=True, verbose=0)  # doctest: +SKIP
         >>> sorted(r.files)  # doctest: +SKIP
-        ['model', 'report_json', 'report_md']
+        ['export', 'model', 'report_json', 'report_md', 'shrunk_model']
     """
     owner = "run_demo"
     settings = dict(DEMO_SETTINGS)
@@ -212,8 +253,10 @@ def run_demo(output="saved_models/demo", epochs=None, seed=0, overwrite=False, v
 
     from .callbacks import SparsityMonitor
     from .datasets import load_digits
+    from .export import export
     from .regularize import regularize
     from .regularizers import HierarchicalGroupSparse
+    from .shrinking import shrink
 
     (x, y), (x_test, y_test) = load_digits()
     base = digits_cnn(settings["widths"], seed=settings["seed"])
@@ -236,8 +279,16 @@ def run_demo(output="saved_models/demo", epochs=None, seed=0, overwrite=False, v
     train_accuracy = float(model.evaluate(x, y, verbose=0, return_dict=True)["accuracy"])
     report = sparsity_report(model, settings["threshold"])
 
+    logger.info("run_demo: shrinking at threshold %g", settings["threshold"])
+    small, shrink_report = shrink(model, settings["threshold"], return_report=True)
+    small_logits = small.predict(x_test, verbose=0, batch_size=256)
+    shrunk_accuracy = float((small_logits.argmax(axis=1) == y_test).mean())
+
     out.mkdir(parents=True, exist_ok=True)
-    files = {"model": out / "model.keras", "report_json": out / "report.json", "report_md": out / "report.md"}
+    files = {"model": out / "model.keras", "shrunk_model": out / "model_shrunk.keras",
+             "export": out / "export", "report_json": out / "report.json", "report_md": out / "report.md"}
+    logger.info("run_demo: exporting to %s", files["export"])
+    export_report = export(small, files["export"], sample=x_test, reference=model, overwrite=True)
     result = DemoResult(
         sparsity=report,
         test_accuracy=test_accuracy,
@@ -246,8 +297,12 @@ def run_demo(output="saved_models/demo", epochs=None, seed=0, overwrite=False, v
         files=files,
         settings=settings,
         history={k: [float(v) for v in vals] for k, vals in history.history.items()},
+        shrunk_test_accuracy=shrunk_accuracy,
+        shrink=shrink_report,
+        export=export_report,
     )
     model.save(files["model"])
+    small.save(files["shrunk_model"])
     files["report_json"].write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
     files["report_md"].write_text(result.to_markdown(), encoding="utf-8")
     logger.info("run_demo: test accuracy %.4f, wrote %s", test_accuracy, out)

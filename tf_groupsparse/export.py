@@ -458,6 +458,9 @@ class ExportReport(Report):
         lines.extend(f"- file: {f}" for f in self.meta.get("files", []))
         return "\n".join(lines) + "\n"
 
+    def _repr_markdown_(self) -> str:  # to_markdown already carries the title as a heading
+        return self.to_markdown()
+
 
 def _dir_bytes(directory):
     return sum(

@@ -81,7 +81,8 @@ def _dead_groups(graph, weights, threshold, criterion):
     for s in graph.slices:
         if s.role == "param":
             continue
-        alive = _slice_norms(weights[id(s.node)], s, criterion) >= threshold
+        norms = _slice_norms(weights[id(s.node)], s, criterion)
+        alive = (norms >= threshold) & (norms > 0)  # as sparsity_report: below threshold or exactly 0
         if s.role == "produce":
             has_prod[labels[s.ids]] = True
             prod_alive[labels[s.ids[alive]]] = True
@@ -198,13 +199,20 @@ def shrink(model, threshold=1e-3, *, criterion="l2", keep_min=1, unsupported="er
            constants="fold", return_report=False):
     """Remove every channel group through which nothing flows; outputs stay the same.
 
+    "The same" is exact for groups whose weights are exactly zero (``threshold=0``). With
+    ``threshold > 0`` a group whose slices are small but nonzero is removed too, and the outputs
+    move by about what those small weights contributed: check them on real inputs (``export``
+    with ``reference=`` reports the error) or shrink at ``threshold=0`` after a proximal method,
+    which leaves exact zeros.
+
     A group is removed when all its terminal consumer slices have norm below `threshold`, or
     all its producer slices do and the constant it then carries can be folded exactly into the
     consumers' biases (see the module docstring for the formulas).
 
     Args:
         model: a built keras.Model (Sequential or functional; nested models allowed).
-        threshold: float >= 0, default 1e-3; a slice with norm below it counts as zero.
+        threshold: float >= 0, default 1e-3; a slice with norm below it (or exactly 0) counts
+            as zero, so ``threshold=0`` removes exactly-zero groups only.
         criterion: "l2" (default), "l1", or a callable mapping an array (n_channels, size)
             to n_channels norms.
         keep_min: int >= 1, default 1; channels every layer keeps at least.
