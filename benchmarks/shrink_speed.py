@@ -4,7 +4,7 @@
    trained on a Fashion-MNIST subset twice from the same initial weights: plainly ("dense") and
    with proximal group lasso on the input channels of conv2..conv5
    (``regularize(..., GroupLasso(strength, axis="input"), proximal=True)`` + ``ProximalStep``:
-   after each Adam step ``w_g <- max(0, 1 - lr * strength / ||w_g||_2) * w_g``; Yoon & Hwang,
+   after each SGD-with-momentum step ``w_g <- max(0, 1 - lr * strength / ||w_g||_2) * w_g``; Yoon & Hwang,
    ICML 2017; Mitsuno, Miyao & Kurita, IJCNN 2020 for feature-wise groups). A zero input group of
    layer k makes output channel i of layer k-1 dead, so ``shrink`` removes it from both layers.
 2. ``shrink(threshold)`` makes the sparse model physically smaller; its outputs are compared with
@@ -111,10 +111,17 @@ RESNETS = {
 # --------------------------------------------------------------------------- helpers
 
 
-def train(model, x, y, *, epochs, batch_size, lr, proximal, seed=0):
-    """Compile with Adam(lr) and fit; a model with prox constraints gets ProximalStep."""
+def train(model, x, y, *, epochs, batch_size, lr, proximal, momentum=0.9, seed=0):
+    """Compile with SGD(lr, momentum) and fit; a model with prox constraints gets ProximalStep.
+
+    SGD rather than Adam: Adam rescales every weight's step to about `lr` whatever its gradient,
+    so the weights of a group the prox has just zeroed come back at the next step. Measured on
+    this CNN (12000 images, 5 epochs): Adam(1e-3) with strength 4 reached 4.96x fewer MACs at
+    65.7% test accuracy (dense 82.5%) and strength 1-2 removed almost nothing; SGD(0.05, 0.9) with
+    strength 0.04 reached 4.23x at 80.4% (dense 80.0%).
+    """
     keras.utils.set_random_seed(seed)
-    model.compile(keras.optimizers.Adam(lr), LOSS, metrics=["accuracy"])
+    model.compile(keras.optimizers.SGD(lr, momentum=momentum), LOSS, metrics=["accuracy"])
     callbacks = [ProximalStep()] if proximal else []
     start = time.perf_counter()
     model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, callbacks=callbacks)
@@ -358,10 +365,11 @@ def main(argv=None):
     parser.add_argument("--samples", type=int, default=12000, help="training samples (default: %(default)s)")
     parser.add_argument("--epochs", type=int, default=5, help="(default: %(default)s)")
     parser.add_argument("--batch-size", type=int, default=64, help="(default: %(default)s)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate (default: %(default)s)")
+    parser.add_argument("--lr", type=float, default=0.05,
+                        help="SGD learning rate, momentum 0.9 (default: %(default)s)")
     parser.add_argument("--widths", type=int, nargs=5, default=[32, 32, 64, 64, 128],
                         help="conv widths (default: %(default)s)")
-    parser.add_argument("--strength", type=float, default=4.0,
+    parser.add_argument("--strength", type=float, default=0.04,
                         help="group lasso strength; prox step lr * strength (default: %(default)s)")
     parser.add_argument("--threshold", type=float, default=1e-9,
                         help="shrink threshold; the prox step leaves exact zeros, so only those are removed "
@@ -379,8 +387,8 @@ def main(argv=None):
     if args.quick:
         (x, y), (xt, yt) = datasets.load_digits()
         data_name = "digits"
-        args.widths, args.epochs, args.runs, args.rounds, args.warmup = [8, 8, 16, 16, 32], 3, 50, 3, 5
-        args.resnet, args.strength, args.lr = "tiny_resnet", 9.0, 3e-3
+        args.widths, args.epochs, args.runs, args.rounds, args.warmup = [8, 8, 16, 16, 32], 10, 50, 3, 5
+        args.resnet, args.strength, args.lr = "tiny_resnet", 0.1, 0.05
     else:
         (x, y), (xt, yt) = datasets.load_fashion_mnist()
         x, y = x[: args.samples], y[: args.samples]
