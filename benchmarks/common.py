@@ -66,3 +66,20 @@ def write_results(name: str, payload: dict, markdown: str) -> tuple[Path, Path]:
     md_path = RESULTS / f"{name}.md"
     md_path.write_text("\n".join(md) + "\n", encoding="utf-8")
     return json_path, md_path
+
+
+def plain_copy(model):
+    """The same architecture and weights without regularizers or constraints (for plain
+    fine-tuning and for loss evaluation without the penalty)."""
+    import keras
+
+    def clone_fn(layer):
+        config = layer.get_config()
+        for key in list(config):
+            if key.endswith("_regularizer") or key.endswith("_constraint"):
+                config[key] = None
+        return layer.__class__.from_config(config)
+
+    new = keras.models.clone_model(model, clone_function=clone_fn)
+    new.set_weights(model.get_weights())
+    return new

@@ -54,8 +54,10 @@ def test_threshold_row_counts_near_zero_groups_and_their_output_error():
     assert (exact["exact_zero_input_groups"], exact["nonzero_input_groups_below_threshold"]) == (1, 0)
     assert (loose["exact_zero_input_groups"], loose["nonzero_input_groups_below_threshold"]) == (1, 1)
     assert (exact["groups_removed"], loose["groups_removed"]) == (1, 2)
-    assert exact["max_abs_error"] == 0.0
-    assert loose["max_abs_error"] > 0.0
+    # removing an exact-zero group changes outputs only by float32 summation order (the smaller
+    # conv may be blocked differently); removing the 5e-4 group changes them for real
+    assert exact["max_abs_error"] < 1e-6
+    assert loose["max_abs_error"] > 1e-5
     assert exact["macs"] - loose["macs"] == 8 * 8 * 9 * 4 * 1 + 4 * 4 * 9 * 1 * 4  # conv2 filter (4 inputs) + conv3 input
 
 

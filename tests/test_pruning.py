@@ -206,3 +206,31 @@ def test_docstring_examples_run():
 
     result = doctest.testmod(pruning, optionflags=doctest.ELLIPSIS)
     assert result.attempted >= 5 and result.failed == 0
+
+
+def _residual_model():
+    """stem (4) + Add with block conv (4): the two convs' channels are coupled in one group each."""
+    inputs = keras.Input((6, 6, 2))
+    stem = keras.layers.Conv2D(4, 3, padding="same", name="stem")(inputs)
+    h = keras.layers.Conv2D(3, 3, padding="same", activation="relu", name="conv1")(stem)
+    h = keras.layers.Conv2D(4, 3, padding="same", name="conv2")(h)
+    h = keras.layers.ReLU(name="relu")(keras.layers.Add(name="add")([stem, h]))
+    h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
+    return keras.Model(inputs, keras.layers.Dense(3, name="out")(h))
+
+
+def test_coupled_channels_count_for_every_layer_that_creates_them():
+    keras.utils.set_random_seed(3)
+    model = _residual_model()
+    x = np.random.default_rng(0).normal(size=(64, 6, 6, 2)).astype("float32")
+    y = np.arange(64) % 3
+    # an unlimited tolerance accepts every candidate the limits allow: one residual channel must
+    # stay (it used to be removed through conv2 after stem had reached its own limit)
+    pruned, report = prune_filters(model, (x, y), tolerance=1e9, verbose=0)
+    assert pruned.get_layer("stem").filters == pruned.get_layer("conv2").filters == 1
+    assert pruned.get_layer("conv1").filters == 1
+    widths = {r["layer"]: r["filters_after"] for r in report.rows}
+    assert widths == {"stem": 1, "conv1": 1, "conv2": 1}
+    _, capped = prune_filters(model, (x, y), tolerance=1e9, max_fraction=0.5, verbose=0)
+    widths = {r["layer"]: r["filters_after"] for r in capped.rows}
+    assert widths == {"stem": 2, "conv1": 2, "conv2": 2}

@@ -216,7 +216,8 @@ def prune_filters(
         layers: names of the layers whose filters may be removed; default None: every
             Dense/Conv-like layer with removable channels (model outputs are never removed).
         max_fraction: largest fraction of a layer's filters to remove, in (0, 1] (default
-            None: all but one).
+            None: all but one). Channels coupled across layers (residual adds) count for every
+            layer that creates them; no layer ever loses all of its channels.
         fine_tune: None (default) or ``{"epochs": n, "batch_size": b}`` to fit the pruned model
             on `data` with the model's compile settings (the model must be compiled).
         batch_size: batch size of the loss evaluation and fine-tuning (default 256).
@@ -300,16 +301,22 @@ def prune_filters(
     base = evaluate()
     current = base
     removed_groups, plan, per_layer_delta = set(), {}, {n: 0.0 for n in names}
-    removed_count = {n: 0 for n in names}
-    limit = {
-        n: widths[n] - 1 if max_fraction is None else min(widths[n] - 1, int(math.floor(max_fraction * widths[n])))
-        for n in names
-    }
+    # a group can hold channels of several layers (residual adds couple them): count what every
+    # channel-creating layer loses, so that none loses all its channels (or more than max_fraction)
+    owned = {node.name: graph.labels[node.owned] for node in graph.nodes
+             if node.owned is not None and len(node.owned)}
+    removed_count = {n: 0 for n in owned}
+    limit = {n: len(labels) - 1 for n, labels in owned.items()}
+    for n in names:
+        if max_fraction is not None:
+            limit[n] = min(limit[n], int(math.floor(max_fraction * widths[n])))
     evaluations = 0
     progbar = keras.utils.Progbar(len(queue), verbose=verbose, unit_name="candidate")
     for step, (_, name, channel, _score) in enumerate(queue, 1):
         group = graph.group(name, channel)
-        if group.frozen or group.id in removed_groups or removed_count[name] >= limit[name]:
+        hits = {n: int(np.count_nonzero(labels == group.id)) for n, labels in owned.items()}
+        hits = {n: c for n, c in hits.items() if c}
+        if group.frozen or group.id in removed_groups or any(removed_count[n] + c > limit[n] for n, c in hits.items()):
             progbar.update(step)
             continue
         slices = group.slices
@@ -324,7 +331,8 @@ def prune_filters(
         if value - base <= tolerance:
             removed_groups.add(group.id)
             plan.setdefault(name, []).append(channel)
-            removed_count[name] += 1
+            for n, c in hits.items():
+                removed_count[n] += c
             per_layer_delta[name] += value - current
             current = value
         else:
@@ -339,7 +347,7 @@ def prune_filters(
     after_rows = {r["layer"]: r for r in after_costs.rows}
     rows = []
     for name in names:
-        after_width = widths[name] - len(plan.get(name, []))
+        after_width = widths[name] - removed_count[name]
         rows.append({
             "layer": name,
             "filters_before": widths[name],

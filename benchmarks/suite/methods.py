@@ -49,6 +49,7 @@ import numpy as np
 
 from . import models
 from .measure import measure
+from ..common import plain_copy
 
 logger = logging.getLogger(__name__)
 
@@ -195,25 +196,9 @@ def _shrink_and_finetune(ctx, model, method, seconds, info):
     from tf_groupsparse.shrinking import shrink
 
     small = shrink(model, threshold=1e-3)
-    small = _plain_copy(small)
+    small = plain_copy(small)
     seconds += ctx.fit(small, ctx.finetune_epochs) if ctx.finetune_epochs else 0.0
     return [ctx.row(method, small, seconds, **info)]
-
-
-def _plain_copy(model):
-    """The same architecture and weights without regularizers/constraints (for plain fine-tuning)."""
-    import keras
-
-    def clone_fn(layer):
-        config = layer.get_config()
-        for key in list(config):
-            if key.endswith("_regularizer") or key.endswith("_constraint"):
-                config[key] = None
-        return layer.__class__.from_config(config)
-
-    new = keras.models.clone_model(model, clone_function=clone_fn)
-    new.set_weights(model.get_weights())
-    return new
 
 
 def prox_method(name):
@@ -249,7 +234,7 @@ def _hgsr_model(ctx, variant):
 def hgsr_method(variant):
     def run(ctx):
         model, seconds = _hgsr_model(ctx, variant)
-        model = _plain_copy(model)
+        model = plain_copy(model)
         model.set_weights([np.where(np.abs(w) < ZERO_BELOW, 0.0, w).astype(w.dtype) if w.ndim > 1 else w
                            for w in model.get_weights()])
         return _shrink_and_finetune(ctx, model, f"hgsr_{variant}", seconds,
@@ -293,7 +278,7 @@ def filter_pruning(ctx):
                                    fine_tune={"epochs": ctx.finetune_epochs, "batch_size": ctx.batch_size},
                                    verbose=0)
     seconds += time.perf_counter() - start
-    return [ctx.row("filter_pruning", _plain_copy(pruned), seconds,
+    return [ctx.row("filter_pruning", plain_copy(pruned), seconds,
                     setting=f"HGSR squared_group_l12 model, prune_filters tolerance {tolerance}, 512 samples")]
 
 
