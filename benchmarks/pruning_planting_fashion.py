@@ -1,0 +1,630 @@
+"""Filter pruning (HFP), channel planting (PLANT) and structure learning (LSDNN) on Fashion-MNIST.
+
+Three parts, each against the target of the matching paper (see ../shared/METHODS.md):
+
+1. HFP (Mitsuno & Kurita, ICPR 2020, arXiv 2011.02389): a small ResNet (stem conv16, one basic
+   block per stage with 16/32/64 filters, BatchNorm, residual Adds, GAP, Dense 10) is trained
+   plainly and with HGSR (``HierarchicalGroupSparse.squared_group_l12(strength, l1_mix=0.5)``,
+   feature-wise groups, every 3x3 conv but the stem, no 1x1 shortcut conv). The HGSR model is
+   pruned by ``prune_filters`` at every tolerance of a sweep and each pruned model is
+   fine-tuned. The headline row is chosen without test data: the smallest tolerance whose
+   removal reaches 50% of the parameters (the largest one tried if none does).
+   Target: >= 50% of the parameters removed, <= 0.5 point test-accuracy drop against the
+   unpruned HGSR model (paper: > 50% of a ResNet on CIFAR-10 at -0.3%).
+2. PLANT (Mitsuno, Nomura & Kurita, ICPR 2020, arXiv 2011.02390): the MLP 784-1000-500-10 is
+   the teacher; a small MLP student is grown by ``plant`` (distillation) within a budget of 15%
+   of the teacher's parameters. The last 6,000 training images are a validation split: the
+   planting decisions and the stop rule use it, never the test set. The same final
+   architecture is also trained from scratch. Target: within 1 point of the teacher's test
+   accuracy with <= 15% of its parameters (paper: comparable accuracy with 7% on STL-10).
+3. LSDNN (Yuan et al., arXiv 2105.13905; the project's interpretation, see
+   ``tf_groupsparse.structure_learning``): ``learn_structure`` on unlabeled training images,
+   ``build_model(structure, 10)`` trained with labels, against an MLP of the same depth and
+   (as close as possible) the same parameter count, same epochs, optimizer and seeds.
+
+    python -m benchmarks.pruning_planting_fashion            # full run (~40 min on 2 cores)
+    python -m benchmarks.pruning_planting_fashion --quick    # smoke run on a few hundred images
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from benchmarks.common import plain_copy, write_results  # noqa: E402
+from benchmarks.suite import models  # noqa: E402
+from tf_groupsparse.datasets import load_fashion_mnist  # noqa: E402
+from tf_groupsparse.metrics import count_params, flops  # noqa: E402
+from tf_groupsparse.planting import accuracy, distillation_loss, plant  # noqa: E402
+from tf_groupsparse.pruning import prune_filters  # noqa: E402
+from tf_groupsparse.regularize import regularize  # noqa: E402
+from tf_groupsparse.regularizers import HierarchicalGroupSparse  # noqa: E402
+from tf_groupsparse.structure_learning import build_model, learn_structure  # noqa: E402
+
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+CANDIDATE_TEXT = {
+    "consumer_norm": "in ascending order of the norm of their consumers' input slices (the feature-wise HGSR "
+                     "group of the channel)",
+    "norm": "in ascending order of filter norm",
+    "l1": "in ascending order of filter l1 norm",
+}
+
+#: Settings of the full run; ``--quick`` overrides them with QUICK.
+FULL = {
+    "train_samples": None,  # None: all 60,000
+    "test_samples": None,  # None: all 10,000
+    "batch_size": 128,
+    "learning_rate": 1e-3,
+    "seed": 0,
+    # part 1
+    "resnet_widths": [16, 32, 64],
+    "resnet_epochs": 10,
+    "hgsr_strength": 5e-5,
+    "hgsr_layers": "3x3",
+    "candidates": "consumer_norm",
+    "tolerances": [0.02, 0.05, 0.1, 0.2],
+    "prune_samples": 512,
+    "fine_tune_epochs": 2,
+    "fine_tune_learning_rate": 3e-4,
+    "target_removed_fraction": 0.5,
+    "target_drop_points": 0.5,
+    # part 2
+    "validation_samples": 6000,
+    "teacher_widths": [1000, 500],
+    "mlp_epochs": 10,
+    "student_widths": [64, 32],
+    "channels_per_step": 32,
+    "plant_steps": 8,
+    "epochs_per_step": 2,
+    "param_budget_fraction": 0.15,
+    "plant_target_margin": 0.005,  # stop planting at teacher's validation accuracy - margin
+    "plant_kd_epochs": 0,  # > 0: distil the whole planted model (and the scratch one) afterwards
+    "plant_kd_learning_rate": 3e-4,
+    "target_gap_points": 1.0,
+    # part 3
+    "structure_samples": 10000,
+    "structure_width": 64,
+    "structure_max_depth": 4,
+    "structure_epochs": 50,
+    "structure_group_strength": 3e-2,
+    "structure_entropy_tol": 0.05,
+    "structure_train_epochs": 10,
+    "structure_seeds": [0, 1, 2],
+}
+QUICK = {
+    "train_samples": 600,
+    "test_samples": 300,
+    "resnet_widths": [4, 8, 16],
+    "resnet_epochs": 1,
+    "tolerances": [0.02, 0.1],
+    "prune_samples": 128,
+    "fine_tune_epochs": 1,
+    "validation_samples": 150,
+    "teacher_widths": [64, 32],
+    "mlp_epochs": 1,
+    "student_widths": [8, 4],
+    "channels_per_step": 4,
+    "plant_steps": 2,
+    "epochs_per_step": 1,
+    "structure_samples": 300,
+    "structure_width": 8,
+    "structure_max_depth": 2,
+    "structure_epochs": 2,
+    "structure_train_epochs": 1,
+    "structure_seeds": [0],
+}
+
+
+#: Named overrides of FULL (``--profile``), recorded in the results file's name and settings.
+PROFILES = {
+    # planting from a 1/8-width student (the suite's setting) with a few large steps, then the
+    # whole planted network distilled from the teacher (every parameter trainable): what a user
+    # does after planting; the scratch architecture gets the same distillation epochs
+    "kd": {"student_widths": [128, 64], "plant_steps": 3, "epochs_per_step": 2, "plant_kd_epochs": 5},
+}
+
+
+def log(*parts):
+    print(time.strftime("%H:%M:%S"), *parts, flush=True)
+
+
+# ----------------------------------------------------------------------------- models
+
+
+def resnet(widths, input_shape=(28, 28, 1), classes=10, seed=0):
+    """The suite's small ResNet: stem conv-BN-ReLU, one basic block per width, GAP, Dense."""
+    spec = {"arch": "resnet", "input_shape": list(input_shape), "classes": classes, "widths": list(widths)}
+    return models.build(keras, spec, seed)
+
+
+def mlp(widths, input_shape=(28, 28, 1), classes=10, seed=0):
+    """Flatten, Dense(w, relu) per width, Dense(classes) logits."""
+    spec = {"arch": "mlp", "input_shape": list(input_shape), "classes": classes, "widths": list(widths)}
+    return models.build(keras, spec, seed)
+
+
+def hgsr_layers(model, which="3x3"):
+    """Layers that carry the HGSR penalty. "3x3": every 3x3 conv but the stem (whose input group
+    is the image itself), no 1x1 shortcut conv (the HGSR reference setting); "all": also the 1x1
+    shortcut convs and the Dense head, so that every reader of a residual channel is penalized."""
+    names = []
+    for layer in model.layers:
+        if isinstance(layer, keras.layers.Conv2D) and layer.name != "stem_conv":
+            if which == "all" or tuple(layer.kernel_size) != (1, 1):
+                names.append(layer.name)
+        elif isinstance(layer, keras.layers.Dense) and which == "all":
+            names.append(layer.name)
+    return names
+
+
+def consumer_norm_scores(model):
+    """A `candidates` callable for ``prune_filters``: the score of filter o of layer L is the L2
+    norm of every consumer's input slice of o's channel group, the norm that feature-wise HGSR
+    drives to zero (with BatchNormalization after a conv the filter's own norm says nothing)."""
+    from tf_groupsparse.graph import build_graph
+
+    graph = build_graph(model)
+    scores = {}
+    for node in graph.nodes:
+        if node.owned is None or not hasattr(node.layer, "kernel"):
+            continue
+        values = []
+        for channel in range(len(node.out_ids)):
+            total = 0.0
+            for s in graph.group(node.name, channel).slices:
+                if s.role == "consume":
+                    w = keras.ops.convert_to_numpy(s.layer.weights[s.weight_index])
+                    total += float(np.sum(np.take(w, list(s.indices), axis=s.axis) ** 2))
+            values.append(np.sqrt(total))
+        scores[node.name] = np.asarray(values)
+
+    def consumer_norm(layer):
+        return scores[layer.name]
+
+    return consumer_norm
+
+
+def compile_model(model, learning_rate):
+    model.compile(keras.optimizers.Adam(learning_rate), LOSS, metrics=["accuracy"])
+    return model
+
+
+def train(model, x, y, epochs, cfg, seed=None, learning_rate=None):
+    """Adam with the learning rate decayed to 0 along a cosine over the run (so the final weights,
+    and BatchNormalization's moving statistics, settle), sparse CE from logits, shuffled batches;
+    returns the seconds spent."""
+    steps = epochs * int(np.ceil(len(x) / cfg["batch_size"]))
+    start_lr = cfg["learning_rate"] if learning_rate is None else learning_rate
+    compile_model(model, keras.optimizers.schedules.CosineDecay(start_lr, steps))
+    keras.utils.set_random_seed(cfg["seed"] if seed is None else seed)
+    start = time.perf_counter()
+    model.fit(x, y, epochs=epochs, batch_size=cfg["batch_size"], verbose=0, shuffle=True)
+    return time.perf_counter() - start
+
+
+def distill(model, teacher, x, y, cfg):
+    """Fit every parameter of `model` on ``tgs.planting.distillation_loss`` (T = 4, alpha = 0.5)
+    against `teacher`'s logits for ``plant_kd_epochs`` epochs, Adam with cosine decay from
+    ``plant_kd_learning_rate``; returns (a distilled copy of `model`, seconds spent). The copy is
+    fresh: fitting a recompiled model that had been compiled with an accuracy metric still
+    evaluated that metric on the packed (label + teacher logits) targets and failed."""
+    epochs = cfg["plant_kd_epochs"]
+    model_ = keras.models.clone_model(model)
+    model_.set_weights(model.get_weights())
+    model = model_
+    teacher_logits = teacher.predict(x, batch_size=1024, verbose=0)
+    packed = np.concatenate([y.reshape(-1, 1).astype("float32"), teacher_logits], axis=1)
+
+    def loss(packed_true, logits):
+        return distillation_loss(packed_true[:, 0], logits, packed_true[:, 1:], 4.0, 0.5)
+
+    steps = epochs * int(np.ceil(len(x) / cfg["batch_size"]))
+    schedule = keras.optimizers.schedules.CosineDecay(cfg["plant_kd_learning_rate"], steps)
+    model.compile(keras.optimizers.Adam(schedule), loss)
+    keras.utils.set_random_seed(cfg["seed"])
+    start = time.perf_counter()
+    model.fit(x, packed, epochs=epochs, batch_size=cfg["batch_size"], verbose=0, shuffle=True)
+    return model, time.perf_counter() - start
+
+
+def equal_param_widths(target, input_dim, depth, classes=10):
+    """Widths ``[h] * depth`` of the MLP ``input_dim-h-...-h-classes`` whose parameter count is
+    closest to `target`; returns (widths, params)."""
+
+    def params(h):
+        return input_dim * h + h + (depth - 1) * (h * h + h) + h * classes + classes
+
+    best = min(range(1, 4097), key=lambda h: (abs(params(h) - target), h))
+    return [best] * depth, params(best)
+
+
+def pct(part, whole):
+    return 100.0 * part / whole
+
+
+# ----------------------------------------------------------------------------- part 1: HFP
+
+
+def part_pruning(data, cfg):
+    (x, y), (xt, yt) = data
+    out = {"setting": {k: cfg[k] for k in ("resnet_widths", "resnet_epochs", "hgsr_strength", "hgsr_layers",
+                                            "candidates", "tolerances", "prune_samples", "fine_tune_epochs", "fine_tune_learning_rate",
+                                            "batch_size", "learning_rate")}}
+    log("part 1: plain ResNet", cfg["resnet_widths"], f"{cfg['resnet_epochs']} epochs")
+    dense = resnet(cfg["resnet_widths"], seed=cfg["seed"])
+    seconds = train(dense, x, y, cfg["resnet_epochs"], cfg)
+    out["dense"] = {"params": count_params(dense), "macs": flops(dense), "test_acc": accuracy(dense, (xt, yt)),
+                    "train_s": seconds}
+    log("  dense test accuracy", f"{out['dense']['test_acc']:.4f}", f"({seconds:.0f} s)")
+
+    log("part 1: HGSR ResNet, strength", cfg["hgsr_strength"])
+    base = resnet(cfg["resnet_widths"], seed=cfg["seed"])
+    names = hgsr_layers(base, cfg["hgsr_layers"])
+    reg = HierarchicalGroupSparse.squared_group_l12(cfg["hgsr_strength"], l1_mix=0.5)
+    model = regularize(base, reg, layers=names)
+    seconds = train(model, x, y, cfg["resnet_epochs"], cfg)
+    hgsr = plain_copy(model)  # the loss-increase search and the fine-tuning use the plain loss
+    out["hgsr"] = {"params": count_params(hgsr), "macs": flops(hgsr), "test_acc": accuracy(hgsr, (xt, yt)),
+                   "train_s": seconds, "penalized_layers": names}
+    log("  HGSR test accuracy", f"{out['hgsr']['test_acc']:.4f}", f"({seconds:.0f} s)")
+
+    candidates = consumer_norm_scores(hgsr) if cfg["candidates"] == "consumer_norm" else cfg["candidates"]
+    rows = []
+    for tolerance in cfg["tolerances"]:
+        start = time.perf_counter()
+        pruned, report = prune_filters(hgsr, (x, y), loss=LOSS, samples=cfg["prune_samples"], tolerance=tolerance,
+                                       candidates=candidates, random_state=cfg["seed"], verbose=0)
+        search_s = time.perf_counter() - start
+        # fine-tune a copy (what prune_filters' fine_tune option does, done here so that the
+        # accuracy right after removal is measured too without a second search)
+        tuned = keras.models.clone_model(pruned)
+        tuned.set_weights(pruned.get_weights())
+        tune_s = train(tuned, x, y, cfg["fine_tune_epochs"], cfg, learning_rate=cfg["fine_tune_learning_rate"])
+        t = report.totals
+        row = {
+            "tolerance": tolerance,
+            "filters": " / ".join(f"{r['filters_before']}->{r['filters_after']}" for r in report.rows),
+            "params_before": t["params_before"],
+            "params_after": t["params_after"],
+            "params_removed_%": pct(t["params_removed"], t["params_before"]),
+            "macs_removed_%": pct(t["macs_removed"], t["macs_before"]),
+            "loss_increase": t["loss_increase"],
+            "test_acc_pruned": accuracy(pruned, (xt, yt)),
+            "test_acc_fine_tuned": accuracy(tuned, (xt, yt)),
+            "search_s": search_s,
+            "fine_tune_s": tune_s,
+        }
+        row["drop_points"] = 100.0 * (out["hgsr"]["test_acc"] - row["test_acc_fine_tuned"])
+        rows.append(row)
+        log(f"  tolerance {tolerance}: {row['params_removed_%']:.1f}% params removed, test acc "
+            f"{row['test_acc_pruned']:.4f} pruned, {row['test_acc_fine_tuned']:.4f} fine-tuned "
+            f"(search {search_s:.0f} s, fine-tuning {tune_s:.0f} s)")
+    out["sweep"] = rows
+    out["selected"] = select_tolerance(rows, cfg["target_removed_fraction"])
+    sel = rows[out["selected"]]
+    out["target_met"] = bool(sel["params_removed_%"] >= 100 * cfg["target_removed_fraction"]
+                             and sel["drop_points"] <= cfg["target_drop_points"])
+    return out
+
+
+def select_tolerance(rows, fraction):
+    """Index of the smallest tolerance whose removal reaches `fraction` of the parameters, else
+    of the largest tolerance (the choice looks at parameter counts only, never at test data)."""
+    order = sorted(range(len(rows)), key=lambda i: rows[i]["tolerance"])
+    for i in order:
+        if rows[i]["params_removed_%"] >= 100 * fraction:
+            return i
+    return order[-1]
+
+
+# ----------------------------------------------------------------------------- part 2: PLANT
+
+
+def part_planting(data, cfg):
+    (x, y), (xt, yt) = data
+    n_val = cfg["validation_samples"]
+    xtr, ytr, xv, yv = x[:-n_val], y[:-n_val], x[-n_val:], y[-n_val:]
+    log("part 2: teacher MLP", cfg["teacher_widths"], f"{cfg['mlp_epochs']} epochs on {len(xtr)} images")
+    teacher = mlp(cfg["teacher_widths"], seed=cfg["seed"])
+    teacher_s = train(teacher, xtr, ytr, cfg["mlp_epochs"], cfg)
+    teacher_params = count_params(teacher)
+    teacher_val = accuracy(teacher, (xv, yv))
+    budget = int(cfg["param_budget_fraction"] * teacher_params)
+    target = teacher_val - cfg["plant_target_margin"]
+    log(f"  teacher: {teacher_params} params, val {teacher_val:.4f}, budget {budget}, stop at val {target:.4f}")
+
+    student = mlp(cfg["student_widths"], seed=cfg["seed"])
+    train(student, xtr, ytr, cfg["mlp_epochs"], cfg)
+    keras.utils.set_random_seed(cfg["seed"])
+    start = time.perf_counter()
+    grown, report = plant(student, teacher, (xtr, ytr), validation_data=(xv, yv),
+                          channels_per_step=cfg["channels_per_step"], max_steps=cfg["plant_steps"],
+                          epochs_per_step=cfg["epochs_per_step"], target_accuracy=target, param_budget=budget,
+                          learning_rate=cfg["learning_rate"], batch_size=cfg["batch_size"], verbose=0)
+    plant_s = time.perf_counter() - start
+    widths = [grown.get_layer(f"fc{i}").units for i in range(1, len(cfg["student_widths"]) + 1)]
+    log(f"  planted widths {widths}, {count_params(grown)} params ({plant_s:.0f} s)")
+    scratch = mlp(widths, seed=cfg["seed"])
+    train(scratch, xtr, ytr, cfg["mlp_epochs"], cfg)
+    planted_val, planted_acc, scratch_acc = accuracy(grown, (xv, yv)), accuracy(grown, (xt, yt)), accuracy(scratch, (xt, yt))
+    kd = {}
+    if cfg["plant_kd_epochs"]:
+        grown_kd, kd["planted_kd_s"] = distill(grown, teacher, xtr, ytr, cfg)
+        scratch_kd, _ = distill(scratch, teacher, xtr, ytr, cfg)
+        kd["planted_kd_test_acc"] = accuracy(grown_kd, (xt, yt))
+        kd["scratch_kd_test_acc"] = accuracy(scratch_kd, (xt, yt))
+        log(f"  distilled {cfg['plant_kd_epochs']} epochs: planted {planted_acc:.4f} -> {kd['planted_kd_test_acc']:.4f}, "
+            f"scratch {scratch_acc:.4f} -> {kd['scratch_kd_test_acc']:.4f}")
+    out = {
+        "setting": {k: cfg[k] for k in ("teacher_widths", "mlp_epochs", "student_widths", "channels_per_step",
+                                        "plant_steps", "epochs_per_step", "param_budget_fraction",
+                                        "plant_target_margin", "plant_kd_epochs", "plant_kd_learning_rate",
+                                        "validation_samples")},
+        "train_images": len(xtr),
+        "teacher_params": teacher_params,
+        "teacher_val_acc": teacher_val,
+        "teacher_test_acc": accuracy(teacher, (xt, yt)),
+        "teacher_train_s": teacher_s,
+        "param_budget": budget,
+        "stop_val_accuracy": target,
+        "student_widths": list(cfg["student_widths"]),
+        "student_params": count_params(student),
+        "student_test_acc": accuracy(student, (xt, yt)),
+        "planted_widths": widths,
+        "planted_params": count_params(grown),
+        "planted_params_%_of_teacher": pct(count_params(grown), teacher_params),
+        "planted_val_acc": planted_val,
+        "planted_test_acc": planted_acc,
+        "scratch_test_acc": scratch_acc,
+        "stopped_by": report.totals["stopped_by"],
+        "plant_s": plant_s,
+        "steps": [{k: row[k] for k in ("step", "layer", "channels", "params", "accuracy")} for row in report.rows],
+        "candidates": report.meta["candidates"],
+    }
+    out.update(kd)
+    # the verdict is on the final model: the planted one, distilled when plant_kd_epochs > 0
+    out["final_test_acc"] = out.get("planted_kd_test_acc", planted_acc)
+    out["gap_points"] = 100.0 * (out["teacher_test_acc"] - out["final_test_acc"])
+    out["target_met"] = bool(out["gap_points"] <= cfg["target_gap_points"]
+                             and out["planted_params"] <= cfg["param_budget_fraction"] * teacher_params)
+    log(f"  teacher test {out['teacher_test_acc']:.4f}, planted {out['planted_test_acc']:.4f}, "
+        f"scratch {out['scratch_test_acc']:.4f}")
+    return out
+
+
+# ----------------------------------------------------------------------------- part 3: LSDNN
+
+
+def part_structure(data, cfg):
+    (x, y), (xt, yt) = data
+    xf, xtf = x.reshape(len(x), -1), xt.reshape(len(xt), -1)
+    n = min(cfg["structure_samples"], len(xf))
+    log(f"part 3: learn_structure on {n} unlabeled images, width {cfg['structure_width']}")
+    start = time.perf_counter()
+    structure = learn_structure(xf[:n], max_depth=cfg["structure_max_depth"], width=cfg["structure_width"],
+                                group_strength=cfg["structure_group_strength"],
+                                entropy_tol=cfg["structure_entropy_tol"], epochs=cfg["structure_epochs"],
+                                batch_size=256, random_state=cfg["seed"], verbose=0)
+    learn_s = time.perf_counter() - start
+    log("  " + str(structure).replace("\n", "\n  "), f"({learn_s:.0f} s)")
+    learned_params = count_params(build_model(structure, 10))
+    # baselines: plain MLPs with equal hidden widths and the closest parameter count, of the
+    # learned depth and one layer deeper (at depth 1 the first one is the learned architecture)
+    baselines = {}
+    for depth in (structure.depth, structure.depth + 1):
+        widths, params = equal_param_widths(learned_params, xf.shape[1], depth)
+        baselines[f"mlp_{'-'.join(map(str, widths))}"] = {"widths": widths, "params": params}
+    models_ = {"learned": None, **{k: v["widths"] for k, v in baselines.items()}}
+    runs = []
+    for seed in cfg["structure_seeds"]:
+        run = {"seed": seed}
+        for key, widths in models_.items():
+            keras.utils.set_random_seed(seed)
+            if widths is None:
+                model = build_model(structure, 10)
+            else:
+                inp = keras.Input((xf.shape[1],), name="input")
+                h = inp
+                for i, w in enumerate(widths, 1):
+                    h = keras.layers.Dense(w, activation="relu", name=f"fc{i}")(h)
+                model = keras.Model(inp, keras.layers.Dense(10, name="logits")(h), name=key)
+            train(model, xf, y, cfg["structure_train_epochs"], cfg, seed=seed)
+            run[key] = accuracy(model, (xtf, yt))
+        runs.append(run)
+        log(f"  seed {seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in run.items() if k != "seed"))
+    return {
+        "setting": {k: cfg[k] for k in ("structure_samples", "structure_width", "structure_max_depth",
+                                        "structure_epochs", "structure_group_strength", "structure_entropy_tol",
+                                        "structure_train_epochs", "structure_seeds")},
+        "structure": structure.to_dict(),
+        "connected_units": [{("input" if s == 0 else f"layer{s}"): len(u) for s, u in units.items()}
+                            for units in structure.unit_connections],
+        "learn_s": learn_s,
+        "learned_params": learned_params,
+        "baselines": baselines,
+        "runs": runs,
+        "test_acc_mean": {k: float(np.mean([r[k] for r in runs])) for k in models_},
+    }
+
+
+# ----------------------------------------------------------------------------- markdown
+
+
+def fmt(v):
+    if isinstance(v, float):
+        return f"{v:.4f}" if abs(v) < 1 else f"{v:.2f}"
+    return str(v)
+
+
+def verdict(met):
+    return "**met**" if met else "**not met**"
+
+
+def markdown(results, cfg):
+    train_n = results["train_images"]
+    md = ["# Filter pruning, channel planting and structure learning on Fashion-MNIST", "",
+          f"Training images: {train_n}; test images: {results['test_images']}. Adam (lr {cfg['learning_rate']} decayed "
+          "to 0 along a cosine over each training run), "
+          f"batch {cfg['batch_size']}, sparse cross-entropy from logits, seed {cfg['seed']}. "
+          "Accuracies are test-set top-1 of the Keras model; nothing below was chosen on the test set.", ""]
+    p = results.get("pruning")
+    if p is not None:
+        sel = p["sweep"][p["selected"]]
+        md += ["## 1. Filter pruning by loss increase (HFP reading) on a small ResNet", "",
+               f"ResNet: stem conv{cfg['resnet_widths'][0]}-BN-ReLU, one basic block per stage with "
+               f"{'/'.join(map(str, cfg['resnet_widths']))} filters (1x1 projection shortcut when the width or "
+               f"stride changes), GAP, Dense 10; {cfg['resnet_epochs']} epochs. HGSR: squared group l1/2 with "
+               f"l1_mix 0.5, strength {cfg['hgsr_strength']:g}, feature-wise (input) groups on "
+               f"{', '.join(p['hgsr']['penalized_layers'])}. `prune_filters` draws {cfg['prune_samples']} training "
+               f"samples for the loss, candidates {CANDIDATE_TEXT.get(cfg['candidates'], cfg['candidates'])}; each pruned "
+               f"model is fine-tuned "
+               f"{cfg['fine_tune_epochs']} epochs (plain loss, Adam with cosine decay from {cfg['fine_tune_learning_rate']:g}).", "",
+               "| model | params | MACs | test accuracy |", "|---|---|---|---|",
+               f"| plain-trained (dense) | {p['dense']['params']:,} | {p['dense']['macs']:,} | {p['dense']['test_acc']:.4f} |",
+               f"| HGSR-trained, unpruned (reference) | {p['hgsr']['params']:,} | {p['hgsr']['macs']:,} | "
+               f"{p['hgsr']['test_acc']:.4f} |", "",
+               "Every tolerance tried (loss units; drop = HGSR unpruned - fine-tuned, in points):", ""]
+        cols = ["tolerance", "filters", "params_after", "params_removed_%", "macs_removed_%", "loss_increase",
+                "test_acc_pruned", "test_acc_fine_tuned", "drop_points", "search_s", "fine_tune_s"]
+        md += ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
+        md += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in p["sweep"]]
+        md += ["", f"Selected row (smallest tolerance removing >= {100 * cfg['target_removed_fraction']:.0f}% of the "
+               f"parameters, else the largest tolerance; chosen by parameter count only): tolerance "
+               f"{sel['tolerance']:g}, {sel['params_removed_%']:.1f}% of the parameters removed, test accuracy "
+               f"{sel['test_acc_fine_tuned']:.4f} vs {p['hgsr']['test_acc']:.4f} unpruned ({-sel['drop_points']:+.2f} "
+               f"points; plain-trained dense model {p['dense']['test_acc']:.4f}).", "",
+               f"Target (>= {100 * cfg['target_removed_fraction']:.0f}% of parameters removed, <= "
+               f"{cfg['target_drop_points']} point drop): {verdict(p['target_met'])}. Paper figure: HFP (Mitsuno & "
+               "Kurita, ICPR 2020, arXiv 2011.02389) removed > 50% of the parameters of a ResNet on CIFAR-10 with "
+               "a 0.3% accuracy drop (100 epochs of SGD there; a few epochs of Adam on Fashion-MNIST here).", ""]
+    q = results.get("planting")
+    if q is not None:
+        md += ["## 2. Channel planting with distillation (PLANT)", "",
+               f"Teacher MLP 784-{'-'.join(map(str, cfg['teacher_widths']))}-10 and student "
+               f"784-{'-'.join(map(str, cfg['student_widths']))}-10, each trained {cfg['mlp_epochs']} epochs on the "
+               f"first {q['train_images']} training images; the last {cfg['validation_samples']} training images are "
+               f"the validation split on which `plant` compares candidates and stops (at the teacher's validation "
+               f"accuracy - {cfg['plant_target_margin']}, or at the budget of "
+               f"{100 * cfg['param_budget_fraction']:.0f}% of the teacher's parameters). {cfg['channels_per_step']} "
+               f"channels per step, {cfg['epochs_per_step']} epochs per candidate, at most {cfg['plant_steps']} steps; "
+               f"T = 4, alpha = 0.5. Scratch: the planted architecture trained from scratch like the teacher.", "",
+               "| model | params | % of teacher | test accuracy |", "|---|---|---|---|",
+               f"| teacher | {q['teacher_params']:,} | 100.0 | {q['teacher_test_acc']:.4f} |",
+               f"| student before planting | {q['student_params']:,} | "
+               f"{pct(q['student_params'], q['teacher_params']):.1f} | {q['student_test_acc']:.4f} |",
+               f"| planted student {q['planted_widths']} | {q['planted_params']:,} | "
+               f"{q['planted_params_%_of_teacher']:.1f} | {q['planted_test_acc']:.4f} |",
+               f"| same architecture from scratch | {q['planted_params']:,} | {q['planted_params_%_of_teacher']:.1f} | "
+               f"{q['scratch_test_acc']:.4f} |"]
+        if "planted_kd_test_acc" in q:
+            md += [f"| planted student, then all parameters distilled {cfg['plant_kd_epochs']} epochs (final) | "
+                   f"{q['planted_params']:,} | {q['planted_params_%_of_teacher']:.1f} | {q['planted_kd_test_acc']:.4f} |",
+                   f"| scratch, then distilled the same {cfg['plant_kd_epochs']} epochs | {q['planted_params']:,} | "
+                   f"{q['planted_params_%_of_teacher']:.1f} | {q['scratch_kd_test_acc']:.4f} |",
+                   "", f"Distillation: Adam with cosine decay from {cfg['plant_kd_learning_rate']:g}, T = 4, alpha = 0.5, "
+                   "every parameter trainable (planting itself keeps earlier parameters fixed)."]
+        md += ["",
+               f"Planting stopped by: {q['stopped_by']} ({q['plant_s']:.0f} s).", "",
+               "| step | layer | width | params | val accuracy |", "|---|---|---|---|---|"]
+        md += [f"| {s['step']} | {s['layer']} | {s['channels']} | {s['params']:,} | {s['accuracy']:.4f} |"
+               for s in q["steps"]]
+        md += ["", f"Target (within {cfg['target_gap_points']} point of the teacher with <= "
+               f"{100 * cfg['param_budget_fraction']:.0f}% of its parameters): {verdict(q['target_met'])} — gap "
+               f"{q['gap_points']:+.2f} points at {q['planted_params_%_of_teacher']:.1f}% of the parameters. Paper "
+               "figure: comparable accuracy with 7% of the parameters of the larger network on STL-10 (Mitsuno, "
+               "Nomura & Kurita, ICPR 2020, arXiv 2011.02390).", ""]
+    s = results.get("structure")
+    if s is not None:
+        st = s["structure"]
+        md += ["## 3. Structure learning by efficient coding (LSDNN, the project's interpretation)", "",
+               "This is the project's interpretation of LSDNN (Yuan, Pan, Zhou, Qin & Liu, arXiv 2105.13905), whose "
+               "full method is not public: each candidate layer reads all earlier layers, is fit without labels by "
+               "sparse coding with a group-sparse penalty (groups: source layers and source units) and an output-"
+               "entropy reward; depth grows while the entropy rises by more than the tolerance.", "",
+               f"`learn_structure` on the first {min(cfg['structure_samples'], train_n)} training images (unlabeled, "
+               f"784 pixels), width {cfg['structure_width']}, at most {cfg['structure_max_depth']} layers, "
+               f"group strength {cfg['structure_group_strength']:g}, entropy tolerance "
+               f"{cfg['structure_entropy_tol']:g}, {cfg['structure_epochs']} epochs per layer ({s['learn_s']:.0f} s). "
+               f"Learned depth {st['depth']}.", "",
+               "| layer | width | reads (sources) | connected units per source | entropy (nats/unit) |",
+               "|---|---|---|---|---|"]
+        for d, (w, src, units, h) in enumerate(zip(st["widths"], st["connections"], s["connected_units"],
+                                                  st["entropy"]), 1):
+            names = ", ".join("input" if j == 0 else f"layer{j}" for j in src)
+            md.append(f"| layer{d} | {w} | {names} | {', '.join(f'{k}: {v}' for k, v in units.items())} | {h:.4f} |")
+        if st["rejected_entropy"] is not None:
+            md.append(f"| (rejected layer{st['depth'] + 1}) | | | | {st['rejected_entropy']:.4f} |")
+        same = ("; at depth 1 the learned model and the same-depth MLP are one architecture (`build_model` "
+                "reads every input pixel), so that row only checks the protocol" if st["depth"] == 1 else "")
+        md += ["", f"All models below are trained with labels on the {train_n} training images for "
+               f"{cfg['structure_train_epochs']} epochs, same optimizer, batch size and seeds "
+               f"({', '.join(map(str, cfg['structure_seeds']))}); the MLPs have equal hidden widths and the "
+               f"parameter count closest to the learned model's, at the learned depth and one layer deeper{same}.",
+               "",
+               "| model | params | test accuracy per seed | mean |", "|---|---|---|---|"]
+        names = {"learned": f"`build_model(structure, 10)` (learned, depth {st['depth']})"}
+        names.update({k: f"MLP 784-{'-'.join(map(str, v['widths']))}-10 (closest parameter count)"
+                      for k, v in s["baselines"].items()})
+        params = {"learned": s["learned_params"], **{k: v["params"] for k, v in s["baselines"].items()}}
+        for key, label in names.items():
+            md.append(f"| {label} | {params[key]:,} | " + ", ".join(f"{r[key]:.4f}" for r in s["runs"])
+                      + f" | {s['test_acc_mean'][key]:.4f} |")
+        md.append("")
+    md += ["Total time: " + f"{results['seconds'] / 60:.1f} min.", ""]
+    return "\n".join(md)
+
+
+# ----------------------------------------------------------------------------- main
+
+
+def load(cfg):
+    (x, y), (xt, yt) = load_fashion_mnist(download=False)
+    rng = np.random.default_rng(cfg["seed"])
+    if cfg["train_samples"] is not None:
+        idx = np.sort(rng.choice(len(x), cfg["train_samples"], replace=False))
+        x, y = x[idx], y[idx]
+    if cfg["test_samples"] is not None:
+        idx = np.sort(rng.choice(len(xt), cfg["test_samples"], replace=False))
+        xt, yt = xt[idx], yt[idx]
+    return (x, y), (xt, yt)
+
+
+PARTS = {"pruning": part_pruning, "planting": part_planting, "structure": part_structure}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="a few hundred images, 1 epoch (smoke run)")
+    parser.add_argument("--profile", choices=sorted(PROFILES), help="named overrides of the full settings")
+    parser.add_argument("--parts", nargs="+", choices=sorted(PARTS), default=list(PARTS),
+                        help="run only these parts (the results file is named after them)")
+    args = parser.parse_args(argv)
+    cfg = {**FULL, **PROFILES.get(args.profile, {}), **(QUICK if args.quick else {})}
+    start = time.perf_counter()
+    data = load(cfg)
+    results = {"settings": cfg, "train_images": len(data[0][0]), "test_images": len(data[1][0])}
+    for part in args.parts:
+        results[part] = PARTS[part](data, cfg)
+    results["seconds"] = time.perf_counter() - start
+    md = markdown(results, cfg)
+    if args.quick:
+        title, rest = md.split("\n", 1)
+        md = (title + "\n\n**Smoke run (`--quick`)**: a few hundred images and one epoch, to check that the "
+              "script runs; its accuracies and verdicts say nothing about the methods.\n" + rest)
+    name = "pruning_planting_fashion" + ("" if args.parts == list(PARTS) else "_" + "_".join(args.parts))
+    name += f"_{args.profile}" if args.profile else ""
+    name += "_quick" if args.quick else ""
+    paths = write_results(name, results, md)
+    print(md)
+    print("written:", *paths)
+    return results
+
+
+if __name__ == "__main__":
+    main()
