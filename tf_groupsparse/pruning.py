@@ -307,6 +307,10 @@ def prune_filters(
              if node.owned is not None and len(node.owned)}
     removed_count = {n: 0 for n in owned}
     limit = {n: len(labels) - 1 for n, labels in owned.items()}
+    members = {}  # group id -> {layer: how many of its channels the group holds}
+    for n, labels in owned.items():
+        for gid, count in zip(*np.unique(labels, return_counts=True)):
+            members.setdefault(int(gid), {})[n] = int(count)
     for n in names:
         if max_fraction is not None:
             limit[n] = min(limit[n], int(math.floor(max_fraction * widths[n])))
@@ -314,8 +318,7 @@ def prune_filters(
     progbar = keras.utils.Progbar(len(queue), verbose=verbose, unit_name="candidate")
     for step, (_, name, channel, _score) in enumerate(queue, 1):
         group = graph.group(name, channel)
-        hits = {n: int(np.count_nonzero(labels == group.id)) for n, labels in owned.items()}
-        hits = {n: c for n, c in hits.items() if c}
+        hits = members.get(int(group.id), {})
         if group.frozen or group.id in removed_groups or any(removed_count[n] + c > limit[n] for n, c in hits.items()):
             progbar.update(step)
             continue
