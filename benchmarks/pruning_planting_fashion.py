@@ -163,33 +163,6 @@ def hgsr_layers(model, which="3x3"):
     return names
 
 
-def consumer_norm_scores(model):
-    """A `candidates` callable for ``prune_filters``: the score of filter o of layer L is the L2
-    norm of every consumer's input slice of o's channel group, the norm that feature-wise HGSR
-    drives to zero (with BatchNormalization after a conv the filter's own norm says nothing)."""
-    from tf_groupsparse.graph import build_graph
-
-    graph = build_graph(model)
-    scores = {}
-    for node in graph.nodes:
-        if node.owned is None or not hasattr(node.layer, "kernel"):
-            continue
-        values = []
-        for channel in range(len(node.out_ids)):
-            total = 0.0
-            for s in graph.group(node.name, channel).slices:
-                if s.role == "consume":
-                    w = keras.ops.convert_to_numpy(s.layer.weights[s.weight_index])
-                    total += float(np.sum(np.take(w, list(s.indices), axis=s.axis) ** 2))
-            values.append(np.sqrt(total))
-        scores[node.name] = np.asarray(values)
-
-    def consumer_norm(layer):
-        return scores[layer.name]
-
-    return consumer_norm
-
-
 def compile_model(model, learning_rate):
     model.compile(keras.optimizers.Adam(learning_rate), LOSS, metrics=["accuracy"])
     return model
@@ -274,12 +247,11 @@ def part_pruning(data, cfg):
                    "train_s": seconds, "penalized_layers": names}
     log("  HGSR test accuracy", f"{out['hgsr']['test_acc']:.4f}", f"({seconds:.0f} s)")
 
-    candidates = consumer_norm_scores(hgsr) if cfg["candidates"] == "consumer_norm" else cfg["candidates"]
     rows = []
     for tolerance in cfg["tolerances"]:
         start = time.perf_counter()
         pruned, report = prune_filters(hgsr, (x, y), loss=LOSS, samples=cfg["prune_samples"], tolerance=tolerance,
-                                       candidates=candidates, random_state=cfg["seed"], verbose=0)
+                                       candidates=cfg["candidates"], random_state=cfg["seed"], verbose=0)
         search_s = time.perf_counter() - start
         # fine-tune a copy (what prune_filters' fine_tune option does, done here so that the
         # accuracy right after removal is measured too without a second search)

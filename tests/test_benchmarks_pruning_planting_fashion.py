@@ -40,25 +40,6 @@ def test_select_tolerance_looks_at_parameters_only():
     assert bench.select_tolerance(rows, 0.8) == 0  # none reaches 80%: the largest tolerance
 
 
-def test_consumer_norm_scores_sum_every_reader_of_a_channel():
-    inputs = keras.Input((5, 5, 2))
-    stem = keras.layers.Conv2D(3, 3, padding="same", name="stem")(inputs)
-    h = keras.layers.BatchNormalization(name="bn")(keras.layers.Conv2D(3, 3, padding="same", name="conv1")(stem))
-    h = keras.layers.Add(name="add")([stem, keras.layers.Conv2D(3, 1, name="conv2")(h)])
-    out = keras.layers.Dense(4, name="out")(keras.layers.GlobalAveragePooling2D(name="gap")(h))
-    model = keras.Model(inputs, out)
-    score = bench.consumer_norm_scores(model)
-    k1 = model.get_layer("conv1").kernel.numpy()
-    k2 = model.get_layer("conv2").kernel.numpy()
-    kd = model.get_layer("out").kernel.numpy()
-    # conv1's channel o is read by conv2 only; stem's channel i (coupled with conv2's by the Add)
-    # is read by conv1 and by the Dense head
-    np.testing.assert_allclose(score(model.get_layer("conv1")), np.sqrt(np.sum(k2[0, 0] ** 2, axis=1)), rtol=1e-5)
-    expected = np.sqrt(np.sum(k1 ** 2, axis=(0, 1, 3)) + np.sum(kd ** 2, axis=1))
-    np.testing.assert_allclose(score(model.get_layer("stem")), expected, rtol=1e-5)
-    np.testing.assert_allclose(score(model.get_layer("conv2")), expected, rtol=1e-5)
-
-
 def _results(met):
     cfg = dict(bench.FULL)
     drop = 0.2 if met else 1.5

@@ -169,7 +169,7 @@ def test_callable_candidates_and_fine_tune(dense_model):
         ({"tolerance": -1}, ValueError, "prune_filters: Expected `tolerance` >= 0. Received: tolerance=-1.0"),
         ({"samples": 0}, ValueError, "prune_filters: Expected `samples` >= 1. Received: samples=0"),
         ({"candidates": "random"}, ValueError,
-         "prune_filters: Expected `candidates` to be one of 'norm', 'l1'. Received: candidates='random'"),
+         "prune_filters: Expected `candidates` to be one of 'norm', 'l1', 'consumer_norm'. Received: candidates='random'"),
         ({"layers": ["out"]}, ValueError,
          "prune_filters: Expected `layers` to name layers with removable filters: ['h']. Received: layers=['out']"),
         ({"max_fraction": 0}, ValueError, "prune_filters: Expected `max_fraction` > 0 and <= 1. Received: max_fraction=0.0"),
@@ -234,3 +234,48 @@ def test_coupled_channels_count_for_every_layer_that_creates_them():
     _, capped = prune_filters(model, (x, y), tolerance=1e9, max_fraction=0.5, verbose=0)
     widths = {r["layer"]: r["filters_after"] for r in capped.rows}
     assert widths == {"stem": 2, "conv1": 2, "conv2": 2}
+
+
+def test_consumer_norm_scores_sum_every_reader_of_a_channel():
+    from tf_groupsparse.graph import build_graph
+    from tf_groupsparse.pruning import _consumer_norm_scores
+
+    inputs = keras.Input((5, 5, 2))
+    stem = keras.layers.Conv2D(3, 3, padding="same", name="stem")(inputs)
+    h = keras.layers.BatchNormalization(name="bn")(keras.layers.Conv2D(3, 3, padding="same", name="conv1")(stem))
+    h = keras.layers.Add(name="add")([stem, keras.layers.Conv2D(3, 1, name="conv2")(h)])
+    out = keras.layers.Dense(4, name="out")(keras.layers.GlobalAveragePooling2D(name="gap")(h))
+    model = keras.Model(inputs, out)
+    score = _consumer_norm_scores(build_graph(model))
+    k1 = model.get_layer("conv1").kernel.numpy()
+    k2 = model.get_layer("conv2").kernel.numpy()
+    kd = model.get_layer("out").kernel.numpy()
+    # conv1's channel o is read by conv2 only; stem's channel i (coupled with conv2's by the Add)
+    # is read by conv1 and by the Dense head
+    np.testing.assert_allclose(score(model.get_layer("conv1")), np.sqrt(np.sum(k2[0, 0] ** 2, axis=1)), rtol=1e-5)
+    expected = np.sqrt(np.sum(k1 ** 2, axis=(0, 1, 3)) + np.sum(kd ** 2, axis=1))
+    np.testing.assert_allclose(score(model.get_layer("stem")), expected, rtol=1e-5)
+    np.testing.assert_allclose(score(model.get_layer("conv2")), expected, rtol=1e-5)
+
+
+
+def test_consumer_norm_candidates_remove_the_channel_nobody_reads():
+    keras.utils.set_random_seed(0)
+    model = _residual_model()
+    # conv1's channel 2 has a large filter but conv2 reads it with zero weights: by consumer
+    # norm it is the weakest channel (by its own filter norm it is the strongest)
+    k1 = model.get_layer("conv1").kernel.numpy()
+    k1[..., 2] *= 100.0
+    model.get_layer("conv1").kernel.assign(k1)
+    k2 = model.get_layer("conv2").kernel.numpy()
+    k2[:, :, 2, :] = 0.0
+    model.get_layer("conv2").kernel.assign(k2)
+    x = np.random.default_rng(0).normal(size=(32, 6, 6, 2)).astype("float32")
+    y = np.arange(32) % 3
+    pruned, report = prune_filters(model, (x, y), tolerance=0.0, candidates="consumer_norm", layers=["conv1"],
+                                   max_fraction=0.34, verbose=0)
+    assert report.rows[0]["filters_after"] == 2 and report.meta["candidates"] == "consumer_norm"
+    np.testing.assert_allclose(pruned.get_layer("conv1").kernel.numpy(), k1[..., :2], rtol=1e-6)
+    np.testing.assert_allclose(pruned.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    with pytest.raises(ValueError, match="consumer_norm"):
+        prune_filters(model, (x, y), candidates="consumer", verbose=0)

@@ -81,8 +81,30 @@ def _l1_scores(layer):
     return np.sum(np.abs(kernel.reshape(-1, kernel.shape[-1])), axis=0)
 
 
+def _consumer_norm_scores(graph):
+    """Score of channel o of a layer: the L2 norm of every consumer's input slice of o's channel
+    group (the feature-wise group that HGSR and input-axis group lasso drive to zero). With
+    BatchNormalization after a conv, the filter's own norm says nothing about its importance."""
+
+    def consumer_norm(layer):
+        node = graph.node(layer.name)
+        values = []
+        for channel in range(len(node.out_ids)):
+            total = 0.0
+            for s in graph.group(node.name, channel).slices:
+                if s.role == "consume":
+                    w = keras.ops.convert_to_numpy(s.layer.weights[s.weight_index])
+                    total += float(np.sum(np.take(w, list(s.indices), axis=s.axis) ** 2))
+            values.append(math.sqrt(total))
+        return np.asarray(values)
+
+    return consumer_norm
+
+
 #: Built-in candidate orders: a score per output channel, lowest tried first.
 CANDIDATE_SCORES = {"norm": _l2_scores, "l1": _l1_scores}
+#: Built-in orders that read the channel dependency graph (consumers of each channel).
+GRAPH_CANDIDATE_SCORES = {"consumer_norm": _consumer_norm_scores}
 
 
 def _ends_in_softmax(model):
@@ -211,8 +233,11 @@ def prune_filters(
             the model ends in softmax).
         samples: number of samples drawn for the loss (default 512).
         tolerance: largest allowed increase of the mean loss, in loss units (default 0.01).
-        candidates: "norm" (L2 norm of ``W[..., :, o]``, default), "l1", or a callable
-            ``layer -> one score per output channel`` (lowest tried first).
+        candidates: "norm" (L2 norm of ``W[..., :, o]``, default), "l1", "consumer_norm"
+            (L2 norm of the input slices of channel o in every layer that reads it, through
+            residual adds and concatenations: the group that feature-wise HGSR or input-axis
+            group lasso drives to zero; use it when BatchNormalization follows the convs), or a
+            callable ``layer -> one score per output channel`` (lowest tried first).
         layers: names of the layers whose filters may be removed; default None: every
             Dense/Conv-like layer with removable channels (model outputs are never removed).
         max_fraction: largest fraction of a layer's filters to remove, in (0, 1] (default
@@ -254,7 +279,8 @@ def prune_filters(
     if callable(candidates):
         score_fn = candidates
     else:
-        score_fn = CANDIDATE_SCORES[check_choice("candidates", candidates, tuple(CANDIDATE_SCORES), _OWNER)]
+        choices = tuple(CANDIDATE_SCORES) + tuple(GRAPH_CANDIDATE_SCORES)
+        score_fn = CANDIDATE_SCORES.get(check_choice("candidates", candidates, choices, _OWNER))
     fine_tune = _check_fine_tune(fine_tune)
     if fine_tune is not None and getattr(model, "optimizer", None) is None:
         raise ValueError(
@@ -268,6 +294,8 @@ def prune_filters(
     work = keras.models.clone_model(model)
     work.set_weights(model.get_weights())
     graph = build_graph(work)
+    if score_fn is None:
+        score_fn = GRAPH_CANDIDATE_SCORES[candidates](graph)
     allowed = _default_layers(graph)
     if layers is None:
         names = allowed
