@@ -22,7 +22,7 @@ Three parts, each against the target of the matching paper (see ../shared/METHOD
    ``build_model(structure, 10)`` trained with labels, against an MLP of the same depth and
    (as close as possible) the same parameter count, same epochs, optimizer and seeds.
 
-    python -m benchmarks.pruning_planting_fashion            # full run (~40 min on 2 cores)
+    python -m benchmarks.pruning_planting_fashion            # full run (86 min measured on 2 cores)
     python -m benchmarks.pruning_planting_fashion --quick    # smoke run on a few hundred images
 """
 
@@ -188,9 +188,7 @@ def distill(model, teacher, x, y, cfg):
     fresh: fitting a recompiled model that had been compiled with an accuracy metric still
     evaluated that metric on the packed (label + teacher logits) targets and failed."""
     epochs = cfg["plant_kd_epochs"]
-    model_ = keras.models.clone_model(model)
-    model_.set_weights(model.get_weights())
-    model = model_
+    model = plain_copy(model)
     teacher_logits = teacher.predict(x, batch_size=1024, verbose=0)
     packed = np.concatenate([y.reshape(-1, 1).astype("float32"), teacher_logits], axis=1)
 
@@ -255,8 +253,7 @@ def part_pruning(data, cfg):
         search_s = time.perf_counter() - start
         # fine-tune a copy (what prune_filters' fine_tune option does, done here so that the
         # accuracy right after removal is measured too without a second search)
-        tuned = keras.models.clone_model(pruned)
-        tuned.set_weights(pruned.get_weights())
+        tuned = plain_copy(pruned)
         tune_s = train(tuned, x, y, cfg["fine_tune_epochs"], cfg, learning_rate=cfg["fine_tune_learning_rate"])
         t = report.totals
         row = {
@@ -397,15 +394,11 @@ def part_structure(data, cfg):
     for seed in cfg["structure_seeds"]:
         run = {"seed": seed}
         for key, widths in models_.items():
-            keras.utils.set_random_seed(seed)
             if widths is None:
+                keras.utils.set_random_seed(seed)
                 model = build_model(structure, 10)
             else:
-                inp = keras.Input((xf.shape[1],), name="input")
-                h = inp
-                for i, w in enumerate(widths, 1):
-                    h = keras.layers.Dense(w, activation="relu", name=f"fc{i}")(h)
-                model = keras.Model(inp, keras.layers.Dense(10, name="logits")(h), name=key)
+                model = mlp(widths, input_shape=(xf.shape[1],), seed=seed)
             train(model, xf, y, cfg["structure_train_epochs"], cfg, seed=seed)
             run[key] = accuracy(model, (xtf, yt))
         runs.append(run)

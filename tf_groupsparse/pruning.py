@@ -86,6 +86,8 @@ def _consumer_norm_scores(graph):
     group (the feature-wise group that HGSR and input-axis group lasso drive to zero). With
     BatchNormalization after a conv, the filter's own norm says nothing about its importance."""
 
+    weights = {}  # (layer name, weight index) -> NumPy array, read once
+
     def consumer_norm(layer):
         node = graph.node(layer.name)
         values = []
@@ -93,8 +95,10 @@ def _consumer_norm_scores(graph):
             total = 0.0
             for s in graph.group(node.name, channel).slices:
                 if s.role == "consume":
-                    w = keras.ops.convert_to_numpy(s.layer.weights[s.weight_index])
-                    total += float(np.sum(np.take(w, list(s.indices), axis=s.axis) ** 2))
+                    key = (s.layer.name, s.weight_index)
+                    if key not in weights:
+                        weights[key] = keras.ops.convert_to_numpy(s.layer.weights[s.weight_index])
+                    total += float(np.sum(np.take(weights[key], list(s.indices), axis=s.axis) ** 2))
             values.append(math.sqrt(total))
         return np.asarray(values)
 
