@@ -127,6 +127,9 @@ PROFILES = {
     # whole planted network distilled from the teacher (every parameter trainable): what a user
     # does after planting; the scratch architecture gets the same distillation epochs
     "kd": {"student_widths": [128, 64], "plant_steps": 3, "epochs_per_step": 2, "plant_kd_epochs": 5},
+    # (chosen after the two above) the same, planted until the 15% budget stops it and distilled
+    # twice as long: does the rest of the budget close the gap?
+    "kd_budget": {"student_widths": [128, 64], "plant_steps": 8, "epochs_per_step": 2, "plant_kd_epochs": 10},
 }
 
 

@@ -40,7 +40,11 @@ SUMMARY = ("data", "model", "method", "setting", "accuracy", "accuracy_int8", "a
            "tflite_int8_bytes", "tflite_int8_gzip_bytes", "latency_float_s", "latency_int8_s",
            "speedup_float", "speedup_int8", "bytes_float_x", "bytes_int8_x", "train_s", "retimed",
            "target_sparsity", "int8_error", "train_samples", "epochs", "finetune_epochs", "batch_size",
-           "learning_rate", "seed", "batch_norm")
+           "optimizer", "learning_rate", "sgd_learning_rate", "seed", "batch_norm")
+
+
+#: Context arguments a mode sets and a model's ``settings`` may override
+TRAINING_KEYS = ("epochs", "finetune_epochs", "batch_size", "learning_rate", "sgd_learning_rate")
 
 
 def paths(mode):
@@ -61,14 +65,20 @@ def context_factory(mode, args, cache):
 
     def make(job):
         if job.data not in loaded:
-            loaded[job.data] = data_mod.load(job.data, args.train_samples)
+            loaded[job.data] = data_mod.load(job.data)
         spec = {"arch": "mlp" if job.model == "mlp" else job.model, "input_shape": INPUT_SHAPES[job.data],
                 "classes": 10, "widths": list(job.widths), "batch_norm": job.batch_norm}
-        return Context(job.data, job.model, spec, loaded[job.data],
-                       epochs=args.epochs or cfg["epochs"],
-                       finetune_epochs=cfg["finetune_epochs"] if args.finetune_epochs is None else args.finetune_epochs,
-                       batch_size=cfg["batch_size"], learning_rate=cfg["learning_rate"], seed=args.seed, cache=cache,
-                       latency_runs=cfg["latency_runs"], settings=dict(cfg["settings"]))
+        x, y, xt, yt = loaded[job.data]
+        n = job.train_samples if args.train_samples is None else args.train_samples
+        # a model's settings may override the mode's training budget and learning rates
+        settings = {**cfg["settings"], **dict(job.settings)}
+        budget = {k: settings.pop(k, cfg[k]) for k in TRAINING_KEYS}
+        if args.epochs:
+            budget["epochs"] = args.epochs
+        if args.finetune_epochs is not None:
+            budget["finetune_epochs"] = args.finetune_epochs
+        return Context(job.data, job.model, spec, (x[:n], y[:n], xt, yt), **budget, seed=args.seed, cache=cache,
+                       latency_runs=cfg["latency_runs"], settings=settings)
 
     return make
 

@@ -5,7 +5,8 @@ process with Keras 3 models, so the benchmark suite runs this script with ``subp
 a model spec (the architectures of :mod:`benchmarks.suite.models`, built here in tf_keras), an
 ``.npz`` with ``x_train, y_train, x_test, y_test``, epochs and a seed, it
 
-1. trains the dense model for ``--epochs`` epochs (Adam, sparse cross-entropy from logits);
+1. trains the dense model for ``--epochs`` epochs (Adam, sparse cross-entropy from logits; like
+   the suite, every fit gets a fresh Adam whose learning rate decays along a cosine to 0);
 2. for every target sparsity s (default 0.5, 0.8, 0.9) wraps a copy of the trained model in
    ``tfmot.sparsity.keras.prune_low_magnitude`` with a ``PolynomialDecay`` schedule from 0 to s
    over the ``--prune-epochs`` fine-tuning epochs (or ``ConstantSparsity(s)`` with
@@ -148,17 +149,20 @@ def run(spec, data, *, epochs, prune_epochs, seed, sparsities, schedule, batch_s
     x_train, y_train, x_test, y_test = data
     Path(tflite_dir).mkdir(parents=True, exist_ok=True)
 
-    def compile_(m):
-        m.compile(tf_keras.optimizers.Adam(learning_rate),
+    steps_per_epoch = int(np.ceil(len(x_train) / batch_size))
+
+    def compile_(m, n_epochs):
+        lr = tf_keras.optimizers.schedules.CosineDecay(learning_rate, max(1, n_epochs * steps_per_epoch))
+        m.compile(tf_keras.optimizers.Adam(lr),
                   tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
 
     dense = build(tf_keras, spec, seed)
-    compile_(dense)
+    compile_(dense, epochs)
     start = time.perf_counter()
     dense.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=0)
     dense_s = time.perf_counter() - start
     rows = [measure("dense", dense, data, tflite_dir, runs, dense_s, 0.0)]
-    steps = int(np.ceil(len(x_train) / batch_size)) * prune_epochs
+    steps = steps_per_epoch * prune_epochs
     for s in sparsities:
         tf_keras.utils.set_random_seed(seed)
         if schedule == "constant":
@@ -169,13 +173,13 @@ def run(spec, data, *, epochs, prune_epochs, seed, sparsities, schedule, batch_s
         base = tf_keras.models.clone_model(dense)
         base.set_weights(dense.get_weights())
         pruned = tfmot.sparsity.keras.prune_low_magnitude(base, pruning_schedule=sched)
-        compile_(pruned)
+        compile_(pruned, prune_epochs)
         start = time.perf_counter()
         pruned.fit(x_train, y_train, epochs=prune_epochs, batch_size=batch_size, verbose=0,
                    callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
         seconds = dense_s + time.perf_counter() - start
         final = tfmot.sparsity.keras.strip_pruning(pruned)
-        compile_(final)
+        compile_(final, prune_epochs)
         rows.append(measure(f"tfmot_{round(100 * s)}", final, data, tflite_dir, runs, seconds, s))
     return rows
 

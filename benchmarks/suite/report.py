@@ -35,11 +35,21 @@ def _groups(rows):
     return [(k, [r for r in rows if (r["data"], r["model"]) == k]) for k in keys]
 
 
+def budget_lines(group):
+    """The training budget of a (data, model) group, one line per distinct budget."""
+    keys = ("train_samples", "epochs", "finetune_epochs", "batch_size", "optimizer", "learning_rate",
+            "sgd_learning_rate")
+    budgets = list(dict.fromkeys(tuple((k, r.get(k)) for k in keys if r.get(k) is not None) for r in group))
+    lines = ["Training: " + ", ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in b)
+             for b in budgets if b]
+    return lines + [""] if lines else []
+
+
 def table(rows):
     """One markdown table per (data, model)."""
     out = []
     for (data, model), group in _groups(rows):
-        out += [f"### {data} / {model}", "", "| " + " | ".join(h for h, _ in COLUMNS) + " |",
+        out += [f"### {data} / {model}", "", *budget_lines(group), "| " + " | ".join(h for h, _ in COLUMNS) + " |",
                 "|" + "|".join("---" for _ in COLUMNS) + "|"]
         out += ["| " + " | ".join(fn(r) for _, fn in COLUMNS) + " |" for r in group]
         out.append("")
