@@ -42,7 +42,7 @@ ALL_METHODS = tuple(dict.fromkeys(PRIORITY + ("group_lasso_weak", "group_lasso_w
 #: the CNN rows of the full mode (each VGG/ResNet job costs 4-25 min on 2 cores)
 CNN_METHODS = ("dense", "group_lasso", "group_lasso_weak", "group_lasso_weaker", "tfmot", "filter_pruning", "cges",
                "em_blockdiag", "hgsr_squared_group_l12")
-RESNET_METHODS = ("dense", "group_lasso", "tfmot", "filter_pruning")
+RESNET_METHODS = ("dense", "tfmot", "filter_pruning")
 
 #: Settings of the CNNs without BatchNormalization: their proximal phases use Adam, because
 #: SGD(0.05, momentum 0.9) left the Fashion VGG at 10% accuracy (and SGD(0.02) removed nothing at
