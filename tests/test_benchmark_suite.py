@@ -173,6 +173,11 @@ def test_vs_tfmot_per_level():
     assert v["levels"][0]["met"] is True
     assert v["levels"][1]["met"] is False  # gzip 800 B is not smaller than tfmot_90's 700 B
     assert v["met"] is False
+    # a slower row that is small enough after gzip wins the level the fastest row loses
+    small = _row("cges", accuracy=0.884, lat=5e-5, fbytes=600, gz=500)
+    v = verdicts.vs_tfmot(add_ratios([base, p50, p90, mine, small]))
+    assert v["levels"][1]["met"] is True and v["levels"][1]["ours"]["method"] == "cges"
+    assert v["levels"][0]["ours"]["method"] == "group_lasso" and v["met"] is True
     too_weak = _row("group_lasso", accuracy=0.89, lat=3e-5, fbytes=900, gz=600)  # 0.9 pt under tfmot_50
     v = verdicts.vs_tfmot(add_ratios([base, p50, too_weak]))
     assert v["levels"][0]["ours"] is None and v["met"] is False
