@@ -13,13 +13,14 @@ say ``prox_optimizer="adam"`` (the CNNs without BatchNormalization, see ``jobs.A
   ``l11_l12``, ``cges``): ``epochs`` epochs with the proximal constraint on every kernel but
   the first layer's (``regularize(..., proximal=True)`` + ``ProximalStep``) and SGD with momentum
   (proximal gradient descent), then ``shrink`` (exact: only groups that are exactly zero are
-  removed), then ``finetune_epochs`` plain Adam epochs of the smaller model. Not Adam for the
-  proximal phase: Adam moves every weight by about ``learning_rate`` per step whatever its
+  removed), then ``finetune_epochs`` plain Adam epochs of the smaller model. SGD by default for
+  the proximal phase: Adam moves every weight by about ``learning_rate`` per step whatever its
   gradient, while the prox shrinks a group by ``learning_rate * strength`` (times ``sqrt(|g|)``
   with ``scale_by_size``), so whether a group dies depends on ``strength`` against 1, not on how
-  much the loss needs it; an earlier run of this suite with Adam killed the VGG at every group
-  lasso strength that removed anything (10% accuracy) and the shrink_speed benchmark measured
-  the same (SGD reached the CNN target there, Adam did not).
+  much the loss needs it (an earlier run of this suite with constant-rate Adam left the VGG at
+  10% accuracy at group lasso strengths 0.2-0.4; in shrink_speed SGD reached the CNN target and
+  Adam did not). The BN-free CNNs are the exception: SGD at 0.05 diverged on them (see
+  ``jobs.ADAM_PROX``).
 - ``hgsr_<variant>`` (the six HGSR penalties, no closed-form prox): ``epochs`` epochs with the
   penalty in the loss (every kernel but the first layer's), then weights below 1e-3 are set to zero (the HGSR reference's zero rule),
   ``shrink``, ``finetune_epochs`` plain epochs.
