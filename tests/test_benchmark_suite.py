@@ -287,3 +287,40 @@ def test_vgg_without_batch_norm_uses_biases():
     assert model.count_params() == (9 * 4 + 4) + (9 * 16 + 4) + (9 * 32 + 8) + (9 * 64 + 8) + 8 * 10 + 10
     jobs = {j.key: j for j in jobs_mod.job_table("full")}
     assert jobs["fashion/vgg/dense"].batch_norm is False and jobs["fashion/resnet/dense"].batch_norm is True
+
+
+def test_model_settings_override_the_training_budget(monkeypatch):
+    """A model's settings set its budget (learning rate, epochs) and subset; the rest stay settings."""
+    from types import SimpleNamespace
+
+    from benchmarks import run_all
+    from benchmarks.suite import data as data_mod
+
+    fake = (np.zeros((30000, 4), "float32"), np.zeros(30000, "int64"), np.zeros((5, 4), "float32"), np.zeros(5, "int64"))
+    monkeypatch.setattr(data_mod, "load", lambda name, train_samples=None: fake)
+    args = SimpleNamespace(train_samples=None, epochs=None, finetune_epochs=None, seed=0)
+    make = run_all.context_factory("full", args, Path("unused"))
+    jobs = {j.key: j for j in jobs_mod.job_table("full")}
+    vgg = make(jobs["fashion/vgg/group_lasso"])
+    assert (vgg.learning_rate, vgg.epochs, len(vgg.data[0]), len(vgg.data[2])) == (3e-3, 6, 20000, 5)
+    assert vgg.settings["prox_optimizer"] == "adam" and "learning_rate" not in vgg.settings
+    assert vgg.settings["em_groups"] == 4  # the mode's settings are kept
+    mlp = make(jobs["fashion/mlp/group_lasso"])
+    assert (mlp.learning_rate, len(mlp.data[0]), mlp.settings.get("prox_optimizer", "sgd")) == (1e-3, 30000, "sgd")
+    cnn1d = make(jobs["mnist1d/cnn1d/dense"])
+    assert (cnn1d.epochs, cnn1d.finetune_epochs) == (30, 10)
+    args.epochs = 2  # the command line wins over the model's budget
+    assert make(jobs["mnist1d/cnn1d/dense"]).epochs == 2
+
+
+def test_context_optimizers_decay_to_zero_over_the_phase():
+    x, y = np.zeros((100, 4), "float32"), np.zeros(100, "int64")
+    ctx = Context("digits", "mlp", {}, (x, y, x, y), epochs=1, finetune_epochs=0, batch_size=10,
+                  learning_rate=1e-3, sgd_learning_rate=0.05)
+    sgd = ctx.optimizer(2, "sgd")
+    assert isinstance(sgd, keras.optimizers.SGD) and sgd.momentum == 0.9
+    schedule = sgd._learning_rate
+    assert float(schedule(0)) == pytest.approx(0.05) and float(schedule(20)) == pytest.approx(0.0, abs=1e-9)
+    adam = ctx.optimizer(3)
+    assert isinstance(adam, keras.optimizers.Adam)
+    assert float(adam._learning_rate(0)) == pytest.approx(1e-3) and float(adam._learning_rate(30)) == pytest.approx(0.0, abs=1e-9)

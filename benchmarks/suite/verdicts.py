@@ -69,6 +69,7 @@ def vs_tfmot(rows, data="fashion", model="mlp", tolerance_pt=EQUAL_ACCURACY_PT):
     ours = _ours(rows, data, model)
     if not peers or not ours:
         return {"target": target, "met": None, "best": None, "levels": []}
+
     def beats(row, peer):
         return (row["latency_float_s"] < peer["latency_float_s"] and row["tflite_float_bytes"] < peer["tflite_float_bytes"]
                 and row["tflite_float_gzip_bytes"] < peer["tflite_float_gzip_bytes"])
