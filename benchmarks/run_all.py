@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
@@ -112,6 +113,11 @@ def summarize(mode, jobs_dir, rounds, runs):
     md += ["## Results", "", report.table(rows)]
     md += ["## Method settings", ""]
     md += sorted({f"- {r['method']}: {r.get('setting', '')}" for r in rows})
+    md += ["", "## Job commands", "", "Each job ran in one of these commands (the table below was made by the "
+           "command at the end of this file):", ""]
+    for cmd, keys in jobs_mod.commands(jobs_dir).items():
+        md.append(f"- `{cmd}`: {', '.join(keys)}" if cmd else
+                  f"- command not recorded (jobs run before commands were saved with each job): {', '.join(keys)}")
     if errors:
         md += ["", "## Failed jobs (retried on the next run)", ""] + [f"- {k}: {v}" for k, v in errors.items()]
     pngs = [report.plot(rows, jobs_dir.parent / f"{name}_{axis}.png", axis) for axis in ("params", "latency")]
@@ -147,10 +153,11 @@ def main(argv=None):
             print(("pending " if job in todo else "done    ") + job.key)
         return None
     make = context_factory(mode, args, cache)
+    line = "python -m benchmarks.run_all " + shlex.join(sys.argv[1:] if argv is None else argv)
     for i, job in enumerate([] if args.summary_only else todo, 1):
         start = time.perf_counter()
         logger.info("[%d/%d] %s ...", i, len(todo), job.key)
-        rows = jobs_mod.run_job(job, make, jobs_dir)
+        rows = jobs_mod.run_job(job, make, jobs_dir, command=line)
         logger.info("[%d/%d] %s %s in %.0f s", i, len(todo), job.key, "done" if rows else "FAILED",
                     time.perf_counter() - start)
         import keras

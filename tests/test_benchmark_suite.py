@@ -29,6 +29,7 @@ def test_quick_job_table_order_and_content():
         "digits/mlp/tfmot", "digits/vgg/tfmot", "digits/mlp/filter_pruning", "digits/vgg/filter_pruning",
         "digits/mlp/cges", "digits/vgg/cges", "digits/mlp/em_blockdiag", "digits/vgg/em_blockdiag",
         "digits/mlp/hgsr_squared_group_l12", "digits/vgg/hgsr_squared_group_l12",
+        "digits/mlp/scratch_target", "digits/vgg/scratch_target",
     ]
 
 
@@ -41,8 +42,8 @@ def test_full_job_table_covers_every_method_and_skips_inapplicable():
     # the EM rewrite needs a linear chain, planting a Dense/Conv2D chain: no ResNet, no 1-D planting
     assert "fashion/resnet/em_blockdiag" not in keys and "fashion/resnet/planting" not in keys
     assert "mnist1d/cnn1d/planting" not in keys and "mnist1d/cnn1d/em_blockdiag" in keys
-    # Fashion: the MLP runs all 20 methods, the CNNs their subsets; 2 MNIST-1D models x 20 - 1 exclusion
-    assert len(table) == 20 + len(jobs_mod.CNN_METHODS) + len(jobs_mod.RESNET_METHODS) + 2 * 20 - 1
+    # Fashion: the MLP runs all 23 methods, the CNNs their subsets; 2 MNIST-1D models x 23 - 1 exclusion
+    assert len(table) == 23 + len(jobs_mod.CNN_METHODS) + len(jobs_mod.RESNET_METHODS) + 2 * 23 - 1
     assert {j.method for j in table if j.model == "vgg"} == set(jobs_mod.CNN_METHODS)
     # the CNN rows train on a documented subset, the MLP on all of Fashion-MNIST
     assert {j.train_samples for j in table if j.model in ("vgg", "resnet")} == {20000}
@@ -147,9 +148,13 @@ def test_mlp_verdict_needs_both_size_and_accuracy():
     v = verdicts.mlp_params(rows)
     assert v["met"] is False and v["best"]["method"] == "cges"
     assert verdicts.mlp_params([base])["met"] is None
-    # the peer never counts as ours
-    rows = add_ratios([base, _row("tfmot_90", accuracy=0.9, params=1_000_000, nonzero=10)])
-    assert verdicts.mlp_params(rows)["met"] is None
+    # the peer never counts as ours, nor does the from-scratch reference, which is reported beside
+    rows = add_ratios([base, _row("tfmot_90", accuracy=0.9, params=1_000_000, nonzero=10),
+                       _row("scratch_target", accuracy=0.897, params=99_000)])
+    v = verdicts.mlp_params(rows)
+    assert v["met"] is None and v["reference"]["method"] == "scratch_target"
+    assert v["reference"]["accuracy_delta_pt"] == pytest.approx(-0.3)
+    assert "reference, the dense architecture at the target size" in report.verdict_lines({"x": v})[1]
 
 
 def test_cnn_verdict_needs_flops_and_latency():
@@ -161,6 +166,9 @@ def test_cnn_verdict_needs_flops_and_latency():
     assert v["met"] is False and v["best"]["speedup_float"] == pytest.approx(2.0)
     worse = _row("filter_pruning", model="vgg", accuracy=0.88, macs=2900, lat=3.9e-4)  # -2 pt
     assert verdicts.cnn_flops_latency(add_ratios([base, worse]), model="vgg")["best"] is None
+    scratch = _row("scratch_target", model="vgg", accuracy=0.90, macs=2900, lat=3.9e-4)
+    v = verdicts.cnn_flops_latency(add_ratios([base, worse, scratch]), model="vgg")
+    assert v["met"] is False and v["best"] is None and v["reference"]["macs_x"] == pytest.approx(9000 / 2900)
 
 
 def test_vs_tfmot_per_level():
@@ -278,6 +286,10 @@ def test_quick_dense_and_group_lasso_jobs_end_to_end(tmp_path, monkeypatch):
     assert run_all.main(["--quick", "--only", "digits/mlp/dense", "digits/mlp/group_lasso", "--no-summary"]) is None
     assert sorted(p.name for p in (tmp_path / "suite_quick_jobs").iterdir()) == [
         "digits__mlp__dense.json", "digits__mlp__group_lasso.json"]
+    # each job file records the command that ran it; the summary lists them
+    line = "python -m benchmarks.run_all --quick --only digits/mlp/dense digits/mlp/group_lasso --retime-rounds 1"
+    assert jobs_mod.commands(tmp_path / "suite_quick_jobs") == {line: ["digits/mlp/dense", "digits/mlp/group_lasso"]}
+    assert f"- `{line}`: digits/mlp/dense, digits/mlp/group_lasso" in (tmp_path / "suite_quick.md").read_text()
 
 
 def test_vgg_without_batch_norm_uses_biases():
@@ -324,3 +336,23 @@ def test_context_optimizers_decay_to_zero_over_the_phase():
     adam = ctx.optimizer(3)
     assert isinstance(adam, keras.optimizers.Adam)
     assert float(adam._learning_rate(0)) == pytest.approx(1e-3) and float(adam._learning_rate(30)) == pytest.approx(0.0, abs=1e-9)
+
+
+@pytest.mark.parametrize("arch, widths, measure_of, factor", [
+    ("mlp", [1000, 500], "params", 10.0), ("vgg", [16, 32, 64], "macs", 3.0), ("resnet", [16, 32, 64], "macs", 3.0)])
+def test_scratch_target_widths_are_the_largest_scaling_within_the_target(arch, widths, measure_of, factor):
+    from benchmarks.suite.methods import target_widths
+    from tf_groupsparse.metrics import count_params, flops
+
+    spec = {"arch": arch, "input_shape": [28, 28, 1], "classes": 10, "widths": widths, "batch_norm": arch != "vgg"}
+    x = np.zeros((4, 28, 28, 1), "float32")
+    ctx = Context("fashion", arch, spec, (x, np.zeros(4, "int64"), x, np.zeros(4, "int64")), epochs=1, finetune_epochs=0)
+    small, got_measure, got_factor = target_widths(ctx)
+    assert (got_measure, got_factor) == (measure_of, factor)
+    size = {"params": count_params, "macs": flops}[measure_of]
+    dense = size(models.build(keras, spec))
+    assert size(models.build(keras, {**spec, "widths": small})) <= dense / factor
+    # one percent wider would break the target: the widths are the largest whole-percent scaling
+    pct = round(100 * small[0] / widths[0])
+    wider = [max(1, round(w * (pct + 1) / 100)) for w in widths]
+    assert wider == small or size(models.build(keras, {**spec, "widths": wider})) > dense / factor

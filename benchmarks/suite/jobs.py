@@ -35,14 +35,15 @@ logger = logging.getLogger(__name__)
 #: methods run first across every (data, model): the ones behind the headline targets
 PRIORITY = ("dense", "group_lasso", "tfmot", "filter_pruning", "cges", "sparse_group_lasso", "em_blockdiag",
             "hgsr_squared_group_l12")
-ALL_METHODS = tuple(dict.fromkeys(PRIORITY + ("group_lasso_weak", "group_lasso_weaker", "group_lasso_weakest", "l1",
+ALL_METHODS = tuple(dict.fromkeys(PRIORITY + ("group_lasso_weak", "group_lasso_weaker", "group_lasso_weakest",
+                                              "group_lasso_mild", "filter_pruning_strong", "l1",
                                               "exclusive", "l11_l12")
-                                  + tuple(f"hgsr_{v}" for v in HGSR_VARIANTS) + ("planting",)))
+                                  + tuple(f"hgsr_{v}" for v in HGSR_VARIANTS) + ("planting", "scratch_target")))
 
 #: the CNN rows of the full mode (each VGG/ResNet job costs 4-25 min on 2 cores)
 CNN_METHODS = ("dense", "group_lasso", "group_lasso_weak", "group_lasso_weaker", "tfmot", "filter_pruning", "cges",
-               "em_blockdiag", "hgsr_squared_group_l12")
-RESNET_METHODS = ("dense", "tfmot", "filter_pruning")
+               "em_blockdiag", "hgsr_squared_group_l12", "scratch_target", "filter_pruning_strong")
+RESNET_METHODS = ("dense", "tfmot", "filter_pruning", "scratch_target", "filter_pruning_strong")
 
 #: Settings of the CNNs without BatchNormalization: their proximal phases use Adam, because
 #: SGD(0.05, momentum 0.9) left the Fashion VGG at 10% accuracy (and SGD(0.02) removed nothing at
@@ -62,7 +63,7 @@ MODES = {
         "models": {"digits": {"mlp": {"widths": [64, 32]},
                               "vgg": {"widths": [8, 16], "batch_norm": False, "settings": ADAM_PROX}}},
         "methods": ("dense", "group_lasso", "cges", "hgsr_squared_group_l12", "filter_pruning",
-                    "em_blockdiag", "tfmot"),
+                    "em_blockdiag", "tfmot", "scratch_target"),
         "epochs": 3, "finetune_epochs": 1, "batch_size": 16, "learning_rate": 3e-3, "sgd_learning_rate": 0.05,
         "latency_runs": 30,
         "settings": {"em_groups": 2, "prune_tolerance": 0.05, "plant_steps": 1},
@@ -76,7 +77,8 @@ MODES = {
                                "resnet": {"widths": [16, 32, 64], "train_samples": 20000, "methods": RESNET_METHODS,
                                           # the HFP setting of benchmarks/pruning_planting_fashion.py (BN net)
                                           "settings": {**ADAM_PROX, "hgsr_strength": 5e-5,
-                                                       "prune_candidates": "consumer_norm", "prune_tolerance": 0.05}}},
+                                                       "prune_candidates": "consumer_norm", "prune_tolerance": 0.05,
+                                                       "prune_tolerance_strong": 0.2}}},
                    # MNIST-1D: 8,000 training sequences of 40 values; 9 epochs are 567 steps, too few
                    "mnist1d": {"cnn1d": {"widths": [32, 64, 64], "batch_norm": False,
                                          "settings": {**ADAM_PROX, **MNIST1D_BUDGET}},
@@ -84,7 +86,7 @@ MODES = {
         "methods": ALL_METHODS,
         "epochs": 6, "finetune_epochs": 3, "batch_size": 128, "learning_rate": 1e-3, "sgd_learning_rate": 0.05,
         "latency_runs": 100,
-        "settings": {"em_groups": 4, "prune_tolerance": 0.02, "plant_steps": 3},
+        "settings": {"em_groups": 4, "prune_tolerance": 0.02, "prune_tolerance_strong": 0.1, "plant_steps": 3},
     },
 }
 
@@ -139,8 +141,9 @@ def pending(jobs, jobs_dir, force=False):
     return list(jobs) if force else [j for j in jobs if not j.file(jobs_dir).is_file()]
 
 
-def run_job(job, make_context, jobs_dir):
-    """Run one job; write its rows (or its error) to disk. Returns the rows (None on error)."""
+def run_job(job, make_context, jobs_dir, command=None):
+    """Run one job; write its rows (or its error) to disk, with the `command` line that ran it.
+    Returns the rows (None on error)."""
     path = job.file(jobs_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
     err = path.with_suffix(".json.error")
@@ -151,13 +154,24 @@ def run_job(job, make_context, jobs_dir):
         err.write_text(traceback.format_exc(), encoding="utf-8")
         logger.exception("job %s failed", job.key)
         return None
-    payload = {"job": job.key, "seconds": round(time.perf_counter() - start, 2), "rows": rows}
+    payload = {"job": job.key, "seconds": round(time.perf_counter() - start, 2), "command": command,
+               "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}
     tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps(payload, indent=1, default=float), encoding="utf-8")
     tmp.replace(path)
     if err.exists():
         err.unlink()
     return rows
+
+
+def commands(jobs_dir):
+    """{command line: [job keys]} of the finished jobs under `jobs_dir`, in first-seen order; jobs
+    written before commands were recorded are under None."""
+    out = {}
+    for path in sorted(Path(jobs_dir).glob("*.json")):
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        out.setdefault(payload.get("command"), []).append(payload["job"])
+    return out
 
 
 def collect(jobs_dir):

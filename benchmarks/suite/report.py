@@ -68,6 +68,11 @@ def verdict_lines(all_verdicts):
         detail = "" if not best else " — best: " + ", ".join(
             f"{k} {val:.3g}" if isinstance(val, float) else f"{k} {val}" for k, val in best.items())
         lines.append(f"- {v['target']}: {_verdict_text(v)}{detail}")
+        ref = v.get("reference")
+        if ref:
+            lines.append("  - reference, the dense architecture at the target size trained from scratch (scratch_target): "
+                         + ", ".join(f"{k} {val:.3g}" if isinstance(val, float) else f"{k} {val}"
+                                     for k, val in ref.items() if k != "method"))
         for level in v.get("levels", []):
             ours = level["ours"]
             mine = "no row of ours at equal accuracy" if ours is None else (

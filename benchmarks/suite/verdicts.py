@@ -15,18 +15,28 @@ the tfmot peer):
   or the fastest at equal accuracy when none does.
 
 Each verdict is a dict: ``met`` (True / False / None when the rows needed are missing), the
-``target`` text, and the ``best`` row's figures that decided it.
+``target`` text, and the ``best`` row's figures that decided it. The size targets also carry the
+``reference``: the ``scratch_target`` row (the dense architecture scaled down to the target's
+size and trained from scratch with the dense budget), which tells whether the target is within
+reach of plain training at that size; it is a reference, never a candidate for the verdict.
 """
 
 from __future__ import annotations
 
 PEER_PREFIX = "tfmot"
+REFERENCES = ("dense", "scratch_target")
 EQUAL_ACCURACY_PT = 0.5
 
 
 def _ours(rows, data, model):
-    return [r for r in rows if r["data"] == data and r["model"] == model and r["method"] != "dense"
+    return [r for r in rows if r["data"] == data and r["model"] == model and r["method"] not in REFERENCES
             and not r["method"].startswith(PEER_PREFIX) and "accuracy_delta_pt" in r]
+
+
+def _reference(rows, data, model, *keys):
+    ref = [r for r in rows if r["data"] == data and r["model"] == model and r["method"] == "scratch_target"
+           and "accuracy_delta_pt" in r]
+    return _summary(ref[0], *keys) if ref else None
 
 
 def _summary(row, *keys):
@@ -37,13 +47,14 @@ def mlp_params(rows, data="fashion", model="mlp", factor=10.0, max_loss_pt=0.5):
     """>= `factor` x fewer parameters at <= `max_loss_pt` accuracy loss."""
     target = f"{data} {model}: >= {factor:g}x fewer parameters at <= {max_loss_pt:g} point accuracy loss"
     ours = _ours(rows, data, model)
+    reference = _reference(rows, data, model, "params_x", "accuracy_delta_pt", "params")
     if not ours:
-        return {"target": target, "met": None, "best": None}
+        return {"target": target, "met": None, "best": None, "reference": reference}
     ok = [r for r in ours if r["accuracy_delta_pt"] >= -max_loss_pt]
     best = max(ok, key=lambda r: r["params_x"], default=None)
     closest = max(ours, key=lambda r: r["params_x"] if r["accuracy_delta_pt"] >= -max_loss_pt else -1)
     return {"target": target, "met": bool(best is not None and best["params_x"] >= factor),
-            "best": _summary(best or closest, "params_x", "accuracy_delta_pt", "params")}
+            "best": _summary(best or closest, "params_x", "accuracy_delta_pt", "params"), "reference": reference}
 
 
 def cnn_flops_latency(rows, data="fashion", model="vgg", macs_factor=3.0, speedup=2.5, max_loss_pt=1.0):
@@ -51,13 +62,14 @@ def cnn_flops_latency(rows, data="fashion", model="vgg", macs_factor=3.0, speedu
     target = (f"{data} {model}: >= {macs_factor:g}x fewer FLOPs and >= {speedup:g}x lower TFLite latency "
               f"at <= {max_loss_pt:g} point accuracy loss")
     ours = _ours(rows, data, model)
+    reference = _reference(rows, data, model, "macs_x", "speedup_float", "accuracy_delta_pt")
     if not ours:
-        return {"target": target, "met": None, "best": None}
+        return {"target": target, "met": None, "best": None, "reference": reference}
     ok = [r for r in ours if r["accuracy_delta_pt"] >= -max_loss_pt and r.get("macs_x")]
     score = lambda r: min(r["macs_x"] / macs_factor, r["speedup_float"] / speedup)  # noqa: E731
     best = max(ok, key=score, default=None)
     return {"target": target, "met": bool(best is not None and score(best) >= 1.0),
-            "best": _summary(best, "macs_x", "speedup_float", "accuracy_delta_pt")}
+            "best": _summary(best, "macs_x", "speedup_float", "accuracy_delta_pt"), "reference": reference}
 
 
 def vs_tfmot(rows, data="fashion", model="mlp", tolerance_pt=EQUAL_ACCURACY_PT):
