@@ -42,8 +42,8 @@ def test_full_job_table_covers_every_method_and_skips_inapplicable():
     # the EM rewrite needs a linear chain, planting a Dense/Conv2D chain: no ResNet, no 1-D planting
     assert "fashion/resnet/em_blockdiag" not in keys and "fashion/resnet/planting" not in keys
     assert "mnist1d/cnn1d/planting" not in keys and "mnist1d/cnn1d/em_blockdiag" in keys
-    # Fashion: the MLP runs all 23 methods, the CNNs their subsets; 2 MNIST-1D models x 23 - 1 exclusion
-    assert len(table) == 23 + len(jobs_mod.CNN_METHODS) + len(jobs_mod.RESNET_METHODS) + 2 * 23 - 1
+    # Fashion: the MLP runs all 24 methods, the CNNs their subsets; 2 MNIST-1D models x 24 - 1 exclusion
+    assert len(table) == 24 + len(jobs_mod.CNN_METHODS) + len(jobs_mod.RESNET_METHODS) + 2 * 24 - 1
     assert {j.method for j in table if j.model == "vgg"} == set(jobs_mod.CNN_METHODS)
     # the CNN rows train on a documented subset, the MLP on all of Fashion-MNIST
     assert {j.train_samples for j in table if j.model in ("vgg", "resnet")} == {20000}

@@ -28,7 +28,10 @@ say ``prox_optimizer="adam"`` (the CNNs without BatchNormalization, see ``jobs.A
   balanced), ``apply_mask``, ``finetune_epochs`` masked epochs, ``to_block_diagonal``.
 - ``filter_pruning``: the ``hgsr_squared_group_l12`` model before shrinking, then
   ``prune_filters`` (loss-increase tolerance) with ``finetune_epochs`` fine-tuning epochs.
-- ``filter_pruning_strong``: the same at the larger tolerance ``prune_tolerance_strong``.
+- ``filter_pruning_strong`` and ``filter_pruning_max``: the same at the larger tolerances
+  ``prune_tolerance_strong`` and ``prune_tolerance_max`` (per model in jobs.MODES: three levels of
+  compression, like the peer's three sparsities; a tolerance of 1-2 is most of the loss of a
+  random guess, ln 10 = 2.3, which the fine-tuning epochs then recover).
 - ``planting``: a student of 1/8 the widths trained ``epochs`` epochs, grown by ``plant`` with
   the dense model as teacher.
 - ``scratch_target``: a reference, not a method: the dense architecture with every width scaled
@@ -430,6 +433,7 @@ METHODS.update({f"hgsr_{v}": hgsr_method(v) for v in HGSR_VARIANTS})
 METHODS.update({"em_blockdiag": em_blockdiag, "planting": planting,
                 "filter_pruning": filter_pruning_method("filter_pruning", "prune_tolerance", 0.02),
                 "filter_pruning_strong": filter_pruning_method("filter_pruning_strong", "prune_tolerance_strong", 0.1),
+                "filter_pruning_max": filter_pruning_method("filter_pruning_max", "prune_tolerance_max", 0.5),
                 "tfmot": tfmot, "scratch_target": scratch_target})
 
 #: methods that need a linear chain (EM rewrite) or a chain of Dense/Conv2D (planting)
