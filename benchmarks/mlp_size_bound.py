@@ -1,0 +1,117 @@
+"""How close plain training gets to the MLP headline target, without any compression method.
+
+The suite's MLP target asks for >= 10x fewer parameters than the dense 784-1000-500-10 MLP at
+<= 0.5 point accuracy loss on Fashion-MNIST, with the suite's budget (9 epochs, Adam 1e-3 on a
+cosine to 0, batch 128, seed 0). This script trains, with that same budget, MLPs of about a
+tenth of the parameters three ways:
+
+- ``scratch``: on the labels;
+- ``distilled``: on ``planting.distillation_loss`` (T = 4, alpha = 0.5) from the dense model;
+- ``pixels``: on the k input pixels with the largest first-layer weight rows of the dense model,
+  so that the hidden layers can be wider at the same parameter count (labels only, and distilled).
+
+Each row's accuracy is compared with the dense model's, trained here in the same run.
+
+Run: ``python -m benchmarks.mlp_size_bound`` (about 7 minutes on 2 cores); writes
+``benchmarks/results/mlp_size_bound.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from benchmarks.common import write_results  # noqa: E402
+
+#: (name, hidden widths, input pixels or None for all 784)
+SMALL = (("784-150-64", (150, 64), None), ("784-128-128", (128, 128), None),
+         ("392 pixels-256-96", (256, 96), 392), ("300 pixels-300-96", (300, 96), 300))
+
+
+def mlp(keras, widths, inputs=None, seed=0):
+    """Dense(relu) per width, logits; on (28, 28, 1) images or on `inputs` selected pixels."""
+    keras.utils.set_random_seed(seed)
+    inp = keras.Input((inputs,) if inputs else (28, 28, 1))
+    x = inp if inputs else keras.layers.Flatten()(inp)
+    for w in widths:
+        x = keras.layers.Dense(w, activation="relu")(x)
+    return keras.Model(inp, keras.layers.Dense(10)(x))
+
+
+def train(keras, model, x, y, loss, epochs, batch_size=128, learning_rate=1e-3, seed=0):
+    steps = epochs * -(-len(x) // batch_size)
+    model.compile(keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate, steps)), loss)
+    keras.utils.set_random_seed(seed)
+    model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, shuffle=True)
+    return model
+
+
+def accuracy(model, x, y):
+    return float((model.predict(x, batch_size=1024, verbose=0).argmax(-1) == y).mean())
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--epochs", type=int, default=9)
+    parser.add_argument("--train-samples", type=int, default=None, help="first N training images (default all)")
+    args = parser.parse_args(argv)
+
+    import keras
+    import numpy as np
+
+    from benchmarks.suite import data as data_mod
+    from benchmarks.suite import models
+    from tf_groupsparse.planting import distillation_loss
+
+    x, y, xt, yt = data_mod.load("fashion", args.train_samples)
+    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    start = time.perf_counter()
+    dense = models.build(keras, {"arch": "mlp", "input_shape": [28, 28, 1], "classes": 10, "widths": [1000, 500]})
+    train(keras, dense, x, y, ce, args.epochs)
+    base = accuracy(dense, xt, yt)
+    rows = [{"model": "784-1000-500 (dense)", "how": "labels", "params": dense.count_params(), "accuracy": base}]
+    print(f"dense {base:.4f} ({time.perf_counter() - start:.0f} s)", flush=True)
+
+    # the teacher's logits travel with the labels: column 0 label, columns 1.. logits
+    packed = np.concatenate([y[:, None].astype("float32"), dense.predict(x, batch_size=1024, verbose=0)], 1)
+
+    def kd(target, logits):
+        return distillation_loss(target[:, 0], logits, target[:, 1:], 4.0, 0.5)
+
+    rank = np.argsort(-np.linalg.norm(dense.get_layer("fc1").kernel.numpy(), axis=1))
+    for name, widths, pixels in SMALL:
+        xs, xts = x, xt
+        if pixels:
+            keep = np.sort(rank[:pixels])
+            xs, xts = x.reshape(len(x), -1)[:, keep], xt.reshape(len(xt), -1)[:, keep]
+        for how, loss, target in (("labels", ce, y), ("distilled from the dense model", kd, packed)):
+            model = train(keras, mlp(keras, widths, pixels), xs, target, loss, args.epochs)
+            acc = accuracy(model, xts, yt)
+            rows.append({"model": name, "how": how, "params": model.count_params(), "accuracy": acc})
+            print(f"{name} {how}: {acc:.4f} ({time.perf_counter() - start:.0f} s)", flush=True)
+    for r in rows:
+        r["params_x"] = rows[0]["params"] / r["params"]
+        r["delta_pt"] = 100 * (r["accuracy"] - base)
+
+    md = ["# Plain training at the MLP target's size (Fashion-MNIST)", "",
+          f"Every model: {args.epochs} epochs, Adam 1e-3 on a cosine to 0, batch 128, seed 0, "
+          f"{len(x):,} training images, the full test set. Distillation: T = 4, alpha = 0.5. "
+          "Pixel rows keep the inputs with the largest first-layer weight rows of the dense model.", "",
+          "| model | trained on | parameters | params x | test accuracy % | Δ pt |", "|---|---|---|---|---|---|"]
+    md += [f"| {r['model']} | {r['how']} | {r['params']:,} | {r['params_x']:.1f} | {100 * r['accuracy']:.2f} | "
+           f"{r['delta_pt']:+.2f} |" for r in rows]
+    best = max(rows[1:], key=lambda r: r["accuracy"])
+    md += ["", f"Best small model: {best['model']} ({best['how']}), {best['params_x']:.1f}x fewer parameters at "
+               f"{best['delta_pt']:+.2f} points; the target allows -0.50."]
+    write_results("mlp_size_bound", {"epochs": args.epochs, "rows": rows}, "\n".join(md))
+    return rows
+
+
+if __name__ == "__main__":
+    main()
