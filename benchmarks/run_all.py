@@ -103,7 +103,8 @@ def summarize(mode, jobs_dir, rounds, runs):
     name, _, _ = paths(mode)
     md = [f"# Benchmark suite ({mode})", "",
           "Every method trains the same architecture on the same data with the same seed, batch size and "
-          "epoch budget; ratios (x) are dense / row, speed-up is dense latency / row latency, all latencies "
+          "epoch budget (the scratch_target reference trains the same architecture with narrower layers); "
+          "ratios (x) are dense / row, speed-up is dense latency / row latency, all latencies "
           "re-measured together at the end of the run (LiteRT, 1 thread, batch 1, median). Parameters are "
           "those of the final (physically smaller) model; `nonzero` counts weights that are not exactly zero "
           "(tfmot's pruning keeps the shapes, so only its nonzero count and gzip size drop). Accuracy is the "
