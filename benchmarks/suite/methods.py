@@ -360,18 +360,28 @@ TARGET_SIZE = {"mlp": ("params", 10.0), "vgg": ("macs", 3.0), "resnet": ("macs",
 
 def target_widths(ctx):
     """The widths ``round(w * p / 100)`` for the largest whole percentage ``p`` whose model is at
-    most the dense model's size over the target factor (see :data:`TARGET_SIZE`)."""
+    most the dense model's size over the target factor (see :data:`TARGET_SIZE`); the size grows
+    with ``p``, so ``p`` is found by bisection."""
     from tf_groupsparse.metrics import count_params, flops
 
     measure_of, factor = TARGET_SIZE[ctx.spec["arch"]]
     size = {"params": count_params, "macs": flops}[measure_of]
     limit = size(ctx.build()) / factor
-    for pct in range(99, 0, -1):
-        widths = [max(1, round(w * pct / 100)) for w in ctx.spec["widths"]]
-        if size(ctx.build({**ctx.spec, "widths": widths})) <= limit:
-            return widths, measure_of, factor
-    raise ValueError(f"target_widths: no scaling of widths {ctx.spec['widths']} reaches 1/{factor:g} of the "
-                     f"dense {measure_of}; give the model wider layers")
+
+    def widths(pct):
+        return [max(1, round(w * pct / 100)) for w in ctx.spec["widths"]]
+
+    def fits(pct):
+        return size(ctx.build({**ctx.spec, "widths": widths(pct)})) <= limit
+
+    if not fits(1):
+        raise ValueError(f"target_widths: no scaling of widths {ctx.spec['widths']} reaches 1/{factor:g} of the "
+                         f"dense {measure_of}; give the model wider layers")
+    lo, hi = 1, 100  # fits(lo), not fits(hi): the dense model is larger than its 1/factor
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        lo, hi = (mid, hi) if fits(mid) else (lo, mid)
+    return widths(lo), measure_of, factor
 
 
 def scratch_target(ctx):
