@@ -142,7 +142,14 @@ def test_shrink_saves_a_smaller_model_with_the_same_outputs(tmp_path, capsys):
     assert cli.main(["shrink", path, "--threshold", "-2", "-o", str(tmp_path / "s.keras")]) == 2
     assert _error_line(capsys) == ("tf-groupsparse shrink: error: shrink: Expected `threshold` >= 0. "
                                    "Received: threshold=-2.0")
-    assert sorted(os.listdir(tmp_path)) == ["m.keras", "small.keras"]
+    assert cli.main(["shrink", path, "--threshold", "1e-3", "-o", str(tmp_path / "s.keras"),
+                     "--channel-multiple", "0"]) == 2
+    assert _error_line(capsys) == ("tf-groupsparse shrink: error: shrink: Expected `channel_multiple` >= 1. "
+                                   "Received: channel_multiple=0")
+    rounded = str(tmp_path / "rounded.keras")
+    assert cli.main(["shrink", path, "--threshold", "1e-3", "-o", rounded, "--channel-multiple", "4"]) == 0
+    assert keras.models.load_model(rounded, safe_mode=True).get_layer("conv").filters == 4
+    assert sorted(os.listdir(tmp_path)) == ["m.keras", "rounded.keras", "small.keras"]
 
 
 @pytest.mark.slow

@@ -180,6 +180,7 @@ def test_shrink_leaves_input_model_unchanged():
         ({"threshold": -1.0}, ValueError, "shrink: Expected `threshold` >= 0. Received: threshold=-1.0"),
         ({"criterion": "l3"}, ValueError, "shrink: Expected `criterion` to be one of 'l2', 'l1'. Received: criterion='l3'"),
         ({"keep_min": 0}, ValueError, "shrink: Expected `keep_min` >= 1. Received: keep_min=0"),
+        ({"channel_multiple": 0}, ValueError, "shrink: Expected `channel_multiple` >= 1. Received: channel_multiple=0"),
         ({"constants": "drop"}, ValueError,
          "shrink: Expected `constants` to be one of 'fold', 'keep', 'error'. Received: constants='drop'"),
         ({"unsupported": "skip"}, ValueError,
@@ -317,3 +318,62 @@ def test_threshold_zero_removes_exact_zeros_only():
     x = np.random.default_rng(0).normal(size=(8, 5)).astype("float32")
     np.testing.assert_allclose(small.predict(x, verbose=0), m.predict(x, verbose=0), atol=1e-6)
     assert shrink(m, threshold=1e-6).get_layer("a").units == 2  # the tiny group goes too
+
+
+def _zero_units(model, layer, units):
+    """Zero the kernel columns and biases of `units` of Dense `layer` (the units then carry 0)."""
+    dense = model.get_layer(layer)
+    k, b = dense.kernel.numpy(), dense.bias.numpy()
+    k[:, units], b[units] = 0.0, 0.0
+    dense.kernel.assign(k)
+    dense.bias.assign(b)
+
+
+def test_channel_multiple_rounds_widths_up_with_the_strongest_zero_groups_and_keeps_outputs():
+    m = randomize(keras.Sequential([keras.Input((12,)), L.Dense(40, activation="relu", name="h1"),
+                                    L.Dense(20, activation="relu", name="h2"), L.Dense(3, name="y")]), 5)
+    _zero_units(m, "h1", list(range(0, 40, 3)))  # 14 dead, 26 alive
+    _zero_units(m, "h2", list(range(13)))  # 13 dead, 7 alive
+    # the consumers' rows of two dead h1 units are larger than the others': they come back first
+    y2 = m.get_layer("h2")
+    k = y2.kernel.numpy()
+    k[[36, 39]] *= 10.0
+    y2.kernel.assign(k)
+    plain = shrink(m, threshold=0)
+    assert (plain.get_layer("h1").units, plain.get_layer("h2").units) == (26, 7)
+    small, report = shrink(m, threshold=0, channel_multiple=8, return_report=True)
+    assert (small.get_layer("h1").units, small.get_layer("h2").units) == (32, 8)
+    assert small.get_layer("y").units == 3  # model outputs keep their width
+    assert int((np.abs(small.get_layer("h1").kernel.numpy()).sum(0) == 0).sum()) == 6  # 6 zero units came back
+    # ... among them units 36 and 39 (the last dead ones), whose rows in h2 are the largest (h2's rows are kept whole
+    # but for h2's removed columns, so a kept unit's row is a subset of its original row)
+    old_rows, new_rows = m.get_layer("h2").kernel.numpy(), small.get_layer("h2").kernel.numpy()
+    for unit in (36, 39):
+        assert any(np.isin(row, old_rows[unit]).all() for row in new_rows)
+    x = np.random.default_rng(5).normal(size=(16, 12)).astype("float32")
+    np.testing.assert_allclose(outputs(small, x), outputs(m, x), atol=1e-5)
+    np.testing.assert_allclose(outputs(plain, x), outputs(m, x), atol=1e-5)
+    assert report.totals["params_after"] == small.count_params() > plain.count_params()
+    # a multiple wider than the layer keeps the whole layer; 1 changes nothing
+    assert shrink(m, threshold=0, channel_multiple=64).get_layer("h1").units == 40
+    assert shrink(m, threshold=0, channel_multiple=1).get_layer("h1").units == 26
+
+
+def test_channel_multiple_follows_residual_coupling():
+    i = keras.Input((6, 6, 2))
+    a = L.Conv2D(12, 1, name="a")(i)
+    b = L.Conv2D(12, 1, name="b")(i)
+    s = L.Add(name="add")([a, b])
+    o = L.Conv2D(2, 1, name="out")(L.ReLU()(s))
+    m = randomize(keras.Model(i, o), 6)
+    for name in ("a", "b"):  # channels 0-6 of the residual sum are zero in both producers
+        conv = m.get_layer(name)
+        k, bias = conv.kernel.numpy(), conv.bias.numpy()
+        k[..., :7], bias[:7] = 0.0, 0.0
+        conv.kernel.assign(k)
+        conv.bias.assign(bias)
+    assert shrink(m, threshold=0).get_layer("a").filters == 5
+    small = shrink(m, threshold=0, channel_multiple=4)
+    assert small.get_layer("a").filters == small.get_layer("b").filters == 8
+    x = np.random.default_rng(6).normal(size=(2, 6, 6, 2)).astype("float32")
+    np.testing.assert_allclose(outputs(small, x), outputs(m, x), atol=1e-5)

@@ -155,6 +155,9 @@ def _add_shrink(p: argparse.ArgumentParser) -> None:
     p.add_argument("--criterion", choices=("l2", "l1"), default="l2",
                    help="group norm compared with the threshold (default: %(default)s)")
     p.add_argument("--keep-min", type=int, default=1, help="channels kept at least per layer (default: %(default)s)")
+    p.add_argument("--channel-multiple", type=int, default=None, metavar="N",
+                   help="keep a multiple of N channels per Dense/Conv layer, for CPU kernels that tile "
+                        "channels; measure the latency both ways (default: no rounding)")
     p.add_argument("--unsupported", choices=("error", "freeze"), default="error",
                    help="layers without a graph handler: fail, or keep their channels (default: %(default)s)")
     p.add_argument("--constants", choices=("fold", "keep", "error"), default="fold",
@@ -169,7 +172,7 @@ def _run_shrink(args) -> int:
     _check_output_file(args.output, args.overwrite)
     model = _load_model(args.model)
     small, report = shrink(model, args.threshold, criterion=args.criterion, keep_min=args.keep_min,
-                           unsupported=args.unsupported, constants=args.constants, return_report=True)
+                           channel_multiple=args.channel_multiple, unsupported=args.unsupported, constants=args.constants, return_report=True)
     _save_model(small, args.output, args.overwrite)
     print(report)
     print(f"saved {args.output}")
