@@ -346,7 +346,8 @@ def test_scratch_target_widths_are_the_largest_scaling_within_the_target(arch, w
 
     spec = {"arch": arch, "input_shape": [28, 28, 1], "classes": 10, "widths": widths, "batch_norm": arch != "vgg"}
     x = np.zeros((4, 28, 28, 1), "float32")
-    ctx = Context("fashion", arch, spec, (x, np.zeros(4, "int64"), x, np.zeros(4, "int64")), epochs=1, finetune_epochs=0)
+    y = np.zeros(4, "int64")
+    ctx = Context("fashion", arch, spec, (x, y, x, y), epochs=1, finetune_epochs=0)
     small, got_measure, got_factor = target_widths(ctx)
     assert (got_measure, got_factor) == (measure_of, factor)
     size = {"params": count_params, "macs": flops}[measure_of]

@@ -172,7 +172,8 @@ def _run_shrink(args) -> int:
     _check_output_file(args.output, args.overwrite)
     model = _load_model(args.model)
     small, report = shrink(model, args.threshold, criterion=args.criterion, keep_min=args.keep_min,
-                           channel_multiple=args.channel_multiple, unsupported=args.unsupported, constants=args.constants, return_report=True)
+                           channel_multiple=args.channel_multiple, unsupported=args.unsupported,
+                           constants=args.constants, return_report=True)
     _save_model(small, args.output, args.overwrite)
     print(report)
     print(f"saved {args.output}")

@@ -168,21 +168,20 @@ def _constants(model, graph, weights, wanted, unsupported):
     return result
 
 
-def _apply_keep_min(graph, removed, keep_min):
-    tensors = []
-    for node in graph.nodes:
-        if node.owned is not None:
-            tensors.append(node.owned)
-        tensors += [x for call in node.outputs for x in call if len(x)]
+def _restore(graph, removed, tensors, want, order=None):
+    """Put removed groups back until every channel array in `tensors` keeps at least
+    ``want(n_channels, n_kept)`` channels; groups are tried in ascending ``order(group)`` (default:
+    as they appear). Only removals are undone, so the loop ends."""
     changed = True
     while changed:
         changed = False
         for ids in tensors:
             labs = graph.labels[ids]
-            need = min(keep_min, len(ids))
+            need = want(len(ids), int((~removed[labs]).sum()))
             if int((~removed[labs]).sum()) >= need:
                 continue
-            for lab in dict.fromkeys(labs[removed[labs]]):
+            back = list(dict.fromkeys(labs[removed[labs]]))
+            for lab in back if order is None else sorted(back, key=order):
                 removed[lab] = False
                 changed = True
                 if int((~removed[labs]).sum()) >= need:
@@ -190,26 +189,22 @@ def _apply_keep_min(graph, removed, keep_min):
     return removed
 
 
+def _apply_keep_min(graph, removed, keep_min):
+    """Every tensor keeps at least `keep_min` channels (or all it has)."""
+    tensors = []
+    for node in graph.nodes:
+        if node.owned is not None:
+            tensors.append(node.owned)
+        tensors += [x for call in node.outputs for x in call if len(x)]
+    return _restore(graph, removed, tensors, lambda n, kept: min(keep_min, n))
+
+
 def _apply_multiple(graph, removed, multiple, strength):
-    """Put removed groups back until every Dense/Conv-like layer keeps a multiple of `multiple`
-    channels (or all of them), the strongest groups first. Widths only grow, so this ends."""
+    """Every Dense/Conv-like layer keeps a multiple of `multiple` channels (or all it had), the
+    strongest removed groups put back first."""
     owned = [node.owned for node in graph.nodes if node.owned is not None and len(node.owned)]
-    changed = True
-    while changed:
-        changed = False
-        for ids in owned:
-            labs = graph.labels[ids]
-            kept = int((~removed[labs]).sum())
-            want = min(len(ids), -(-kept // multiple) * multiple)
-            if kept >= want:
-                continue
-            back = list(dict.fromkeys(labs[removed[labs]]))
-            for lab in sorted(back, key=lambda g: -strength[g]):
-                removed[lab] = False
-                changed = True
-                if int((~removed[labs]).sum()) >= want:
-                    break
-    return removed
+    return _restore(graph, removed, owned, lambda n, kept: min(n, -(-kept // multiple) * multiple),
+                    order=lambda g: -strength[g])
 
 
 def _layer_at(model, path):

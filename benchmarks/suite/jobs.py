@@ -43,7 +43,8 @@ ALL_METHODS = tuple(dict.fromkeys(PRIORITY + ("group_lasso_weak", "group_lasso_w
 
 #: the CNN rows of the full mode (each VGG/ResNet job costs 4-25 min on 2 cores)
 CNN_METHODS = ("dense", "group_lasso", "group_lasso_weak", "group_lasso_weaker", "tfmot", "filter_pruning", "cges",
-               "em_blockdiag", "hgsr_squared_group_l12", "scratch_target", "filter_pruning_strong", "filter_pruning_max")
+               "em_blockdiag", "hgsr_squared_group_l12", "scratch_target", "filter_pruning_strong",
+               "filter_pruning_max")
 RESNET_METHODS = ("dense", "tfmot", "filter_pruning", "scratch_target", "filter_pruning_strong", "filter_pruning_max")
 
 #: Settings of the CNNs without BatchNormalization: their proximal phases use Adam, because

@@ -386,8 +386,8 @@ def target_widths(ctx):
 
 def scratch_target(ctx):
     widths, measure_of, factor = target_widths(ctx)
-    model, seconds = ctx.trained(f"scratch_{'-'.join(map(str, widths))}", lambda: ctx.build({**ctx.spec, "widths": widths}),
-                                 ctx.epochs + ctx.finetune_epochs)
+    model, seconds = ctx.trained(f"scratch_{'-'.join(map(str, widths))}",
+                                 lambda: ctx.build({**ctx.spec, "widths": widths}), ctx.epochs + ctx.finetune_epochs)
     return [ctx.row("scratch_target", model, seconds,
                     setting=f"reference: widths {widths} (<= dense {measure_of} / {factor:g}) trained from scratch "
                             "with the dense budget")]

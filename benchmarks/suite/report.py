@@ -70,8 +70,8 @@ def verdict_lines(all_verdicts):
         lines.append(f"- {v['target']}: {_verdict_text(v)}{detail}")
         ref = v.get("reference")
         if ref:
-            lines.append("  - reference, the dense architecture at the target size trained from scratch (scratch_target): "
-                         + ", ".join(f"{k} {val:.3g}" if isinstance(val, float) else f"{k} {val}"
+            lines.append("  - reference, the dense architecture at the target size trained from scratch "
+                         "(scratch_target): " + ", ".join(f"{k} {val:.3g}" if isinstance(val, float) else f"{k} {val}"
                                      for k, val in ref.items() if k != "method"))
         for level in v.get("levels", []):
             ours = level["ours"]
