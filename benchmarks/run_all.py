@@ -114,7 +114,7 @@ def summarize(mode, jobs_dir, rounds, runs):
     md += ["## Results", "", report.table(rows)]
     md += ["## Method settings", ""]
     md += sorted({f"- {r['method']}: {r.get('setting', '')}" for r in rows})
-    md += ["", "## Job commands", "", "Each job ran in one of these commands (the table below was made by the "
+    md += ["", "## Job commands", "", "Each job ran in one of these commands (the tables above were made by the "
            "command at the end of this file):", ""]
     for cmd, keys in jobs_mod.commands(jobs_dir).items():
         md.append(f"- `{cmd}`: {', '.join(keys)}" if cmd else
