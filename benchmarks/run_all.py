@@ -39,7 +39,8 @@ INPUT_SHAPES = {"digits": [8, 8, 1], "fashion": [28, 28, 1], "mnist1d": [40, 1]}
 SUMMARY = ("data", "model", "method", "setting", "accuracy", "accuracy_int8", "accuracy_delta_pt", "params",
            "nonzero_params", "params_x", "macs", "macs_x", "tflite_float_bytes", "tflite_float_gzip_bytes",
            "tflite_int8_bytes", "tflite_int8_gzip_bytes", "latency_float_s", "latency_int8_s",
-           "speedup_float", "speedup_int8", "bytes_float_x", "bytes_int8_x", "train_s", "retimed",
+           "latency_float_rounds", "latency_int8_rounds", "speedup_float", "speedup_int8", "bytes_float_x",
+           "bytes_int8_x", "train_s", "retimed",
            "target_sparsity", "int8_error", "train_samples", "epochs", "finetune_epochs", "batch_size",
            "optimizer", "learning_rate", "sgd_learning_rate", "seed", "batch_norm")
 
@@ -104,8 +105,9 @@ def summarize(mode, jobs_dir, rounds, runs):
     md = [f"# Benchmark suite ({mode})", "",
           "Every method trains the same architecture on the same data with the same seed, batch size and "
           "epoch budget (the scratch_target reference trains the same architecture with narrower layers); "
-          "ratios (x) are dense / row, speed-up is dense latency / row latency, all latencies "
-          "re-measured together at the end of the run (LiteRT, 1 thread, batch 1, median). Parameters are "
+          "ratios (x) are dense / row; all latencies are re-measured together at the end of the run (LiteRT, "
+          "1 thread, batch 1) in rounds that time each model's rows together, dense first: a latency is the "
+          "median over rounds, a speed-up the median over rounds of dense latency / row latency. Parameters are "
           "those of the final (physically smaller) model; `nonzero` counts weights that are not exactly zero "
           "(tfmot's pruning keeps the shapes, so only its nonzero count and gzip size drop). Accuracy is the "
           "Keras model's on the test set; int8 accuracy is the int8 .tflite file's in LiteRT.", ""]

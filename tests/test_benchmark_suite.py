@@ -136,6 +136,19 @@ def test_add_ratios_against_dense_of_same_model():
     assert rows[2]["params_x"] == 1.0 and rows[0]["accuracy_delta_pt"] == 0.0
 
 
+def test_speedup_is_the_median_of_paired_round_ratios():
+    base = _row("dense", lat=1e-4)
+    row = _row("group_lasso", lat=1e-4)
+    # the machine slowed down in round 2 for both rows: the paired ratios are 2, 2, 1
+    base["latency_float_rounds"], row["latency_float_rounds"] = [1e-4, 3e-4, 1e-4], [5e-5, 1.5e-4, 1e-4]
+    add_ratios([base, row])
+    assert row["speedup_float"] == pytest.approx(2.0)  # the ratio of the medians would say 1.0
+    assert row["speedup_int8"] == pytest.approx(1.0)  # no rounds for int8: ratio of latencies
+    row["latency_float_rounds"] = [5e-5]  # rounds that do not pair up fall back too
+    add_ratios([base, row])
+    assert row["speedup_float"] == pytest.approx(1.0)
+
+
 def test_mlp_verdict_needs_both_size_and_accuracy():
     base = _row("dense", params=1_000_000)
     rows = add_ratios([base, _row("group_lasso", accuracy=0.896, params=99_000),    # 10.1x, -0.4 pt

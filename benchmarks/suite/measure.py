@@ -79,17 +79,23 @@ def measure(model, data, tflite_dir, name, runs=50):
 
 
 def retime(rows, sample, rounds=3, runs=100):
-    """Measure the float and int8 latency of every row's .tflite file again, interleaved.
+    """Measure the float and int8 latency of every row's .tflite file again, in paired rounds.
 
-    Every round times every file once (`runs` invokes, median); the figure is the median over
-    rounds, so machine load drifts hit all rows alike. Rows whose files are missing keep their
-    earlier figures and get ``"retimed": False``. Returns `rows` (updated in place).
+    Every round times the rows (data, model) group by group, the group's dense row first, so a
+    row and its baseline are timed seconds apart; each row keeps its per-round figures
+    (``latency_<label>_rounds``, for :func:`add_ratios`) and their median as its latency. On a
+    shared machine the speed of the CPU drifts within minutes (the same .tflite file measured
+    1.5x apart in two runs of this suite), so ratios taken within a round are steadier than
+    ratios of medians. Rows whose files are missing keep their earlier figures and get
+    ``"retimed": False``. Returns `rows` (updated in place).
     """
     from tf_groupsparse.export import tflite_latency
 
+    order = sorted(range(len(rows)), key=lambda i: (rows[i]["data"], rows[i]["model"], rows[i]["method"] != "dense"))
     samples = {}
     for r in range(rounds):
-        for i, row in enumerate(rows):
+        for i in order:
+            row = rows[i]
             for label in ("float", "int8"):
                 path = row.get(f"tflite_{label}")
                 if path and Path(path).is_file():
@@ -98,13 +104,24 @@ def retime(rows, sample, rounds=3, runs=100):
         row["retimed"] = all((i, label) in samples for label in ("float", "int8") if row.get(f"tflite_{label}"))
         for label in ("float", "int8"):
             if (i, label) in samples:
+                row[f"latency_{label}_rounds"] = samples[(i, label)]
                 row[f"latency_{label}_s"] = statistics.median(samples[(i, label)])
     return rows
 
 
+def speedup(base, row, label):
+    """Baseline latency / row latency: the median of the per-round ratios when both rows were
+    timed in the same rounds (see :func:`retime`), else the ratio of their latencies."""
+    mine, theirs = row.get(f"latency_{label}_rounds"), base.get(f"latency_{label}_rounds")
+    if mine and theirs and len(mine) == len(theirs):
+        return statistics.median(t / m for t, m in zip(theirs, mine))
+    mine, theirs = row.get(f"latency_{label}_s"), base.get(f"latency_{label}_s")
+    return theirs / mine if mine and theirs else None
+
+
 def add_ratios(rows):
     """Add ratios to the dense baseline of the same (data, model): params, MACs, file size
-    (dense / row, so > 1 is better), latency speed-up (dense latency / row latency) and the
+    (dense / row, so > 1 is better), latency speed-up (dense latency / row latency, see :func:`speedup`) and the
     accuracy change in points (row - dense)."""
     dense = {(r["data"], r["model"]): r for r in rows if r["method"] == "dense"}
     for row in rows:
@@ -115,8 +132,7 @@ def add_ratios(rows):
         row["nonzero_x"] = base["nonzero_params"] / max(1, row["nonzero_params"])
         row["macs_x"] = base["macs"] / row["macs"] if row.get("macs") else None
         for label in ("float", "int8"):
-            mine, theirs = row.get(f"latency_{label}_s"), base.get(f"latency_{label}_s")
-            row[f"speedup_{label}"] = theirs / mine if mine and theirs else None
+            row[f"speedup_{label}"] = speedup(base, row, label)
             row[f"bytes_{label}_x"] = base[f"tflite_{label}_bytes"] / row[f"tflite_{label}_bytes"]
         row["accuracy_delta_pt"] = 100.0 * (row["accuracy"] - base["accuracy"])
     return rows
