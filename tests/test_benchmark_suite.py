@@ -199,6 +199,11 @@ def test_vs_tfmot_per_level():
     v = verdicts.vs_tfmot(add_ratios([base, p50, p90, mine, small]))
     assert v["levels"][1]["met"] is True and v["levels"][1]["ours"]["method"] == "cges"
     assert v["levels"][0]["ours"]["method"] == "group_lasso" and v["met"] is True
+    # timed in rounds, "faster" is the median of the per-round ratios, not the ratio of medians
+    drift = _row("l1", accuracy=0.899, lat=1e-4, fbytes=900, gz=800, latency_float_rounds=[5e-5, 1.9e-4, 9e-5])
+    paired = dict(p50, latency_float_rounds=[1e-4, 2e-4, 1e-4])
+    v = verdicts.vs_tfmot(add_ratios([base, paired, drift]))
+    assert v["levels"][0]["met"] is True and v["levels"][0]["ours"]["method"] == "l1"
     too_weak = _row("group_lasso", accuracy=0.89, lat=3e-5, fbytes=900, gz=600)  # 0.9 pt under tfmot_50
     v = verdicts.vs_tfmot(add_ratios([base, p50, too_weak]))
     assert v["levels"][0]["ours"] is None and v["met"] is False

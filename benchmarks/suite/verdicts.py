@@ -10,7 +10,8 @@ the tfmot peer):
   accuracy loss <= 1 point.
 - ``vs_tfmot``: for every tfmot sparsity level of a model, one of our rows with accuracy at
   least the tfmot row's minus 0.5 point ("equal accuracy") that has a lower float TFLite
-  latency AND a smaller float .tflite file, both raw and gzip-compressed (tfmot's size gain
+  latency (the median of per-round ratios when both were re-timed in the same rounds, see
+  ``measure.speedup``) AND a smaller float .tflite file, both raw and gzip-compressed (tfmot's size gain
   appears only after compression). The row shown is the fastest one that wins on all three,
   or the fastest at equal accuracy when none does.
 
@@ -22,6 +23,8 @@ reach of plain training at that size; it is a reference, never a candidate for t
 """
 
 from __future__ import annotations
+
+from .measure import speedup
 
 PEER_PREFIX = "tfmot"
 REFERENCES = ("dense", "scratch_target")
@@ -82,8 +85,8 @@ def vs_tfmot(rows, data="fashion", model="mlp", tolerance_pt=EQUAL_ACCURACY_PT):
     if not peers or not ours:
         return {"target": target, "met": None, "best": None, "levels": []}
 
-    def beats(row, peer):
-        return (row["latency_float_s"] < peer["latency_float_s"] and row["tflite_float_bytes"] < peer["tflite_float_bytes"]
+    def beats(row, peer):  # faster: the median of the per-round latency ratios when timed in rounds
+        return (speedup(peer, row, "float") > 1.0 and row["tflite_float_bytes"] < peer["tflite_float_bytes"]
                 and row["tflite_float_gzip_bytes"] < peer["tflite_float_gzip_bytes"])
 
     levels = []
