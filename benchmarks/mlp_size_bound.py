@@ -34,16 +34,6 @@ SMALL = (("784-150-64", (150, 64), None), ("784-128-128", (128, 128), None),
          ("392 pixels-256-96", (256, 96), 392), ("300 pixels-300-96", (300, 96), 300))
 
 
-def mlp(keras, widths, inputs=None, seed=0):
-    """Dense(relu) per width, logits; on (28, 28, 1) images or on `inputs` selected pixels."""
-    keras.utils.set_random_seed(seed)
-    inp = keras.Input((inputs,) if inputs else (28, 28, 1))
-    x = inp if inputs else keras.layers.Flatten()(inp)
-    for w in widths:
-        x = keras.layers.Dense(w, activation="relu")(x)
-    return keras.Model(inp, keras.layers.Dense(10)(x))
-
-
 def train(keras, model, x, y, loss, epochs, batch_size=128, learning_rate=1e-3, seed=0):
     steps = epochs * -(-len(x) // batch_size)
     model.compile(keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate, steps)), loss)
@@ -91,7 +81,9 @@ def main(argv=None):
             keep = np.sort(rank[:pixels])
             xs, xts = x.reshape(len(x), -1)[:, keep], xt.reshape(len(xt), -1)[:, keep]
         for how, loss, target in (("labels", ce, y), ("distilled from the dense model", kd, packed)):
-            model = train(keras, mlp(keras, widths, pixels), xs, target, loss, args.epochs)
+            spec = {"arch": "mlp", "input_shape": [pixels] if pixels else [28, 28, 1], "classes": 10,
+                    "widths": list(widths)}
+            model = train(keras, models.build(keras, spec), xs, target, loss, args.epochs)
             acc = accuracy(model, xts, yt)
             rows.append({"model": name, "how": how, "params": model.count_params(), "accuracy": acc})
             print(f"{name} {how}: {acc:.4f} ({time.perf_counter() - start:.0f} s)", flush=True)

@@ -177,8 +177,9 @@ def _restore(graph, removed, tensors, want, order=None):
         changed = False
         for ids in tensors:
             labs = graph.labels[ids]
-            need = want(len(ids), int((~removed[labs]).sum()))
-            if int((~removed[labs]).sum()) >= need:
+            kept = int((~removed[labs]).sum())
+            need = want(len(ids), kept)
+            if kept >= need:
                 continue
             back = list(dict.fromkeys(labs[removed[labs]]))
             for lab in back if order is None else sorted(back, key=order):
