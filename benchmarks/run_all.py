@@ -57,8 +57,14 @@ def paths(mode):
     return name, common.RESULTS / f"{name}_jobs", common.RESULTS / "suite_cache" / mode
 
 
-def context_factory(mode, args, cache):
-    """job -> methods.Context, loading each dataset once."""
+def context_factory(mode, args, cache, holdout=None):
+    """job -> methods.Context, loading each dataset once.
+
+    With `holdout` (a fraction, e.g. 0.1) the last ``holdout`` of each training set becomes the
+    evaluation set in place of the test set, and training uses the samples before it (then the
+    model's ``train_samples`` cap): the validation split of :mod:`benchmarks.tune`. Trained models
+    are cached by their number of training samples, always the first ones, so a model whose cap
+    leaves the same samples is shared with the test-set run; .tflite files go elsewhere."""
     from benchmarks.suite import data as data_mod
     from benchmarks.suite.methods import Context
 
@@ -68,7 +74,11 @@ def context_factory(mode, args, cache):
     def make(job):
         if job.data not in loaded:
             loaded[job.data] = data_mod.load(job.data)
-        spec = {"arch": "mlp" if job.model == "mlp" else job.model, "input_shape": INPUT_SHAPES[job.data],
+            if holdout:
+                x, y, _, _ = loaded[job.data]
+                k = max(1, round(len(x) * holdout))
+                loaded[job.data] = (x[:-k], y[:-k], x[-k:], y[-k:])
+        spec = {"arch": job.arch or job.model, "input_shape": INPUT_SHAPES[job.data],
                 "classes": 10, "widths": list(job.widths), "batch_norm": job.batch_norm}
         x, y, xt, yt = loaded[job.data]
         n = job.train_samples if args.train_samples is None else args.train_samples
@@ -80,7 +90,8 @@ def context_factory(mode, args, cache):
         if args.finetune_epochs is not None:
             budget["finetune_epochs"] = args.finetune_epochs
         return Context(job.data, job.model, spec, (x[:n], y[:n], xt, yt), **budget, seed=args.seed, cache=cache,
-                       latency_runs=cfg["latency_runs"], settings=settings)
+                       latency_runs=cfg["latency_runs"], settings=settings,
+                       tflite_subdir="tflite_validation" if holdout else "tflite")
 
     return make
 

@@ -43,15 +43,21 @@ def test_full_job_table_covers_every_method_and_skips_inapplicable():
     assert "fashion/resnet/em_blockdiag" not in keys and "fashion/resnet/planting" not in keys
     assert "mnist1d/cnn1d/planting" not in keys and "mnist1d/cnn1d/em_blockdiag" in keys
     # Fashion: the MLP runs all 24 methods, the CNNs their subsets; 2 MNIST-1D models x 24 - 1 exclusion
-    assert len(table) == 24 + len(jobs_mod.CNN_METHODS) + len(jobs_mod.RESNET_METHODS) + 2 * 24 - 1
+    assert len(table) == (24 + len(jobs_mod.CNN_METHODS) + len(jobs_mod.RESNET_METHODS) + len(jobs_mod.WIDE_METHODS)
+                          + 2 * 24 - 1)
     assert {j.method for j in table if j.model == "vgg"} == set(jobs_mod.CNN_METHODS)
+    # the wide VGG is the VGG architecture at twice the widths, with the VGG's settings
+    wide = [j for j in table if j.model == "vgg_wide"]
+    assert {(j.arch, j.widths) for j in wide} == {("vgg", (32, 64, 128))}
+    assert {j.settings for j in wide} == {j.settings for j in table if j.model == "vgg"}
     # the CNN rows train on a documented subset, the MLP on all of Fashion-MNIST
-    assert {j.train_samples for j in table if j.model in ("vgg", "resnet")} == {20000}
+    assert {j.train_samples for j in table if j.model in ("vgg", "vgg_wide", "resnet")} == {20000}
     assert {j.train_samples for j in table if j.model == "mlp"} == {None}
     # the headline jobs come first: dense, group lasso and tfmot of every Fashion model that runs them
-    assert [j.key for j in table[:8]] == [f"fashion/{m}/{meth}" for meth in ("dense", "group_lasso", "tfmot")
-                                         for m in ("mlp", "vgg", "resnet")
-                                         if m != "resnet" or meth in jobs_mod.RESNET_METHODS]
+    subsets = {"mlp": jobs_mod.ALL_METHODS, "vgg": jobs_mod.CNN_METHODS, "vgg_wide": jobs_mod.WIDE_METHODS,
+               "resnet": jobs_mod.RESNET_METHODS}
+    assert [j.key for j in table[:10]] == [f"fashion/{m}/{meth}" for meth in ("dense", "group_lasso", "tfmot")
+                                          for m in subsets if meth in subsets[m]]
     assert not applies("em_blockdiag", "resnet") and applies("dense", "resnet")
 
 
@@ -337,6 +343,7 @@ def test_model_settings_override_the_training_budget(monkeypatch):
     assert vgg.settings["em_groups"] == 4  # the mode's settings are kept
     mlp = make(jobs["fashion/mlp/group_lasso"])
     assert (mlp.learning_rate, len(mlp.data[0]), mlp.settings.get("prox_optimizer", "sgd")) == (1e-3, 30000, "sgd")
+    assert make(jobs["fashion/vgg_wide/dense"]).spec["arch"] == "vgg" and mlp.spec["arch"] == "mlp"
     cnn1d = make(jobs["mnist1d/cnn1d/dense"])
     assert (cnn1d.epochs, cnn1d.finetune_epochs) == (30, 10)
     args.epochs = 2  # the command line wins over the model's budget
@@ -375,3 +382,14 @@ def test_scratch_target_widths_are_the_largest_scaling_within_the_target(arch, w
     pct = round(100 * small[0] / widths[0])
     wider = [max(1, round(w * (pct + 1) / 100)) for w in widths]
     assert wider == small or size(models.build(keras, {**spec, "widths": wider})) > dense / factor
+
+
+def test_hgsr_strength_per_variant_then_per_model_then_default():
+    from benchmarks.suite.methods import HGSR_STRENGTH, _hgsr_strength
+
+    x, y = np.zeros((4, 4), "float32"), np.zeros(4, "int64")
+    ctx = Context("digits", "mlp", {}, (x, y, x, y), epochs=1, finetune_epochs=0,
+                  settings={"hgsr_strength": 5e-6, "hgsr_sqrt_group_lasso_strength": 2e-4})
+    assert _hgsr_strength(ctx, "sqrt_group_lasso") == 2e-4 and _hgsr_strength(ctx, "squared_group_l12") == 5e-6
+    ctx.settings = {}
+    assert _hgsr_strength(ctx, "sqrt_group_lasso") == HGSR_STRENGTH

@@ -87,6 +87,7 @@ class Context:
     cache: Path = Path("benchmarks/results/suite_cache")
     latency_runs: int = 50
     settings: dict = field(default_factory=dict)
+    tflite_subdir: str = "tflite"  # where rows' .tflite files go under the cache (kept apart per split)
 
     @property
     def steps_per_epoch(self):
@@ -151,7 +152,7 @@ class Context:
 
     def row(self, method, model, seconds, **info):
         """Measure `model` into a row named `method`."""
-        figures = measure(model, self.data, self.path("tflite"), method, runs=self.latency_runs)
+        figures = measure(model, self.data, self.path(self.tflite_subdir), method, runs=self.latency_runs)
         return {"data": self.data_name, "model": self.model_name, "method": method,
                 "train_s": round(seconds, 2), **figures, **info, **self.budget()}
 
@@ -265,13 +266,16 @@ def _hgsr_model(ctx, variant):
     from tf_groupsparse.regularizers import HierarchicalGroupSparse
 
     l1_mix = 0.5 if variant == "squared_group_l12" else 0.0
-    reg = HierarchicalGroupSparse(_hgsr_strength(ctx), variant=variant, l1_mix=l1_mix)
-    return ctx.trained(f"hgsr_{variant}_{_hgsr_strength(ctx):g}",
+    strength = _hgsr_strength(ctx, variant)
+    reg = HierarchicalGroupSparse(strength, variant=variant, l1_mix=l1_mix)
+    return ctx.trained(f"hgsr_{variant}_{strength:g}",
                        lambda: regularize(ctx.build(), reg, layers=_penalized_layers(ctx.build())), ctx.epochs)
 
 
-def _hgsr_strength(ctx):
-    return ctx.settings.get("hgsr_strength", HGSR_STRENGTH)
+def _hgsr_strength(ctx, variant):
+    """The strength of HGSR `variant`: ``settings["hgsr_<variant>_strength"]``, else the model's
+    ``hgsr_strength``, else :data:`HGSR_STRENGTH`."""
+    return ctx.settings.get(f"hgsr_{variant}_strength", ctx.settings.get("hgsr_strength", HGSR_STRENGTH))
 
 
 def hgsr_method(variant):
@@ -281,7 +285,7 @@ def hgsr_method(variant):
         model.set_weights([np.where(np.abs(w) < ZERO_BELOW, 0.0, w).astype(w.dtype) if w.ndim > 1 else w
                            for w in model.get_weights()])
         return _shrink_and_finetune(ctx, model, f"hgsr_{variant}", seconds,
-                                    {"setting": f"HGSR {variant}, strength {_hgsr_strength(ctx):g}"
+                                    {"setting": f"HGSR {variant}, strength {_hgsr_strength(ctx, variant):g}"
                                                 + (", l1_mix 0.5" if variant == "squared_group_l12" else "")
                                                 + ", loss; |w| < 1e-3 -> 0"})
 
@@ -330,9 +334,10 @@ def _filter_pruning(ctx, name, tolerance):
     seconds += time.perf_counter() - start
     pruned = plain_copy(pruned)
     seconds += ctx.fit(pruned, ctx.finetune_epochs) if ctx.finetune_epochs else 0.0
+    strength = _hgsr_strength(ctx, "squared_group_l12")
     return [ctx.row(name, pruned, seconds,
-                    setting=f"HGSR squared_group_l12 model (strength {_hgsr_strength(ctx):g}), prune_filters tolerance {tolerance}, "
-                            f"candidates {candidates}, 512 samples")]
+                    setting=f"HGSR squared_group_l12 model (strength {strength:g}), prune_filters tolerance "
+                            f"{tolerance}, candidates {candidates}, 512 samples")]
 
 
 def planting(ctx):

@@ -5,9 +5,9 @@ the tfmot peer):
 
 - ``mlp_params``: an MLP row with >= 10x fewer parameters than the dense MLP (the final
   model's parameter count: physically removed, not just zero) at an accuracy loss <= 0.5 point.
-- ``cnn_flops_latency``: a CNN row (VGG-style, and the ResNet reported separately) with >= 3x
-  fewer multiply-adds AND >= 2.5x lower float TFLite latency than the dense model, at an
-  accuracy loss <= 1 point.
+- ``cnn_flops_latency``: a CNN row (VGG-style at two widths, and the ResNet, each reported
+  separately) with >= 3x fewer multiply-adds AND >= 2.5x lower float TFLite latency than the
+  dense model, at an accuracy loss <= 1 point.
 - ``vs_tfmot``: for every tfmot sparsity level of a model, one of our rows with accuracy at
   least the tfmot row's minus 0.5 point ("equal accuracy") that has a lower float TFLite
   latency (the median of per-round ratios when both were re-timed in the same rounds, see
@@ -108,7 +108,7 @@ def verdicts(rows, data="fashion"):
     """All headline verdicts for `data` (a dict name -> verdict)."""
     models = sorted({r["model"] for r in rows if r["data"] == data})
     out = {"mlp_params": mlp_params(rows, data)}
-    for cnn in ("vgg", "resnet"):
+    for cnn in ("vgg", "vgg_wide", "resnet"):
         if cnn in models:
             out[f"cnn_flops_latency[{cnn}]"] = cnn_flops_latency(rows, data, cnn)
     for model in models:

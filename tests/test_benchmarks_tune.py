@@ -1,0 +1,71 @@
+"""Tests for benchmarks/tune.py: the validation split, the choice rule, resumable runs."""
+
+import json
+
+import numpy as np
+import pytest
+
+import benchmarks.common
+from benchmarks import run_all, tune
+from benchmarks.suite import data as data_mod
+
+
+def test_choose_takes_the_fewest_parameters_within_the_loss():
+    runs = [{"value": 1, "accuracy": 0.90, "params": 500, "tflite_float_gzip_bytes": 9},
+            {"value": 2, "accuracy": 0.896, "params": 300, "tflite_float_gzip_bytes": 9},
+            {"value": 3, "accuracy": 0.896, "params": 300, "tflite_float_gzip_bytes": 8},
+            {"value": 4, "accuracy": 0.85, "params": 100, "tflite_float_gzip_bytes": 1}]
+    assert tune.choose(runs, 0.90, 0.5)["value"] == 3  # 0.4 point lost; ties go to the smaller file
+    assert tune.choose(runs, 0.90, 0.3)["value"] == 1
+    assert tune.choose(runs, 0.95, 0.5) is None
+
+
+def _fake_digits(monkeypatch, n=400):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 10, n)
+    x = (rng.random((n, 8, 8, 1)) * 0.1 + y[:, None, None, None] / 10.0).astype("float32")  # learnable
+    test = (np.full((7, 8, 8, 1), -1.0, "float32"), np.zeros(7, "int64"))  # must never be used
+    monkeypatch.setattr(data_mod, "load", lambda name, train_samples=None: (x, y, *test))
+    return x, y
+
+
+def test_holdout_evaluates_on_the_end_of_the_training_set(monkeypatch):
+    from types import SimpleNamespace
+
+    x, y = _fake_digits(monkeypatch)
+    args = SimpleNamespace(train_samples=None, epochs=None, finetune_epochs=None, seed=0)
+    job = next(j for j in run_all.jobs_mod.job_table("quick") if j.key == "digits/mlp/dense")
+    ctx = run_all.context_factory("quick", args, "unused", holdout=0.1)(job)
+    assert len(ctx.data[0]) == 360 and len(ctx.data[2]) == 40
+    np.testing.assert_array_equal(ctx.data[2], x[-40:])
+    np.testing.assert_array_equal(ctx.data[0], x[:360])
+    assert ctx.tflite_subdir == "tflite_validation"
+    assert run_all.context_factory("quick", args, "unused")(job).tflite_subdir == "tflite"
+
+
+@pytest.mark.slow
+def test_tune_runs_each_value_once_and_records_the_choice(tmp_path, monkeypatch):
+    _fake_digits(monkeypatch)
+    monkeypatch.setattr(benchmarks.common, "RESULTS", tmp_path)
+    monkeypatch.setattr(benchmarks.common, "environment", lambda: {"cpu": "test"})
+    argv = ["digits/mlp", "group_lasso", "--mode", "quick", "--key", "group_lasso_strength",
+            "--values", "1e-4", "0.5", "--epochs", "2", "--finetune-epochs", "0"]
+    base, runs, chosen = tune.main(argv)
+    assert [r["value"] for r in runs] == [1e-4, 0.5]
+    assert runs[0]["setting"].endswith("strength 0.0001, prox with sgd")  # the value reached the method
+    assert runs[1]["params"] < runs[0]["params"]  # a strength of 0.5 removes groups
+    for r in runs:
+        assert r["delta_pt"] == round(100 * (r["accuracy"] - base["accuracy"]), 2)
+        assert 0.0 <= r["accuracy"] <= 1.0 and r["accuracy"] * 40 == pytest.approx(round(r["accuracy"] * 40))
+    saved = json.loads((tmp_path / "tune_quick_digits_mlp_group_lasso.json").read_text())
+    assert saved["chosen"] == (None if chosen is None else chosen["value"])
+    assert saved["command"].startswith("python -m benchmarks.")
+    files = sorted(p.name for p in (tmp_path / "tune_quick_jobs").iterdir())
+    assert files == ["digits__mlp__dense__e2_f0.json",
+                     "digits__mlp__group_lasso__group_lasso_strength=0.0001__e2_f0.json",
+                     "digits__mlp__group_lasso__group_lasso_strength=0.5__e2_f0.json"]
+    # a rerun reads the finished runs instead of training again
+    monkeypatch.setattr("benchmarks.suite.methods.METHODS", {})
+    assert tune.main(argv)[1] == runs
+    with pytest.raises(SystemExit, match="no job digits/mlp/nope"):
+        tune.main(["digits/mlp", "nope", "--mode", "quick", "--key", "k", "--values", "1"])
