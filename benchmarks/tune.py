@@ -3,8 +3,8 @@
 The last 10% of the training set is held out; each value of one setting (e.g. a strength) trains
 a suite method on the rest (then the model's ``train_samples`` cap, as in the suite) with the
 suite's budget and seed, and is measured on the held-out part; the dense baseline is measured the
-same way. The chosen value is the one with the fewest parameters (then the smallest gzip'd float
-file) among those within ``--max-loss`` points of the dense model's validation accuracy; it goes
+same way. The chosen value is the one with the fewest parameters (``--minimize macs``: MACs; then
+the smallest gzip'd float file) among those within ``--max-loss`` points of the dense model's validation accuracy; it goes
 into the model's settings in ``benchmarks/suite/jobs.py`` by hand, and the suite row is then
 trained on the whole training set and measured on the test set, which the choice never saw.
 
@@ -38,11 +38,11 @@ COLUMNS = ("accuracy", "params", "nonzero_params", "macs", "tflite_float_bytes",
            "latency_float_s", "train_s", "setting")
 
 
-def choose(runs, dense_accuracy, max_loss):
-    """The run with the fewest parameters (then the smallest gzip'd file) whose validation
-    accuracy is at most `max_loss` points below `dense_accuracy`, or None."""
+def choose(runs, dense_accuracy, max_loss, minimize="params"):
+    """The run with the fewest parameters (or MACs, `minimize`; then the smallest gzip'd file)
+    whose validation accuracy is at most `max_loss` points below `dense_accuracy`, or None."""
     ok = [r for r in runs if 100 * (dense_accuracy - r["accuracy"]) <= max_loss + 1e-9]
-    return min(ok, key=lambda r: (r["params"], r["tflite_float_gzip_bytes"]), default=None)
+    return min(ok, key=lambda r: (r[minimize], r["tflite_float_gzip_bytes"]), default=None)
 
 
 def _run(job, make, path):
@@ -66,6 +66,8 @@ def main(argv=None):
     parser.add_argument("--values", type=float, nargs="+", required=True, help="the values to try")
     parser.add_argument("--max-loss", type=float, default=0.5,
                         help="largest validation accuracy loss (points) against dense of a value that may be chosen")
+    parser.add_argument("--minimize", default="params", choices=("params", "macs"),
+                        help="what the chosen value has least of (the MLP target counts parameters, the CNN one MACs)")
     parser.add_argument("--mode", default="full", choices=sorted(jobs_mod.MODES))
     parser.add_argument("--epochs", type=int, default=None, help="override the mode's epochs (tests)")
     parser.add_argument("--finetune-epochs", type=int, default=None, help="override the fine-tune epochs (tests)")
@@ -96,22 +98,24 @@ def main(argv=None):
         logger.info("%s %s=%g ...", job.key, args.key, value)
         row = _run(job, make, jobs_dir / f"{data}__{model}__{args.method}__{args.key}={value:g}{budget}.json")
         runs.append({**row, "value": value, "delta_pt": round(100 * (row["accuracy"] - base["accuracy"]), 2)})
-    chosen = choose(runs, base["accuracy"], args.max_loss)
+    chosen = choose(runs, base["accuracy"], args.max_loss, args.minimize)
     md = [f"# Validation tuning: {args.model} / {args.method}, {args.key}", "",
           f"Trained on the first {100 - round(100 * HOLDOUT)}% of the training set (then the model's train_samples "
           f"cap), measured on the last {round(100 * HOLDOUT)}%; the test set is not used. Dense validation "
-          f"accuracy {100 * base['accuracy']:.2f}% with {base['params']:,} parameters. Rule: the fewest parameters "
+          f"accuracy {100 * base['accuracy']:.2f}% with {base['params']:,} parameters. Rule: the fewest {args.minimize} "
           f"within {args.max_loss:g} point(s) of dense.", "",
-          f"| {args.key} | val acc % | Δ pt | params | params x | float gz KB | float µs |",
-          "|---|---|---|---|---|---|---|"]
+          f"| {args.key} | val acc % | Δ pt | params | params x | MACs x | float gz KB | float µs |",
+          "|---|---|---|---|---|---|---|---|"]
     for r in runs:
         md.append(f"| {r['value']:g}{' (chosen)' if r is chosen else ''} | {100 * r['accuracy']:.2f} | "
                   f"{r['delta_pt']:+.2f} | {r['params']:,} | {base['params'] / r['params']:.2f} | "
+                  f"{base['macs'] / r['macs']:.2f} | "
                   f"{r['tflite_float_gzip_bytes'] / 1024:.1f} | {1e6 * r['latency_float_s']:.1f} |")
     md += ["", f"Chosen: {args.key} = {chosen['value']:g}" if chosen else
            f"Chosen: none (no value within {args.max_loss:g} point(s) of dense)"]
     name = f"tune{tag}_{data}_{model}_{args.method}"
-    common.write_results(name, {"key": args.key, "max_loss": args.max_loss, "holdout": HOLDOUT, "dense": base,
+    common.write_results(name, {"key": args.key, "max_loss": args.max_loss, "minimize": args.minimize,
+                                "holdout": HOLDOUT, "dense": base,
                                 "runs": runs, "chosen": None if chosen is None else chosen["value"]}, "\n".join(md))
     print("\n".join(md))
     return base, runs, chosen

@@ -11,11 +11,12 @@ from benchmarks.suite import data as data_mod
 
 
 def test_choose_takes_the_fewest_parameters_within_the_loss():
-    runs = [{"value": 1, "accuracy": 0.90, "params": 500, "tflite_float_gzip_bytes": 9},
-            {"value": 2, "accuracy": 0.896, "params": 300, "tflite_float_gzip_bytes": 9},
-            {"value": 3, "accuracy": 0.896, "params": 300, "tflite_float_gzip_bytes": 8},
-            {"value": 4, "accuracy": 0.85, "params": 100, "tflite_float_gzip_bytes": 1}]
+    runs = [{"value": 1, "accuracy": 0.90, "params": 500, "macs": 10, "tflite_float_gzip_bytes": 9},
+            {"value": 2, "accuracy": 0.896, "params": 300, "macs": 30, "tflite_float_gzip_bytes": 9},
+            {"value": 3, "accuracy": 0.896, "params": 300, "macs": 40, "tflite_float_gzip_bytes": 8},
+            {"value": 4, "accuracy": 0.85, "params": 100, "macs": 1, "tflite_float_gzip_bytes": 1}]
     assert tune.choose(runs, 0.90, 0.5)["value"] == 3  # 0.4 point lost; ties go to the smaller file
+    assert tune.choose(runs, 0.90, 0.5, "macs")["value"] == 1
     assert tune.choose(runs, 0.90, 0.3)["value"] == 1
     assert tune.choose(runs, 0.95, 0.5) is None
 
