@@ -27,7 +27,8 @@ say ``prox_optimizer="adam"`` (the CNNs without BatchNormalization, see ``jobs.A
 - ``em_blockdiag``: the dense model's first ``epochs`` epochs, ``fit_groups`` (K blocks,
   balanced), ``apply_mask``, ``finetune_epochs`` masked epochs, ``to_block_diagonal``.
 - ``filter_pruning``: the ``hgsr_squared_group_l12`` model before shrinking, then
-  ``prune_filters`` (loss-increase tolerance) with ``finetune_epochs`` fine-tuning epochs.
+  ``prune_filters`` (loss-increase tolerance ``prune_tolerance``, the loss on ``prune_samples``
+  training samples, default 512) with ``finetune_epochs`` fine-tuning epochs.
 - ``filter_pruning_strong`` and ``filter_pruning_max``: the same at the larger tolerances
   ``prune_tolerance_strong`` and ``prune_tolerance_max`` (per model in jobs.MODES: three levels of
   compression, like the peer's three sparsities; a tolerance of 1-2 is most of the loss of a
@@ -328,7 +329,8 @@ def _filter_pruning(ctx, name, tolerance):
     candidates = ctx.settings.get("prune_candidates", "norm")
     model, seconds = _hgsr_model(ctx, "squared_group_l12")
     start = time.perf_counter()
-    pruned, _ = prune_filters(plain_copy(model), (ctx.data[0], ctx.data[1]), samples=512, tolerance=tolerance,
+    samples = ctx.settings.get("prune_samples", 512)
+    pruned, _ = prune_filters(plain_copy(model), (ctx.data[0], ctx.data[1]), samples=samples, tolerance=tolerance,
                               loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                               candidates=candidates, verbose=0)
     seconds += time.perf_counter() - start
@@ -337,7 +339,7 @@ def _filter_pruning(ctx, name, tolerance):
     strength = _hgsr_strength(ctx, "squared_group_l12")
     return [ctx.row(name, pruned, seconds,
                     setting=f"HGSR squared_group_l12 model (strength {strength:g}), prune_filters tolerance "
-                            f"{tolerance}, candidates {candidates}, 512 samples")]
+                            f"{tolerance}, candidates {candidates}, {samples} samples")]
 
 
 def planting(ctx):
