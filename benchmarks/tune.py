@@ -4,9 +4,10 @@ The last 10% of the training set is held out; each value of one setting (e.g. a 
 a suite method on the rest (then the model's ``train_samples`` cap, as in the suite) with the
 suite's budget and seed, and is measured on the held-out part; the dense baseline is measured the
 same way. The chosen value is the one with the fewest parameters (``--minimize macs``: MACs; then
-the smallest gzip'd float file) among those within ``--max-loss`` points of the dense model's validation accuracy; it goes
-into the model's settings in ``benchmarks/suite/jobs.py`` by hand, and the suite row is then
-trained on the whole training set and measured on the test set, which the choice never saw.
+the smallest gzip'd float file) among those within ``--max-loss`` points of the dense model's
+validation accuracy; it goes into the model's settings in ``benchmarks/suite/jobs.py`` by hand, and
+the suite row is then trained on the whole training set and measured on the test set, which the
+choice never saw.
 
     python -m benchmarks.tune fashion/mlp hgsr_sqrt_group_lasso --key hgsr_sqrt_group_lasso_strength \\
         --values 1e-4 2e-4 3e-4 --max-loss 0.5
@@ -23,7 +24,6 @@ import json
 import logging
 import os
 import sys
-from pathlib import Path
 from types import SimpleNamespace
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -102,8 +102,8 @@ def main(argv=None):
     md = [f"# Validation tuning: {args.model} / {args.method}, {args.key}", "",
           f"Trained on the first {100 - round(100 * HOLDOUT)}% of the training set (then the model's train_samples "
           f"cap), measured on the last {round(100 * HOLDOUT)}%; the test set is not used. Dense validation "
-          f"accuracy {100 * base['accuracy']:.2f}% with {base['params']:,} parameters. Rule: the fewest {args.minimize} "
-          f"within {args.max_loss:g} point(s) of dense.", "",
+          f"accuracy {100 * base['accuracy']:.2f}% with {base['params']:,} parameters. Rule: the fewest "
+          f"{args.minimize} within {args.max_loss:g} point(s) of dense.", "",
           f"| {args.key} | val acc % | Δ pt | params | params x | MACs x | float gz KB | float µs |",
           "|---|---|---|---|---|---|---|---|"]
     for r in runs:
