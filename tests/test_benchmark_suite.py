@@ -396,3 +396,29 @@ def test_hgsr_strength_per_variant_then_per_model_then_default():
     assert _hgsr_strength(ctx, "sqrt_group_lasso") == 2e-4 and _hgsr_strength(ctx, "squared_group_l12") == 5e-6
     ctx.settings = {}
     assert _hgsr_strength(ctx, "sqrt_group_lasso") == HGSR_STRENGTH
+
+
+def test_filter_pruning_reads_samples_and_tolerance_from_the_settings(monkeypatch):
+    import tf_groupsparse.pruning
+    from benchmarks.suite import methods
+
+    x, y = np.zeros((8, 4), "float32"), np.zeros(8, "int64")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="h"), keras.layers.Dense(2, name="o")])
+    seen = {}
+
+    def fake_prune(m, data, samples, tolerance, **kwargs):
+        seen.update(samples=samples, tolerance=tolerance, candidates=kwargs["candidates"])
+        return m, None
+
+    monkeypatch.setattr(tf_groupsparse.pruning, "prune_filters", fake_prune)
+    monkeypatch.setattr(methods, "_hgsr_model", lambda ctx, variant: (model, 0.0))
+    monkeypatch.setattr(Context, "row", lambda self, name, m, seconds, **info: {"method": name, **info})
+    ctx = Context("digits", "mlp", {}, (x, y, x, y), epochs=1, finetune_epochs=0,
+                  settings={"prune_samples": 4096, "prune_tolerance_strong": 0.7, "hgsr_strength": 3e-7})
+    (row,) = METHODS["filter_pruning_strong"](ctx)
+    assert seen == {"samples": 4096, "tolerance": 0.7, "candidates": "norm"}
+    assert row["setting"] == ("HGSR squared_group_l12 model (strength 3e-07), prune_filters tolerance 0.7, "
+                              "candidates norm, 4096 samples")
+    ctx.settings = {}
+    METHODS["filter_pruning"](ctx)
+    assert seen["samples"] == 512 and seen["tolerance"] == 0.02
