@@ -91,10 +91,10 @@ def main(argv=None):
     budget = "" if args.epochs is None and args.finetune_epochs is None else \
         f"__e{args.epochs}_f{args.finetune_epochs}"  # runs with another budget are kept apart
     base = _run(wanted["dense"], make, jobs_dir / f"{data}__{model}__dense{budget}.json")
-    runs = []
+    runs, template = [], wanted[args.method]
     for value in args.values:
-        job = wanted[args.method]
-        job = dataclasses.replace(job, settings=tuple(sorted({**dict(job.settings), args.key: value}.items())))
+        settings = tuple(sorted({**dict(template.settings), args.key: value}.items()))
+        job = dataclasses.replace(template, settings=settings)
         logger.info("%s %s=%g ...", job.key, args.key, value)
         row = _run(job, make, jobs_dir / f"{data}__{model}__{args.method}__{args.key}={value:g}{budget}.json")
         runs.append({**row, "value": value, "delta_pt": round(100 * (row["accuracy"] - base["accuracy"]), 2)})

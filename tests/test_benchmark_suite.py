@@ -191,6 +191,12 @@ def test_cnn_verdict_needs_flops_and_latency():
     scratch = _row("scratch_target", model="vgg", accuracy=0.90, macs=2900, lat=3.9e-4)
     v = verdicts.cnn_flops_latency(add_ratios([base, worse, scratch]), model="vgg")
     assert v["met"] is False and v["best"] is None and v["reference"]["macs_x"] == pytest.approx(9000 / 2900)
+    # every Fashion CNN of the suite gets its own verdict, the wide VGG's included
+    wide = [_row("dense", model="vgg_wide", macs=9000, lat=1e-3),
+            _row("filter_pruning", model="vgg_wide", accuracy=0.895, macs=2900, lat=3.9e-4)]
+    all_verdicts = verdicts.verdicts(add_ratios([base, ok, *wide]))
+    assert all_verdicts["cnn_flops_latency[vgg_wide]"]["met"] is True
+    assert "cnn_flops_latency[resnet]" not in all_verdicts
 
 
 def test_vs_tfmot_per_level():

@@ -2,11 +2,11 @@
 
 Model options: ``widths``, ``batch_norm``, and optionally ``arch`` (the architecture in
 ``models.BUILDERS`` when the model's name is not one, e.g. ``vgg_wide``), ``train_samples``
-(train on the first N training images: the CNN rows of the full mode use 20,000 of Fashion-MNIST's 60,000 so that the
-whole suite fits in a few hours on 2 cores; the test set is always complete), ``methods`` (a
-subset of the mode's methods) and ``settings`` (overrides of the mode's settings, e.g. a
-strength per model, or of its training budget: ``epochs``, ``finetune_epochs``, ``batch_size``,
-``learning_rate``, ``sgd_learning_rate``). The VGG-style and 1-D CNNs run WITHOUT
+(train on the first N training images: the CNN rows of the full mode use 20,000 of
+Fashion-MNIST's 60,000 so that the whole suite fits in a few hours on 2 cores; the test set is
+always complete), ``methods`` (a subset of the mode's methods) and ``settings`` (overrides of
+the mode's settings, e.g. a strength per model, or of its training budget: ``epochs``,
+``finetune_epochs``, ``batch_size``, ``learning_rate``, ``sgd_learning_rate``). The VGG-style and 1-D CNNs run WITHOUT
 BatchNormalization: BN makes a conv layer's output invariant to the scale of its kernel, so a
 kernel penalty shrinks every filter alike instead of zeroing groups, and BN's moving statistics
 lag the shrinking scale until inference collapses; measured on digits, a VGG trained with the
@@ -158,7 +158,8 @@ def job_table(mode, only=None):
         order += [(method, pair) for pair in mine for method in methods if method not in PRIORITY]
     jobs = [Job(d, m, method, tuple(o["widths"]), o.get("batch_norm", True), o.get("train_samples"),
                 tuple(sorted(o.get("settings", {}).items())), o.get("arch", m))
-            for method, (d, m, o) in order if applies(method, o.get("arch", m)) and method in o.get("methods", methods)]
+            for method, (d, m, o) in order if method in o.get("methods", methods)]
+    jobs = [j for j in jobs if applies(j.method, j.arch)]
     if only:
         jobs = [j for j in jobs if any(fnmatch.fnmatchcase(j.key, p) for p in only)]
     return jobs
