@@ -173,6 +173,10 @@ def test_callable_candidates_and_fine_tune(dense_model):
         ({"layers": ["out"]}, ValueError,
          "prune_filters: Expected `layers` to name layers with removable filters: ['h']. Received: layers=['out']"),
         ({"max_fraction": 0}, ValueError, "prune_filters: Expected `max_fraction` > 0 and <= 1. Received: max_fraction=0.0"),
+        ({"channel_multiple": 0}, ValueError,
+         "prune_filters: Expected `channel_multiple` >= 1. Received: channel_multiple=0"),
+        ({"rounding": "floor"}, ValueError,
+         "prune_filters: Expected `rounding` to be one of 'down', 'nearest', 'up'. Received: rounding='floor'"),
         ({"fine_tune": {"epoch": 1}}, ValueError,
          "prune_filters: Expected `fine_tune` to be None or a dict like {'epochs': 2} (optional 'batch_size'). "
          "Received: fine_tune={'epoch': 1}"),
@@ -279,3 +283,63 @@ def test_consumer_norm_candidates_remove_the_channel_nobody_reads():
     np.testing.assert_allclose(pruned.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
     with pytest.raises(ValueError, match="consumer_norm"):
         prune_filters(model, (x, y), candidates="consumer", verbose=0)
+
+
+def _conv_chain(widths=(12, 10)):
+    keras.utils.set_random_seed(4)
+    inputs = keras.Input((6, 6, 2))
+    h = inputs
+    for i, w in enumerate(widths, 1):
+        h = keras.layers.Conv2D(w, 3, padding="same", activation="relu", name=f"c{i}")(h)
+    h = keras.layers.GlobalAveragePooling2D(name="gap")(h)
+    return keras.Model(inputs, keras.layers.Dense(3, name="out")(h))
+
+
+@pytest.mark.parametrize("tolerance, rounding, widths", [
+    (0.0, "down", [4, 4]), (0.0, "nearest", [8, 4]), (0.0, "up", [8, 4]),  # greedy pass: [6, 4]
+    (0.03, "down", [4, 4]), (0.03, "nearest", [4, 4]), (0.03, "up", [8, 4]),  # greedy pass: [5, 2]
+])
+def test_channel_multiple_rounds_the_pruned_widths(tolerance, rounding, widths):
+    model = _conv_chain()
+    kernel, bias = model.get_layer("out").get_weights()
+    model.get_layer("out").set_weights([20 * kernel, bias])  # confident: removing filters costs loss
+    x = np.random.default_rng(0).normal(size=(64, 6, 6, 2)).astype("float32")
+    y = np.argmax(model.predict(x, verbose=0), axis=1)  # labels the model gets right
+    _, free = prune_filters(model, (x, y), tolerance=tolerance, verbose=0)
+    pruned, report = prune_filters(model, (x, y), tolerance=tolerance, channel_multiple=4, rounding=rounding,
+                                   verbose=0)
+    assert [r["filters_after"] for r in report.rows] == widths
+    for row, before in zip(report.rows, free.rows):
+        w, full, was = row["filters_after"], row["filters_before"], before["filters_after"]
+        assert pruned.get_layer(row["layer"]).filters == w
+        assert w == full or w % 4 == 0, (row, rounding)
+        # down: the multiple below (at least 4); up: the multiple above (or all); nearest: the closer one
+        below, above = max(4, was - was % 4), min(full, was + (-was) % 4)
+        expected = {"down": below if was != full else full, "up": above,
+                    "nearest": below if was % 4 and was % 4 < 2 and was > 4 else above}[rounding]
+        assert w == expected, (row, was, rounding)
+    assert report.totals["filters_rounded"] == sum(b["filters_after"] for b in free.rows) - sum(
+        r["filters_after"] for r in report.rows)
+    assert report.meta["channel_multiple"] == 4
+    # the model rewrite still computes the original model with the planned filters removed
+    reference = keras.models.clone_model(model)
+    reference.set_weights(model.get_weights())
+    for name, channels in report.meta["plan"].items():
+        kernel, bias = reference.get_layer(name).get_weights()
+        kernel[..., channels], bias[channels] = 0.0, 0.0
+        reference.get_layer(name).set_weights([kernel, bias])
+    np.testing.assert_allclose(pruned.predict(x, verbose=0), reference.predict(x, verbose=0), atol=1e-5)
+    assert abs(report.totals["loss_after"] - report.totals["loss_before"] - report.totals["loss_increase"]) < 1e-6
+
+
+def test_channel_multiple_rounds_coupled_residual_channels_once():
+    keras.utils.set_random_seed(3)
+    model = _residual_model()
+    x = np.random.default_rng(0).normal(size=(64, 6, 6, 2)).astype("float32")
+    y = np.arange(64) % 3
+    pruned, report = prune_filters(model, (x, y), tolerance=1e9, channel_multiple=2, rounding="up", verbose=0)
+    # the greedy pass leaves 1 channel per layer; "up" gives one back, to the coupled stem/conv2 once
+    widths = {r["layer"]: r["filters_after"] for r in report.rows}
+    assert widths == {"stem": 2, "conv1": 2, "conv2": 2}
+    assert pruned.get_layer("stem").filters == pruned.get_layer("conv2").filters == 2
+    assert report.totals["filters_rounded"] == -2

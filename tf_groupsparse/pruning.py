@@ -217,6 +217,8 @@ def prune_filters(
     layers=None,
     max_fraction=None,
     fine_tune=None,
+    channel_multiple=None,
+    rounding="down",
     batch_size=256,
     random_state=0,
     verbose=1,
@@ -249,6 +251,17 @@ def prune_filters(
             layer that creates them; no layer ever loses all of its channels.
         fine_tune: None (default) or ``{"epochs": n, "batch_size": b}`` to fit the pruned model
             on `data` with the model's compile settings (the model must be compiled).
+        channel_multiple: None (default) or an int >= 1: after the loss-based pass every pruned
+            layer keeps a multiple of this many filters (or all it had), so that its width fills
+            whole tiles of the target's kernels (LiteRT's XNNPack on an AVX2 x86 CPU runs a conv
+            whose width is a multiple of 16 much faster per MAC: ``benchmarks/results/tile_widths.md``).
+            Filters are removed further (lowest score first) or given back (highest score
+            first) as `rounding` says; the tolerance then no longer bounds the loss: the
+            report's ``loss_after`` is the pruned model's and ``filters_rounded`` the net number
+            of filters the rounding removed (negative: given back).
+        rounding: "down" (default: remove filters down to the multiple below, but never below
+            one multiple), "nearest" (ties go up) or "up" (give back filters); used only with
+            `channel_multiple`.
         batch_size: batch size of the loss evaluation and fine-tuning (default 256).
         random_state: seed of the sample draw (default 0).
         verbose: 1 shows a progress bar over the candidates, 0 is silent (default 1).
@@ -280,6 +293,9 @@ def prune_filters(
     random_state = check_int("random_state", random_state, _OWNER, minimum=0)
     if max_fraction is not None:
         max_fraction = check_number("max_fraction", max_fraction, _OWNER, strict=True, maximum=1.0)
+    if channel_multiple is not None:
+        channel_multiple = check_int("channel_multiple", channel_multiple, _OWNER, minimum=1)
+    rounding = check_choice("rounding", rounding, ("down", "nearest", "up"), _OWNER)
     if callable(candidates):
         score_fn = candidates
     else:
@@ -315,7 +331,7 @@ def prune_filters(
         names = list(layers)
 
     # the queue: (relative rank, layer, channel), weakest filters of every layer first
-    queue, widths = [], {}
+    queue, widths, order = [], {}, {}
     for name in names:
         node = graph.node(name)
         widths[name] = len(node.out_ids)
@@ -325,7 +341,8 @@ def prune_filters(
                 f"{_OWNER}: Expected `candidates` to return one score per output channel of layer "
                 f"{name!r} ({widths[name]}). Received: {scores.shape[0]} scores"
             )
-        for rank, channel in enumerate(np.argsort(scores, kind="stable")):
+        order[name] = [int(c) for c in np.argsort(scores, kind="stable")]
+        for rank, channel in enumerate(order[name]):
             queue.append((rank / widths[name], name, int(channel), float(scores[channel])))
     queue.sort(key=lambda item: item[0])
 
@@ -333,6 +350,7 @@ def prune_filters(
     base = evaluate()
     current = base
     removed_groups, plan, per_layer_delta = set(), {}, {n: 0.0 for n in names}
+    accepted = {}  # group id -> (layer, channel) under which it went into the plan
     # a group can hold channels of several layers (residual adds couple them): count what every
     # channel-creating layer loses, so that none loses all its channels (or more than max_fraction)
     owned = {node.name: graph.labels[node.owned] for node in graph.nodes
@@ -365,6 +383,7 @@ def prune_filters(
         evaluations += 1
         if value - base <= tolerance:
             removed_groups.add(group.id)
+            accepted[group.id] = (name, channel)
             plan.setdefault(name, []).append(channel)
             for n, c in hits.items():
                 removed_count[n] += c
@@ -375,7 +394,12 @@ def prune_filters(
                 variable.assign(original)
         progbar.update(step, values=[("loss_increase", current - base)])
 
-    plan = {name: sorted(channels) for name, channels in plan.items()}
+    rounded = 0
+    if channel_multiple is not None and channel_multiple > 1:
+        state = _PlanState(graph, members, removed_groups, removed_count, limit, accepted, plan)
+        for name in names:
+            rounded += state.round_width(name, widths[name], order[name], channel_multiple, rounding)
+    plan = {name: sorted(channels) for name, channels in plan.items() if channels}
     pruned = prune_channels(model, plan) if plan else _copy(model)
     before_costs, after_costs = layer_costs(model), layer_costs(pruned)
     before_rows = {r["layer"]: r for r in before_costs.rows}
@@ -405,6 +429,7 @@ def prune_filters(
         "macs_after": after_costs.totals["macs"],
         "macs_removed": before_costs.totals["macs"] - after_costs.totals["macs"],
         "evaluations": evaluations,
+        "filters_rounded": rounded,
     }
     if fine_tune is not None:
         pruned.compile_from_config(model.get_compile_config())
@@ -423,6 +448,8 @@ def prune_filters(
         meta={
             "plan": plan,
             "tolerance": tolerance,
+            "channel_multiple": channel_multiple,
+            "rounding": rounding,
             "samples": int(len(x)),
             "loss": loss_source,
             "candidates": candidates if isinstance(candidates, str) else getattr(candidates, "__name__", "callable"),
@@ -430,6 +457,51 @@ def prune_filters(
         },
     )
     return pruned, report
+
+
+class _PlanState:
+    """The removal plan of :func:`prune_filters` and its bookkeeping, for rounding widths."""
+
+    def __init__(self, graph, members, removed_groups, removed_count, limit, accepted, plan):
+        self.graph, self.members, self.removed_groups = graph, members, removed_groups
+        self.removed_count, self.limit, self.accepted, self.plan = removed_count, limit, accepted, plan
+
+    def round_width(self, name, width, order, multiple, rounding):
+        """Remove or give back groups of layer `name` (scores ascending in `order`) until it keeps
+        a multiple of `multiple` filters (or all); returns the net number of filters removed."""
+        kept = width - self.removed_count[name]
+        over = kept % multiple
+        if over == 0 or kept == width:
+            return 0
+        down, up = kept - over, min(kept - over + multiple, width)
+        go_down = down > 0 and (rounding == "down" or (rounding == "nearest" and over < multiple - over))
+        if go_down:
+            for channel in order:
+                if width - self.removed_count[name] <= down:
+                    break
+                group = self.graph.group(name, channel)
+                hits = self.members.get(int(group.id), {})
+                if group.frozen or group.id in self.removed_groups or any(
+                        self.removed_count[n] + c > self.limit[n] for n, c in hits.items()):
+                    continue
+                self.removed_groups.add(group.id)
+                self.accepted[group.id] = (name, channel)
+                self.plan.setdefault(name, []).append(channel)
+                for n, c in hits.items():
+                    self.removed_count[n] += c
+        else:
+            for channel in reversed(order):
+                if width - self.removed_count[name] >= up:
+                    break
+                group = self.graph.group(name, channel)
+                if group.id not in self.removed_groups:
+                    continue
+                self.removed_groups.discard(group.id)
+                owner, owner_channel = self.accepted.pop(group.id)
+                self.plan[owner].remove(owner_channel)
+                for n, c in self.members.get(int(group.id), {}).items():
+                    self.removed_count[n] -= c
+        return kept - (width - self.removed_count[name])
 
 
 def _copy(model):
