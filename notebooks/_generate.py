@@ -474,6 +474,18 @@ display(Markdown(
     "| model | params | MACs | test accuracy |\\n|---|---:|---:|---:|\\n"
     f"| HGSR-trained | {tgs.count_params(model):,} | {tgs.flops(model):,} | {accuracy(model):.4f} |\\n"
     f"| pruned + fine-tuned | {tgs.count_params(pruned):,} | {tgs.flops(pruned):,} | {accuracy(pruned):.4f} |"))"""),
+        md("Kernels compute output channels in tiles (16 floats for a conv on this project's x86 CPU in "
+           "LiteRT's XNNPack, `benchmarks/results/tile_widths.md`): a width just past a multiple costs a whole "
+           "extra tile. `channel_multiple` rounds every pruned layer's width to a multiple after the "
+           "loss-based pass; `rounding=\"down\"` (the default) removes the next-weakest filters, `\"up\"` gives "
+           "back the strongest removed ones, and the report's `loss_after` is the rounded model's loss."),
+        code("""\
+tiled, tiled_report = tgs.prune_filters(model, (x, y), loss=LOSS, samples=512, tolerance=0.02, channel_multiple=8,
+                                        fine_tune={"epochs": 3}, verbose=0)
+widths = lambda m: [m.get_layer(n).filters for n in ("conv1", "conv2")]
+print(f"widths after pruning {widths(pruned)}, rounded down to multiples of 8 {widths(tiled)} "
+      f"({tiled_report.totals['filters_rounded']} more filters removed); "
+      f"test accuracy {accuracy(pruned):.4f} -> {accuracy(tiled):.4f}")"""),
         md("## 2. Channel planting with a teacher\n"
            "A conv4-conv8 student grows by 4 channels per step; candidates are compared on the "
            "last 270 training images (a validation split, never the test set). For reference, "
