@@ -13,7 +13,7 @@ choice never saw.
         --values 1e-4 2e-4 3e-4 --max-loss 0.5
 
 Each (method, value) run is kept in ``benchmarks/results/tune_jobs/`` (a rerun skips it); the
-table goes to ``benchmarks/results/tune_<data>_<model>_<method>.{json,md}``.
+table goes to ``benchmarks/results/tune_<data>_<model>_<method>_<key>.{json,md}``.
 """
 
 from __future__ import annotations
@@ -113,7 +113,7 @@ def main(argv=None):
                   f"{r['tflite_float_gzip_bytes'] / 1024:.1f} | {1e6 * r['latency_float_s']:.1f} |")
     md += ["", f"Chosen: {args.key} = {chosen['value']:g}" if chosen else
            f"Chosen: none (no value within {args.max_loss:g} point(s) of dense)"]
-    name = f"tune{tag}_{data}_{model}_{args.method}"
+    name = f"tune{tag}_{data}_{model}_{args.method}_{args.key}"
     common.write_results(name, {"key": args.key, "max_loss": args.max_loss, "minimize": args.minimize,
                                 "holdout": HOLDOUT, "dense": base,
                                 "runs": runs, "chosen": None if chosen is None else chosen["value"]}, "\n".join(md))

@@ -417,7 +417,7 @@ def test_filter_pruning_reads_samples_and_tolerance_from_the_settings(monkeypatc
         return m, None
 
     monkeypatch.setattr(tf_groupsparse.pruning, "prune_filters", fake_prune)
-    monkeypatch.setattr(methods, "_hgsr_model", lambda ctx, variant: (model, 0.0))
+    monkeypatch.setattr(methods, "_hgsr_model", lambda ctx, variant, epochs=None: (model, 0.0))
     monkeypatch.setattr(Context, "row", lambda self, name, m, seconds, **info: {"method": name, **info})
     ctx = Context("digits", "mlp", {}, (x, y, x, y), epochs=1, finetune_epochs=0,
                   settings={"prune_samples": 4096, "prune_tolerance_strong": 0.7, "hgsr_strength": 3e-7})
@@ -428,3 +428,44 @@ def test_filter_pruning_reads_samples_and_tolerance_from_the_settings(monkeypatc
     ctx.settings = {}
     METHODS["filter_pruning"](ctx)
     assert seen["samples"] == 512 and seen["tolerance"] == 0.02
+
+
+def test_filter_pruning_tiles_rounds_widths_and_splits_the_epoch_budget(monkeypatch):
+    import tf_groupsparse.pruning
+    from benchmarks.suite import methods
+
+    x, y = np.zeros((8, 4), "float32"), np.zeros(8, "int64")
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="h"), keras.layers.Dense(2, name="o")])
+    seen = {}
+
+    def fake_prune(m, data, samples, tolerance, **kwargs):
+        seen.update(tolerance=tolerance, multiple=kwargs["channel_multiple"])
+        return m, None
+
+    def fake_hgsr(ctx, variant, epochs=None):
+        seen["hgsr_epochs"] = epochs
+        return model, 0.0
+
+    def fake_fit(self, m, epochs, callbacks=(), kind="adam", learning_rate=None):
+        seen.update(finetune_epochs=epochs, learning_rate=learning_rate)
+        return 0.0
+
+    monkeypatch.setattr(tf_groupsparse.pruning, "prune_filters", fake_prune)
+    monkeypatch.setattr(methods, "_hgsr_model", fake_hgsr)
+    monkeypatch.setattr(Context, "fit", fake_fit)
+    monkeypatch.setattr(Context, "row", lambda self, name, m, seconds, **info: {"method": name, **info})
+    ctx = Context("digits", "vgg", {}, (x, y, x, y), epochs=6, finetune_epochs=3,
+                  settings={"hgsr_strength": 1e-7, "prune_tolerance_tiles": 0.1, "filter_pruning_tiles_at_epoch": 4,
+                            "prune_finetune_learning_rate": 1e-3})
+    (row,) = METHODS["filter_pruning_tiles"](ctx)
+    # the budget stays epochs + finetune_epochs: 4 before pruning, 5 after
+    assert seen == {"tolerance": 0.1, "multiple": 16, "hgsr_epochs": 4, "finetune_epochs": 5, "learning_rate": 1e-3}
+    assert row["setting"] == ("HGSR squared_group_l12 model (strength 1e-07), prune_filters tolerance 0.1, candidates "
+                              "norm, 512 samples, widths rounded down to multiples of 16, fine-tuned from learning "
+                              "rate 0.001, pruned after epoch 4 of 9")
+    ctx.settings = {"tile_multiple": 8}
+    METHODS["filter_pruning_tiles"](ctx)
+    assert seen["multiple"] == 8 and seen["tolerance"] == 0.5 and seen["hgsr_epochs"] == 6
+    assert seen["finetune_epochs"] == 3 and seen["learning_rate"] is None
+    METHODS["filter_pruning"](ctx)
+    assert seen["multiple"] is None

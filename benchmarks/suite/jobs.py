@@ -38,6 +38,7 @@ PRIORITY = ("dense", "group_lasso", "tfmot", "filter_pruning", "cges", "sparse_g
             "hgsr_squared_group_l12")
 ALL_METHODS = tuple(dict.fromkeys(PRIORITY + ("group_lasso_weak", "group_lasso_weaker", "group_lasso_weakest",
                                               "group_lasso_mild", "filter_pruning_strong", "filter_pruning_max",
+                                              "filter_pruning_tiles",
                                               "l1",
                                               "exclusive", "l11_l12")
                                   + tuple(f"hgsr_{v}" for v in HGSR_VARIANTS) + ("planting", "scratch_target")))
@@ -51,7 +52,8 @@ RESNET_METHODS = ("dense", "tfmot", "filter_pruning", "scratch_target", "filter_
 #: latency hardly follows MACs (the 1/3-MAC scratch_target is only ~1.5x faster), because XNNPack
 #: computes output channels in tiles (16 floats here; shrink_speed's 32-32-64-64-128 CNN got 3.7x
 #: at 4.2x fewer MACs). Each of its jobs costs ~4x a VGG job.
-WIDE_METHODS = RESNET_METHODS
+#: filter_pruning_tiles: its pruned widths rounded down to multiples of 16 (benchmarks/tile_widths.py)
+WIDE_METHODS = RESNET_METHODS + ("filter_pruning_tiles",)
 
 #: Settings of the CNNs without BatchNormalization: their proximal phases use Adam, because
 #: SGD(0.05, momentum 0.9) left the Fashion VGG at 10% accuracy (and SGD(0.02) removed nothing at
@@ -96,10 +98,13 @@ MODES = {
                                        "methods": CNN_METHODS, "settings": VGG_SETTINGS},
                                # HGSR 5e-6 cost the wide VGG 6.4 points at tolerance 0.02 (83.88%); on the
                                # validation split 1e-7 and 5e-7 lost 1.10 and 1.22 points (none within 1):
-                               # 1e-7, the smallest loss (tune_fashion_vgg_wide_filter_pruning.md)
+                               # 1e-7, the smallest loss (tune_fashion_vgg_wide_filter_pruning_hgsr_*.md)
                                "vgg_wide": {"arch": "vgg", "widths": [32, 64, 128], "batch_norm": False,
                                             "train_samples": 20000, "methods": WIDE_METHODS,
-                                            "settings": {**VGG_SETTINGS, "hgsr_strength": 1e-7}},
+                                            # tiles: tolerance 0.1; 0.02-0.1 all lost 1.3-1.5 points on validation,
+                                            # 0.1 the most MACs (tune_..._filter_pruning_tiles_prune_*.md)
+                                            "settings": {**VGG_SETTINGS, "hgsr_strength": 1e-7,
+                                                         "prune_tolerance_tiles": 0.1}},
                                "resnet": {"widths": [16, 32, 64], "train_samples": 20000, "methods": RESNET_METHODS,
                                           # the HFP setting of benchmarks/pruning_planting_fashion.py (BN net)
                                           "settings": {**ADAM_PROX, "hgsr_strength": 5e-5,

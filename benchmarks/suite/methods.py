@@ -28,11 +28,17 @@ say ``prox_optimizer="adam"`` (the CNNs without BatchNormalization, see ``jobs.A
   balanced), ``apply_mask``, ``finetune_epochs`` masked epochs, ``to_block_diagonal``.
 - ``filter_pruning``: the ``hgsr_squared_group_l12`` model before shrinking, then
   ``prune_filters`` (loss-increase tolerance ``prune_tolerance``, the loss on ``prune_samples``
-  training samples, default 512) with ``finetune_epochs`` fine-tuning epochs.
+  training samples, default 512) with ``finetune_epochs`` fine-tuning epochs (Adam from
+  ``prune_finetune_learning_rate`` when set, else ``learning_rate``). With ``prune_at_epoch`` (or
+  ``<method>_at_epoch``) k the HGSR model is trained k epochs and the pruned one fine-tuned
+  ``epochs + finetune_epochs - k``: the same budget, spent more on the smaller net.
 - ``filter_pruning_strong`` and ``filter_pruning_max``: the same at the larger tolerances
   ``prune_tolerance_strong`` and ``prune_tolerance_max`` (per model in jobs.MODES: three levels of
   compression, like the peer's three sparsities; a tolerance of 1-2 is most of the loss of a
   random guess, ln 10 = 2.3, which the fine-tuning epochs then recover).
+- ``filter_pruning_tiles``: the same at ``prune_tolerance_tiles`` (default 0.5), then every pruned
+  conv rounded down to a multiple of ``tile_multiple`` filters (default 16; ``prune_filters``'s
+  ``channel_multiple``), the width at which this CPU's XNNPack convs run fastest per MAC.
 - ``planting``: a student of 1/8 the widths trained ``epochs`` epochs, grown by ``plant`` with
   the dense model as teacher.
 - ``scratch_target``: a reference, not a method: the dense architecture with every width scaled
@@ -104,30 +110,31 @@ class Context:
 
         return models.build(keras, spec or self.spec, self.seed)
 
-    def optimizer(self, epochs, kind="adam"):
+    def optimizer(self, epochs, kind="adam", learning_rate=None):
         """A fresh optimizer for a phase of `epochs` epochs, learning rate on a cosine to 0:
-        ``"adam"`` (Adam, ``learning_rate``) or ``"sgd"`` (SGD, ``sgd_learning_rate``, momentum 0.9)."""
+        ``"adam"`` (Adam, ``learning_rate``) or ``"sgd"`` (SGD, ``sgd_learning_rate``, momentum 0.9);
+        `learning_rate` overrides the kind's initial rate for this phase."""
         import keras
 
-        lr = {"adam": self.learning_rate, "sgd": self.sgd_learning_rate}[kind]
+        lr = learning_rate or {"adam": self.learning_rate, "sgd": self.sgd_learning_rate}[kind]
         schedule = keras.optimizers.schedules.CosineDecay(lr, max(1, epochs * self.steps_per_epoch))
         if kind == "sgd":
             return keras.optimizers.SGD(schedule, momentum=0.9)
         return keras.optimizers.Adam(schedule)
 
-    def compile(self, model, epochs, kind="adam"):
+    def compile(self, model, epochs, kind="adam", learning_rate=None):
         import keras
 
-        model.compile(self.optimizer(epochs, kind), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=["accuracy"])
+        model.compile(self.optimizer(epochs, kind, learning_rate),
+                      keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
         return model
 
-    def fit(self, model, epochs, callbacks=(), kind="adam"):
+    def fit(self, model, epochs, callbacks=(), kind="adam", learning_rate=None):
         """Compile with a fresh optimizer for this phase (see :meth:`optimizer`) and fit;
         returns the seconds spent."""
         import keras
 
-        self.compile(model, epochs, kind)
+        self.compile(model, epochs, kind, learning_rate)
         keras.utils.set_random_seed(self.seed)
         start = time.perf_counter()
         model.fit(self.data[0], self.data[1], epochs=epochs, batch_size=self.batch_size, verbose=0,
@@ -262,7 +269,7 @@ def prox_method(name):
     return run
 
 
-def _hgsr_model(ctx, variant):
+def _hgsr_model(ctx, variant, epochs=None):
     from tf_groupsparse.regularize import regularize
     from tf_groupsparse.regularizers import HierarchicalGroupSparse
 
@@ -270,7 +277,8 @@ def _hgsr_model(ctx, variant):
     strength = _hgsr_strength(ctx, variant)
     reg = HierarchicalGroupSparse(strength, variant=variant, l1_mix=l1_mix)
     return ctx.trained(f"hgsr_{variant}_{strength:g}",
-                       lambda: regularize(ctx.build(), reg, layers=_penalized_layers(ctx.build())), ctx.epochs)
+                       lambda: regularize(ctx.build(), reg, layers=_penalized_layers(ctx.build())),
+                       epochs or ctx.epochs)
 
 
 def _hgsr_strength(ctx, variant):
@@ -312,34 +320,44 @@ def em_blockdiag(ctx):
     return [ctx.row("em_blockdiag", small, seconds, setting=f"fit_groups K={k} balanced on {', '.join(names)}, masked fine-tune")]
 
 
-def filter_pruning_method(name, tolerance_key, default_tolerance):
-    """``filter_pruning`` at the loss tolerance ``settings[tolerance_key]``."""
+def filter_pruning_method(name, tolerance_key, default_tolerance, multiple_key=None, default_multiple=None):
+    """``filter_pruning`` at the loss tolerance ``settings[tolerance_key]``; with `multiple_key`,
+    pruned widths rounded down to a multiple of ``settings[multiple_key]``."""
 
     def run(ctx):
-        return _filter_pruning(ctx, name, ctx.settings.get(tolerance_key, default_tolerance))
+        multiple = ctx.settings.get(multiple_key, default_multiple) if multiple_key else None
+        return _filter_pruning(ctx, name, ctx.settings.get(tolerance_key, default_tolerance), multiple)
 
     return run
 
 
-def _filter_pruning(ctx, name, tolerance):
+def _filter_pruning(ctx, name, tolerance, multiple=None):
     import keras
 
     from tf_groupsparse.pruning import prune_filters
 
     candidates = ctx.settings.get("prune_candidates", "norm")
-    model, seconds = _hgsr_model(ctx, "squared_group_l12")
+    # pruned after `at` of the epochs + finetune_epochs budget, fine-tuned for the rest
+    at = int(ctx.settings.get(f"{name}_at_epoch", ctx.settings.get("prune_at_epoch", ctx.epochs)))
+    finetune_epochs = ctx.epochs + ctx.finetune_epochs - at
+    model, seconds = _hgsr_model(ctx, "squared_group_l12", at)
     start = time.perf_counter()
     samples = ctx.settings.get("prune_samples", 512)
     pruned, _ = prune_filters(plain_copy(model), (ctx.data[0], ctx.data[1]), samples=samples, tolerance=tolerance,
                               loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                              candidates=candidates, verbose=0)
+                              candidates=candidates, channel_multiple=multiple, verbose=0)
     seconds += time.perf_counter() - start
     pruned = plain_copy(pruned)
-    seconds += ctx.fit(pruned, ctx.finetune_epochs) if ctx.finetune_epochs else 0.0
+    finetune_lr = ctx.settings.get("prune_finetune_learning_rate")
+    seconds += ctx.fit(pruned, finetune_epochs, learning_rate=finetune_lr) if finetune_epochs else 0.0
     strength = _hgsr_strength(ctx, "squared_group_l12")
     return [ctx.row(name, pruned, seconds,
                     setting=f"HGSR squared_group_l12 model (strength {strength:g}), prune_filters tolerance "
-                            f"{tolerance}, candidates {candidates}, {samples} samples")]
+                            f"{tolerance}, candidates {candidates}, {samples} samples"
+                            + (f", widths rounded down to multiples of {multiple}" if multiple else "")
+                            + (f", fine-tuned from learning rate {finetune_lr:g}" if finetune_lr else "")
+                            + (f", pruned after epoch {at} of {ctx.epochs + ctx.finetune_epochs}" if at != ctx.epochs
+                               else ""))]
 
 
 def planting(ctx):
@@ -451,10 +469,14 @@ METHODS.update({"em_blockdiag": em_blockdiag, "planting": planting,
                 "filter_pruning": filter_pruning_method("filter_pruning", "prune_tolerance", 0.02),
                 "filter_pruning_strong": filter_pruning_method("filter_pruning_strong", "prune_tolerance_strong", 0.1),
                 "filter_pruning_max": filter_pruning_method("filter_pruning_max", "prune_tolerance_max", 0.5),
+                "filter_pruning_tiles": filter_pruning_method("filter_pruning_tiles", "prune_tolerance_tiles", 0.5,
+                                                              "tile_multiple", 16),
                 "tfmot": tfmot, "scratch_target": scratch_target})
 
-#: methods that need a linear chain (EM rewrite) or a chain of Dense/Conv2D (planting)
-APPLIES = {"em_blockdiag": {"mlp", "vgg", "cnn1d"}, "planting": {"mlp", "vgg"}}
+#: methods that need a linear chain (EM rewrite) or a chain of Dense/Conv2D (planting); the
+#: tile rounding is measured for 2-D convs only (benchmarks/tile_widths.py)
+APPLIES = {"em_blockdiag": {"mlp", "vgg", "cnn1d"}, "planting": {"mlp", "vgg"},
+           "filter_pruning_tiles": {"vgg", "resnet"}}
 
 
 def applies(method, arch):
