@@ -463,9 +463,9 @@ def test_filter_pruning_tiles_rounds_widths_and_splits_the_epoch_budget(monkeypa
     assert row["setting"] == ("HGSR squared_group_l12 model (strength 1e-07), prune_filters tolerance 0.1, candidates "
                               "norm, 512 samples, widths rounded down to multiples of 16, fine-tuned from learning "
                               "rate 0.001, pruned after epoch 4 of 9")
-    ctx.settings = {"tile_multiple": 8}
+    ctx.settings = {"tile_multiple": 8, "filter_pruning_tiles_finetune_learning_rate": 6e-3}
     METHODS["filter_pruning_tiles"](ctx)
     assert seen["multiple"] == 8 and seen["tolerance"] == 0.5 and seen["hgsr_epochs"] == 6
-    assert seen["finetune_epochs"] == 3 and seen["learning_rate"] is None
-    METHODS["filter_pruning"](ctx)
-    assert seen["multiple"] is None
+    assert seen["finetune_epochs"] == 3 and seen["learning_rate"] == 6e-3
+    METHODS["filter_pruning"](ctx)  # the method-specific settings stay with their method
+    assert seen["multiple"] is None and seen["learning_rate"] is None

@@ -29,7 +29,8 @@ say ``prox_optimizer="adam"`` (the CNNs without BatchNormalization, see ``jobs.A
 - ``filter_pruning``: the ``hgsr_squared_group_l12`` model before shrinking, then
   ``prune_filters`` (loss-increase tolerance ``prune_tolerance``, the loss on ``prune_samples``
   training samples, default 512) with ``finetune_epochs`` fine-tuning epochs (Adam from
-  ``prune_finetune_learning_rate`` when set, else ``learning_rate``). With ``prune_at_epoch`` (or
+  ``<method>_finetune_learning_rate`` or ``prune_finetune_learning_rate`` when set, else
+  ``learning_rate``). With ``prune_at_epoch`` (or
   ``<method>_at_epoch``) k the HGSR model is trained k epochs and the pruned one fine-tuned
   ``epochs + finetune_epochs - k``: the same budget, spent more on the smaller net.
 - ``filter_pruning_strong`` and ``filter_pruning_max``: the same at the larger tolerances
@@ -342,13 +343,13 @@ def _filter_pruning(ctx, name, tolerance, multiple=None):
     finetune_epochs = ctx.epochs + ctx.finetune_epochs - at
     model, seconds = _hgsr_model(ctx, "squared_group_l12", at)
     start = time.perf_counter()
-    samples = ctx.settings.get("prune_samples", 512)
+    samples = int(ctx.settings.get("prune_samples", 512))
     pruned, _ = prune_filters(plain_copy(model), (ctx.data[0], ctx.data[1]), samples=samples, tolerance=tolerance,
                               loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                               candidates=candidates, channel_multiple=multiple, verbose=0)
     seconds += time.perf_counter() - start
     pruned = plain_copy(pruned)
-    finetune_lr = ctx.settings.get("prune_finetune_learning_rate")
+    finetune_lr = ctx.settings.get(f"{name}_finetune_learning_rate", ctx.settings.get("prune_finetune_learning_rate"))
     seconds += ctx.fit(pruned, finetune_epochs, learning_rate=finetune_lr) if finetune_epochs else 0.0
     strength = _hgsr_strength(ctx, "squared_group_l12")
     return [ctx.row(name, pruned, seconds,
