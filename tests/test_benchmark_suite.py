@@ -49,9 +49,10 @@ def test_full_job_table_covers_every_method_and_skips_inapplicable():
     # the wide VGG is the VGG architecture at twice the widths, with the VGG's settings
     wide = [j for j in table if j.model == "vgg_wide"]
     assert {(j.arch, j.widths) for j in wide} == {("vgg", (32, 64, 128))}
-    # (but its own HGSR strength, chosen on the validation split)
+    # (but its own HGSR strength and tile-rounded pruning settings, chosen on the validation split)
     (vgg_settings,) = {j.settings for j in table if j.model == "vgg"}
-    expected = tuple(sorted({**dict(vgg_settings), "hgsr_strength": 1e-7}.items()))
+    expected = tuple(sorted({**dict(vgg_settings), "hgsr_strength": 1e-7, "prune_tolerance_tiles": 0.1,
+                             "filter_pruning_tiles_finetune_learning_rate": 6e-3}.items()))
     assert {j.settings for j in wide} == {expected}
     # the CNN rows train on a documented subset, the MLP on all of Fashion-MNIST
     assert {j.train_samples for j in table if j.model in ("vgg", "vgg_wide", "resnet")} == {20000}

@@ -253,7 +253,8 @@ def test_random_architectures_prune_equals_zeroed(blocks, width, head, seed):
         assert "Expected at least one channel to remain in every layer" in str(exc)
         return
     x = rng.normal(size=(2, 8, 8, 3)).astype("float32")
-    np.testing.assert_allclose(outputs(small, x), outputs(zero_channels(m, plan), x), atol=1e-4)
+    # float32 sums in another order: six stacked random convs reach outputs of ~500 (1e-6 relative)
+    np.testing.assert_allclose(outputs(small, x), outputs(zero_channels(m, plan), x), rtol=1e-5, atol=1e-4)
     assert small.count_params() < m.count_params()
 
 

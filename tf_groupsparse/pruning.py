@@ -349,27 +349,13 @@ def prune_filters(
     evaluate = _loss_function(work, loss_fn, x, y, batch_size)
     base = evaluate()
     current = base
-    removed_groups, plan, per_layer_delta = set(), {}, {n: 0.0 for n in names}
-    accepted = {}  # group id -> (layer, channel) under which it went into the plan
-    # a group can hold channels of several layers (residual adds couple them): count what every
-    # channel-creating layer loses, so that none loses all its channels (or more than max_fraction)
-    owned = {node.name: graph.labels[node.owned] for node in graph.nodes
-             if node.owned is not None and len(node.owned)}
-    removed_count = {n: 0 for n in owned}
-    limit = {n: len(labels) - 1 for n, labels in owned.items()}
-    members = {}  # group id -> {layer: how many of its channels the group holds}
-    for n, labels in owned.items():
-        for gid, count in zip(*np.unique(labels, return_counts=True)):
-            members.setdefault(int(gid), {})[n] = int(count)
-    for n in names:
-        if max_fraction is not None:
-            limit[n] = min(limit[n], int(math.floor(max_fraction * widths[n])))
+    per_layer_delta = {n: 0.0 for n in names}
+    state = _PlanState(graph, names, widths, max_fraction)
     evaluations = 0
     progbar = keras.utils.Progbar(len(queue), verbose=verbose, unit_name="candidate")
     for step, (_, name, channel, _score) in enumerate(queue, 1):
         group = graph.group(name, channel)
-        hits = members.get(int(group.id), {})
-        if group.frozen or group.id in removed_groups or any(removed_count[n] + c > limit[n] for n, c in hits.items()):
+        if not state.removable(group):
             progbar.update(step)
             continue
         slices = group.slices
@@ -382,11 +368,7 @@ def prune_filters(
         value = evaluate()
         evaluations += 1
         if value - base <= tolerance:
-            removed_groups.add(group.id)
-            accepted[group.id] = (name, channel)
-            plan.setdefault(name, []).append(channel)
-            for n, c in hits.items():
-                removed_count[n] += c
+            state.remove(name, channel, group)
             per_layer_delta[name] += value - current
             current = value
         else:
@@ -396,17 +378,16 @@ def prune_filters(
 
     rounded = 0
     if channel_multiple is not None and channel_multiple > 1:
-        state = _PlanState(graph, members, removed_groups, removed_count, limit, accepted, plan)
         for name in names:
             rounded += state.round_width(name, widths[name], order[name], channel_multiple, rounding)
-    plan = {name: sorted(channels) for name, channels in plan.items() if channels}
+    plan = state.plan()
     pruned = prune_channels(model, plan) if plan else _copy(model)
     before_costs, after_costs = layer_costs(model), layer_costs(pruned)
     before_rows = {r["layer"]: r for r in before_costs.rows}
     after_rows = {r["layer"]: r for r in after_costs.rows}
     rows = []
     for name in names:
-        after_width = widths[name] - removed_count[name]
+        after_width = widths[name] - state.removed_count[name]
         rows.append({
             "layer": name,
             "filters_before": widths[name],
@@ -460,11 +441,48 @@ def prune_filters(
 
 
 class _PlanState:
-    """The removal plan of :func:`prune_filters` and its bookkeeping, for rounding widths."""
+    """Which channel groups :func:`prune_filters` removes, and what every layer loses by it.
 
-    def __init__(self, graph, members, removed_groups, removed_count, limit, accepted, plan):
-        self.graph, self.members, self.removed_groups = graph, members, removed_groups
-        self.removed_count, self.limit, self.accepted, self.plan = removed_count, limit, accepted, plan
+    A group can hold channels of several layers (residual adds couple them): what every
+    channel-creating layer loses is counted, so that none loses all its channels (or more than
+    `max_fraction` of them)."""
+
+    def __init__(self, graph, names, widths, max_fraction):
+        self.graph = graph
+        owned = {node.name: graph.labels[node.owned] for node in graph.nodes
+                 if node.owned is not None and len(node.owned)}
+        self.removed_count = {n: 0 for n in owned}
+        self.limit = {n: len(labels) - 1 for n, labels in owned.items()}
+        for n in names:
+            if max_fraction is not None:
+                self.limit[n] = min(self.limit[n], int(math.floor(max_fraction * widths[n])))
+        self.members = {}  # group id -> {layer: how many of its channels the group holds}
+        for n, labels in owned.items():
+            for gid, count in zip(*np.unique(labels, return_counts=True)):
+                self.members.setdefault(int(gid), {})[n] = int(count)
+        self.accepted = {}  # removed group id -> (layer, channel) under which it was removed
+
+    def removable(self, group):
+        """Whether `group` can go: not frozen, not gone yet, and within every layer's limit."""
+        return not group.frozen and group.id not in self.accepted and all(
+            self.removed_count[n] + c <= self.limit[n] for n, c in self.members.get(int(group.id), {}).items())
+
+    def remove(self, name, channel, group):
+        self.accepted[group.id] = (name, channel)
+        for n, c in self.members.get(int(group.id), {}).items():
+            self.removed_count[n] += c
+
+    def give_back(self, group):
+        del self.accepted[group.id]
+        for n, c in self.members.get(int(group.id), {}).items():
+            self.removed_count[n] -= c
+
+    def plan(self):
+        """``{layer: sorted channels}`` for :func:`prune_channels`."""
+        plan = {}
+        for name, channel in self.accepted.values():
+            plan.setdefault(name, []).append(channel)
+        return {name: sorted(channels) for name, channels in plan.items()}
 
     def round_width(self, name, width, order, multiple, rounding):
         """Remove or give back groups of layer `name` (scores ascending in `order`) until it keeps
@@ -474,33 +492,20 @@ class _PlanState:
         if over == 0 or kept == width:
             return 0
         down, up = kept - over, min(kept - over + multiple, width)
-        go_down = down > 0 and (rounding == "down" or (rounding == "nearest" and over < multiple - over))
-        if go_down:
+        if down > 0 and (rounding == "down" or (rounding == "nearest" and over < multiple - over)):
             for channel in order:
                 if width - self.removed_count[name] <= down:
                     break
                 group = self.graph.group(name, channel)
-                hits = self.members.get(int(group.id), {})
-                if group.frozen or group.id in self.removed_groups or any(
-                        self.removed_count[n] + c > self.limit[n] for n, c in hits.items()):
-                    continue
-                self.removed_groups.add(group.id)
-                self.accepted[group.id] = (name, channel)
-                self.plan.setdefault(name, []).append(channel)
-                for n, c in hits.items():
-                    self.removed_count[n] += c
+                if self.removable(group):
+                    self.remove(name, channel, group)
         else:
             for channel in reversed(order):
                 if width - self.removed_count[name] >= up:
                     break
                 group = self.graph.group(name, channel)
-                if group.id not in self.removed_groups:
-                    continue
-                self.removed_groups.discard(group.id)
-                owner, owner_channel = self.accepted.pop(group.id)
-                self.plan[owner].remove(owner_channel)
-                for n, c in self.members.get(int(group.id), {}).items():
-                    self.removed_count[n] -= c
+                if group.id in self.accepted:
+                    self.give_back(group)
         return kept - (width - self.removed_count[name])
 
 
