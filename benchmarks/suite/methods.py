@@ -30,9 +30,9 @@ say ``prox_optimizer="adam"`` (the CNNs without BatchNormalization, see ``jobs.A
   ``prune_filters`` (loss-increase tolerance ``prune_tolerance``, the loss on ``prune_samples``
   training samples, default 512) with ``finetune_epochs`` fine-tuning epochs (Adam from
   ``<method>_finetune_learning_rate`` or ``prune_finetune_learning_rate`` when set, else
-  ``learning_rate``). With ``prune_at_epoch`` (or
-  ``<method>_at_epoch``) k the HGSR model is trained k epochs and the pruned one fine-tuned
-  ``epochs + finetune_epochs - k``: the same budget, spent more on the smaller net.
+  ``learning_rate``). With ``<method>_at_epoch`` or ``prune_at_epoch`` k the HGSR model is
+  trained k epochs and the pruned one fine-tuned ``epochs + finetune_epochs - k``: the same
+  budget, spent more on the smaller net.
 - ``filter_pruning_strong`` and ``filter_pruning_max``: the same at the larger tolerances
   ``prune_tolerance_strong`` and ``prune_tolerance_max`` (per model in jobs.MODES: three levels of
   compression, like the peer's three sparsities; a tolerance of 1-2 is most of the loss of a
