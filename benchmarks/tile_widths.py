@@ -45,18 +45,6 @@ VGG_CASES = {
 }
 
 
-def vgg_layers(keras, widths, input_shape=(28, 28, 1), classes=10):
-    """The suite's VGG-style CNN without BatchNormalization, one width per conv (not per stage)."""
-    inputs = keras.Input(input_shape)
-    x = inputs
-    for i, w in enumerate(widths):
-        x = keras.layers.Conv2D(w, 3, padding="same", activation="relu", name=f"s{i // 2 + 1}c{i % 2 + 1}_conv")(x)
-        if i % 2 == 1:
-            x = keras.layers.MaxPooling2D(name=f"s{i // 2 + 1}_pool")(x)
-    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
-    return keras.Model(inputs, keras.layers.Dense(classes, name="logits")(x))
-
-
 def single_conv(keras, filters, input_shape=(14, 14, 32)):
     """One Conv2D 3x3 'same' with `filters` outputs."""
     inputs = keras.Input(input_shape)
@@ -75,6 +63,7 @@ def main(argv=None):
     import numpy as np
 
     from benchmarks.shrink_speed import interleaved_latency
+    from benchmarks.suite import models as suite_models
     from tf_groupsparse.export import convert_tflite
     from tf_groupsparse.metrics import flops
 
@@ -89,7 +78,9 @@ def main(argv=None):
     scan_us = {w: statistics.median(v)
                for w, v in interleaved(scan_blobs, rng.random((1, 14, 14, 32)).astype("float32")).items()}
 
-    models = {name: vgg_layers(keras, widths) for name, widths in VGG_CASES.items()}
+    models = {name: suite_models.build(keras, {"arch": "vgg", "input_shape": [28, 28, 1], "classes": 10,
+                                               "widths": [], "conv_widths": widths, "batch_norm": False})
+              for name, widths in VGG_CASES.items()}
     times = interleaved({k: convert_tflite(m) for k, m in models.items()}, rng.random((1, 28, 28, 1)).astype("float32"))
     dense_macs = flops(models["dense"])
     rows = []

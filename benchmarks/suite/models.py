@@ -36,11 +36,13 @@ def vgg(K, spec):
 
     ``widths`` is one width per stage; pooling is skipped once the feature map is 2 pixels wide.
     ``spec["batch_norm"]`` (default True) False drops BatchNormalization (convs get biases).
+    ``spec["conv_widths"]`` (optional) gives one width per conv instead, e.g. a pruned net's.
     """
     inp = K.Input(tuple(spec["input_shape"]), name="input")
     x, size = inp, spec["input_shape"][0]
-    for s, w in enumerate(spec["widths"], 1):
-        for j in (1, 2):
+    conv_widths = spec.get("conv_widths") or [w for w in spec["widths"] for _ in (1, 2)]
+    for s, pair in enumerate(zip(conv_widths[::2], conv_widths[1::2]), 1):
+        for j, w in enumerate(pair, 1):
             x = _conv_bn_relu(K, x, w, 3, f"s{s}c{j}", K.layers.Conv2D, spec.get("batch_norm", True))
         if size >= 4:
             x = K.layers.MaxPooling2D(name=f"s{s}_pool")(x)
