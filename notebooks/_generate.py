@@ -478,14 +478,25 @@ display(Markdown(
            "LiteRT's XNNPack, `benchmarks/results/tile_widths.md`): a width just past a multiple costs a whole "
            "extra tile. `channel_multiple` rounds every pruned layer's width to a multiple after the "
            "loss-based pass; `rounding=\"down\"` (the default) removes the next-weakest filters, `\"up\"` gives "
-           "back the strongest removed ones, and the report's `loss_after` is the rounded model's loss."),
+           "back the strongest removed ones, and the report's `loss_after` is the rounded model's loss. "
+           "This CNN is too narrow for 16 (its 16-filter first layer can only stay whole), so the cell "
+           "shows a multiple of 8. `rounding=\"blocks\"` searches in whole multiples instead: one loss "
+           "evaluation per block of filters, and the tolerance bounds the loss again."),
         code("""\
 tiled, tiled_report = tgs.prune_filters(model, (x, y), loss=LOSS, samples=512, tolerance=0.02, channel_multiple=8,
                                         fine_tune={"epochs": 3}, verbose=0)
 widths = lambda m: [m.get_layer(n).filters for n in ("conv1", "conv2")]
 print(f"widths after pruning {widths(pruned)}, rounded down to multiples of 8 {widths(tiled)} "
       f"({tiled_report.totals['filters_rounded']} more filters removed); "
-      f"test accuracy {accuracy(pruned):.4f} -> {accuracy(tiled):.4f}")"""),
+      f"test accuracy {accuracy(pruned):.4f} -> {accuracy(tiled):.4f}")
+runs = [("filter by filter, rounded down", 0.02, tiled_report, tiled)]
+for tolerance in (0.02, 0.6):  # the rounded-down model's loss rose by ~0.57
+    blocks, blocks_report = tgs.prune_filters(model, (x, y), loss=LOSS, samples=512, tolerance=tolerance,
+                                              channel_multiple=8, rounding="blocks", fine_tune={"epochs": 3}, verbose=0)
+    runs.append(("whole blocks of 8", tolerance, blocks_report, blocks))
+for name, tolerance, r, m in runs:
+    print(f"{name}, tolerance {tolerance}: widths {widths(m)}, {r.totals['evaluations']} loss evaluations, "
+          f"loss increase {r.totals['loss_increase']:.4f}, test accuracy {accuracy(m):.4f}")"""),
         md("## 2. Channel planting with a teacher\n"
            "A conv4-conv8 student grows by 4 channels per step; candidates are compared on the "
            "last 270 training images (a validation split, never the test set). For reference, "

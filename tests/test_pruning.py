@@ -176,7 +176,7 @@ def test_callable_candidates_and_fine_tune(dense_model):
         ({"channel_multiple": 0}, ValueError,
          "prune_filters: Expected `channel_multiple` >= 1. Received: channel_multiple=0"),
         ({"rounding": "floor"}, ValueError,
-         "prune_filters: Expected `rounding` to be one of 'down', 'nearest', 'up'. Received: rounding='floor'"),
+         "prune_filters: Expected `rounding` to be one of 'down', 'nearest', 'up', 'blocks'. Received: rounding='floor'"),
         ({"fine_tune": {"epoch": 1}}, ValueError,
          "prune_filters: Expected `fine_tune` to be None or a dict like {'epochs': 2} (optional 'batch_size'). "
          "Received: fine_tune={'epoch': 1}"),
@@ -343,3 +343,54 @@ def test_channel_multiple_rounds_coupled_residual_channels_once():
     assert widths == {"stem": 2, "conv1": 2, "conv2": 2}
     assert pruned.get_layer("stem").filters == pruned.get_layer("conv2").filters == 2
     assert report.totals["filters_rounded"] == -2
+
+
+def _block_reference(weights, x, y, tol, multiple):
+    """``rounding="blocks"`` replayed in NumPy on the one hidden layer: the width % multiple
+    weakest units, then `multiple` at a time (never the last `multiple`), each block kept if the
+    total rise stays <= tol; the first rejected block ends the layer."""
+    base = _np_loss(weights, x, y)
+    order = [int(f) for f in np.argsort(np.linalg.norm(weights[0], axis=0), kind="stable")]
+    width = len(order)
+    edges = [0] + list(range(width % multiple or multiple, width - multiple + 1, multiple))
+    removed, evaluations = [], 0
+    for lo, hi in zip(edges, edges[1:]):
+        evaluations += 1
+        if _np_loss(weights, x, y, removed + order[lo:hi]) - base > tol:
+            break
+        removed += order[lo:hi]
+    return sorted(removed), evaluations
+
+
+@pytest.mark.parametrize("multiple", [2, 3])
+@pytest.mark.parametrize("tolerance", [0.0, 0.05, 0.5, 1e9])
+def test_blocks_rounding_matches_a_numpy_replay_and_bounds_the_loss(dense_model, multiple, tolerance):
+    model, x, y = dense_model
+    pruned, report = prune_filters(model, (x, y), samples=len(x), tolerance=tolerance, channel_multiple=multiple,
+                                   rounding="blocks", verbose=0)
+    expected, evaluations = _block_reference(model.get_weights(), x, y, tolerance, multiple)
+    assert report.meta["plan"].get("h", []) == expected
+    width = pruned.get_layer("h").units
+    assert width == 8 - len(expected) and (width == 8 or width % multiple == 0) and width >= multiple
+    # unlike "down"/"up", the tolerance still bounds the pruned model's loss; nothing rounded afterwards
+    assert report.totals["loss_increase"] <= tolerance + 1e-5
+    assert report.totals["filters_rounded"] == 0
+    assert report.meta["rounding"] == "blocks"
+    assert report.totals["evaluations"] == evaluations  # one per block, up to the first rejected one
+
+
+def test_blocks_rounding_on_convs_keeps_whole_tiles_and_equal_outputs():
+    model = _conv_chain((12, 10))
+    x = np.random.default_rng(0).normal(size=(64, 6, 6, 2)).astype("float32")
+    y = np.argmax(model.predict(x, verbose=0), axis=1)
+    pruned, report = prune_filters(model, (x, y), tolerance=1e9, channel_multiple=4, rounding="blocks", verbose=0)
+    # c1: 12 -> blocks of 4 down to 4; c2: 10 -> the 2 weakest, then 4 -> 4 left
+    assert [pruned.get_layer(n).filters for n in ("c1", "c2")] == [4, 4]
+    assert report.totals["evaluations"] == 4
+    reference = keras.models.clone_model(model)
+    reference.set_weights(model.get_weights())
+    for name, channels in report.meta["plan"].items():
+        kernel, bias = reference.get_layer(name).get_weights()
+        kernel[..., channels], bias[channels] = 0.0, 0.0
+        reference.get_layer(name).set_weights([kernel, bias])
+    np.testing.assert_allclose(pruned.predict(x, verbose=0), reference.predict(x, verbose=0), atol=1e-5)

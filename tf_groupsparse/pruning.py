@@ -259,9 +259,16 @@ def prune_filters(
             first) as `rounding` says; the tolerance then no longer bounds the loss: the
             report's ``loss_after`` is the pruned model's and ``filters_rounded`` the net number
             of filters the rounding removed (negative: given back).
-        rounding: "down" (default: remove filters down to the multiple below, but never below
-            one multiple), "nearest" (ties go up) or "up" (give back filters); used only with
-            `channel_multiple`.
+        rounding: how widths become multiples of `channel_multiple` (unused without it):
+            "down" (default: remove filters down to the multiple below, but never below one
+            multiple), "nearest" (ties go up) or "up" (give back filters) after the filter-by-filter
+            pass; or "blocks": search in whole blocks instead, so that the tolerance bounds the
+            loss again. A layer's first block is its ``width % channel_multiple`` weakest filters
+            (a whole multiple if the width is one), then ``channel_multiple`` at a time, never the
+            last multiple; blocks of all layers are visited weakest first (by relative rank, as
+            single filters are), and a layer's first rejected block ends its search. One loss
+            evaluation per block instead of per filter: far faster, but at the same tolerance it
+            removes fewer filters than "down" (a block costs more loss than its weakest filter).
         batch_size: batch size of the loss evaluation and fine-tuning (default 256).
         random_state: seed of the sample draw (default 0).
         verbose: 1 shows a progress bar over the candidates, 0 is silent (default 1).
@@ -295,7 +302,7 @@ def prune_filters(
         max_fraction = check_number("max_fraction", max_fraction, _OWNER, strict=True, maximum=1.0)
     if channel_multiple is not None:
         channel_multiple = check_int("channel_multiple", channel_multiple, _OWNER, minimum=1)
-    rounding = check_choice("rounding", rounding, ("down", "nearest", "up"), _OWNER)
+    rounding = check_choice("rounding", rounding, ("down", "nearest", "up", "blocks"), _OWNER)
     if callable(candidates):
         score_fn = candidates
     else:
@@ -352,32 +359,34 @@ def prune_filters(
     per_layer_delta = {n: 0.0 for n in names}
     state = _PlanState(graph, names, widths, max_fraction)
     evaluations = 0
-    progbar = keras.utils.Progbar(len(queue), verbose=verbose, unit_name="candidate")
-    for step, (_, name, channel, _score) in enumerate(queue, 1):
-        group = graph.group(name, channel)
-        if not state.removable(group):
+    rounded = 0
+    blocks = rounding == "blocks" and channel_multiple is not None and channel_multiple > 1
+    if blocks:
+        queue = _block_queue(names, widths, order, channel_multiple)
+    progbar = keras.utils.Progbar(len(queue), verbose=verbose, unit_name="block" if blocks else "candidate")
+    stopped = set()  # layers whose block was rejected: their later blocks are stronger filters
+    for step, (_, name, *channels) in enumerate(queue, 1):
+        channels = channels[0] if blocks else channels[:1]
+        groups = [graph.group(name, c) for c in channels]
+        if name in stopped or not state.removable_all(groups):
             progbar.update(step)
             continue
-        slices = group.slices
-        saved = {}
-        for s in slices:
-            key = (id(s.layer), s.weight_index)
-            if key not in saved:
-                saved[key] = (s.layer.weights[s.weight_index], keras.ops.convert_to_numpy(s.layer.weights[s.weight_index]).copy())
-        zero_slices(slices)
+        saved = _zero_groups(groups)
         value = evaluate()
         evaluations += 1
         if value - base <= tolerance:
-            state.remove(name, channel, group)
+            for channel, group in zip(channels, groups):
+                state.remove(name, channel, group)
             per_layer_delta[name] += value - current
             current = value
         else:
             for variable, original in saved.values():
                 variable.assign(original)
+            if blocks:
+                stopped.add(name)
         progbar.update(step, values=[("loss_increase", current - base)])
 
-    rounded = 0
-    if channel_multiple is not None and channel_multiple > 1:
+    if channel_multiple is not None and channel_multiple > 1 and not blocks:
         for name in names:
             rounded += state.round_width(name, widths[name], order[name], channel_multiple, rounding)
     plan = state.plan()
@@ -467,6 +476,16 @@ class _PlanState:
         return not group.frozen and group.id not in self.accepted and all(
             self.removed_count[n] + c <= self.limit[n] for n, c in self.members.get(int(group.id), {}).items())
 
+    def removable_all(self, groups):
+        """Whether all of `groups` (distinct groups) can go together."""
+        counts = {}
+        for group in groups:
+            if group.frozen or group.id in self.accepted:
+                return False
+            for n, c in self.members.get(int(group.id), {}).items():
+                counts[n] = counts.get(n, 0) + c
+        return all(self.removed_count[n] + c <= self.limit[n] for n, c in counts.items())
+
     def remove(self, name, channel, group):
         self.accepted[group.id] = (name, channel)
         for n, c in self.members.get(int(group.id), {}).items():
@@ -507,6 +526,35 @@ class _PlanState:
                 if group.id in self.accepted:
                     self.give_back(group)
         return kept - (width - self.removed_count[name])
+
+
+def _block_queue(names, widths, order, multiple):
+    """Blocks of filters, weakest first within each layer, for ``rounding="blocks"``: a layer's
+    first block is its ``width % multiple`` weakest filters (so that the rest fill whole tiles;
+    a full `multiple` when the width already is one), then `multiple` at a time, never the last
+    `multiple`. Entries ``(relative rank, layer, channels)``, sorted across layers."""
+    queue = []
+    for name in names:
+        width = widths[name]
+        start = width % multiple or multiple
+        edges = [0] + list(range(start, width - multiple + 1, multiple))
+        for lo, hi in zip(edges, edges[1:]):
+            queue.append((lo / width, name, order[name][lo:hi]))
+    queue.sort(key=lambda item: item[0])
+    return queue
+
+
+def _zero_groups(groups):
+    """Zero every weight slice of `groups` in place; returns ``{key: (variable, original)}``."""
+    saved = {}
+    slices = [s for group in groups for s in group.slices]
+    for s in slices:
+        key = (id(s.layer), s.weight_index)
+        if key not in saved:
+            variable = s.layer.weights[s.weight_index]
+            saved[key] = (variable, keras.ops.convert_to_numpy(variable).copy())
+    zero_slices(slices)
+    return saved
 
 
 def _copy(model):
