@@ -12,14 +12,21 @@ choice never saw.
     python -m benchmarks.tune fashion/mlp hgsr_sqrt_group_lasso --key hgsr_sqrt_group_lasso_strength \\
         --values 1e-4 2e-4 3e-4 --max-loss 0.5
 
-Each (method, value) run is kept in ``benchmarks/results/tune_jobs/`` (a rerun skips it); the
-table goes to ``benchmarks/results/tune_<data>_<model>_<method>_<key>.{json,md}``.
+Each (method, value) run is kept in ``benchmarks/results/tune_jobs/`` under a name that ends in
+a fingerprint of everything that trained it (the job's settings with the value, its model, the
+mode's budget): a rerun with the same configuration skips it, and a change to any other setting
+(e.g. in ``jobs.py``) trains again instead of reusing a stale result (runs saved before the
+fingerprint, without it, are no longer read). The table goes to
+``benchmarks/results/tune_<data>_<model>_<method>_<key>.{json,md}``. When every value gives the
+same model and accuracy the setting probably did not reach the method (e.g. a method-specific
+key of the same setting shadows it): the run says so.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -43,6 +50,14 @@ def choose(runs, dense_accuracy, max_loss, minimize="params"):
     whose validation accuracy is at most `max_loss` points below `dense_accuracy`, or None."""
     ok = [r for r in runs if 100 * (dense_accuracy - r["accuracy"]) <= max_loss + 1e-9]
     return min(ok, key=lambda r: (r[minimize], r["tflite_float_gzip_bytes"]), default=None)
+
+
+def fingerprint(job, mode, budget=""):
+    """A short hash of what trains `job`: its fields (settings included) and the `mode`'s budget
+    and default settings, plus `budget` (an override of the epochs)."""
+    cfg = {k: v for k, v in jobs_mod.MODES[mode].items() if k not in ("models", "methods")}
+    text = json.dumps({"job": dataclasses.asdict(job), "mode": cfg, "budget": budget}, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:8]
 
 
 def _run(job, make, path):
@@ -90,14 +105,19 @@ def main(argv=None):
                                    cache, holdout=HOLDOUT)
     budget = "" if args.epochs is None and args.finetune_epochs is None else \
         f"__e{args.epochs}_f{args.finetune_epochs}"  # runs with another budget are kept apart
-    base = _run(wanted["dense"], make, jobs_dir / f"{data}__{model}__dense{budget}.json")
+    base = _run(wanted["dense"], make, jobs_dir / f"{data}__{model}__dense{budget}"
+                f"__{fingerprint(wanted['dense'], args.mode, budget)}.json")
     runs, template = [], wanted[args.method]
     for value in args.values:
         settings = tuple(sorted({**dict(template.settings), args.key: value}.items()))
         job = dataclasses.replace(template, settings=settings)
         logger.info("%s %s=%g ...", job.key, args.key, value)
-        row = _run(job, make, jobs_dir / f"{data}__{model}__{args.method}__{args.key}={value:g}{budget}.json")
+        row = _run(job, make, jobs_dir / f"{data}__{model}__{args.method}__{args.key}={value:g}{budget}"
+                   f"__{fingerprint(job, args.mode, budget)}.json")
         runs.append({**row, "value": value, "delta_pt": round(100 * (row["accuracy"] - base["accuracy"]), 2)})
+    if len(runs) > 1 and len({(r["accuracy"], r["params"], r["macs"]) for r in runs}) == 1:
+        logger.warning("tune: every value of %s gave the same model and accuracy: the setting probably does not "
+                       "reach %s (is it shadowed by a method-specific setting in jobs.py?)", args.key, args.method)
     chosen = choose(runs, base["accuracy"], args.max_loss, args.minimize)
     md = [f"# Validation tuning: {args.model} / {args.method}, {args.key}", "",
           f"Trained on the first {100 - round(100 * HOLDOUT)}% of the training set (then the model's train_samples "

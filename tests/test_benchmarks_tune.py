@@ -45,7 +45,7 @@ def test_holdout_evaluates_on_the_end_of_the_training_set(monkeypatch):
 
 
 @pytest.mark.slow
-def test_tune_runs_each_value_once_and_records_the_choice(tmp_path, monkeypatch):
+def test_tune_runs_each_value_once_and_records_the_choice(tmp_path, monkeypatch, caplog):
     _fake_digits(monkeypatch)
     monkeypatch.setattr(benchmarks.common, "RESULTS", tmp_path)
     monkeypatch.setattr(benchmarks.common, "environment", lambda: {"cpu": "test"})
@@ -62,12 +62,23 @@ def test_tune_runs_each_value_once_and_records_the_choice(tmp_path, monkeypatch)
     saved = json.loads((tmp_path / "tune_quick_digits_mlp_group_lasso_group_lasso_strength.json").read_text())
     assert saved["chosen"] == (None if chosen is None else chosen["value"])
     assert saved["command"].startswith("python -m benchmarks.")
-    files = sorted(p.name for p in (tmp_path / "tune_quick_jobs").iterdir())
-    assert files == ["digits__mlp__dense__e2_f0.json",
-                     "digits__mlp__group_lasso__group_lasso_strength=0.0001__e2_f0.json",
-                     "digits__mlp__group_lasso__group_lasso_strength=0.5__e2_f0.json"]
+    files = sorted(p.name.rsplit("__", 1)[0] for p in (tmp_path / "tune_quick_jobs").iterdir())
+    assert files == ["digits__mlp__dense__e2_f0",
+                     "digits__mlp__group_lasso__group_lasso_strength=0.0001__e2_f0",
+                     "digits__mlp__group_lasso__group_lasso_strength=0.5__e2_f0"]
     # a rerun reads the finished runs instead of training again
     monkeypatch.setattr("benchmarks.suite.methods.METHODS", {})
     assert tune.main(argv)[1] == runs
+    # another setting of the job changes the fingerprint: the stale runs are not reused
+    monkeypatch.setattr("benchmarks.suite.methods.METHODS", {"group_lasso": lambda ctx: [{"accuracy": 0.5, "params": 1,
+                        "macs": 1, "tflite_float_gzip_bytes": 1, "latency_float_s": 1e-5, "setting": "stub"}]})
+    table = tune.jobs_mod.job_table
+    monkeypatch.setattr(tune.jobs_mod, "job_table", lambda mode: [
+        tune.dataclasses.replace(j, settings=j.settings + (("em_groups", 3),)) if j.method == "group_lasso" else j
+        for j in table(mode)])
+    with caplog.at_level("WARNING", logger="benchmarks.tune"):
+        assert [r["setting"] for r in tune.main(argv)[1]] == ["stub", "stub"]  # trained again (here: the stub)
+    assert "every value of group_lasso_strength gave the same model" in caplog.text  # identical rows flagged
+    assert len(list((tmp_path / "tune_quick_jobs").iterdir())) == 5
     with pytest.raises(SystemExit, match="no job digits/mlp/nope"):
         tune.main(["digits/mlp", "nope", "--mode", "quick", "--key", "k", "--values", "1"])
