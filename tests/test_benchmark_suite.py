@@ -447,8 +447,8 @@ def test_filter_pruning_tiles_rounds_widths_and_splits_the_epoch_budget(monkeypa
         seen["hgsr_epochs"] = epochs
         return model, 0.0
 
-    def fake_fit(self, m, epochs, callbacks=(), kind="adam", learning_rate=None):
-        seen.update(finetune_epochs=epochs, learning_rate=learning_rate)
+    def fake_fit(self, m, epochs, callbacks=(), kind="adam", learning_rate=None, seed=None):
+        seen.update(finetune_epochs=epochs, learning_rate=learning_rate, seed=seed)
         return 0.0
 
     monkeypatch.setattr(tf_groupsparse.pruning, "prune_filters", fake_prune)
@@ -460,12 +460,14 @@ def test_filter_pruning_tiles_rounds_widths_and_splits_the_epoch_budget(monkeypa
                             "prune_finetune_learning_rate": 1e-3})
     (row,) = METHODS["filter_pruning_tiles"](ctx)
     # the budget stays epochs + finetune_epochs: 4 before pruning, 5 after
-    assert seen == {"tolerance": 0.1, "multiple": 16, "hgsr_epochs": 4, "finetune_epochs": 5, "learning_rate": 1e-3}
+    assert seen == {"tolerance": 0.1, "multiple": 16, "hgsr_epochs": 4, "finetune_epochs": 5, "learning_rate": 1e-3,
+                    "seed": None}
     assert row["setting"] == ("HGSR squared_group_l12 model (strength 1e-07), prune_filters tolerance 0.1, candidates "
                               "norm, 512 samples, widths rounded down to multiples of 16, fine-tuned from learning "
                               "rate 0.001, pruned after epoch 4 of 9")
-    ctx.settings = {"tile_multiple": 8, "filter_pruning_tiles_finetune_learning_rate": 6e-3}
-    METHODS["filter_pruning_tiles"](ctx)
+    ctx.settings = {"tile_multiple": 8, "filter_pruning_tiles_finetune_learning_rate": 6e-3, "prune_finetune_seed": 2.0}
+    (row,) = METHODS["filter_pruning_tiles"](ctx)
+    assert seen["seed"] == 2.0 and row["setting"].endswith(", fine-tune seed 2")
     assert seen["multiple"] == 8 and seen["tolerance"] == 0.5 and seen["hgsr_epochs"] == 6
     assert seen["finetune_epochs"] == 3 and seen["learning_rate"] == 6e-3
     METHODS["filter_pruning"](ctx)  # the method-specific settings stay with their method

@@ -130,13 +130,13 @@ class Context:
                       keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
         return model
 
-    def fit(self, model, epochs, callbacks=(), kind="adam", learning_rate=None):
-        """Compile with a fresh optimizer for this phase (see :meth:`optimizer`) and fit;
-        returns the seconds spent."""
+    def fit(self, model, epochs, callbacks=(), kind="adam", learning_rate=None, seed=None):
+        """Compile with a fresh optimizer for this phase (see :meth:`optimizer`) and fit (shuffled
+        from `seed`, default the context's); returns the seconds spent."""
         import keras
 
         self.compile(model, epochs, kind, learning_rate)
-        keras.utils.set_random_seed(self.seed)
+        keras.utils.set_random_seed(self.seed if seed is None else int(seed))
         start = time.perf_counter()
         model.fit(self.data[0], self.data[1], epochs=epochs, batch_size=self.batch_size, verbose=0,
                   callbacks=list(callbacks), shuffle=True)
@@ -350,7 +350,10 @@ def _filter_pruning(ctx, name, tolerance, multiple=None):
     seconds += time.perf_counter() - start
     pruned = plain_copy(pruned)
     finetune_lr = ctx.settings.get(f"{name}_finetune_learning_rate", ctx.settings.get("prune_finetune_learning_rate"))
-    seconds += ctx.fit(pruned, finetune_epochs, learning_rate=finetune_lr) if finetune_epochs else 0.0
+    # the fine-tune's shuffling seed (default the suite's): how much one run's accuracy owes to the draw
+    finetune_seed = ctx.settings.get(f"{name}_finetune_seed", ctx.settings.get("prune_finetune_seed"))
+    seconds += ctx.fit(pruned, finetune_epochs, learning_rate=finetune_lr, seed=finetune_seed) if finetune_epochs \
+        else 0.0
     strength = _hgsr_strength(ctx, "squared_group_l12")
     return [ctx.row(name, pruned, seconds,
                     setting=f"HGSR squared_group_l12 model (strength {strength:g}), prune_filters tolerance "
@@ -358,7 +361,8 @@ def _filter_pruning(ctx, name, tolerance, multiple=None):
                             + (f", widths rounded down to multiples of {multiple}" if multiple else "")
                             + (f", fine-tuned from learning rate {finetune_lr:g}" if finetune_lr else "")
                             + (f", pruned after epoch {at} of {ctx.epochs + ctx.finetune_epochs}" if at != ctx.epochs
-                               else ""))]
+                               else "")
+                            + (f", fine-tune seed {int(finetune_seed)}" if finetune_seed is not None else ""))]
 
 
 def planting(ctx):
