@@ -295,6 +295,17 @@ def _conv_chain(widths=(12, 10)):
     return keras.Model(inputs, keras.layers.Dense(3, name="out")(h))
 
 
+def _assert_computes_the_zeroed_model(model, pruned, plan, x):
+    """`pruned` computes `model` with the planned filters' kernel columns and biases zeroed."""
+    reference = keras.models.clone_model(model)
+    reference.set_weights(model.get_weights())
+    for name, channels in plan.items():
+        kernel, bias = reference.get_layer(name).get_weights()
+        kernel[..., channels], bias[channels] = 0.0, 0.0
+        reference.get_layer(name).set_weights([kernel, bias])
+    np.testing.assert_allclose(pruned.predict(x, verbose=0), reference.predict(x, verbose=0), atol=1e-5)
+
+
 @pytest.mark.parametrize("tolerance, rounding, widths", [
     (0.0, "down", [4, 4]), (0.0, "nearest", [8, 4]), (0.0, "up", [8, 4]),  # greedy pass: [6, 4]
     (0.03, "down", [4, 4]), (0.03, "nearest", [4, 4]), (0.03, "up", [8, 4]),  # greedy pass: [5, 2]
@@ -322,13 +333,7 @@ def test_channel_multiple_rounds_the_pruned_widths(tolerance, rounding, widths):
         r["filters_after"] for r in report.rows)
     assert report.meta["channel_multiple"] == 4
     # the model rewrite still computes the original model with the planned filters removed
-    reference = keras.models.clone_model(model)
-    reference.set_weights(model.get_weights())
-    for name, channels in report.meta["plan"].items():
-        kernel, bias = reference.get_layer(name).get_weights()
-        kernel[..., channels], bias[channels] = 0.0, 0.0
-        reference.get_layer(name).set_weights([kernel, bias])
-    np.testing.assert_allclose(pruned.predict(x, verbose=0), reference.predict(x, verbose=0), atol=1e-5)
+    _assert_computes_the_zeroed_model(model, pruned, report.meta["plan"], x)
     assert abs(report.totals["loss_after"] - report.totals["loss_before"] - report.totals["loss_increase"]) < 1e-6
 
 
@@ -387,10 +392,4 @@ def test_blocks_rounding_on_convs_keeps_whole_tiles_and_equal_outputs():
     # c1: 12 -> blocks of 4 down to 4; c2: 10 -> the 2 weakest, then 4 -> 4 left
     assert [pruned.get_layer(n).filters for n in ("c1", "c2")] == [4, 4]
     assert report.totals["evaluations"] == 4
-    reference = keras.models.clone_model(model)
-    reference.set_weights(model.get_weights())
-    for name, channels in report.meta["plan"].items():
-        kernel, bias = reference.get_layer(name).get_weights()
-        kernel[..., channels], bias[channels] = 0.0, 0.0
-        reference.get_layer(name).set_weights([kernel, bias])
-    np.testing.assert_allclose(pruned.predict(x, verbose=0), reference.predict(x, verbose=0), atol=1e-5)
+    _assert_computes_the_zeroed_model(model, pruned, report.meta["plan"], x)
