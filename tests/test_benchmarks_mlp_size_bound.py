@@ -30,3 +30,8 @@ def test_rows_compare_every_small_mlp_with_the_dense_one(tmp_path, monkeypatch):
     saved = json.loads((tmp_path / "mlp_size_bound.json").read_text())
     assert saved["command"].startswith("python -m benchmarks.") and len(saved["rows"]) == len(rows)
     assert "| 784-150-64 | distilled from the dense model |" in (tmp_path / "mlp_size_bound.md").read_text()
+    # another batch size goes to its own table and says so
+    monkeypatch.setattr(bench, "SMALL", bench.SMALL[:1])
+    bench.main(["--epochs", "1", "--batch-size", "64"])
+    assert "batch 64," in (tmp_path / "mlp_size_bound_bs64.md").read_text()
+    assert json.loads((tmp_path / "mlp_size_bound_bs64.json").read_text())["batch_size"] == 64
