@@ -43,8 +43,8 @@ def test_full_job_table_covers_every_method_and_skips_inapplicable():
     assert "fashion/resnet/em_blockdiag" not in keys and "fashion/resnet/planting" not in keys
     assert "mnist1d/cnn1d/planting" not in keys and "mnist1d/cnn1d/em_blockdiag" in keys
     # Fashion: the MLP runs all 24 methods, the CNNs their subsets; 2 MNIST-1D models x 24 - 1 exclusion
-    assert len(table) == (24 + len(jobs_mod.CNN_METHODS) + len(jobs_mod.RESNET_METHODS) + len(jobs_mod.WIDE_METHODS)
-                          + 2 * 24 - 1)
+    assert len(table) == (24 + len(jobs_mod.MLP_B32_METHODS) + len(jobs_mod.CNN_METHODS)
+                          + len(jobs_mod.RESNET_METHODS) + len(jobs_mod.WIDE_METHODS) + 2 * 24 - 1)
     assert {j.method for j in table if j.model == "vgg"} == set(jobs_mod.CNN_METHODS)
     # the wide VGG is the VGG architecture at twice the widths, with the VGG's settings
     wide = [j for j in table if j.model == "vgg_wide"]
@@ -56,11 +56,14 @@ def test_full_job_table_covers_every_method_and_skips_inapplicable():
     assert {j.settings for j in wide} == {expected}
     # the CNN rows train on a documented subset, the MLP on all of Fashion-MNIST
     assert {j.train_samples for j in table if j.model in ("vgg", "vgg_wide", "resnet")} == {20000}
-    assert {j.train_samples for j in table if j.model == "mlp"} == {None}
+    assert {j.train_samples for j in table if j.model in ("mlp", "mlp_b32")} == {None}
+    # the batch-32 MLP: the same architecture, every row (dense included) at batch 32
+    b32 = [j for j in table if j.model == "mlp_b32"]
+    assert {(j.arch, j.widths, j.settings) for j in b32} == {("mlp", (1000, 500), (("batch_size", 32),))}
     # the headline jobs come first: dense, group lasso and tfmot of every Fashion model that runs them
-    subsets = {"mlp": jobs_mod.ALL_METHODS, "vgg": jobs_mod.CNN_METHODS, "vgg_wide": jobs_mod.WIDE_METHODS,
-               "resnet": jobs_mod.RESNET_METHODS}
-    assert [j.key for j in table[:10]] == [f"fashion/{m}/{meth}" for meth in ("dense", "group_lasso", "tfmot")
+    subsets = {"mlp": jobs_mod.ALL_METHODS, "mlp_b32": jobs_mod.MLP_B32_METHODS, "vgg": jobs_mod.CNN_METHODS,
+               "vgg_wide": jobs_mod.WIDE_METHODS, "resnet": jobs_mod.RESNET_METHODS}
+    assert [j.key for j in table[:11]] == [f"fashion/{m}/{meth}" for meth in ("dense", "group_lasso", "tfmot")
                                           for m in subsets if meth in subsets[m]]
     assert not applies("em_blockdiag", "resnet") and applies("dense", "resnet")
 
