@@ -181,6 +181,12 @@ def test_mlp_verdict_needs_both_size_and_accuracy():
     assert v["met"] is None and v["reference"]["method"] == "scratch_target"
     assert v["reference"]["accuracy_delta_pt"] == pytest.approx(-0.3)
     assert "reference, the dense architecture at the target size" in report.verdict_lines({"x": v})[1]
+    # the batch-32 MLP gets its own verdict against its own dense row
+    b32 = add_ratios([_row("dense", model="mlp_b32", params=1_000_000),
+                      _row("group_lasso_weak", model="mlp_b32", accuracy=0.897, params=99_000)])
+    v = verdicts.verdicts(rows + b32)
+    assert v["mlp_params[mlp_b32]"]["met"] is True and v["mlp_params"]["met"] is None
+    assert v["mlp_params[mlp_b32]"]["target"].startswith("fashion mlp_b32: >= 10x")
 
 
 def test_cnn_verdict_needs_flops_and_latency():

@@ -108,6 +108,8 @@ def verdicts(rows, data="fashion"):
     """All headline verdicts for `data` (a dict name -> verdict)."""
     models = sorted({r["model"] for r in rows if r["data"] == data})
     out = {"mlp_params": mlp_params(rows, data)}
+    if "mlp_b32" in models:  # the same MLP with every row at batch 32
+        out["mlp_params[mlp_b32]"] = mlp_params(rows, data, "mlp_b32")
     for cnn in ("vgg", "vgg_wide", "resnet"):
         if cnn in models:
             out[f"cnn_flops_latency[{cnn}]"] = cnn_flops_latency(rows, data, cnn)
