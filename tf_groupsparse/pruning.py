@@ -337,7 +337,7 @@ def prune_filters(
             )
         names = list(layers)
 
-    # the queue: (relative rank, layer, channel), weakest filters of every layer first
+    # the queue: (relative rank, layer, [channel]), weakest filters of every layer first
     queue, widths, order = [], {}, {}
     for name in names:
         node = graph.node(name)
@@ -350,7 +350,7 @@ def prune_filters(
             )
         order[name] = [int(c) for c in np.argsort(scores, kind="stable")]
         for rank, channel in enumerate(order[name]):
-            queue.append((rank / widths[name], name, int(channel), float(scores[channel])))
+            queue.append((rank / widths[name], name, [int(channel)]))
     queue.sort(key=lambda item: item[0])
 
     evaluate = _loss_function(work, loss_fn, x, y, batch_size)
@@ -365,8 +365,7 @@ def prune_filters(
         queue = _block_queue(names, widths, order, channel_multiple)
     progbar = keras.utils.Progbar(len(queue), verbose=verbose, unit_name="block" if blocks else "candidate")
     stopped = set()  # layers whose block was rejected: their later blocks are stronger filters
-    for step, (_, name, *channels) in enumerate(queue, 1):
-        channels = channels[0] if blocks else channels[:1]
+    for step, (_, name, channels) in enumerate(queue, 1):
         groups = [graph.group(name, c) for c in channels]
         if name in stopped or not state.removable_all(groups):
             progbar.update(step)
@@ -473,11 +472,10 @@ class _PlanState:
 
     def removable(self, group):
         """Whether `group` can go: not frozen, not gone yet, and within every layer's limit."""
-        return not group.frozen and group.id not in self.accepted and all(
-            self.removed_count[n] + c <= self.limit[n] for n, c in self.members.get(int(group.id), {}).items())
+        return self.removable_all([group])
 
     def removable_all(self, groups):
-        """Whether all of `groups` (distinct groups) can go together."""
+        """Whether all of `groups` (distinct groups) can go together (see :meth:`removable`)."""
         counts = {}
         for group in groups:
             if group.frozen or group.id in self.accepted:
