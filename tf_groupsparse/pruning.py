@@ -337,8 +337,7 @@ def prune_filters(
             )
         names = list(layers)
 
-    # the queue: (relative rank, layer, [channel]), weakest filters of every layer first
-    queue, widths, order = [], {}, {}
+    widths, order = {}, {}
     for name in names:
         node = graph.node(name)
         widths[name] = len(node.out_ids)
@@ -349,9 +348,13 @@ def prune_filters(
                 f"{name!r} ({widths[name]}). Received: {scores.shape[0]} scores"
             )
         order[name] = [int(c) for c in np.argsort(scores, kind="stable")]
-        for rank, channel in enumerate(order[name]):
-            queue.append((rank / widths[name], name, [int(channel)]))
-    queue.sort(key=lambda item: item[0])
+    # the queue: (relative rank, layer, [channels]), weakest filters (or blocks) of every layer first
+    blocks = rounding == "blocks" and channel_multiple is not None and channel_multiple > 1
+    if blocks:
+        queue = _block_queue(names, widths, order, channel_multiple)
+    else:
+        queue = sorted(((rank / widths[n], n, [c]) for n in names for rank, c in enumerate(order[n])),
+                       key=lambda item: item[0])
 
     evaluate = _loss_function(work, loss_fn, x, y, batch_size)
     base = evaluate()
@@ -360,9 +363,6 @@ def prune_filters(
     state = _PlanState(graph, names, widths, max_fraction)
     evaluations = 0
     rounded = 0
-    blocks = rounding == "blocks" and channel_multiple is not None and channel_multiple > 1
-    if blocks:
-        queue = _block_queue(names, widths, order, channel_multiple)
     progbar = keras.utils.Progbar(len(queue), verbose=verbose, unit_name="block" if blocks else "candidate")
     stopped = set()  # layers whose block was rejected: their later blocks are stronger filters
     for step, (_, name, channels) in enumerate(queue, 1):
