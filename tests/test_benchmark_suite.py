@@ -60,7 +60,9 @@ def test_full_job_table_covers_every_method_and_skips_inapplicable():
     # the batch-32 MLP: the same architecture, every row (dense included) at batch 32
     b32 = [j for j in table if j.model == "mlp_b32"]
     assert {(j.arch, j.widths, j.settings) for j in b32} == {
-        ("mlp", (1000, 500), (("batch_size", 32), ("group_lasso_weak_strength", 6e-4)))}
+        ("mlp", (1000, 500), (("batch_size", 32), ("group_lasso_weak_strength", 6e-4), ("hgsr_strength", 0.0),
+                              ("prune_at_epoch", 3), ("prune_tolerance", 0.9)))}
+    assert [j.method for j in b32] == ["dense", "filter_pruning", "group_lasso_weak", "scratch_target"]
     # the headline jobs come first: dense, group lasso and tfmot of every Fashion model that runs them
     subsets = {"mlp": jobs_mod.ALL_METHODS, "mlp_b32": jobs_mod.MLP_B32_METHODS, "vgg": jobs_mod.CNN_METHODS,
                "vgg_wide": jobs_mod.WIDE_METHODS, "resnet": jobs_mod.RESNET_METHODS}
@@ -439,6 +441,15 @@ def test_filter_pruning_reads_samples_and_tolerance_from_the_settings(monkeypatc
     ctx.settings = {}
     METHODS["filter_pruning"](ctx)
     assert seen["samples"] == 512 and seen["tolerance"] == 0.02
+    # HGSR strength 0: the dense model after the pruning epoch, no penalty
+    trained = {}
+    monkeypatch.setattr(methods, "_hgsr_model", lambda *a, **k: pytest.fail("no HGSR model at strength 0"))
+    monkeypatch.setattr(Context, "trained", lambda self, key, make, epochs, callbacks=():
+                        trained.update(key=key, epochs=epochs) or (model, 0.0))
+    ctx.settings = {"hgsr_strength": 0.0, "prune_at_epoch": 1}
+    (row,) = METHODS["filter_pruning"](ctx)
+    assert trained == {"key": "dense", "epochs": 1}
+    assert row["setting"].startswith("dense model (HGSR strength 0), prune_filters tolerance 0.02")
 
 
 def test_filter_pruning_tiles_rounds_widths_and_splits_the_epoch_budget(monkeypatch):

@@ -26,7 +26,8 @@ say ``prox_optimizer="adam"`` (the CNNs without BatchNormalization, see ``jobs.A
   ``shrink``, ``finetune_epochs`` plain epochs.
 - ``em_blockdiag``: the dense model's first ``epochs`` epochs, ``fit_groups`` (K blocks,
   balanced), ``apply_mask``, ``finetune_epochs`` masked epochs, ``to_block_diagonal``.
-- ``filter_pruning``: the ``hgsr_squared_group_l12`` model before shrinking, then
+- ``filter_pruning``: the ``hgsr_squared_group_l12`` model before shrinking (the dense model when
+  the model's HGSR strength is 0), then
   ``prune_filters`` (loss-increase tolerance ``prune_tolerance``, the loss on ``prune_samples``
   training samples, default 512) with ``finetune_epochs`` fine-tuning epochs (Adam from
   ``<method>_finetune_learning_rate`` or ``prune_finetune_learning_rate`` when set, else
@@ -341,7 +342,9 @@ def _filter_pruning(ctx, name, tolerance, multiple=None):
     # pruned after `at` of the epochs + finetune_epochs budget, fine-tuned for the rest
     at = int(ctx.settings.get(f"{name}_at_epoch", ctx.settings.get("prune_at_epoch", ctx.epochs)))
     finetune_epochs = ctx.epochs + ctx.finetune_epochs - at
-    model, seconds = _hgsr_model(ctx, "squared_group_l12", at)
+    strength = _hgsr_strength(ctx, "squared_group_l12")
+    # strength 0: no penalty, the pruned model is the dense one after `at` epochs (shared with em_blockdiag)
+    model, seconds = _hgsr_model(ctx, "squared_group_l12", at) if strength else ctx.trained("dense", ctx.build, at)
     start = time.perf_counter()
     samples = int(ctx.settings.get("prune_samples", 512))
     pruned, _ = prune_filters(plain_copy(model), (ctx.data[0], ctx.data[1]), samples=samples, tolerance=tolerance,
@@ -354,9 +357,9 @@ def _filter_pruning(ctx, name, tolerance, multiple=None):
     finetune_seed = ctx.settings.get(f"{name}_finetune_seed", ctx.settings.get("prune_finetune_seed"))
     seconds += ctx.fit(pruned, finetune_epochs, learning_rate=finetune_lr, seed=finetune_seed) if finetune_epochs \
         else 0.0
-    strength = _hgsr_strength(ctx, "squared_group_l12")
     return [ctx.row(name, pruned, seconds,
-                    setting=f"HGSR squared_group_l12 model (strength {strength:g}), prune_filters tolerance "
+                    setting=(f"HGSR squared_group_l12 model (strength {strength:g})" if strength else
+                             "dense model (HGSR strength 0)") + f", prune_filters tolerance "
                             f"{tolerance}, candidates {candidates}, {samples} samples"
                             + (f", widths rounded down to multiples of {multiple}" if multiple else "")
                             + (f", fine-tuned from learning rate {finetune_lr:g}" if finetune_lr else "")
