@@ -60,8 +60,8 @@ def test_full_job_table_covers_every_method_and_skips_inapplicable():
     # the batch-32 MLP: the same architecture, every row (dense included) at batch 32
     b32 = [j for j in table if j.model == "mlp_b32"]
     assert {(j.arch, j.widths, j.settings) for j in b32} == {
-        ("mlp", (1000, 500), (("batch_size", 32), ("group_lasso_weak_strength", 6e-4), ("hgsr_strength", 0.0),
-                              ("prune_at_epoch", 3), ("prune_tolerance", 0.9)))}
+        ("mlp", (1000, 500), (("batch_size", 32), ("group_lasso_weak_strength", 7e-4), ("hgsr_strength", 0.0),
+                              ("prune_at_epoch", 3), ("prune_tolerance", 1.0)))}
     assert [j.method for j in b32] == ["dense", "filter_pruning", "group_lasso_weak", "scratch_target"]
     # the headline jobs come first: dense, group lasso and tfmot of every Fashion model that runs them
     subsets = {"mlp": jobs_mod.ALL_METHODS, "mlp_b32": jobs_mod.MLP_B32_METHODS, "vgg": jobs_mod.CNN_METHODS,
