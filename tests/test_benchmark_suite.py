@@ -60,13 +60,13 @@ def test_full_job_table_covers_every_method_and_skips_inapplicable():
     # the batch-32 MLP: the same architecture, every row (dense included) at batch 32
     b32 = [j for j in table if j.model == "mlp_b32"]
     assert {(j.arch, j.widths, j.settings) for j in b32} == {
-        ("mlp", (1000, 500), (("batch_size", 32), ("group_lasso_weak_strength", 7e-4), ("hgsr_strength", 0.0),
-                              ("prune_at_epoch", 3), ("prune_tolerance", 1.0)))}
-    assert [j.method for j in b32] == ["dense", "filter_pruning", "group_lasso_weak", "scratch_target"]
+        ("mlp", (1000, 500), (("batch_size", 32), ("group_lasso_weak_strength", 7e-4), ("prune_at_epoch", 3),
+                              ("prune_hgsr_strength", 0.0), ("prune_tolerance", 1.0)))}
+    assert [j.method for j in b32] == ["dense", "tfmot", "filter_pruning", "group_lasso_weak", "scratch_target"]
     # the headline jobs come first: dense, group lasso and tfmot of every Fashion model that runs them
     subsets = {"mlp": jobs_mod.ALL_METHODS, "mlp_b32": jobs_mod.MLP_B32_METHODS, "vgg": jobs_mod.CNN_METHODS,
                "vgg_wide": jobs_mod.WIDE_METHODS, "resnet": jobs_mod.RESNET_METHODS}
-    assert [j.key for j in table[:11]] == [f"fashion/{m}/{meth}" for meth in ("dense", "group_lasso", "tfmot")
+    assert [j.key for j in table[:12]] == [f"fashion/{m}/{meth}" for meth in ("dense", "group_lasso", "tfmot")
                                           for m in subsets if meth in subsets[m]]
     assert not applies("em_blockdiag", "resnet") and applies("dense", "resnet")
 
@@ -430,23 +430,27 @@ def test_filter_pruning_reads_samples_and_tolerance_from_the_settings(monkeypatc
         return m, None
 
     monkeypatch.setattr(tf_groupsparse.pruning, "prune_filters", fake_prune)
-    monkeypatch.setattr(methods, "_hgsr_model", lambda ctx, variant, epochs=None: (model, 0.0))
+    monkeypatch.setattr(methods, "_hgsr_model", lambda ctx, variant, epochs=None, strength=None:
+                        seen.update(strength=strength) or (model, 0.0))
     monkeypatch.setattr(Context, "row", lambda self, name, m, seconds, **info: {"method": name, **info})
     ctx = Context("digits", "mlp", {}, (x, y, x, y), epochs=1, finetune_epochs=0,
                   settings={"prune_samples": 4096, "prune_tolerance_strong": 0.7, "hgsr_strength": 3e-7})
     (row,) = METHODS["filter_pruning_strong"](ctx)
-    assert seen == {"samples": 4096, "tolerance": 0.7, "candidates": "norm"}
+    assert seen == {"samples": 4096, "tolerance": 0.7, "candidates": "norm", "strength": 3e-7}
     assert row["setting"] == ("HGSR squared_group_l12 model (strength 3e-07), prune_filters tolerance 0.7, "
                               "candidates norm, 4096 samples")
     ctx.settings = {}
     METHODS["filter_pruning"](ctx)
     assert seen["samples"] == 512 and seen["tolerance"] == 0.02
-    # HGSR strength 0: the dense model after the pruning epoch, no penalty
+    ctx.settings = {"hgsr_strength": 3e-7, "prune_hgsr_strength": 1e-8}  # the pruning rows' own strength
+    (row,) = METHODS["filter_pruning"](ctx)
+    assert seen["strength"] == 1e-8 and row["setting"].startswith("HGSR squared_group_l12 model (strength 1e-08)")
+    # strength 0: the dense model after the pruning epoch, no penalty
     trained = {}
     monkeypatch.setattr(methods, "_hgsr_model", lambda *a, **k: pytest.fail("no HGSR model at strength 0"))
     monkeypatch.setattr(Context, "trained", lambda self, key, make, epochs, callbacks=():
                         trained.update(key=key, epochs=epochs) or (model, 0.0))
-    ctx.settings = {"hgsr_strength": 0.0, "prune_at_epoch": 1}
+    ctx.settings = {"hgsr_strength": 3e-7, "prune_hgsr_strength": 0.0, "prune_at_epoch": 1}
     (row,) = METHODS["filter_pruning"](ctx)
     assert trained == {"key": "dense", "epochs": 1}
     assert row["setting"].startswith("dense model (HGSR strength 0), prune_filters tolerance 0.02")
@@ -464,7 +468,7 @@ def test_filter_pruning_tiles_rounds_widths_and_splits_the_epoch_budget(monkeypa
         seen.update(tolerance=tolerance, multiple=kwargs["channel_multiple"])
         return m, None
 
-    def fake_hgsr(ctx, variant, epochs=None):
+    def fake_hgsr(ctx, variant, epochs=None, strength=None):
         seen["hgsr_epochs"] = epochs
         return model, 0.0
 

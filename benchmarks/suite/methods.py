@@ -26,8 +26,8 @@ say ``prox_optimizer="adam"`` (the CNNs without BatchNormalization, see ``jobs.A
   ``shrink``, ``finetune_epochs`` plain epochs.
 - ``em_blockdiag``: the dense model's first ``epochs`` epochs, ``fit_groups`` (K blocks,
   balanced), ``apply_mask``, ``finetune_epochs`` masked epochs, ``to_block_diagonal``.
-- ``filter_pruning``: the ``hgsr_squared_group_l12`` model before shrinking (the dense model when
-  the model's HGSR strength is 0), then
+- ``filter_pruning``: the ``hgsr_squared_group_l12`` model before shrinking (at strength
+  ``prune_hgsr_strength`` when set; the dense model when that strength is 0), then
   ``prune_filters`` (loss-increase tolerance ``prune_tolerance``, the loss on ``prune_samples``
   training samples, default 512) with ``finetune_epochs`` fine-tuning epochs (Adam from
   ``<method>_finetune_learning_rate`` or ``prune_finetune_learning_rate`` when set, else
@@ -271,12 +271,12 @@ def prox_method(name):
     return run
 
 
-def _hgsr_model(ctx, variant, epochs=None):
+def _hgsr_model(ctx, variant, epochs=None, strength=None):
     from tf_groupsparse.regularize import regularize
     from tf_groupsparse.regularizers import HierarchicalGroupSparse
 
     l1_mix = 0.5 if variant == "squared_group_l12" else 0.0
-    strength = _hgsr_strength(ctx, variant)
+    strength = _hgsr_strength(ctx, variant) if strength is None else strength
     reg = HierarchicalGroupSparse(strength, variant=variant, l1_mix=l1_mix)
     return ctx.trained(f"hgsr_{variant}_{strength:g}",
                        lambda: regularize(ctx.build(), reg, layers=_penalized_layers(ctx.build())),
@@ -342,9 +342,11 @@ def _filter_pruning(ctx, name, tolerance, multiple=None):
     # pruned after `at` of the epochs + finetune_epochs budget, fine-tuned for the rest
     at = int(ctx.settings.get(f"{name}_at_epoch", ctx.settings.get("prune_at_epoch", ctx.epochs)))
     finetune_epochs = ctx.epochs + ctx.finetune_epochs - at
-    strength = _hgsr_strength(ctx, "squared_group_l12")
-    # strength 0: no penalty, the pruned model is the dense one after `at` epochs (shared with em_blockdiag)
-    model, seconds = _hgsr_model(ctx, "squared_group_l12", at) if strength else ctx.trained("dense", ctx.build, at)
+    # the HGSR model's strength (``prune_hgsr_strength`` for the pruning rows only); at 0 no penalty:
+    # the pruned model is the dense one after `at` epochs
+    strength = ctx.settings.get("prune_hgsr_strength", _hgsr_strength(ctx, "squared_group_l12"))
+    model, seconds = _hgsr_model(ctx, "squared_group_l12", at, strength) if strength else \
+        ctx.trained("dense", ctx.build, at)
     start = time.perf_counter()
     samples = int(ctx.settings.get("prune_samples", 512))
     pruned, _ = prune_filters(plain_copy(model), (ctx.data[0], ctx.data[1]), samples=samples, tolerance=tolerance,
