@@ -46,6 +46,8 @@ def test_full_job_table_covers_every_method_and_skips_inapplicable():
     assert len(table) == (24 + len(jobs_mod.MLP_B32_METHODS) + len(jobs_mod.CNN_METHODS)
                           + len(jobs_mod.RESNET_METHODS) + len(jobs_mod.WIDE_METHODS) + 2 * 24 - 1)
     assert {j.method for j in table if j.model == "vgg"} == set(jobs_mod.CNN_METHODS)
+    # MNIST-1D's filter pruning rows prune the dense models (no HGSR penalty)
+    assert {dict(j.settings).get("prune_hgsr_strength") for j in table if j.data == "mnist1d"} == {0.0}
     # the wide VGG is the VGG architecture at twice the widths, with the VGG's settings
     wide = [j for j in table if j.model == "vgg_wide"]
     assert {(j.arch, j.widths) for j in wide} == {("vgg", (32, 64, 128))}

@@ -131,11 +131,17 @@ MODES = {
                    # MNIST-1D: 8,000 training sequences of 40 values; 9 epochs are 567 steps, too few
                    # the filter pruning rows prune the dense model (prune_hgsr_strength 0): with HGSR the
                    # 1-D CNN lost 5 points or more at every strength tried on validation
-                   # (tune_mnist1d_cnn1d_filter_pruning_hgsr_*.md), and the HGSR MLP 9.75 points
+                   # (tune_mnist1d_cnn1d_filter_pruning_hgsr_*.md), and the HGSR MLP 9.75 points.
+                   # Tolerances on validation (tune_mnist1d_*_filter_pruning_prune_tolerance.md): the chosen
+                   # one, then larger ones for the strong and max levels (as the peer's three sparsities)
                    "mnist1d": {"cnn1d": {"widths": [32, 64, 64], "batch_norm": False,
-                                         "settings": {**ADAM_PROX, **MNIST1D_BUDGET, "prune_hgsr_strength": 0.0}},
+                                         "settings": {**ADAM_PROX, **MNIST1D_BUDGET, "prune_hgsr_strength": 0.0,
+                                                      "prune_tolerance": 0.1, "prune_tolerance_strong": 0.3,
+                                                      "prune_tolerance_max": 1.0}},
                                "mlp": {"widths": [256, 128],
-                                       "settings": {**MNIST1D_BUDGET, "prune_hgsr_strength": 0.0}}}},
+                                       "settings": {**MNIST1D_BUDGET, "prune_hgsr_strength": 0.0,
+                                                    "prune_tolerance": 0.03, "prune_tolerance_strong": 0.1,
+                                                    "prune_tolerance_max": 0.3}}}},
         "methods": ALL_METHODS,
         "epochs": 6, "finetune_epochs": 3, "batch_size": 128, "learning_rate": 1e-3, "sgd_learning_rate": 0.05,
         "latency_runs": 100,
