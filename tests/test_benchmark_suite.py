@@ -63,8 +63,10 @@ def test_full_job_table_covers_every_method_and_skips_inapplicable():
     b32 = [j for j in table if j.model == "mlp_b32"]
     assert {(j.arch, j.widths, j.settings) for j in b32} == {
         ("mlp", (1000, 500), (("batch_size", 32), ("group_lasso_weak_strength", 7e-4), ("prune_at_epoch", 3),
-                              ("prune_hgsr_strength", 0.0), ("prune_tolerance", 1.0)))}
-    assert [j.method for j in b32] == ["dense", "tfmot", "filter_pruning", "group_lasso_weak", "scratch_target"]
+                              ("prune_hgsr_strength", 0.0), ("prune_tolerance", 0.4), ("prune_tolerance_max", 1.0),
+                              ("prune_tolerance_strong", 0.8)))}
+    assert [j.method for j in b32] == ["dense", "tfmot", "filter_pruning", "group_lasso_weak", "filter_pruning_strong",
+                                       "filter_pruning_max", "scratch_target"]
     # the headline jobs come first: dense, group lasso and tfmot of every Fashion model that runs them
     subsets = {"mlp": jobs_mod.ALL_METHODS, "mlp_b32": jobs_mod.MLP_B32_METHODS, "vgg": jobs_mod.CNN_METHODS,
                "vgg_wide": jobs_mod.WIDE_METHODS, "resnet": jobs_mod.RESNET_METHODS}
@@ -178,6 +180,11 @@ def test_mlp_verdict_needs_both_size_and_accuracy():
                        _row("cges", accuracy=0.90, params=200_000)])                # 5x
     v = verdicts.mlp_params(rows)
     assert v["met"] is False and v["best"]["method"] == "cges"
+    assert v["nearest_at_size"]["method"] == "group_lasso"  # the least loss at >= 10x
+    assert report.verdict_lines({"x": v})[1].startswith("  - nearest miss, the least loss at the target size: "
+                                                        "method group_lasso, params_x 10.1")
+    v = verdicts.mlp_params(add_ratios([base, _row("cges", accuracy=0.80, params=200_000)]))
+    assert v["best"] is None and v["nearest_at_size"] is None  # nothing within the loss, nothing at the size
     assert verdicts.mlp_params([base])["met"] is None
     # the peer never counts as ours, nor does the from-scratch reference, which is reported beside
     rows = add_ratios([base, _row("tfmot_90", accuracy=0.9, params=1_000_000, nonzero=10),

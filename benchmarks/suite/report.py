@@ -68,6 +68,10 @@ def verdict_lines(all_verdicts):
         detail = "" if not best else " — best: " + ", ".join(
             f"{k} {val:.3g}" if isinstance(val, float) else f"{k} {val}" for k, val in best.items())
         lines.append(f"- {v['target']}: {_verdict_text(v)}{detail}")
+        nearest = v.get("nearest_at_size")
+        if nearest:
+            lines.append("  - nearest miss, the least loss at the target size: " + ", ".join(
+                f"{k} {val:.3g}" if isinstance(val, float) else f"{k} {val}" for k, val in nearest.items()))
         ref = v.get("reference")
         if ref:
             lines.append("  - reference, the dense architecture at the target size trained from scratch "
