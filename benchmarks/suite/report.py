@@ -60,23 +60,24 @@ def _verdict_text(v):
     return {True: "**met**", False: "**not met**", None: "not measured (rows missing)"}[v["met"]]
 
 
+def _figures(summary):
+    """``"key value, ..."`` of a verdict's row summary, floats to 3 significant digits."""
+    return ", ".join(f"{k} {val:.3g}" if isinstance(val, float) else f"{k} {val}" for k, val in summary.items())
+
+
 def verdict_lines(all_verdicts):
     """Markdown bullets for the verdicts of :func:`benchmarks.suite.verdicts.verdicts`."""
     lines = []
     for name, v in all_verdicts.items():
         best = v.get("best")
-        detail = "" if not best else " — best: " + ", ".join(
-            f"{k} {val:.3g}" if isinstance(val, float) else f"{k} {val}" for k, val in best.items())
+        detail = "" if not best else " — best: " + _figures(best)
         lines.append(f"- {v['target']}: {_verdict_text(v)}{detail}")
-        nearest = v.get("nearest_at_size")
-        if nearest:
-            lines.append("  - nearest miss, the least loss at the target size: " + ", ".join(
-                f"{k} {val:.3g}" if isinstance(val, float) else f"{k} {val}" for k, val in nearest.items()))
+        if v.get("nearest_at_size"):
+            lines.append("  - nearest miss, the least loss at the target size: " + _figures(v["nearest_at_size"]))
         ref = v.get("reference")
         if ref:
             lines.append("  - reference, the dense architecture at the target size trained from scratch "
-                         "(scratch_target): " + ", ".join(f"{k} {val:.3g}" if isinstance(val, float) else f"{k} {val}"
-                                     for k, val in ref.items() if k != "method"))
+                         "(scratch_target): " + _figures({k: val for k, val in ref.items() if k != "method"}))
         for level in v.get("levels", []):
             ours = level["ours"]
             mine = "no row of ours at equal accuracy" if ours is None else (

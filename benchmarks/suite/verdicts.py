@@ -54,7 +54,7 @@ def mlp_params(rows, data="fashion", model="mlp", factor=10.0, max_loss_pt=0.5):
     ours = _ours(rows, data, model)
     reference = _reference(rows, data, model, "params_x", "accuracy_delta_pt", "params")
     if not ours:
-        return {"target": target, "met": None, "best": None, "reference": reference}
+        return {"target": target, "met": None, "best": None, "nearest_at_size": None, "reference": reference}
     ok = [r for r in ours if r["accuracy_delta_pt"] >= -max_loss_pt]
     best = max(ok, key=lambda r: r["params_x"], default=None)  # the most compressed within the loss
     met = bool(best is not None and best["params_x"] >= factor)
