@@ -98,16 +98,14 @@ MODES = {
                                # the same MLP with batch 32 (4x the steps in the same epochs): a 784-128-128
                                # MLP trained on labels lost 0.20 point there against 1.12 at batch 128
                                # (benchmarks/results/mlp_size_bound*.md); every row of it, dense included.
-                               # Validation (tune_fashion_mlp_b32_*.md): no value within 0.5 point at >= 10x, so
-                               # of the values at >= 10x the one that lost least. Group lasso: 4.8x at -0.55,
-                               # 8.1x at -0.78, 10.3x at -1.28, 12.9x at -1.07: 7e-4 (6e-4 before this rule).
+                               # Strengths and tolerances from the validation split (tune_fashion_mlp_b32_*.md),
+                               # where no value stayed within 0.5 point at >= 10x: the rows at >= 10x (group
+                               # lasso, filter_pruning_max) take the value with the least loss among those at
+                               # >= 10x; filter_pruning_strong the most compression within 0.5 point, and
+                               # filter_pruning a milder level for the tfmot comparison.
                                "mlp_b32": {"arch": "mlp", "widths": [1000, 500], "methods": MLP_B32_METHODS,
                                            # filter pruning: units of the dense model after 3 of the 9 epochs
-                                           # (prune_hgsr_strength 0), the pruned MLP fine-tuned for the other 6;
-                                           # tolerance 0.05 / 0.1 / 0.2 / 0.4 / 0.8 / 0.9 / 1.0: 4.1x +0.03,
-                                           # 4.2x -0.05, 5.1x -0.22, 6.3x -0.15, 9.2x -0.48, 10.5x -0.80,
-                                           # 12.7x -0.65. max: 1.0 (the rule above); strong: 0.8 (the most
-                                           # compression within 0.5 point); 0.4 for the milder level
+                                           # (prune_hgsr_strength 0), the pruned MLP fine-tuned for the other 6
                                            "settings": {"batch_size": 32, "group_lasso_weak_strength": 7e-4,
                                                         "prune_hgsr_strength": 0.0, "prune_at_epoch": 3,
                                                         "prune_tolerance": 0.4, "prune_tolerance_strong": 0.8,
