@@ -17,9 +17,10 @@ a fingerprint of everything that trained it (the job's settings with the value, 
 mode's budget): a rerun with the same configuration skips it, and a change to any other setting
 (e.g. in ``jobs.py``) trains again instead of reusing a stale result (runs saved before the
 fingerprint, without it, are no longer read). The table goes to
-``benchmarks/results/tune_<data>_<model>_<method>_<key>.{json,md}``. When every value gives the
-same model and accuracy the setting probably did not reach the method (e.g. a method-specific
-key of the same setting shadows it): the run says so.
+``benchmarks/results/tune_<data>_<model>_<method>_<key>.{json,md}`` (``..._<key>_<tag>`` with
+``--tag``: a table of the same key under other fixed settings then does not replace it). When
+every value gives the same model and accuracy the setting probably did not reach the method
+(e.g. a method-specific key of the same setting shadows it): the run says so.
 """
 
 from __future__ import annotations
@@ -83,6 +84,8 @@ def main(argv=None):
                         help="largest validation accuracy loss (points) against dense of a value that may be chosen")
     parser.add_argument("--minimize", default="params", choices=("params", "macs"),
                         help="what the chosen value has least of (the MLP target counts parameters, the CNN one MACs)")
+    parser.add_argument("--tag", default="",
+                        help="appended to the table's name: keeps tables of one key under other fixed settings apart")
     parser.add_argument("--mode", default="full", choices=sorted(jobs_mod.MODES))
     parser.add_argument("--epochs", type=int, default=None, help="override the mode's epochs (tests)")
     parser.add_argument("--finetune-epochs", type=int, default=None, help="override the fine-tune epochs (tests)")
@@ -133,7 +136,7 @@ def main(argv=None):
                   f"{r['tflite_float_gzip_bytes'] / 1024:.1f} | {1e6 * r['latency_float_s']:.1f} |")
     md += ["", f"Chosen: {args.key} = {chosen['value']:g}" if chosen else
            f"Chosen: none (no value within {args.max_loss:g} point(s) of dense)"]
-    name = f"tune{tag}_{data}_{model}_{args.method}_{args.key}"
+    name = f"tune{tag}_{data}_{model}_{args.method}_{args.key}" + (f"_{args.tag}" if args.tag else "")
     common.write_results(name, {"key": args.key, "max_loss": args.max_loss, "minimize": args.minimize,
                                 "holdout": HOLDOUT, "dense": base,
                                 "runs": runs, "chosen": None if chosen is None else chosen["value"]}, "\n".join(md))

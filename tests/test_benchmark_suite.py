@@ -62,9 +62,10 @@ def test_full_job_table_covers_every_method_and_skips_inapplicable():
     # the batch-32 MLP: the same architecture, every row (dense included) at batch 32
     b32 = [j for j in table if j.model == "mlp_b32"]
     assert {(j.arch, j.widths, j.settings) for j in b32} == {
-        ("mlp", (1000, 500), (("batch_size", 32), ("group_lasso_weak_strength", 7e-4), ("prune_at_epoch", 3),
-                              ("prune_hgsr_strength", 0.0), ("prune_tolerance", 0.4), ("prune_tolerance_max", 1.0),
-                              ("prune_tolerance_strong", 0.8)))}
+        ("mlp", (1000, 500), (("batch_size", 32), ("filter_pruning_strong_max_fraction", 0.92),
+                              ("group_lasso_weak_strength", 7e-4), ("prune_at_epoch", 3), ("prune_hgsr_strength", 0.0),
+                              ("prune_layers", ("fc1",)), ("prune_tolerance", 0.1), ("prune_tolerance_max", 0.4),
+                              ("prune_tolerance_strong", 0.4)))}
     assert [j.method for j in b32] == ["dense", "tfmot", "filter_pruning", "group_lasso_weak", "filter_pruning_strong",
                                        "filter_pruning_max", "scratch_target"]
     # the headline jobs come first: dense, group lasso and tfmot of every Fashion model that runs them
@@ -435,7 +436,8 @@ def test_filter_pruning_reads_samples_and_tolerance_from_the_settings(monkeypatc
     seen = {}
 
     def fake_prune(m, data, samples, tolerance, **kwargs):
-        seen.update(samples=samples, tolerance=tolerance, candidates=kwargs["candidates"])
+        seen.update(samples=samples, tolerance=tolerance, candidates=kwargs["candidates"], layers=kwargs["layers"],
+                    max_fraction=kwargs["max_fraction"])
         return m, None
 
     monkeypatch.setattr(tf_groupsparse.pruning, "prune_filters", fake_prune)
@@ -445,7 +447,8 @@ def test_filter_pruning_reads_samples_and_tolerance_from_the_settings(monkeypatc
     ctx = Context("digits", "mlp", {}, (x, y, x, y), epochs=1, finetune_epochs=0,
                   settings={"prune_samples": 4096, "prune_tolerance_strong": 0.7, "hgsr_strength": 3e-7})
     (row,) = METHODS["filter_pruning_strong"](ctx)
-    assert seen == {"samples": 4096, "tolerance": 0.7, "candidates": "norm", "strength": 3e-7}
+    assert seen == {"samples": 4096, "tolerance": 0.7, "candidates": "norm", "layers": None, "max_fraction": None,
+                    "strength": 3e-7}
     assert row["setting"] == ("HGSR squared_group_l12 model (strength 3e-07), prune_filters tolerance 0.7, "
                               "candidates norm, 4096 samples")
     ctx.settings = {}
@@ -463,6 +466,19 @@ def test_filter_pruning_reads_samples_and_tolerance_from_the_settings(monkeypatc
     (row,) = METHODS["filter_pruning"](ctx)
     assert trained == {"key": "dense", "epochs": 1}
     assert row["setting"].startswith("dense model (HGSR strength 0), prune_filters tolerance 0.02")
+    # only the named layers' filters (a method's own list first)
+    ctx.settings = {"prune_hgsr_strength": 0.0, "prune_layers": ("h",)}
+    (row,) = METHODS["filter_pruning"](ctx)
+    assert seen["layers"] == ["h"] and row["setting"].endswith("512 samples, layers h only")
+    ctx.settings = {"prune_hgsr_strength": 0.0, "prune_layers": ("h",), "filter_pruning_layers": ("h", "o")}
+    METHODS["filter_pruning"](ctx)
+    assert seen["layers"] == ["h", "o"]
+    # a cap on the fraction of each layer's filters removed (a method's own cap first)
+    ctx.settings = {"prune_hgsr_strength": 0.0, "prune_max_fraction": 0.5, "filter_pruning_strong_max_fraction": 0.9}
+    (row,) = METHODS["filter_pruning_strong"](ctx)
+    assert seen["max_fraction"] == 0.9 and row["setting"].endswith("512 samples, at most 0.9 of a layer's filters")
+    METHODS["filter_pruning"](ctx)
+    assert seen["max_fraction"] == 0.5
 
 
 def test_filter_pruning_tiles_rounds_widths_and_splits_the_epoch_budget(monkeypatch):

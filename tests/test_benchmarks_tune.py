@@ -69,6 +69,10 @@ def test_tune_runs_each_value_once_and_records_the_choice(tmp_path, monkeypatch,
     # a rerun reads the finished runs instead of training again
     monkeypatch.setattr("benchmarks.suite.methods.METHODS", {})
     assert tune.main(argv)[1] == runs
+    # --tag names another table (the runs are the same ones)
+    assert tune.main(argv + ["--tag", "other"])[1] == runs
+    tagged = json.loads((tmp_path / "tune_quick_digits_mlp_group_lasso_group_lasso_strength_other.json").read_text())
+    assert tagged["runs"] == saved["runs"] and tagged["chosen"] == saved["chosen"]
     # another setting of the job changes the fingerprint: the stale runs are not reused
     monkeypatch.setattr("benchmarks.suite.methods.METHODS", {"group_lasso": lambda ctx: [{"accuracy": 0.5, "params": 1,
                         "macs": 1, "tflite_float_gzip_bytes": 1, "latency_float_s": 1e-5, "setting": "stub"}]})

@@ -248,7 +248,10 @@ def prune_filters(
             Dense/Conv-like layer with removable channels (model outputs are never removed).
         max_fraction: largest fraction of a layer's filters to remove, in (0, 1] (default
             None: all but one). Channels coupled across layers (residual adds) count for every
-            layer that creates them; no layer ever loses all of its channels.
+            layer that creates them; no layer ever loses all of its channels. With a generous
+            `tolerance` it sets the pruned width itself (the loss still picks which filters go):
+            the way to reach a size, since one tolerance prunes models trained on other samples
+            or for other epochs to other widths.
         fine_tune: None (default) or ``{"epochs": n, "batch_size": b}`` to fit the pruned model
             on `data` with the model's compile settings (the model must be compiled).
         channel_multiple: None (default) or an int >= 1: after the loss-based pass every pruned

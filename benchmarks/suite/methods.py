@@ -29,7 +29,9 @@ say ``prox_optimizer="adam"`` (the CNNs without BatchNormalization, see ``jobs.A
 - ``filter_pruning``: the ``hgsr_squared_group_l12`` model before shrinking (at strength
   ``prune_hgsr_strength`` when set; the dense model when that strength is 0), then
   ``prune_filters`` (loss-increase tolerance ``prune_tolerance``, the loss on ``prune_samples``
-  training samples, default 512) with ``finetune_epochs`` fine-tuning epochs (Adam from
+  training samples, default 512; only the filters of the layers ``<method>_layers`` or
+  ``prune_layers`` when set, and at most the fraction ``<method>_max_fraction`` or
+  ``prune_max_fraction`` of each) with ``finetune_epochs`` fine-tuning epochs (Adam from
   ``<method>_finetune_learning_rate`` or ``prune_finetune_learning_rate`` when set, else
   ``learning_rate``). With ``<method>_at_epoch`` or ``prune_at_epoch`` k the HGSR model is
   trained k epochs and the pruned one fine-tuned ``epochs + finetune_epochs - k``: the same
@@ -349,9 +351,17 @@ def _filter_pruning(ctx, name, tolerance, multiple=None):
         ctx.trained("dense", ctx.build, at)
     start = time.perf_counter()
     samples = int(ctx.settings.get("prune_samples", 512))
+    # the layers whose filters may go (default every prunable one); e.g. only the MLP's first
+    # layer, which holds most of its parameters (784 x width)
+    layers = ctx.settings.get(f"{name}_layers", ctx.settings.get("prune_layers"))
+    layers = list(layers) if layers else None
+    # the largest fraction of a layer's filters to remove: a size the tolerance cannot overshoot
+    # (at one tolerance, models trained on other samples prune to other sizes)
+    max_fraction = ctx.settings.get(f"{name}_max_fraction", ctx.settings.get("prune_max_fraction"))
     pruned, _ = prune_filters(plain_copy(model), (ctx.data[0], ctx.data[1]), samples=samples, tolerance=tolerance,
                               loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                              candidates=candidates, channel_multiple=multiple, verbose=0)
+                              candidates=candidates, layers=layers, max_fraction=max_fraction,
+                              channel_multiple=multiple, verbose=0)
     seconds += time.perf_counter() - start
     pruned = plain_copy(pruned)
     finetune_lr = ctx.settings.get(f"{name}_finetune_learning_rate", ctx.settings.get("prune_finetune_learning_rate"))
@@ -364,6 +374,8 @@ def _filter_pruning(ctx, name, tolerance, multiple=None):
                              "dense model (HGSR strength 0)") + f", prune_filters tolerance "
                             f"{tolerance}, candidates {candidates}, {samples} samples"
                             + (f", widths rounded down to multiples of {multiple}" if multiple else "")
+                            + (f", layers {', '.join(layers)} only" if layers else "")
+                            + (f", at most {max_fraction:g} of a layer's filters" if max_fraction else "")
                             + (f", fine-tuned from learning rate {finetune_lr:g}" if finetune_lr else "")
                             + (f", pruned after epoch {at} of {ctx.epochs + ctx.finetune_epochs}" if at != ctx.epochs
                                else "")
