@@ -335,6 +335,11 @@ def filter_pruning_method(name, tolerance_key, default_tolerance, multiple_key=N
     return run
 
 
+def _pruning_setting(ctx, name, key, default=None):
+    """A filter pruning row's setting: the row's own ``<name>_<key>``, else ``prune_<key>``."""
+    return ctx.settings.get(f"{name}_{key}", ctx.settings.get(f"prune_{key}", default))
+
+
 def _filter_pruning(ctx, name, tolerance, multiple=None):
     import keras
 
@@ -342,7 +347,7 @@ def _filter_pruning(ctx, name, tolerance, multiple=None):
 
     candidates = ctx.settings.get("prune_candidates", "norm")
     # pruned after `at` of the epochs + finetune_epochs budget, fine-tuned for the rest
-    at = int(ctx.settings.get(f"{name}_at_epoch", ctx.settings.get("prune_at_epoch", ctx.epochs)))
+    at = int(_pruning_setting(ctx, name, "at_epoch", ctx.epochs))
     finetune_epochs = ctx.epochs + ctx.finetune_epochs - at
     # the HGSR model's strength (``prune_hgsr_strength`` for the pruning rows only); at 0 no penalty:
     # the pruned model is the dense one after `at` epochs
@@ -353,20 +358,20 @@ def _filter_pruning(ctx, name, tolerance, multiple=None):
     samples = int(ctx.settings.get("prune_samples", 512))
     # the layers whose filters may go (default every prunable one); e.g. only the MLP's first
     # layer, which holds most of its parameters (784 x width)
-    layers = ctx.settings.get(f"{name}_layers", ctx.settings.get("prune_layers"))
+    layers = _pruning_setting(ctx, name, "layers")
     layers = list(layers) if layers else None
     # the largest fraction of a layer's filters to remove: a size the tolerance cannot overshoot
     # (at one tolerance, models trained on other samples prune to other sizes)
-    max_fraction = ctx.settings.get(f"{name}_max_fraction", ctx.settings.get("prune_max_fraction"))
+    max_fraction = _pruning_setting(ctx, name, "max_fraction")
     pruned, _ = prune_filters(plain_copy(model), (ctx.data[0], ctx.data[1]), samples=samples, tolerance=tolerance,
                               loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                               candidates=candidates, layers=layers, max_fraction=max_fraction,
                               channel_multiple=multiple, verbose=0)
     seconds += time.perf_counter() - start
     pruned = plain_copy(pruned)
-    finetune_lr = ctx.settings.get(f"{name}_finetune_learning_rate", ctx.settings.get("prune_finetune_learning_rate"))
+    finetune_lr = _pruning_setting(ctx, name, "finetune_learning_rate")
     # the fine-tune's shuffling seed (default the suite's): how much one run's accuracy owes to the draw
-    finetune_seed = ctx.settings.get(f"{name}_finetune_seed", ctx.settings.get("prune_finetune_seed"))
+    finetune_seed = _pruning_setting(ctx, name, "finetune_seed")
     seconds += ctx.fit(pruned, finetune_epochs, learning_rate=finetune_lr, seed=finetune_seed) if finetune_epochs \
         else 0.0
     return [ctx.row(name, pruned, seconds,
