@@ -197,9 +197,10 @@ def test_mlp_verdict_needs_both_size_and_accuracy():
     # the batch-32 MLP gets its own verdict against its own dense row
     b32 = add_ratios([_row("dense", model="mlp_b32", params=1_000_000),
                       _row("group_lasso_weak", model="mlp_b32", accuracy=0.897, params=99_000)])
-    v = verdicts.verdicts(rows + b32)
+    v = verdicts.verdicts(rows + b32, archs={"mlp_b32": "mlp"})
     assert v["mlp_params[mlp_b32]"]["met"] is True and v["mlp_params"]["met"] is None
     assert v["mlp_params[mlp_b32]"]["target"].startswith("fashion mlp_b32: >= 10x")
+    assert "mlp_params[mlp_b32]" not in verdicts.verdicts(rows + b32)  # its architecture is not known
 
 
 def test_cnn_verdict_needs_flops_and_latency():
@@ -217,9 +218,9 @@ def test_cnn_verdict_needs_flops_and_latency():
     # every Fashion CNN of the suite gets its own verdict, the wide VGG's included
     wide = [_row("dense", model="vgg_wide", macs=9000, lat=1e-3),
             _row("filter_pruning", model="vgg_wide", accuracy=0.895, macs=2900, lat=3.9e-4)]
-    all_verdicts = verdicts.verdicts(add_ratios([base, ok, *wide]))
+    all_verdicts = verdicts.verdicts(add_ratios([base, ok, *wide]), archs={"vgg_wide": "vgg"})
     assert all_verdicts["cnn_flops_latency[vgg_wide]"]["met"] is True
-    assert "cnn_flops_latency[resnet]" not in all_verdicts
+    assert all_verdicts["cnn_flops_latency[vgg]"]["met"] is True and "cnn_flops_latency[resnet]" not in all_verdicts
 
 
 def test_vs_tfmot_per_level():

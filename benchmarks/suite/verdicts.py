@@ -31,6 +31,7 @@ from .measure import speedup
 PEER_PREFIX = "tfmot"
 REFERENCES = ("dense", "scratch_target")
 EQUAL_ACCURACY_PT = 0.5
+CNN_ARCHS = ("vgg", "resnet")  # the architectures the CNN target is set for (not the 1-D CNN)
 
 
 def _ours(rows, data, model):
@@ -110,15 +111,19 @@ def vs_tfmot(rows, data="fashion", model="mlp", tolerance_pt=EQUAL_ACCURACY_PT):
     return {"target": target, "met": all(level["met"] for level in levels), "best": None, "levels": levels}
 
 
-def verdicts(rows, data="fashion"):
-    """All headline verdicts for `data` (a dict name -> verdict)."""
+def verdicts(rows, data="fashion", archs=None):
+    """All headline verdicts for `data` (a dict name -> verdict).
+
+    `archs` maps a model name to its architecture (default: the name itself), so that a variant
+    of an architecture gets its target: ``{"mlp_b32": "mlp", "vgg_wide": "vgg"}``. The model named
+    ``mlp`` owns the ``mlp_params`` key (present even without rows, then not decided); other MLPs
+    get ``mlp_params[<model>]``, every VGG-style or ResNet model ``cnn_flops_latency[<model>]``,
+    every model with tfmot rows ``vs_tfmot[<model>]``."""
     models = sorted({r["model"] for r in rows if r["data"] == data})
+    arch = {m: (archs or {}).get(m, m) for m in models}
     out = {"mlp_params": mlp_params(rows, data)}
-    if "mlp_b32" in models:  # the same MLP with every row at batch 32
-        out["mlp_params[mlp_b32]"] = mlp_params(rows, data, "mlp_b32")
-    for cnn in ("vgg", "vgg_wide", "resnet"):
-        if cnn in models:
-            out[f"cnn_flops_latency[{cnn}]"] = cnn_flops_latency(rows, data, cnn)
+    out.update({f"mlp_params[{m}]": mlp_params(rows, data, m) for m in models if arch[m] == "mlp" and m != "mlp"})
+    out.update({f"cnn_flops_latency[{m}]": cnn_flops_latency(rows, data, m) for m in models if arch[m] in CNN_ARCHS})
     for model in models:
         out[f"vs_tfmot[{model}]"] = vs_tfmot(rows, data, model)
     return out
