@@ -111,8 +111,7 @@ def summarize(mode, jobs_dir, rounds, runs):
     retime(rows, sample, rounds=rounds, runs=runs)
     add_ratios(rows)
     datasets = list(dict.fromkeys(r["data"] for r in rows))
-    archs = {j.model: j.arch or j.model for j in jobs_mod.job_table(mode)}  # e.g. mlp_b32 -> mlp
-    all_verdicts = {d: verdicts.verdicts(rows, d, archs) for d in datasets}
+    all_verdicts = {d: verdicts.verdicts(rows, d, jobs_mod.archs(mode)) for d in datasets}
     name, _, _ = paths(mode)
     md = [f"# Benchmark suite ({mode})", "",
           "Every method trains the same architecture on the same data with the same seed, batch size and "

@@ -74,6 +74,9 @@ def test_full_job_table_covers_every_method_and_skips_inapplicable():
     assert [j.key for j in table[:12]] == [f"fashion/{m}/{meth}" for meth in ("dense", "group_lasso", "tfmot")
                                           for m in subsets if meth in subsets[m]]
     assert not applies("em_blockdiag", "resnet") and applies("dense", "resnet")
+    # each model's architecture, which picks its headline target
+    assert jobs_mod.archs("full") == {"mlp": "mlp", "mlp_b32": "mlp", "vgg": "vgg", "vgg_wide": "vgg",
+                                      "resnet": "resnet", "cnn1d": "cnn1d"}
 
 
 def test_only_filter_matches_patterns():

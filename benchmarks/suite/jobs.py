@@ -221,6 +221,13 @@ def job_table(mode, only=None):
     return jobs
 
 
+def archs(mode):
+    """Model name -> architecture (``models.BUILDERS``) of `mode`'s models, e.g. ``mlp_b32`` ->
+    ``mlp``: which headline target a model's rows are judged by (:func:`verdicts.verdicts`)."""
+    cfg = MODES[mode]
+    return {m: o.get("arch", m) for d in cfg["datasets"] for m, o in cfg["models"][d].items()}
+
+
 def pending(jobs, jobs_dir, force=False):
     """The jobs to run: all with `force`, else those without a result file."""
     return list(jobs) if force else [j for j in jobs if not j.file(jobs_dir).is_file()]

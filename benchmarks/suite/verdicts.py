@@ -31,7 +31,6 @@ from .measure import speedup
 PEER_PREFIX = "tfmot"
 REFERENCES = ("dense", "scratch_target")
 EQUAL_ACCURACY_PT = 0.5
-CNN_ARCHS = ("vgg", "resnet")  # the architectures the CNN target is set for (not the 1-D CNN)
 
 
 def _ours(rows, data, model):
@@ -111,19 +110,27 @@ def vs_tfmot(rows, data="fashion", model="mlp", tolerance_pt=EQUAL_ACCURACY_PT):
     return {"target": target, "met": all(level["met"] for level in levels), "best": None, "levels": levels}
 
 
+#: architecture -> (verdict name, verdict) of the size target its models are judged by; the 1-D CNN
+#: has none (the targets are set for Fashion-MNIST's MLP and 2-D CNNs)
+SIZE_TARGETS = {"mlp": ("mlp_params", mlp_params), "vgg": ("cnn_flops_latency", cnn_flops_latency),
+                "resnet": ("cnn_flops_latency", cnn_flops_latency)}
+
+
 def verdicts(rows, data="fashion", archs=None):
     """All headline verdicts for `data` (a dict name -> verdict).
 
-    `archs` maps a model name to its architecture (default: the name itself), so that a variant
-    of an architecture gets its target: ``{"mlp_b32": "mlp", "vgg_wide": "vgg"}``. The model named
-    ``mlp`` owns the ``mlp_params`` key (present even without rows, then not decided); other MLPs
-    get ``mlp_params[<model>]``, every VGG-style or ResNet model ``cnn_flops_latency[<model>]``,
-    every model with tfmot rows ``vs_tfmot[<model>]``."""
+    `archs` maps a model name to its architecture (default: the name itself; ``jobs.archs(mode)``
+    for the suite), so that a variant of an architecture gets its target: ``{"mlp_b32": "mlp",
+    "vgg_wide": "vgg"}`` (see :data:`SIZE_TARGETS`). The model named ``mlp`` owns the
+    ``mlp_params`` key (present even without rows, then not decided); every other model with a
+    size target gets ``<verdict name>[<model>]``, and every model ``vs_tfmot[<model>]`` (not
+    decided without tfmot rows)."""
     models = sorted({r["model"] for r in rows if r["data"] == data})
-    arch = {m: (archs or {}).get(m, m) for m in models}
     out = {"mlp_params": mlp_params(rows, data)}
-    out.update({f"mlp_params[{m}]": mlp_params(rows, data, m) for m in models if arch[m] == "mlp" and m != "mlp"})
-    out.update({f"cnn_flops_latency[{m}]": cnn_flops_latency(rows, data, m) for m in models if arch[m] in CNN_ARCHS})
+    for model in models:
+        name, verdict = SIZE_TARGETS.get((archs or {}).get(model, model), (None, None))
+        if verdict is not None and model != "mlp":
+            out[f"{name}[{model}]"] = verdict(rows, data, model)
     for model in models:
         out[f"vs_tfmot[{model}]"] = vs_tfmot(rows, data, model)
     return out
