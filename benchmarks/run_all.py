@@ -91,7 +91,8 @@ def context_factory(mode, args, cache, holdout=None):
             budget["finetune_epochs"] = args.finetune_epochs
         return Context(job.data, job.model, spec, (x[:n], y[:n], xt, yt), **budget, seed=args.seed, cache=cache,
                        latency_runs=cfg["latency_runs"], settings=settings,
-                       tflite_subdir="tflite_validation" if holdout else "tflite")
+                       tflite_subdir=("tflite_validation" if holdout else "tflite")
+                       + (f"_seed{args.seed}" if args.seed else ""))
 
     return make
 

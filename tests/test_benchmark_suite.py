@@ -62,14 +62,17 @@ def test_full_job_table_covers_every_method_and_skips_inapplicable():
     # the batch-32 MLP: the same architecture, every row (dense included) at batch 32
     b32 = [j for j in table if j.model == "mlp_b32"]
     assert {(j.arch, j.widths, j.settings) for j in b32} == {
-        ("mlp", (1000, 500), (("batch_size", 32), ("filter_pruning_strong_max_fraction", 0.92),
+        ("mlp", (1000, 500), (("batch_size", 32), ("filter_pruning_light_max_fraction", 0.5),
+                              ("filter_pruning_strong_max_fraction", 0.92),
                               ("group_lasso_weak_strength", 7e-4), ("prune_at_epoch", 3), ("prune_hgsr_strength", 0.0),
-                              ("prune_layers", ("fc1",)), ("prune_tolerance", 0.1), ("prune_tolerance_max", 0.4),
-                              ("prune_tolerance_strong", 0.4)))}
+                              ("prune_layers", ("fc1",)), ("prune_tolerance", 0.1), ("prune_tolerance_light", 1.0),
+                              ("prune_tolerance_max", 0.4), ("prune_tolerance_strong", 0.4)))}
     assert [j.method for j in b32] == ["dense", "tfmot", "filter_pruning", "group_lasso_weak", "filter_pruning_strong",
-                                       "filter_pruning_max", "scratch_target"]
+                                       "filter_pruning_max", "filter_pruning_light", "scratch_target"]
+    # only mlp_b32 names the opt-in light level
+    assert {j.model for j in table if j.method == "filter_pruning_light"} == {"mlp_b32"}
     # the headline jobs come first: dense, group lasso and tfmot of every Fashion model that runs them
-    subsets = {"mlp": jobs_mod.ALL_METHODS, "mlp_b32": jobs_mod.MLP_B32_METHODS, "vgg": jobs_mod.CNN_METHODS,
+    subsets = {"mlp": jobs_mod.MODES["full"]["methods"], "mlp_b32": jobs_mod.MLP_B32_METHODS, "vgg": jobs_mod.CNN_METHODS,
                "vgg_wide": jobs_mod.WIDE_METHODS, "resnet": jobs_mod.RESNET_METHODS}
     assert [j.key for j in table[:12]] == [f"fashion/{m}/{meth}" for meth in ("dense", "group_lasso", "tfmot")
                                           for m in subsets if meth in subsets[m]]

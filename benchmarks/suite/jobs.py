@@ -38,12 +38,15 @@ PRIORITY = ("dense", "group_lasso", "tfmot", "filter_pruning", "cges", "sparse_g
             "hgsr_squared_group_l12")
 ALL_METHODS = tuple(dict.fromkeys(PRIORITY + ("group_lasso_weak", "group_lasso_weaker", "group_lasso_weakest",
                                               "group_lasso_mild", "filter_pruning_strong", "filter_pruning_max",
+                                              "filter_pruning_light",
                                               "filter_pruning_tiles",
                                               "l1",
                                               "exclusive", "l11_l12")
                                   + tuple(f"hgsr_{v}" for v in HGSR_VARIANTS) + ("planting", "scratch_target")))
 
 #: the CNN rows of the full mode (each VGG/ResNet job costs 4-25 min on 2 cores)
+#: rows that only the models naming them in their own "methods" run
+OPT_IN = ("filter_pruning_light",)
 CNN_METHODS = ("dense", "group_lasso", "group_lasso_weak", "group_lasso_weaker", "tfmot", "filter_pruning", "cges",
                "em_blockdiag", "hgsr_squared_group_l12", "scratch_target", "filter_pruning_strong",
                "filter_pruning_max")
@@ -56,7 +59,7 @@ RESNET_METHODS = ("dense", "tfmot", "filter_pruning", "scratch_target", "filter_
 WIDE_METHODS = RESNET_METHODS + ("filter_pruning_tiles",)
 #: the MLP at batch 32 (its prox strengths need re-choosing: 4x the prox steps per epoch)
 MLP_B32_METHODS = ("dense", "group_lasso_weak", "tfmot", "filter_pruning", "filter_pruning_strong",
-                   "filter_pruning_max", "scratch_target")
+                   "filter_pruning_max", "scratch_target", "filter_pruning_light")
 
 #: Settings of the CNNs without BatchNormalization: their proximal phases use Adam, because
 #: SGD(0.05, momentum 0.9) left the Fashion VGG at 10% accuracy (and SGD(0.02) removed nothing at
@@ -123,7 +126,13 @@ MODES = {
                                                         "prune_layers": ("fc1",),
                                                         "prune_tolerance": 0.1, "prune_tolerance_strong": 0.4,
                                                         "filter_pruning_strong_max_fraction": 0.92,
-                                                        "prune_tolerance_max": 0.4}},
+                                                        "prune_tolerance_max": 0.4,
+                                                        # half of fc1's units: 648,010 parameters, the
+                                                        # nonzero count of tfmot's 50% level (646,010), a
+                                                        # budget set by the peer, not tuned; the large
+                                                        # tolerance leaves the cap to decide
+                                                        "prune_tolerance_light": 1.0,
+                                                        "filter_pruning_light_max_fraction": 0.5}},
                                # Adam 1e-3 under-trains the CNNs in 9 epochs of 20k images (VGG 86.0%, 3e-3: 89.0%)
                                # HGSR 2e-5 cost the VGG 3.7 points before any pruning; 5e-6 since. Pruning the dense
                                # model instead (prune_hgsr_strength 0) at tolerance 0.5, on validation: 2.26x fewer
@@ -165,7 +174,7 @@ MODES = {
                                        "settings": {**MNIST1D_BUDGET, "prune_hgsr_strength": 0.0,
                                                     "prune_tolerance": 0.03, "prune_tolerance_strong": 0.1,
                                                     "prune_tolerance_max": 0.3}}}},
-        "methods": ALL_METHODS,
+        "methods": tuple(m for m in ALL_METHODS if m not in OPT_IN),
         "epochs": 6, "finetune_epochs": 3, "batch_size": 128, "learning_rate": 1e-3, "sgd_learning_rate": 0.05,
         "latency_runs": 100,
         "settings": {"em_groups": 4, "prune_tolerance": 0.02, "prune_tolerance_strong": 0.1,
@@ -204,7 +213,7 @@ def job_table(mode, only=None):
     if mode not in MODES:
         raise ValueError(f"job_table: Expected mode in {sorted(MODES)}. Received: mode={mode!r}")
     cfg = MODES[mode]
-    methods = [m for m in ALL_METHODS if m in cfg["methods"]]
+    methods = ALL_METHODS  # the run order; each model runs its own "methods", else the mode's
     pairs = [(d, m, o) for d in cfg["datasets"] for m, o in cfg["models"][d].items()]
     # per dataset: the priority methods across its models first, then the others model by model
     order = []
@@ -214,7 +223,7 @@ def job_table(mode, only=None):
         order += [(method, pair) for pair in mine for method in methods if method not in PRIORITY]
     jobs = [Job(d, m, method, tuple(o["widths"]), o.get("batch_norm", True), o.get("train_samples"),
                 tuple(sorted(o.get("settings", {}).items())), o.get("arch", m))
-            for method, (d, m, o) in order if method in o.get("methods", methods)]
+            for method, (d, m, o) in order if method in o.get("methods", cfg["methods"])]
     jobs = [j for j in jobs if applies(j.method, j.arch)]
     if only:
         jobs = [j for j in jobs if any(fnmatch.fnmatchcase(j.key, p) for p in only)]

@@ -40,6 +40,8 @@ say ``prox_optimizer="adam"`` (the CNNs without BatchNormalization, see ``jobs.A
   ``prune_tolerance_strong`` and ``prune_tolerance_max`` (per model in jobs.MODES: three levels of
   compression, like the peer's three sparsities; a tolerance of 1-2 is most of the loss of a
   random guess, ln 10 = 2.3, which the fine-tuning epochs then recover).
+- ``filter_pruning_light``: the same at ``prune_tolerance_light`` (default 0.01): a milder level,
+  e.g. capped (``filter_pruning_light_max_fraction``) at the peer's 50% parameter budget.
 - ``filter_pruning_tiles``: the same at ``prune_tolerance_tiles`` (default 0.5), then every pruned
   conv rounded down to a multiple of ``tile_multiple`` filters (default 16; ``prune_filters``'s
   ``channel_multiple``), the width at which this CPU's XNNPack convs run fastest per MAC.
@@ -147,11 +149,12 @@ class Context:
 
     def trained(self, key, make, epochs, callbacks=()):
         """A model trained for `epochs` epochs with Adam, cached as
-        ``<cache>/.../<key>_e<epochs>_n<samples>.keras`` so that methods sharing a starting point
-        train it once. Returns (model, seconds)."""
+        ``<cache>/.../<key>_e<epochs>_n<samples>.keras`` (``..._s<seed>.keras`` at a seed other
+        than 0) so that methods sharing a starting point train it once. Returns (model, seconds)."""
         import keras
 
-        path = self.path(f"{key}_e{epochs}_n{len(self.data[0])}.keras")
+        seed = f"_s{self.seed}" if self.seed else ""  # models of other seeds are other models
+        path = self.path(f"{key}_e{epochs}_n{len(self.data[0])}{seed}.keras")
         meta = path.with_suffix(".json")
         if path.is_file() and meta.is_file():
             model = keras.models.load_model(path, safe_mode=True)
@@ -496,6 +499,7 @@ METHODS.update({"em_blockdiag": em_blockdiag, "planting": planting,
                 "filter_pruning": filter_pruning_method("filter_pruning", "prune_tolerance", 0.02),
                 "filter_pruning_strong": filter_pruning_method("filter_pruning_strong", "prune_tolerance_strong", 0.1),
                 "filter_pruning_max": filter_pruning_method("filter_pruning_max", "prune_tolerance_max", 0.5),
+                "filter_pruning_light": filter_pruning_method("filter_pruning_light", "prune_tolerance_light", 0.01),
                 "filter_pruning_tiles": filter_pruning_method("filter_pruning_tiles", "prune_tolerance_tiles", 0.5,
                                                               "tile_multiple", 16),
                 "tfmot": tfmot, "scratch_target": scratch_target})

@@ -1,0 +1,136 @@
+"""Seed spread: how much of a suite row's accuracy loss is the draw of its seed.
+
+Reruns rows of the full suite with other seeds, each beside its model's dense baseline at the
+same seed. The seed initializes the weights and orders the batches of every phase (the dense
+model, the model a method starts from, its fine-tuning), so a seed is a whole new run of the row
+on the same data and budget: trained on the whole training set, measured on the test set, as in
+the suite. Per seed the table gives each row's accuracy difference to the same seed's dense model;
+then the mean and the sample standard deviation over the seeds, and how many seeds stay within
+``--max-loss`` points (the headline target's 0.5 for the MLPs).
+
+    python -m benchmarks.seed_spread fashion/mlp_b32 --methods filter_pruning_strong scratch_target \\
+        --seeds 0 1 2 3
+
+Each (row, seed) run is kept in ``benchmarks/results/seed_spread_jobs/`` under a name that ends
+in the fingerprint of its configuration (as in :mod:`benchmarks.tune`), so an interrupted run
+resumes and a change in ``jobs.py`` trains again; seed 0 is the suite's own seed (its models are
+shared with the suite through the cache). The table goes to
+``benchmarks/results/seed_spread_<data>_<model>.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import statistics
+import sys
+from types import SimpleNamespace
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+from benchmarks import common  # noqa: E402
+from benchmarks.suite import jobs as jobs_mod  # noqa: E402
+
+logger = logging.getLogger("benchmarks.seed_spread")
+
+COLUMNS = ("accuracy", "params", "macs", "tflite_float_gzip_bytes", "latency_float_s", "train_s", "setting")
+
+
+def spread(deltas, max_loss):
+    """Mean, sample standard deviation (0 for one seed) and the count of `deltas` (points, one per
+    seed) at most `max_loss` points below zero."""
+    mean = statistics.fmean(deltas)
+    sd = statistics.stdev(deltas) if len(deltas) > 1 else 0.0
+    return {"mean": round(mean, 2), "sd": round(sd, 2), "within": sum(d >= -max_loss - 1e-9 for d in deltas)}
+
+
+def _run(job, seed, mode, make, jobs_dir, epochs=None, finetune_epochs=None):
+    """One row of `job` at `seed` (read back when its file exists)."""
+    from benchmarks.tune import fingerprint
+
+    budget = "" if epochs is None and finetune_epochs is None else f"__e{epochs}_f{finetune_epochs}"
+    path = jobs_dir / f"{job.data}__{job.model}__{job.method}__seed{seed}{budget}__" \
+                      f"{fingerprint(job, mode, budget + f'__seed{seed}')}.json"
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    from benchmarks.suite.methods import METHODS
+
+    logger.info("%s seed %d ...", job.key, seed)
+    rows = METHODS[job.method](make(job, seed))
+    row = {k: rows[0].get(k) for k in COLUMNS}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(row, indent=1, default=float), encoding="utf-8")
+    import keras
+
+    keras.backend.clear_session()
+    return row
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("model", metavar="DATA/MODEL", help="a (data, model) of the suite, e.g. fashion/mlp_b32")
+    parser.add_argument("--methods", nargs="+", required=True, help="suite methods of that model (dense is added)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
+    parser.add_argument("--max-loss", type=float, default=0.5, help="points of loss a seed may have and count as within")
+    parser.add_argument("--mode", default="full", choices=sorted(jobs_mod.MODES))
+    parser.add_argument("--epochs", type=int, default=None, help="override the mode's epochs (tests)")
+    parser.add_argument("--finetune-epochs", type=int, default=None, help="override the fine-tune epochs (tests)")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
+    from benchmarks import run_all
+
+    table = {j.key: j for j in jobs_mod.job_table(args.mode)}
+    methods = ["dense"] + [m for m in args.methods if m != "dense"]
+    missing = [f"{args.model}/{m}" for m in methods if f"{args.model}/{m}" not in table]
+    if missing:
+        raise SystemExit(f"seed_spread: no job {', '.join(missing)} in the {args.mode} suite; see "
+                         "`python -m benchmarks.run_all --list` for the (data/model/method) jobs")
+    data, model = args.model.split("/")
+    tag = "" if args.mode == "full" else f"_{args.mode}"
+    jobs_dir = common.RESULTS / f"seed_spread{tag}_jobs"
+    cache = run_all.paths(args.mode)[2]  # the suite's: seed 0's models are the suite's
+    factories = {}
+
+    def make(job, seed):
+        if seed not in factories:
+            factories[seed] = run_all.context_factory(
+                args.mode, SimpleNamespace(train_samples=None, epochs=args.epochs,
+                                           finetune_epochs=args.finetune_epochs, seed=seed), cache)
+        return factories[seed](job)
+
+    runs = {m: {s: _run(table[f"{args.model}/{m}"], s, args.mode, make, jobs_dir, args.epochs, args.finetune_epochs)
+                for s in args.seeds} for m in methods}
+    dense = runs["dense"]
+    result = {}
+    for m in methods:
+        deltas = [round(100 * (runs[m][s]["accuracy"] - dense[s]["accuracy"]), 2) for s in args.seeds]
+        result[m] = {"accuracy": {s: runs[m][s]["accuracy"] for s in args.seeds},
+                     "params": {s: runs[m][s]["params"] for s in args.seeds},
+                     "delta_pt": dict(zip(args.seeds, deltas)), **spread(deltas, args.max_loss),
+                     "setting": runs[m][args.seeds[0]]["setting"]}
+    seeds = " | ".join(f"seed {s} Δ pt" for s in args.seeds)
+    md = [f"# Seed spread: {args.model}", "",
+          "Each seed is a whole run of the row and of its model's dense baseline (weights and batch order of "
+          "every phase), trained on the full training set and measured on the test set; Δ is against the dense "
+          f"model of the same seed. Within: seeds at most {args.max_loss:g} point(s) below dense.", "",
+          "Dense accuracy by seed: " + ", ".join(f"{s}: {100 * dense[s]['accuracy']:.2f}%" for s in args.seeds), "",
+          f"| method | params x | {seeds} | mean Δ pt | sd | within |",
+          "|---|---|" + "---|" * len(args.seeds) + "---|---|---|"]
+    for m in methods[1:]:
+        r = result[m]
+        ratios = sorted({round(dense[s]["params"] / p, 2) for s, p in r["params"].items()})
+        md.append(f"| {m} | {' / '.join(f'{x:g}' for x in ratios)} | "
+                  + " | ".join(f"{d:+.2f}" for d in r["delta_pt"].values())
+                  + f" | {r['mean']:+.2f} | {r['sd']:.2f} | {r['within']} of {len(args.seeds)} |")
+    md += ["", "Settings:", ""] + [f"- {m}: {result[m]['setting']}" for m in methods[1:]]
+    common.write_results(f"seed_spread{tag}_{data}_{model}",
+                         {"model": args.model, "seeds": args.seeds, "max_loss": args.max_loss, "rows": result},
+                         "\n".join(md))
+    print("\n".join(md))
+    return result
+
+
+if __name__ == "__main__":
+    main()

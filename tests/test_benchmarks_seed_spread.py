@@ -1,0 +1,52 @@
+"""Tests for benchmarks/seed_spread.py: whole runs per seed, deltas against the same seed's dense."""
+
+import json
+import statistics
+
+import numpy as np
+import pytest
+
+import benchmarks.common
+from benchmarks import seed_spread
+from benchmarks.suite import data as data_mod
+
+
+def test_spread_counts_the_seeds_within_the_loss():
+    out = seed_spread.spread([-0.4, -0.6, -0.5, 0.1], 0.5)
+    assert out == {"mean": round(statistics.fmean([-0.4, -0.6, -0.5, 0.1]), 2),
+                   "sd": round(statistics.stdev([-0.4, -0.6, -0.5, 0.1]), 2), "within": 3}
+    assert seed_spread.spread([-1.0], 0.5) == {"mean": -1.0, "sd": 0.0, "within": 0}
+
+
+@pytest.mark.slow
+def test_seed_spread_reruns_dense_and_row_per_seed(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 10, 300)
+    x = (rng.random((300, 8, 8, 1)) * 0.1 + y[:, None, None, None] / 10.0).astype("float32")
+    monkeypatch.setattr(data_mod, "load", lambda name, train_samples=None: (x[:240], y[:240], x[240:], y[240:]))
+    monkeypatch.setattr(benchmarks.common, "RESULTS", tmp_path)
+    monkeypatch.setattr(benchmarks.common, "environment", lambda: {"cpu": "test"})
+    argv = ["digits/mlp", "--methods", "scratch_target", "--mode", "quick", "--seeds", "0", "1",
+            "--epochs", "1", "--finetune-epochs", "0"]
+    result = seed_spread.main(argv)
+    # each seed trained its own dense model (cached apart) and its own row
+    cache = tmp_path / "suite_cache" / "quick" / "digits" / "mlp"
+    assert (cache / "dense_e1_n240.keras").is_file() and (cache / "dense_e1_n240_s1.keras").is_file()
+    dense, row = result["dense"], result["scratch_target"]
+    assert dense["delta_pt"] == {0: 0.0, 1: 0.0}
+    for s in (0, 1):
+        assert row["delta_pt"][s] == round(100 * (row["accuracy"][s] - dense["accuracy"][s]), 2)
+        assert row["params"][s] < dense["params"][s]  # the narrower reference
+    assert row["mean"] == round(statistics.fmean(row["delta_pt"].values()), 2)
+    saved = json.loads((tmp_path / "seed_spread_quick_digits_mlp.json").read_text())
+    assert saved["seeds"] == [0, 1] and saved["rows"]["scratch_target"]["sd"] == row["sd"]
+    md = (tmp_path / "seed_spread_quick_digits_mlp.md").read_text()
+    assert "| scratch_target |" in md and "Command: `python -m benchmarks." in md
+    files = sorted(p.name.rsplit("__", 1)[0] for p in (tmp_path / "seed_spread_quick_jobs").iterdir())
+    assert files == ["digits__mlp__dense__seed0__e1_f0", "digits__mlp__dense__seed1__e1_f0",
+                     "digits__mlp__scratch_target__seed0__e1_f0", "digits__mlp__scratch_target__seed1__e1_f0"]
+    # a rerun reads the finished runs instead of training again
+    monkeypatch.setattr("benchmarks.suite.methods.METHODS", {})
+    assert seed_spread.main(argv) == result
+    with pytest.raises(SystemExit, match="no job digits/mlp/nope"):
+        seed_spread.main(["digits/mlp", "--methods", "nope", "--mode", "quick"])
