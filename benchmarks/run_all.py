@@ -49,11 +49,13 @@ SUMMARY = ("data", "model", "method", "setting", "accuracy", "accuracy_int8", "a
 TRAINING_KEYS = ("epochs", "finetune_epochs", "batch_size", "learning_rate", "sgd_learning_rate")
 
 
-def paths(mode):
-    """(results name, jobs directory, cache directory) of `mode` under ``common.RESULTS``."""
+def paths(mode, seed=0):
+    """(results name, jobs directory, cache directory) of `mode` under ``common.RESULTS``; a run
+    at a `seed` other than 0 gets its own results and jobs (``suite_seed<seed>``), so it never
+    replaces the suite's rows (the cache is shared: its models are keyed by seed)."""
     from benchmarks import common
 
-    name = "suite" if mode == "full" else f"suite_{mode}"
+    name = ("suite" if mode == "full" else f"suite_{mode}") + (f"_seed{seed}" if seed else "")
     return name, common.RESULTS / f"{name}_jobs", common.RESULTS / "suite_cache" / mode
 
 
@@ -97,7 +99,7 @@ def context_factory(mode, args, cache, holdout=None):
     return make
 
 
-def summarize(mode, jobs_dir, rounds, runs):
+def summarize(mode, jobs_dir, rounds, runs, seed=0):
     """Collect finished rows, re-time them together, add ratios and verdicts; write the results."""
     import numpy as np
 
@@ -113,7 +115,7 @@ def summarize(mode, jobs_dir, rounds, runs):
     add_ratios(rows)
     datasets = list(dict.fromkeys(r["data"] for r in rows))
     all_verdicts = {d: verdicts.verdicts(rows, d, jobs_mod.archs(mode)) for d in datasets}
-    name, _, _ = paths(mode)
+    name, _, _ = paths(mode, seed)
     md = [f"# Benchmark suite ({mode})", "",
           "Every method trains the same architecture on the same data with the same seed, batch size and "
           "epoch budget (the scratch_target reference trains the same architecture with narrower layers); "
@@ -160,7 +162,7 @@ def main(argv=None):
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     mode = "quick" if args.quick else "full"
-    _, jobs_dir, cache = paths(mode)
+    _, jobs_dir, cache = paths(mode, args.seed)
     table = jobs_mod.job_table(mode, args.only)
     todo = jobs_mod.pending(table, jobs_dir, args.force)
     if args.list:
@@ -180,9 +182,9 @@ def main(argv=None):
         keras.backend.clear_session()
     if args.no_summary:
         return None
-    out = summarize(mode, jobs_dir, args.retime_rounds, jobs_mod.MODES[mode]["latency_runs"])
+    out = summarize(mode, jobs_dir, args.retime_rounds, jobs_mod.MODES[mode]["latency_runs"], args.seed)
     if out is not None:
-        print((jobs_dir.parent / f"{paths(mode)[0]}.md").read_text(encoding="utf-8"))
+        print((jobs_dir.parent / f"{paths(mode, args.seed)[0]}.md").read_text(encoding="utf-8"))
     return out
 
 

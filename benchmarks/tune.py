@@ -55,9 +55,17 @@ def choose(runs, dense_accuracy, max_loss, minimize="params"):
 
 def fingerprint(job, mode, budget=""):
     """A short hash of what trains `job`: its fields (settings included) and the `mode`'s budget
-    and default settings, plus `budget` (an override of the epochs)."""
+    and default settings, plus `budget` (an override of the epochs). The dense baseline's hash
+    leaves out the settings other than the training budget (``run_all.TRAINING_KEYS``), which it
+    never reads: changing a method's setting does not retrain it."""
+    from benchmarks.run_all import TRAINING_KEYS
+
     cfg = {k: v for k, v in jobs_mod.MODES[mode].items() if k not in ("models", "methods")}
-    text = json.dumps({"job": dataclasses.asdict(job), "mode": cfg, "budget": budget}, sort_keys=True, default=str)
+    fields = dataclasses.asdict(job)
+    if job.method == "dense":  # the dense baseline reads only the training budget of the settings
+        fields["settings"] = [kv for kv in job.settings if kv[0] in TRAINING_KEYS]
+        cfg["settings"] = {k: v for k, v in cfg["settings"].items() if k in TRAINING_KEYS}
+    text = json.dumps({"job": fields, "mode": cfg, "budget": budget}, sort_keys=True, default=str)
     return hashlib.sha1(text.encode()).hexdigest()[:8]
 
 

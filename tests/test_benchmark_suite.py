@@ -387,6 +387,12 @@ def test_model_settings_override_the_training_budget(monkeypatch):
     assert (cnn1d.epochs, cnn1d.finetune_epochs) == (30, 10)
     args.epochs = 2  # the command line wins over the model's budget
     assert make(jobs["mnist1d/cnn1d/dense"]).epochs == 2
+    # another seed: its own .tflite files, results and jobs; the cache is shared (models keyed by seed)
+    args.seed = 3
+    seeded = make(jobs["fashion/mlp/dense"])
+    assert (seeded.seed, seeded.tflite_subdir) == (3, "tflite_seed3")
+    name, jobs_dir, cache = run_all.paths("full", 3)
+    assert (name, jobs_dir.name, cache) == ("suite_seed3", "suite_seed3_jobs", run_all.paths("full")[2])
 
 
 def test_context_optimizers_decay_to_zero_over_the_phase():

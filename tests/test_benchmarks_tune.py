@@ -21,6 +21,19 @@ def test_choose_takes_the_fewest_parameters_within_the_loss():
     assert tune.choose(runs, 0.95, 0.5) is None
 
 
+def test_dense_fingerprint_ignores_method_settings_but_not_the_budget():
+    import dataclasses
+
+    dense = next(j for j in tune.jobs_mod.job_table("full") if j.key == "fashion/mlp_b32/dense")
+    other = dataclasses.replace(dense, settings=dense.settings + (("prune_tolerance_light", 0.3),))
+    assert tune.fingerprint(other, "full") == tune.fingerprint(dense, "full")
+    faster = dataclasses.replace(dense, settings=tuple((k, 64 if k == "batch_size" else v) for k, v in dense.settings))
+    assert tune.fingerprint(faster, "full") != tune.fingerprint(dense, "full")
+    pruned = dataclasses.replace(dense, method="filter_pruning")
+    assert tune.fingerprint(dataclasses.replace(pruned, settings=other.settings), "full") != \
+        tune.fingerprint(pruned, "full")  # a method's own run still sees every setting
+
+
 def _fake_digits(monkeypatch, n=400):
     rng = np.random.default_rng(0)
     y = rng.integers(0, 10, n)

@@ -76,6 +76,7 @@ import numpy as np
 
 from . import models
 from .measure import measure
+from .verdicts import CNN_MACS_FACTOR, MLP_PARAMS_FACTOR
 from ..common import plain_copy
 
 logger = logging.getLogger(__name__)
@@ -410,7 +411,8 @@ def planting(ctx):
 
 
 #: architecture -> (size measure, factor) of the headline target for ``scratch_target``
-TARGET_SIZE = {"mlp": ("params", 10.0), "vgg": ("macs", 3.0), "resnet": ("macs", 3.0), "cnn1d": ("macs", 3.0)}
+TARGET_SIZE = {"mlp": ("params", MLP_PARAMS_FACTOR), "vgg": ("macs", CNN_MACS_FACTOR),
+               "resnet": ("macs", CNN_MACS_FACTOR), "cnn1d": ("macs", CNN_MACS_FACTOR)}
 
 
 def target_widths(ctx):

@@ -31,6 +31,9 @@ from .measure import speedup
 PEER_PREFIX = "tfmot"
 REFERENCES = ("dense", "scratch_target")
 EQUAL_ACCURACY_PT = 0.5
+#: the size factors of the targets (also the sizes ``methods.scratch_target`` scales down to)
+MLP_PARAMS_FACTOR = 10.0
+CNN_MACS_FACTOR = 3.0
 
 
 def _ours(rows, data, model):
@@ -48,7 +51,7 @@ def _summary(row, *keys):
     return None if row is None else {"method": row["method"], **{k: row.get(k) for k in keys}}
 
 
-def mlp_params(rows, data="fashion", model="mlp", factor=10.0, max_loss_pt=0.5):
+def mlp_params(rows, data="fashion", model="mlp", factor=MLP_PARAMS_FACTOR, max_loss_pt=0.5):
     """>= `factor` x fewer parameters at <= `max_loss_pt` accuracy loss."""
     target = f"{data} {model}: >= {factor:g}x fewer parameters at <= {max_loss_pt:g} point accuracy loss"
     ours = _ours(rows, data, model)
@@ -66,7 +69,7 @@ def mlp_params(rows, data="fashion", model="mlp", factor=10.0, max_loss_pt=0.5):
             "reference": reference}
 
 
-def cnn_flops_latency(rows, data="fashion", model="vgg", macs_factor=3.0, speedup=2.5, max_loss_pt=1.0):
+def cnn_flops_latency(rows, data="fashion", model="vgg", macs_factor=CNN_MACS_FACTOR, speedup=2.5, max_loss_pt=1.0):
     """>= `macs_factor` x fewer MACs and >= `speedup` x lower float latency at <= `max_loss_pt` loss."""
     target = (f"{data} {model}: >= {macs_factor:g}x fewer FLOPs and >= {speedup:g}x lower TFLite latency "
               f"at <= {max_loss_pt:g} point accuracy loss")
