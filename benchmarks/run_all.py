@@ -19,6 +19,7 @@ finished jobs are kept in ``benchmarks/results/suite[_quick]_jobs/`` (a rerun sk
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import shlex
@@ -99,6 +100,25 @@ def context_factory(mode, args, cache, holdout=None):
     return make
 
 
+#: the figures of a row that :func:`measure.retime` measures again
+TIMING_KEYS = ("latency_float_s", "latency_int8_s", "latency_float_rounds", "latency_int8_rounds")
+
+
+def carry_timings(rows, previous):
+    """Give each row the latencies of the `previous` summary's row of the same job when it is the
+    same model (same accuracy and parameters). A group that cannot be re-timed (its .tflite files
+    are not on this machine) then keeps figures timed together in one session's rounds instead of
+    each job's own, timed apart. Returns the number of rows that took figures over."""
+    old = {(r["data"], r["model"], r["method"]): r for r in previous}
+    taken = 0
+    for row in rows:
+        before = old.get((row["data"], row["model"], row["method"]))
+        if before and (before.get("accuracy"), before.get("params")) == (row.get("accuracy"), row.get("params")):
+            row.update({k: before[k] for k in TIMING_KEYS if before.get(k) is not None})
+            taken += 1
+    return taken
+
+
 def summarize(mode, jobs_dir, rounds, runs, seed=0):
     """Collect finished rows, re-time them together, add ratios and verdicts; write the results."""
     import numpy as np
@@ -110,12 +130,15 @@ def summarize(mode, jobs_dir, rounds, runs, seed=0):
         return None
     order = {m: i for i, m in enumerate(jobs_mod.ALL_METHODS)}
     rows.sort(key=lambda r: (r["method"].startswith("tfmot"), order.get(r["method"], len(order)), r["method"]))
+    name, _, _ = paths(mode, seed)
+    last = jobs_dir.parent / f"{name}.json"
+    if last.is_file():
+        carry_timings(rows, json.loads(last.read_text(encoding="utf-8")).get("rows", []))
     sample = {d: np.asarray(data_mod.load(d)[2][:1]) for d in {r["data"] for r in rows}}
     retime(rows, sample, rounds=rounds, runs=runs)
     add_ratios(rows)
     datasets = list(dict.fromkeys(r["data"] for r in rows))
     all_verdicts = {d: verdicts.verdicts(rows, d, jobs_mod.archs(mode)) for d in datasets}
-    name, _, _ = paths(mode, seed)
     md = [f"# Benchmark suite ({mode})", "",
           "Every method trains the same architecture on the same data with the same seed, batch size and "
           "epoch budget (the scratch_target reference trains the same architecture with narrower layers); "
@@ -127,6 +150,11 @@ def summarize(mode, jobs_dir, rounds, runs, seed=0):
           "Keras model's on the test set; int8 accuracy is the int8 .tflite file's in LiteRT.", ""]
     for d in datasets:
         md += [f"## Headline verdicts ({d})", "", *report.verdict_lines(all_verdicts[d]), ""]
+    stale = list(dict.fromkeys(f"{r['data']}/{r['model']}" for r in rows if not r.get("retimed", True)))
+    if stale:
+        md += ["Not re-timed in this run (some of their .tflite files are not on this machine): "
+               + ", ".join(stale) + "; their latencies are those of the previous summary where the row is the "
+               "same model, else of its job.", ""]
     md += ["## Results", "", report.table(rows)]
     md += ["## Method settings", ""]
     md += sorted({f"- {r['method']}: {r.get('setting', '')}" for r in rows})

@@ -100,7 +100,9 @@ def main(argv=None):
             factories[seed] = run_all.context_factory(
                 args.mode, SimpleNamespace(train_samples=None, epochs=args.epochs,
                                            finetune_epochs=args.finetune_epochs, seed=seed), cache)
-        return factories[seed](job)
+        ctx = factories[seed](job)
+        ctx.tflite_subdir = f"tflite_seed_spread{seed}"  # never over the suite's rows' files (seed 0)
+        return ctx
 
     runs = {m: {s: _run(table[f"{args.model}/{m}"], s, args.mode, make, jobs_dir, args.epochs, args.finetune_epochs)
                 for s in args.seeds} for m in methods}

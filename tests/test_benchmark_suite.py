@@ -176,6 +176,35 @@ def test_speedup_is_the_median_of_paired_round_ratios():
     assert row["speedup_float"] == pytest.approx(1.0)
 
 
+def test_retime_skips_groups_with_a_missing_file_and_carries_the_last_summary(tmp_path, monkeypatch):
+    import importlib
+
+    from benchmarks import run_all
+    from benchmarks.suite import measure
+
+    present = tmp_path / "a.tflite"
+    present.write_bytes(b"x")
+    timed = []
+    export = importlib.import_module("tf_groupsparse.export")  # the module, not the function of that name
+    monkeypatch.setattr(export, "tflite_latency", lambda path, x, runs: timed.append(path) or 2e-5)
+    rows = [{"data": "d", "model": "m", "method": "dense", "tflite_float": str(present), "latency_float_s": 1.0},
+            {"data": "d", "model": "m", "method": "l1", "tflite_float": str(present), "latency_float_s": 1.0},
+            {"data": "d", "model": "n", "method": "dense", "tflite_float": str(present), "latency_float_s": 1.0,
+             "accuracy": 0.9, "params": 10},
+            {"data": "d", "model": "n", "method": "l1", "tflite_float": str(tmp_path / "gone.tflite"),
+             "latency_float_s": 1.0, "accuracy": 0.8, "params": 5}]
+    # the last summary's figures of the same models (model n's l1 row was since retrained: not taken)
+    previous = [{"data": "d", "model": "n", "method": "dense", "accuracy": 0.9, "params": 10,
+                 "latency_float_s": 3e-5, "latency_float_rounds": [3e-5, 3e-5]},
+                {"data": "d", "model": "n", "method": "l1", "accuracy": 0.7, "params": 5, "latency_float_s": 9.0}]
+    assert run_all.carry_timings(rows, previous) == 1
+    measure.retime(rows, {"d": None}, rounds=2, runs=1)
+    assert len(timed) == 4  # model m: 2 rows x 2 rounds; model n (a file missing) not at all
+    assert [r["retimed"] for r in rows] == [True, True, False, False]
+    assert rows[0]["latency_float_rounds"] == [2e-5, 2e-5]
+    assert rows[2]["latency_float_rounds"] == [3e-5, 3e-5] and rows[3]["latency_float_s"] == 1.0
+
+
 def test_mlp_verdict_needs_both_size_and_accuracy():
     base = _row("dense", params=1_000_000)
     rows = add_ratios([base, _row("group_lasso", accuracy=0.896, params=99_000),    # 10.1x, -0.4 pt

@@ -86,19 +86,29 @@ def retime(rows, sample, rounds=3, runs=100):
     (``latency_<label>_rounds``, for :func:`add_ratios`) and their median as its latency. On a
     shared machine the speed of the CPU drifts within minutes (the same .tflite file measured
     1.5x apart in two runs of this suite), so ratios taken within a round are steadier than
-    ratios of medians. Rows whose files are missing keep their earlier figures and get
+    ratios of medians. A (data, model) group with any row's file missing (a fresh checkout has
+    none: they live in the cache) is not re-timed at all, since its other rows would be paired
+    with figures of another session: every row of it keeps its earlier figures and gets
     ``"retimed": False``. Returns `rows` (updated in place).
     """
     from tf_groupsparse.export import tflite_latency
 
-    order = sorted(range(len(rows)), key=lambda i: (rows[i]["data"], rows[i]["model"], rows[i]["method"] != "dense"))
+    def group(i):
+        return rows[i]["data"], rows[i]["model"]
+
+    def has_files(row):
+        return all(Path(row[f"tflite_{label}"]).is_file() for label in ("float", "int8") if row.get(f"tflite_{label}"))
+
+    incomplete = {group(i) for i in range(len(rows)) if not has_files(rows[i])}
+    order = sorted((i for i in range(len(rows)) if group(i) not in incomplete),
+                   key=lambda i: (*group(i), rows[i]["method"] != "dense"))
     samples = {}
     for r in range(rounds):
         for i in order:
             row = rows[i]
             for label in ("float", "int8"):
                 path = row.get(f"tflite_{label}")
-                if path and Path(path).is_file():
+                if path:
                     samples.setdefault((i, label), []).append(tflite_latency(path, sample[row["data"]], runs=runs))
     for i, row in enumerate(rows):
         row["retimed"] = all((i, label) in samples for label in ("float", "int8") if row.get(f"tflite_{label}"))
