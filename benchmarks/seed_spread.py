@@ -23,7 +23,6 @@ one (another CPU's kernels round differently) it is another draw: the batch-32 M
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import os
 import statistics
@@ -33,7 +32,7 @@ from types import SimpleNamespace
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmarks import common  # noqa: E402
-from benchmarks.suite import jobs as jobs_mod  # noqa: E402
+from benchmarks.rerun import add_budget_arguments, budget_tag, fingerprint, run_once, suite_jobs  # noqa: E402
 
 logger = logging.getLogger("benchmarks.seed_spread")
 
@@ -48,47 +47,19 @@ def spread(deltas, max_loss):
     return {"mean": round(mean, 2), "sd": round(sd, 2), "within": sum(d >= -max_loss - 1e-9 for d in deltas)}
 
 
-def _run(job, seed, mode, make, jobs_dir, epochs=None, finetune_epochs=None):
-    """One row of `job` at `seed` (read back when its file exists)."""
-    from benchmarks.tune import fingerprint
-
-    budget = "" if epochs is None and finetune_epochs is None else f"__e{epochs}_f{finetune_epochs}"
-    path = jobs_dir / f"{job.data}__{job.model}__{job.method}__seed{seed}{budget}__" \
-                      f"{fingerprint(job, mode, budget + f'__seed{seed}')}.json"
-    if path.is_file():
-        return json.loads(path.read_text(encoding="utf-8"))
-    from benchmarks.suite.methods import METHODS
-
-    logger.info("%s seed %d ...", job.key, seed)
-    rows = METHODS[job.method](make(job, seed))
-    row = {k: rows[0].get(k) for k in COLUMNS}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(row, indent=1, default=float), encoding="utf-8")
-    import keras
-
-    keras.backend.clear_session()
-    return row
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", metavar="DATA/MODEL", help="a (data, model) of the suite, e.g. fashion/mlp_b32")
     parser.add_argument("--methods", nargs="+", required=True, help="suite methods of that model (dense is added)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
     parser.add_argument("--max-loss", type=float, default=0.5, help="points of loss a seed may have and count as within")
-    parser.add_argument("--mode", default="full", choices=sorted(jobs_mod.MODES))
-    parser.add_argument("--epochs", type=int, default=None, help="override the mode's epochs (tests)")
-    parser.add_argument("--finetune-epochs", type=int, default=None, help="override the fine-tune epochs (tests)")
+    add_budget_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     from benchmarks import run_all
 
-    table = {j.key: j for j in jobs_mod.job_table(args.mode)}
     methods = ["dense"] + [m for m in args.methods if m != "dense"]
-    missing = [f"{args.model}/{m}" for m in methods if f"{args.model}/{m}" not in table]
-    if missing:
-        raise SystemExit(f"seed_spread: no job {', '.join(missing)} in the {args.mode} suite; see "
-                         "`python -m benchmarks.run_all --list` for the (data/model/method) jobs")
+    jobs = suite_jobs("seed_spread", args.mode, args.model, methods)
     data, model = args.model.split("/")
     tag = "" if args.mode == "full" else f"_{args.mode}"
     jobs_dir = common.RESULTS / f"seed_spread{tag}_jobs"
@@ -104,8 +75,13 @@ def main(argv=None):
         ctx.tflite_subdir = f"tflite_seed_spread{seed}"  # never over the suite's rows' files (seed 0)
         return ctx
 
-    runs = {m: {s: _run(table[f"{args.model}/{m}"], s, args.mode, make, jobs_dir, args.epochs, args.finetune_epochs)
-                for s in args.seeds} for m in methods}
+    def run(job, seed):
+        tag = f"__seed{seed}{budget_tag(args)}"
+        logger.info("%s seed %d", job.key, seed)
+        return run_once(job, lambda: make(job, seed), jobs_dir / f"{job.data}__{job.model}__{job.method}{tag}__"
+                        f"{fingerprint(job, args.mode, budget_tag(args) + f'__seed{seed}')}.json", COLUMNS)
+
+    runs = {m: {s: run(jobs[m], s) for s in args.seeds} for m in methods}
     dense = runs["dense"]
     result = {}
     for m in methods:

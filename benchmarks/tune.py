@@ -27,8 +27,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import hashlib
-import json
 import logging
 import os
 import sys
@@ -37,7 +35,7 @@ from types import SimpleNamespace
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmarks import common  # noqa: E402
-from benchmarks.suite import jobs as jobs_mod  # noqa: E402
+from benchmarks.rerun import add_budget_arguments, budget_tag, fingerprint, run_once, suite_jobs  # noqa: E402
 
 logger = logging.getLogger("benchmarks.tune")
 
@@ -53,35 +51,6 @@ def choose(runs, dense_accuracy, max_loss, minimize="params"):
     return min(ok, key=lambda r: (r[minimize], r["tflite_float_gzip_bytes"]), default=None)
 
 
-def fingerprint(job, mode, budget=""):
-    """A short hash of what trains `job`: its fields (settings included) and the `mode`'s budget
-    and default settings, plus `budget` (an override of the epochs). The dense baseline's hash
-    leaves out the settings other than the training budget (``run_all.TRAINING_KEYS``), which it
-    never reads: changing a method's setting does not retrain it."""
-    from benchmarks.run_all import TRAINING_KEYS
-
-    cfg = {k: v for k, v in jobs_mod.MODES[mode].items() if k not in ("models", "methods")}
-    fields = dataclasses.asdict(job)
-    if job.method == "dense":  # the dense baseline reads only the training budget of the settings
-        fields["settings"] = [kv for kv in job.settings if kv[0] in TRAINING_KEYS]
-        cfg["settings"] = {k: v for k, v in cfg["settings"].items() if k in TRAINING_KEYS}
-    text = json.dumps({"job": fields, "mode": cfg, "budget": budget}, sort_keys=True, default=str)
-    return hashlib.sha1(text.encode()).hexdigest()[:8]
-
-
-def _run(job, make, path):
-    """Run `job` (its settings already hold the value) unless `path` has its result; one row."""
-    if path.is_file():
-        return json.loads(path.read_text(encoding="utf-8"))
-    from benchmarks.suite.methods import METHODS
-
-    rows = METHODS[job.method](make(job))
-    row = {k: rows[0].get(k) for k in COLUMNS}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(row, indent=1, default=float), encoding="utf-8")
-    return row
-
-
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("model", metavar="DATA/MODEL", help="a (data, model) of the full suite, e.g. fashion/mlp")
@@ -94,19 +63,12 @@ def main(argv=None):
                         help="what the chosen value has least of (the MLP target counts parameters, the CNN one MACs)")
     parser.add_argument("--tag", default="",
                         help="appended to the table's name: keeps tables of one key under other fixed settings apart")
-    parser.add_argument("--mode", default="full", choices=sorted(jobs_mod.MODES))
-    parser.add_argument("--epochs", type=int, default=None, help="override the mode's epochs (tests)")
-    parser.add_argument("--finetune-epochs", type=int, default=None, help="override the fine-tune epochs (tests)")
+    add_budget_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     from benchmarks import run_all
 
-    table = {j.key: j for j in jobs_mod.job_table(args.mode)}
-    wanted = {m: table.get(f"{args.model}/{m}") for m in ("dense", args.method)}
-    missing = [f"{args.model}/{m}" for m, j in wanted.items() if j is None]
-    if missing:
-        raise SystemExit(f"tune: no job {', '.join(missing)} in the {args.mode} suite; see "
-                         "`python -m benchmarks.run_all --list` for the (data/model/method) jobs")
+    wanted = suite_jobs("tune", args.mode, args.model, ("dense", args.method))
     data, model = args.model.split("/")
     tag = "" if args.mode == "full" else f"_{args.mode}"
     jobs_dir = common.RESULTS / f"tune{tag}_jobs"
@@ -114,17 +76,16 @@ def main(argv=None):
     make = run_all.context_factory(args.mode, SimpleNamespace(train_samples=None, epochs=args.epochs,
                                                               finetune_epochs=args.finetune_epochs, seed=0),
                                    cache, holdout=HOLDOUT)
-    budget = "" if args.epochs is None and args.finetune_epochs is None else \
-        f"__e{args.epochs}_f{args.finetune_epochs}"  # runs with another budget are kept apart
-    base = _run(wanted["dense"], make, jobs_dir / f"{data}__{model}__dense{budget}"
-                f"__{fingerprint(wanted['dense'], args.mode, budget)}.json")
+    budget = budget_tag(args)
+    base = run_once(wanted["dense"], lambda: make(wanted["dense"]), jobs_dir / f"{data}__{model}__dense{budget}"
+                    f"__{fingerprint(wanted['dense'], args.mode, budget)}.json", COLUMNS)
     runs, template = [], wanted[args.method]
     for value in args.values:
         settings = tuple(sorted({**dict(template.settings), args.key: value}.items()))
         job = dataclasses.replace(template, settings=settings)
         logger.info("%s %s=%g ...", job.key, args.key, value)
-        row = _run(job, make, jobs_dir / f"{data}__{model}__{args.method}__{args.key}={value:g}{budget}"
-                   f"__{fingerprint(job, args.mode, budget)}.json")
+        row = run_once(job, lambda: make(job), jobs_dir / f"{data}__{model}__{args.method}__{args.key}={value:g}"
+                       f"{budget}__{fingerprint(job, args.mode, budget)}.json", COLUMNS)
         runs.append({**row, "value": value, "delta_pt": round(100 * (row["accuracy"] - base["accuracy"]), 2)})
     if len(runs) > 1 and len({(r["accuracy"], r["params"], r["macs"]) for r in runs}) == 1:
         logger.warning("tune: every value of %s gave the same model and accuracy: the setting probably does not "

@@ -1,5 +1,6 @@
 """Tests for benchmarks/tune.py: the validation split, the choice rule, resumable runs."""
 
+import dataclasses
 import json
 
 import numpy as np
@@ -8,6 +9,7 @@ import pytest
 import benchmarks.common
 from benchmarks import run_all, tune
 from benchmarks.suite import data as data_mod
+from benchmarks.suite import jobs as jobs_mod
 
 
 def test_choose_takes_the_fewest_parameters_within_the_loss():
@@ -22,9 +24,7 @@ def test_choose_takes_the_fewest_parameters_within_the_loss():
 
 
 def test_dense_fingerprint_ignores_method_settings_but_not_the_budget():
-    import dataclasses
-
-    dense = next(j for j in tune.jobs_mod.job_table("full") if j.key == "fashion/mlp_b32/dense")
+    dense = next(j for j in jobs_mod.job_table("full") if j.key == "fashion/mlp_b32/dense")
     other = dataclasses.replace(dense, settings=dense.settings + (("prune_tolerance_light", 0.3),))
     assert tune.fingerprint(other, "full") == tune.fingerprint(dense, "full")
     faster = dataclasses.replace(dense, settings=tuple((k, 64 if k == "batch_size" else v) for k, v in dense.settings))
@@ -89,9 +89,9 @@ def test_tune_runs_each_value_once_and_records_the_choice(tmp_path, monkeypatch,
     # another setting of the job changes the fingerprint: the stale runs are not reused
     monkeypatch.setattr("benchmarks.suite.methods.METHODS", {"group_lasso": lambda ctx: [{"accuracy": 0.5, "params": 1,
                         "macs": 1, "tflite_float_gzip_bytes": 1, "latency_float_s": 1e-5, "setting": "stub"}]})
-    table = tune.jobs_mod.job_table
-    monkeypatch.setattr(tune.jobs_mod, "job_table", lambda mode: [
-        tune.dataclasses.replace(j, settings=j.settings + (("em_groups", 3),)) if j.method == "group_lasso" else j
+    table = jobs_mod.job_table
+    monkeypatch.setattr(jobs_mod, "job_table", lambda mode: [
+        dataclasses.replace(j, settings=j.settings + (("em_groups", 3),)) if j.method == "group_lasso" else j
         for j in table(mode)])
     with caplog.at_level("WARNING", logger="benchmarks.tune"):
         assert [r["setting"] for r in tune.main(argv)[1]] == ["stub", "stub"]  # trained again (here: the stub)
