@@ -33,6 +33,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmarks import common  # noqa: E402
 from benchmarks.rerun import add_budget_arguments, budget_tag, fingerprint, run_once, suite_jobs  # noqa: E402
+from benchmarks.suite.methods import TARGET_SIZE  # noqa: E402
 
 logger = logging.getLogger("benchmarks.seed_spread")
 
@@ -88,24 +89,32 @@ def main(argv=None):
         deltas = [round(100 * (runs[m][s]["accuracy"] - dense[s]["accuracy"]), 2) for s in args.seeds]
         result[m] = {"accuracy": {s: runs[m][s]["accuracy"] for s in args.seeds},
                      "params": {s: runs[m][s]["params"] for s in args.seeds},
+                     "macs": {s: runs[m][s]["macs"] for s in args.seeds},
                      "delta_pt": dict(zip(args.seeds, deltas)), **spread(deltas, args.max_loss),
                      "setting": runs[m][args.seeds[0]]["setting"]}
     seeds = " | ".join(f"seed {s} Δ pt" for s in args.seeds)
+    # the size the model's headline target counts: parameters for the MLPs, MACs for the CNNs
+    size = TARGET_SIZE.get(jobs["dense"].arch, ("params", None))[0]
     md = [f"# Seed spread: {args.model}", "",
           "Each seed is a whole run of the row and of its model's dense baseline (weights and batch order of "
           "every phase), trained on the full training set and measured on the test set; Δ is against the dense "
-          "model of the same seed (with the seed's parameter ratio in brackets when the rows' sizes differ by "
+          f"model of the same seed (with the seed's {size} ratio in brackets when the rows' sizes differ by "
           f"seed). Within: seeds at most {args.max_loss:g} point(s) below dense.", "",
           "Dense accuracy by seed: " + ", ".join(f"{s}: {100 * dense[s]['accuracy']:.2f}%" for s in args.seeds), "",
-          f"| method | params x | {seeds} | mean Δ pt | sd | within |",
-          "|---|---|" + "---|" * len(args.seeds) + "---|---|---|"]
+          f"| method | params x | MACs x | {seeds} | mean Δ pt | sd | within |",
+          "|---|---|---|" + "---|" * len(args.seeds) + "---|---|---|"]
+
+    def span(ratios):  # "lo" or "lo-hi" of the per-seed ratios
+        lo, hi = min(ratios.values()), max(ratios.values())
+        return f"{lo:.2f}" + ("" if round(lo, 2) == round(hi, 2) else f"-{hi:.2f}")
+
     for m in methods[1:]:
         r = result[m]
-        ratios = {s: dense[s]["params"] / p for s, p in r["params"].items()}
-        same = len({round(x, 2) for x in ratios.values()}) == 1  # else each seed's cell gives its own
-        lo, hi = min(ratios.values()), max(ratios.values())
-        md.append(f"| {m} | {lo:.2f}{'' if same else f'-{hi:.2f}'} | "
-                  + " | ".join(f"{d:+.2f}" + ("" if same else f" ({ratios[s]:.1f}x)") for s, d in r["delta_pt"].items())
+        ratios = {key: {s: dense[s][key] / v for s, v in r[key].items()} for key in ("params", "macs")}
+        same = "-" not in span(ratios[size])  # else each seed's cell gives its own
+        md.append(f"| {m} | {span(ratios['params'])} | {span(ratios['macs'])} | "
+                  + " | ".join(f"{d:+.2f}" + ("" if same else f" ({ratios[size][s]:.1f}x)")
+                               for s, d in r["delta_pt"].items())
                   + f" | {r['mean']:+.2f} | {r['sd']:.2f} | {r['within']} of {len(args.seeds)} |")
     md += ["", "Settings:", ""] + [f"- {m}: {result[m]['setting']}" for m in methods[1:]]
     common.write_results(f"seed_spread{tag}_{data}_{model}",
