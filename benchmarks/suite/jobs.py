@@ -44,9 +44,9 @@ ALL_METHODS = tuple(dict.fromkeys(PRIORITY + ("group_lasso_weak", "group_lasso_w
                                               "exclusive", "l11_l12")
                                   + tuple(f"hgsr_{v}" for v in HGSR_VARIANTS) + ("planting", "scratch_target")))
 
-#: the CNN rows of the full mode (each VGG/ResNet job costs 4-25 min on 2 cores)
 #: rows that only the models naming them in their own "methods" run
 OPT_IN = ("filter_pruning_light",)
+#: the CNN rows of the full mode (each VGG/ResNet job costs 4-25 min on 2 cores)
 CNN_METHODS = ("dense", "group_lasso", "group_lasso_weak", "group_lasso_weaker", "tfmot", "filter_pruning", "cges",
                "em_blockdiag", "hgsr_squared_group_l12", "scratch_target", "filter_pruning_strong",
                "filter_pruning_max")
