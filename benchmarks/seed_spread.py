@@ -98,7 +98,7 @@ def main(argv=None):
     md = [f"# Seed spread: {args.model}", "",
           "Each seed is a whole run of the row and of its model's dense baseline (weights and batch order of "
           "every phase), trained on the full training set and measured on the test set; Δ is against the dense "
-          f"model of the same seed (with the seed's {size} ratio in brackets when the rows' sizes differ by "
+          f"model of the same seed (with the seed's {dict(params='parameter', macs='MACs')[size]} ratio in brackets when the rows' sizes differ by "
           f"seed). Within: seeds at most {args.max_loss:g} point(s) below dense.", "",
           "Dense accuracy by seed: " + ", ".join(f"{s}: {100 * dense[s]['accuracy']:.2f}%" for s in args.seeds), "",
           f"| method | params x | MACs x | {seeds} | mean Δ pt | sd | within |",
