@@ -258,6 +258,22 @@ def test_cnn_verdict_needs_flops_and_latency():
     assert all_verdicts["cnn_flops_latency[vgg]"]["met"] is True and "cnn_flops_latency[resnet]" not in all_verdicts
 
 
+def test_seed_spread_of_the_deciding_row_is_counted_at_the_verdicts_loss():
+    base = _row("dense", model="vgg_wide", macs=9000, lat=1e-3)
+    ok = _row("filter_pruning", model="vgg_wide", accuracy=0.895, macs=2900, lat=3.9e-4)  # met in this run
+    all_verdicts = verdicts.verdicts(add_ratios([base, ok]), archs={"vgg_wide": "vgg"})
+    spread = {"vgg_wide": {"filter_pruning": {"delta_pt": {"0": -0.5, "1": -1.2, "2": -0.9}, "mean": -0.87,
+                                              "sd": 0.35}},
+              "vgg": {"filter_pruning": {"delta_pt": {"0": -0.1}, "mean": -0.1, "sd": 0.0}}}
+    verdicts.add_seed_spreads(all_verdicts, spread)
+    v = all_verdicts["cnn_flops_latency[vgg_wide]"]
+    assert v["met"] is True  # the verdict still judges the one run
+    assert v["seed_spread"] == {"filter_pruning": {"seeds": 3, "mean": -0.87, "sd": 0.35, "within": 2}}  # 1 point
+    assert "seed_spread" not in all_verdicts["mlp_params"]  # no rows, no spread
+    assert "  - over seeds (3 whole reruns, `seed_spread_*.md`): filter_pruning mean Δ -0.87 pt (sd 0.35), " \
+           "2 of 3 seeds within 1 point" in report.verdict_lines(all_verdicts)
+
+
 def test_vs_tfmot_per_level():
     base = _row("dense", accuracy=0.90, lat=1e-4, fbytes=4000, gz=3700)
     p50 = _row("tfmot_50", accuracy=0.899, lat=1e-4, fbytes=4000, gz=2000, target_sparsity=0.5)

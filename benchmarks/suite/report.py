@@ -74,6 +74,10 @@ def verdict_lines(all_verdicts):
         lines.append(f"- {v['target']}: {_verdict_text(v)}{detail}")
         if v.get("nearest_at_size"):
             lines.append("  - nearest miss, the least loss at the target size: " + _figures(v["nearest_at_size"]))
+        for method, sp in v.get("seed_spread", {}).items():
+            lines.append(f"  - over seeds ({sp['seeds']} whole reruns, `seed_spread_*.md`): {method} mean Δ "
+                         f"{sp['mean']:+.2f} pt (sd {sp['sd']:.2f}), {sp['within']} of {sp['seeds']} seeds within "
+                         f"{v['max_loss_pt']:g} point")
         ref = v.get("reference")
         if ref:
             lines.append("  - reference, the dense architecture at the target size trained from scratch "
