@@ -258,20 +258,24 @@ def test_cnn_verdict_needs_flops_and_latency():
     assert all_verdicts["cnn_flops_latency[vgg]"]["met"] is True and "cnn_flops_latency[resnet]" not in all_verdicts
 
 
-def test_seed_spread_of_the_deciding_row_is_counted_at_the_verdicts_loss():
+def test_seed_spread_of_the_deciding_row_is_counted_at_the_verdicts_loss_and_size():
     base = _row("dense", model="vgg_wide", macs=9000, lat=1e-3)
     ok = _row("filter_pruning", model="vgg_wide", accuracy=0.895, macs=2900, lat=3.9e-4)  # met in this run
     all_verdicts = verdicts.verdicts(add_ratios([base, ok]), archs={"vgg_wide": "vgg"})
-    spread = {"vgg_wide": {"filter_pruning": {"delta_pt": {"0": -0.5, "1": -1.2, "2": -0.9}, "mean": -0.87,
-                                              "sd": 0.35}},
-              "vgg": {"filter_pruning": {"delta_pt": {"0": -0.1}, "mean": -0.1, "sd": 0.0}}}
+    dense = {"delta_pt": {"0": 0.0, "1": 0.0, "2": 0.0}, "macs": {"0": 9000, "1": 9000, "2": 9000}}
+    spread = {"vgg_wide": {"dense": dense,
+                           "filter_pruning": {"delta_pt": {"0": -0.5, "1": -1.2, "2": -0.9}, "mean": -0.87, "sd": 0.35,
+                                              "macs": {"0": 2900, "1": 2900, "2": 3600}}},
+              "vgg": {"filter_pruning": {"delta_pt": {"0": -0.1}, "mean": -0.1, "sd": 0.0, "macs": {"0": 1}}}}
     verdicts.add_seed_spreads(all_verdicts, spread)
     v = all_verdicts["cnn_flops_latency[vgg_wide]"]
     assert v["met"] is True  # the verdict still judges the one run
-    assert v["seed_spread"] == {"filter_pruning": {"seeds": 3, "mean": -0.87, "sd": 0.35, "within": 2}}  # 1 point
+    # within 1 point: seeds 0 and 2; at >= 3x fewer MACs as well: seed 0 only (seed 2 is at 2.5x)
+    assert v["seed_spread"] == {"filter_pruning": {"seeds": 3, "mean": -0.87, "sd": 0.35, "size": (2.5, 3.1),
+                                                   "within": 2, "met": 1}}
     assert "seed_spread" not in all_verdicts["mlp_params"]  # no rows, no spread
-    assert "  - over seeds (3 whole reruns, `seed_spread_*.md`): filter_pruning mean Δ -0.87 pt (sd 0.35), " \
-           "2 of 3 seeds within 1 point" in report.verdict_lines(all_verdicts)
+    assert "  - over seeds (3 whole reruns, `seed_spread_*.md`): filter_pruning mean Δ -0.87 pt (sd 0.35) at " \
+           "2.5-3.1x fewer MACs; 2 of 3 seeds within 1 point, 1 of them at >= 3x" in report.verdict_lines(all_verdicts)
 
 
 def test_vs_tfmot_per_level():

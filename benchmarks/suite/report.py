@@ -75,9 +75,12 @@ def verdict_lines(all_verdicts):
         if v.get("nearest_at_size"):
             lines.append("  - nearest miss, the least loss at the target size: " + _figures(v["nearest_at_size"]))
         for method, sp in v.get("seed_spread", {}).items():
+            lo, hi = sp["size"]
+            key, factor = v["size"]
             lines.append(f"  - over seeds ({sp['seeds']} whole reruns, `seed_spread_*.md`): {method} mean Δ "
-                         f"{sp['mean']:+.2f} pt (sd {sp['sd']:.2f}), {sp['within']} of {sp['seeds']} seeds within "
-                         f"{v['max_loss_pt']:g} point")
+                         f"{sp['mean']:+.2f} pt (sd {sp['sd']:.2f}) at {lo:g}{'' if lo == hi else f'-{hi:g}'}x "
+                         f"fewer {'parameters' if key == 'params' else 'MACs'}; {sp['within']} of {sp['seeds']} "
+                         f"seeds within {v['max_loss_pt']:g} point, {sp['met']} of them at >= {factor:g}x")
         ref = v.get("reference")
         if ref:
             lines.append("  - reference, the dense architecture at the target size trained from scratch "

@@ -58,7 +58,7 @@ def mlp_params(rows, data="fashion", model="mlp", factor=MLP_PARAMS_FACTOR, max_
     reference = _reference(rows, data, model, "params_x", "accuracy_delta_pt", "params")
     if not ours:
         return {"target": target, "met": None, "best": None, "nearest_at_size": None, "reference": reference,
-                "max_loss_pt": max_loss_pt}
+                "max_loss_pt": max_loss_pt, "size": ("params", factor)}
     ok = [r for r in ours if r["accuracy_delta_pt"] >= -max_loss_pt]
     best = max(ok, key=lambda r: r["params_x"], default=None)  # the most compressed within the loss
     met = bool(best is not None and best["params_x"] >= factor)
@@ -67,7 +67,7 @@ def mlp_params(rows, data="fashion", model="mlp", factor=MLP_PARAMS_FACTOR, max_
                                    key=lambda r: r["accuracy_delta_pt"], default=None)
     keys = ("params_x", "accuracy_delta_pt", "params")
     return {"target": target, "met": met, "best": _summary(best, *keys), "nearest_at_size": _summary(nearest, *keys),
-            "reference": reference, "max_loss_pt": max_loss_pt}
+            "reference": reference, "max_loss_pt": max_loss_pt, "size": ("params", factor)}
 
 
 def cnn_flops_latency(rows, data="fashion", model="vgg", macs_factor=CNN_MACS_FACTOR, speedup=2.5, max_loss_pt=1.0):
@@ -77,30 +77,40 @@ def cnn_flops_latency(rows, data="fashion", model="vgg", macs_factor=CNN_MACS_FA
     ours = _ours(rows, data, model)
     reference = _reference(rows, data, model, "macs_x", "speedup_float", "accuracy_delta_pt")
     if not ours:
-        return {"target": target, "met": None, "best": None, "reference": reference, "max_loss_pt": max_loss_pt}
+        return {"target": target, "met": None, "best": None, "reference": reference, "max_loss_pt": max_loss_pt,
+                "size": ("macs", macs_factor)}
     ok = [r for r in ours if r["accuracy_delta_pt"] >= -max_loss_pt and r.get("macs_x")]
     score = lambda r: min(r["macs_x"] / macs_factor, r["speedup_float"] / speedup)  # noqa: E731
     best = max(ok, key=score, default=None)
     return {"target": target, "met": bool(best is not None and score(best) >= 1.0),
             "best": _summary(best, "macs_x", "speedup_float", "accuracy_delta_pt"), "reference": reference,
-            "max_loss_pt": max_loss_pt}
+            "max_loss_pt": max_loss_pt, "size": ("macs", macs_factor)}
 
 
 def add_seed_spreads(all_verdicts, spreads):
     """Attach to each size verdict the seed spread of its deciding rows (``best``, else
     ``nearest_at_size``) where one was measured: `spreads` maps a model name to the ``rows`` of
-    its ``benchmarks.seed_spread`` result. Adds ``seed_spread``: {method: {"seeds", "mean", "sd",
-    "within"}}, "within" counted at the verdict's own loss limit. A verdict decides one run; the
-    spread says whether the run was typical. Returns `all_verdicts` (updated in place)."""
+    its ``benchmarks.seed_spread`` result (dense included). Adds ``seed_spread``: {method:
+    {"seeds", "mean", "sd", "size" (the smallest and largest per-seed ratio of the target's
+    size measure), "within" (seeds within the verdict's loss limit), "met" (seeds within it at
+    the target's size; a CNN's latency is not re-checked)}}. A verdict judges one run; the spread
+    says whether the run was typical. Returns `all_verdicts` (updated in place)."""
     for name, v in all_verdicts.items():
         model = name[name.index("[") + 1:-1] if "[" in name else "mlp"
         rows = spreads.get(model, {})
         methods = [r["method"] for r in (v.get("best"), v.get("nearest_at_size")) if r and r["method"] in rows]
-        if "max_loss_pt" not in v or not methods:
+        if "size" not in v or "dense" not in rows or not methods:
             continue
-        v["seed_spread"] = {m: {"seeds": len(rows[m]["delta_pt"]), "mean": rows[m]["mean"], "sd": rows[m]["sd"],
-                                "within": sum(d >= -v["max_loss_pt"] - 1e-9 for d in rows[m]["delta_pt"].values())}
-                            for m in dict.fromkeys(methods)}
+        key, factor = v["size"]
+        out = {}
+        for m in dict.fromkeys(methods):
+            deltas, sizes = rows[m]["delta_pt"], rows[m][key]
+            ratios = {s: rows["dense"][key][s] / sizes[s] for s in deltas}
+            ok = {s for s, d in deltas.items() if d >= -v["max_loss_pt"] - 1e-9}
+            out[m] = {"seeds": len(deltas), "mean": rows[m]["mean"], "sd": rows[m]["sd"],
+                      "size": (round(min(ratios.values()), 2), round(max(ratios.values()), 2)),
+                      "within": len(ok), "met": sum(ratios[s] >= factor for s in ok)}
+        v["seed_spread"] = out
     return all_verdicts
 
 
