@@ -7,8 +7,11 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 
 from benchmarks.suite import jobs as jobs_mod
+
+logger = logging.getLogger("benchmarks.rerun")
 
 
 def add_budget_arguments(parser):
@@ -52,11 +55,13 @@ def fingerprint(job, mode, budget=""):
     return hashlib.sha1(text.encode()).hexdigest()[:8]
 
 
-def run_once(job, context, path, columns):
+def run_once(job, context, path, columns, label=""):
     """The first row of `job` run in `context` (a callable returning its ``methods.Context``),
-    reduced to `columns` and kept at `path`; read back instead when `path` exists."""
+    reduced to `columns` and kept at `path`; read back instead when `path` exists (only a run
+    that trains is logged, with `label`)."""
     if path.is_file():
         return json.loads(path.read_text(encoding="utf-8"))
+    logger.info("%s %s ...", job.key, label)
     import keras
 
     from benchmarks.suite.methods import METHODS

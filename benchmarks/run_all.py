@@ -118,6 +118,14 @@ def carry_timings(rows, previous):
     return taken
 
 
+def seed_spreads(results, mode, data):
+    """{model: rows} of the seed spreads that ``benchmarks.seed_spread`` wrote to `results` for
+    `mode`'s models on `data` (``seed_spread[_<mode>]_<data>_<model>.json``)."""
+    prefix = "seed_spread" + ("" if mode == "full" else f"_{mode}") + f"_{data}_"
+    return {p.stem[len(prefix):]: json.loads(p.read_text(encoding="utf-8"))["rows"]
+            for p in sorted(results.glob(f"{prefix}*.json"))}
+
+
 def summarize(mode, jobs_dir, rounds, runs, seed=0):
     """Collect finished rows, re-time them together, add ratios and verdicts; write the results."""
     import numpy as np
@@ -138,11 +146,8 @@ def summarize(mode, jobs_dir, rounds, runs, seed=0):
     add_ratios(rows)
     datasets = list(dict.fromkeys(r["data"] for r in rows))
     all_verdicts = {d: verdicts.verdicts(rows, d, jobs_mod.archs(mode)) for d in datasets}
-    for d in datasets:  # the seed spreads measured for this mode (benchmarks/seed_spread.py)
-        prefix = "seed_spread" + ("" if mode == "full" else f"_{mode}") + f"_{d}_"
-        spreads = {p.stem[len(prefix):]: json.loads(p.read_text(encoding="utf-8"))["rows"]
-                   for p in jobs_dir.parent.glob(f"{prefix}*.json")}
-        verdicts.add_seed_spreads(all_verdicts[d], spreads)
+    for d in datasets:
+        verdicts.add_seed_spreads(all_verdicts[d], seed_spreads(jobs_dir.parent, mode, d))
     md = [f"# Benchmark suite ({mode})", "",
           "Every method trains the same architecture on the same data with the same seed, batch size and "
           "epoch budget (the scratch_target reference trains the same architecture with narrower layers); "

@@ -35,8 +35,6 @@ from benchmarks import common  # noqa: E402
 from benchmarks.rerun import add_budget_arguments, budget_tag, fingerprint, run_once, suite_jobs  # noqa: E402
 from benchmarks.suite.methods import TARGET_SIZE  # noqa: E402
 
-logger = logging.getLogger("benchmarks.seed_spread")
-
 COLUMNS = ("accuracy", "params", "macs", "tflite_float_gzip_bytes", "latency_float_s", "train_s", "setting")
 
 
@@ -53,7 +51,8 @@ def main(argv=None):
     parser.add_argument("model", metavar="DATA/MODEL", help="a (data, model) of the suite, e.g. fashion/mlp_b32")
     parser.add_argument("--methods", nargs="+", required=True, help="suite methods of that model (dense is added)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3])
-    parser.add_argument("--max-loss", type=float, default=0.5, help="points of loss a seed may have and count as within")
+    parser.add_argument("--max-loss", type=float, default=0.5,
+                        help="points of loss a seed may have and count as within")
     add_budget_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
@@ -78,9 +77,9 @@ def main(argv=None):
 
     def run(job, seed):
         tag = f"__seed{seed}{budget_tag(args)}"
-        logger.info("%s seed %d", job.key, seed)
         return run_once(job, lambda: make(job, seed), jobs_dir / f"{job.data}__{job.model}__{job.method}{tag}__"
-                        f"{fingerprint(job, args.mode, budget_tag(args) + f'__seed{seed}')}.json", COLUMNS)
+                        f"{fingerprint(job, args.mode, budget_tag(args) + f'__seed{seed}')}.json", COLUMNS,
+                        label=f"seed {seed}")
 
     runs = {m: {s: run(jobs[m], s) for s in args.seeds} for m in methods}
     dense = runs["dense"]
@@ -98,7 +97,8 @@ def main(argv=None):
     md = [f"# Seed spread: {args.model}", "",
           "Each seed is a whole run of the row and of its model's dense baseline (weights and batch order of "
           "every phase), trained on the full training set and measured on the test set; Δ is against the dense "
-          f"model of the same seed (with the seed's {dict(params='parameter', macs='MACs')[size]} ratio in brackets when the rows' sizes differ by "
+          f"model of the same seed (with the seed's {dict(params='parameter', macs='MACs')[size]} ratio in brackets "
+          "when the rows' sizes differ by "
           f"seed). Within: seeds at most {args.max_loss:g} point(s) below dense.", "",
           "Dense accuracy by seed: " + ", ".join(f"{s}: {100 * dense[s]['accuracy']:.2f}%" for s in args.seeds), "",
           f"| method | params x | MACs x | {seeds} | mean Δ pt | sd | within |",

@@ -83,9 +83,8 @@ def main(argv=None):
     for value in args.values:
         settings = tuple(sorted({**dict(template.settings), args.key: value}.items()))
         job = dataclasses.replace(template, settings=settings)
-        logger.info("%s %s=%g ...", job.key, args.key, value)
         row = run_once(job, lambda: make(job), jobs_dir / f"{data}__{model}__{args.method}__{args.key}={value:g}"
-                       f"{budget}__{fingerprint(job, args.mode, budget)}.json", COLUMNS)
+                       f"{budget}__{fingerprint(job, args.mode, budget)}.json", COLUMNS, label=f"{args.key}={value:g}")
         runs.append({**row, "value": value, "delta_pt": round(100 * (row["accuracy"] - base["accuracy"]), 2)})
     if len(runs) > 1 and len({(r["accuracy"], r["params"], r["macs"]) for r in runs}) == 1:
         logger.warning("tune: every value of %s gave the same model and accuracy: the setting probably does not "

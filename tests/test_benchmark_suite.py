@@ -278,6 +278,17 @@ def test_seed_spread_of_the_deciding_row_is_counted_at_the_verdicts_loss_and_siz
            "2.5-3.1x fewer MACs; 2 of 3 seeds within 1 point, 1 of them at >= 3x" in report.verdict_lines(all_verdicts)
 
 
+def test_summary_reads_the_seed_spreads_of_its_mode(tmp_path):
+    from benchmarks import run_all
+
+    for name, rows in (("seed_spread_fashion_mlp_b32", {"a": 1}), ("seed_spread_fashion_vgg_wide", {"b": 2}),
+                       ("seed_spread_quick_fashion_mlp", {"c": 3}), ("seed_spread_mnist1d_mlp", {"d": 4})):
+        (tmp_path / f"{name}.json").write_text(json.dumps({"rows": rows}))
+    assert run_all.seed_spreads(tmp_path, "full", "fashion") == {"mlp_b32": {"a": 1}, "vgg_wide": {"b": 2}}
+    assert run_all.seed_spreads(tmp_path, "quick", "fashion") == {"mlp": {"c": 3}}
+    assert run_all.seed_spreads(tmp_path, "full", "digits") == {}
+
+
 def test_vs_tfmot_per_level():
     base = _row("dense", accuracy=0.90, lat=1e-4, fbytes=4000, gz=3700)
     p50 = _row("tfmot_50", accuracy=0.899, lat=1e-4, fbytes=4000, gz=2000, target_sparsity=0.5)
