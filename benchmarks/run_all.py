@@ -59,14 +59,17 @@ def paths(mode, seed=0):
     return name, common.RESULTS / f"{name}_jobs", common.RESULTS / "suite_cache" / mode
 
 
-def context_factory(mode, args, cache, holdout=None):
+def context_factory(mode, args, cache, holdout=None, tflite_subdir=None):
     """job -> methods.Context, loading each dataset once.
 
     With `holdout` (a fraction, e.g. 0.1) the last ``holdout`` of each training set becomes the
     evaluation set in place of the test set, and training uses the samples before it (then the
     model's ``train_samples`` cap): the validation split of :mod:`benchmarks.tune`. Trained models
     are cached by their number of training samples, always the first ones, so a model whose cap
-    leaves the same samples is shared with the test-set run; .tflite files go elsewhere."""
+    leaves the same samples is shared with the test-set run; .tflite files go elsewhere. The rows'
+    .tflite files go to `tflite_subdir` of the cache when given, else to ``tflite`` (the suite's,
+    re-timed by :func:`summarize`), ``tflite_validation`` with `holdout`, plus ``_seed<seed>`` at
+    a seed other than 0."""
     from benchmarks.suite import data as data_mod
     from benchmarks.suite.methods import Context
 
@@ -93,8 +96,8 @@ def context_factory(mode, args, cache, holdout=None):
             budget["finetune_epochs"] = args.finetune_epochs
         return Context(job.data, job.model, spec, (x[:n], y[:n], xt, yt), **budget, seed=args.seed, cache=cache,
                        latency_runs=cfg["latency_runs"], settings=settings,
-                       tflite_subdir=("tflite_validation" if holdout else "tflite")
-                       + (f"_seed{args.seed}" if args.seed else ""))
+                       tflite_subdir=tflite_subdir or (("tflite_validation" if holdout else "tflite")
+                                                       + (f"_seed{args.seed}" if args.seed else "")))
 
     return make
 

@@ -14,8 +14,8 @@ then the mean and the sample standard deviation over the seeds, and how many see
 Each (row, seed) run is kept in ``benchmarks/results/seed_spread_jobs/`` under a name that ends
 in the fingerprint of its configuration (as in :mod:`benchmarks.tune`), so an interrupted run
 resumes and a change in ``jobs.py`` trains again; seed 0 is the suite's own seed (its models are
-shared with the suite through the cache). A seed reproduces a run on the same machine; on another
-one (another CPU's kernels round differently) it is another draw: the batch-32 MLP's dense model,
+shared with the suite through the cache). A seed repeats a run bit for bit within one process (tested);
+on another host (another CPU's kernels round differently) it is another draw: the batch-32 MLP's dense model,
 89.79% in the suite, was 89.98% here at seed 0 on another host. The table goes to
 ``benchmarks/results/seed_spread_<data>_<model>.{json,md}``.
 """
@@ -70,10 +70,10 @@ def main(argv=None):
         if seed not in factories:
             factories[seed] = run_all.context_factory(
                 args.mode, SimpleNamespace(train_samples=None, epochs=args.epochs,
-                                           finetune_epochs=args.finetune_epochs, seed=seed), cache)
-        ctx = factories[seed](job)
-        ctx.tflite_subdir = f"tflite_seed_spread{seed}"  # never over the suite's rows' files (seed 0)
-        return ctx
+                                           finetune_epochs=args.finetune_epochs, seed=seed), cache,
+                # .tflite files apart from the suite's rows' (seed 0 shares their directory otherwise)
+                tflite_subdir=f"tflite_seed_spread{seed}")
+        return factories[seed](job)
 
     def run(job, seed):
         tag = f"__seed{seed}{budget_tag(args)}"

@@ -468,6 +468,24 @@ def test_context_optimizers_decay_to_zero_over_the_phase():
     assert float(adam._learning_rate(0)) == pytest.approx(1e-3) and float(adam._learning_rate(30)) == pytest.approx(0.0, abs=1e-9)
 
 
+def test_a_seed_repeats_a_training_run_and_another_seed_does_not():
+    """What benchmarks/seed_spread.py relies on: within one process on one machine a seed gives
+    the same weights again (build and fit), another seed other weights."""
+    rng = np.random.default_rng(0)
+    x, y = rng.random((256, 8, 8, 1)).astype("float32"), rng.integers(0, 10, 256)
+    spec = {"arch": "mlp", "input_shape": [8, 8, 1], "classes": 10, "widths": [16, 8], "batch_norm": True}
+
+    def weights(seed):
+        ctx = Context("digits", "mlp", spec, (x, y, x, y), epochs=1, finetune_epochs=0, batch_size=16, seed=seed)
+        model = ctx.build()
+        ctx.fit(model, 2)
+        return model.get_weights()
+
+    first, again, other = weights(0), weights(0), weights(1)
+    assert all(np.array_equal(a, b) for a, b in zip(first, again))
+    assert not all(np.array_equal(a, b) for a, b in zip(first, other))
+
+
 @pytest.mark.parametrize("arch, widths, measure_of, factor", [
     ("mlp", [1000, 500], "params", 10.0), ("vgg", [16, 32, 64], "macs", 3.0), ("resnet", [16, 32, 64], "macs", 3.0)])
 def test_scratch_target_widths_are_the_largest_scaling_within_the_target(arch, widths, measure_of, factor):

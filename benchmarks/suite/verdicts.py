@@ -55,10 +55,11 @@ def mlp_params(rows, data="fashion", model="mlp", factor=MLP_PARAMS_FACTOR, max_
     """>= `factor` x fewer parameters at <= `max_loss_pt` accuracy loss."""
     target = f"{data} {model}: >= {factor:g}x fewer parameters at <= {max_loss_pt:g} point accuracy loss"
     ours = _ours(rows, data, model)
-    reference = _reference(rows, data, model, "params_x", "accuracy_delta_pt", "params")
+    # what every answer carries: the model and the limits the seed spread is judged by, too
+    common = {"target": target, "model": model, "max_loss_pt": max_loss_pt, "size": ("params", factor),
+              "reference": _reference(rows, data, model, "params_x", "accuracy_delta_pt", "params")}
     if not ours:
-        return {"target": target, "met": None, "best": None, "nearest_at_size": None, "reference": reference,
-                "max_loss_pt": max_loss_pt, "size": ("params", factor)}
+        return {**common, "met": None, "best": None, "nearest_at_size": None}
     ok = [r for r in ours if r["accuracy_delta_pt"] >= -max_loss_pt]
     best = max(ok, key=lambda r: r["params_x"], default=None)  # the most compressed within the loss
     met = bool(best is not None and best["params_x"] >= factor)
@@ -66,8 +67,7 @@ def mlp_params(rows, data="fashion", model="mlp", factor=MLP_PARAMS_FACTOR, max_
     nearest = None if met else max((r for r in ours if r["params_x"] >= factor),
                                    key=lambda r: r["accuracy_delta_pt"], default=None)
     keys = ("params_x", "accuracy_delta_pt", "params")
-    return {"target": target, "met": met, "best": _summary(best, *keys), "nearest_at_size": _summary(nearest, *keys),
-            "reference": reference, "max_loss_pt": max_loss_pt, "size": ("params", factor)}
+    return {**common, "met": met, "best": _summary(best, *keys), "nearest_at_size": _summary(nearest, *keys)}
 
 
 def cnn_flops_latency(rows, data="fashion", model="vgg", macs_factor=CNN_MACS_FACTOR, speedup=2.5, max_loss_pt=1.0):
@@ -75,16 +75,15 @@ def cnn_flops_latency(rows, data="fashion", model="vgg", macs_factor=CNN_MACS_FA
     target = (f"{data} {model}: >= {macs_factor:g}x fewer FLOPs and >= {speedup:g}x lower TFLite latency "
               f"at <= {max_loss_pt:g} point accuracy loss")
     ours = _ours(rows, data, model)
-    reference = _reference(rows, data, model, "macs_x", "speedup_float", "accuracy_delta_pt")
+    common = {"target": target, "model": model, "max_loss_pt": max_loss_pt, "size": ("macs", macs_factor),
+              "reference": _reference(rows, data, model, "macs_x", "speedup_float", "accuracy_delta_pt")}
     if not ours:
-        return {"target": target, "met": None, "best": None, "reference": reference, "max_loss_pt": max_loss_pt,
-                "size": ("macs", macs_factor)}
+        return {**common, "met": None, "best": None}
     ok = [r for r in ours if r["accuracy_delta_pt"] >= -max_loss_pt and r.get("macs_x")]
     score = lambda r: min(r["macs_x"] / macs_factor, r["speedup_float"] / speedup)  # noqa: E731
     best = max(ok, key=score, default=None)
-    return {"target": target, "met": bool(best is not None and score(best) >= 1.0),
-            "best": _summary(best, "macs_x", "speedup_float", "accuracy_delta_pt"), "reference": reference,
-            "max_loss_pt": max_loss_pt, "size": ("macs", macs_factor)}
+    return {**common, "met": bool(best is not None and score(best) >= 1.0),
+            "best": _summary(best, "macs_x", "speedup_float", "accuracy_delta_pt")}
 
 
 def add_seed_spreads(all_verdicts, spreads):
@@ -95,11 +94,10 @@ def add_seed_spreads(all_verdicts, spreads):
     size measure), "within" (seeds within the verdict's loss limit), "met" (seeds within it at
     the target's size; a CNN's latency is not re-checked)}}. A verdict judges one run; the spread
     says whether the run was typical. Returns `all_verdicts` (updated in place)."""
-    for name, v in all_verdicts.items():
-        model = name[name.index("[") + 1:-1] if "[" in name else "mlp"
-        rows = spreads.get(model, {})
+    for v in all_verdicts.values():
+        rows = spreads.get(v.get("model"), {}) if "size" in v else {}  # size verdicts only
         methods = [r["method"] for r in (v.get("best"), v.get("nearest_at_size")) if r and r["method"] in rows]
-        if "size" not in v or "dense" not in rows or not methods:
+        if "dense" not in rows or not methods:
             continue
         key, factor = v["size"]
         out = {}
