@@ -21,7 +21,6 @@ import argparse
 import time
 
 import keras
-import numpy as np
 
 from benchmarks.common import write_results
 from tf_groupsparse.datasets import load_digits

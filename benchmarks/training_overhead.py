@@ -23,10 +23,9 @@ import statistics
 import time
 
 import keras
-import numpy as np
 
 from benchmarks.common import write_results
-from tf_groupsparse import datasets, proximal, regularizers
+from tf_groupsparse import datasets, regularizers
 from tf_groupsparse.callbacks import ProximalStep
 from tf_groupsparse.regularize import regularize
 

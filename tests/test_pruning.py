@@ -173,6 +173,11 @@ def test_callable_candidates_and_fine_tune(dense_model):
         ({"layers": ["out"]}, ValueError,
          "prune_filters: Expected `layers` to name layers with removable filters: ['h']. Received: layers=['out']"),
         ({"max_fraction": 0}, ValueError, "prune_filters: Expected `max_fraction` > 0 and <= 1. Received: max_fraction=0.0"),
+        ({"max_fraction": {"h": 1.5}}, ValueError,
+         "prune_filters: Expected `max_fraction['h']` > 0 and <= 1. Received: max_fraction['h']=1.5"),
+        ({"max_fraction": {"out": 0.5}}, ValueError,
+         "prune_filters: Expected the keys of `max_fraction` to be layers being pruned: ['h']. Received: ['out'] "
+         "(name them in `layers` too, or drop them from `max_fraction`)"),
         ({"channel_multiple": 0}, ValueError,
          "prune_filters: Expected `channel_multiple` >= 1. Received: channel_multiple=0"),
         ({"rounding": "floor"}, ValueError,
@@ -238,6 +243,15 @@ def test_coupled_channels_count_for_every_layer_that_creates_them():
     _, capped = prune_filters(model, (x, y), tolerance=1e9, max_fraction=0.5, verbose=0)
     widths = {r["layer"]: r["filters_after"] for r in capped.rows}
     assert widths == {"stem": 2, "conv1": 2, "conv2": 2}
+    # one cap per layer: conv1 (3 filters) may lose 2, the residual pair at most a quarter (1 of 4)
+    # through either layer; a layer the dict does not name is not capped (nor are the others by it)
+    _, per_layer = prune_filters(model, (x, y), tolerance=1e9, max_fraction={"conv1": 0.7, "stem": 0.25},
+                                 verbose=0)
+    widths = {r["layer"]: r["filters_after"] for r in per_layer.rows}
+    assert widths == {"stem": 3, "conv1": 1, "conv2": 3}
+    _, one_layer = prune_filters(model, (x, y), tolerance=1e9, max_fraction={"conv1": 0.34}, verbose=0)
+    widths = {r["layer"]: r["filters_after"] for r in one_layer.rows}
+    assert widths == {"stem": 1, "conv1": 2, "conv2": 1}
 
 
 def test_consumer_norm_scores_sum_every_reader_of_a_channel():

@@ -247,11 +247,13 @@ def prune_filters(
         layers: names of the layers whose filters may be removed; default None: every
             Dense/Conv-like layer with removable channels (model outputs are never removed).
         max_fraction: largest fraction of a layer's filters to remove, in (0, 1] (default
-            None: all but one). Channels coupled across layers (residual adds) count for every
-            layer that creates them; no layer ever loses all of its channels. With a generous
-            `tolerance` it sets the pruned width itself (the loss still picks which filters go):
-            the way to reach a size, since one tolerance prunes models trained on other samples
-            or for other epochs to other widths.
+            None: all but one), or a dict ``{layer name: fraction}`` of one cap per layer (layers
+            it does not name are not capped; each name must be one of the layers pruned).
+            Channels coupled across layers (residual adds) count for every layer that creates
+            them; no layer ever loses all of its channels. With a generous `tolerance` it sets
+            the pruned width itself (the loss still picks which filters go): the way to reach a
+            size, since one tolerance prunes models trained on other samples or for other epochs
+            to other widths.
         fine_tune: None (default) or ``{"epochs": n, "batch_size": b}`` to fit the pruned model
             on `data` with the model's compile settings (the model must be compiled).
         channel_multiple: None (default) or an int >= 1: after the loss-based pass every pruned
@@ -301,7 +303,10 @@ def prune_filters(
     tolerance = check_number("tolerance", tolerance, _OWNER)
     batch_size = check_int("batch_size", batch_size, _OWNER, minimum=1)
     random_state = check_int("random_state", random_state, _OWNER, minimum=0)
-    if max_fraction is not None:
+    if isinstance(max_fraction, dict):
+        max_fraction = {name: check_number(f"max_fraction[{name!r}]", value, _OWNER, strict=True, maximum=1.0)
+                        for name, value in max_fraction.items()}
+    elif max_fraction is not None:
         max_fraction = check_number("max_fraction", max_fraction, _OWNER, strict=True, maximum=1.0)
     if channel_multiple is not None:
         channel_multiple = check_int("channel_multiple", channel_multiple, _OWNER, minimum=1)
@@ -339,6 +344,13 @@ def prune_filters(
                 f"Received: layers={unknown!r}"
             )
         names = list(layers)
+    if isinstance(max_fraction, dict):
+        unknown = sorted(set(max_fraction) - set(names))
+        if unknown:
+            raise ValueError(
+                f"{_OWNER}: Expected the keys of `max_fraction` to be layers being pruned: {names}. "
+                f"Received: {unknown!r} (name them in `layers` too, or drop them from `max_fraction`)"
+            )
 
     widths, order = {}, {}
     for name in names:
@@ -456,7 +468,7 @@ class _PlanState:
 
     A group can hold channels of several layers (residual adds couple them): what every
     channel-creating layer loses is counted, so that none loses all its channels (or more than
-    `max_fraction` of them)."""
+    its `max_fraction` of them: one number for every pruned layer, or a dict of one per layer)."""
 
     def __init__(self, graph, names, widths, max_fraction):
         self.graph = graph
@@ -464,9 +476,10 @@ class _PlanState:
                  if node.owned is not None and len(node.owned)}
         self.removed_count = {n: 0 for n in owned}
         self.limit = {n: len(labels) - 1 for n, labels in owned.items()}
+        caps = max_fraction if isinstance(max_fraction, dict) else {n: max_fraction for n in names}
         for n in names:
-            if max_fraction is not None:
-                self.limit[n] = min(self.limit[n], int(math.floor(max_fraction * widths[n])))
+            if caps.get(n) is not None:
+                self.limit[n] = min(self.limit[n], int(math.floor(caps[n] * widths[n])))
         self.members = {}  # group id -> {layer: how many of its channels the group holds}
         for n, labels in owned.items():
             for gid, count in zip(*np.unique(labels, return_counts=True)):
