@@ -570,6 +570,12 @@ def test_filter_pruning_reads_samples_and_tolerance_from_the_settings(monkeypatc
     assert seen["max_fraction"] == 0.9 and row["setting"].endswith("512 samples, at most 0.9 of a layer's filters")
     METHODS["filter_pruning"](ctx)
     assert seen["max_fraction"] == 0.5
+    # one cap per layer: its layers are the ones pruned, whatever prune_layers says
+    ctx.settings = {"prune_hgsr_strength": 0.0, "prune_layers": ("h",),
+                    "filter_pruning_strong_max_fraction": {"h": 0.5, "o": 0.25}}
+    (row,) = METHODS["filter_pruning_strong"](ctx)
+    assert seen["max_fraction"] == {"h": 0.5, "o": 0.25} and seen["layers"] == ["h", "o"]
+    assert row["setting"].endswith("512 samples, layers h, o only, at most 0.5 of h, 0.25 of o's filters")
 
 
 def test_filter_pruning_tiles_rounds_widths_and_splits_the_epoch_budget(monkeypatch):

@@ -99,3 +99,40 @@ def test_tune_runs_each_value_once_and_records_the_choice(tmp_path, monkeypatch,
     assert len(list((tmp_path / "tune_quick_jobs").iterdir())) == 5
     with pytest.raises(SystemExit, match="no job digits/mlp/nope"):
         tune.main(["digits/mlp", "nope", "--mode", "quick", "--key", "k", "--values", "1"])
+
+
+def test_values_are_numbers_or_json_objects():
+    assert tune.parse_value("1e-4") == 1e-4
+    assert tune.parse_value('{"fc1": 0.872, "fc2": 0.744}') == {"fc1": 0.872, "fc2": 0.744}
+    with pytest.raises(Exception, match="expected a number or a JSON object, got '\\[1\\]'"):
+        tune.parse_value("[1]")
+    assert tune.value_text(1e-4) == "0.0001"
+    assert tune.value_text({"fc1": 0.872, "fc2": 0.744}) == "fc1:0.872,fc2:0.744"
+
+
+@pytest.mark.slow
+def test_tune_over_seeds_averages_per_seed_runs_and_takes_per_layer_caps(tmp_path, monkeypatch):
+    _fake_digits(monkeypatch)
+    monkeypatch.setattr(benchmarks.common, "RESULTS", tmp_path)
+    monkeypatch.setattr(benchmarks.common, "environment", lambda: {"cpu": "test"})
+    argv = ["digits/mlp", "filter_pruning", "--mode", "quick", "--key", "filter_pruning_max_fraction",
+            "--values", '{"fc1": 0.5}', '{"fc1": 0.5, "fc2": 0.5}', "--seeds", "0", "1",
+            "--epochs", "1", "--finetune-epochs", "1"]
+    base, runs, _ = tune.main(argv)
+    assert [r["value"] for r in runs] == [{"fc1": 0.5}, {"fc1": 0.5, "fc2": 0.5}]
+    assert runs[0]["setting"].endswith("layers fc1 only, at most 0.5 of fc1's filters")
+    assert runs[1]["params"] < runs[0]["params"]  # fc2 lost half its units too
+    files = sorted(p.name.rsplit("__", 1)[0] for p in (tmp_path / "tune_quick_jobs").iterdir())
+    assert files == ["digits__mlp__dense__e1_f1", "digits__mlp__dense__e1_f1__seed1",
+                     "digits__mlp__filter_pruning__filter_pruning_max_fraction=fc1:0.5,fc2:0.5__e1_f1",
+                     "digits__mlp__filter_pruning__filter_pruning_max_fraction=fc1:0.5,fc2:0.5__e1_f1__seed1",
+                     "digits__mlp__filter_pruning__filter_pruning_max_fraction=fc1:0.5__e1_f1",
+                     "digits__mlp__filter_pruning__filter_pruning_max_fraction=fc1:0.5__e1_f1__seed1"]
+    dense = [json.loads(p.read_text())["accuracy"] for p in sorted((tmp_path / "tune_quick_jobs").glob("*dense*"))]
+    assert base["accuracy"] == pytest.approx(sum(dense) / 2)
+    for r in runs:  # the mean of the per-seed deltas, each against its own seed's dense model
+        assert len(r["seed_delta_pt"]) == 2
+        assert r["delta_pt"] == pytest.approx(sum(r["seed_delta_pt"]) / 2, abs=0.006)
+        assert r["delta_pt"] == pytest.approx(100 * (r["accuracy"] - base["accuracy"]), abs=0.02)
+    md = (tmp_path / "tune_quick_digits_mlp_filter_pruning_filter_pruning_max_fraction.md").read_text()
+    assert "means over seeds 0, 1" in md and "| Δ per seed |" in md and "| fc1:0.5,fc2:0.5" in md

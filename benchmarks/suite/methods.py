@@ -31,7 +31,8 @@ say ``prox_optimizer="adam"`` (the CNNs without BatchNormalization, see ``jobs.A
   ``prune_filters`` (loss-increase tolerance ``prune_tolerance``, the loss on ``prune_samples``
   training samples, default 512; only the filters of the layers ``<method>_layers`` or
   ``prune_layers`` when set, and at most the fraction ``<method>_max_fraction`` or
-  ``prune_max_fraction`` of each) with ``finetune_epochs`` fine-tuning epochs (Adam from
+  ``prune_max_fraction`` of each, or one cap per layer: a dict ``{layer: fraction}``, whose
+  layers are then the ones pruned) with ``finetune_epochs`` fine-tuning epochs (Adam from
   ``<method>_finetune_learning_rate`` or ``prune_finetune_learning_rate`` when set, else
   ``learning_rate``). With ``<method>_at_epoch`` or ``prune_at_epoch`` k the HGSR model is
   trained k epochs and the pruned one fine-tuned ``epochs + finetune_epochs - k``: the same
@@ -367,6 +368,8 @@ def _filter_pruning(ctx, name, tolerance, multiple=None):
     # the largest fraction of a layer's filters to remove: a size the tolerance cannot overshoot
     # (at one tolerance, models trained on other samples prune to other sizes)
     max_fraction = _pruning_setting(ctx, name, "max_fraction")
+    if isinstance(max_fraction, dict):  # one cap per layer: the layers it names are the ones pruned
+        layers = list(max_fraction)
     pruned, _ = prune_filters(plain_copy(model), (ctx.data[0], ctx.data[1]), samples=samples, tolerance=tolerance,
                               loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                               candidates=candidates, layers=layers, max_fraction=max_fraction,
@@ -384,11 +387,18 @@ def _filter_pruning(ctx, name, tolerance, multiple=None):
                             f"{tolerance}, candidates {candidates}, {samples} samples"
                             + (f", widths rounded down to multiples of {multiple}" if multiple else "")
                             + (f", layers {', '.join(layers)} only" if layers else "")
-                            + (f", at most {max_fraction:g} of a layer's filters" if max_fraction else "")
+                            + (_caps_text(max_fraction) if max_fraction else "")
                             + (f", fine-tuned from learning rate {finetune_lr:g}" if finetune_lr else "")
                             + (f", pruned after epoch {at} of {ctx.epochs + ctx.finetune_epochs}" if at != ctx.epochs
                                else "")
                             + (f", fine-tune seed {int(finetune_seed)}" if finetune_seed is not None else ""))]
+
+
+def _caps_text(max_fraction):
+    """The setting text of a filter pruning cap: one number, or one per layer."""
+    if isinstance(max_fraction, dict):
+        return ", at most " + ", ".join(f"{v:g} of {k}" for k, v in max_fraction.items()) + "'s filters"
+    return f", at most {max_fraction:g} of a layer's filters"
 
 
 def planting(ctx):
