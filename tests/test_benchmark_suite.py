@@ -486,6 +486,29 @@ def test_a_seed_repeats_a_training_run_and_another_seed_does_not():
     assert not all(np.array_equal(a, b) for a, b in zip(first, other))
 
 
+def test_the_peer_of_another_seed_works_in_its_own_directory(tmp_path, monkeypatch):
+    """tfmot's files (spec, data, peer.json, .tflite) of seed 1 do not replace seed 0's."""
+    from benchmarks.suite import methods
+
+    spec = {"arch": "mlp", "input_shape": [8, 8, 1], "classes": 10, "widths": [4], "batch_norm": False}
+    data = (np.zeros((4, 8, 8, 1), "float32"), np.zeros(4, "int64")) * 2
+    calls = []
+
+    def peer(cmd, **kwargs):
+        out = Path(cmd[cmd.index("--out") + 1])
+        calls.append((out.parent.name, cmd[cmd.index("--seed") + 1]))
+        out.write_text(json.dumps({"versions": {}, "rows": [{"method": "tfmot_50", "accuracy": 0.5,
+                                                                   "target_sparsity": 0.5}]}))
+        return subprocess.CompletedProcess(cmd, 0, "", "")
+
+    monkeypatch.setattr(methods.subprocess, "run", peer)
+    for seed in (0, 1):
+        ctx = Context("digits", "mlp", spec, data, epochs=1, finetune_epochs=1, seed=seed, cache=tmp_path)
+        (row,) = methods.tfmot(ctx)
+        assert row["method"] == "tfmot_50" and row["seed"] == seed
+    assert calls == [("tfmot", "0"), ("tfmot_s1", "1")]
+
+
 @pytest.mark.parametrize("arch, widths, measure_of, factor", [
     ("mlp", [1000, 500], "params", 10.0), ("vgg", [16, 32, 64], "macs", 3.0), ("resnet", [16, 32, 64], "macs", 3.0)])
 def test_scratch_target_widths_are_the_largest_scaling_within_the_target(arch, widths, measure_of, factor):

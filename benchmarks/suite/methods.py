@@ -465,7 +465,7 @@ def scratch_target(ctx):
 
 def tfmot(ctx):
     """Run :mod:`benchmarks.tfmot_peer` in its own process and turn its JSON into rows."""
-    workdir = ctx.path("tfmot")
+    workdir = ctx.path("tfmot" + (f"_s{ctx.seed}" if ctx.seed else ""))  # models of other seeds are other models
     workdir.mkdir(parents=True, exist_ok=True)
     spec_path, data_path, out_path = workdir / "spec.json", workdir / "data.npz", workdir / "peer.json"
     spec_path.write_text(json.dumps(ctx.spec))
