@@ -497,8 +497,8 @@ def test_the_peer_of_another_seed_works_in_its_own_directory(tmp_path, monkeypat
     def peer(cmd, **kwargs):
         out = Path(cmd[cmd.index("--out") + 1])
         calls.append((out.parent.name, cmd[cmd.index("--seed") + 1]))
-        out.write_text(json.dumps({"versions": {}, "rows": [{"method": "tfmot_50", "accuracy": 0.5,
-                                                                   "target_sparsity": 0.5}]}))
+        rows = [{"method": "tfmot_50", "accuracy": 0.5, "target_sparsity": 0.5}]
+        out.write_text(json.dumps({"versions": {}, "rows": rows}))
         return subprocess.CompletedProcess(cmd, 0, "", "")
 
     monkeypatch.setattr(methods.subprocess, "run", peer)
