@@ -75,6 +75,22 @@ def value_text(value):
     return f"{value:g}"
 
 
+def _assignment(text):
+    """``KEY=VALUE`` of ``--set`` -> (key, value): a number, else JSON (an object, a list), else
+    the text itself (e.g. ``prox_optimizer=adam``)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise SystemExit(f"tune: --set expects KEY=VALUE, got {text!r}")
+    try:
+        return key, float(value)
+    except ValueError:
+        pass
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
 def choose(runs, dense_accuracy, max_loss, minimize="params"):
     """The run with the fewest parameters (or MACs, `minimize`; then the smallest gzip'd file)
     whose validation accuracy is at most `max_loss` points below `dense_accuracy`, or None."""
@@ -89,6 +105,9 @@ def main(argv=None):
     parser.add_argument("--key", required=True, help="the setting to vary, e.g. hgsr_sqrt_group_lasso_strength")
     parser.add_argument("--values", type=parse_value, nargs="+", required=True,
                         help="the values to try: numbers, or JSON objects such as '{\"fc1\": 0.9}'")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="other settings of the method fixed for this tuning (numbers or JSON objects), "
+                             "e.g. prune_tolerance_strong=1.0")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
                         help="train every value and the dense model once per seed; choose by the mean (default 0)")
     parser.add_argument("--max-loss", type=float, default=0.5,
@@ -128,6 +147,9 @@ def main(argv=None):
     dense = {seed: run(wanted["dense"], "dense", seed) for seed in args.seeds}
     base = {**dense[args.seeds[0]], "accuracy": statistics.fmean(d["accuracy"] for d in dense.values())}
     runs, template = [], wanted[args.method]
+    fixed = dict(_assignment(a) for a in args.set)
+    if fixed:
+        template = dataclasses.replace(template, settings=tuple(sorted({**dict(template.settings), **fixed}.items())))
     for value in args.values:
         settings = tuple(sorted({**dict(template.settings), args.key: value}.items()))
         job = dataclasses.replace(template, settings=settings)
@@ -147,7 +169,9 @@ def main(argv=None):
           f"Trained on the first {100 - round(100 * HOLDOUT)}% of the training set (then the model's train_samples "
           f"cap), measured on the last {round(100 * HOLDOUT)}%; the test set is not used. Dense validation "
           f"accuracy {100 * base['accuracy']:.2f}%{over} with {base['params']:,} parameters. Rule: the fewest "
-          f"{args.minimize} within {args.max_loss:g} point(s) of dense{' on average' if seeds else ''}.", "",
+          f"{args.minimize} within {args.max_loss:g} point(s) of dense{' on average' if seeds else ''}."
+          + (f" Fixed for this table: {', '.join(f'{k} = {value_text(v)}' for k, v in fixed.items())}." if fixed else ""),
+          "",
           f"| {args.key} | val acc % | Δ pt |{' Δ per seed |' if seeds else ''} params | params x | MACs x | "
           "float gz KB | float µs |",
           "|---|---|---|" + ("---|" if seeds else "") + "---|---|---|---|---|"]
@@ -161,7 +185,7 @@ def main(argv=None):
            f"Chosen: none (no value within {args.max_loss:g} point(s) of dense)"]
     name = f"tune{tag}_{data}_{model}_{args.method}_{args.key}" + (f"_{args.tag}" if args.tag else "")
     common.write_results(name, {"key": args.key, "max_loss": args.max_loss, "minimize": args.minimize,
-                                "holdout": HOLDOUT, "seeds": args.seeds, "dense": base,
+                                "holdout": HOLDOUT, "seeds": args.seeds, "fixed": fixed, "dense": base,
                                 "runs": runs, "chosen": None if chosen is None else chosen["value"]}, "\n".join(md))
     print("\n".join(md))
     return base, runs, chosen

@@ -117,10 +117,11 @@ def test_tune_over_seeds_averages_per_seed_runs_and_takes_per_layer_caps(tmp_pat
     monkeypatch.setattr(benchmarks.common, "environment", lambda: {"cpu": "test"})
     argv = ["digits/mlp", "filter_pruning", "--mode", "quick", "--key", "filter_pruning_max_fraction",
             "--values", '{"fc1": 0.5}', '{"fc1": 0.5, "fc2": 0.5}', "--seeds", "0", "1",
-            "--epochs", "1", "--finetune-epochs", "1"]
+            "--set", "prune_tolerance=10", "--epochs", "1", "--finetune-epochs", "1"]
     base, runs, _ = tune.main(argv)
     assert [r["value"] for r in runs] == [{"fc1": 0.5}, {"fc1": 0.5, "fc2": 0.5}]
-    assert runs[0]["setting"].endswith("layers fc1 only, at most 0.5 of fc1's filters")
+    assert runs[0]["setting"].endswith("tolerance 10.0, candidates norm, 512 samples, layers fc1 only, "
+                                       "at most 0.5 of fc1's filters")  # --set reached the method
     assert runs[1]["params"] < runs[0]["params"]  # fc2 lost half its units too
     files = sorted(p.name.rsplit("__", 1)[0] for p in (tmp_path / "tune_quick_jobs").iterdir())
     assert files == ["digits__mlp__dense__e1_f1", "digits__mlp__dense__e1_f1__seed1",
@@ -136,3 +137,12 @@ def test_tune_over_seeds_averages_per_seed_runs_and_takes_per_layer_caps(tmp_pat
         assert r["delta_pt"] == pytest.approx(100 * (r["accuracy"] - base["accuracy"]), abs=0.02)
     md = (tmp_path / "tune_quick_digits_mlp_filter_pruning_filter_pruning_max_fraction.md").read_text()
     assert "means over seeds 0, 1" in md and "| Δ per seed |" in md and "| fc1:0.5,fc2:0.5" in md
+    assert "Fixed for this table: prune_tolerance = 10." in md
+
+
+def test_set_reads_numbers_json_and_text():
+    assert tune._assignment("prune_tolerance_strong=1.0") == ("prune_tolerance_strong", 1.0)
+    assert tune._assignment('prune_layers=["fc1", "fc2"]') == ("prune_layers", ["fc1", "fc2"])
+    assert tune._assignment("prox_optimizer=adam") == ("prox_optimizer", "adam")
+    with pytest.raises(SystemExit, match="--set expects KEY=VALUE, got 'oops'"):
+        tune._assignment("oops")
