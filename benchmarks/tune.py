@@ -22,8 +22,9 @@ fingerprint, without it, are no longer read). The table goes to
 every value gives the same model and accuracy the setting probably did not reach the method
 (e.g. a method-specific key of the same setting shadows it): the run says so.
 
-A value is a number or a JSON object, e.g. one cap per layer for filter pruning
-(``--values '{"fc1": 0.92}' '{"fc1": 0.872, "fc2": 0.744}'``). With ``--seeds`` every value (and the
+A value is a number, JSON (e.g. one cap per layer for filter pruning,
+``--values '{"fc1": 0.92}' '{"fc1": 0.872, "fc2": 0.744}'``) or a word (``--values down nearest``).
+With ``--seeds`` every value (and the
 dense model) trains once per seed (the seed sets the weights and batch order of every phase) and
 the choice goes by the mean accuracy over the seeds: on 6,000 validation images one run's
 accuracy moves by about 0.4 point (binomial standard error), as much as the differences a setting
@@ -54,41 +55,31 @@ COLUMNS = ("accuracy", "params", "nonzero_params", "macs", "tflite_float_bytes",
 
 
 def parse_value(text):
-    """A ``--values`` item: a number (float), else a JSON object (e.g. ``{"fc1": 0.9}``)."""
+    """A ``--values`` or ``--set`` item: a number (float), else JSON (e.g. ``{"fc1": 0.9}``, a
+    list), else the text itself (e.g. ``nearest``)."""
     try:
         return float(text)
     except ValueError:
         pass
     try:
-        value = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError:
-        value = None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(f"expected a number or a JSON object, got {text!r}")
-    return value
+        return text
 
 
 def value_text(value):
     """`value` for file names and tables: ``0.0001``, ``fc1:0.872,fc2:0.744``."""
     if isinstance(value, dict):
         return ",".join(f"{k}:{v:g}" if isinstance(v, (int, float)) else f"{k}:{v}" for k, v in value.items())
-    return f"{value:g}"
+    return f"{value:g}" if isinstance(value, (int, float)) else str(value)
 
 
 def _assignment(text):
-    """``KEY=VALUE`` of ``--set`` -> (key, value): a number, else JSON (an object, a list), else
-    the text itself (e.g. ``prox_optimizer=adam``)."""
+    """``KEY=VALUE`` of ``--set`` -> (key, value as :func:`parse_value` reads it)."""
     key, sep, value = text.partition("=")
     if not sep or not key:
         raise SystemExit(f"tune: --set expects KEY=VALUE, got {text!r}")
-    try:
-        return key, float(value)
-    except ValueError:
-        pass
-    try:
-        return key, json.loads(value)
-    except json.JSONDecodeError:
-        return key, value
+    return key, parse_value(value)
 
 
 def choose(runs, dense_accuracy, max_loss, minimize="params"):
@@ -104,9 +95,9 @@ def main(argv=None):
     parser.add_argument("method", help="a suite method of that model, e.g. hgsr_sqrt_group_lasso")
     parser.add_argument("--key", required=True, help="the setting to vary, e.g. hgsr_sqrt_group_lasso_strength")
     parser.add_argument("--values", type=parse_value, nargs="+", required=True,
-                        help="the values to try: numbers, or JSON objects such as '{\"fc1\": 0.9}'")
+                        help="the values to try: numbers, JSON such as '{\"fc1\": 0.9}', or words")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
-                        help="other settings of the method fixed for this tuning (numbers or JSON objects), "
+                        help="other settings of the method fixed for this tuning (numbers, JSON or words), "
                              "e.g. prune_tolerance_strong=1.0")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0],
                         help="train every value and the dense model once per seed; choose by the mean (default 0)")

@@ -610,7 +610,7 @@ def test_filter_pruning_tiles_rounds_widths_and_splits_the_epoch_budget(monkeypa
     seen = {}
 
     def fake_prune(m, data, samples, tolerance, **kwargs):
-        seen.update(tolerance=tolerance, multiple=kwargs["channel_multiple"])
+        seen.update(tolerance=tolerance, multiple=kwargs["channel_multiple"], rounding=kwargs["rounding"])
         return m, None
 
     def fake_hgsr(ctx, variant, epochs=None, strength=None):
@@ -630,8 +630,8 @@ def test_filter_pruning_tiles_rounds_widths_and_splits_the_epoch_budget(monkeypa
                             "prune_finetune_learning_rate": 1e-3})
     (row,) = METHODS["filter_pruning_tiles"](ctx)
     # the budget stays epochs + finetune_epochs: 4 before pruning, 5 after
-    assert seen == {"tolerance": 0.1, "multiple": 16, "hgsr_epochs": 4, "finetune_epochs": 5, "learning_rate": 1e-3,
-                    "seed": None}
+    assert seen == {"tolerance": 0.1, "multiple": 16, "rounding": "down", "hgsr_epochs": 4, "finetune_epochs": 5,
+                    "learning_rate": 1e-3, "seed": None}
     assert row["setting"] == ("HGSR squared_group_l12 model (strength 1e-07), prune_filters tolerance 0.1, candidates "
                               "norm, 512 samples, widths rounded down to multiples of 16, fine-tuned from learning "
                               "rate 0.001, pruned after epoch 4 of 9")
@@ -642,3 +642,6 @@ def test_filter_pruning_tiles_rounds_widths_and_splits_the_epoch_budget(monkeypa
     assert seen["finetune_epochs"] == 3 and seen["learning_rate"] == 6e-3
     METHODS["filter_pruning"](ctx)  # the method-specific settings stay with their method
     assert seen["multiple"] is None and seen["learning_rate"] is None
+    ctx.settings = {"filter_pruning_tiles_rounding": "nearest"}  # prune_filters' rounding of the widths
+    (row,) = METHODS["filter_pruning_tiles"](ctx)
+    assert seen["rounding"] == "nearest" and "widths rounded to the nearest multiples of 16" in row["setting"]

@@ -101,13 +101,13 @@ def test_tune_runs_each_value_once_and_records_the_choice(tmp_path, monkeypatch,
         tune.main(["digits/mlp", "nope", "--mode", "quick", "--key", "k", "--values", "1"])
 
 
-def test_values_are_numbers_or_json_objects():
+def test_values_are_numbers_json_or_words():
     assert tune.parse_value("1e-4") == 1e-4
     assert tune.parse_value('{"fc1": 0.872, "fc2": 0.744}') == {"fc1": 0.872, "fc2": 0.744}
-    with pytest.raises(Exception, match="expected a number or a JSON object, got '\\[1\\]'"):
-        tune.parse_value("[1]")
+    assert tune.parse_value("nearest") == "nearest" and tune.parse_value("[1]") == [1]
     assert tune.value_text(1e-4) == "0.0001"
     assert tune.value_text({"fc1": 0.872, "fc2": 0.744}) == "fc1:0.872,fc2:0.744"
+    assert tune.value_text("nearest") == "nearest"
 
 
 @pytest.mark.slow

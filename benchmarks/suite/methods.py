@@ -45,7 +45,8 @@ say ``prox_optimizer="adam"`` (the CNNs without BatchNormalization, see ``jobs.A
   e.g. capped (``filter_pruning_light_max_fraction``) at the peer's 50% parameter budget.
 - ``filter_pruning_tiles``: the same at ``prune_tolerance_tiles`` (default 0.5), then every pruned
   conv rounded down to a multiple of ``tile_multiple`` filters (default 16; ``prune_filters``'s
-  ``channel_multiple``), the width at which this CPU's XNNPack convs run fastest per MAC.
+  ``channel_multiple``), the width at which this CPU's XNNPack convs run fastest per MAC
+  (``<method>_rounding`` or ``prune_rounding``: ``prune_filters``'s ``rounding`` instead of "down").
 - ``planting``: a student of 1/8 the widths trained ``epochs`` epochs, grown by ``plant`` with
   the dense model as teacher.
 - ``scratch_target``: a reference, not a method: the dense architecture with every width scaled
@@ -370,10 +371,12 @@ def _filter_pruning(ctx, name, tolerance, multiple=None):
     max_fraction = _pruning_setting(ctx, name, "max_fraction")
     if isinstance(max_fraction, dict):  # one cap per layer: the layers it names are the ones pruned
         layers = list(max_fraction)
+    # how pruned widths become multiples of `multiple` (prune_filters' `rounding`, default "down")
+    rounding = _pruning_setting(ctx, name, "rounding", "down")
     pruned, _ = prune_filters(plain_copy(model), (ctx.data[0], ctx.data[1]), samples=samples, tolerance=tolerance,
                               loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                               candidates=candidates, layers=layers, max_fraction=max_fraction,
-                              channel_multiple=multiple, verbose=0)
+                              channel_multiple=multiple, rounding=rounding, verbose=0)
     seconds += time.perf_counter() - start
     pruned = plain_copy(pruned)
     finetune_lr = _pruning_setting(ctx, name, "finetune_learning_rate")
@@ -385,13 +388,17 @@ def _filter_pruning(ctx, name, tolerance, multiple=None):
                     setting=(f"HGSR squared_group_l12 model (strength {strength:g})" if strength else
                              "dense model (HGSR strength 0)") + f", prune_filters tolerance "
                             f"{tolerance}, candidates {candidates}, {samples} samples"
-                            + (f", widths rounded down to multiples of {multiple}" if multiple else "")
+                            + (f", widths rounded {_ROUNDING_TEXT.get(rounding, rounding)} multiples of {multiple}"
+                               if multiple else "")
                             + (f", layers {', '.join(layers)} only" if layers else "")
                             + (_caps_text(max_fraction) if max_fraction else "")
                             + (f", fine-tuned from learning rate {finetune_lr:g}" if finetune_lr else "")
                             + (f", pruned after epoch {at} of {ctx.epochs + ctx.finetune_epochs}" if at != ctx.epochs
                                else "")
                             + (f", fine-tune seed {int(finetune_seed)}" if finetune_seed is not None else ""))]
+
+
+_ROUNDING_TEXT = {"down": "down to", "up": "up to", "nearest": "to the nearest", "blocks": "in blocks of"}
 
 
 def _caps_text(max_fraction):
