@@ -23,12 +23,12 @@ every value gives the same model and accuracy the setting probably did not reach
 (e.g. a method-specific key of the same setting shadows it): the run says so.
 
 A value is a number, JSON (e.g. one cap per layer for filter pruning,
-``--values '{"fc1": 0.92}' '{"fc1": 0.872, "fc2": 0.744}'``) or a word (``--values down nearest``).
-With ``--seeds`` every value (and the
-dense model) trains once per seed (the seed sets the weights and batch order of every phase) and
-the choice goes by the mean accuracy over the seeds: on 6,000 validation images one run's
-accuracy moves by about 0.4 point (binomial standard error), as much as the differences a setting
-makes near its best value.
+``--values '{"fc1": 0.92}' '{"fc1": 0.872, "fc2": 0.744}'``) or a word (``--values down nearest``);
+``--set KEY=VALUE`` fixes another setting for the table (it is named in it). With ``--seeds``
+every value (and the dense model) trains once per seed (the seed sets the weights and batch order
+of every phase) and the choice goes by the mean accuracy over the seeds: on 6,000 validation
+images one run's accuracy moves by about 0.4 point (binomial standard error), as much as the
+differences a setting makes near its best value. The sizes in the table are the first seed's.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ import argparse
 import dataclasses
 import json
 import logging
-import statistics
 import os
+import statistics
 import sys
 from types import SimpleNamespace
 
