@@ -27,6 +27,29 @@ def budget_tag(args):
     return "" if args.epochs is None and args.finetune_epochs is None else f"__e{args.epochs}_f{args.finetune_epochs}"
 
 
+def contexts_by_seed(mode, args, holdout=None, tflite_subdir=None):
+    """``make(job, seed) -> methods.Context`` at the budget of `args` (``--epochs`` and
+    ``--finetune-epochs``), with the suite's model cache (models of one seed and sample count
+    are shared with the suite) and one ``run_all.context_factory`` per seed. `holdout` as there;
+    `tflite_subdir` a pattern with ``{seed}`` (default: the factory's own choice)."""
+    from types import SimpleNamespace
+
+    from benchmarks import run_all
+
+    cache = run_all.paths(mode)[2]
+    factories = {}
+
+    def make(job, seed):
+        if seed not in factories:
+            factories[seed] = run_all.context_factory(
+                mode, SimpleNamespace(train_samples=None, epochs=args.epochs, finetune_epochs=args.finetune_epochs,
+                                      seed=seed), cache, holdout=holdout,
+                tflite_subdir=tflite_subdir.format(seed=seed) if tflite_subdir else None)
+        return factories[seed](job)
+
+    return make
+
+
 def suite_jobs(prog, mode, model, methods):
     """``{method: Job}`` of ``<model>/<method>`` in `mode`'s job table; exits naming the jobs that
     are not there (`prog` is the script's name)."""

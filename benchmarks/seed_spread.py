@@ -27,12 +27,12 @@ import logging
 import os
 import statistics
 import sys
-from types import SimpleNamespace
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmarks import common  # noqa: E402
-from benchmarks.rerun import add_budget_arguments, budget_tag, fingerprint, run_once, suite_jobs  # noqa: E402
+from benchmarks.rerun import (add_budget_arguments, budget_tag, contexts_by_seed, fingerprint,  # noqa: E402
+                              run_once, suite_jobs)
 from benchmarks.suite.methods import TARGET_SIZE  # noqa: E402
 
 COLUMNS = ("accuracy", "params", "macs", "tflite_float_gzip_bytes", "latency_float_s", "train_s", "setting")
@@ -56,24 +56,15 @@ def main(argv=None):
     add_budget_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
-    from benchmarks import run_all
 
     methods = ["dense"] + [m for m in args.methods if m != "dense"]
     jobs = suite_jobs("seed_spread", args.mode, args.model, methods)
     data, model = args.model.split("/")
     tag = "" if args.mode == "full" else f"_{args.mode}"
     jobs_dir = common.RESULTS / f"seed_spread{tag}_jobs"
-    cache = run_all.paths(args.mode)[2]  # the suite's: seed 0's models are the suite's
-    factories = {}
-
-    def make(job, seed):
-        if seed not in factories:
-            factories[seed] = run_all.context_factory(
-                args.mode, SimpleNamespace(train_samples=None, epochs=args.epochs,
-                                           finetune_epochs=args.finetune_epochs, seed=seed), cache,
-                # .tflite files apart from the suite's rows' (seed 0 shares their directory otherwise)
-                tflite_subdir=f"tflite_seed_spread{seed}")
-        return factories[seed](job)
+    # the suite's model cache (seed 0's models are the suite's); .tflite files apart from the suite
+    # rows' (seed 0 shares their directory otherwise)
+    make = contexts_by_seed(args.mode, args, tflite_subdir="tflite_seed_spread{seed}")
 
     def run(job, seed):
         tag = f"__seed{seed}{budget_tag(args)}"

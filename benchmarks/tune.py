@@ -40,12 +40,12 @@ import logging
 import os
 import statistics
 import sys
-from types import SimpleNamespace
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmarks import common  # noqa: E402
-from benchmarks.rerun import add_budget_arguments, budget_tag, fingerprint, run_once, suite_jobs  # noqa: E402
+from benchmarks.rerun import (add_budget_arguments, budget_tag, contexts_by_seed, fingerprint,  # noqa: E402
+                              run_once, suite_jobs)
 
 logger = logging.getLogger("benchmarks.tune")
 
@@ -110,22 +110,13 @@ def main(argv=None):
     add_budget_arguments(parser)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
-    from benchmarks import run_all
 
     wanted = suite_jobs("tune", args.mode, args.model, ("dense", args.method))
     data, model = args.model.split("/")
     tag = "" if args.mode == "full" else f"_{args.mode}"
     jobs_dir = common.RESULTS / f"tune{tag}_jobs"
-    cache = run_all.paths(args.mode)[2]  # the suite's: models trained on the same samples are shared
-    factories = {}
-
-    def make(job, seed):
-        if seed not in factories:
-            factories[seed] = run_all.context_factory(
-                args.mode, SimpleNamespace(train_samples=None, epochs=args.epochs,
-                                           finetune_epochs=args.finetune_epochs, seed=seed), cache, holdout=HOLDOUT)
-        return factories[seed](job)
-
+    # the suite's model cache: models trained on the same samples are shared
+    make = contexts_by_seed(args.mode, args, holdout=HOLDOUT)
     budget = budget_tag(args)
 
     def run(job, name, seed, label=""):
