@@ -468,6 +468,25 @@ def test_context_optimizers_decay_to_zero_over_the_phase():
     assert float(adam._learning_rate(0)) == pytest.approx(1e-3) and float(adam._learning_rate(30)) == pytest.approx(0.0, abs=1e-9)
 
 
+def test_fit_with_a_teacher_trains_the_student_on_the_distillation_loss():
+    from tf_groupsparse.planting import distillation_loss
+
+    rng = np.random.default_rng(0)
+    x, y = rng.random((64, 4)).astype("float32"), rng.integers(0, 3, 64)
+    keras.utils.set_random_seed(0)
+    teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    student = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)])
+    ctx = Context("digits", "mlp", {}, (x, y, x, y), epochs=1, finetune_epochs=0, batch_size=64)
+
+    def loss():
+        return float(distillation_loss(y, student(x), teacher(x), 2.0, 0.5))
+
+    before, teacher_weights = loss(), [w.copy() for w in teacher.get_weights()]
+    ctx.fit(student, 20, teacher=teacher, temperature=2.0)
+    assert loss() < before  # one batch per epoch: the loss it minimizes went down
+    assert all(np.array_equal(a, b) for a, b in zip(teacher_weights, teacher.get_weights()))  # teacher untouched
+
+
 def test_a_seed_repeats_a_training_run_and_another_seed_does_not():
     """What benchmarks/seed_spread.py relies on: within one process on one machine a seed gives
     the same weights again (build and fit), another seed other weights."""
@@ -617,8 +636,11 @@ def test_filter_pruning_tiles_rounds_widths_and_splits_the_epoch_budget(monkeypa
         seen["hgsr_epochs"] = epochs
         return model, 0.0
 
-    def fake_fit(self, m, epochs, callbacks=(), kind="adam", learning_rate=None, seed=None):
+    def fake_fit(self, m, epochs, callbacks=(), kind="adam", learning_rate=None, seed=None, teacher=None,
+                 temperature=2.0):
         seen.update(finetune_epochs=epochs, learning_rate=learning_rate, seed=seed)
+        if teacher is not None:
+            seen.update(teacher=teacher, temperature=temperature)
         return 0.0
 
     monkeypatch.setattr(tf_groupsparse.pruning, "prune_filters", fake_prune)
@@ -645,3 +667,11 @@ def test_filter_pruning_tiles_rounds_widths_and_splits_the_epoch_budget(monkeypa
     ctx.settings = {"filter_pruning_tiles_rounding": "nearest"}  # prune_filters' rounding of the widths
     (row,) = METHODS["filter_pruning_tiles"](ctx)
     assert seen["rounding"] == "nearest" and "widths rounded to the nearest multiples of 16" in row["setting"]
+    # a fine-tune by distillation from the dense row's model, whose training time the row carries
+    teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    monkeypatch.setattr(Context, "trained", lambda self, key, make, epochs: (teacher, 7.0) if (key, epochs) == (
+        "dense", 9) else None)
+    ctx.settings = {"filter_pruning_tiles_distill_temperature": 4.0}
+    (row,) = METHODS["filter_pruning_tiles"](ctx)
+    assert seen["teacher"] is teacher and seen["temperature"] == 4.0
+    assert row["setting"].endswith("fine-tuned by distillation from the dense model (T 4, alpha 0.5)")

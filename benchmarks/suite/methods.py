@@ -34,7 +34,9 @@ say ``prox_optimizer="adam"`` (the CNNs without BatchNormalization, see ``jobs.A
   ``prune_max_fraction`` of each, or one cap per layer: a dict ``{layer: fraction}``, whose
   layers are then the ones pruned) with ``finetune_epochs`` fine-tuning epochs (Adam from
   ``<method>_finetune_learning_rate`` or ``prune_finetune_learning_rate`` when set, else
-  ``learning_rate``). With ``<method>_at_epoch`` or ``prune_at_epoch`` k the HGSR model is
+  ``learning_rate``; with ``<method>_distill_temperature`` or ``prune_distill_temperature`` T the
+  fine-tuning loss is distillation from the dense row's model at T, alpha 0.5, and the row's
+  seconds include the teacher's training). With ``<method>_at_epoch`` or ``prune_at_epoch`` k the HGSR model is
   trained k epochs and the pruned one fine-tuned ``epochs + finetune_epochs - k``: the same
   budget, spent more on the smaller net.
 - ``filter_pruning_strong`` and ``filter_pruning_max``: the same at the larger tolerances
@@ -138,16 +140,25 @@ class Context:
                       keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
         return model
 
-    def fit(self, model, epochs, callbacks=(), kind="adam", learning_rate=None, seed=None):
+    def fit(self, model, epochs, callbacks=(), kind="adam", learning_rate=None, seed=None, teacher=None,
+            temperature=2.0):
         """Compile with a fresh optimizer for this phase (see :meth:`optimizer`) and fit (shuffled
-        from `seed`, default the context's); returns the seconds spent."""
+        from `seed`, default the context's); returns the seconds spent. With a `teacher` model the
+        loss is planting's distillation loss at `temperature` (alpha 0.5) instead of the labels'."""
         import keras
 
-        self.compile(model, epochs, kind, learning_rate)
+        if teacher is None:
+            self.compile(model, epochs, kind, learning_rate)
+            trained = model
+        else:
+            from tf_groupsparse.planting import _Distiller
+
+            trained = _Distiller(model, teacher, temperature, 0.5, student_probs=False, teacher_probs=False)
+            trained.compile(optimizer=self.optimizer(epochs, kind, learning_rate))
         keras.utils.set_random_seed(self.seed if seed is None else int(seed))
         start = time.perf_counter()
-        model.fit(self.data[0], self.data[1], epochs=epochs, batch_size=self.batch_size, verbose=0,
-                  callbacks=list(callbacks), shuffle=True)
+        trained.fit(self.data[0], self.data[1], epochs=epochs, batch_size=self.batch_size, verbose=0,
+                    callbacks=list(callbacks), shuffle=True)
         return time.perf_counter() - start
 
     def trained(self, key, make, epochs, callbacks=()):
@@ -382,8 +393,15 @@ def _filter_pruning(ctx, name, tolerance, multiple=None):
     finetune_lr = _pruning_setting(ctx, name, "finetune_learning_rate")
     # the fine-tune's shuffling seed (default the suite's): how much one run's accuracy owes to the draw
     finetune_seed = _pruning_setting(ctx, name, "finetune_seed")
-    seconds += ctx.fit(pruned, finetune_epochs, learning_rate=finetune_lr, seed=finetune_seed) if finetune_epochs \
-        else 0.0
+    # fine-tuned by distillation from the dense model at this temperature (the teacher's training,
+    # the dense row's, is added to the row's seconds: it is outside the row's epoch budget)
+    temperature = _pruning_setting(ctx, name, "distill_temperature")
+    teacher = None
+    if temperature and finetune_epochs:
+        teacher, teacher_seconds = ctx.trained("dense", ctx.build, ctx.epochs + ctx.finetune_epochs)
+        seconds += teacher_seconds
+    seconds += ctx.fit(pruned, finetune_epochs, learning_rate=finetune_lr, seed=finetune_seed, teacher=teacher,
+                       temperature=temperature or 2.0) if finetune_epochs else 0.0
     return [ctx.row(name, pruned, seconds,
                     setting=(f"HGSR squared_group_l12 model (strength {strength:g})" if strength else
                              "dense model (HGSR strength 0)") + f", prune_filters tolerance "
@@ -395,7 +413,9 @@ def _filter_pruning(ctx, name, tolerance, multiple=None):
                             + (f", fine-tuned from learning rate {finetune_lr:g}" if finetune_lr else "")
                             + (f", pruned after epoch {at} of {ctx.epochs + ctx.finetune_epochs}" if at != ctx.epochs
                                else "")
-                            + (f", fine-tune seed {int(finetune_seed)}" if finetune_seed is not None else ""))]
+                            + (f", fine-tune seed {int(finetune_seed)}" if finetune_seed is not None else "")
+                            + (f", fine-tuned by distillation from the dense model (T {temperature:g}, alpha 0.5)"
+                               if teacher is not None else ""))]
 
 
 _ROUNDING_TEXT = {"down": "down to", "up": "up to", "nearest": "to the nearest", "blocks": "in blocks of"}
