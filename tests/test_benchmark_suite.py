@@ -3,6 +3,7 @@ front, model specs, the peer's argument check, and one tiny quick job end to end
 
 import gzip
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -526,6 +527,29 @@ def test_the_peer_of_another_seed_works_in_its_own_directory(tmp_path, monkeypat
         (row,) = methods.tfmot(ctx)
         assert row["method"] == "tfmot_50" and row["seed"] == seed
     assert calls == [("tfmot", "0"), ("tfmot_s1", "1")]
+
+
+_TRAIN_IN_A_PROCESS = """
+import hashlib, numpy as np
+from benchmarks.suite.methods import Context
+rng = np.random.default_rng(0)
+x, y = rng.random((256, 8, 8, 1)).astype("float32"), rng.integers(0, 10, 256)
+spec = {"arch": "mlp", "input_shape": [8, 8, 1], "classes": 10, "widths": [16, 8], "batch_norm": True}
+ctx = Context("digits", "mlp", spec, (x, y, x, y), epochs=1, finetune_epochs=0, batch_size=16, seed=0)
+model = ctx.build()
+ctx.fit(model, 2)
+print(hashlib.sha1(b"".join(w.tobytes() for w in model.get_weights())).hexdigest())
+"""
+
+
+@pytest.mark.slow
+def test_a_seed_repeats_a_training_run_in_another_process():
+    """The README's claim that runs repeat across processes on one host (not across hosts)."""
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    digests = [subprocess.run([sys.executable, "-c", _TRAIN_IN_A_PROCESS], cwd=root, env=env, check=True,
+                              capture_output=True, text=True).stdout.split()[-1] for _ in range(2)]
+    assert len(digests[0]) == 40 and digests[0] == digests[1]
 
 
 @pytest.mark.parametrize("arch, widths, measure_of, factor", [

@@ -351,6 +351,9 @@ def prune_filters(
                 f"{_OWNER}: Expected the keys of `max_fraction` to be layers being pruned: {names}. "
                 f"Received: {unknown!r} (name them in `layers` too, or drop them from `max_fraction`)"
             )
+        caps = max_fraction
+    else:  # one number (or None) for every pruned layer
+        caps = {n: max_fraction for n in names} if max_fraction is not None else {}
 
     widths, order = {}, {}
     for name in names:
@@ -375,7 +378,7 @@ def prune_filters(
     base = evaluate()
     current = base
     per_layer_delta = {n: 0.0 for n in names}
-    state = _PlanState(graph, names, widths, max_fraction)
+    state = _PlanState(graph, widths, caps)
     evaluations = 0
     rounded = 0
     progbar = keras.utils.Progbar(len(queue), verbose=verbose, unit_name="block" if blocks else "candidate")
@@ -468,18 +471,16 @@ class _PlanState:
 
     A group can hold channels of several layers (residual adds couple them): what every
     channel-creating layer loses is counted, so that none loses all its channels (or more than
-    its `max_fraction` of them: one number for every pruned layer, or a dict of one per layer)."""
+    its cap: `caps` maps a layer to the largest fraction of its filters to remove)."""
 
-    def __init__(self, graph, names, widths, max_fraction):
+    def __init__(self, graph, widths, caps):
         self.graph = graph
         owned = {node.name: graph.labels[node.owned] for node in graph.nodes
                  if node.owned is not None and len(node.owned)}
         self.removed_count = {n: 0 for n in owned}
         self.limit = {n: len(labels) - 1 for n, labels in owned.items()}
-        caps = max_fraction if isinstance(max_fraction, dict) else {n: max_fraction for n in names}
-        for n in names:
-            if caps.get(n) is not None:
-                self.limit[n] = min(self.limit[n], int(math.floor(caps[n] * widths[n])))
+        for n, fraction in caps.items():
+            self.limit[n] = min(self.limit[n], int(math.floor(fraction * widths[n])))
         self.members = {}  # group id -> {layer: how many of its channels the group holds}
         for n, labels in owned.items():
             for gid, count in zip(*np.unique(labels, return_counts=True)):
