@@ -6,7 +6,7 @@ cosine to 0, batch 128, seed 0). This script trains, with that same budget, MLPs
 tenth of the parameters three ways:
 
 - ``scratch``: on the labels;
-- ``distilled``: on ``planting.distillation_loss`` (T = 4, alpha = 0.5) from the dense model;
+- ``distilled``: on ``distillation.distillation_loss`` (T = 4, alpha = 0.5) from the dense model;
 - ``pixels``: on the k input pixels with the largest first-layer weight rows of the dense model,
   so that the hidden layers can be wider at the same parameter count (labels only, and distilled).
 
@@ -62,7 +62,7 @@ def main(argv=None):
 
     from benchmarks.suite import data as data_mod
     from benchmarks.suite import models
-    from tf_groupsparse.planting import distillation_loss
+    from tf_groupsparse.distillation import distillation_loss
 
     x, y, xt, yt = data_mod.load("fashion", args.train_samples)
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)

@@ -41,7 +41,8 @@ from benchmarks.common import plain_copy, write_results  # noqa: E402
 from benchmarks.suite import models  # noqa: E402
 from tf_groupsparse.datasets import load_fashion_mnist  # noqa: E402
 from tf_groupsparse.metrics import count_params, flops  # noqa: E402
-from tf_groupsparse.planting import accuracy, distillation_loss, plant  # noqa: E402
+from tf_groupsparse.distillation import distillation_loss  # noqa: E402
+from tf_groupsparse.planting import accuracy, plant  # noqa: E402
 from tf_groupsparse.pruning import prune_filters  # noqa: E402
 from tf_groupsparse.regularize import regularize  # noqa: E402
 from tf_groupsparse.regularizers import HierarchicalGroupSparse  # noqa: E402
@@ -185,7 +186,7 @@ def train(model, x, y, epochs, cfg, seed=None, learning_rate=None):
 
 
 def distill(model, teacher, x, y, cfg):
-    """Fit every parameter of `model` on ``tgs.planting.distillation_loss`` (T = 4, alpha = 0.5)
+    """Fit every parameter of `model` on ``tgs.distillation.distillation_loss`` (T = 4, alpha = 0.5)
     against `teacher`'s logits for ``plant_kd_epochs`` epochs, Adam with cosine decay from
     ``plant_kd_learning_rate``; returns (a distilled copy of `model`, seconds spent). The copy is
     fresh: fitting a recompiled model that had been compiled with an accuracy metric still

@@ -63,15 +63,20 @@ def test_full_job_table_covers_every_method_and_skips_inapplicable():
     # the batch-32 MLP: the same architecture, every row (dense included) at batch 32
     b32 = [j for j in table if j.model == "mlp_b32"]
     assert {(j.arch, j.widths, j.settings) for j in b32} == {
-        ("mlp", (1000, 500), (("batch_size", 32), ("filter_pruning_light_max_fraction", 0.5),
+        ("mlp", (1000, 500), (("batch_size", 32), ("filter_pruning_distilled_distill_temperature", 2),
+                              ("filter_pruning_distilled_max_fraction", 0.92),
+                              ("filter_pruning_light_max_fraction", 0.5),
                               ("filter_pruning_strong_max_fraction", 0.92),
                               ("group_lasso_weak_strength", 7e-4), ("prune_at_epoch", 3), ("prune_hgsr_strength", 0.0),
-                              ("prune_layers", ("fc1",)), ("prune_tolerance", 0.1), ("prune_tolerance_light", 1.0),
+                              ("prune_layers", ("fc1",)), ("prune_tolerance", 0.1),
+                              ("prune_tolerance_distilled", 0.4), ("prune_tolerance_light", 1.0),
                               ("prune_tolerance_max", 0.4), ("prune_tolerance_strong", 0.4)))}
     assert [j.method for j in b32] == ["dense", "tfmot", "filter_pruning", "group_lasso_weak", "filter_pruning_strong",
-                                       "filter_pruning_max", "filter_pruning_light", "scratch_target"]
-    # only mlp_b32 names the opt-in light level
-    assert {j.model for j in table if j.method == "filter_pruning_light"} == {"mlp_b32"}
+                                       "filter_pruning_max", "filter_pruning_light", "filter_pruning_distilled",
+                                       "scratch_target"]
+    # only mlp_b32 names the opt-in rows (the light level, the distilled fine-tune)
+    for method in jobs_mod.OPT_IN:
+        assert {j.model for j in table if j.method == method} == {"mlp_b32"}
     # the headline jobs come first: dense, group lasso and tfmot of every Fashion model that runs them
     subsets = {"mlp": jobs_mod.MODES["full"]["methods"], "mlp_b32": jobs_mod.MLP_B32_METHODS, "vgg": jobs_mod.CNN_METHODS,
                "vgg_wide": jobs_mod.WIDE_METHODS, "resnet": jobs_mod.RESNET_METHODS}
@@ -470,7 +475,7 @@ def test_context_optimizers_decay_to_zero_over_the_phase():
 
 
 def test_fit_with_a_teacher_trains_the_student_on_the_distillation_loss():
-    from tf_groupsparse.planting import distillation_loss
+    from tf_groupsparse.distillation import distillation_loss
 
     rng = np.random.default_rng(0)
     x, y = rng.random((64, 4)).astype("float32"), rng.integers(0, 3, 64)

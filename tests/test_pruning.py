@@ -163,6 +163,38 @@ def test_callable_candidates_and_fine_tune(dense_model):
     assert report.totals["loss_after_fine_tune"] < report.totals["loss_after"]
 
 
+def test_fine_tune_by_distillation_from_the_unpruned_model(dense_model):
+    from tf_groupsparse.distillation import distillation_loss
+
+    model, x, y = dense_model
+    model = keras.models.clone_model(model)
+    model.set_weights(dense_model[0].get_weights())
+    model.compile(keras.optimizers.SGD(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    teacher_weights = [w.copy() for w in model.get_weights()]
+    bare, _ = prune_filters(model, (x, y), samples=200, tolerance=0.3, verbose=0)
+    keras.utils.set_random_seed(0)
+    pruned, report = prune_filters(model, (x, y), samples=200, tolerance=0.3, verbose=0,
+                                   fine_tune={"epochs": 3, "batch_size": 50, "teacher": model, "temperature": 2.0})
+
+    def kd(m):
+        return float(distillation_loss(y, m.predict(x, verbose=0), model.predict(x, verbose=0), 2.0, 0.5))
+
+    assert pruned.get_layer("h").units == bare.get_layer("h").units < 8
+    assert kd(pruned) < kd(bare)
+    for a, b in zip(teacher_weights, model.get_weights()):
+        np.testing.assert_array_equal(a, b)  # the teacher (here the unpruned model) is untouched
+    assert report.meta["fine_tune"] == {"epochs": 3, "batch_size": 50, "teacher": model.name,
+                                        "temperature": 2.0, "alpha": 0.5}
+    # the returned model is compiled as the original (its own loss and metrics), not as a distiller
+    loss, acc = pruned.evaluate(x, y, verbose=0)
+    z = pruned.predict(x, verbose=0).astype("float64")
+    z -= z.max(axis=1, keepdims=True)
+    ce = -np.mean(z[np.arange(len(y)), y] - np.log(np.exp(z).sum(axis=1)))
+    assert loss == pytest.approx(ce, rel=1e-4)
+    assert acc == pytest.approx(np.mean(np.argmax(z, axis=1) == y))
+
+
 @pytest.mark.parametrize(
     "kwargs, error, message",
     [
@@ -183,8 +215,16 @@ def test_callable_candidates_and_fine_tune(dense_model):
         ({"rounding": "floor"}, ValueError,
          "prune_filters: Expected `rounding` to be one of 'down', 'nearest', 'up', 'blocks'. Received: rounding='floor'"),
         ({"fine_tune": {"epoch": 1}}, ValueError,
-         "prune_filters: Expected `fine_tune` to be None or a dict like {'epochs': 2} (optional 'batch_size'). "
+         "prune_filters: Expected `fine_tune` to be None or a dict like {'epochs': 2} (optional 'batch_size', "
+         "and 'teacher' with optional 'temperature' and 'alpha' to fine-tune by distillation). "
          "Received: fine_tune={'epoch': 1}"),
+        ({"fine_tune": {"epochs": 1, "temperature": 2.0}}, ValueError,
+         "prune_filters: Expected fine_tune['teacher'] (a trained keras.Model) with 'temperature' or 'alpha'. "
+         "Received: fine_tune={'epochs': 1, 'temperature': 2.0}; add the teacher or drop them"),
+        ({"fine_tune": {"epochs": 1, "teacher": keras.Sequential([keras.Input((6,)), keras.layers.Dense(5)],
+                                                                 name="five")}}, ValueError,
+         "Distiller: Expected `student` and `teacher` to score the same number of classes. Received: student "
+         "'plain' -> (None, 3), teacher 'five' -> (None, 5)"),
         ({"fine_tune": {"epochs": 1}}, ValueError,
          "prune_filters: Expected a compiled model when `fine_tune` is given (the pruned model is fine-tuned "
          "with the model's compile settings). Received: model 'plain' is not compiled"),

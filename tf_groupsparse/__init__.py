@@ -9,12 +9,13 @@ The five stages, each a function or Keras object that returns a new model::
     report = tgs.export(small, "saved_models/m", reference=model, sample=x[:64])    # SavedModel + TFLite
 
 Sub-modules: regularizers, proximal, callbacks, grouping, graph, layers, metrics, datasets,
-plots, planting, pruning, structure_learning.
+plots, distillation, planting, pruning, structure_learning.
 """
 
 from . import (
     callbacks,
     datasets,
+    distillation,
     graph,
     grouping,
     layers,
@@ -27,6 +28,7 @@ from . import (
     structure_learning,
 )
 from ._version import __version__
+from .distillation import Distiller
 from .export import ExportReport, export
 from .grouping import apply_mask, fit_groups, to_block_diagonal
 from .metrics import count_params, flops, layer_costs
@@ -44,6 +46,7 @@ __all__ = [
     # sub-modules
     "callbacks",
     "datasets",
+    "distillation",
     "graph",
     "grouping",
     "layers",
@@ -64,6 +67,7 @@ __all__ = [
     "prune_channels",
     "prune_filters",
     "plant",
+    "Distiller",
     "learn_structure",
     "build_model",
     "export",

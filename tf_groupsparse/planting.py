@@ -55,9 +55,9 @@ from dataclasses import dataclass
 
 import keras
 import numpy as np
-from keras import ops
 
 from ._validation import check_int, check_keras_model, check_number
+from .distillation import Distiller, is_softmax_output
 from .report import Report
 
 logger = logging.getLogger(__name__)
@@ -81,7 +81,6 @@ _PASS_THROUGH = (
     keras.layers.GlobalMaxPooling2D,
     keras.layers.Flatten,
 )
-_EPS = 1e-7
 
 
 class PlantingReport(Report):
@@ -111,20 +110,6 @@ def _chain(model, owner=_OWNER, name="student"):
             )
         previous = layer.output
     return layers
-
-
-def _is_softmax_output(model):
-    last = model.layers[-1]
-    if isinstance(last, keras.layers.Softmax):
-        return True
-    activation = getattr(last, "activation", None)
-    return activation is keras.activations.softmax
-
-
-def _to_logits(outputs, probabilities):
-    if probabilities:
-        return ops.log(ops.clip(outputs, _EPS, 1.0))
-    return outputs
 
 
 def _consumer_of(layers, index):
@@ -317,61 +302,8 @@ def _merge(layers, input_shape, planted, k, name):
     return keras.Model(inputs, x, name=name)
 
 
-# --------------------------------------------------------------------------- distillation
-class _Distiller(keras.Model):
-    """Trains `student` on the distillation loss; the teacher is called but never tracked."""
-
-    def __init__(self, student, teacher, temperature, alpha, student_probs, teacher_probs):
-        super().__init__(name="planting_distiller")
-        self.student = student
-        self._teacher_call = lambda x: teacher(x, training=False)  # a function: not tracked
-        self.temperature = temperature
-        self.alpha = alpha
-        self.student_probs = student_probs
-        self.teacher_probs = teacher_probs
-
-    def call(self, x, training=False):
-        return self.student(x, training=training)
-
-    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
-        s = _to_logits(y_pred, self.student_probs)
-        t = _to_logits(ops.stop_gradient(self._teacher_call(x)), self.teacher_probs)
-        loss = distillation_loss(y, s, t, self.temperature, self.alpha)
-        if self.losses:
-            loss = loss + ops.sum(ops.stack(self.losses))
-        return loss
-
-
-def distillation_loss(y, student_logits, teacher_logits, temperature=4.0, alpha=0.5):
-    """Mean of ``alpha * CE(y, s) + (1 - alpha) * T^2 * KL(softmax(t/T) || softmax(s/T))``.
-
-    Args:
-        y: integer labels ``(batch,)`` (or ``(batch, 1)``) or one-hot ``(batch, classes)``.
-        student_logits: ``(batch, classes)`` logits ``s``.
-        teacher_logits: ``(batch, classes)`` logits ``t``.
-        temperature: ``T > 0`` (default 4.0).
-        alpha: weight of the label term in ``[0, 1]`` (default 0.5).
-
-    Returns:
-        A scalar tensor (keras.ops only, usable in a compiled train step).
-
-    Example:
-        >>> import numpy as np
-        >>> s = np.array([[2.0, 0.0]], "float32"); t = np.array([[2.0, 0.0]], "float32")
-        >>> round(float(distillation_loss(np.array([0]), s, t, 4.0, 0.0)), 6)
-        0.0
-    """
-    classes = student_logits.shape[-1]
-    y = ops.convert_to_tensor(y)
-    if len(y.shape) == 2 and y.shape[-1] == classes and classes != 1:
-        onehot = ops.cast(y, student_logits.dtype)
-    else:
-        onehot = ops.one_hot(ops.cast(ops.reshape(y, (-1,)), "int32"), classes, dtype=student_logits.dtype)
-    ce = -ops.sum(onehot * ops.log_softmax(student_logits, axis=-1), axis=-1)
-    log_ps = ops.log_softmax(student_logits / temperature, axis=-1)
-    log_pt = ops.log_softmax(teacher_logits / temperature, axis=-1)
-    kl = ops.sum(ops.exp(log_pt) * (log_pt - log_ps), axis=-1)
-    return ops.mean(alpha * ce + (1.0 - alpha) * temperature**2 * kl)
+def _outputs(probabilities):
+    return "probabilities" if probabilities else "logits"
 
 
 def _make_optimizer(optimizer, learning_rate):
@@ -554,8 +486,8 @@ def plant(
             f"Received: a student with layers {[layer.name for layer in chain]}"
         )
 
-    student_probs = _is_softmax_output(student)
-    teacher_probs = _is_softmax_output(teacher)
+    student_outputs = _outputs(is_softmax_output(student))
+    teacher_outputs = _outputs(is_softmax_output(teacher))
     input_shape = tuple(student.input_shape[1:])
     names = [layer.name for layer in chain]
     current = _merge_identity(chain, input_shape, student.name)
@@ -576,7 +508,7 @@ def plant(
             if param_budget is not None and current.count_params() + added > param_budget:
                 tried.append({"step": step, "layer": names[index], "added_params": added, "skipped": "param_budget"})
                 continue
-            distiller = _Distiller(planted.model, teacher, temperature, alpha, student_probs, teacher_probs)
+            distiller = Distiller(planted.model, teacher, temperature, alpha, student_outputs, teacher_outputs)
             distiller.compile(optimizer=_make_optimizer(optimizer, learning_rate))
             _fit(distiller, data, epochs_per_step, batch_size)
             _recalibrate(planted, data, batch_size)
@@ -620,8 +552,8 @@ def plant(
             "channels_per_step": k,
             "temperature": temperature,
             "alpha": alpha,
-            "student_outputs": "probabilities" if student_probs else "logits",
-            "teacher_outputs": "probabilities" if teacher_probs else "logits",
+            "student_outputs": student_outputs,
+            "teacher_outputs": teacher_outputs,
         },
     )
     return current, report

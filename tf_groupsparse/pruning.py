@@ -47,6 +47,7 @@ import keras
 import numpy as np
 
 from ._validation import check_choice, check_int, check_keras_model, check_number
+from .distillation import Distiller
 from .graph import build_graph
 from .metrics import layer_costs
 from .report import Report
@@ -192,18 +193,61 @@ def _default_layers(graph):
     return names
 
 
-def _check_fine_tune(fine_tune):
+_FINE_TUNE_KEYS = ("epochs", "batch_size", "teacher", "temperature", "alpha")
+
+
+def _check_fine_tune(fine_tune, model):
     if fine_tune is None:
         return None
-    if not isinstance(fine_tune, dict) or set(fine_tune) - {"epochs", "batch_size"} or "epochs" not in fine_tune:
+    if not isinstance(fine_tune, dict) or set(fine_tune) - set(_FINE_TUNE_KEYS) or "epochs" not in fine_tune:
         raise ValueError(
             f"{_OWNER}: Expected `fine_tune` to be None or a dict like {{'epochs': 2}} (optional "
-            f"'batch_size'). Received: fine_tune={fine_tune!r}"
+            "'batch_size', and 'teacher' with optional 'temperature' and 'alpha' to fine-tune by "
+            f"distillation). Received: fine_tune={fine_tune!r}"
         )
     out = {"epochs": check_int("fine_tune['epochs']", fine_tune["epochs"], _OWNER, minimum=1)}
     if "batch_size" in fine_tune:
         out["batch_size"] = check_int("fine_tune['batch_size']", fine_tune["batch_size"], _OWNER, minimum=1)
+    if fine_tune.get("teacher") is None:
+        if {"temperature", "alpha"} & set(fine_tune):
+            raise ValueError(
+                f"{_OWNER}: Expected fine_tune['teacher'] (a trained keras.Model) with 'temperature' "
+                f"or 'alpha'. Received: fine_tune={fine_tune!r}; add the teacher or drop them"
+            )
+        return out
+    out["teacher"] = fine_tune["teacher"]
+    out["temperature"] = fine_tune.get("temperature", 4.0)
+    out["alpha"] = fine_tune.get("alpha", 0.5)
+    # checks the teacher, the temperature and alpha now, before the (long) search
+    Distiller(model, out["teacher"], out["temperature"], out["alpha"], name=f"{_OWNER}_fine_tune")
     return out
+
+
+def _fine_tune_meta(fine_tune):
+    if fine_tune is None:
+        return None
+    out = dict(fine_tune)
+    if "teacher" in out:
+        out["teacher"] = out["teacher"].name
+    return out
+
+
+def _fine_tune(pruned, model, data, fine_tune, batch_size):
+    """Fit `pruned` with `model`'s compile settings, on the labels or by distillation."""
+    pruned.compile_from_config(model.get_compile_config())
+    trained = pruned
+    if "teacher" in fine_tune:
+        config = keras.saving.deserialize_keras_object(model.get_compile_config())
+        config = {k: v for k, v in config.items() if k not in ("loss", "loss_weights")}
+        trained = Distiller(pruned, fine_tune["teacher"], fine_tune["temperature"], fine_tune["alpha"],
+                            name=f"{_OWNER}_fine_tune")
+        trained.compile(**config)
+    kwargs = {"epochs": fine_tune["epochs"], "verbose": 0}
+    if isinstance(data, (tuple, list)):
+        trained.fit(np.asarray(data[0]), np.asarray(data[1]), batch_size=fine_tune.get("batch_size", batch_size),
+                    **kwargs)
+    else:
+        trained.fit(data, **kwargs)
 
 
 def prune_filters(
@@ -255,7 +299,11 @@ def prune_filters(
             size, since one tolerance prunes models trained on other samples or for other epochs
             to other widths.
         fine_tune: None (default) or ``{"epochs": n, "batch_size": b}`` to fit the pruned model
-            on `data` with the model's compile settings (the model must be compiled).
+            on `data` with the model's compile settings (the model must be compiled). With
+            ``"teacher": m`` (for example the unpruned model) the fit minimizes the distillation
+            loss against ``m`` instead of the compiled loss (:class:`tf_groupsparse.Distiller`;
+            ``"temperature"`` default 4.0, ``"alpha"`` default 0.5); metrics and optimizer as
+            compiled.
         channel_multiple: None (default) or an int >= 1: after the loss-based pass every pruned
             layer keeps a multiple of this many filters (or all it had), so that its width fills
             whole tiles of the target's kernels (LiteRT's XNNPack on an AVX2 x86 CPU runs a conv
@@ -316,7 +364,7 @@ def prune_filters(
     else:
         choices = tuple(CANDIDATE_SCORES) + tuple(GRAPH_CANDIDATE_SCORES)
         score_fn = CANDIDATE_SCORES.get(check_choice("candidates", candidates, choices, _OWNER))
-    fine_tune = _check_fine_tune(fine_tune)
+    fine_tune = _check_fine_tune(fine_tune, model)
     if fine_tune is not None and getattr(model, "optimizer", None) is None:
         raise ValueError(
             f"{_OWNER}: Expected a compiled model when `fine_tune` is given (the pruned model is "
@@ -439,14 +487,7 @@ def prune_filters(
         "filters_rounded": rounded,
     }
     if fine_tune is not None:
-        pruned.compile_from_config(model.get_compile_config())
-        fit_data = data if not isinstance(data, (tuple, list)) else None
-        kwargs = {"epochs": fine_tune["epochs"], "verbose": 0}
-        if fit_data is None:
-            pruned.fit(np.asarray(data[0]), np.asarray(data[1]),
-                       batch_size=fine_tune.get("batch_size", batch_size), **kwargs)
-        else:
-            pruned.fit(fit_data, **kwargs)
+        _fine_tune(pruned, model, data, fine_tune, batch_size)
         totals["loss_after_fine_tune"] = _loss_function(pruned, loss_fn, x, y, batch_size)()
     report = PruningReport(
         "Filter pruning by loss increase",
@@ -460,6 +501,7 @@ def prune_filters(
             "samples": int(len(x)),
             "loss": loss_source,
             "candidates": candidates if isinstance(candidates, str) else getattr(candidates, "__name__", "callable"),
+            "fine_tune": _fine_tune_meta(fine_tune),
             "unit": "MACs are multiply-adds per sample (FLOPs ~ 2 x MACs)",
         },
     )

@@ -144,16 +144,16 @@ class Context:
             temperature=2.0):
         """Compile with a fresh optimizer for this phase (see :meth:`optimizer`) and fit (shuffled
         from `seed`, default the context's); returns the seconds spent. With a `teacher` model the
-        loss is planting's distillation loss at `temperature` (alpha 0.5) instead of the labels'."""
+        loss is the distillation loss at `temperature` (alpha 0.5, ``tgs.Distiller``) instead of the labels'."""
         import keras
 
         if teacher is None:
             self.compile(model, epochs, kind, learning_rate)
             trained = model
         else:
-            from tf_groupsparse.planting import _Distiller
+            from tf_groupsparse.distillation import Distiller
 
-            trained = _Distiller(model, teacher, temperature, 0.5, student_probs=False, teacher_probs=False)
+            trained = Distiller(model, teacher, temperature, 0.5, student_outputs="logits", teacher_outputs="logits")
             trained.compile(optimizer=self.optimizer(epochs, kind, learning_rate))
         keras.utils.set_random_seed(self.seed if seed is None else int(seed))
         start = time.perf_counter()
@@ -539,6 +539,8 @@ METHODS.update({"em_blockdiag": em_blockdiag, "planting": planting,
                 "filter_pruning_strong": filter_pruning_method("filter_pruning_strong", "prune_tolerance_strong", 0.1),
                 "filter_pruning_max": filter_pruning_method("filter_pruning_max", "prune_tolerance_max", 0.5),
                 "filter_pruning_light": filter_pruning_method("filter_pruning_light", "prune_tolerance_light", 0.01),
+                "filter_pruning_distilled": filter_pruning_method("filter_pruning_distilled",
+                                                                  "prune_tolerance_distilled", 0.1),
                 "filter_pruning_tiles": filter_pruning_method("filter_pruning_tiles", "prune_tolerance_tiles", 0.5,
                                                               "tile_multiple", 16),
                 "tfmot": tfmot, "scratch_target": scratch_target})
