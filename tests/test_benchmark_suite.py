@@ -666,10 +666,10 @@ def test_filter_pruning_tiles_rounds_widths_and_splits_the_epoch_budget(monkeypa
         return model, 0.0
 
     def fake_fit(self, m, epochs, callbacks=(), kind="adam", learning_rate=None, seed=None, teacher=None,
-                 temperature=2.0):
+                 temperature=2.0, alpha=0.5):
         seen.update(finetune_epochs=epochs, learning_rate=learning_rate, seed=seed)
         if teacher is not None:
-            seen.update(teacher=teacher, temperature=temperature)
+            seen.update(teacher=teacher, temperature=temperature, alpha=alpha)
         return 0.0
 
     monkeypatch.setattr(tf_groupsparse.pruning, "prune_filters", fake_prune)
@@ -702,5 +702,9 @@ def test_filter_pruning_tiles_rounds_widths_and_splits_the_epoch_budget(monkeypa
         "dense", 9) else None)
     ctx.settings = {"filter_pruning_tiles_distill_temperature": 4.0}
     (row,) = METHODS["filter_pruning_tiles"](ctx)
-    assert seen["teacher"] is teacher and seen["temperature"] == 4.0
+    assert seen["teacher"] is teacher and seen["temperature"] == 4.0 and seen["alpha"] == 0.5
     assert row["setting"].endswith("fine-tuned by distillation from the dense model (T 4, alpha 0.5)")
+    ctx.settings = {"filter_pruning_tiles_distill_temperature": 2, "prune_distill_alpha": 0.2}
+    (row,) = METHODS["filter_pruning_tiles"](ctx)
+    assert seen["temperature"] == 2 and seen["alpha"] == 0.2
+    assert row["setting"].endswith("fine-tuned by distillation from the dense model (T 2, alpha 0.2)")

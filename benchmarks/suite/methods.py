@@ -35,8 +35,8 @@ say ``prox_optimizer="adam"`` (the CNNs without BatchNormalization, see ``jobs.A
   layers are then the ones pruned) with ``finetune_epochs`` fine-tuning epochs (Adam from
   ``<method>_finetune_learning_rate`` or ``prune_finetune_learning_rate`` when set, else
   ``learning_rate``; with ``<method>_distill_temperature`` or ``prune_distill_temperature`` T the
-  fine-tuning loss is distillation from the dense row's model at T, alpha 0.5, and the row's
-  seconds include the teacher's training). With ``<method>_at_epoch`` or ``prune_at_epoch`` k the HGSR model is
+  fine-tuning loss is distillation from the dense row's model at T, alpha ``<method>_distill_alpha``
+  or ``prune_distill_alpha`` (default 0.5), and the row's seconds include the teacher's training). With ``<method>_at_epoch`` or ``prune_at_epoch`` k the HGSR model is
   trained k epochs and the pruned one fine-tuned ``epochs + finetune_epochs - k``: the same
   budget, spent more on the smaller net.
 - ``filter_pruning_strong`` and ``filter_pruning_max``: the same at the larger tolerances
@@ -45,6 +45,8 @@ say ``prox_optimizer="adam"`` (the CNNs without BatchNormalization, see ``jobs.A
   random guess, ln 10 = 2.3, which the fine-tuning epochs then recover).
 - ``filter_pruning_light``: the same at ``prune_tolerance_light`` (default 0.01): a milder level,
   e.g. capped (``filter_pruning_light_max_fraction``) at the peer's 50% parameter budget.
+- ``filter_pruning_distilled``: the same at ``prune_tolerance_distilled`` (default 0.1), meant for
+  a ``filter_pruning_distilled_distill_temperature`` (fine-tuning by distillation).
 - ``filter_pruning_tiles``: the same at ``prune_tolerance_tiles`` (default 0.5), then every pruned
   conv rounded down to a multiple of ``tile_multiple`` filters (default 16; ``prune_filters``'s
   ``channel_multiple``), the width at which this CPU's XNNPack convs run fastest per MAC
@@ -141,10 +143,10 @@ class Context:
         return model
 
     def fit(self, model, epochs, callbacks=(), kind="adam", learning_rate=None, seed=None, teacher=None,
-            temperature=2.0):
+            temperature=2.0, alpha=0.5):
         """Compile with a fresh optimizer for this phase (see :meth:`optimizer`) and fit (shuffled
         from `seed`, default the context's); returns the seconds spent. With a `teacher` model the
-        loss is the distillation loss at `temperature` (alpha 0.5, ``tgs.Distiller``) instead of the labels'."""
+        loss is the distillation loss at `temperature` and `alpha` (``tgs.Distiller``) instead of the labels'."""
         import keras
 
         if teacher is None:
@@ -153,7 +155,7 @@ class Context:
         else:
             from tf_groupsparse.distillation import Distiller
 
-            trained = Distiller(model, teacher, temperature, 0.5, student_outputs="logits", teacher_outputs="logits")
+            trained = Distiller(model, teacher, temperature, alpha, student_outputs="logits", teacher_outputs="logits")
             trained.compile(optimizer=self.optimizer(epochs, kind, learning_rate))
         keras.utils.set_random_seed(self.seed if seed is None else int(seed))
         start = time.perf_counter()
@@ -396,12 +398,13 @@ def _filter_pruning(ctx, name, tolerance, multiple=None):
     # fine-tuned by distillation from the dense model at this temperature (the teacher's training,
     # the dense row's, is added to the row's seconds: it is outside the row's epoch budget)
     temperature = _pruning_setting(ctx, name, "distill_temperature")
+    alpha = float(_pruning_setting(ctx, name, "distill_alpha", 0.5))
     teacher = None
     if temperature and finetune_epochs:
         teacher, teacher_seconds = ctx.trained("dense", ctx.build, ctx.epochs + ctx.finetune_epochs)
         seconds += teacher_seconds
     seconds += ctx.fit(pruned, finetune_epochs, learning_rate=finetune_lr, seed=finetune_seed, teacher=teacher,
-                       temperature=temperature or 2.0) if finetune_epochs else 0.0
+                       temperature=temperature or 2.0, alpha=alpha) if finetune_epochs else 0.0
     return [ctx.row(name, pruned, seconds,
                     setting=(f"HGSR squared_group_l12 model (strength {strength:g})" if strength else
                              "dense model (HGSR strength 0)") + f", prune_filters tolerance "
@@ -414,7 +417,7 @@ def _filter_pruning(ctx, name, tolerance, multiple=None):
                             + (f", pruned after epoch {at} of {ctx.epochs + ctx.finetune_epochs}" if at != ctx.epochs
                                else "")
                             + (f", fine-tune seed {int(finetune_seed)}" if finetune_seed is not None else "")
-                            + (f", fine-tuned by distillation from the dense model (T {temperature:g}, alpha 0.5)"
+                            + (f", fine-tuned by distillation from the dense model (T {temperature:g}, alpha {alpha:g})"
                                if teacher is not None else ""))]
 
 
