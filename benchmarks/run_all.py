@@ -14,11 +14,13 @@ finished jobs are kept in ``benchmarks/results/suite[_quick]_jobs/`` (a rerun sk
     python -m benchmarks.run_all --only 'fashion/mlp/*' '*/*/tfmot'
     python -m benchmarks.run_all --list               # print the job table and exit
     python -m benchmarks.run_all --summary-only       # re-time and report what has finished
+    python -m benchmarks.run_all --summary-only --retime-only fashion/mlp_b32   # re-time one model's rows
 """
 
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 import logging
 import os
@@ -103,7 +105,7 @@ def context_factory(mode, args, cache, holdout=None, tflite_subdir=None):
 
 
 #: the figures of a row that :func:`measure.retime` measures again
-TIMING_KEYS = ("latency_float_s", "latency_int8_s", "latency_float_rounds", "latency_int8_rounds")
+TIMING_KEYS = ("latency_float_s", "latency_int8_s", "latency_float_rounds", "latency_int8_rounds", "retimed")
 
 
 def carry_timings(rows, previous):
@@ -129,8 +131,11 @@ def seed_spreads(results, mode, data):
             for p in sorted(results.glob(f"{prefix}*.json"))}
 
 
-def summarize(mode, jobs_dir, rounds, runs, seed=0):
-    """Collect finished rows, re-time them together, add ratios and verdicts; write the results."""
+def summarize(mode, jobs_dir, rounds, runs, seed=0, retime_only=None):
+    """Collect finished rows, re-time them together, add ratios and verdicts; write the results.
+    With `retime_only` (``data/model`` patterns) only the matching models' rows are re-timed (in
+    rounds, dense first, as always); every other row keeps the previous summary's figures where
+    it is the same model (same accuracy and parameters), else its job's, and is marked so."""
     import numpy as np
 
     from benchmarks.suite import data as data_mod
@@ -145,7 +150,11 @@ def summarize(mode, jobs_dir, rounds, runs, seed=0):
     if last.is_file():
         carry_timings(rows, json.loads(last.read_text(encoding="utf-8")).get("rows", []))
     sample = {d: np.asarray(data_mod.load(d)[2][:1]) for d in {r["data"] for r in rows}}
-    retime(rows, sample, rounds=rounds, runs=runs)
+    groups = None
+    if retime_only:
+        groups = {(r["data"], r["model"]) for r in rows
+                  if any(fnmatch.fnmatchcase(f"{r['data']}/{r['model']}", p) for p in retime_only)}
+    retime(rows, sample, rounds=rounds, runs=runs, groups=groups)
     add_ratios(rows)
     datasets = list(dict.fromkeys(r["data"] for r in rows))
     all_verdicts = {d: verdicts.verdicts(rows, d, jobs_mod.archs(mode)) for d in datasets}
@@ -162,11 +171,15 @@ def summarize(mode, jobs_dir, rounds, runs, seed=0):
           "Keras model's on the test set; int8 accuracy is the int8 .tflite file's in LiteRT.", ""]
     for d in datasets:
         md += [f"## Headline verdicts ({d})", "", *report.verdict_lines(all_verdicts[d]), ""]
+    if groups is not None:
+        md += ["Re-timed in this run: " + ", ".join(sorted(f"{d}/{m}" for d, m in groups)) + " (`--retime-only`); "
+               "the other models' latencies are those of the previous summary's re-timing where the row is the same "
+               "model.", ""]
     stale = list(dict.fromkeys(f"{r['data']}/{r['model']}" for r in rows if not r.get("retimed", True)))
     if stale:
-        md += ["Not re-timed in this run (some of their .tflite files are not on this machine): "
-               + ", ".join(stale) + "; their latencies are those of the previous summary where the row is the "
-               "same model, else of its job.", ""]
+        md += ["Not re-timed together with their dense row in any summary so far (a .tflite file missing on this "
+               "machine, or a row new since the last full re-timing): " + ", ".join(stale) + "; their latencies "
+               "are those of the previous summary where the row is the same model, else of its job.", ""]
     md += ["## Results", "", report.table(rows)]
     md += ["## Method settings", ""]
     md += sorted({f"- {r['method']}: {r.get('setting', '')}" for r in rows})
@@ -199,6 +212,8 @@ def main(argv=None):
     parser.add_argument("--train-samples", type=int, default=None, help="use the first N training samples")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--retime-rounds", type=int, default=3)
+    parser.add_argument("--retime-only", nargs="+", metavar="DATA/MODEL",
+                        help="re-time only these models' rows (patterns); the others keep the last summary's figures")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stdout)
     mode = "quick" if args.quick else "full"
@@ -222,7 +237,8 @@ def main(argv=None):
         keras.backend.clear_session()
     if args.no_summary:
         return None
-    out = summarize(mode, jobs_dir, args.retime_rounds, jobs_mod.MODES[mode]["latency_runs"], args.seed)
+    out = summarize(mode, jobs_dir, args.retime_rounds, jobs_mod.MODES[mode]["latency_runs"], args.seed,
+                    retime_only=args.retime_only)
     if out is not None:
         print((jobs_dir.parent / f"{paths(mode, args.seed)[0]}.md").read_text(encoding="utf-8"))
     return out

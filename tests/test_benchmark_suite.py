@@ -211,6 +211,29 @@ def test_retime_skips_groups_with_a_missing_file_and_carries_the_last_summary(tm
     assert rows[2]["latency_float_rounds"] == [3e-5, 3e-5] and rows[3]["latency_float_s"] == 1.0
 
 
+def test_retime_only_some_groups_keeps_the_others_figures_and_flags(tmp_path, monkeypatch):
+    import importlib
+
+    from benchmarks import run_all
+    from benchmarks.suite import measure
+
+    present = tmp_path / "a.tflite"
+    present.write_bytes(b"x")
+    timed = []
+    export = importlib.import_module("tf_groupsparse.export")
+    monkeypatch.setattr(export, "tflite_latency", lambda path, x, runs: timed.append(path) or 2e-5)
+    rows = [{"data": "d", "model": m, "method": meth, "tflite_float": str(present), "latency_float_s": 1.0,
+             "accuracy": 0.9, "params": 10} for m in ("m", "n") for meth in ("dense", "l1", "new")]
+    previous = [{"data": "d", "model": m, "method": meth, "accuracy": 0.9, "params": 10, "latency_float_s": 3e-5,
+                 "latency_float_rounds": [3e-5], "retimed": True} for m in ("m", "n") for meth in ("dense", "l1")]
+    assert run_all.carry_timings(rows, previous) == 4
+    measure.retime(rows, {"d": None}, rounds=2, runs=1, groups={("d", "m")})
+    assert len(timed) == 6  # model m's three rows, twice; model n not at all
+    assert [r["retimed"] for r in rows] == [True, True, True, True, True, False]  # n's new row: never timed with dense
+    assert rows[2]["latency_float_rounds"] == [2e-5, 2e-5]
+    assert rows[4]["latency_float_rounds"] == [3e-5] and rows[5]["latency_float_s"] == 1.0
+
+
 def test_mlp_verdict_needs_both_size_and_accuracy():
     base = _row("dense", params=1_000_000)
     rows = add_ratios([base, _row("group_lasso", accuracy=0.896, params=99_000),    # 10.1x, -0.4 pt

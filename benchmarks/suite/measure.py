@@ -78,7 +78,7 @@ def measure(model, data, tflite_dir, name, runs=50):
     return row
 
 
-def retime(rows, sample, rounds=3, runs=100):
+def retime(rows, sample, rounds=3, runs=100, groups=None):
     """Measure the float and int8 latency of every row's .tflite file again, in paired rounds.
 
     Every round times the rows (data, model) group by group, the group's dense row first, so a
@@ -89,7 +89,9 @@ def retime(rows, sample, rounds=3, runs=100):
     ratios of medians. A (data, model) group with any row's file missing (a fresh checkout has
     none: they live in the cache) is not re-timed at all, since its other rows would be paired
     with figures of another session: every row of it keeps its earlier figures and gets
-    ``"retimed": False``. Returns `rows` (updated in place).
+    ``"retimed": False``. With `groups` (a set of (data, model)) only those groups are timed; the
+    other rows keep their figures and their ``"retimed"`` flag (False when they have none).
+    Returns `rows` (updated in place).
     """
     from tf_groupsparse.export import tflite_latency
 
@@ -100,7 +102,8 @@ def retime(rows, sample, rounds=3, runs=100):
         return all(Path(row[f"tflite_{label}"]).is_file() for label in ("float", "int8") if row.get(f"tflite_{label}"))
 
     incomplete = {group(i) for i in range(len(rows)) if not has_files(rows[i])}
-    order = sorted((i for i in range(len(rows)) if group(i) not in incomplete),
+    chosen = [i for i in range(len(rows)) if groups is None or group(i) in groups]
+    order = sorted((i for i in chosen if group(i) not in incomplete),
                    key=lambda i: (*group(i), rows[i]["method"] != "dense"))
     samples = {}
     for r in range(rounds):
@@ -111,6 +114,9 @@ def retime(rows, sample, rounds=3, runs=100):
                 if path:
                     samples.setdefault((i, label), []).append(tflite_latency(path, sample[row["data"]], runs=runs))
     for i, row in enumerate(rows):
+        if i not in chosen:
+            row.setdefault("retimed", False)
+            continue
         row["retimed"] = all((i, label) in samples for label in ("float", "int8") if row.get(f"tflite_{label}"))
         for label in ("float", "int8"):
             if (i, label) in samples:
