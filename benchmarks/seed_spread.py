@@ -34,6 +34,7 @@ from benchmarks import common  # noqa: E402
 from benchmarks.rerun import (add_budget_arguments, budget_tag, contexts_by_seed, fingerprint,  # noqa: E402
                               run_once, suite_jobs)
 from benchmarks.suite.methods import TARGET_SIZE  # noqa: E402
+from benchmarks.suite.verdicts import within_loss  # noqa: E402
 
 COLUMNS = ("accuracy", "params", "macs", "tflite_float_gzip_bytes", "latency_float_s", "train_s", "setting")
 
@@ -43,7 +44,7 @@ def spread(deltas, max_loss):
     seed) at most `max_loss` points below zero."""
     mean = statistics.fmean(deltas)
     sd = statistics.stdev(deltas) if len(deltas) > 1 else 0.0
-    return {"mean": round(mean, 2), "sd": round(sd, 2), "within": sum(d >= -max_loss - 1e-9 for d in deltas)}
+    return {"mean": round(mean, 2), "sd": round(sd, 2), "within": sum(within_loss(d, max_loss) for d in deltas)}
 
 
 def main(argv=None):

@@ -44,6 +44,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmarks import common  # noqa: E402
+from benchmarks.suite.verdicts import within_loss  # noqa: E402
 from benchmarks.rerun import (add_budget_arguments, budget_tag, contexts_by_seed, fingerprint,  # noqa: E402
                               run_once, suite_jobs)
 
@@ -85,7 +86,7 @@ def _assignment(text):
 def choose(runs, dense_accuracy, max_loss, minimize="params"):
     """The run with the fewest parameters (or MACs, `minimize`; then the smallest gzip'd file)
     whose validation accuracy is at most `max_loss` points below `dense_accuracy`, or None."""
-    ok = [r for r in runs if 100 * (dense_accuracy - r["accuracy"]) <= max_loss + 1e-9]
+    ok = [r for r in runs if within_loss(100 * (r["accuracy"] - dense_accuracy), max_loss)]
     return min(ok, key=lambda r: (r[minimize], r["tflite_float_gzip_bytes"]), default=None)
 
 

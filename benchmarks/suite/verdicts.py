@@ -34,6 +34,14 @@ EQUAL_ACCURACY_PT = 0.5
 #: the size factors of the targets (also the sizes ``methods.scratch_target`` scales down to)
 MLP_PARAMS_FACTOR = 10.0
 CNN_MACS_FACTOR = 3.0
+#: accuracy losses are differences of test-set fractions (multiples of 100 / n_test points): a loss
+#: equal to the limit, -0.50 = 50 of 10,000 images, may come out as -0.5000000000000004 in floats
+_EPS_PT = 1e-9
+
+
+def within_loss(delta_pt, max_loss_pt):
+    """Whether an accuracy change of `delta_pt` points is a loss of at most `max_loss_pt`."""
+    return delta_pt >= -max_loss_pt - _EPS_PT
 
 
 def _ours(rows, data, model):
@@ -60,7 +68,7 @@ def mlp_params(rows, data="fashion", model="mlp", factor=MLP_PARAMS_FACTOR, max_
               "reference": _reference(rows, data, model, "params_x", "accuracy_delta_pt", "params")}
     if not ours:
         return {**common, "met": None, "best": None, "nearest_at_size": None}
-    ok = [r for r in ours if r["accuracy_delta_pt"] >= -max_loss_pt]
+    ok = [r for r in ours if within_loss(r["accuracy_delta_pt"], max_loss_pt)]
     best = max(ok, key=lambda r: r["params_x"], default=None)  # the most compressed within the loss
     met = bool(best is not None and best["params_x"] >= factor)
     # when not met, the nearest miss from the other side: the least loss at the target size
@@ -79,7 +87,7 @@ def cnn_flops_latency(rows, data="fashion", model="vgg", macs_factor=CNN_MACS_FA
               "reference": _reference(rows, data, model, "macs_x", "speedup_float", "accuracy_delta_pt")}
     if not ours:
         return {**common, "met": None, "best": None}
-    ok = [r for r in ours if r["accuracy_delta_pt"] >= -max_loss_pt and r.get("macs_x")]
+    ok = [r for r in ours if within_loss(r["accuracy_delta_pt"], max_loss_pt) and r.get("macs_x")]
     score = lambda r: min(r["macs_x"] / macs_factor, r["speedup_float"] / speedup)  # noqa: E731
     best = max(ok, key=score, default=None)
     return {**common, "met": bool(best is not None and score(best) >= 1.0),
@@ -104,7 +112,7 @@ def add_seed_spreads(all_verdicts, spreads):
         for m in dict.fromkeys(methods):
             deltas, sizes = rows[m]["delta_pt"], rows[m][key]
             ratios = {s: rows["dense"][key][s] / sizes[s] for s in deltas}
-            ok = {s for s, d in deltas.items() if d >= -v["max_loss_pt"] - 1e-9}
+            ok = {s for s, d in deltas.items() if within_loss(d, v["max_loss_pt"])}
             out[m] = {"seeds": len(deltas), "mean": rows[m]["mean"], "sd": rows[m]["sd"],
                       "size": (round(min(ratios.values()), 2), round(max(ratios.values()), 2)),
                       "within": len(ok), "met": sum(ratios[s] >= factor for s in ok)}
