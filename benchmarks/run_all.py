@@ -15,6 +15,7 @@ finished jobs are kept in ``benchmarks/results/suite[_quick]_jobs/`` (a rerun sk
     python -m benchmarks.run_all --list               # print the job table and exit
     python -m benchmarks.run_all --summary-only       # re-time and report what has finished
     python -m benchmarks.run_all --summary-only --retime-only fashion/mlp_b32   # re-time one model's rows
+    python -m benchmarks.run_all --summary-only --retime-only none     # report again, re-time nothing
 """
 
 from __future__ import annotations
@@ -105,7 +106,7 @@ def context_factory(mode, args, cache, holdout=None, tflite_subdir=None):
 
 
 #: the figures of a row that :func:`measure.retime` measures again
-TIMING_KEYS = ("latency_float_s", "latency_int8_s", "latency_float_rounds", "latency_int8_rounds", "retimed")
+TIMING_KEYS = ("latency_float_s", "latency_int8_s", "latency_float_rounds", "latency_int8_rounds")
 
 
 def carry_timings(rows, previous):
@@ -135,7 +136,7 @@ def summarize(mode, jobs_dir, rounds, runs, seed=0, retime_only=None):
     """Collect finished rows, re-time them together, add ratios and verdicts; write the results.
     With `retime_only` (``data/model`` patterns) only the matching models' rows are re-timed (in
     rounds, dense first, as always); every other row keeps the previous summary's figures where
-    it is the same model (same accuracy and parameters), else its job's, and is marked so."""
+    it is the same model (same accuracy and parameters), else its job's, and is marked not re-timed."""
     import numpy as np
 
     from benchmarks.suite import data as data_mod
@@ -172,14 +173,14 @@ def summarize(mode, jobs_dir, rounds, runs, seed=0, retime_only=None):
     for d in datasets:
         md += [f"## Headline verdicts ({d})", "", *report.verdict_lines(all_verdicts[d]), ""]
     if groups is not None:
-        md += ["Re-timed in this run: " + ", ".join(sorted(f"{d}/{m}" for d, m in groups)) + " (`--retime-only`); "
-               "the other models' latencies are those of the previous summary's re-timing where the row is the same "
-               "model.", ""]
+        md += ["Re-timed in this run: " + (", ".join(sorted(f"{d}/{m}" for d, m in groups)) or "no model")
+               + f" (`--retime-only {' '.join(retime_only)}`); the other models' latencies are those of the previous "
+               "summary's re-timing where the row is the same model.", ""]
     stale = list(dict.fromkeys(f"{r['data']}/{r['model']}" for r in rows if not r.get("retimed", True)))
     if stale:
-        md += ["Not re-timed together with their dense row in any summary so far (a .tflite file missing on this "
-               "machine, or a row new since the last full re-timing): " + ", ".join(stale) + "; their latencies "
-               "are those of the previous summary where the row is the same model, else of its job.", ""]
+        md += ["Not re-timed in this run (some of their .tflite files are not on this machine, or `--retime-only` "
+               "left them out): " + ", ".join(stale) + "; their latencies are those of the previous summary where the "
+               "row is the same model, else of its job.", ""]
     md += ["## Results", "", report.table(rows)]
     md += ["## Method settings", ""]
     md += sorted({f"- {r['method']}: {r.get('setting', '')}" for r in rows})

@@ -229,8 +229,9 @@ def test_retime_only_some_groups_keeps_the_others_figures_and_flags(tmp_path, mo
     assert run_all.carry_timings(rows, previous) == 4
     measure.retime(rows, {"d": None}, rounds=2, runs=1, groups={("d", "m")})
     assert len(timed) == 6  # model m's three rows, twice; model n not at all
-    assert [r["retimed"] for r in rows] == [True, True, True, True, True, False]  # n's new row: never timed with dense
+    assert [r["retimed"] for r in rows] == [True, True, True, False, False, False]  # re-timed in this run
     assert rows[2]["latency_float_rounds"] == [2e-5, 2e-5]
+    # model n keeps the last summary's figures where the row is the same model, else its job's
     assert rows[4]["latency_float_rounds"] == [3e-5] and rows[5]["latency_float_s"] == 1.0
 
 

@@ -90,7 +90,7 @@ def retime(rows, sample, rounds=3, runs=100, groups=None):
     none: they live in the cache) is not re-timed at all, since its other rows would be paired
     with figures of another session: every row of it keeps its earlier figures and gets
     ``"retimed": False``. With `groups` (a set of (data, model)) only those groups are timed; the
-    other rows keep their figures and their ``"retimed"`` flag (False when they have none).
+    other rows keep their figures and get ``"retimed": False``.
     Returns `rows` (updated in place).
     """
     from tf_groupsparse.export import tflite_latency
@@ -115,7 +115,7 @@ def retime(rows, sample, rounds=3, runs=100, groups=None):
                     samples.setdefault((i, label), []).append(tflite_latency(path, sample[row["data"]], runs=runs))
     for i, row in enumerate(rows):
         if i not in chosen:
-            row.setdefault("retimed", False)
+            row["retimed"] = False
             continue
         row["retimed"] = all((i, label) in samples for label in ("float", "int8") if row.get(f"tflite_{label}"))
         for label in ("float", "int8"):
