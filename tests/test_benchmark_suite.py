@@ -2,6 +2,7 @@
 front, model specs, the peer's argument check, and one tiny quick job end to end."""
 
 import gzip
+import importlib
 import json
 import os
 import subprocess
@@ -183,8 +184,6 @@ def test_speedup_is_the_median_of_paired_round_ratios():
 
 
 def test_retime_skips_groups_with_a_missing_file_and_carries_the_last_summary(tmp_path, monkeypatch):
-    import importlib
-
     from benchmarks import run_all
     from benchmarks.suite import measure
 
@@ -212,8 +211,6 @@ def test_retime_skips_groups_with_a_missing_file_and_carries_the_last_summary(tm
 
 
 def test_retime_only_some_groups_keeps_the_others_figures_and_flags(tmp_path, monkeypatch):
-    import importlib
-
     from benchmarks import run_all
     from benchmarks.suite import measure
 
@@ -352,6 +349,12 @@ def test_vs_tfmot_per_level():
     assert v["levels"][0]["ours"] is None and v["met"] is False
     lines = report.verdict_lines({"x": v})
     assert lines[1].endswith("no row of ours at equal accuracy -> not met")
+    # exactly 0.5 point (50 of 10,000 images) under the peer is equal accuracy, whatever the floats
+    # say (0.4956 >= 0.5006 - 0.005 is False in floats)
+    peer = _row("tfmot_50", accuracy=0.5006, lat=1e-4, fbytes=4000, gz=2000, target_sparsity=0.5)
+    edge = _row("group_lasso", accuracy=0.4956, lat=3e-5, fbytes=900, gz=800)
+    v = verdicts.vs_tfmot(add_ratios([_row("dense", accuracy=0.51), peer, edge]))
+    assert v["levels"][0]["ours"]["method"] == "group_lasso" and v["met"] is True
 
 
 def test_pareto_front_matches_brute_force():
@@ -451,6 +454,16 @@ def test_quick_dense_and_group_lasso_jobs_end_to_end(tmp_path, monkeypatch):
     line = "python -m benchmarks.run_all --quick --only digits/mlp/dense digits/mlp/group_lasso --retime-rounds 1"
     assert jobs_mod.commands(tmp_path / "suite_quick_jobs") == {line: ["digits/mlp/dense", "digits/mlp/group_lasso"]}
     assert f"- `{line}`: digits/mlp/dense, digits/mlp/group_lasso" in (tmp_path / "suite_quick.md").read_text()
+    # --retime-only: only the matching models are re-timed; the others keep the last summary's figures
+    export = importlib.import_module("tf_groupsparse.export")  # the module, not the function of that name
+    monkeypatch.setattr(export, "tflite_latency", lambda *a, **k: pytest.fail("re-timed a model left out"))
+    kept, _ = run_all.main(["--quick", "--summary-only", "--retime-only", "none"])
+    assert [r["latency_float_s"] for r in kept] == [r["latency_float_s"] for r in rows]
+    assert not any(r["retimed"] for r in kept)
+    assert "Re-timed in this run: no model (`--retime-only none`)" in (tmp_path / "suite_quick.md").read_text()
+    monkeypatch.setattr(export, "tflite_latency", lambda path, x, runs: 1e-6)
+    again, _ = run_all.main(["--quick", "--summary-only", "--retime-only", "digits/*", "--retime-rounds", "1"])
+    assert all(r["retimed"] and r["latency_float_s"] == 1e-6 for r in again)
 
 
 def test_vgg_without_batch_norm_uses_biases():

@@ -102,7 +102,7 @@ def retime(rows, sample, rounds=3, runs=100, groups=None):
         return all(Path(row[f"tflite_{label}"]).is_file() for label in ("float", "int8") if row.get(f"tflite_{label}"))
 
     incomplete = {group(i) for i in range(len(rows)) if not has_files(rows[i])}
-    chosen = [i for i in range(len(rows)) if groups is None or group(i) in groups]
+    chosen = {i for i in range(len(rows)) if groups is None or group(i) in groups}
     order = sorted((i for i in chosen if group(i) not in incomplete),
                    key=lambda i: (*group(i), rows[i]["method"] != "dense"))
     samples = {}

@@ -136,7 +136,7 @@ def vs_tfmot(rows, data="fashion", model="mlp", tolerance_pt=EQUAL_ACCURACY_PT):
 
     levels = []
     for peer in sorted(peers, key=lambda r: r["target_sparsity"]):
-        ok = [r for r in ours if r["accuracy"] >= peer["accuracy"] - tolerance_pt / 100.0]
+        ok = [r for r in ours if within_loss(100.0 * (r["accuracy"] - peer["accuracy"]), tolerance_pt)]
         # the fastest row that beats the peer on all three counts, else the fastest row
         best = min([r for r in ok if beats(r, peer)] or ok, key=lambda r: r["latency_float_s"], default=None)
         met = bool(best is not None and beats(best, peer))
