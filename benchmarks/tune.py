@@ -44,9 +44,9 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmarks import common  # noqa: E402
-from benchmarks.suite.verdicts import within_loss  # noqa: E402
 from benchmarks.rerun import (add_budget_arguments, budget_tag, contexts_by_seed, fingerprint,  # noqa: E402
                               run_once, suite_jobs)
+from benchmarks.suite.verdicts import within_loss  # noqa: E402
 
 logger = logging.getLogger("benchmarks.tune")
 

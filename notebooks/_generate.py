@@ -504,7 +504,8 @@ for name, tolerance, r, m in runs:
            "arXiv 1503.02531), with the model's own optimizer and metrics. `tgs.Distiller(student, "
            "teacher)` is the same loss as a Keras model for any student: `compile(optimizer)` and "
            "`fit(x, y)` train only the student. On data this small the two fine-tunes differ by a few "
-           "test images, in either direction; measurements on Fashion-MNIST are in the README."),
+           "test images, which says little either way; measurements on Fashion-MNIST over several "
+           "seeds are in the README."),
         code("""\
 keras.utils.set_random_seed(0)
 distilled, _ = tgs.prune_filters(model, (x, y), loss=LOSS, samples=512, tolerance=0.02, channel_multiple=8,

@@ -40,18 +40,17 @@ _EPS = 1e-7
 _OUTPUTS = ("auto", "logits", "probabilities")
 
 
-def is_softmax_output(model):
-    """True when `model`'s last layer ends in softmax (its outputs are probabilities).
+def output_kind(model):
+    """``"probabilities"`` when `model`'s last layer ends in softmax, else ``"logits"``.
 
     Example:
         >>> import keras
-        >>> is_softmax_output(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")]))
-        True
+        >>> output_kind(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")]))
+        'probabilities'
     """
     last = model.layers[-1]
-    if isinstance(last, keras.layers.Softmax):
-        return True
-    return getattr(last, "activation", None) is keras.activations.softmax
+    softmax = isinstance(last, keras.layers.Softmax) or getattr(last, "activation", None) is keras.activations.softmax
+    return "probabilities" if softmax else "logits"
 
 
 def to_logits(outputs, probabilities):
@@ -97,6 +96,29 @@ def distillation_loss(y, student_logits, teacher_logits, temperature=4.0, alpha=
     return ops.mean(_per_sample_loss(y, student_logits, teacher_logits, temperature, alpha))
 
 
+def check_distillation(student, teacher, temperature, alpha, owner="Distiller"):
+    """Check a student / teacher pair and the loss's settings as :class:`Distiller` needs them
+    (built models with one output each, scoring the same number of classes; ``temperature > 0``,
+    ``alpha`` in [0, 1]); returns ``(temperature, alpha)`` as floats. Errors name `owner`."""
+    check_keras_model(student, owner, "student")
+    check_keras_model(teacher, owner, "teacher")
+    temperature = check_number("temperature", temperature, owner, strict=True)
+    alpha = check_number("alpha", alpha, owner, maximum=1.0)
+    if len(student.outputs or ()) != 1 or len(teacher.outputs or ()) != 1:
+        raise ValueError(
+            f"{owner}: Expected `student` and `teacher` to have one output each (class scores). "
+            f"Received: {len(student.outputs or ())} and {len(teacher.outputs or ())} outputs; "
+            "wrap a multi-output model in one that returns the classification head"
+        )
+    if student.output_shape[-1] != teacher.output_shape[-1]:
+        raise ValueError(
+            f"{owner}: Expected `student` and `teacher` to score the same number of classes. "
+            f"Received: student {student.name!r} -> {student.output_shape}, teacher "
+            f"{teacher.name!r} -> {teacher.output_shape}"
+        )
+    return temperature, alpha
+
+
 def _without(variables, excluded):
     excluded = {id(v) for v in excluded}
     return [v for v in variables if id(v) not in excluded]
@@ -136,35 +158,16 @@ class Distiller(keras.Model):
 
     def __init__(self, student, teacher, temperature=4.0, alpha=0.5, student_outputs="auto",
                  teacher_outputs="auto", name="distiller", **kwargs):
-        owner = "Distiller"
-        check_keras_model(student, owner, "student")
-        check_keras_model(teacher, owner, "teacher")
-        temperature = check_number("temperature", temperature, owner, strict=True)
-        alpha = check_number("alpha", alpha, owner, maximum=1.0)
-        check_choice("student_outputs", student_outputs, _OUTPUTS, owner)
-        check_choice("teacher_outputs", teacher_outputs, _OUTPUTS, owner)
-        if len(student.outputs or ()) != 1 or len(teacher.outputs or ()) != 1:
-            raise ValueError(
-                f"{owner}: Expected `student` and `teacher` to have one output each (class scores). "
-                f"Received: {len(student.outputs or ())} and {len(teacher.outputs or ())} outputs; "
-                "wrap a multi-output model in one that returns the classification head"
-            )
-        s_classes, t_classes = student.output_shape[-1], teacher.output_shape[-1]
-        if s_classes != t_classes:
-            raise ValueError(
-                f"{owner}: Expected `student` and `teacher` to score the same number of classes. "
-                f"Received: student {student.name!r} -> {student.output_shape}, teacher "
-                f"{teacher.name!r} -> {teacher.output_shape}"
-            )
+        temperature, alpha = check_distillation(student, teacher, temperature, alpha)
+        check_choice("student_outputs", student_outputs, _OUTPUTS, "Distiller")
+        check_choice("teacher_outputs", teacher_outputs, _OUTPUTS, "Distiller")
         super().__init__(name=name, **kwargs)
         self.student = student
         self.teacher = teacher  # tracked (saved with the distiller), never trained: see trainable_weights
         self.temperature = temperature
         self.alpha = alpha
-        self.student_outputs = (student_outputs if student_outputs != "auto" else
-                                "probabilities" if is_softmax_output(student) else "logits")
-        self.teacher_outputs = (teacher_outputs if teacher_outputs != "auto" else
-                                "probabilities" if is_softmax_output(teacher) else "logits")
+        self.student_outputs = output_kind(student) if student_outputs == "auto" else student_outputs
+        self.teacher_outputs = output_kind(teacher) if teacher_outputs == "auto" else teacher_outputs
 
     # Only the student's variables train; the teacher's count as non-trainable here whatever
     # its own flag says (so the user's teacher object is not modified).

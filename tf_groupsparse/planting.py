@@ -57,7 +57,7 @@ import keras
 import numpy as np
 
 from ._validation import check_int, check_keras_model, check_number
-from .distillation import Distiller, is_softmax_output
+from .distillation import Distiller, output_kind
 from .report import Report
 
 logger = logging.getLogger(__name__)
@@ -302,10 +302,6 @@ def _merge(layers, input_shape, planted, k, name):
     return keras.Model(inputs, x, name=name)
 
 
-def _outputs(probabilities):
-    return "probabilities" if probabilities else "logits"
-
-
 def _make_optimizer(optimizer, learning_rate):
     if isinstance(optimizer, keras.optimizers.Optimizer):
         config = optimizer.get_config()
@@ -486,8 +482,8 @@ def plant(
             f"Received: a student with layers {[layer.name for layer in chain]}"
         )
 
-    student_outputs = _outputs(is_softmax_output(student))
-    teacher_outputs = _outputs(is_softmax_output(teacher))
+    student_outputs = output_kind(student)
+    teacher_outputs = output_kind(teacher)
     input_shape = tuple(student.input_shape[1:])
     names = [layer.name for layer in chain]
     current = _merge_identity(chain, input_shape, student.name)

@@ -47,7 +47,7 @@ import keras
 import numpy as np
 
 from ._validation import check_choice, check_int, check_keras_model, check_number
-from .distillation import Distiller
+from .distillation import Distiller, check_distillation
 from .graph import build_graph
 from .metrics import layer_costs
 from .report import Report
@@ -216,10 +216,9 @@ def _check_fine_tune(fine_tune, model):
             )
         return out
     out["teacher"] = fine_tune["teacher"]
-    out["temperature"] = fine_tune.get("temperature", 4.0)
-    out["alpha"] = fine_tune.get("alpha", 0.5)
-    # checks the teacher, the temperature and alpha now, before the (long) search
-    Distiller(model, out["teacher"], out["temperature"], out["alpha"], name=f"{_OWNER}_fine_tune")
+    # the teacher, the temperature and alpha are checked now, before the (long) search
+    out["temperature"], out["alpha"] = check_distillation(model, out["teacher"], fine_tune.get("temperature", 4.0),
+                                                          fine_tune.get("alpha", 0.5))
     return out
 
 
