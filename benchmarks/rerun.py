@@ -15,21 +15,34 @@ logger = logging.getLogger("benchmarks.rerun")
 
 
 def add_budget_arguments(parser):
-    """The ``--mode``, ``--epochs`` and ``--finetune-epochs`` options."""
+    """The ``--mode``, ``--epochs``, ``--finetune-epochs`` and ``--train-samples`` options."""
     parser.add_argument("--mode", default="full", choices=sorted(jobs_mod.MODES))
     parser.add_argument("--epochs", type=int, default=None, help="override the mode's epochs (tests)")
     parser.add_argument("--finetune-epochs", type=int, default=None, help="override the fine-tune epochs (tests)")
+    parser.add_argument("--train-samples", type=positive_int, default=None,
+                        help="train on the first N training samples instead of the model's cap (e.g. 60000: "
+                             "all of Fashion-MNIST for the CNNs, which the suite trains on 20,000)")
+
+
+def positive_int(text):
+    """argparse type: an int >= 1."""
+    value = int(text)
+    if value < 1:
+        raise ValueError(f"expected an integer >= 1, got {text}")
+    return value
 
 
 def budget_tag(args):
-    """``""``, or ``"__e<epochs>_f<finetune_epochs>"`` when the command line overrides the budget
-    (runs of another budget are kept apart)."""
-    return "" if args.epochs is None and args.finetune_epochs is None else f"__e{args.epochs}_f{args.finetune_epochs}"
+    """``""``, or ``"__e<epochs>_f<finetune_epochs>"`` when the command line overrides the epochs,
+    plus ``"__n<train_samples>"`` when it overrides the training samples (runs of another budget
+    are kept apart)."""
+    tag = "" if args.epochs is None and args.finetune_epochs is None else f"__e{args.epochs}_f{args.finetune_epochs}"
+    return tag + ("" if getattr(args, "train_samples", None) is None else f"__n{args.train_samples}")
 
 
 def contexts_by_seed(mode, args, holdout=None, tflite_subdir=None):
-    """``make(job, seed) -> methods.Context`` at the budget of `args` (``--epochs`` and
-    ``--finetune-epochs``), with the suite's model cache (models of one seed and sample count
+    """``make(job, seed) -> methods.Context`` at the budget of `args` (``--epochs``,
+    ``--finetune-epochs`` and ``--train-samples``), with the suite's model cache (models of one seed and sample count
     are shared with the suite) and one ``run_all.context_factory`` per seed. `holdout` as there;
     `tflite_subdir` a pattern with ``{seed}`` (default: the factory's own choice)."""
     from types import SimpleNamespace
@@ -41,9 +54,10 @@ def contexts_by_seed(mode, args, holdout=None, tflite_subdir=None):
 
     def make(job, seed):
         if seed not in factories:
+            budget = SimpleNamespace(train_samples=getattr(args, "train_samples", None), epochs=args.epochs,
+                                     finetune_epochs=args.finetune_epochs, seed=seed)
             factories[seed] = run_all.context_factory(
-                mode, SimpleNamespace(train_samples=None, epochs=args.epochs, finetune_epochs=args.finetune_epochs,
-                                      seed=seed), cache, holdout=holdout,
+                mode, budget, cache, holdout=holdout,
                 tflite_subdir=tflite_subdir.format(seed=seed) if tflite_subdir else None)
         return factories[seed](job)
 

@@ -126,10 +126,11 @@ def carry_timings(rows, previous):
 
 def seed_spreads(results, mode, data):
     """{model: rows} of the seed spreads that ``benchmarks.seed_spread`` wrote to `results` for
-    `mode`'s models on `data` (``seed_spread[_<mode>]_<data>_<model>.json``)."""
+    `mode`'s models on `data` (``seed_spread[_<mode>]_<data>_<model>.json``), leaving out those
+    run at another budget than the suite's (``--epochs``, ``--train-samples``, ...)."""
     prefix = "seed_spread" + ("" if mode == "full" else f"_{mode}") + f"_{data}_"
-    return {p.stem[len(prefix):]: json.loads(p.read_text(encoding="utf-8"))["rows"]
-            for p in sorted(results.glob(f"{prefix}*.json"))}
+    spreads = {p.stem[len(prefix):]: json.loads(p.read_text(encoding="utf-8")) for p in sorted(results.glob(f"{prefix}*.json"))}
+    return {model: spread["rows"] for model, spread in spreads.items() if not spread.get("budget_override")}
 
 
 def summarize(mode, jobs_dir, rounds, runs, seed=0, retime_only=None):

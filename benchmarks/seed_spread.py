@@ -65,7 +65,7 @@ def main(argv=None):
     jobs_dir = common.RESULTS / f"seed_spread{tag}_jobs"
     # the suite's model cache (seed 0's models are the suite's); .tflite files apart from the suite
     # rows' (seed 0 shares their directory otherwise)
-    make = contexts_by_seed(args.mode, args, tflite_subdir="tflite_seed_spread{seed}")
+    make = contexts_by_seed(args.mode, args, tflite_subdir="tflite_seed_spread{seed}" + budget_tag(args))
 
     def run(job, seed):
         tag = f"__seed{seed}{budget_tag(args)}"
@@ -84,11 +84,14 @@ def main(argv=None):
                      "delta_pt": dict(zip(args.seeds, deltas)), **spread(deltas, args.max_loss),
                      "setting": runs[m][args.seeds[0]]["setting"]}
     seeds = " | ".join(f"seed {s} Δ pt" for s in args.seeds)
+    n = args.train_samples or jobs["dense"].train_samples
+    samples = "the whole training set" if n is None else f"the first {n:,} training samples (or all there are)"
+    budget = budget_tag(args)  # runs at another budget than the suite's get their own table
     # the size the model's headline target counts: parameters for the MLPs, MACs for the CNNs
     size = TARGET_SIZE.get(jobs["dense"].arch, ("params", None))[0]
     md = [f"# Seed spread: {args.model}", "",
           "Each seed is a whole run of the row and of its model's dense baseline (weights and batch order of "
-          "every phase), trained on the full training set and measured on the test set; Δ is against the dense "
+          f"every phase), trained on {samples} and measured on the test set; Δ is against the dense "
           f"model of the same seed (with the seed's {dict(params='parameter', macs='MACs')[size]} ratio in brackets "
           "when the rows' sizes differ by "
           f"seed). Within: seeds at most {args.max_loss:g} point(s) below dense.", "",
@@ -109,8 +112,10 @@ def main(argv=None):
                                for s, d in r["delta_pt"].items())
                   + f" | {r['mean']:+.2f} | {r['sd']:.2f} | {r['within']} of {len(args.seeds)} |")
     md += ["", "Settings:", ""] + [f"- {m}: {result[m]['setting']}" for m in methods[1:]]
-    common.write_results(f"seed_spread{tag}_{data}_{model}",
-                         {"model": args.model, "seeds": args.seeds, "max_loss": args.max_loss, "rows": result},
+    common.write_results(f"seed_spread{tag}_{data}_{model}{budget.replace('__', '_')}",
+                         {"model": args.model, "seeds": args.seeds, "max_loss": args.max_loss,
+                          "train_samples": n, "budget_override": bool(budget),
+                          "rows": result},
                          "\n".join(md))
     print("\n".join(md))
     return result

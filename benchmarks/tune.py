@@ -149,8 +149,9 @@ def main(argv=None):
     seeds = len(args.seeds) > 1
     over = f" (means over seeds {', '.join(map(str, args.seeds))}; params etc. of seed {args.seeds[0]})" if seeds else ""
     md = [f"# Validation tuning: {args.model} / {args.method}, {args.key}", "",
-          f"Trained on the first {100 - round(100 * HOLDOUT)}% of the training set (then the model's train_samples "
-          f"cap), measured on the last {round(100 * HOLDOUT)}%; the test set is not used. Dense validation "
+          f"Trained on the first {100 - round(100 * HOLDOUT)}% of the training set (then "
+          + (f"the first {args.train_samples:,} of those" if args.train_samples else "the model's train_samples cap")
+          + f"), measured on the last {round(100 * HOLDOUT)}%; the test set is not used. Dense validation "
           f"accuracy {100 * base['accuracy']:.2f}%{over} with {base['params']:,} parameters. Rule: the fewest "
           f"{args.minimize} within {args.max_loss:g} point(s) of dense{' on average' if seeds else ''}."
           + (f" Fixed for this table: {', '.join(f'{k} = {value_text(v)}' for k, v in fixed.items())}." if fixed else ""),

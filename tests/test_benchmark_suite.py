@@ -319,6 +319,8 @@ def test_summary_reads_the_seed_spreads_of_its_mode(tmp_path):
     for name, rows in (("seed_spread_fashion_mlp_b32", {"a": 1}), ("seed_spread_fashion_vgg_wide", {"b": 2}),
                        ("seed_spread_quick_fashion_mlp", {"c": 3}), ("seed_spread_mnist1d_mlp", {"d": 4})):
         (tmp_path / f"{name}.json").write_text(json.dumps({"rows": rows}))
+    # a spread at another budget (here all 60,000 training images) is not the suite's row's
+    (tmp_path / "seed_spread_fashion_vgg_n60000.json").write_text(json.dumps({"rows": {"e": 5}, "budget_override": True}))
     assert run_all.seed_spreads(tmp_path, "full", "fashion") == {"mlp_b32": {"a": 1}, "vgg_wide": {"b": 2}}
     assert run_all.seed_spreads(tmp_path, "quick", "fashion") == {"mlp": {"c": 3}}
     assert run_all.seed_spreads(tmp_path, "full", "digits") == {}

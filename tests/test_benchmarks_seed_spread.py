@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import benchmarks.common
-from benchmarks import seed_spread
+from benchmarks import run_all, seed_spread
 from benchmarks.suite import data as data_mod
 
 
@@ -38,13 +38,26 @@ def test_seed_spread_reruns_dense_and_row_per_seed(tmp_path, monkeypatch):
         assert row["delta_pt"][s] == round(100 * (row["accuracy"][s] - dense["accuracy"][s]), 2)
         assert row["params"][s] < dense["params"][s]  # the narrower reference
     assert row["mean"] == round(statistics.fmean(row["delta_pt"].values()), 2)
-    saved = json.loads((tmp_path / "seed_spread_quick_digits_mlp.json").read_text())
+    # a budget other than the suite's gets its own table, which the suite's summary leaves out
+    saved = json.loads((tmp_path / "seed_spread_quick_digits_mlp_e1_f0.json").read_text())
     assert saved["seeds"] == [0, 1] and saved["rows"]["scratch_target"]["sd"] == row["sd"]
-    md = (tmp_path / "seed_spread_quick_digits_mlp.md").read_text()
+    assert saved["budget_override"] and saved["train_samples"] is None
+    assert run_all.seed_spreads(tmp_path, "quick", "digits") == {}
+    md = (tmp_path / "seed_spread_quick_digits_mlp_e1_f0.md").read_text()
     assert "| scratch_target |" in md and "Command: `python -m benchmarks." in md
-    files = sorted(p.name.rsplit("__", 1)[0] for p in (tmp_path / "seed_spread_quick_jobs").iterdir())
+    assert "trained on the whole training set" in md
+    files = sorted(p.name.rsplit("__", 1)[0] for p in (tmp_path / "seed_spread_quick_jobs").iterdir()
+                   if "n120" not in p.name)
     assert files == ["digits__mlp__dense__seed0__e1_f0", "digits__mlp__dense__seed1__e1_f0",
                      "digits__mlp__scratch_target__seed0__e1_f0", "digits__mlp__scratch_target__seed1__e1_f0"]
+    # --train-samples: the first N samples, runs and models kept apart from the others
+    fewer = seed_spread.main(argv[:6] + ["0", "--epochs", "1", "--finetune-epochs", "0", "--train-samples", "120"])
+    assert (cache / "dense_e1_n120.keras").is_file() and list(fewer) == ["dense", "scratch_target"]
+    assert sorted(p.name.rsplit("__", 1)[0] for p in (tmp_path / "seed_spread_quick_jobs").iterdir()
+                  if "n120" in p.name) == ["digits__mlp__dense__seed0__e1_f0__n120",
+                                           "digits__mlp__scratch_target__seed0__e1_f0__n120"]
+    md = (tmp_path / "seed_spread_quick_digits_mlp_e1_f0_n120.md").read_text()
+    assert "trained on the first 120 training samples" in md
     # a rerun reads the finished runs instead of training again
     monkeypatch.setattr("benchmarks.suite.methods.METHODS", {})
     assert seed_spread.main(argv) == result

@@ -34,6 +34,22 @@ def test_dense_fingerprint_ignores_method_settings_but_not_the_budget():
         tune.fingerprint(pruned, "full")  # a method's own run still sees every setting
 
 
+def test_budget_tag_names_every_override():
+    import argparse
+
+    from benchmarks import rerun
+
+    parser = argparse.ArgumentParser()
+    rerun.add_budget_arguments(parser)
+    tag = lambda *argv: rerun.budget_tag(parser.parse_args(list(argv)))  # noqa: E731
+    assert tag() == ""
+    assert tag("--epochs", "2") == "__e2_fNone"
+    assert tag("--train-samples", "60000") == "__n60000"
+    assert tag("--epochs", "2", "--finetune-epochs", "1", "--train-samples", "500") == "__e2_f1__n500"
+    with pytest.raises(SystemExit):  # argparse's error: "invalid positive_int value: '0'"
+        parser.parse_args(["--train-samples", "0"])
+
+
 def _fake_digits(monkeypatch, n=400):
     rng = np.random.default_rng(0)
     y = rng.integers(0, 10, n)
