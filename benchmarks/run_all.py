@@ -129,7 +129,8 @@ def seed_spreads(results, mode, data):
     `mode`'s models on `data` (``seed_spread[_<mode>]_<data>_<model>.json``), leaving out those
     run at another budget than the suite's (``--epochs``, ``--train-samples``, ...)."""
     prefix = "seed_spread" + ("" if mode == "full" else f"_{mode}") + f"_{data}_"
-    spreads = {p.stem[len(prefix):]: json.loads(p.read_text(encoding="utf-8")) for p in sorted(results.glob(f"{prefix}*.json"))}
+    spreads = {p.stem[len(prefix):]: json.loads(p.read_text(encoding="utf-8"))
+               for p in sorted(results.glob(f"{prefix}*.json"))}
     return {model: spread["rows"] for model, spread in spreads.items() if not spread.get("budget_override")}
 
 

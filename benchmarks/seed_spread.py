@@ -81,6 +81,7 @@ def main(argv=None):
         result[m] = {"accuracy": {s: runs[m][s]["accuracy"] for s in args.seeds},
                      "params": {s: runs[m][s]["params"] for s in args.seeds},
                      "macs": {s: runs[m][s]["macs"] for s in args.seeds},
+                     "latency_float_s": {s: runs[m][s]["latency_float_s"] for s in args.seeds},
                      "delta_pt": dict(zip(args.seeds, deltas)), **spread(deltas, args.max_loss),
                      "setting": runs[m][args.seeds[0]]["setting"]}
     seeds = " | ".join(f"seed {s} Δ pt" for s in args.seeds)
@@ -94,10 +95,12 @@ def main(argv=None):
           f"every phase), trained on {samples} and measured on the test set; Δ is against the dense "
           f"model of the same seed (with the seed's {dict(params='parameter', macs='MACs')[size]} ratio in brackets "
           "when the rows' sizes differ by "
-          f"seed). Within: seeds at most {args.max_loss:g} point(s) below dense.", "",
+          "seed). Latency x: the dense model's float LiteRT latency over the row's, per seed, each timed in its "
+          f"own job (not paired in rounds as the suite's re-timing is). Within: seeds at most {args.max_loss:g} "
+          "point(s) below dense.", "",
           "Dense accuracy by seed: " + ", ".join(f"{s}: {100 * dense[s]['accuracy']:.2f}%" for s in args.seeds), "",
-          f"| method | params x | MACs x | {seeds} | mean Δ pt | sd | within |",
-          "|---|---|---|" + "---|" * len(args.seeds) + "---|---|---|"]
+          f"| method | params x | MACs x | latency x | {seeds} | mean Δ pt | sd | within |",
+          "|---|---|---|---|" + "---|" * len(args.seeds) + "---|---|---|"]
 
     def span(ratios):  # "lo" or "lo-hi" of the per-seed ratios
         lo, hi = min(ratios.values()), max(ratios.values())
@@ -105,9 +108,10 @@ def main(argv=None):
 
     for m in methods[1:]:
         r = result[m]
-        ratios = {key: {s: dense[s][key] / v for s, v in r[key].items()} for key in ("params", "macs")}
+        ratios = {key: {s: dense[s][key] / v for s, v in r[key].items()}
+                  for key in ("params", "macs", "latency_float_s")}
         same = "-" not in span(ratios[size])  # else each seed's cell gives its own
-        md.append(f"| {m} | {span(ratios['params'])} | {span(ratios['macs'])} | "
+        md.append(f"| {m} | {span(ratios['params'])} | {span(ratios['macs'])} | {span(ratios['latency_float_s'])} | "
                   + " | ".join(f"{d:+.2f}" + ("" if same else f" ({ratios[size][s]:.1f}x)")
                                for s, d in r["delta_pt"].items())
                   + f" | {r['mean']:+.2f} | {r['sd']:.2f} | {r['within']} of {len(args.seeds)} |")

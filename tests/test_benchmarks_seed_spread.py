@@ -46,6 +46,11 @@ def test_seed_spread_reruns_dense_and_row_per_seed(tmp_path, monkeypatch):
     md = (tmp_path / "seed_spread_quick_digits_mlp_e1_f0.md").read_text()
     assert "| scratch_target |" in md and "Command: `python -m benchmarks." in md
     assert "trained on the whole training set" in md
+    # latency x: each seed's dense latency over the row's (lowest-highest over the seeds)
+    speedups = [dense["latency_float_s"][s] / row["latency_float_s"][s] for s in (0, 1)]
+    low, high = f"{min(speedups):.2f}", f"{max(speedups):.2f}"
+    line = next(x for x in md.splitlines() if x.startswith("| scratch_target |"))
+    assert line.split(" | ")[3] == (low if low == high else f"{low}-{high}")
     files = sorted(p.name.rsplit("__", 1)[0] for p in (tmp_path / "seed_spread_quick_jobs").iterdir()
                    if "n120" not in p.name)
     assert files == ["digits__mlp__dense__seed0__e1_f0", "digits__mlp__dense__seed1__e1_f0",
