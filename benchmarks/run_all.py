@@ -124,14 +124,30 @@ def carry_timings(rows, previous):
     return taken
 
 
+def _spread_files(results, mode, data):
+    """(name after the prefix, content) of the ``seed_spread[_<mode>]_<data>_*.json`` in `results`."""
+    prefix = "seed_spread" + ("" if mode == "full" else f"_{mode}") + f"_{data}_"
+    return [(p.stem[len(prefix):], json.loads(p.read_text(encoding="utf-8")))
+            for p in sorted(results.glob(f"{prefix}*.json"))]
+
+
 def seed_spreads(results, mode, data):
     """{model: rows} of the seed spreads that ``benchmarks.seed_spread`` wrote to `results` for
     `mode`'s models on `data` (``seed_spread[_<mode>]_<data>_<model>.json``), leaving out those
     run at another budget than the suite's (``--epochs``, ``--train-samples``, ...)."""
-    prefix = "seed_spread" + ("" if mode == "full" else f"_{mode}") + f"_{data}_"
-    spreads = {p.stem[len(prefix):]: json.loads(p.read_text(encoding="utf-8"))
-               for p in sorted(results.glob(f"{prefix}*.json"))}
-    return {model: spread["rows"] for model, spread in spreads.items() if not spread.get("budget_override")}
+    return {model: spread["rows"] for model, spread in _spread_files(results, mode, data)
+            if not spread.get("budget_override")}
+
+
+def other_budget_spreads(results, mode, data):
+    """{model: {budget label: rows}} of the seed spreads run at another budget than the suite's
+    (the label is the spread's ``budget`` text, e.g. "60,000 training samples")."""
+    out = {}
+    for name, spread in _spread_files(results, mode, data):
+        if spread.get("budget_override"):
+            model = spread["model"].split("/", 1)[1]
+            out.setdefault(model, {})[spread.get("budget") or name[len(model) + 1:]] = spread["rows"]
+    return out
 
 
 def summarize(mode, jobs_dir, rounds, runs, seed=0, retime_only=None):
@@ -162,7 +178,8 @@ def summarize(mode, jobs_dir, rounds, runs, seed=0, retime_only=None):
     datasets = list(dict.fromkeys(r["data"] for r in rows))
     all_verdicts = {d: verdicts.verdicts(rows, d, jobs_mod.archs(mode)) for d in datasets}
     for d in datasets:
-        verdicts.add_seed_spreads(all_verdicts[d], seed_spreads(jobs_dir.parent, mode, d))
+        verdicts.add_seed_spreads(all_verdicts[d], seed_spreads(jobs_dir.parent, mode, d),
+                                  other_budget_spreads(jobs_dir.parent, mode, d))
     md = [f"# Benchmark suite ({mode})", "",
           "Every method trains the same architecture on the same data with the same seed, batch size and "
           "epoch budget (the scratch_target reference trains the same architecture with narrower layers); "

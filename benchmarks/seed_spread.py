@@ -88,6 +88,13 @@ def main(argv=None):
     n = args.train_samples or jobs["dense"].train_samples
     samples = "the whole training set" if n is None else f"the first {n:,} training samples (or all there are)"
     budget = budget_tag(args)  # runs at another budget than the suite's get their own table
+    label = []  # the budget in words, for the suite's summary
+    if args.train_samples:
+        label.append(f"{args.train_samples:,} training samples")
+    if args.epochs is not None:
+        label.append(f"epochs {args.epochs}")
+    if args.finetune_epochs is not None:
+        label.append(f"fine-tune epochs {args.finetune_epochs}")
     # the size the model's headline target counts: parameters for the MLPs, MACs for the CNNs
     size = TARGET_SIZE.get(jobs["dense"].arch, ("params", None))[0]
     md = [f"# Seed spread: {args.model}", "",
@@ -118,7 +125,7 @@ def main(argv=None):
     md += ["", "Settings:", ""] + [f"- {m}: {result[m]['setting']}" for m in methods[1:]]
     common.write_results(f"seed_spread{tag}_{data}_{model}{budget.replace('__', '_')}",
                          {"model": args.model, "seeds": args.seeds, "max_loss": args.max_loss,
-                          "train_samples": n, "budget_override": bool(budget),
+                          "train_samples": n, "budget_override": bool(budget), "budget": ", ".join(label) or None,
                           "rows": result},
                          "\n".join(md))
     print("\n".join(md))

@@ -313,6 +313,28 @@ def test_seed_spread_of_the_deciding_row_is_counted_at_the_verdicts_loss_and_siz
            "2.5-3.1x fewer MACs; 2 of 3 seeds within 1 point, 1 of them at >= 3x" in report.verdict_lines(all_verdicts)
 
 
+def test_seed_spread_checks_a_cnns_latency_and_spreads_at_other_budgets_are_listed_apart():
+    base = _row("dense", model="vgg_wide", macs=9000, lat=1e-3)
+    ok = _row("filter_pruning", model="vgg_wide", accuracy=0.895, macs=2900, lat=3.9e-4)
+    all_verdicts = verdicts.verdicts(add_ratios([base, ok]), archs={"vgg_wide": "vgg"})
+    seeds = ("0", "1", "2")
+    dense = {"delta_pt": dict.fromkeys(seeds, 0.0), "macs": dict.fromkeys(seeds, 9000),
+             "latency_float_s": dict.fromkeys(seeds, 1e-3)}
+    # all three within 1 point at >= 3x fewer MACs; seed 1 only 2x faster (the target asks 2.5x)
+    row = {"delta_pt": {"0": -0.2, "1": -0.4, "2": -0.9}, "mean": -0.5, "sd": 0.36, "macs": dict.fromkeys(seeds, 2900),
+           "latency_float_s": {"0": 2.5e-4, "1": 5e-4, "2": 4e-4}}
+    verdicts.add_seed_spreads(all_verdicts, {}, {"vgg_wide": {"60,000 training samples": {"dense": dense,
+                                                                                            "filter_pruning": row}}})
+    v = all_verdicts["cnn_flops_latency[vgg_wide]"]
+    assert "seed_spread" not in v  # none at the suite's budget
+    assert v["seed_spread_other"] == {"60,000 training samples": {"filter_pruning": {
+        "seeds": 3, "mean": -0.5, "sd": 0.36, "size": (3.1, 3.1), "within": 3, "speedup": (2.0, 4.0), "met": 2}}}
+    assert ("  - over seeds at another budget, 60,000 training samples (3 whole reruns, dense included, "
+            "`seed_spread_*.md`): filter_pruning mean Δ -0.50 pt (sd 0.36) at 3.1x fewer MACs, 2-4x lower latency "
+            "(timed in each seed's jobs); 3 of 3 seeds within 1 point, 2 of them at >= 3x and >= 2.5x lower "
+            "latency") in report.verdict_lines(all_verdicts)
+
+
 def test_summary_reads_the_seed_spreads_of_its_mode(tmp_path):
     from benchmarks import run_all
 
@@ -320,8 +342,11 @@ def test_summary_reads_the_seed_spreads_of_its_mode(tmp_path):
                        ("seed_spread_quick_fashion_mlp", {"c": 3}), ("seed_spread_mnist1d_mlp", {"d": 4})):
         (tmp_path / f"{name}.json").write_text(json.dumps({"rows": rows}))
     # a spread at another budget (here all 60,000 training images) is not the suite's row's
-    (tmp_path / "seed_spread_fashion_vgg_n60000.json").write_text(json.dumps({"rows": {"e": 5}, "budget_override": True}))
+    (tmp_path / "seed_spread_fashion_vgg_n60000.json").write_text(json.dumps(
+        {"model": "fashion/vgg", "rows": {"e": 5}, "budget_override": True, "budget": "60,000 training samples"}))
     assert run_all.seed_spreads(tmp_path, "full", "fashion") == {"mlp_b32": {"a": 1}, "vgg_wide": {"b": 2}}
+    assert run_all.other_budget_spreads(tmp_path, "full", "fashion") == {"vgg": {"60,000 training samples": {"e": 5}}}
+    assert run_all.other_budget_spreads(tmp_path, "quick", "fashion") == {}
     assert run_all.seed_spreads(tmp_path, "quick", "fashion") == {"mlp": {"c": 3}}
     assert run_all.seed_spreads(tmp_path, "full", "digits") == {}
 
