@@ -66,6 +66,7 @@ def _figures(summary):
 
 
 def _span(pair):
+    """``"lo"`` or ``"lo-hi"`` of a (smallest, largest) pair of ratios."""
     lo, hi = pair
     return f"{lo:g}" + ("" if lo == hi else f"-{hi:g}")
 
