@@ -37,7 +37,7 @@ def budget_tag(args):
     plus ``"__n<train_samples>"`` when it overrides the training samples (runs of another budget
     are kept apart)."""
     tag = "" if args.epochs is None and args.finetune_epochs is None else f"__e{args.epochs}_f{args.finetune_epochs}"
-    return tag + ("" if getattr(args, "train_samples", None) is None else f"__n{args.train_samples}")
+    return tag + ("" if args.train_samples is None else f"__n{args.train_samples}")
 
 
 def contexts_by_seed(mode, args, holdout=None, tflite_subdir=None):
@@ -54,7 +54,7 @@ def contexts_by_seed(mode, args, holdout=None, tflite_subdir=None):
 
     def make(job, seed):
         if seed not in factories:
-            budget = SimpleNamespace(train_samples=getattr(args, "train_samples", None), epochs=args.epochs,
+            budget = SimpleNamespace(train_samples=args.train_samples, epochs=args.epochs,
                                      finetune_epochs=args.finetune_epochs, seed=seed)
             factories[seed] = run_all.context_factory(
                 mode, budget, cache, holdout=holdout,

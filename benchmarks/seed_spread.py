@@ -3,9 +3,13 @@
 Reruns rows of the full suite with other seeds, each beside its model's dense baseline at the
 same seed. The seed initializes the weights and orders the batches of every phase (the dense
 model, the model a method starts from, its fine-tuning), so a seed is a whole new run of the row
-on the same data and budget: trained on the whole training set, measured on the test set, as in
-the suite. Per seed the table gives each row's accuracy difference to the same seed's dense model;
-then the mean and the sample standard deviation over the seeds, and how many seeds stay within
+on the same data and budget: trained on the model's training samples (all, or the suite's cap,
+e.g. the CNNs' first 20,000), measured on the test set, as in the suite. ``--train-samples N``
+(and ``--epochs``) run at another budget: those runs, models and table
+(``seed_spread_<data>_<model>_n<N>.md``) are kept apart, and the suite's summary lists such a
+spread under the verdict as one at another budget. Per seed the table gives each row's accuracy
+difference to the same seed's dense model and its speed-up (latencies timed in each job); then
+the mean and the sample standard deviation over the seeds, and how many seeds stay within
 ``--max-loss`` points (the headline target's 0.5 for the MLPs).
 
     python -m benchmarks.seed_spread fashion/mlp_b32 --methods filter_pruning_strong scratch_target \\
@@ -65,12 +69,13 @@ def main(argv=None):
     jobs_dir = common.RESULTS / f"seed_spread{tag}_jobs"
     # the suite's model cache (seed 0's models are the suite's); .tflite files apart from the suite
     # rows' (seed 0 shares their directory otherwise)
-    make = contexts_by_seed(args.mode, args, tflite_subdir="tflite_seed_spread{seed}" + budget_tag(args))
+    budget = budget_tag(args)  # runs at another budget than the suite's are kept apart, with their own table
+    make = contexts_by_seed(args.mode, args, tflite_subdir="tflite_seed_spread{seed}" + budget)
 
     def run(job, seed):
-        tag = f"__seed{seed}{budget_tag(args)}"
+        tag = f"__seed{seed}{budget}"
         return run_once(job, lambda: make(job, seed), jobs_dir / f"{job.data}__{job.model}__{job.method}{tag}__"
-                        f"{fingerprint(job, args.mode, budget_tag(args) + f'__seed{seed}')}.json", COLUMNS,
+                        f"{fingerprint(job, args.mode, budget + f'__seed{seed}')}.json", COLUMNS,
                         label=f"seed {seed}")
 
     runs = {m: {s: run(jobs[m], s) for s in args.seeds} for m in methods}
@@ -87,7 +92,6 @@ def main(argv=None):
     seeds = " | ".join(f"seed {s} Δ pt" for s in args.seeds)
     n = args.train_samples or jobs["dense"].train_samples
     samples = "the whole training set" if n is None else f"the first {n:,} training samples (or all there are)"
-    budget = budget_tag(args)  # runs at another budget than the suite's get their own table
     label = []  # the budget in words, for the suite's summary
     if args.train_samples:
         label.append(f"{args.train_samples:,} training samples")
