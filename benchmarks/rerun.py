@@ -40,6 +40,15 @@ def budget_tag(args):
     return tag + ("" if args.train_samples is None else f"__n{args.train_samples}")
 
 
+def budget_label(args):
+    """The overrides of :func:`budget_tag` in words (``""`` without any), e.g. "60,000 training
+    samples, epochs 2": how a table names a run at another budget than the suite's."""
+    words = [f"{args.train_samples:,} training samples" if args.train_samples is not None else "",
+             f"epochs {args.epochs}" if args.epochs is not None else "",
+             f"fine-tune epochs {args.finetune_epochs}" if args.finetune_epochs is not None else ""]
+    return ", ".join(w for w in words if w)
+
+
 def contexts_by_seed(mode, args, holdout=None, tflite_subdir=None):
     """``make(job, seed) -> methods.Context`` at the budget of `args` (``--epochs``,
     ``--finetune-epochs`` and ``--train-samples``), with the suite's model cache (models of one seed and sample count

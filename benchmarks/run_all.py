@@ -136,17 +136,16 @@ def seed_spreads(results, mode, data):
     `mode`'s models on `data` (``seed_spread[_<mode>]_<data>_<model>.json``), leaving out those
     run at another budget than the suite's (``--epochs``, ``--train-samples``, ...)."""
     return {model: spread["rows"] for model, spread in _spread_files(results, mode, data)
-            if not spread.get("budget_override")}
+            if not spread.get("budget")}
 
 
 def other_budget_spreads(results, mode, data):
     """{model: {budget label: rows}} of the seed spreads run at another budget than the suite's
     (the label is the spread's ``budget`` text, e.g. "60,000 training samples")."""
     out = {}
-    for name, spread in _spread_files(results, mode, data):
-        if spread.get("budget_override"):
-            model = spread["model"].split("/", 1)[1]
-            out.setdefault(model, {})[spread.get("budget") or name[len(model) + 1:]] = spread["rows"]
+    for _, spread in _spread_files(results, mode, data):
+        if spread.get("budget"):
+            out.setdefault(spread["model"].split("/", 1)[1], {})[spread["budget"]] = spread["rows"]
     return out
 
 

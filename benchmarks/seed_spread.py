@@ -35,7 +35,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmarks import common  # noqa: E402
-from benchmarks.rerun import (add_budget_arguments, budget_tag, contexts_by_seed, fingerprint,  # noqa: E402
+from benchmarks.rerun import (add_budget_arguments, budget_label, budget_tag, contexts_by_seed, fingerprint,  # noqa: E402
                               run_once, suite_jobs)
 from benchmarks.suite.methods import TARGET_SIZE  # noqa: E402
 from benchmarks.suite.verdicts import within_loss  # noqa: E402
@@ -92,13 +92,6 @@ def main(argv=None):
     seeds = " | ".join(f"seed {s} Δ pt" for s in args.seeds)
     n = args.train_samples or jobs["dense"].train_samples
     samples = "the whole training set" if n is None else f"the first {n:,} training samples (or all there are)"
-    label = []  # the budget in words, for the suite's summary
-    if args.train_samples:
-        label.append(f"{args.train_samples:,} training samples")
-    if args.epochs is not None:
-        label.append(f"epochs {args.epochs}")
-    if args.finetune_epochs is not None:
-        label.append(f"fine-tune epochs {args.finetune_epochs}")
     # the size the model's headline target counts: parameters for the MLPs, MACs for the CNNs
     size = TARGET_SIZE.get(jobs["dense"].arch, ("params", None))[0]
     md = [f"# Seed spread: {args.model}", "",
@@ -129,7 +122,7 @@ def main(argv=None):
     md += ["", "Settings:", ""] + [f"- {m}: {result[m]['setting']}" for m in methods[1:]]
     common.write_results(f"seed_spread{tag}_{data}_{model}{budget.replace('__', '_')}",
                          {"model": args.model, "seeds": args.seeds, "max_loss": args.max_loss,
-                          "train_samples": n, "budget_override": bool(budget), "budget": ", ".join(label) or None,
+                          "train_samples": n, "budget": budget_label(args) or None,
                           "rows": result},
                          "\n".join(md))
     print("\n".join(md))

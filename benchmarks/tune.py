@@ -44,7 +44,7 @@ import sys
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmarks import common  # noqa: E402
-from benchmarks.rerun import (add_budget_arguments, budget_tag, contexts_by_seed, fingerprint,  # noqa: E402
+from benchmarks.rerun import (add_budget_arguments, budget_label, budget_tag, contexts_by_seed, fingerprint,  # noqa: E402
                               run_once, suite_jobs)
 from benchmarks.suite.verdicts import within_loss  # noqa: E402
 
@@ -154,6 +154,7 @@ def main(argv=None):
           + f"), measured on the last {round(100 * HOLDOUT)}%; the test set is not used. Dense validation "
           f"accuracy {100 * base['accuracy']:.2f}%{over} with {base['params']:,} parameters. Rule: the fewest "
           f"{args.minimize} within {args.max_loss:g} point(s) of dense{' on average' if seeds else ''}."
+          + (f" Budget other than the suite's: {budget_label(args)}." if budget else "")
           + (f" Fixed for this table: {', '.join(f'{k} = {value_text(v)}' for k, v in fixed.items())}." if fixed else ""),
           "",
           f"| {args.key} | val acc % | Δ pt |{' Δ per seed |' if seeds else ''} params | params x | MACs x | "

@@ -46,7 +46,7 @@ def test_full_job_table_covers_every_method_and_skips_inapplicable():
     assert "mnist1d/cnn1d/planting" not in keys and "mnist1d/cnn1d/em_blockdiag" in keys
     # Fashion: the MLP runs all 24 methods, the CNNs their subsets; 2 MNIST-1D models x 24 - 1 exclusion
     assert len(table) == (24 + len(jobs_mod.MLP_B32_METHODS) + len(jobs_mod.CNN_METHODS)
-                          + len(jobs_mod.RESNET_METHODS) + len(jobs_mod.WIDE_METHODS) + 2 * 24 - 1)
+                          + len(jobs_mod.RESNET_METHODS) + 2 * len(jobs_mod.WIDE_METHODS) + 2 * 24 - 1)
     assert {j.method for j in table if j.model == "vgg"} == set(jobs_mod.CNN_METHODS)
     # MNIST-1D's filter pruning rows prune the dense models (no HGSR penalty)
     assert {dict(j.settings).get("prune_hgsr_strength") for j in table if j.data == "mnist1d"} == {0.0}
@@ -58,6 +58,10 @@ def test_full_job_table_covers_every_method_and_skips_inapplicable():
     expected = tuple(sorted({**dict(vgg_settings), "hgsr_strength": 1e-7, "prune_tolerance_tiles": 0.1,
                              "filter_pruning_tiles_finetune_learning_rate": 6e-3}.items()))
     assert {j.settings for j in wide} == {expected}
+    # and the same model, settings, methods and epochs on the whole training set
+    full = [j for j in table if j.model == "vgg_wide_full"]
+    assert {(j.arch, j.widths, j.settings, j.train_samples) for j in full} == {("vgg", (32, 64, 128), expected, None)}
+    assert [j.method for j in full] == [j.method for j in wide]
     # the CNN rows train on a documented subset, the MLP on all of Fashion-MNIST
     assert {j.train_samples for j in table if j.model in ("vgg", "vgg_wide", "resnet")} == {20000}
     assert {j.train_samples for j in table if j.model in ("mlp", "mlp_b32")} == {None}
@@ -80,13 +84,14 @@ def test_full_job_table_covers_every_method_and_skips_inapplicable():
         assert {j.model for j in table if j.method == method} == {"mlp_b32"}
     # the headline jobs come first: dense, group lasso and tfmot of every Fashion model that runs them
     subsets = {"mlp": jobs_mod.MODES["full"]["methods"], "mlp_b32": jobs_mod.MLP_B32_METHODS, "vgg": jobs_mod.CNN_METHODS,
-               "vgg_wide": jobs_mod.WIDE_METHODS, "resnet": jobs_mod.RESNET_METHODS}
-    assert [j.key for j in table[:12]] == [f"fashion/{m}/{meth}" for meth in ("dense", "group_lasso", "tfmot")
+               "vgg_wide": jobs_mod.WIDE_METHODS, "vgg_wide_full": jobs_mod.WIDE_METHODS,
+               "resnet": jobs_mod.RESNET_METHODS}
+    assert [j.key for j in table[:14]] == [f"fashion/{m}/{meth}" for meth in ("dense", "group_lasso", "tfmot")
                                           for m in subsets if meth in subsets[m]]
     assert not applies("em_blockdiag", "resnet") and applies("dense", "resnet")
     # each model's architecture, which picks its headline target
     assert jobs_mod.archs("full") == {"mlp": "mlp", "mlp_b32": "mlp", "vgg": "vgg", "vgg_wide": "vgg",
-                                      "resnet": "resnet", "cnn1d": "cnn1d"}
+                                      "vgg_wide_full": "vgg", "resnet": "resnet", "cnn1d": "cnn1d"}
 
 
 def test_only_filter_matches_patterns():
@@ -343,7 +348,7 @@ def test_summary_reads_the_seed_spreads_of_its_mode(tmp_path):
         (tmp_path / f"{name}.json").write_text(json.dumps({"rows": rows}))
     # a spread at another budget (here all 60,000 training images) is not the suite's row's
     (tmp_path / "seed_spread_fashion_vgg_n60000.json").write_text(json.dumps(
-        {"model": "fashion/vgg", "rows": {"e": 5}, "budget_override": True, "budget": "60,000 training samples"}))
+        {"model": "fashion/vgg", "rows": {"e": 5}, "budget": "60,000 training samples"}))
     assert run_all.seed_spreads(tmp_path, "full", "fashion") == {"mlp_b32": {"a": 1}, "vgg_wide": {"b": 2}}
     assert run_all.other_budget_spreads(tmp_path, "full", "fashion") == {"vgg": {"60,000 training samples": {"e": 5}}}
     assert run_all.other_budget_spreads(tmp_path, "quick", "fashion") == {}

@@ -41,7 +41,7 @@ def test_seed_spread_reruns_dense_and_row_per_seed(tmp_path, monkeypatch):
     # a budget other than the suite's gets its own table, which the suite's summary leaves out
     saved = json.loads((tmp_path / "seed_spread_quick_digits_mlp_e1_f0.json").read_text())
     assert saved["seeds"] == [0, 1] and saved["rows"]["scratch_target"]["sd"] == row["sd"]
-    assert saved["budget_override"] and saved["train_samples"] is None
+    assert "budget_override" not in saved and saved["train_samples"] is None
     assert saved["budget"] == "epochs 1, fine-tune epochs 0"
     assert run_all.seed_spreads(tmp_path, "quick", "digits") == {}
     md = (tmp_path / "seed_spread_quick_digits_mlp_e1_f0.md").read_text()

@@ -46,6 +46,10 @@ def test_budget_tag_names_every_override():
     assert tag("--epochs", "2") == "__e2_fNone"
     assert tag("--train-samples", "60000") == "__n60000"
     assert tag("--epochs", "2", "--finetune-epochs", "1", "--train-samples", "500") == "__e2_f1__n500"
+    label = lambda *argv: rerun.budget_label(parser.parse_args(list(argv)))  # noqa: E731
+    assert label() == ""
+    assert label("--epochs", "2", "--finetune-epochs", "0", "--train-samples", "60000") == \
+        "60,000 training samples, epochs 2, fine-tune epochs 0"
     with pytest.raises(SystemExit):  # argparse's error: "invalid positive_int value: '0'"
         parser.parse_args(["--train-samples", "0"])
 
@@ -95,6 +99,14 @@ def test_tune_runs_each_value_once_and_records_the_choice(tmp_path, monkeypatch,
     assert files == ["digits__mlp__dense__e2_f0",
                      "digits__mlp__group_lasso__group_lasso_strength=0.0001__e2_f0",
                      "digits__mlp__group_lasso__group_lasso_strength=0.5__e2_f0"]
+    md = (tmp_path / "tune_quick_digits_mlp_group_lasso_group_lasso_strength.md").read_text()
+    assert "(then the model's train_samples cap)" in md
+    assert "Budget other than the suite's: epochs 2, fine-tune epochs 0." in md
+    # --train-samples: the first N of the training part, runs kept apart; the text names the cap
+    tune.main(argv + ["--train-samples", "300", "--values", "0.5", "--tag", "n300"])
+    md = (tmp_path / "tune_quick_digits_mlp_group_lasso_group_lasso_strength_n300.md").read_text()
+    assert "(then the first 300 of those)" in md and "300 training samples, epochs 2" in md
+    assert sum("__n300__" in p.name for p in (tmp_path / "tune_quick_jobs").iterdir()) == 2
     # a rerun reads the finished runs instead of training again
     monkeypatch.setattr("benchmarks.suite.methods.METHODS", {})
     assert tune.main(argv)[1] == runs
@@ -112,7 +124,7 @@ def test_tune_runs_each_value_once_and_records_the_choice(tmp_path, monkeypatch,
     with caplog.at_level("WARNING", logger="benchmarks.tune"):
         assert [r["setting"] for r in tune.main(argv)[1]] == ["stub", "stub"]  # trained again (here: the stub)
     assert "every value of group_lasso_strength gave the same model" in caplog.text  # identical rows flagged
-    assert len(list((tmp_path / "tune_quick_jobs").iterdir())) == 5
+    assert len(list((tmp_path / "tune_quick_jobs").iterdir())) == 7
     with pytest.raises(SystemExit, match="no job digits/mlp/nope"):
         tune.main(["digits/mlp", "nope", "--mode", "quick", "--key", "k", "--values", "1"])
 
