@@ -127,21 +127,26 @@ def _spread(v, rows, methods):
     if "dense" not in rows:
         return {}
     key, factor = v["size"]
+    latency = "latency_float_s"
     out = {}
     for m in dict.fromkeys(x for x in methods if x in rows):
-        deltas, sizes = rows[m]["delta_pt"], rows[m][key]
-        ratios = {s: rows["dense"][key][s] / sizes[s] for s in deltas}
-        ok = {s for s, d in deltas.items() if within_loss(d, v["max_loss_pt"]) and ratios[s] >= factor}
-        out[m] = {"seeds": len(deltas), "mean": rows[m]["mean"], "sd": rows[m]["sd"],
-                  "size": (round(min(ratios.values()), 2), round(max(ratios.values()), 2)),
-                  "within": sum(within_loss(d, v["max_loss_pt"]) for d in deltas.values())}
-        latency = "latency_float_s"
+        deltas = rows[m]["delta_pt"]
+        ratios = {s: rows["dense"][key][s] / rows[m][key][s] for s in deltas}
+        within = {s for s, d in deltas.items() if within_loss(d, v["max_loss_pt"])}
+        ok = {s for s in within if ratios[s] >= factor}
+        out[m] = {"seeds": len(deltas), "mean": rows[m]["mean"], "sd": rows[m]["sd"], "size": _extent(ratios),
+                  "within": len(within)}
         if v.get("speedup_factor") and latency in rows[m] and latency in rows["dense"]:
             speedups = {s: rows["dense"][latency][s] / rows[m][latency][s] for s in deltas}
             ok = {s for s in ok if speedups[s] >= v["speedup_factor"]}
-            out[m]["speedup"] = (round(min(speedups.values()), 2), round(max(speedups.values()), 2))
+            out[m]["speedup"] = _extent(speedups)
         out[m]["met"] = len(ok)
     return out
+
+
+def _extent(ratios):
+    """(smallest, largest) of the per-seed `ratios`, rounded to 2 decimals."""
+    return round(min(ratios.values()), 2), round(max(ratios.values()), 2)
 
 
 def vs_tfmot(rows, data="fashion", model="mlp", tolerance_pt=EQUAL_ACCURACY_PT):
