@@ -46,7 +46,7 @@ def zero_all_but(model, alive):
 
 def time_all(blobs, x, rounds, runs):
     """{key: median latency in µs} over `rounds` interleaved rounds of `runs` invokes."""
-    from tf_groupsparse.export import tflite_latency
+    from tf_groupsparse.deploy import tflite_latency
 
     samples = {k: [] for k in blobs}
     for _ in range(rounds):
@@ -59,9 +59,9 @@ def shrink_cases(keras, model, x, layers):
     """(rows, blobs) for `model` shrunk with every multiple of :data:`MULTIPLES`."""
     import numpy as np
 
-    from tf_groupsparse.export import convert_tflite
+    from tf_groupsparse.deploy import convert_tflite
     from tf_groupsparse.metrics import flops
-    from tf_groupsparse.shrinking import shrink
+    from tf_groupsparse.pruning.shrink import shrink
 
     reference = model.predict(x, verbose=0)
     rows, blobs = [], {}
@@ -87,7 +87,7 @@ def main(argv=None):
     import numpy as np
 
     from benchmarks.suite import models
-    from tf_groupsparse.export import convert_tflite
+    from tf_groupsparse.deploy import convert_tflite
 
     rng = np.random.default_rng(0)
     x = rng.random((1, 28, 28, 1)).astype("float32")

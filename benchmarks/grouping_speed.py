@@ -25,7 +25,7 @@ import numpy as np
 from sklearn.metrics import adjusted_rand_score
 
 from benchmarks.common import write_results
-from tf_groupsparse.export import convert_tflite, tflite_latency
+from tf_groupsparse.deploy import convert_tflite, tflite_latency
 from tf_groupsparse.grouping.em import fit_groups
 from tf_groupsparse.grouping.rewrite import TARGETS
 from tf_groupsparse.layers import BlockDiagonalDense

@@ -62,7 +62,7 @@ def main(argv=None):
 
     from benchmarks.suite import data as data_mod
     from benchmarks.suite import models
-    from tf_groupsparse.distillation import distillation_loss
+    from tf_groupsparse.pruning.distillation import distillation_loss
 
     x, y, xt, yt = data_mod.load("fashion", args.train_samples)
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)

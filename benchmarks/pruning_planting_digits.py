@@ -25,9 +25,9 @@ import keras
 from benchmarks.common import write_results
 from tf_groupsparse.datasets import load_digits
 from tf_groupsparse.metrics import count_params, flops
-from tf_groupsparse.planting import accuracy, plant
-from tf_groupsparse.pruning import prune_filters
-from tf_groupsparse.regularize import regularize
+from tf_groupsparse.pruning.planting import accuracy, plant
+from tf_groupsparse import prune_filters
+from tf_groupsparse import regularize
 from tf_groupsparse.regularizers import HierarchicalGroupSparse
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)

@@ -18,7 +18,7 @@ Three parts, each against the target of the matching paper (see ../shared/METHOD
    architecture is also trained from scratch. Target: within 1 point of the teacher's test
    accuracy with <= 15% of its parameters (paper: comparable accuracy with 7% on STL-10).
 3. LSDNN (Yuan et al., arXiv 2105.13905; the project's interpretation, see
-   ``tf_groupsparse.structure_learning``): ``learn_structure`` on unlabeled training images,
+   ``tf_groupsparse.pruning.structure``): ``learn_structure`` on unlabeled training images,
    ``build_model(structure, 10)`` trained with labels, against an MLP of the same depth and
    (as close as possible) the same parameter count, same epochs, optimizer and seeds.
 
@@ -41,12 +41,12 @@ from benchmarks.common import plain_copy, write_results  # noqa: E402
 from benchmarks.suite import models  # noqa: E402
 from tf_groupsparse.datasets import load_fashion_mnist  # noqa: E402
 from tf_groupsparse.metrics import count_params, flops  # noqa: E402
-from tf_groupsparse.distillation import distillation_loss  # noqa: E402
-from tf_groupsparse.planting import accuracy, plant  # noqa: E402
-from tf_groupsparse.pruning import prune_filters  # noqa: E402
-from tf_groupsparse.regularize import regularize  # noqa: E402
+from tf_groupsparse.pruning.distillation import distillation_loss  # noqa: E402
+from tf_groupsparse.pruning.planting import accuracy, plant  # noqa: E402
+from tf_groupsparse import prune_filters  # noqa: E402
+from tf_groupsparse import regularize  # noqa: E402
 from tf_groupsparse.regularizers import HierarchicalGroupSparse  # noqa: E402
-from tf_groupsparse.structure_learning import build_model, learn_structure  # noqa: E402
+from tf_groupsparse.pruning.structure import build_model, learn_structure  # noqa: E402
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 CANDIDATE_TEXT = {

@@ -43,11 +43,11 @@ import numpy as np
 from benchmarks.common import write_results
 from tf_groupsparse import datasets
 from tf_groupsparse.callbacks import ProximalStep
-from tf_groupsparse.export import convert_tflite, run_tflite, tflite_latency
+from tf_groupsparse.deploy import convert_tflite, run_tflite, tflite_latency
 from tf_groupsparse.metrics import count_params, flops, layer_costs
-from tf_groupsparse.regularize import regularize
+from tf_groupsparse import regularize
 from tf_groupsparse.regularizers import GroupLasso
-from tf_groupsparse.shrinking import shrink
+from tf_groupsparse.pruning.shrink import shrink
 
 SPEEDUP_FRACTION = 0.8  # target: latency speedup >= SPEEDUP_FRACTION x FLOP ratio
 RESNET_TARGET_S = 30.0  # target: shrink() on ResNet50 in less than this

@@ -12,7 +12,7 @@ a model spec (the architectures of :mod:`benchmarks.suite.models`, built here in
    over the ``--prune-epochs`` fine-tuning epochs (or ``ConstantSparsity(s)`` with
    ``--schedule constant``), fine-tunes it with the ``UpdatePruningStep`` callback and removes
    the wrappers with ``strip_pruning``;
-3. converts every model to TFLite the way ``tf_groupsparse.export.convert_tflite`` does
+3. converts every model to TFLite the way ``tf_groupsparse.deploy.convert_tflite`` does
    (SavedModel, then ``TFLiteConverter.from_saved_model``; float32, and full-integer int8 with
    float input/output calibrated on at most 500 training samples), and measures the .tflite
    bytes, their gzip-compressed bytes (magnitude pruning keeps the tensor shapes, so its size

@@ -64,7 +64,7 @@ def main(argv=None):
 
     from benchmarks.shrink_speed import interleaved_latency
     from benchmarks.suite import models as suite_models
-    from tf_groupsparse.export import convert_tflite
+    from tf_groupsparse.deploy import convert_tflite
     from tf_groupsparse.metrics import flops
 
     def interleaved(blobs, x):  # {key: [per-round latency in µs]}

@@ -27,7 +27,7 @@ import keras
 from benchmarks.common import write_results
 from tf_groupsparse import datasets, regularizers
 from tf_groupsparse.callbacks import ProximalStep
-from tf_groupsparse.regularize import regularize
+from tf_groupsparse import regularize
 
 REG_TARGET, PROX_TARGET = 1.15, 1.10
 

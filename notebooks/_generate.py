@@ -339,7 +339,7 @@ mlp = compile_(keras.Sequential([
     L.Dense(10, name="head")], name="mlp"), 1e-3)
 mlp.fit(x, y, epochs=10, batch_size=64, verbose=0)
 
-mlp_groups = tgs.fit_groups(mlp, 4, layers=["fc1", "fc2"], balanced=True, random_state=0)
+mlp_groups = tgs.fit_groups(mlp, 4, layers=["fc1", "fc2"], balanced=True, seed=0)
 print(mlp_groups)"""),
         md("$|W|$ of the trained `fc2` before and after permuting rows by $c$ and columns by $g$ "
            "(lines at the block boundaries):"),
@@ -374,7 +374,7 @@ cnn = compile_(keras.Sequential([
     L.Dense(10, name="head")], name="cnn"), 3e-3)
 cnn.fit(x, y, epochs=5, batch_size=64, verbose=0)
 
-cnn_groups = tgs.fit_groups(cnn, 2, layers=["conv2", "conv3"], balanced=True, random_state=0)
+cnn_groups = tgs.fit_groups(cnn, 2, layers=["conv2", "conv3"], balanced=True, seed=0)
 print(cnn_groups)
 display(tgs.plots.block_structure(cnn, cnn_groups, layer="conv3"))"""),
         code("""\

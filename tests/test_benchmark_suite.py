@@ -195,7 +195,7 @@ def test_retime_skips_groups_with_a_missing_file_and_carries_the_last_summary(tm
     present = tmp_path / "a.tflite"
     present.write_bytes(b"x")
     timed = []
-    export = importlib.import_module("tf_groupsparse.export")  # the module, not the function of that name
+    export = importlib.import_module("tf_groupsparse.deploy")
     monkeypatch.setattr(export, "tflite_latency", lambda path, x, runs: timed.append(path) or 2e-5)
     rows = [{"data": "d", "model": "m", "method": "dense", "tflite_float": str(present), "latency_float_s": 1.0},
             {"data": "d", "model": "m", "method": "l1", "tflite_float": str(present), "latency_float_s": 1.0},
@@ -222,7 +222,7 @@ def test_retime_only_some_groups_keeps_the_others_figures_and_flags(tmp_path, mo
     present = tmp_path / "a.tflite"
     present.write_bytes(b"x")
     timed = []
-    export = importlib.import_module("tf_groupsparse.export")
+    export = importlib.import_module("tf_groupsparse.deploy")
     monkeypatch.setattr(export, "tflite_latency", lambda path, x, runs: timed.append(path) or 2e-5)
     rows = [{"data": "d", "model": m, "method": meth, "tflite_float": str(present), "latency_float_s": 1.0,
              "accuracy": 0.9, "params": 10} for m in ("m", "n") for meth in ("dense", "l1", "new")]
@@ -487,7 +487,7 @@ def test_quick_dense_and_group_lasso_jobs_end_to_end(tmp_path, monkeypatch):
     assert jobs_mod.commands(tmp_path / "suite_quick_jobs") == {line: ["digits/mlp/dense", "digits/mlp/group_lasso"]}
     assert f"- `{line}`: digits/mlp/dense, digits/mlp/group_lasso" in (tmp_path / "suite_quick.md").read_text()
     # --retime-only: only the matching models are re-timed; the others keep the last summary's figures
-    export = importlib.import_module("tf_groupsparse.export")  # the module, not the function of that name
+    export = importlib.import_module("tf_groupsparse.deploy")
     monkeypatch.setattr(export, "tflite_latency", lambda *a, **k: pytest.fail("re-timed a model left out"))
     kept, _ = run_all.main(["--quick", "--summary-only", "--retime-only", "none"])
     assert [r["latency_float_s"] for r in kept] == [r["latency_float_s"] for r in rows]
@@ -552,7 +552,7 @@ def test_context_optimizers_decay_to_zero_over_the_phase():
 
 
 def test_fit_with_a_teacher_trains_the_student_on_the_distillation_loss():
-    from tf_groupsparse.distillation import distillation_loss
+    from tf_groupsparse.pruning.distillation import distillation_loss
 
     rng = np.random.default_rng(0)
     x, y = rng.random((64, 4)).astype("float32"), rng.integers(0, 3, 64)

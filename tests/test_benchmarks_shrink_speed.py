@@ -67,7 +67,7 @@ def test_paired_speedup_is_the_median_of_round_ratios():
 
 
 def test_interleaved_latency_times_every_model_every_round():
-    from tf_groupsparse.export import convert_tflite
+    from tf_groupsparse.deploy import convert_tflite
 
     flat = convert_tflite(keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)]))
     samples = bench.interleaved_latency({"a": flat, "b": flat}, np.zeros((1, 4), "float32"),

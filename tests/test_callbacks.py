@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from tf_groupsparse.callbacks import ProximalStep, SparsityMonitor
-from tf_groupsparse.regularize import regularize
+from tf_groupsparse import regularize, shrink
 from tf_groupsparse.regularizers import GroupLasso
 
 L = keras.layers
@@ -35,9 +35,11 @@ def test_monitor_values_in_history_match_numpy():
     assert h["sparsity/group_sparsity"] == [pytest.approx(zin / (4 + 3))] * 2
     assert zin == 3
     assert h["sparsity/zero_weights"][0] == pytest.approx((zero(wa).sum() + zero(wb).sum()) / (12 + 6))
-    # a: rows 0, 2 or column 1 -> 2*3 + 2*1 = 8 weights + 1 bias; b: row 1 -> 2 weights.
-    assert h["sparsity/removable_params"] == [8 + 1 + 2] * 2
-    assert h["sparsity/removable_fraction"][0] == pytest.approx(11 / model.count_params())
+    # What shrink removes: a's channel 1 (nothing reads it: b's row 1 is zero) -> a's column
+    # (4 weights) and bias entry, b's row (2 weights). a's zero input rows are model inputs: kept.
+    assert h["sparsity/removable_params"] == [4 + 1 + 2] * 2
+    assert 7 == model.count_params() - shrink(model, 1e-3).count_params()
+    assert h["sparsity/removable_fraction"][0] == pytest.approx(7 / model.count_params())
     assert h["sparsity/a/group_sparsity"][0] == pytest.approx(2 / 4)
     assert h["sparsity/b/group_sparsity"][0] == pytest.approx(1 / 3)
 

@@ -144,8 +144,8 @@ def test_shrink_saves_a_smaller_model_with_the_same_outputs(tmp_path, capsys):
                                    "Received: threshold=-2.0")
     assert cli.main(["shrink", path, "--threshold", "1e-3", "-o", str(tmp_path / "s.keras"),
                      "--channel-multiple", "0"]) == 2
-    assert _error_line(capsys) == ("tf-groupsparse shrink: error: shrink: Expected `channel_multiple` >= 1. "
-                                   "Received: channel_multiple=0")
+    assert _error_line(capsys) == ("tf-groupsparse shrink: error: shrink: Expected `round_to` >= 1. "
+                                   "Received: round_to=0")
     rounded = str(tmp_path / "rounded.keras")
     assert cli.main(["shrink", path, "--threshold", "1e-3", "-o", rounded, "--channel-multiple", "4"]) == 0
     assert keras.models.load_model(rounded, safe_mode=True).get_layer("conv").filters == 4
@@ -165,7 +165,7 @@ def test_entry_point_loads_project_objects_in_a_fresh_process(tmp_path):
     m = keras.Sequential([
         keras.Input((8,)),
         L.Dense(8, kernel_regularizer=GroupLasso(3e-4, axis="output"), name="fc"),
-        BlockDiagonalDense(4, groups=2, name="bd"),
+        BlockDiagonalDense(4, n_groups=2, name="bd"),
     ])
     path = str(tmp_path / "g.keras")
     m.save(path)

@@ -47,7 +47,7 @@ def test_load_digits_shapes_ranges_and_stratified_split():
                        np.sort(full.data, axis=0))
     (x2, _), _ = load_digits()
     assert np.array_equal(x, x2)
-    (x3, _), (xt3, _) = load_digits(test_size=0.5, random_state=3)
+    (x3, _), (xt3, _) = load_digits(test_size=0.5, seed=3)
     assert len(x3) == 898 and len(xt3) == 899 and not np.array_equal(x3[:10], x[:10])
 
 
@@ -56,8 +56,11 @@ def test_load_digits_bad_arguments():
         load_digits(test_size=0)
     with pytest.raises(ValueError, match=r"load_digits: Expected `test_size` > 0 and < 1. Received: test_size=1.0"):
         load_digits(test_size=1)
-    with pytest.raises(TypeError, match=r"load_digits: Expected `random_state` to be an integer. Received: random_state=None"):
-        load_digits(random_state=None)
+    with pytest.raises(TypeError, match=r"load_digits: Expected `seed` to be an integer. Received: seed='a'"):
+        load_digits(seed="a")
+    with pytest.warns(DeprecationWarning, match="`random_state` is deprecated; use `seed`"):
+        (x4, _), _ = load_digits(test_size=0.5, random_state=3)
+    np.testing.assert_array_equal(x4, load_digits(test_size=0.5, seed=3)[0][0])
 
 
 @pytest.mark.parametrize("compress", [True, False])

@@ -31,7 +31,7 @@ def test_run_demo_writes_model_and_reports(tmp_path):
         "model.tflite", "report.json", "report.md", "saved_model"]
     text = str(result)
     lines = text.splitlines()
-    assert lines[0] == "Sparsity of digits_cnn (|w| < 0.001 counts as zero)"
+    assert lines[0] == "Sparsity of digits_cnn (l2 norm of a group < 0.001 counts as zero)"
     assert f"test accuracy: {result.test_accuracy:.4f}" in lines
     assert [r["layer"] for r in result.sparsity.rows] == ["conv1", "conv2", "conv3", "fc"]
     assert result.settings["epochs"] == 2 and result.settings["seed"] == 1

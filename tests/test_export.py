@@ -8,10 +8,10 @@ import keras
 import numpy as np
 import pytest
 
-# `tf_groupsparse.export` the attribute is the function; the module is reached by its full name.
-export_module = importlib.import_module("tf_groupsparse.export")
+# the exporter module (tgs.export is the function)
+export_module = importlib.import_module("tf_groupsparse.deploy.exporter")
 
-from tf_groupsparse.export import (
+from tf_groupsparse.deploy import (
     ExportReport,
     convert_tflite,
     export,

@@ -36,7 +36,7 @@ def test_recovers_planted_dense_groups(features):
     model = dense_model()
     w, ci, go = planted(48, 40, 4)
     model.get_layer("fc1").kernel.assign(w)
-    s = fit_groups(model, 4, layers=["fc1"], features=features, random_state=0)
+    s = fit_groups(model, 4, layers=["fc1"], features=features, seed=0)
     assert adjusted_rand_score(ci, s["fc1"].input_groups) >= 0.95
     assert adjusted_rand_score(go, s["fc1"].output_groups) >= 0.95
 
@@ -46,7 +46,7 @@ def test_recovers_planted_conv_groups(representative):
     model = keras.Sequential([keras.Input((6, 6, 24)), L.Conv2D(32, 3, name="conv"), L.Flatten(), L.Dense(2)])
     w, ci, go = planted(24, 32, 4, spatial=(3, 3), seed=1)
     model.get_layer("conv").kernel.assign(w)
-    s = fit_groups(model, 4, representative=representative, random_state=0)
+    s = fit_groups(model, 4, representative=representative, seed=0)
     assert s.layer_names == ["conv"]
     assert adjusted_rand_score(ci, s["conv"].input_groups) >= 0.95
     assert adjusted_rand_score(go, s["conv"].output_groups) >= 0.95
@@ -88,7 +88,7 @@ def test_balanced_assignment_maximizes_total_score():
 
 def test_balanced_fit_gives_equal_groups():
     model = dense_model()
-    s = fit_groups(model, 4, balanced=True, random_state=0)
+    s = fit_groups(model, 4, balanced=True, seed=0)
     for e in s:
         a, b = e.block_sizes()
         assert len(set(a)) == 1 and len(set(b)) == 1 and e.equal_blocks
@@ -98,17 +98,17 @@ def test_chain_inherits_groups_and_tiles_after_flatten():
     model = keras.Sequential([keras.Input((5, 5, 3)), L.Conv2D(8, 3, name="c1"), L.BatchNormalization(),
                               L.ReLU(), L.Conv2D(6, 3, name="c2"), L.Flatten(), L.Dense(10, name="fc"),
                               L.Dense(2, name="head")])
-    s = fit_groups(model, 2, layers=["c1", "c2", "fc"], random_state=0)
+    s = fit_groups(model, 2, layers=["c1", "c2", "fc"], seed=0)
     np.testing.assert_array_equal(s["c2"].input_groups, s["c1"].output_groups)
     np.testing.assert_array_equal(s["fc"].input_groups, np.tile(s["c2"].output_groups, 1 * 1))
-    s2 = fit_groups(model, 2, layers=["c1", "fc"], random_state=0)  # c2 not grouped: fc fits its own
+    s2 = fit_groups(model, 2, layers=["c1", "fc"], seed=0)  # c2 not grouped: fc fits its own
     assert s2["fc"].input_groups.size == 6
 
 
 def test_chain_tiles_spatial_positions():
     model = keras.Sequential([keras.Input((4, 4, 2)), L.Conv2D(6, 1, name="c1"), L.MaxPooling2D(),
                               L.Flatten(), L.Dense(8, name="fc"), L.Dense(2)])
-    s = fit_groups(model, 2, random_state=0)
+    s = fit_groups(model, 2, seed=0)
     g = s["c1"].output_groups
     c = s["fc"].input_groups
     assert c.size == 2 * 2 * 6
@@ -121,7 +121,7 @@ def test_bic_picks_planted_k():
     model = dense_model(48, 48)
     w, ci, _ = planted(48, 48, 3, seed=2)
     model.get_layer("fc1").kernel.assign(w)
-    s = fit_groups(model, "bic", layers=["fc1"], random_state=0, bic_range=(2, 5))
+    s = fit_groups(model, "bic", layers=["fc1"], seed=0, bic_range=(2, 5))
     assert s.n_groups("fc1") == 3
     assert adjusted_rand_score(ci, s["fc1"].input_groups) >= 0.95
 
@@ -129,12 +129,12 @@ def test_bic_picks_planted_k():
 def test_dict_n_groups_and_empty_component(caplog):
     x = np.array([[1, 0, 0]] * 3 + [[0, 1, 1]] * 3, "float32")
     with caplog.at_level(logging.WARNING):
-        labels, k = input_groups(x, 3, name="dup", random_state=0)
+        labels, k = input_groups(x, 3, name="dup", seed=0)
     assert k == 2 and sorted(set(labels.tolist())) == [0, 1]
     assert adjusted_rand_score([0, 0, 0, 1, 1, 1], labels) == 1.0
     assert "took no channel" in caplog.text and "'dup'" in caplog.text
     model = dense_model()
-    s = fit_groups(model, {"fc1": 2, "fc2": 3}, chain=False, random_state=0)
+    s = fit_groups(model, {"fc1": 2, "fc2": 3}, chain=False, seed=0)
     assert (s.n_groups("fc1"), s.n_groups("fc2")) == (2, 3)
 
 
@@ -142,13 +142,13 @@ def test_not_converged_warns_with_layer_name():
     model = dense_model()
     model.get_layer("fc1").kernel.assign(np.random.default_rng(0).normal(size=(48, 40)).astype("float32"))
     with pytest.warns(ConvergenceWarning, match=r"layer 'fc1' \(K=4\) did not converge in max_iter=1 .*larger reg_covar"):
-        fit_groups(model, 4, layers=["fc1"], max_iter=1, n_init=1, random_state=0)
+        fit_groups(model, 4, layers=["fc1"], max_iter=1, n_init=1, seed=0)
 
 
 def test_fit_groups_does_not_change_the_model():
     model = dense_model()
     before = [w.copy() for w in model.get_weights()]
-    fit_groups(model, 2, random_state=0)
+    fit_groups(model, 2, seed=0)
     for a, b in zip(before, model.get_weights()):
         np.testing.assert_array_equal(a, b)
 
@@ -174,7 +174,7 @@ def test_fit_groups_does_not_change_the_model():
 )
 def test_bad_arguments(kwargs, error, match):
     with pytest.raises(error, match=match):
-        fit_groups(dense_model(), random_state=0, **kwargs)
+        fit_groups(dense_model(), seed=0, **kwargs)
 
 
 def test_bad_models():
@@ -187,13 +187,13 @@ def test_bad_models():
         fit_groups(m, 2, layers=["dw"], chain=False)
     separable = keras.Sequential([keras.Input((4, 4, 3)), L.DepthwiseConv2D(3, name="dw"), L.Conv2D(4, 1, name="pc"),
                                   L.Flatten(), L.Dense(2)])
-    assert fit_groups(separable, 2, chain=False, random_state=0).layer_names == ["pc"]  # default skips other kinds
+    assert fit_groups(separable, 2, chain=False, seed=0).layer_names == ["pc"]  # default skips other kinds
     inp = keras.Input((6,))
     a, b = L.Dense(4, name="a")(inp), L.Dense(4, name="b")(inp)
     branched = keras.Model(inp, L.Add()([a, b]))
     with pytest.raises(ValueError, match=r"Expected a linear chain .*Received: layer 'b' does not read"):
         fit_groups(branched, 2)
-    s = fit_groups(branched, 2, layers=["a", "b"], chain=False, random_state=0)
+    s = fit_groups(branched, 2, layers=["a", "b"], chain=False, seed=0)
     assert s.layer_names == ["a", "b"]
 
 
@@ -241,7 +241,7 @@ def test_str_summary():
 
 def test_check_against_model():
     model = dense_model()
-    s = fit_groups(model, 2, random_state=0)
+    s = fit_groups(model, 2, seed=0)
     assert s.check(model) is model
     other = dense_model(48, 32)
     with pytest.raises(ValueError, match=r"Expected layer 'fc1' to have kernel shape \(48, 40\).*Received: kernel.shape=\(48, 32\)"):

@@ -28,7 +28,7 @@ def test_digits_mlp_four_blocks_keeps_accuracy():
     dense.fit(xtr, ytr, epochs=20, batch_size=64, verbose=0)
     dense_acc = dense.evaluate(xte, yte, verbose=0)[1]
 
-    structure = fit_groups(dense, 4, layers=["fc1", "fc2"], balanced=True, random_state=0)
+    structure = fit_groups(dense, 4, layers=["fc1", "fc2"], balanced=True, seed=0)
     masked = compile_(apply_mask(dense, structure))
     masked.fit(xtr, ytr, epochs=15, batch_size=64, verbose=0)
     small = to_block_diagonal(masked, structure)

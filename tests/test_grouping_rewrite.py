@@ -4,7 +4,7 @@ import keras
 import numpy as np
 import pytest
 
-from tf_groupsparse.export import convert_tflite, run_tflite
+from tf_groupsparse.deploy import convert_tflite, run_tflite
 from tf_groupsparse.grouping.em import fit_groups
 from tf_groupsparse.grouping.rewrite import apply_mask, for_target, to_block_diagonal
 from tf_groupsparse.grouping.structure import GroupStructure, LayerGroups
@@ -69,7 +69,7 @@ def assert_equivalent(model, structure, x, target="xnnpack"):
 @pytest.mark.parametrize("chain", [True, False])
 def test_mlp_equivalence(balanced, chain):
     model = randomize_bn(mlp())
-    s = fit_groups(model, 2, balanced=balanced, chain=chain, random_state=0)
+    s = fit_groups(model, 2, balanced=balanced, chain=chain, seed=0)
     x = RNG.normal(size=(7, 20)).astype("float32")
     for target in ("xnnpack", "portable"):
         masked, small = assert_equivalent(model, s, x, target)
@@ -87,14 +87,14 @@ def test_functional_linear_chain():
     h = L.Dense(8, activation="relu", name="fc1")(inp)
     out = L.Dense(3, name="head")(L.Dense(8, name="fc2")(h))
     model = keras.Model(inp, out, name="func")
-    s = fit_groups(model, 2, random_state=0)
+    s = fit_groups(model, 2, seed=0)
     _, small = assert_equivalent(model, s, RNG.normal(size=(4, 12)).astype("float32"))
     assert [layer.name for layer in small.layers[1:]] == ["fc1_gather", "fc1", "fc2", "head"]
 
 
 def test_permutation_folded_into_ungrouped_producer():
     model = mlp()
-    s = fit_groups(model, 2, layers=["fc2"], random_state=0)
+    s = fit_groups(model, 2, layers=["fc2"], seed=0)
     x = RNG.normal(size=(5, 20)).astype("float32")
     _, small = assert_equivalent(model, s, x)
     assert not any(isinstance(layer, ChannelGather) for layer in small.layers)  # fc1's columns were permuted
@@ -112,7 +112,7 @@ def test_unequal_groups_dense_with_empty_blocks():
 @pytest.mark.parametrize("balanced", [True, False])
 def test_conv2d_chain_equivalence(balanced):
     model = cnn2d()
-    s = fit_groups(model, 2, layers=["c2", "c3", "fc"], balanced=balanced, random_state=0) if balanced else \
+    s = fit_groups(model, 2, layers=["c2", "c3", "fc"], balanced=balanced, seed=0) if balanced else \
         unequal_structure(model, ["c2", "c3", "fc"])
     x = RNG.normal(size=(3, 8, 8, 4)).astype("float32")
     masked, small = assert_equivalent(model, s, x)
@@ -125,14 +125,14 @@ def test_conv2d_chain_equivalence(balanced):
 @pytest.mark.parametrize("balanced", [True, False])
 def test_conv1d_equivalence(balanced):
     model = cnn1d()
-    s = fit_groups(model, 2, balanced=balanced, random_state=0) if balanced else unequal_structure(model, ["a", "b"])
+    s = fit_groups(model, 2, balanced=balanced, seed=0) if balanced else unequal_structure(model, ["a", "b"])
     x = RNG.normal(size=(4, 10, 6)).astype("float32")
     assert_equivalent(model, s, x)
 
 
 def test_apply_mask_keeps_off_block_weights_zero_while_training():
     model = mlp()
-    s = fit_groups(model, 2, random_state=0)
+    s = fit_groups(model, 2, seed=0)
     before = [w.copy() for w in model.get_weights()]
     masked = apply_mask(model, s)
     for a, b in zip(before, model.get_weights()):
@@ -148,7 +148,7 @@ def test_apply_mask_keeps_off_block_weights_zero_while_training():
 
 def test_keras_round_trips(tmp_path):
     model = cnn2d()
-    s = fit_groups(model, 2, layers=["c2", "c3", "fc"], balanced=True, random_state=0)
+    s = fit_groups(model, 2, layers=["c2", "c3", "fc"], balanced=True, seed=0)
     x = RNG.normal(size=(2, 8, 8, 4)).astype("float32")
     masked = apply_mask(model, s)
     masked.save(tmp_path / "masked.keras")
@@ -167,7 +167,7 @@ def test_keras_round_trips(tmp_path):
 @pytest.mark.slow
 def test_tflite_matches_masked_model():
     model = randomize_bn(mlp())
-    s = fit_groups(model, 4, layers=["fc1", "fc2"], balanced=True, random_state=0)
+    s = fit_groups(model, 4, layers=["fc1", "fc2"], balanced=True, seed=0)
     x = RNG.normal(size=(3, 20)).astype("float32")
     masked = apply_mask(model, s)
     for target in ("xnnpack", "portable"):
@@ -177,7 +177,7 @@ def test_tflite_matches_masked_model():
 
 def test_for_target_switches_implementation():
     model = mlp()
-    s = fit_groups(model, 2, balanced=True, random_state=0)
+    s = fit_groups(model, 2, balanced=True, seed=0)
     small = to_block_diagonal(model, s, target="xnnpack")
     assert {small.get_layer(n).implementation for n in ("fc1", "fc2", "fc3")} == {"batched"}
     portable = for_target(small, "portable")
@@ -192,7 +192,7 @@ def test_for_target_switches_implementation():
 
 def test_errors():
     model = mlp()
-    s = fit_groups(model, 2, random_state=0)
+    s = fit_groups(model, 2, seed=0)
     with pytest.raises(TypeError, match="apply_mask: Expected a GroupStructure \\(from fit_groups\\). Received: structure of type dict"):
         apply_mask(model, {})
     with pytest.raises(ValueError, match=r"to_block_diagonal: Expected `target` to be one of 'xnnpack', 'portable'"):

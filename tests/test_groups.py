@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from tf_groupsparse import groups
+from tf_groupsparse.penalties import groups
 
 
 @pytest.mark.parametrize("shape", [(6, 5), (3, 4, 5), (3, 3, 4, 5), (2, 2, 2, 3, 4)])

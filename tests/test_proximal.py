@@ -1,4 +1,4 @@
-"""Tests of tf_groupsparse.proximal: optimality (KKT), a generic solver, vectorization, training
+"""Tests of tf_groupsparse.penalties: optimality (KKT), a generic solver, vectorization, training
 with bound constraints, learning-rate schedules, serialization and argument errors."""
 
 import re
@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 from scipy.optimize import brentq, minimize
 
-from tf_groupsparse import proximal
-from tf_groupsparse.proximal import (
+from tf_groupsparse import penalties as proximal
+from tf_groupsparse.penalties import (
     ProxCGES,
     ProxCombinedL11L12,
     ProxExclusive,
@@ -36,7 +36,7 @@ TOL = 1e-9
 
 
 def np_rows(w, axis):
-    """Groups of a kernel as rows, NumPy only (independent of tf_groupsparse.groups)."""
+    """Groups of a kernel as rows, NumPy only (independent of tf_groupsparse.penalties.groups)."""
     idx = -2 if axis == "input" else -1
     return np.moveaxis(w, idx, 0).reshape(w.shape[idx], -1)
 
@@ -549,7 +549,7 @@ def test_unbound_constraint_in_fit_raises_clear_error():
     with pytest.raises(ValueError, match=re.escape(
         "ProxGroupLasso: Expected the proximal constraint to be bound to the optimizer before "
         "training; pass tgs.callbacks.ProximalStep() to fit(), or call "
-        "tf_groupsparse.proximal.bind(model) after model.compile(). Received: an unbound constraint"
+        "tf_groupsparse.penalties.bind(model) after model.compile(). Received: an unbound constraint"
     )):
         model.fit(x, np.ones((4, 3), "float32"), epochs=1, verbose=0)
 
@@ -655,9 +655,9 @@ def test_to_constraint_refuses_penalties_without_prox(name):
     kwargs = {"BlockDiagonal": {"input_groups": [0, 0, 1], "output_groups": [0, 1]}}.get(name, {})
     regularizer = getattr(r, name)(1e-3, **kwargs)
     message = (
-        "to_constraint: Expected a regularizer with a closed-form proximal operator (L1, "
-        "GroupLasso, SparseGroupLasso, ExclusiveSparsity, CombinedL11L12, "
-        f"CombinedGroupExclusive). {name} has none here: train it through the loss "
+        "to_constraint: Expected a penalty with a closed-form proximal operator (CombinedGroupExclusive, "
+        "CombinedL11L12, ExclusiveSparsity, GroupLasso, L1, SparseGroupLasso). "
+        f"{name} has none here: train it through the loss "
         f"(proximal=False). Received: regularizer={name}"
     )
     with pytest.raises(ValueError, match=re.escape(message)):
@@ -705,8 +705,8 @@ BAD = [
     (lambda: prox_l1(W, tf.ones((2,))), ValueError,
      "prox_l1: Expected `t` to be a scalar. Received: t.shape=(2,)"),
     (lambda: proximal.to_constraint("l1"), TypeError,
-     "to_constraint: Expected a tf_groupsparse regularizer (L1, GroupLasso, SparseGroupLasso, "
-     "ExclusiveSparsity, CombinedL11L12, CombinedGroupExclusive). Received: regularizer of type str"),
+     "to_constraint: Expected a tf_groupsparse penalty (CombinedGroupExclusive, CombinedL11L12, "
+     "ExclusiveSparsity, GroupLasso, L1, SparseGroupLasso). Received: regularizer of type str"),
     (lambda: proximal.bind("model"), TypeError,
      "bind: Expected `model` to be a keras.Model. Received: model of type str"),
     (lambda: ProxL1(0.1).bind(object()), TypeError,

@@ -8,6 +8,7 @@ import pytest
 import tensorflow as tf
 
 from tf_groupsparse.pruning import PruningReport, prune_filters
+from tf_groupsparse.pruning.importance import Magnitude
 
 
 def _task(n=400, seed=0):
@@ -131,7 +132,7 @@ def test_conv_bn_flatten_model_matches_zeroed_outputs():
     model.get_layer("out").set_weights([rows.reshape(96, 3), bias])
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
     pruned, report = prune_filters(model, ds, samples=96, tolerance=0.0, layers=["conv"],
-                                   candidates="l1", batch_size=32, verbose=0)
+                                   importance=Magnitude(1, roles=("produce",), normalize=None), batch_size=32, verbose=0)
     assert {2, 5} <= set(report.meta["plan"]["conv"])
     keep = [c for c in range(6) if c not in report.meta["plan"]["conv"]]
     # the reference: the original model with the removed channels' consumer rows set to zero
@@ -145,26 +146,34 @@ def test_conv_bn_flatten_model_matches_zeroed_outputs():
     assert report.totals["evaluations"] <= 6  # each filter at most once
 
 
-def test_callable_candidates_and_fine_tune(dense_model):
+def test_callable_importance_old_candidates_callable_and_fine_tune(dense_model):
     model, x, y = dense_model
     model = keras.models.clone_model(model)
     model.set_weights(dense_model[0].get_weights())
     model.compile(keras.optimizers.SGD(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     order = []
 
-    def reverse_index(layer):
-        order.append(layer.name)
+    def reverse_index(graph, context):
+        order.append(graph.model.name)
+        return -np.arange(graph.n_groups, dtype="float64")
+
+    pruned, report = prune_filters(model, (x, y), samples=200, tolerance=0.02, importance=reverse_index,
+                                   fine_tune={"epochs": 2, "batch_size": 50}, verbose=0)
+    assert len(order) == 1
+
+    def reverse_layer(layer):  # the deprecated candidates callable: layer -> score per channel
         return -np.arange(layer.units, dtype="float64")
 
-    pruned, report = prune_filters(model, (x, y), samples=200, tolerance=0.02, candidates=reverse_index,
-                                   fine_tune={"epochs": 2, "batch_size": 50}, verbose=0)
-    assert order == ["h"]
+    with pytest.warns(DeprecationWarning, match="`candidates` is deprecated"):
+        old, _ = prune_filters(dense_model[0], (x, y), samples=200, tolerance=0.02, candidates=reverse_layer, verbose=0)
+    assert old.get_layer("h").units == prune_filters(dense_model[0], (x, y), samples=200, tolerance=0.02,
+                                                     importance=reverse_index, verbose=0)[0].get_layer("h").units
     assert report.meta["loss"] == "model.compile"
     assert report.totals["loss_after_fine_tune"] < report.totals["loss_after"]
 
 
 def test_fine_tune_by_distillation_from_the_unpruned_model(dense_model):
-    from tf_groupsparse.distillation import distillation_loss
+    from tf_groupsparse.pruning.distillation import distillation_loss
 
     model, x, y = dense_model
     model = keras.models.clone_model(model)
@@ -200,8 +209,9 @@ def test_fine_tune_by_distillation_from_the_unpruned_model(dense_model):
     [
         ({"tolerance": -1}, ValueError, "prune_filters: Expected `tolerance` >= 0. Received: tolerance=-1.0"),
         ({"samples": 0}, ValueError, "prune_filters: Expected `samples` >= 1. Received: samples=0"),
-        ({"candidates": "random"}, ValueError,
-         "prune_filters: Expected `candidates` to be one of 'norm', 'l1', 'consumer_norm'. Received: candidates='random'"),
+        ({"importance": "norm"}, ValueError,
+         "prune_filters: Expected `importance` to be one of 'l2', 'l1', 'bn_scale', 'taylor', 'lamp', 'random', "
+         "'loss'. Received: importance='norm'"),
         ({"layers": ["out"]}, ValueError,
          "prune_filters: Expected `layers` to name layers with removable filters: ['h']. Received: layers=['out']"),
         ({"max_fraction": 0}, ValueError, "prune_filters: Expected `max_fraction` > 0 and <= 1. Received: max_fraction=0.0"),
@@ -210,8 +220,8 @@ def test_fine_tune_by_distillation_from_the_unpruned_model(dense_model):
         ({"max_fraction": {"out": 0.5}}, ValueError,
          "prune_filters: Expected the keys of `max_fraction` to be layers being pruned: ['h']. Received: ['out'] "
          "(name them in `layers` too, or drop them from `max_fraction`)"),
-        ({"channel_multiple": 0}, ValueError,
-         "prune_filters: Expected `channel_multiple` >= 1. Received: channel_multiple=0"),
+        ({"round_to": 0}, ValueError,
+         "prune_filters: Expected `round_to` >= 1. Received: round_to=0"),
         ({"rounding": "floor"}, ValueError,
          "prune_filters: Expected `rounding` to be one of 'down', 'nearest', 'up', 'blocks'. Received: rounding='floor'"),
         ({"fine_tune": {"epoch": 1}}, ValueError,
@@ -246,15 +256,6 @@ def test_bad_arguments(kwargs, error, message):
         prune_filters(model, data, verbose=0, **args)
     with pytest.raises(TypeError, match=re.escape("prune_filters: Expected `model` to be a keras.Model")):
         prune_filters("model", _task(8), verbose=0)
-
-
-def test_docstring_examples_run():
-    import doctest
-
-    from tf_groupsparse import pruning
-
-    result = doctest.testmod(pruning, optionflags=doctest.ELLIPSIS)
-    assert result.attempted >= 5 and result.failed == 0
 
 
 def _residual_model():
@@ -294,9 +295,9 @@ def test_coupled_channels_count_for_every_layer_that_creates_them():
     assert widths == {"stem": 1, "conv1": 2, "conv2": 1}
 
 
-def test_consumer_norm_scores_sum_every_reader_of_a_channel():
+def test_consumer_magnitude_sums_every_reader_of_a_channel():
     from tf_groupsparse.graph import build_graph
-    from tf_groupsparse.pruning import _consumer_norm_scores
+    from tf_groupsparse.pruning.importance import Magnitude, channel_scores
 
     inputs = keras.Input((5, 5, 2))
     stem = keras.layers.Conv2D(3, 3, padding="same", name="stem")(inputs)
@@ -304,7 +305,9 @@ def test_consumer_norm_scores_sum_every_reader_of_a_channel():
     h = keras.layers.Add(name="add")([stem, keras.layers.Conv2D(3, 1, name="conv2")(h)])
     out = keras.layers.Dense(4, name="out")(keras.layers.GlobalAveragePooling2D(name="gap")(h))
     model = keras.Model(inputs, out)
-    score = _consumer_norm_scores(build_graph(model))
+    graph = build_graph(model)
+    scores = Magnitude(2, roles=("consume",), normalize=None)(graph)
+    score = lambda layer: channel_scores(scores, graph, layer.name)  # noqa: E731
     k1 = model.get_layer("conv1").kernel.numpy()
     k2 = model.get_layer("conv2").kernel.numpy()
     kd = model.get_layer("out").kernel.numpy()
@@ -314,7 +317,6 @@ def test_consumer_norm_scores_sum_every_reader_of_a_channel():
     expected = np.sqrt(np.sum(k1 ** 2, axis=(0, 1, 3)) + np.sum(kd ** 2, axis=1))
     np.testing.assert_allclose(score(model.get_layer("stem")), expected, rtol=1e-5)
     np.testing.assert_allclose(score(model.get_layer("conv2")), expected, rtol=1e-5)
-
 
 
 def test_consumer_norm_candidates_remove_the_channel_nobody_reads():
@@ -330,12 +332,16 @@ def test_consumer_norm_candidates_remove_the_channel_nobody_reads():
     model.get_layer("conv2").kernel.assign(k2)
     x = np.random.default_rng(0).normal(size=(32, 6, 6, 2)).astype("float32")
     y = np.arange(32) % 3
-    pruned, report = prune_filters(model, (x, y), tolerance=0.0, candidates="consumer_norm", layers=["conv1"],
-                                   max_fraction=0.34, verbose=0)
-    assert report.rows[0]["filters_after"] == 2 and report.meta["candidates"] == "consumer_norm"
+    with pytest.warns(DeprecationWarning, match="`candidates` is deprecated; use `importance`"):
+        pruned, report = prune_filters(model, (x, y), tolerance=0.0, candidates="consumer_norm", layers=["conv1"],
+                                       max_fraction=0.34, verbose=0)
+    assert report.rows[0]["filters_after"] == 2 and report.meta["importance"] == "l2"
+    again, _ = prune_filters(model, (x, y), tolerance=0.0, layers=["conv1"], max_fraction=0.34, verbose=0,
+                             importance=Magnitude(2, roles=("consume",), normalize=None))
+    assert again.get_layer("conv1").filters == 2
     np.testing.assert_allclose(pruned.get_layer("conv1").kernel.numpy(), k1[..., :2], rtol=1e-6)
     np.testing.assert_allclose(pruned.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
-    with pytest.raises(ValueError, match="consumer_norm"):
+    with pytest.raises(ValueError, match="consumer_norm"), pytest.warns(DeprecationWarning):
         prune_filters(model, (x, y), candidates="consumer", verbose=0)
 
 
@@ -371,7 +377,7 @@ def test_channel_multiple_rounds_the_pruned_widths(tolerance, rounding, widths):
     x = np.random.default_rng(0).normal(size=(64, 6, 6, 2)).astype("float32")
     y = np.argmax(model.predict(x, verbose=0), axis=1)  # labels the model gets right
     _, free = prune_filters(model, (x, y), tolerance=tolerance, verbose=0)
-    pruned, report = prune_filters(model, (x, y), tolerance=tolerance, channel_multiple=4, rounding=rounding,
+    pruned, report = prune_filters(model, (x, y), tolerance=tolerance, round_to=4, rounding=rounding,
                                    verbose=0)
     assert [r["filters_after"] for r in report.rows] == widths
     for row, before in zip(report.rows, free.rows):
@@ -385,7 +391,7 @@ def test_channel_multiple_rounds_the_pruned_widths(tolerance, rounding, widths):
         assert w == expected, (row, was, rounding)
     assert report.totals["filters_rounded"] == sum(b["filters_after"] for b in free.rows) - sum(
         r["filters_after"] for r in report.rows)
-    assert report.meta["channel_multiple"] == 4
+    assert report.meta["round_to"] == 4
     # the model rewrite still computes the original model with the planned filters removed
     _assert_computes_the_zeroed_model(model, pruned, report.meta["plan"], x)
     assert abs(report.totals["loss_after"] - report.totals["loss_before"] - report.totals["loss_increase"]) < 1e-6
@@ -396,7 +402,7 @@ def test_channel_multiple_rounds_coupled_residual_channels_once():
     model = _residual_model()
     x = np.random.default_rng(0).normal(size=(64, 6, 6, 2)).astype("float32")
     y = np.arange(64) % 3
-    pruned, report = prune_filters(model, (x, y), tolerance=1e9, channel_multiple=2, rounding="up", verbose=0)
+    pruned, report = prune_filters(model, (x, y), tolerance=1e9, round_to=2, rounding="up", verbose=0)
     # the greedy pass leaves 1 channel per layer; "up" gives one back, to the coupled stem/conv2 once
     widths = {r["layer"]: r["filters_after"] for r in report.rows}
     assert widths == {"stem": 2, "conv1": 2, "conv2": 2}
@@ -425,7 +431,7 @@ def _block_reference(weights, x, y, tol, multiple):
 @pytest.mark.parametrize("tolerance", [0.0, 0.05, 0.5, 1e9])
 def test_blocks_rounding_matches_a_numpy_replay_and_bounds_the_loss(dense_model, multiple, tolerance):
     model, x, y = dense_model
-    pruned, report = prune_filters(model, (x, y), samples=len(x), tolerance=tolerance, channel_multiple=multiple,
+    pruned, report = prune_filters(model, (x, y), samples=len(x), tolerance=tolerance, round_to=multiple,
                                    rounding="blocks", verbose=0)
     expected, evaluations = _block_reference(model.get_weights(), x, y, tolerance, multiple)
     assert report.meta["plan"].get("h", []) == expected
@@ -442,7 +448,7 @@ def test_blocks_rounding_on_convs_keeps_whole_tiles_and_equal_outputs():
     model = _conv_chain((12, 10))
     x = np.random.default_rng(0).normal(size=(64, 6, 6, 2)).astype("float32")
     y = np.argmax(model.predict(x, verbose=0), axis=1)
-    pruned, report = prune_filters(model, (x, y), tolerance=1e9, channel_multiple=4, rounding="blocks", verbose=0)
+    pruned, report = prune_filters(model, (x, y), tolerance=1e9, round_to=4, rounding="blocks", verbose=0)
     # c1: 12 -> blocks of 4 down to 4; c2: 10 -> the 2 weakest, then 4 -> 4 left
     assert [pruned.get_layer(n).filters for n in ("c1", "c2")] == [4, 4]
     assert report.totals["evaluations"] == 4

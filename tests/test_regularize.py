@@ -4,8 +4,8 @@ import keras
 import numpy as np
 import pytest
 
-from tf_groupsparse import proximal as prox_mod
-from tf_groupsparse.regularize import regularize
+from tf_groupsparse import penalties as prox_mod
+from tf_groupsparse import regularize
 from tf_groupsparse.regularizers import (
     CombinedGroupExclusive,
     GroupLasso,
@@ -147,7 +147,7 @@ def test_proximal_attaches_constraints_and_one_per_layer():
     assert all(new.get_layer(n).kernel_regularizer is None for n in ("c1", "c2", "fc"))
     assert report.meta["proximal"] is True and report.rows[1]["argument"] == "kernel_constraint"
     assert model.get_layer("c1").kernel_constraint is None
-    with pytest.raises(ValueError, match=r"to_constraint: Expected a regularizer with a closed-form proximal "
+    with pytest.raises(ValueError, match=r"to_constraint: Expected a penalty with a closed-form proximal "
                                          r"operator .* HierarchicalGroupSparse has none here"):
         regularize(model, HierarchicalGroupSparse(1e-3), proximal=True)
     with pytest.raises(ValueError, match=r"regularize: Expected bias=False with proximal=True"):
@@ -200,7 +200,7 @@ def test_unsupported_layers_warn_or_raise():
                                          r"and are left unregularized: ein \(EinsumDense\)\."):
         new = regularize(model, GroupLasso(1e-3))
     assert new.get_layer("fc").kernel_regularizer is not None
-    with pytest.raises(ValueError, match=r"kernel layout is not in tf_groupsparse.sparsity.KERNEL_SLOTS\. Remove it "
+    with pytest.raises(ValueError, match=r"kernel layout is not in the layer-kind registry \(tf_groupsparse.graph.register_layer_kind\)\. Remove it "
                                          r"from `layers`\. Received: layer 'ein' of type EinsumDense"):
         regularize(model, GroupLasso(1e-3), layers=["fc", "ein"])
     with pytest.raises(ValueError, match=r"its weights are not a kernel\. .* Received: layer 'bn' of type "
@@ -229,8 +229,9 @@ def test_bad_inputs():
 
     sub = Sub()
     sub(np.zeros((1, 3), "float32"))
-    with pytest.raises(TypeError, match=r"regularize: Expected a Sequential or functional keras.Model \(subclassed "
-                                        r"models cannot be cloned .*Received: model of type Sub"):
+    with pytest.raises(TypeError, match=r"regularize: Expected `model` to be a Sequential or functional keras.Model "
+                                        r"\(a graph of layers\)\. Received: a subclassed model of type Sub.*"
+                                        r"functional API \(keras.Model\(inputs, outputs\)\)"):
         regularize(sub, GroupLasso(1e-3), layers=L.Dense)
     with pytest.raises(TypeError, match=r"regularize: Expected `regularizer` to be a keras.regularizers.Regularizer "
                                         r"\(e.g. .*\)\. Received: regularizer of type float"):

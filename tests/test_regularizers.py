@@ -522,10 +522,3 @@ def _check_rank_one(reg):
         reg(np.zeros(5, "float32"))
 
 
-def test_docstring_examples_run():
-    import doctest
-
-    from tf_groupsparse import regularizers
-
-    result = doctest.testmod(regularizers, optionflags=doctest.ELLIPSIS)
-    assert result.attempted >= 20 and result.failed == 0

@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from test_surgery import BLOCKS, outputs, random_model, random_plan, randomize
 
 from tf_groupsparse.graph import build_graph
-from tf_groupsparse.shrinking import ShrinkReport, shrink
-from tf_groupsparse.surgery import plan_groups, prune_channels, zero_channels, zero_slices
+from tf_groupsparse.pruning.shrink import ShrinkReport, shrink
+from tf_groupsparse.graph.surgery import plan_groups, prune_channels, zero_channels, zero_slices
 
 L = keras.layers
 
@@ -119,7 +119,7 @@ def test_keep_min():
     assert shrink(m, keep_min=10).get_layer("h").units == 6
 
 
-def test_criterion_l1_l2_and_callable():
+def test_norm_l1_l2_callable_and_the_old_criterion_spelling():
     m = keras.Sequential([keras.Input((4,)), L.Dense(3, name="h"), L.Dense(2)])
     randomize(m, 4)
     h = m.get_layer("h")
@@ -127,9 +127,11 @@ def test_criterion_l1_l2_and_callable():
     k[:, 0] = 4e-4  # l2 = 8e-4 < 1e-3 < l1 = 1.6e-3
     h.kernel.assign(k)
     h.bias.assign(np.zeros(3, "float32"))
-    assert shrink(m, criterion="l2").get_layer("h").units == 2
-    assert shrink(m, criterion="l1").get_layer("h").units == 3
-    assert shrink(m, criterion=lambda rows: np.abs(rows).max(axis=1)).get_layer("h").units == 2
+    assert shrink(m, norm="l2").get_layer("h").units == 2
+    assert shrink(m, norm="l1").get_layer("h").units == 3
+    assert shrink(m, norm=lambda rows: np.abs(rows).max(axis=1)).get_layer("h").units == 2
+    with pytest.warns(DeprecationWarning, match="`criterion` is deprecated; use `norm`"):
+        assert shrink(m, criterion="l1").get_layer("h").units == 3
 
 
 def test_layer_norm_groups_are_never_shrunk():
@@ -178,16 +180,16 @@ def test_shrink_leaves_input_model_unchanged():
     "kwargs,exc,msg",
     [
         ({"threshold": -1.0}, ValueError, "shrink: Expected `threshold` >= 0. Received: threshold=-1.0"),
-        ({"criterion": "l3"}, ValueError, "shrink: Expected `criterion` to be one of 'l2', 'l1'. Received: criterion='l3'"),
+        ({"norm": "l3"}, ValueError, "shrink: Expected `norm` to be one of 'l2', 'l1'. Received: norm='l3'"),
         ({"keep_min": 0}, ValueError, "shrink: Expected `keep_min` >= 1. Received: keep_min=0"),
-        ({"channel_multiple": 0}, ValueError, "shrink: Expected `channel_multiple` >= 1. Received: channel_multiple=0"),
+        ({"round_to": 0}, ValueError, "shrink: Expected `round_to` >= 1. Received: round_to=0"),
         ({"constants": "drop"}, ValueError,
          "shrink: Expected `constants` to be one of 'fold', 'keep', 'error'. Received: constants='drop'"),
         ({"unsupported": "skip"}, ValueError,
          "shrink: Expected `unsupported` to be one of 'error', 'freeze'. Received: unsupported='skip'"),
-        ({"return_report": "yes"}, TypeError, "shrink: Expected `return_report` to be a bool. Received: return_report='yes'"),
-        ({"criterion": lambda rows: rows}, ValueError,
-         "shrink: Expected `criterion` to map an array (n_channels, size) to n_channels norms. "
+        ({"return_report": "yes"}, TypeError, "shrink: Expected `return_report` to be True or False. Received: return_report='yes' of type str"),
+        ({"norm": lambda rows: rows}, ValueError,
+         "shrink: Expected `norm` to map an array (n_channels, size) to n_channels norms. "
          "Received: output shape (30,) for input shape (5, 6)"),
     ],
 )
@@ -341,7 +343,7 @@ def test_channel_multiple_rounds_widths_up_with_the_strongest_zero_groups_and_ke
     y2.kernel.assign(k)
     plain = shrink(m, threshold=0)
     assert (plain.get_layer("h1").units, plain.get_layer("h2").units) == (26, 7)
-    small, report = shrink(m, threshold=0, channel_multiple=8, return_report=True)
+    small, report = shrink(m, threshold=0, round_to=8, return_report=True)
     assert (small.get_layer("h1").units, small.get_layer("h2").units) == (32, 8)
     assert small.get_layer("y").units == 3  # model outputs keep their width
     assert int((np.abs(small.get_layer("h1").kernel.numpy()).sum(0) == 0).sum()) == 6  # 6 zero units came back
@@ -355,8 +357,8 @@ def test_channel_multiple_rounds_widths_up_with_the_strongest_zero_groups_and_ke
     np.testing.assert_allclose(outputs(plain, x), outputs(m, x), atol=1e-5)
     assert report.totals["params_after"] == small.count_params() > plain.count_params()
     # a multiple wider than the layer keeps the whole layer; 1 changes nothing
-    assert shrink(m, threshold=0, channel_multiple=64).get_layer("h1").units == 40
-    assert shrink(m, threshold=0, channel_multiple=1).get_layer("h1").units == 26
+    assert shrink(m, threshold=0, round_to=64).get_layer("h1").units == 40
+    assert shrink(m, threshold=0, round_to=1).get_layer("h1").units == 26
 
 
 def test_channel_multiple_follows_residual_coupling():
@@ -373,7 +375,7 @@ def test_channel_multiple_follows_residual_coupling():
         conv.kernel.assign(k)
         conv.bias.assign(bias)
     assert shrink(m, threshold=0).get_layer("a").filters == 5
-    small = shrink(m, threshold=0, channel_multiple=4)
+    small = shrink(m, threshold=0, round_to=4)
     assert small.get_layer("a").filters == small.get_layer("b").filters == 8
     x = np.random.default_rng(6).normal(size=(2, 6, 6, 2)).astype("float32")
     np.testing.assert_allclose(outputs(small, x), outputs(m, x), atol=1e-5)

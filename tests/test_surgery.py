@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tf_groupsparse.graph import build_graph
-from tf_groupsparse.surgery import plan_groups, prune_channels, remove_groups, zero_channels, zero_slices
+from tf_groupsparse.graph.surgery import plan_groups, prune_channels, remove_groups, zero_channels, zero_slices
 
 L = keras.layers
 

@@ -22,9 +22,9 @@ import pytest
 from tf_groupsparse.callbacks import ProximalStep, SparsityMonitor
 from tf_groupsparse.datasets import load_digits
 from tf_groupsparse.demo import DEMO_SETTINGS, digits_cnn, learning_rate_schedule
-from tf_groupsparse.regularize import regularize
+from tf_groupsparse import regularize
 from tf_groupsparse.regularizers import GroupLasso, HierarchicalGroupSparse
-from tf_groupsparse.sparsity import sparsity_report
+from tf_groupsparse.pruning.sparsity import sparsity_report
 
 ROOT = Path(__file__).resolve().parents[1]
 EPOCHS = DEMO_SETTINGS["epochs"]
@@ -113,7 +113,7 @@ MIRRORED_SCRIPT = textwrap.dedent(
     import keras
     import numpy as np
     from tf_groupsparse.callbacks import ProximalStep
-    from tf_groupsparse.regularize import regularize
+    from tf_groupsparse import regularize
     from tf_groupsparse.regularizers import GroupLasso
 
     L = keras.layers

@@ -1,62 +1,45 @@
 """tf_groupsparse: structured (group) sparsity that makes Keras 3 models smaller and faster.
 
-The five stages, each a function or Keras object that returns a new model::
+The stages, each a sub-package, each call returning a new model or a report::
 
-    model = tgs.regularize(model, tgs.regularizers.HierarchicalGroupSparse(1e-4))   # penalties / prox
-    model.compile(...); model.fit(..., callbacks=[tgs.callbacks.SparsityMonitor()])
-    structure = tgs.grouping.fit_groups(model, 4)                                   # GMM/EM grouping
-    small = tgs.shrink(model, threshold=1e-3)                                       # physically smaller
-    report = tgs.export(small, "saved_models/m", reference=model, sample=x[:64])    # SavedModel + TFLite
+    model = tgs.regularize(model, tgs.regularizers.GroupLasso(1e-3), proximal=True)  # penalties/
+    model.compile(...); model.fit(..., callbacks=[tgs.callbacks.ProximalStep()])
+    structure = tgs.fit_groups(model, 4)                                           # grouping/
+    small = tgs.shrink(model, threshold=0.0)                                       # pruning/ (+ graph/)
+    small, report = tgs.prune(model, (x, y), macs=0.5)                             # pruning/
+    report = tgs.export(small, "saved_models/m", reference=model, sample=x[:64])   # deploy/
 
-Sub-modules: regularizers, proximal, callbacks, grouping, graph, layers, metrics, datasets,
-plots, distillation, planting, pruning, structure_learning.
+Sub-packages: penalties (also ``tgs.regularizers``; ``tgs.callbacks``), grouping, graph,
+pruning (``tgs.importance``), deploy; modules layers, metrics, report, datasets, plots, cli, demo.
 """
 
-from . import (
-    callbacks,
-    datasets,
-    distillation,
-    graph,
-    grouping,
-    layers,
-    metrics,
-    planting,
-    plots,
-    proximal,
-    pruning,
-    regularizers,
-    structure_learning,
-)
+from . import _compat, datasets, deploy, graph, grouping, layers, metrics, penalties, plots, pruning
 from ._version import __version__
-from .distillation import Distiller
-from .export import ExportReport, export
+from .deploy import ExportReport, export
+from .graph import prune_channels
 from .grouping import apply_mask, fit_groups, to_block_diagonal
 from .metrics import count_params, flops, layer_costs
-from .planting import plant
-from .pruning import prune_filters
-from .regularize import regularize
+from .penalties import callbacks, regularize
+from .pruning import (
+    Distiller, build_model, importance, learn_structure, plant, prune_filters, shrink, sparsity_report,
+)
 from .report import Report
-from .shrinking import shrink
-from .sparsity import sparsity_report
-from .structure_learning import build_model, learn_structure
-from .surgery import prune_channels
+
+_compat.install(__import__(__name__))
+
+
+def __getattr__(name):
+    moved = _compat.moved_attribute(name)
+    if moved is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return moved
+
 
 __all__ = [
     "__version__",
-    # sub-modules
-    "callbacks",
-    "datasets",
-    "distillation",
-    "graph",
-    "grouping",
-    "layers",
-    "metrics",
-    "planting",
-    "plots",
-    "proximal",
-    "pruning",
-    "regularizers",
-    "structure_learning",
+    # stages and namespaces
+    "penalties", "regularizers", "callbacks", "grouping", "graph", "pruning", "importance", "deploy",
+    "layers", "metrics", "datasets", "plots",
     # the pipeline
     "regularize",
     "sparsity_report",

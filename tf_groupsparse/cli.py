@@ -47,7 +47,7 @@ def _run_demo(args) -> int:
 
 # Modules whose Keras objects (regularizers, constraints, layers) must be registered before a
 # model that uses them can be loaded with safe_mode=True.
-_SERIALIZABLE_MODULES = ("regularizers", "proximal", "layers", "callbacks", "grouping")
+_SERIALIZABLE_MODULES = ("penalties", "layers", "grouping", "pruning")
 
 
 def _register_project_objects() -> None:
@@ -136,7 +136,7 @@ def _add_report(p: argparse.ArgumentParser) -> None:
 
 def _run_report(args) -> int:
     from .metrics import layer_costs
-    from .sparsity import sparsity_report
+    from .pruning.sparsity import sparsity_report
 
     model = _load_model(args.model)
     reports = [layer_costs(model), sparsity_report(model, threshold=args.threshold)]
@@ -152,10 +152,10 @@ def _add_shrink(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threshold", type=float, required=True,
                    help="a channel is removed when its group norm is below this value")
     p.add_argument("-o", "--output", required=True, metavar="OUT.keras", help="where to save the smaller model")
-    p.add_argument("--criterion", choices=("l2", "l1"), default="l2",
+    p.add_argument("--norm", "--criterion", dest="norm", choices=("l2", "l1"), default="l2",
                    help="group norm compared with the threshold (default: %(default)s)")
     p.add_argument("--keep-min", type=int, default=1, help="channels kept at least per layer (default: %(default)s)")
-    p.add_argument("--channel-multiple", type=int, default=None, metavar="N",
+    p.add_argument("--round-to", "--channel-multiple", dest="round_to", type=int, default=None, metavar="N",
                    help="keep a multiple of N channels per Dense/Conv layer, for CPU kernels that tile "
                         "channels; measure the latency both ways (default: no rounding)")
     p.add_argument("--unsupported", choices=("error", "freeze"), default="error",
@@ -167,12 +167,12 @@ def _add_shrink(p: argparse.ArgumentParser) -> None:
 
 
 def _run_shrink(args) -> int:
-    from .shrinking import shrink
+    from .pruning.shrink import shrink
 
     _check_output_file(args.output, args.overwrite)
     model = _load_model(args.model)
-    small, report = shrink(model, args.threshold, criterion=args.criterion, keep_min=args.keep_min,
-                           channel_multiple=args.channel_multiple, unsupported=args.unsupported,
+    small, report = shrink(model, args.threshold, norm=args.norm, keep_min=args.keep_min,
+                           round_to=args.round_to, unsupported=args.unsupported,
                            constants=args.constants, return_report=True)
     _save_model(small, args.output, args.overwrite)
     print(report)
@@ -184,7 +184,7 @@ def _run_shrink(args) -> int:
 
 
 def _add_export(p: argparse.ArgumentParser) -> None:
-    from .export import FORMATS, QUANTIZE_MODES, TARGETS
+    from .deploy import FORMATS, QUANTIZE_MODES, TARGETS
 
     p.add_argument("model", metavar="MODEL.keras", help="the model to export")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="directory to create")
@@ -202,7 +202,7 @@ def _add_export(p: argparse.ArgumentParser) -> None:
 
 
 def _run_export(args) -> int:
-    from .export import export
+    from .deploy import export
 
     if os.path.lexists(args.output) and not args.overwrite:
         raise FileExistsError(

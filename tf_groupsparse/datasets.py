@@ -26,7 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ._validation import check_int, check_number
+from ._validation import check_int, check_number, check_seed
 
 logger = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ _IDX_DTYPES = {
 }
 
 
-def load_digits(test_size=0.25, random_state=0):
+def load_digits(test_size=0.25, seed=None, *, random_state=None):
     """Load scikit-learn's bundled 8x8 digits as images with a fixed stratified split.
 
     Pixels (0..16 in the source) are divided by 16: ``x = pixels / 16`` in ``[0, 1]``.
@@ -58,14 +58,14 @@ def load_digits(test_size=0.25, random_state=0):
     Args:
         test_size: fraction of the 1,797 images held out for testing, in (0, 1)
             (default 0.25).
-        random_state: seed of the stratified split (default 0).
+        seed: seed of the stratified split (default 0; `random_state` is its deprecated name).
 
     Returns:
         ``(x_train, y_train), (x_test, y_test)``: float32 ``(N, 8, 8, 1)`` images and int64
         labels 0..9; every class keeps its share in both parts.
 
     Raises:
-        TypeError / ValueError: `test_size` is not a number in (0, 1) or `random_state` not an int.
+        TypeError / ValueError: `test_size` is not a number in (0, 1) or `seed` not an int.
 
     Reference: the UCI "Optical Recognition of Handwritten Digits" test set (Alpaydin & Kaynak,
     1998), as bundled with scikit-learn.
@@ -79,7 +79,7 @@ def load_digits(test_size=0.25, random_state=0):
     test_size = check_number("test_size", test_size, owner, minimum=0.0, maximum=1.0, strict=True)
     if test_size >= 1.0:
         raise ValueError(f"{owner}: Expected `test_size` > 0 and < 1. Received: test_size={test_size!r}")
-    random_state = check_int("random_state", random_state, owner)
+    seed = check_seed(seed, owner, random_state=random_state)
     from sklearn.datasets import load_digits as _sk_load_digits
     from sklearn.model_selection import train_test_split
 
@@ -87,7 +87,7 @@ def load_digits(test_size=0.25, random_state=0):
     x = (data.images / 16.0).astype("float32")[..., None]
     y = data.target.astype("int64")
     x_train, x_test, y_train, y_test = train_test_split(
-        x, y, test_size=test_size, random_state=random_state, stratify=y
+        x, y, test_size=test_size, random_state=seed, stratify=y
     )
     return (x_train, y_train), (x_test, y_test)
 

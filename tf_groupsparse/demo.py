@@ -25,9 +25,9 @@ from pathlib import Path
 import keras
 
 from ._validation import check_int
-from .export import ExportReport
-from .shrinking import ShrinkReport
-from .sparsity import SparsityReport, sparsity_report
+from .deploy import ExportReport
+from .pruning.shrink import ShrinkReport
+from .pruning.sparsity import SparsityReport, sparsity_report
 
 logger = logging.getLogger(__name__)
 
@@ -251,12 +251,11 @@ def run_demo(output="saved_models/demo", epochs=None, seed=0, overwrite=False, v
     if out.exists() and not out.is_dir():
         raise FileExistsError(f"{owner}: Expected `output` to be a directory. Received: output={str(out)!r}, a file")
 
-    from .callbacks import SparsityMonitor
     from .datasets import load_digits
-    from .export import export
-    from .regularize import regularize
-    from .regularizers import HierarchicalGroupSparse
-    from .shrinking import shrink
+    from .deploy import export
+    from .penalties import HierarchicalGroupSparse, regularize
+    from .penalties.callbacks import SparsityMonitor
+    from .pruning.shrink import shrink
 
     (x, y), (x_test, y_test) = load_digits()
     base = digits_cnn(settings["widths"], seed=settings["seed"])

@@ -13,7 +13,7 @@ structure of deep neural networks with an expectation maximization method", ICDM
 Example:
     >>> import numpy as np
     >>> from tf_groupsparse.layers import BlockDiagonalDense
-    >>> layer = BlockDiagonalDense(8, groups=4)
+    >>> layer = BlockDiagonalDense(8, n_groups=4)
     >>> tuple(layer(np.ones((2, 16), "float32")).shape), layer.count_params()  # 4 blocks 4x2 + 8 bias
     ((2, 8), 40)
 """
@@ -26,7 +26,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from ._validation import check_choice, check_int
+from ._validation import check_choice, check_int, renamed
 
 register = keras.saving.register_keras_serializable(package="tf_groupsparse")
 
@@ -76,7 +76,7 @@ class BlockDiagonalDense(keras.layers.Layer):
 
     Args:
         units: output width (sum of the output block sizes).
-        groups: K, default 2.
+        n_groups: K, default 2 (``groups`` is its deprecated name).
         input_groups: list of K input block sizes; default None = K equal blocks.
         output_groups: list of K output block sizes; default None = K equal blocks.
         implementation: "batched" (default), "split" or "grouped_conv".
@@ -88,22 +88,23 @@ class BlockDiagonalDense(keras.layers.Layer):
         unequal blocks; an input width that does not match ``input_groups``.
 
     Example:
-        >>> layer = BlockDiagonalDense(6, groups=2, input_groups=[3, 1], output_groups=[2, 4],
+        >>> layer = BlockDiagonalDense(6, n_groups=2, input_groups=[3, 1], output_groups=[2, 4],
         ...                            implementation="split")
     """
 
     IMPLEMENTATIONS = ("batched", "split", "grouped_conv")
 
-    def __init__(self, units, groups=2, input_groups=None, output_groups=None, implementation="batched",
+    def __init__(self, units, n_groups=None, input_groups=None, output_groups=None, implementation="batched",
                  activation=None, use_bias=True, kernel_initializer="glorot_uniform", bias_initializer="zeros",
-                 **kwargs):
+                 groups=None, **kwargs):
         super().__init__(**kwargs)
         owner = f"BlockDiagonalDense({self.name!r})"
+        n_groups = renamed(owner, "n_groups", n_groups, "groups", groups)
         self.units = check_int("units", units, owner, minimum=1)
-        self.groups = check_int("groups", groups, owner, minimum=1)
-        self.input_groups = _sizes("input_groups", input_groups, None, self.groups, owner)
-        self.output_groups = _sizes("output_groups", output_groups, self.units, self.groups, owner) or _even(
-            self.units, self.groups, "units", owner)
+        self.n_groups = check_int("n_groups", 2 if n_groups is None else n_groups, owner, minimum=1)
+        self.input_groups = _sizes("input_groups", input_groups, None, self.n_groups, owner)
+        self.output_groups = _sizes("output_groups", output_groups, self.units, self.n_groups, owner) or _even(
+            self.units, self.n_groups, "units", owner)
         self.implementation = check_choice("implementation", implementation, self.IMPLEMENTATIONS, owner)
         self.activation = keras.activations.get(activation)
         self.use_bias = bool(use_bias)
@@ -112,6 +113,11 @@ class BlockDiagonalDense(keras.layers.Layer):
         self._owner = owner
         if self.input_groups is not None:
             self._check_implementation(self.input_groups)
+
+    @property
+    def groups(self):
+        """Deprecated name of :attr:`n_groups`."""
+        return self.n_groups
 
     def _equal(self, in_sizes):
         return len(set(in_sizes)) == 1 and len(set(self.output_groups)) == 1
@@ -129,7 +135,7 @@ class BlockDiagonalDense(keras.layers.Layer):
         if width is None:
             raise ValueError(f"{self._owner}: Expected a known last input dimension. Received: input_shape={input_shape}")
         if self.input_groups is None:
-            self.input_groups = _even(int(width), self.groups, "the input width", self._owner)
+            self.input_groups = _even(int(width), self.n_groups, "the input width", self._owner)
         elif sum(self.input_groups) != width:
             raise ValueError(
                 f"{self._owner}: Expected an input width of sum(input_groups)={sum(self.input_groups)}. "
@@ -139,7 +145,7 @@ class BlockDiagonalDense(keras.layers.Layer):
         self.equal_blocks = self._equal(self.input_groups)
         if self.equal_blocks:
             a, b = self.input_groups[0], self.output_groups[0]
-            self.kernel = self.add_weight(name="kernel", shape=(self.groups, a, b), initializer=self.kernel_initializer)
+            self.kernel = self.add_weight(name="kernel", shape=(self.n_groups, a, b), initializer=self.kernel_initializer)
         else:
             self.kernels = [
                 self.add_weight(name=f"kernel_{k}", shape=(a, b), initializer=self.kernel_initializer)
@@ -154,14 +160,14 @@ class BlockDiagonalDense(keras.layers.Layer):
         return self.kernels[k]
 
     def _batched(self, x):
-        k, a = self.groups, self.input_groups[0]
+        k, a = self.n_groups, self.input_groups[0]
         inner = tuple(x.shape[1:-1])
         xs = ops.reshape(x, (-1,) + inner + (k, a))
         y = ops.einsum("...ka,kab->...kb", xs, self.kernel)
         return ops.reshape(y, (-1,) + inner + (self.units,))
 
     def _grouped_conv(self, x):
-        k, a, b = self.groups, self.input_groups[0], self.output_groups[0]
+        k, a, b = self.n_groups, self.input_groups[0], self.output_groups[0]
         inner = tuple(x.shape[1:-1])
         xs = ops.reshape(x, (-1, 1, 1, k * a))
         w = ops.reshape(ops.transpose(self.kernel, (1, 0, 2)), (1, 1, a, k * b))
@@ -216,7 +222,7 @@ class BlockDiagonalDense(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update({
-            "units": self.units, "groups": self.groups, "input_groups": self.input_groups,
+            "units": self.units, "n_groups": self.n_groups, "input_groups": self.input_groups,
             "output_groups": self.output_groups, "implementation": self.implementation,
             "activation": keras.activations.serialize(self.activation) if self.activation is not None else None,
             "use_bias": self.use_bias,

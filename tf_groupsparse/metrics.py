@@ -49,24 +49,13 @@ import math
 
 import keras
 
-from . import layers as _project_layers
 from ._validation import check_keras_model
+from .graph.kinds import cost_for, register_layer_kind
 from .report import Report
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "count_params",
-    "layer_params",
-    "flops",
-    "layer_costs",
-    "register_layer_cost",
-    "LAYER_COSTS",
-]
-
-# layer class -> function(layer, input_shape, output_shape) -> MACs for one sample.
-# Looked up along the class's MRO, so a subclass of a registered layer is costed like its base.
-LAYER_COSTS: dict = {}
+__all__ = ["count_params", "layer_params", "flops", "layer_costs", "register_layer_cost"]
 
 
 def register_layer_cost(*layer_classes):
@@ -74,7 +63,9 @@ def register_layer_cost(*layer_classes):
 
     The function receives ``(layer, input_shape, output_shape)`` where the shapes include the
     batch dimension (``None``) and are tuples, or lists of tuples for layers with several
-    inputs; it returns the number of multiply-adds for one sample.
+    inputs; it returns the number of multiply-adds for one sample. It is stored as the ``cost``
+    of the classes' entries in the layer-kind registry (:mod:`tf_groupsparse.graph.kinds`), which
+    the budget pruner ranks by too.
 
     Args:
         *layer_classes: the ``keras.layers.Layer`` subclasses the function costs.
@@ -87,6 +78,7 @@ def register_layer_cost(*layer_classes):
 
     Example:
         >>> import keras
+        >>> from tf_groupsparse.graph import kinds
         >>> from tf_groupsparse.metrics import register_layer_cost
         >>> class Scale(keras.layers.Layer):
         ...     def call(self, x):
@@ -94,6 +86,7 @@ def register_layer_cost(*layer_classes):
         >>> @register_layer_cost(Scale)
         ... def _scale_cost(layer, input_shape, output_shape):
         ...     return 0
+        >>> _ = kinds.REGISTRY.pop(Scale)
     """
     for cls in layer_classes:
         if not (isinstance(cls, type) and issubclass(cls, keras.layers.Layer)):
@@ -104,129 +97,10 @@ def register_layer_cost(*layer_classes):
 
     def decorator(fn):
         for cls in layer_classes:
-            LAYER_COSTS[cls] = fn
+            register_layer_kind(cls, cost=fn)
         return fn
 
     return decorator
-
-
-def _public(*names):
-    """The keras.layers classes among `names` that this Keras version has."""
-    return tuple(c for c in (getattr(keras.layers, n, None) for n in names) if c is not None)
-
-
-def _known(shape, layer, what):
-    dims = tuple(shape[1:])
-    if any(d is None for d in dims):
-        raise ValueError(
-            f"layer_costs: Expected layer {layer.name!r} to have a fully known {what} shape apart "
-            f"from the batch axis (give the model's Input a fixed shape). Received: {what}_shape="
-            f"{tuple(shape)}"
-        )
-    return dims
-
-
-def _prod(shape, layer, what):
-    return math.prod(_known(shape, layer, what))
-
-
-def _channels_in(layer, input_shape):
-    dims = _known(input_shape, layer, "input")
-    first = getattr(layer, "data_format", "channels_last") == "channels_first"
-    return int(dims[0] if first else dims[-1])
-
-
-def _kernel_size(layer):
-    return math.prod(int(k) for k in layer.kernel_size)
-
-
-def _zero(layer, input_shape, output_shape):
-    return 0
-
-
-def _dense(layer, input_shape, output_shape):
-    return _prod(output_shape, layer, "output") * int(_known(input_shape, layer, "input")[-1])
-
-
-def _conv(layer, input_shape, output_shape):
-    c_in = _channels_in(layer, input_shape)
-    groups = int(getattr(layer, "groups", 1) or 1)
-    return _prod(output_shape, layer, "output") * _kernel_size(layer) * (c_in // groups)
-
-
-def _depthwise(layer, input_shape, output_shape):
-    return _prod(output_shape, layer, "output") * _kernel_size(layer)
-
-
-def _separable(layer, input_shape, output_shape):
-    c_mid = _channels_in(layer, input_shape) * int(layer.depth_multiplier)
-    positions = _prod(output_shape, layer, "output") // int(layer.filters)
-    return positions * c_mid * _kernel_size(layer) + positions * c_mid * int(layer.filters)
-
-
-def _conv_transpose(layer, input_shape, output_shape):
-    return _prod(input_shape, layer, "input") * _kernel_size(layer) * int(layer.filters)
-
-
-_RNN_GATES = {"SimpleRNN": 1, "GRU": 3, "LSTM": 4}
-
-
-def _rnn(layer, input_shape, output_shape):
-    dims = _known(input_shape, layer, "input")
-    steps, c_in = int(dims[0]), int(dims[-1])
-    gates = next(g for name, g in _RNN_GATES.items() if isinstance(layer, getattr(keras.layers, name)))
-    return steps * gates * int(layer.units) * (c_in + int(layer.units))
-
-
-def _bidirectional(layer, input_shape, output_shape):
-    total = 0
-    for inner in (layer.forward_layer, layer.backward_layer):
-        fn = _lookup(inner)
-        total += fn(inner, input_shape, output_shape) if fn is not None else 0
-    return total
-
-
-register_layer_cost(*_public("Dense"))(_dense)
-register_layer_cost(*_public("Conv1D", "Conv2D", "Conv3D"))(_conv)
-register_layer_cost(*_public("DepthwiseConv1D", "DepthwiseConv2D"))(_depthwise)
-register_layer_cost(*_public("SeparableConv1D", "SeparableConv2D"))(_separable)
-register_layer_cost(*_public("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"))(_conv_transpose)
-register_layer_cost(*_public(*_RNN_GATES))(_rnn)
-register_layer_cost(*_public("Bidirectional"))(_bidirectional)
-
-
-@register_layer_cost(_project_layers.BlockDiagonalDense)
-def _block_diagonal_dense(layer, input_shape, output_shape):
-    positions = _prod(output_shape, layer, "output") // int(layer.units)
-    return positions * sum(int(a) * int(b) for a, b in zip(layer.input_groups, layer.output_groups))
-
-
-register_layer_cost(_project_layers.ChannelGather, _project_layers.ChannelSlice)(_zero)
-register_layer_cost(
-    *_public(
-        "InputLayer", "BatchNormalization", "LayerNormalization", "GroupNormalization",
-        "UnitNormalization", "Normalization", "Rescaling", "Embedding",
-        "MaxPooling1D", "MaxPooling2D", "MaxPooling3D", "AveragePooling1D", "AveragePooling2D",
-        "AveragePooling3D", "GlobalMaxPooling1D", "GlobalMaxPooling2D", "GlobalMaxPooling3D",
-        "GlobalAveragePooling1D", "GlobalAveragePooling2D", "GlobalAveragePooling3D",
-        "AdaptiveAveragePooling1D", "AdaptiveAveragePooling2D", "AdaptiveAveragePooling3D",
-        "AdaptiveMaxPooling1D", "AdaptiveMaxPooling2D", "AdaptiveMaxPooling3D",
-        "Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum", "Concatenate",
-        "Flatten", "Reshape", "Permute", "RepeatVector", "Identity",
-        "Activation", "ReLU", "LeakyReLU", "ELU", "PReLU", "Softmax",
-        "Dropout", "SpatialDropout1D", "SpatialDropout2D", "SpatialDropout3D", "AlphaDropout",
-        "GaussianDropout", "GaussianNoise", "ActivityRegularization",
-        "ZeroPadding1D", "ZeroPadding2D", "ZeroPadding3D", "Cropping1D", "Cropping2D", "Cropping3D",
-        "UpSampling1D", "UpSampling2D", "UpSampling3D",
-    )
-)(_zero)
-
-
-def _lookup(layer):
-    for cls in type(layer).__mro__:
-        if cls in LAYER_COSTS:
-            return LAYER_COSTS[cls]
-    return None
 
 
 def _shape_of(tensors):
@@ -269,7 +143,7 @@ def _rows(model, prefix=""):
             "params": int(layer.count_params()) if layer.built else 0,
             "macs": 0,
         }
-        fn = _lookup(layer)
+        fn = cost_for(layer)
         if fn is None:
             logger.warning(
                 "layer_costs: layer %r of kind %s has no registered cost; counted as 0 MACs "

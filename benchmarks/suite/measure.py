@@ -2,7 +2,7 @@
 
 Accuracy (Keras, test set), parameters (all scalars of the final model, and the nonzero ones,
 ``|w| > 0``), multiply-adds per sample (``tf_groupsparse.metrics.flops``), the .tflite bytes of
-the float32 and int8 conversions (``tf_groupsparse.export.convert_tflite``) and their gzip
+the float32 and int8 conversions (``tf_groupsparse.deploy.convert_tflite``) and their gzip
 sizes, the int8 model's accuracy in LiteRT, and the median one-sample LiteRT latency
 (1 thread). Latencies of all rows are measured again by :func:`retime` in one interleaved pass
 at the end of every run, so ratios to the dense baseline come from the same run.
@@ -32,7 +32,7 @@ def nonzero_params(model) -> int:
 
 def tflite_accuracy(blob, x, y, batch=512) -> float:
     """Accuracy of a .tflite model on ``(x, y)`` in LiteRT."""
-    from tf_groupsparse.export import run_tflite
+    from tf_groupsparse.deploy import run_tflite
 
     pred = np.concatenate([np.asarray(run_tflite(blob, x[i : i + batch])) for i in range(0, len(x), batch)])
     return float((pred.argmax(-1) == y).mean())
@@ -46,7 +46,7 @@ def keras_accuracy(model, x, y, batch=512) -> float:
 
 def measure(model, data, tflite_dir, name, runs=50):
     """The row figures of `model` (see the module docstring); .tflite files go to `tflite_dir`."""
-    from tf_groupsparse.export import convert_tflite, tflite_latency
+    from tf_groupsparse.deploy import convert_tflite, tflite_latency
     from tf_groupsparse.metrics import count_params, flops
 
     x_train, _, x_test, y_test = data
@@ -93,7 +93,7 @@ def retime(rows, sample, rounds=3, runs=100, groups=None):
     other rows keep their figures and get ``"retimed": False``.
     Returns `rows` (updated in place).
     """
-    from tf_groupsparse.export import tflite_latency
+    from tf_groupsparse.deploy import tflite_latency
 
     def group(i):
         return rows[i]["data"], rows[i]["model"]

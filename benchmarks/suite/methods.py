@@ -153,7 +153,7 @@ class Context:
             self.compile(model, epochs, kind, learning_rate)
             trained = model
         else:
-            from tf_groupsparse.distillation import Distiller
+            from tf_groupsparse.pruning.distillation import Distiller
 
             trained = Distiller(model, teacher, temperature, alpha, student_outputs="logits", teacher_outputs="logits")
             trained.compile(optimizer=self.optimizer(epochs, kind, learning_rate))
@@ -263,7 +263,7 @@ HGSR_STRENGTH = 1e-4
 
 
 def _shrink_and_finetune(ctx, model, method, seconds, info):
-    from tf_groupsparse.shrinking import shrink
+    from tf_groupsparse.pruning.shrink import shrink
 
     small = shrink(model, threshold=1e-3)
     small = plain_copy(small)
@@ -274,7 +274,7 @@ def _shrink_and_finetune(ctx, model, method, seconds, info):
 def prox_method(name):
     def run(ctx):
         from tf_groupsparse.callbacks import ProximalStep
-        from tf_groupsparse.regularize import regularize
+        from tf_groupsparse import regularize
 
         make, strength, setting = PROX_FAMILIES[name]
         strength = ctx.settings.get(f"{name}_strength", strength)
@@ -293,7 +293,7 @@ def prox_method(name):
 
 
 def _hgsr_model(ctx, variant, epochs=None, strength=None):
-    from tf_groupsparse.regularize import regularize
+    from tf_groupsparse import regularize
     from tf_groupsparse.regularizers import HierarchicalGroupSparse
 
     l1_mix = 0.5 if variant == "squared_group_l12" else 0.0
@@ -336,7 +336,7 @@ def em_blockdiag(ctx):
     # every kernel layer but the logits whose channels split into k equal blocks (not a 1-channel input)
     names = [layer.name for layer in dense_model.layers[:-1] if getattr(layer, "kernel", None) is not None
              and layer.kernel.shape[-2] % k == 0 and layer.kernel.shape[-1] % k == 0]
-    structure = fit_groups(dense_model, k, layers=names, balanced=True, random_state=ctx.seed)
+    structure = fit_groups(dense_model, k, layers=names, balanced=True, seed=ctx.seed)
     masked = apply_mask(dense_model, structure)
     seconds += ctx.fit(masked, ctx.finetune_epochs)
     small = to_block_diagonal(masked, structure)
@@ -432,7 +432,7 @@ def _caps_text(max_fraction):
 
 
 def planting(ctx):
-    from tf_groupsparse.planting import plant
+    from tf_groupsparse.pruning.planting import plant
 
     steps = ctx.settings.get("plant_steps", 3)
     teacher, _ = ctx.trained("dense", ctx.build, ctx.epochs + ctx.finetune_epochs)

@@ -23,7 +23,8 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from .._validation import check_choice, check_keras_model
-from .handlers import Unsupported, handler_for
+from .handlers import Unsupported
+from .kinds import handler_for
 from .model import Dependency, DependencyGraph, Node, Slice
 
 UNSUPPORTED_MODES = ("error", "freeze")
@@ -79,6 +80,13 @@ def _history_list(value):
     return [tuple(v) for v in value]
 
 
+def _channels(shape):
+    """Channel variables of a tensor of `shape`: its static last axis; a tensor without one
+    (token ids of shape (batch, None), a scalar) gets one frozen variable, never removed."""
+    shape = tuple(shape)
+    return int(shape[-1]) if shape and shape[-1] is not None else 1
+
+
 class _Tracer:
     def __init__(self, unsupported):
         self.unsupported = unsupported
@@ -118,19 +126,21 @@ class _Tracer:
     def mark_lossy(self, ids):
         self.lossy.append(np.asarray(ids, dtype=np.int64))
 
-    def add_slice(self, node, variable, axis, ids, role):
-        index = next(i for i, w in enumerate(node.layer.weights) if w is variable)
+    def add_slice(self, node, variable, axis, ids, role, index=()):
+        weight_index = next(i for i, w in enumerate(node.layer.weights) if w is variable)
         ids = np.asarray(ids, dtype=np.int64)
-        at = (id(node), index, axis)
+        index = tuple(int(i) for i in index)
+        at = (id(node), weight_index, index, axis)
         if at in self._slice_at:  # a shared layer: every call uses the same weights
             self.couple(self._slice_at[at].ids, ids)
             return
-        if int(variable.shape[axis]) != len(ids):
+        size = variable.shape[len(index) + axis]
+        if int(size) != len(ids):
             raise Unsupported(
-                f"weight {variable.name!r} has {variable.shape[axis]} entries on axis {axis}, "
+                f"weight {variable.name!r} has {size} entries on axis {axis}, "
                 f"the tensor has {len(ids)} channels"
             )
-        s = Slice(node, index, axis, ids, role)
+        s = Slice(node, weight_index, axis, ids, role, index)
         self._slice_at[at] = s
         self.slices.append(s)
 
@@ -195,7 +205,7 @@ class _Tracer:
             node.frozen = True
             for x in inputs:
                 self.freeze(x)
-            outputs = [self.new(s[-1] if s else 1, frozen=True) for s in self.out_shapes]
+            outputs = [self.new(_channels(s), frozen=True) for s in self.out_shapes]
         kind = getattr(node.handler, "kind", "frozen") if not node.frozen else "frozen"
         for k in in_keys:
             src = self.producer.get(self.canon(k), "input")
@@ -321,7 +331,7 @@ def build_graph(model, *, unsupported="error"):
     in_keys = []
     for i, t in enumerate(model.inputs):
         key = ("<input>", i)
-        tr.set_tensor(key, tr.new(t.shape[-1] if len(t.shape) else 1, frozen=True), t.shape, "input")
+        tr.set_tensor(key, tr.new(_channels(t.shape), frozen=True), t.shape, "input")
         in_keys.append(key)
     out_keys = tr.trace_model(model, "", (), in_keys)
     for k in out_keys:

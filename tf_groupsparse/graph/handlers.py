@@ -13,19 +13,19 @@ A handler has two methods:
 - ``rebuild(layer, config, keep) -> config``: the layer config after removal; `keep.owned`,
   ``keep.inputs[i]`` and ``keep.outputs[i]`` are boolean masks of the kept channels.
 
-Handlers are found by ``isinstance`` (the most specific registered class of the layer's MRO);
-add your own with :func:`register_handler`.
+The registry (:mod:`tf_groupsparse.graph.kinds`) says which handler serves which layer class
+(the most specific registered class of the layer's MRO); add your own with
+:func:`tf_groupsparse.graph.register_handler` or ``kinds.register_layer_kind``. A handler whose
+weights cannot be sliced along one axis (a block-diagonal kernel) also defines
+``rebuild_weights(layer, keep) -> weights`` for the new layer.
 
 Example:
     >>> import keras
-    >>> from tf_groupsparse.graph import handlers
-    >>> class MyScale(keras.layers.Layer):
-    ...     def call(self, x):
-    ...         return 2.0 * x
-    >>> handlers.register_handler(MyScale, handlers.Identity())
-    >>> type(handlers.handler_for(MyScale())).__name__
-    'Identity'
-    >>> _ = handlers.HANDLERS.pop(MyScale)  # leave the global registry as it was
+    >>> from tf_groupsparse.graph import build_graph
+    >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="h"),
+    ...                       keras.layers.ReLU(name="act"), keras.layers.Dense(2, name="out")])
+    >>> print(build_graph(m).group("h", 0))
+    prune out channels of h [0] => in channels of act [0], in channels of out [0]
 """
 
 from __future__ import annotations
@@ -36,9 +36,10 @@ import keras
 import numpy as np
 
 __all__ = [
-    "Handler", "Unsupported", "register_handler", "handler_for", "HANDLERS",
-    "Identity", "Dense", "Conv", "ConvTranspose", "Depthwise", "Separable", "BatchNorm",
-    "LayerNorm", "PerChannel", "Merge", "Concatenate", "Flatten", "Reshape", "Embedding",
+    "Handler", "Unsupported", "Identity", "Activation", "Softmax", "Permute", "Dense", "Conv",
+    "ConvTranspose", "Depthwise", "Separable", "BatchNorm", "LayerNorm", "PReLU", "Normalization",
+    "Rescaling", "PerChannel", "Merge", "Concatenate", "Flatten", "Reshape", "Embedding",
+    "BlockDiagonalDense", "ChannelGather", "ChannelSlice",
 ]
 
 
@@ -370,76 +371,81 @@ class Reshape(Handler):
         return config
 
 
-HANDLERS: dict = {}
+class BlockDiagonalDense(Handler):
+    """tf_groupsparse's BlockDiagonalDense: input block k feeds only output block k. Each block's
+    kernel rows read its input channels, its columns produce its output channels; removing
+    channels can make the blocks unequal, and the rebuilt layer then uses the "split" form."""
+
+    kind = "consumes"
+
+    def trace(self, node, inputs, ctx):
+        layer, x = node.layer, inputs[0]
+        out = ctx.own(node, layer.units)
+        r = c = 0
+        for k, (a, b) in enumerate(zip(layer.input_groups, layer.output_groups)):
+            if a and b:
+                if layer.equal_blocks:
+                    ctx.add_slice(node, layer.kernel, 0, x[r:r + a], "consume", index=(k,))
+                    ctx.add_slice(node, layer.kernel, 1, out[c:c + b], "produce", index=(k,))
+                else:
+                    ctx.add_slice(node, layer.kernels[k], 0, x[r:r + a], "consume")
+                    ctx.add_slice(node, layer.kernels[k], 1, out[c:c + b], "produce")
+            r, c = r + a, c + b
+        if layer.use_bias:
+            ctx.add_slice(node, layer.bias, 0, out, "param")
+        return [out]
+
+    def _sizes(self, sizes, mask):
+        edges = np.cumsum([0] + list(sizes))
+        return [int(mask[lo:hi].sum()) for lo, hi in zip(edges, edges[1:])]
+
+    def rebuild(self, layer, config, keep):
+        config["input_groups"] = self._sizes(layer.input_groups, keep.inputs[0])
+        config["output_groups"] = self._sizes(layer.output_groups, keep.owned)
+        config["units"] = int(keep.owned.sum())
+        equal = len(set(config["input_groups"])) == 1 and len(set(config["output_groups"])) == 1
+        if not equal:
+            config["implementation"] = "split"
+        return config
+
+    def rebuild_weights(self, layer, keep):
+        ins = np.cumsum([0] + list(layer.input_groups))
+        outs = np.cumsum([0] + list(layer.output_groups))
+        blocks = [block[keep.inputs[0][ins[k]:ins[k + 1]]][:, keep.owned[outs[k]:outs[k + 1]]]
+                  for k, block in enumerate(layer.block_kernels())]
+        sizes = [b.shape for b in blocks]
+        if len({s[0] for s in sizes}) == 1 and len({s[1] for s in sizes}) == 1:
+            weights = [np.stack(blocks)]
+        else:
+            weights = [b for b in blocks if b.shape[0] and b.shape[1]]
+        if layer.use_bias:
+            weights.append(keras.ops.convert_to_numpy(layer.bias)[keep.owned])
+        return weights
 
 
-def register_handler(layer_class, handler):
-    """Use `handler` for every layer that is an instance of `layer_class`.
+class ChannelGather(Handler):
+    """tf_groupsparse's ChannelGather: output channel j is input channel ``indices[j]``."""
 
-    Args:
-        layer_class: a subclass of ``keras.layers.Layer``.
-        handler: a :class:`Handler` instance (``trace`` and optionally ``rebuild``).
+    kind = "tile"
 
-    Raises:
-        TypeError: `layer_class` is not a Layer subclass or `handler` has no ``trace`` method.
-    """
-    if not (isinstance(layer_class, type) and issubclass(layer_class, keras.layers.Layer)):
-        raise TypeError(
-            "register_handler: Expected `layer_class` to be a subclass of keras.layers.Layer. "
-            f"Received: layer_class={layer_class!r}"
-        )
-    if not callable(getattr(handler, "trace", None)):
-        raise TypeError(
-            "register_handler: Expected `handler` to be a Handler instance with a trace() method. "
-            f"Received: handler={handler!r}"
-        )
-    HANDLERS[layer_class] = handler
+    def trace(self, node, inputs, ctx):
+        return [inputs[0][np.asarray(node.layer.indices, dtype=np.int64)]]
+
+    def rebuild(self, layer, config, keep):
+        position = np.cumsum(keep.inputs[0]) - 1
+        config["indices"] = [int(position[i]) for i, kept in zip(layer.indices, keep.outputs[0]) if kept]
+        return config
 
 
-def handler_for(layer):
-    """The handler of the most specific registered class in ``type(layer).__mro__``, or None."""
-    for cls in type(layer).__mro__:
-        if cls in HANDLERS:
-            return HANDLERS[cls]
-    return None
+class ChannelSlice(Handler):
+    """tf_groupsparse's ChannelSlice: output channels are input channels ``start:stop``."""
 
+    kind = "tile"
 
-def _register_defaults():
-    L = keras.layers
-    table = {
-        Identity(): [
-            L.ReLU, L.LeakyReLU, L.ELU, L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D,
-            L.SpatialDropout3D, L.GaussianNoise, L.GaussianDropout, L.AlphaDropout,
-            L.ActivityRegularization, L.Identity, L.MaxPooling1D, L.MaxPooling2D, L.MaxPooling3D,
-            L.AveragePooling1D, L.AveragePooling2D, L.AveragePooling3D, L.GlobalAveragePooling1D,
-            L.GlobalAveragePooling2D, L.GlobalAveragePooling3D, L.GlobalMaxPooling1D,
-            L.GlobalMaxPooling2D, L.GlobalMaxPooling3D, L.ZeroPadding1D, L.ZeroPadding2D,
-            L.ZeroPadding3D, L.Cropping1D, L.Cropping2D, L.Cropping3D, L.UpSampling1D,
-            L.UpSampling2D, L.UpSampling3D, L.RepeatVector,
-        ],
-        Identity(lossy=True): [L.UnitNormalization],
-        Activation(): [L.Activation],
-        Softmax(): [L.Softmax],
-        Permute(): [L.Permute],
-        BatchNorm(): [L.BatchNormalization],
-        LayerNorm(): [L.LayerNormalization],
-        PReLU(): [L.PReLU],
-        Normalization(): [L.Normalization],
-        Rescaling(): [L.Rescaling],
-        Dense(): [L.Dense],
-        Conv(): [L.Conv1D, L.Conv2D, L.Conv3D],
-        ConvTranspose(): [L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose],
-        Depthwise(): [L.DepthwiseConv1D, L.DepthwiseConv2D],
-        Separable(): [L.SeparableConv1D, L.SeparableConv2D],
-        Embedding(): [L.Embedding],
-        Merge(): [L.Add, L.Subtract, L.Multiply, L.Average, L.Maximum, L.Minimum],
-        Concatenate(): [L.Concatenate],
-        Flatten(): [L.Flatten],
-        Reshape(): [L.Reshape],
-    }
-    for handler, classes in table.items():
-        for cls in classes:
-            HANDLERS[cls] = handler
+    def trace(self, node, inputs, ctx):
+        return [inputs[0][node.layer.start:node.layer.stop]]
 
-
-_register_defaults()
+    def rebuild(self, layer, config, keep):
+        config["start"] = int(keep.inputs[0][:layer.start].sum())
+        config["stop"] = config["start"] + int(keep.outputs[0].sum())
+        return config

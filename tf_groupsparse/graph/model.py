@@ -70,7 +70,8 @@ class Node:
 class Slice:
     """Where channel variables sit in a layer's weights.
 
-    ``layer.weights[weight_index]`` has, along `axis`, one entry per element of `ids`.
+    ``layer.weights[weight_index][index]`` has, along `axis`, one entry per element of `ids`
+    (`index` selects a sub-array first, e.g. one block of a block-diagonal kernel; usually ``()``).
     `role` is "produce" (kernel slice that computes the channel from other channels), "consume"
     (kernel slice that reads the channel to compute other channels) or "param" (per-channel
     parameter: bias, BatchNormalization statistics, depthwise kernels).
@@ -81,21 +82,39 @@ class Slice:
     axis: int
     ids: np.ndarray
     role: str
+    index: tuple = ()
 
 
 @dataclass(frozen=True)
 class WeightSlice:
-    """A concrete slice of one weight: ``layer.weights[weight_index]`` at `indices` along `axis`."""
+    """A concrete slice of one weight: ``layer.weights[weight_index][index]`` at `indices` along `axis`."""
 
     layer: object
     weight_index: int
     axis: int
     indices: tuple
     role: str
+    index: tuple = ()
+
+    def values(self, weight=None):
+        """The sliced values as a NumPy array (channels along `axis`); `weight` overrides the
+        variable's current value (a NumPy copy of the whole weight)."""
+        if weight is None:
+            import keras
+
+            weight = keras.ops.convert_to_numpy(self.layer.weights[self.weight_index])
+        return np.take(weight[self.index], list(self.indices), axis=self.axis)
 
     def __str__(self):
         w = self.layer.weights[self.weight_index]
-        return f"{self.layer.name}.{w.name}[axis={self.axis}]{list(self.indices)} ({self.role})"
+        where = "".join(f"[{i}]" for i in self.index)
+        return f"{self.layer.name}.{w.name}{where}[axis={self.axis}]{list(self.indices)} ({self.role})"
+
+
+def channel_rows(weight, s):
+    """``weight[s.index]`` with the channel axis of slice `s` first, flattened to (n_channels, size)."""
+    block = np.asarray(weight)[s.index]
+    return np.moveaxis(block, s.axis, 0).reshape(block.shape[s.axis], -1)
 
 
 @dataclass(frozen=True)
@@ -138,14 +157,14 @@ class Group:
     def slices(self):
         """List of :class:`WeightSlice` ``(layer, weight_index, axis, indices, role)`` of this group.
 
-        Zeroing every slice (see :func:`tf_groupsparse.surgery.zero_slices`) makes the group's
+        Zeroing every slice (see :func:`tf_groupsparse.graph.surgery.zero_slices`) makes the group's
         channels contribute nothing, which is what removing them does.
         """
         out = []
         for s in self.graph.slices:
             idx = self._positions(s.ids)
             if idx:
-                out.append(WeightSlice(s.node.layer, s.weight_index, s.axis, idx, s.role))
+                out.append(WeightSlice(s.node.layer, s.weight_index, s.axis, idx, s.role, s.index))
         return out
 
     def members(self):

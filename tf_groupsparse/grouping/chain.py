@@ -17,47 +17,37 @@ from __future__ import annotations
 
 import keras
 
-from .structure import KINDS
+from ..graph.kinds import channel_role
 
 L = keras.layers
-PASS = (
-    L.Activation, L.ReLU, L.LeakyReLU, L.ELU, L.Softmax, L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D,
-    L.GaussianNoise, L.GaussianDropout, L.AlphaDropout, L.MaxPooling1D, L.MaxPooling2D, L.AveragePooling1D,
-    L.AveragePooling2D, L.GlobalAveragePooling1D, L.GlobalAveragePooling2D, L.GlobalMaxPooling1D,
-    L.GlobalMaxPooling2D, L.Identity,
-)
 ROLES = ("weight", "channelwise", "pass", "flatten")
 
 
-def _supported_names():
-    return sorted({c.__name__ for c in (*KINDS, L.BatchNormalization, L.Flatten, *PASS)})
-
-
 def role(layer, owner):
-    """Role of `layer` in a chain (see the module docstring); raise ValueError for other kinds."""
-    if isinstance(layer, tuple(KINDS)):
-        return "weight"
-    if isinstance(layer, L.BatchNormalization):
+    """Role of `layer` in a chain (see the module docstring); raise ValueError for other kinds.
+
+    The role comes from the layer-kind registry (:func:`tf_groupsparse.graph.kinds.channel_role`).
+    """
+    found = channel_role(layer)
+    if found == "channelwise":
         rank = len(layer.input.shape)
         if layer.axis not in (-1, rank - 1):
             raise ValueError(
                 f"{owner}: Expected BatchNormalization over the last (channel) axis. "
                 f"Received: layer {layer.name!r} with axis={layer.axis}"
             )
-        return "channelwise"
-    if isinstance(layer, L.Flatten):
-        return "flatten"
-    if isinstance(layer, PASS):
-        if getattr(layer, "data_format", "channels_last") != "channels_last":
-            raise ValueError(
-                f"{owner}: Expected data_format='channels_last'. Received: layer {layer.name!r} "
-                f"with data_format={layer.data_format!r}"
-            )
-        return "pass"
-    raise ValueError(
-        f"{owner}: Expected a chain of {', '.join(_supported_names())} layers; register the layer "
-        f"or group a model without it. Received: layer {layer.name!r} of type {type(layer).__name__}"
-    )
+    if found == "pass" and getattr(layer, "data_format", "channels_last") != "channels_last":
+        raise ValueError(
+            f"{owner}: Expected data_format='channels_last'. Received: layer {layer.name!r} "
+            f"with data_format={layer.data_format!r}"
+        )
+    if found is None:
+        raise ValueError(
+            f"{owner}: Expected a chain of layers that EM grouping understands (Dense, Conv1D, Conv2D, "
+            "BatchNormalization, Flatten, activations, dropout, pooling); register the layer kind "
+            f"or group a model without it. Received: layer {layer.name!r} of type {type(layer).__name__}"
+        )
+    return found
 
 
 def linear_chain(model, owner):

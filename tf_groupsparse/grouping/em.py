@@ -35,7 +35,7 @@ Example:
     >>> from tf_groupsparse.grouping.em import fit_groups
     >>> model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(8, name="fc1"),
     ...                           keras.layers.Dense(8, name="fc2"), keras.layers.Dense(2)])
-    >>> s = fit_groups(model, 2, random_state=0)
+    >>> s = fit_groups(model, 2, seed=0)
     >>> s.layer_names, s.n_groups("fc2")
     (['fc1', 'fc2'], 2)
 """
@@ -53,9 +53,10 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.cluster import KMeans
 from sklearn.mixture import GaussianMixture
 
-from .._validation import check_choice, check_int, check_keras_model, check_number
+from .._validation import check_choice, check_int, check_keras_model, check_number, check_seed, check_verbose
 from .chain import channel_positions, linear_chain, role
-from .structure import KINDS, GroupStructure, LayerGroups, layer_kind
+from ..graph.kinds import grouping_kind
+from .structure import GroupStructure, LayerGroups, layer_kind
 
 logger = logging.getLogger(__name__)
 OWNER = "fit_groups"
@@ -115,9 +116,9 @@ def _check_divisible(n, k, what, name):
         )
 
 
-def _magnitude_start(x, k, random_state, reg_covar, n_init):
+def _magnitude_start(x, k, seed, reg_covar, n_init):
     """Mixture start from k-means on |x|: signed profiles of a block share magnitudes, not means."""
-    labels = KMeans(k, n_init=n_init, random_state=random_state).fit_predict(np.abs(x))
+    labels = KMeans(k, n_init=n_init, random_state=seed).fit_predict(np.abs(x))
     weights = np.bincount(labels, minlength=k) / len(labels)
     overall = x.var(axis=0) + reg_covar
     means = np.stack([x[labels == j].mean(0) if (labels == j).any() else x.mean(0) for j in range(k)])
@@ -126,9 +127,9 @@ def _magnitude_start(x, k, random_state, reg_covar, n_init):
             "precisions_init": 1.0 / var, "n_init": 1}
 
 
-def _mixture(x, k, name, random_state, max_iter, reg_covar, n_init):
-    start = {"n_init": n_init} if np.all(x >= 0) else _magnitude_start(x, k, random_state, reg_covar, n_init)
-    gm = GaussianMixture(k, covariance_type="diag", random_state=random_state, max_iter=max_iter,
+def _mixture(x, k, name, seed, max_iter, reg_covar, n_init):
+    start = {"n_init": n_init} if np.all(x >= 0) else _magnitude_start(x, k, seed, reg_covar, n_init)
+    gm = GaussianMixture(k, covariance_type="diag", random_state=seed, max_iter=max_iter,
                          reg_covar=reg_covar, **start)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
@@ -144,7 +145,7 @@ def _mixture(x, k, name, random_state, max_iter, reg_covar, n_init):
     return gm
 
 
-def input_groups(x, n_groups, *, name="layer", balanced=False, random_state=None, max_iter=100,
+def input_groups(x, n_groups, *, name="layer", balanced=False, seed=None, max_iter=100,
                  reg_covar=1e-6, n_init="auto", bic_range=(2, 8)):
     """Cluster the rows of profiles `x` (C_in, C_out): ``c_i = argmax_k gamma_ik``.
 
@@ -152,7 +153,7 @@ def input_groups(x, n_groups, *, name="layer", balanced=False, random_state=None
         x: connection profiles from :func:`connection_profiles`.
         n_groups: int K, or "bic" to pick K in `bic_range` by the lowest ``GaussianMixture.bic``.
         name: layer name used in warnings and errors.
-        balanced, random_state, max_iter, reg_covar, n_init: see :func:`fit_groups`.
+        balanced, seed, max_iter, reg_covar, n_init: see :func:`fit_groups`.
 
     Returns:
         ``(labels, K)``: int labels in ``0..K-1`` and the number of non-empty groups.
@@ -163,14 +164,14 @@ def input_groups(x, n_groups, *, name="layer", balanced=False, random_state=None
     if isinstance(n_groups, str):
         low, high = bic_range
         candidates = range(low, min(high, n) + 1)
-        fits = [_mixture(x, k, name, random_state, max_iter, reg_covar, n_init) for k in candidates]
+        fits = [_mixture(x, k, name, seed, max_iter, reg_covar, n_init) for k in candidates]
         gm = min(fits, key=lambda m: m.bic(x))
         k = gm.n_components
     else:
         k = n_groups
         if k == 1:
             return np.zeros(n, dtype=np.int64), 1
-        gm = _mixture(x, k, name, random_state, max_iter, reg_covar, n_init)
+        gm = _mixture(x, k, name, seed, max_iter, reg_covar, n_init)
     resp = gm.predict_proba(x)
     if balanced:
         _check_divisible(n, k, "C_in", name)
@@ -182,7 +183,8 @@ def input_groups(x, n_groups, *, name="layer", balanced=False, random_state=None
     return labels, used
 
 
-def output_groups(x, c, k, *, name="layer", balanced=False):
+def output_groups(x, c, n_groups, *, name="layer", balanced=False):
+    k = n_groups
     """``g_o = argmax_k mean_{i: c_i = k} |x_io|`` (groups without inputs are never chosen)."""
     a = np.abs(x)
     score = np.full((k, a.shape[1]), -np.inf)
@@ -198,7 +200,7 @@ def output_groups(x, c, k, *, name="layer", balanced=False):
 
 def _selected(model, layers, chain):
     weights = [layer for layer in chain if role(layer, OWNER) == "weight"] if chain is not None else [
-        layer for layer in model.layers if isinstance(layer, tuple(KINDS))]
+        layer for layer in model.layers if grouping_kind(layer) is not None]
     if layers is None:
         return [layer.name for layer in weights[:-1]]
     if isinstance(layers, str) or not all(isinstance(n, str) for n in layers):
@@ -249,8 +251,8 @@ def _producers(chain_layers):
 
 
 def fit_groups(model, n_groups, *, layers=None, features="abs", representative="range", chain=True,
-               balanced=False, random_state=None, max_iter=100, reg_covar=1e-6, n_init="auto",
-               bic_range=(2, 8), verbose=0):
+               balanced=False, seed=None, max_iter=100, reg_covar=1e-6, n_init="auto", random_state=None,
+               bic_range=(2, 8), verbose=1):
     """Fit a block (group) structure to Dense/Conv1D/Conv2D layers of `model` by GMM/EM.
 
     See the module docstring for the formulas.
@@ -263,12 +265,13 @@ def fit_groups(model, n_groups, *, layers=None, features="abs", representative="
         representative: "range" (default) or "l2" conv profiles.
         chain: default True; inherit input groups from a grouped producer (needs a linear chain).
         balanced: default False; equal group sizes (C_in and C_out divisible by K).
-        random_state: seed for the mixture (default None).
+        seed: seed for the mixture (default None: unseeded; `random_state` is its deprecated
+            name).
         max_iter: EM iterations (default 100). reg_covar: variance floor (default 1e-6).
         n_init: mixture restarts, best kept; default "auto" = 4 when C_in * C_out <= 2**20, else 1
             (one start sometimes lands in a poor local optimum on small layers; restarts on large
-            layers cost seconds each, see benchmarks/results/grouping_speed.md).. bic_range: (low, high) K for "bic" (default (2, 8)).
-        verbose: 0 (default) silent, 1 progress bar over layers.
+            layers cost seconds each, see the grouping benchmark). bic_range: (low, high) K for "bic" (default (2, 8)).
+        verbose: 1 (default) progress bar over layers, 0 silent.
 
     Returns:
         GroupStructure with one entry per grouped layer.
@@ -283,9 +286,11 @@ def fit_groups(model, n_groups, *, layers=None, features="abs", representative="
         sklearn ConvergenceWarning naming the layer when EM does not converge.
 
     Example:
-        >>> s = fit_groups(model, {"fc1": 2, "fc2": 2}, features="signed", random_state=0)
+        >>> s = fit_groups(model, {"fc1": 2, "fc2": 2}, features="signed", seed=0)
     """
     check_keras_model(model, OWNER)
+    seed = check_seed(seed, OWNER, random_state=random_state, default=None)
+    verbose = check_verbose(verbose, OWNER)
     check_choice("features", features, tuple(DENSE_FEATURES), OWNER)
     check_choice("representative", representative, tuple(CONV_REPRESENTATIVES), OWNER)
     check_int("max_iter", max_iter, OWNER, minimum=1)
@@ -294,7 +299,7 @@ def fit_groups(model, n_groups, *, layers=None, features="abs", representative="
     check_number("reg_covar", reg_covar, OWNER, minimum=0.0)
 
     def fit_inputs(name, x, k_req):
-        return input_groups(x, k_req, name=name, balanced=balanced, random_state=random_state,
+        return input_groups(x, k_req, name=name, balanced=balanced, seed=seed,
                             max_iter=max_iter, reg_covar=reg_covar, n_init=n_init, bic_range=bic_range)
 
     return build_structure(model, n_groups, fit_inputs, layers=layers, features=features,

@@ -129,7 +129,7 @@ def _grouped_dense(layer, e, wp, bias, implementation):
     a, b, rows, cols = _blocks(e)
     equal = len(set(a)) == 1 and len(set(b)) == 1
     new = BlockDiagonalDense(
-        e.output_groups.size, groups=e.n_groups, input_groups=a.tolist(), output_groups=b.tolist(),
+        e.output_groups.size, n_groups=e.n_groups, input_groups=a.tolist(), output_groups=b.tolist(),
         implementation=implementation if equal else "split", activation=layer.get_config()["activation"],
         use_bias=layer.use_bias, name=layer.name)
 

@@ -31,30 +31,29 @@ import numpy as np
 
 FORMAT = "tf_groupsparse.GroupStructure"
 
-# Layer classes whose kernel the grouping understands, with the kind used in the structure.
-KINDS = {keras.layers.Dense: "dense", keras.layers.Conv1D: "conv", keras.layers.Conv2D: "conv"}
-
 
 def layer_kind(layer, owner="GroupStructure"):
-    """Return "dense" or "conv" for a supported layer, else raise ValueError naming the layer."""
-    for cls, kind in KINDS.items():
-        if isinstance(layer, cls):
-            if kind == "conv":
-                if layer.groups != 1:
-                    raise ValueError(
-                        f"{owner}: Expected a Conv layer with groups=1 (it is grouped already). "
-                        f"Received: layer {layer.name!r} with groups={layer.groups}"
-                    )
-                if layer.data_format != "channels_last":
-                    raise ValueError(
-                        f"{owner}: Expected data_format='channels_last'; rebuild the model with "
-                        f"channels_last. Received: layer {layer.name!r} with data_format={layer.data_format!r}"
-                    )
-            return kind
-    raise ValueError(
-        f"{owner}: Expected a Dense, Conv1D or Conv2D layer to group. "
-        f"Received: layer {layer.name!r} of type {type(layer).__name__}"
-    )
+    """Return "dense" or "conv" for a layer the grouping can split (its ``grouping`` entry in the
+    layer-kind registry, :mod:`tf_groupsparse.graph.kinds`), else raise ValueError naming it."""
+    from ..graph.kinds import grouping_kind
+
+    kind = grouping_kind(layer)
+    if kind is None:
+        raise ValueError(
+            f"{owner}: Expected a Dense, Conv1D or Conv2D layer to group. "
+            f"Received: layer {layer.name!r} of type {type(layer).__name__}"
+        )
+    if kind == "conv" and layer.groups != 1:
+        raise ValueError(
+            f"{owner}: Expected a Conv layer with groups=1 (it is grouped already). "
+            f"Received: layer {layer.name!r} with groups={layer.groups}"
+        )
+    if kind == "conv" and layer.data_format != "channels_last":
+        raise ValueError(
+            f"{owner}: Expected data_format='channels_last'; rebuild the model with "
+            f"channels_last. Received: layer {layer.name!r} with data_format={layer.data_format!r}"
+        )
+    return kind
 
 
 @dataclass

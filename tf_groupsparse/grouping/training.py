@@ -51,7 +51,7 @@ import numpy as np
 from keras import ops
 
 from .._validation import check_choice, check_int, check_keras_model, check_number
-from ..groups import safe_l2
+from ..penalties.groups import safe_l2
 from .em import _compact, build_structure
 from .structure import layer_kind
 

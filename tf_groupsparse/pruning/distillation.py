@@ -34,7 +34,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from ._validation import check_choice, check_keras_model, check_number
+from .._validation import check_choice, check_keras_model, check_number
 
 _EPS = 1e-7
 _OUTPUTS = ("auto", "logits", "probabilities")

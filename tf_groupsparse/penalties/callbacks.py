@@ -22,23 +22,16 @@ import logging
 
 import keras
 
+from .._validation import check_bool, check_number
 from . import groups
-from ._validation import check_number
-from .sparsity import sparsity_report
 
 logger = logging.getLogger(__name__)
-
-
-def _check_bool(name, value, owner):
-    if not isinstance(value, bool):
-        raise TypeError(f"{owner}: Expected `{name}` to be True or False. Received: {name}={value!r}")
-    return value
 
 
 class SparsityMonitor(keras.callbacks.Callback):
     """Write the model's structured sparsity into the epoch logs.
 
-    At each epoch end it runs :func:`tf_groupsparse.sparsity.sparsity_report` (NumPy on the
+    At each epoch end it runs :func:`tf_groupsparse.sparsity_report` (NumPy on the
     kernel values, once per epoch) over every layer with a kernel and sets, with
     ``prefix="sparsity/"``:
 
@@ -81,18 +74,20 @@ class SparsityMonitor(keras.callbacks.Callback):
         if not isinstance(prefix, str):
             raise TypeError(f"{owner}: Expected `prefix` to be a string. Received: prefix={prefix!r}")
         self.prefix = prefix
-        self.per_layer = _check_bool("per_layer", per_layer, owner)
+        self.per_layer = check_bool("per_layer", per_layer, owner)
 
     def measure(self):
         """The figures for the current weights as a dict (the keys written into ``logs``)."""
+        from ..pruning.sparsity import sparsity_report
+
         report = sparsity_report(self.model, self.threshold)
         t = report.totals
         p = self.prefix
         values = {
             f"{p}group_sparsity": float(t[f"group_sparsity_{self.axis}"]),
             f"{p}zero_weights": float(t["zero_weight_fraction"]),
-            f"{p}removable_params": float(t["removable"]),
-            f"{p}removable_fraction": float(t["removable_fraction"]),
+            f"{p}removable_params": float("nan") if t["removable"] is None else float(t["removable"]),
+            f"{p}removable_fraction": float("nan") if t["removable"] is None else float(t["removable_fraction"]),
         }
         if self.per_layer:
             zero, total = ("zero_in", "in_channels") if self.axis == "input" else ("zero_out", "out_channels")
@@ -118,7 +113,7 @@ class SparsityMonitor(keras.callbacks.Callback):
 class ProximalStep(keras.callbacks.Callback):
     """Bind the model's proximal constraints to the optimizer when ``fit`` starts.
 
-    Each :class:`~tf_groupsparse.proximal.ProximalConstraint` then applies
+    Each :class:`~tf_groupsparse.penalties.ProximalConstraint` then applies
     ``W <- prox_{t * penalty}(W)`` with ``t = learning_rate * strength`` right after every
     optimizer step (proximal gradient descent). Keras 3 runs ``on_train_begin`` after creating
     but before first tracing the train function, and the constraint reads the learning rate
@@ -143,11 +138,11 @@ class ProximalStep(keras.callbacks.Callback):
     def __init__(self, optimizer=None, require=True):
         super().__init__()
         self.optimizer = optimizer
-        self.require = _check_bool("require", require, type(self).__name__)
+        self.require = check_bool("require", require, type(self).__name__)
         self.bound = 0
 
     def on_train_begin(self, logs=None):
-        from .proximal import bind
+        from .constraints import bind
 
         self.bound = bind(self.model, self.optimizer)
         if self.bound == 0 and self.require:

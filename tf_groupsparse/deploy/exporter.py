@@ -7,31 +7,15 @@
     path/report.json     the ExportReport as JSON
     path/report.md       the ExportReport as a markdown table
 
-and checks the result: it runs the .tflite file in the LiteRT interpreter on `sample`, compares
-with the Keras model (``max |y_tflite - y_keras|``) and with the unshrunk `reference` model, and
-times one-sample inference of the exported model and of the reference converted the same way in
-the same run, so that ``speedup = latency(reference) / latency(model)`` is a ratio measured on
-one machine at one time.
-
-Quantization modes (:data:`QUANTIZE_MODES`, one converter setup per mode):
-
-- ``None``: float32.
-- ``"dynamic"``: dynamic-range quantization (``Optimize.DEFAULT``): int8 weights, float
-  activations. The converter leaves small tensors (under 1024 elements) in float.
-- ``"float16"``: ``Optimize.DEFAULT`` with ``supported_types=[tf.float16]``: float16 weights.
-- ``"int8"``: full-integer quantization calibrated on `representative_data`; every op runs in
-  int8. The model's inputs and outputs are KEPT FLOAT32 (quantize/dequantize ops sit at the
-  ends) so the exported file is a drop-in replacement for the float one; :func:`run_tflite` also
-  accepts models with int8/uint8 inputs and outputs and (de)quantizes with their scale and
-  zero point.
-
-The quantization methods are those of the TensorFlow Lite converter (post-training
-quantization); the group-sparse training and shrinking that make the model small come from
-Mitsuno, Miyao & Kurita (IJCNN 2020, arXiv 2004.04394) and Yi & Choi (ICDMW 2018).
+and checks the result: it runs the .tflite file in the LiteRT interpreter on `sample` (or on
+generated inputs), compares with the Keras model (``max |y_tflite - y_keras|``) and with the
+unshrunk `reference` model, and times one-sample inference of the exported model and of the
+reference converted the same way in the same run, so that
+``speedup = latency(reference) / latency(model)`` is a ratio measured on one machine at one time.
 
 Example:
     >>> import keras, numpy as np
-    >>> from tf_groupsparse.export import export
+    >>> from tf_groupsparse import export
     >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     >>> x = np.random.rand(8, 4).astype("float32")
     >>> report = export(model, "/tmp/tgs_export_doc", sample=x, overwrite=True, latency_runs=5)
@@ -41,393 +25,30 @@ Example:
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import os
 import shutil
 import tempfile
-import time
-import warnings
 from dataclasses import dataclass
 
 import numpy as np
 
-from ._validation import check_choice, check_int, check_keras_model
-from .report import Report
+from .._validation import check_choice, check_int, check_keras_model
+from ..report import Report
+from .convert import (
+    _as_inputs, _batch, _check_quantize, _convert_saved_model, _input_names, _lite, _representative,
+    _write_saved_model,
+)
+from .litert import run_tflite, tflite_latency
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "export",
-    "ExportReport",
-    "convert_tflite",
-    "run_tflite",
-    "tflite_latency",
-    "FORMATS",
-    "QUANTIZE_MODES",
-    "TARGETS",
-]
+__all__ = ["export", "ExportReport", "FORMATS", "TARGETS"]
 
 FORMATS = ("saved_model", "tflite")
 TARGETS = ("xnnpack", "portable")
 SAVED_MODEL_DIR = "saved_model"
 TFLITE_FILE = "model.tflite"
-# How many representative samples calibrate int8 quantization at most.
-MAX_CALIBRATION_SAMPLES = 500
-
-
-# --------------------------------------------------------------------------- conversion
-
-
-def _float(converter, representative):
-    return converter
-
-
-def _dynamic(converter, representative):
-    import tensorflow as tf
-
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    return converter
-
-
-def _float16(converter, representative):
-    import tensorflow as tf
-
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.target_spec.supported_types = [tf.float16]
-    return converter
-
-
-def _int8(converter, representative):
-    import tensorflow as tf
-
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    # inference_input_type / inference_output_type stay tf.float32: float in, float out.
-    return converter
-
-
-# quantize mode -> converter setup
-QUANTIZE_MODES = {None: _float, "dynamic": _dynamic, "float16": _float16, "int8": _int8}
-
-
-def _check_quantize(quantize, representative_data, owner):
-    if quantize not in QUANTIZE_MODES:
-        names = ", ".join(repr(q) for q in QUANTIZE_MODES)
-        raise ValueError(
-            f"{owner}: Expected `quantize` to be one of {names}. Received: quantize={quantize!r}"
-        )
-    if quantize == "int8" and representative_data is None:
-        raise ValueError(
-            f"{owner}: Expected `representative_data` (a few hundred typical inputs) for "
-            "quantize='int8': full-integer quantization calibrates activation ranges on it. "
-            "Pass representative_data=x_train[:200], or use quantize='dynamic'. "
-            "Received: representative_data=None"
-        )
-    if quantize != "int8" and representative_data is not None:
-        raise ValueError(
-            f"{owner}: Expected `representative_data` only with quantize='int8' (the other modes "
-            "do not calibrate). Drop it or set quantize='int8'. "
-            f"Received: quantize={quantize!r} with representative_data"
-        )
-
-
-def _input_names(model):
-    return [t.name for t in model.inputs]
-
-
-def _as_inputs(model, x, name, owner):
-    """`x` as a dict {signature input name: float/int array} matching `model`'s inputs."""
-    names = _input_names(model)
-    if isinstance(x, dict):
-        if sorted(x) != sorted(names):
-            raise ValueError(
-                f"{owner}: Expected `{name}` to have the keys {sorted(names)} (the model's input "
-                f"names). Received: {name} keys {sorted(x)}"
-            )
-        arrays = [x[n] for n in names]
-    elif isinstance(x, (list, tuple)):
-        if len(x) != len(names):
-            raise ValueError(
-                f"{owner}: Expected `{name}` to hold one array per model input ({len(names)}). "
-                f"Received: {name} with {len(x)} arrays"
-            )
-        arrays = list(x)
-    elif len(names) == 1:
-        arrays = [x]
-    else:
-        raise TypeError(
-            f"{owner}: Expected `{name}` to be a list or dict of arrays for a model with "
-            f"{len(names)} inputs. Received: {name} of type {type(x).__name__}"
-        )
-    out = {}
-    for n, a, t in zip(names, arrays, model.inputs):
-        try:
-            a = np.asarray(a, dtype=t.dtype)
-        except (TypeError, ValueError) as exc:
-            raise TypeError(
-                f"{owner}: Expected `{name}` to be numeric arrays. Received: {name} ({exc})"
-            ) from None
-        expected = tuple(t.shape[1:])
-        if a.ndim != len(expected) + 1 or any(
-            e is not None and e != s for e, s in zip(expected, a.shape[1:])
-        ):
-            raise ValueError(
-                f"{owner}: Expected `{name}` with shape (batch, *{expected}) for input {n!r}. "
-                f"Received: {name}.shape={a.shape}"
-            )
-        if a.shape[0] < 1:
-            raise ValueError(f"{owner}: Expected `{name}` to hold at least one sample. Received: {name}.shape={a.shape}")
-        out[n] = a
-    return out
-
-
-def _lite(inputs):
-    """What to feed LiteRT: the array itself for one input (no name to match), else the dict."""
-    return next(iter(inputs.values())) if len(inputs) == 1 else inputs
-
-
-def _batch(inputs, start, stop):
-    return {n: a[start:stop] for n, a in inputs.items()}
-
-
-def _representative(inputs):
-    count = min(MAX_CALIBRATION_SAMPLES, min(len(a) for a in inputs.values()))
-
-    def generate():
-        for i in range(count):
-            yield {n: a[i : i + 1].astype(np.float32) if a.dtype.kind == "f" else a[i : i + 1]
-                   for n, a in inputs.items()}
-
-    return generate
-
-
-@contextlib.contextmanager
-def _quiet_tf_logs():
-    """Silence TensorFlow's Python logger during conversion (its C++ chatter goes to stderr)."""
-    tf_logger = logging.getLogger("tensorflow")
-    level = tf_logger.level
-    tf_logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        tf_logger.setLevel(level)
-
-
-def _write_saved_model(model, directory):
-    with _quiet_tf_logs():
-        model.export(directory, format="tf_saved_model", verbose=False)
-
-
-def _convert_saved_model(directory, quantize, representative):
-    import tensorflow as tf
-
-    converter = tf.lite.TFLiteConverter.from_saved_model(directory)
-    QUANTIZE_MODES[quantize](converter, representative)
-    with _quiet_tf_logs(), warnings.catch_warnings():
-        # int8 calibration runs TensorFlow's own (deprecated) interpreter internally.
-        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated", category=UserWarning)
-        return converter.convert()
-
-
-def convert_tflite(model, *, quantize=None, representative_data=None) -> bytes:
-    """Convert a Keras model to a LiteRT (.tflite) flatbuffer.
-
-    The model is exported to a temporary SavedModel and converted with
-    ``tf.lite.TFLiteConverter.from_saved_model`` (the conversion path for Keras 3 models), set up
-    for `quantize` as described in this module's docstring.
-
-    Args:
-        model: a built ``keras.Model``.
-        quantize: None (float32, default), "dynamic", "float16" or "int8".
-        representative_data: calibration inputs for "int8" (an array, or a list/dict of arrays
-            for several inputs; at most 500 samples are used). Required for "int8", refused
-            otherwise. Default None.
-
-    Returns:
-        The .tflite model as bytes.
-
-    Raises:
-        TypeError: `model` is not a keras.Model.
-        ValueError: bad `quantize`, int8 without `representative_data`, or data that does not
-            match the model's inputs.
-
-    Example:
-        >>> import keras
-        >>> from tf_groupsparse.export import convert_tflite
-        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-        >>> convert_tflite(m, quantize="float16")[4:8]
-        b'TFL3'
-    """
-    owner = "convert_tflite"
-    check_keras_model(model, owner=owner)
-    _check_quantize(quantize, representative_data, owner)
-    representative = None
-    if representative_data is not None:
-        representative = _representative(
-            _as_inputs(model, representative_data, "representative_data", owner)
-        )
-    with tempfile.TemporaryDirectory(prefix="tgs-saved-model-") as tmp:
-        _write_saved_model(model, tmp)
-        return _convert_saved_model(tmp, quantize, representative)
-
-
-# --------------------------------------------------------------------------- LiteRT
-
-
-def _interpreter(tflite, threads, owner):
-    from ai_edge_litert.interpreter import Interpreter
-
-    if isinstance(tflite, (bytes, bytearray)):
-        return Interpreter(model_content=bytes(tflite), num_threads=threads)
-    if isinstance(tflite, (str, os.PathLike)):
-        if not os.path.isfile(tflite):
-            raise FileNotFoundError(
-                f"{owner}: Expected the path of an existing .tflite file. Received: path={os.fspath(tflite)!r}"
-            )
-        return Interpreter(model_path=os.fspath(tflite), num_threads=threads)
-    raise TypeError(
-        f"{owner}: Expected .tflite model bytes or a file path. "
-        f"Received: tflite of type {type(tflite).__name__}"
-    )
-
-
-def _signature(interpreter):
-    """(inputs, outputs): lists of (name, tensor details), outputs in output_0, output_1 order."""
-    runner = interpreter.get_signature_runner()
-    inputs = runner.get_input_details()
-    outputs = runner.get_output_details()
-    order = sorted(inputs, key=lambda n: inputs[n]["index"])
-
-    def out_key(name):
-        tail = name.rsplit("_", 1)[-1]
-        return (0, int(tail), name) if tail.isdigit() else (1, 0, name)
-
-    return [(n, inputs[n]) for n in order], [(n, outputs[n]) for n in sorted(outputs, key=out_key)]
-
-
-def _feed(interpreter, inputs, x, owner):
-    if isinstance(x, dict):
-        missing = sorted(set(n for n, _ in inputs) ^ set(x))
-        if missing:
-            raise ValueError(
-                f"{owner}: Expected `x` keys {sorted(n for n, _ in inputs)} (the model's input "
-                f"names). Received: x keys {sorted(x)}"
-            )
-        arrays = [x[n] for n, _ in inputs]
-    elif isinstance(x, (list, tuple)):
-        arrays = list(x)
-    else:
-        arrays = [x]
-    if len(arrays) != len(inputs):
-        raise ValueError(
-            f"{owner}: Expected one array per model input ({len(inputs)}). Received: {len(arrays)} arrays"
-        )
-    prepared = []
-    for (name, detail), a in zip(inputs, arrays):
-        a = np.asarray(a)
-        dtype = detail["dtype"]
-        if np.issubdtype(dtype, np.integer) and a.dtype.kind == "f":
-            scale, zero = detail["quantization"]
-            if scale:
-                info = np.iinfo(dtype)
-                a = np.clip(np.round(a / scale + zero), info.min, info.max)
-        prepared.append((detail, np.asarray(a, dtype=dtype)))
-    for detail, a in prepared:
-        interpreter.resize_tensor_input(detail["index"], a.shape)
-    interpreter.allocate_tensors()
-    for detail, a in prepared:
-        interpreter.set_tensor(detail["index"], a)
-
-
-def _read(interpreter, detail):
-    y = interpreter.get_tensor(detail["index"])
-    scale, zero = detail["quantization"]
-    if np.issubdtype(y.dtype, np.integer) and scale:
-        y = (y.astype(np.float32) - zero) * scale
-    return y
-
-
-def run_tflite(tflite, x):
-    """Run a .tflite model in the LiteRT interpreter (one thread) and return its output.
-
-    Args:
-        tflite: the model as bytes or the path of a .tflite file.
-        x: an array for a one-input model, else a list of arrays in the model's input order
-            or a dict keyed by input name. The batch size may differ from the converted one.
-            Float data fed to an int8/uint8 input is quantized with its scale and zero point.
-
-    Returns:
-        np.ndarray: the output (dequantized if the output is integer-quantized); a list of
-        arrays, in the Keras model's output order, for several outputs.
-
-    Raises:
-        TypeError: `tflite` is neither bytes nor a path.
-        FileNotFoundError: the path does not exist.
-        ValueError: `x` does not match the model's inputs.
-
-    Example:
-        >>> import keras, numpy as np
-        >>> from tf_groupsparse.export import convert_tflite, run_tflite
-        >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, use_bias=False)])
-        >>> run_tflite(convert_tflite(m), np.zeros((5, 3), "float32")).shape
-        (5, 2)
-    """
-    interpreter = _interpreter(tflite, 1, "run_tflite")
-    inputs, outputs = _signature(interpreter)
-    _feed(interpreter, inputs, x, "run_tflite")
-    interpreter.invoke()
-    ys = [_read(interpreter, d) for _, d in outputs]
-    return ys[0] if len(ys) == 1 else ys
-
-
-def tflite_latency(tflite, x, *, runs=50, warmup=5, threads=1) -> float:
-    """Median wall time in seconds of one LiteRT ``invoke()`` on `x`.
-
-    The interpreter is built once (LiteRT applies its default XNNPack delegate on CPU), `x` is
-    set once, `warmup` calls are discarded, then `runs` calls are timed with
-    ``time.perf_counter``. Pass a batch of one sample for single-sample latency.
-
-    Args:
-        tflite: the model as bytes or the path of a .tflite file.
-        x: the input, as for :func:`run_tflite`.
-        runs: timed calls (default 50), >= 1.
-        warmup: untimed calls before timing (default 5), >= 0.
-        threads: interpreter threads (default 1), >= 1.
-
-    Returns:
-        float: the median latency in seconds.
-
-    Raises:
-        TypeError, ValueError: bad arguments, as for :func:`run_tflite`.
-
-    Example:
-        >>> import keras, numpy as np
-        >>> from tf_groupsparse.export import convert_tflite, tflite_latency
-        >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
-        >>> tflite_latency(convert_tflite(m), np.zeros((1, 3), "float32"), runs=5) > 0
-        True
-    """
-    owner = "tflite_latency"
-    runs = check_int("runs", runs, owner, minimum=1)
-    warmup = check_int("warmup", warmup, owner, minimum=0)
-    threads = check_int("threads", threads, owner, minimum=1)
-    interpreter = _interpreter(tflite, threads, owner)
-    inputs, _ = _signature(interpreter)
-    _feed(interpreter, inputs, x, owner)
-    for _ in range(warmup):
-        interpreter.invoke()
-    times = np.empty(runs)
-    for i in range(runs):
-        start = time.perf_counter()
-        interpreter.invoke()
-        times[i] = time.perf_counter() - start
-    return float(np.median(times))
-
-
-# --------------------------------------------------------------------------- report
-
 
 @dataclass
 class ExportReport(Report):
@@ -514,7 +135,7 @@ def _has_grouped_layers(model):
         if isinstance(layer, keras.Model):
             if _has_grouped_layers(layer):
                 return True
-        elif type(layer).__module__ == f"{__package__}.layers":
+        elif type(layer).__module__ == "tf_groupsparse.layers":
             return True
     return False
 
@@ -528,7 +149,7 @@ def _for_target(model, target):
     if model is None or not _has_grouped_layers(model):
         return model, False
     try:
-        from .grouping.rewrite import for_target
+        from ..grouping.rewrite import for_target
     except ImportError as exc:
         logger.warning("export: grouped layers kept in their current form (no for_target: %s)", exc)
         return model, False
@@ -537,7 +158,7 @@ def _for_target(model, target):
 
 
 def _macs(model):
-    from .metrics import flops
+    from ..metrics import flops
 
     try:
         return flops(model)
@@ -645,7 +266,7 @@ def export(
 
     Example:
         >>> import keras, numpy as np
-        >>> from tf_groupsparse.export import export
+        >>> from tf_groupsparse import export
         >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
         >>> r = export(m, "/tmp/tgs_export_doc2", formats=("tflite",), overwrite=True,
         ...            sample=np.ones((3, 4), "float32"), latency_runs=3)

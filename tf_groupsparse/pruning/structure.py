@@ -2,7 +2,7 @@
 
 This module is the project's *interpretation* of Yuan, Pan, Zhou, Qin, Liu, "Learning
 Structures for Deep Neural Networks" (arXiv 2105.13905, 2021), whose full method is not public
-(see METHODS.md, LSDNN). Layers are learned one at a time, without labels:
+(the methods page of the documentation says so). Layers are learned one at a time, without labels:
 
 1. The sources of layer ``d`` are the (centred) outputs of ALL earlier layers, the input
    included: ``Z = [x, h_1, ..., h_{d-1}]`` (``x`` is centred and divided by one global
@@ -28,7 +28,7 @@ be trained with labels.
 
 Example:
     >>> import numpy as np
-    >>> from tf_groupsparse.structure_learning import learn_structure, build_model
+    >>> from tf_groupsparse import learn_structure, build_model
     >>> x = np.random.default_rng(0).normal(size=(256, 6)).astype("float32")
     >>> s = learn_structure(x, max_depth=2, width=4, epochs=20, verbose=0)
     >>> model = build_model(s, n_outputs=3)
@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 import keras
 import numpy as np
 
-from ._validation import check_int, check_number
+from .._validation import check_int, check_number, check_seed, check_verbose
 
 logger = logging.getLogger(__name__)
 
@@ -197,8 +197,9 @@ def learn_structure(
     epochs=100,
     learning_rate=0.1,
     batch_size=256,
-    random_state=0,
+    seed=None,
     verbose=1,
+    random_state=None,
 ):
     """Learn depth and inter-layer connections of a dense network from unlabeled data.
 
@@ -221,7 +222,8 @@ def learn_structure(
         learning_rate: step of SGD with momentum 0.9 (default 0.1); the proximal step is
             ``learning_rate * group_strength``.
         batch_size: mini-batch size (default 256).
-        random_state: seed of initial weights and batch order (default 0).
+        seed: seed of initial weights and batch order (default 0; `random_state` is its
+            deprecated name).
         verbose: 1 shows a progress bar over the depth, 0 is silent (default 1).
 
     Returns:
@@ -255,7 +257,8 @@ def learn_structure(
     width = check_int("width", width, _OWNER, minimum=1)
     epochs = check_int("epochs", epochs, _OWNER, minimum=1)
     batch_size = check_int("batch_size", batch_size, _OWNER, minimum=2)
-    random_state = check_int("random_state", random_state, _OWNER, minimum=0)
+    seed = check_seed(seed, _OWNER, random_state=random_state)
+    verbose = check_verbose(verbose, _OWNER)
     group_strength = check_number("group_strength", group_strength, _OWNER)
     entropy_weight = check_number("entropy_weight", entropy_weight, _OWNER)
     entropy_tol = check_number("entropy_tol", entropy_tol, _OWNER, minimum=-math.inf)
@@ -263,9 +266,9 @@ def learn_structure(
     settings = {
         "max_depth": max_depth, "width": width, "group_strength": group_strength,
         "entropy_tol": entropy_tol, "entropy_weight": entropy_weight, "epochs": epochs,
-        "learning_rate": learning_rate, "batch_size": batch_size, "random_state": random_state,
+        "learning_rate": learning_rate, "batch_size": batch_size, "seed": seed,
     }
-    rng = np.random.default_rng(random_state)
+    rng = np.random.default_rng(seed)
     scale = data.std() or 1.0
     x0 = (data - data.mean(axis=0)) / scale
     sources = [x0]

@@ -23,7 +23,7 @@ Groups coupled to model inputs/outputs, frozen layers or cross-channel normaliza
 
 Example:
     >>> import keras, numpy as np
-    >>> from tf_groupsparse.shrinking import shrink
+    >>> from tf_groupsparse import shrink
     >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(6, name="h"),
     ...                       keras.layers.Dense(2, name="y")])
     >>> k = m.get_layer("h").kernel.numpy(); k[:, :3] = 0
@@ -40,63 +40,24 @@ import logging
 import keras
 import numpy as np
 
-from ._validation import check_choice, check_int, check_keras_model, check_number
-from .graph import build_graph, evaluate
-from .report import Report
-from .surgery import _copy, remove_groups
+from .._validation import check_bool, check_choice, check_graph_model, check_int, check_number, check_verbose, renamed
+from ..graph import build_graph, evaluate, remove_groups
+from ..graph.kinds import foldable
+from ..graph.surgery import _copy
+from ..report import Report
+from .plan import ChannelPlan
+from .sparsity import NORMS, zero_groups
 
-__all__ = ["shrink", "ShrinkReport", "CRITERIA", "CONSTANT_MODES"]
+__all__ = ["shrink", "ShrinkReport", "CONSTANT_MODES"]
 
 logger = logging.getLogger(__name__)
 
-CRITERIA = {
-    "l2": lambda rows: np.sqrt(np.sum(np.square(rows), axis=1)),
-    "l1": lambda rows: np.sum(np.abs(rows), axis=1),
-}
 CONSTANT_MODES = ("fold", "keep", "error")
 _ZERO = 1e-7
 
 
 class ShrinkReport(Report):
     """Per-layer channels and parameters before/after :func:`shrink` (a :class:`Report`)."""
-
-
-def _slice_norms(weights, s, criterion):
-    rows = np.moveaxis(weights[s.weight_index], s.axis, 0).reshape(len(s.ids), -1)
-    norms = np.asarray(criterion(rows), dtype="float64").reshape(-1)
-    if norms.shape != (len(s.ids),):
-        raise ValueError(
-            "shrink: Expected `criterion` to map an array (n_channels, size) to n_channels norms. "
-            f"Received: output shape {norms.shape} for input shape {rows.shape}"
-        )
-    return norms
-
-
-def _dead_groups(graph, weights, threshold, criterion):
-    """(producer_dead, consumer_dead) boolean arrays over groups."""
-    n = graph.n_groups
-    labels = graph.labels
-    has_prod, prod_alive, cons_alive = np.zeros(n, bool), np.zeros(n, bool), np.zeros(n, bool)
-    strength = np.zeros(n)
-    consumers = {}
-    for s in graph.slices:
-        if s.role == "param":
-            continue
-        norms = _slice_norms(weights[id(s.node)], s, criterion)
-        np.maximum.at(strength, labels[s.ids], norms)
-        alive = (norms >= threshold) & (norms > 0)  # as sparsity_report: below threshold or exactly 0
-        if s.role == "produce":
-            has_prod[labels[s.ids]] = True
-            prod_alive[labels[s.ids[alive]]] = True
-        else:  # a layer ignores a channel when any of its (serial) reading slices is dead
-            uniq, inverse = np.unique(s.ids, return_inverse=True)
-            per_id = np.zeros(len(uniq), bool)
-            np.logical_or.at(per_id, inverse, alive)
-            prev = consumers.get(id(s.node))
-            consumers[id(s.node)] = (uniq, per_id if prev is None else prev[1] & per_id)
-    for uniq, per_id in consumers.values():
-        cons_alive[labels[uniq[per_id]]] = True
-    return has_prod & ~prod_alive, ~cons_alive, strength
 
 
 def _probe_inputs(model, rng, size=16):
@@ -108,16 +69,6 @@ def _probe_inputs(model, rng, size=16):
         else:
             out.append(rng.normal(size=shape).astype(str(t.dtype)))
     return out
-
-
-def _foldable(layer):
-    """Dense, or a groups=1 convolution whose window never covers zero padding."""
-    if isinstance(layer, keras.layers.Dense):
-        return True
-    conv_types = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
-    if not isinstance(layer, conv_types) or getattr(layer, "groups", 1) != 1:
-        return False
-    return layer.padding == "valid" or all(k == 1 for k in layer.kernel_size)
 
 
 def _constants(model, graph, weights, wanted, unsupported):
@@ -153,13 +104,13 @@ def _constants(model, graph, weights, wanted, unsupported):
         zero = np.abs(values).max(axis=0) <= _ZERO
         const = values.mean(axis=0)
         uniform = (values.max(axis=0) - values.min(axis=0)) <= 1e-5 * (1.0 + np.abs(const))
-        foldable = _foldable(s.node.layer) and len(s.node.inputs) == 1  # not a shared layer
+        can_fold = foldable(s.node.layer) and len(s.node.inputs) == 1  # not a shared layer
         kernel = weights[id(s.node)][s.weight_index]
         for j, pos in enumerate(positions):
             g = int(labs[pos])
             if result[g] is None or zero[j]:
                 continue
-            if not (foldable and uniform[j]):
+            if not (can_fold and uniform[j]):
                 result[g] = None
                 continue
             taps = np.take(kernel, pos, axis=s.axis)  # (*S, C_out)
@@ -168,21 +119,18 @@ def _constants(model, graph, weights, wanted, unsupported):
     return result
 
 
-def _restore(graph, removed, tensors, want, order=None):
+def _restore(graph, removed, tensors, want):
     """Put removed groups back until every channel array in `tensors` keeps at least
-    ``want(n_channels, n_kept)`` channels; groups are tried in ascending ``order(group)`` (default:
-    as they appear). Only removals are undone, so the loop ends."""
+    ``want(n_channels)`` channels. Only removals are undone, so the loop ends."""
     changed = True
     while changed:
         changed = False
         for ids in tensors:
             labs = graph.labels[ids]
-            kept = int((~removed[labs]).sum())
-            need = want(len(ids), kept)
-            if kept >= need:
+            need = want(len(ids))
+            if int((~removed[labs]).sum()) >= need:
                 continue
-            back = list(dict.fromkeys(labs[removed[labs]]))
-            for lab in back if order is None else sorted(back, key=order):
+            for lab in dict.fromkeys(labs[removed[labs]]):
                 removed[lab] = False
                 changed = True
                 if int((~removed[labs]).sum()) >= need:
@@ -197,15 +145,16 @@ def _apply_keep_min(graph, removed, keep_min):
         if node.owned is not None:
             tensors.append(node.owned)
         tensors += [x for call in node.outputs for x in call if len(x)]
-    return _restore(graph, removed, tensors, lambda n, kept: min(keep_min, n))
+    return _restore(graph, removed, tensors, lambda n: min(keep_min, n))
 
 
 def _apply_multiple(graph, removed, multiple, strength):
     """Every Dense/Conv-like layer keeps a multiple of `multiple` channels (or all it had), the
-    strongest removed groups put back first."""
-    owned = [node.owned for node in graph.nodes if node.owned is not None and len(node.owned)]
-    return _restore(graph, removed, owned, lambda n, kept: min(n, -(-kept // multiple) * multiple),
-                    order=lambda g: -strength[g])
+    strongest removed groups put back first (:meth:`ChannelPlan.round_all`)."""
+    plan = ChannelPlan(graph, keep_min=0)
+    plan.remove(np.nonzero(removed)[0])
+    plan.round_all(multiple, {int(g): float(v) for g, v in enumerate(strength)})
+    return plan.removed.copy()
 
 
 def _layer_at(model, path):
@@ -215,8 +164,8 @@ def _layer_at(model, path):
     return layer
 
 
-def shrink(model, threshold=1e-3, *, criterion="l2", keep_min=1, channel_multiple=None, unsupported="error",
-           constants="fold", return_report=False):
+def shrink(model, threshold=1e-3, *, norm="l2", keep_min=1, round_to=None, unsupported="error",
+           constants="fold", return_report=False, verbose=0, criterion=None, channel_multiple=None):
     """Remove every channel group through which nothing flows; outputs stay the same.
 
     "The same" is exact for groups whose weights are exactly zero (``threshold=0``). With
@@ -233,22 +182,26 @@ def shrink(model, threshold=1e-3, *, criterion="l2", keep_min=1, channel_multipl
         model: a built keras.Model (Sequential or functional; nested models allowed).
         threshold: float >= 0, default 1e-3; a slice with norm below it (or exactly 0) counts
             as zero, so ``threshold=0`` removes exactly-zero groups only.
-        criterion: "l2" (default), "l1", or a callable mapping an array (n_channels, size)
-            to n_channels norms.
+        norm: how a slice's size is measured against `threshold`: "l2" (default), "l1", or a
+            callable mapping an array (n_channels, size) to n_channels norms. The same test
+            serves ``sparsity_report`` and ``SparsityMonitor``.
         keep_min: int >= 1, default 1; channels every layer keeps at least.
-        channel_multiple: None (default) or an int >= 1: every Dense/Conv-like layer keeps a
+        round_to: None (default) or an int >= 1: every Dense/Conv-like layer keeps a
             multiple of this many output channels (or all it had), by keeping the strongest of
             its removable groups. Kept zero groups change nothing in the outputs, but the
             latency can change either way: on this project's x86 CPU, LiteRT's XNNPack runs a
             Dense layer whose width leaves 1-8 over a multiple of 16 much slower (784-100-64-10:
             1.5x the latency of 784-112-64-10), so 16 made a shrunk MLP 1.45x faster, while it
             made a shrunk VGG-style CNN 10% slower (``benchmarks/channel_multiple.py``). Measure
-            on the target device before using it.
+            on the target device before using it. Shrink always rounds up (it gives back zero
+            groups; rounding down would remove channels that carry signal: use ``prune``).
         unsupported: "error" (default) or "freeze" for layers without a graph handler.
         constants: "fold" (default: fold exact constants, keep the other groups), "keep"
             (never fold: keep every group that carries a nonzero constant) or "error" (fold
             exact constants, raise ValueError for a constant that cannot be folded).
         return_report: when True return ``(model, ShrinkReport)``.
+        verbose: 0 (default: shrinking takes seconds) or 1, a progress bar over its phases.
+        criterion, channel_multiple: deprecated spellings of `norm` and `round_to`.
 
     Returns:
         The new, smaller keras.Model, or ``(model, report)``; `model` is unchanged.
@@ -270,21 +223,24 @@ def shrink(model, threshold=1e-3, *, criterion="l2", keep_min=1, channel_multipl
     Hwang, ICML 2017); the physical shrinking step of HFP (Mitsuno & Kurita, ICPR 2020).
     """
     owner = "shrink"
-    check_keras_model(model, owner)
+    check_graph_model(model, owner)
     threshold = check_number("threshold", threshold, owner)
-    if not callable(criterion):
-        criterion = CRITERIA[check_choice("criterion", criterion, tuple(CRITERIA), owner)]
+    norm = renamed(owner, "norm", None if norm == "l2" else norm, "criterion", criterion) or "l2"
+    if not callable(norm):
+        norm = NORMS[check_choice("norm", norm, tuple(NORMS), owner)]
     keep_min = check_int("keep_min", keep_min, owner, minimum=1)
-    if channel_multiple is not None:
-        channel_multiple = check_int("channel_multiple", channel_multiple, owner, minimum=1)
+    round_to = renamed(owner, "round_to", round_to, "channel_multiple", channel_multiple)
+    if round_to is not None:
+        round_to = check_int("round_to", round_to, owner, minimum=1)
     check_choice("unsupported", unsupported, ("error", "freeze"), owner)
     check_choice("constants", constants, CONSTANT_MODES, owner)
-    if not isinstance(return_report, bool):
-        raise TypeError(f"{owner}: Expected `return_report` to be a bool. Received: return_report={return_report!r}")
+    check_bool("return_report", return_report, owner)
+    progress = keras.utils.Progbar(3, verbose=check_verbose(verbose, owner), unit_name="phase")
 
     graph = build_graph(model, unsupported=unsupported)
     weights = {id(n): n.layer.get_weights() for n in graph.nodes if isinstance(n.layer, keras.layers.Layer)}
-    producer_dead, consumer_dead, strength = _dead_groups(graph, weights, threshold, criterion)
+    producer_dead, consumer_dead, strength = zero_groups(graph, threshold, norm, weights)
+    progress.add(1)
     removable = ~graph.frozen_groups & ~graph.lossy_groups
     removed = removable & consumer_dead
     needs_constant = removable & producer_dead & ~consumer_dead
@@ -304,8 +260,9 @@ def shrink(model, threshold=1e-3, *, criterion="l2", keep_min=1, channel_multipl
             removed[g] = True
             deltas_by_group[g] = deltas
     removed = _apply_keep_min(graph, removed, keep_min)
-    if channel_multiple is not None and channel_multiple > 1:
-        removed = _apply_multiple(graph, removed, channel_multiple, strength)
+    if round_to is not None and round_to > 1:
+        removed = _apply_multiple(graph, removed, round_to, strength)
+    progress.add(1)
     bias_deltas = {}
     for g, deltas in deltas_by_group.items():
         if removed[g]:
@@ -315,13 +272,14 @@ def shrink(model, threshold=1e-3, *, criterion="l2", keep_min=1, channel_multipl
     logger.info("shrink: removing %d of %d groups, folding constants into %d layers",
                 len(groups), graph.n_groups, len(bias_deltas))
     new_model = remove_groups(graph, groups, bias_deltas=bias_deltas, owner=owner)
+    progress.add(1)
     if not return_report:
         return new_model
     return new_model, _report(graph, new_model, removed, bias_deltas, threshold)
 
 
 def _group_str(graph, label):
-    from .graph.model import Group
+    from ..graph.model import Group
 
     return str(Group(graph, label))
 

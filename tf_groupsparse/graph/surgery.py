@@ -22,7 +22,7 @@ Two levels of API:
 
 Example:
     >>> import keras
-    >>> from tf_groupsparse.surgery import prune_channels
+    >>> from tf_groupsparse.graph import prune_channels
     >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="h"),
     ...                       keras.layers.Dense(2, name="y")])
     >>> small = prune_channels(m, {"h": [0, 5]})
@@ -39,8 +39,9 @@ import numbers
 import keras
 import numpy as np
 
-from ._validation import check_keras_model
-from .graph import build_graph
+from .._validation import check_graph_model
+from .build import _history_list, build_graph
+from .model import Group
 
 __all__ = ["prune_channels", "plan_groups", "remove_groups", "zero_channels", "zero_slices"]
 
@@ -105,8 +106,6 @@ def plan_groups(graph, plan, owner="plan_groups"):
             if lab not in seen:
                 seen.add(lab)
                 labels.append(lab)
-    from .graph.model import Group
-
     return [Group(graph, lab) for lab in labels]
 
 
@@ -185,10 +184,14 @@ def remove_groups(graph, groups, *, bias_deltas=None, owner="remove_groups"):
         new = new_layers.get(id(node.layer))
         if new is None or not isinstance(node.layer, keras.layers.Layer):
             continue
-        weights = node.layer.get_weights()
-        for s in slices_of.get(id(node), []):
-            kept = np.nonzero(~removed[s.ids])[0]
-            weights[s.weight_index] = np.take(weights[s.weight_index], kept, axis=s.axis)
+        rebuild_weights = getattr(node.handler, "rebuild_weights", None)
+        if rebuild_weights is not None and not node.frozen and keeps[id(node.layer)].changed:
+            weights = rebuild_weights(node.layer, keeps[id(node.layer)])
+        else:
+            weights = node.layer.get_weights()
+            for s in slices_of.get(id(node), []):
+                kept = np.nonzero(~removed[s.ids])[0]
+                weights[s.weight_index] = np.take(weights[s.weight_index], kept, axis=s.axis)
         if node.name in bias_deltas:
             delta = np.asarray(bias_deltas[node.name], dtype="float32")[~removed[node.owned]]
             if getattr(node.layer, "use_bias", True):
@@ -229,8 +232,6 @@ def _clone(model, clone_function=None, input_shapes=None):
         if input_shapes is not None:
             kwargs["input_tensors"] = keras.Input(batch_shape=shapes[0], dtype=model.inputs[0].dtype)
     else:
-        from .graph.build import _history_list
-
         names = [t[0] for t in _history_list(model.get_config()["input_layers"])]
         fresh = [
             keras.Input(batch_shape=shape, dtype=t.dtype, name=name)
@@ -274,7 +275,7 @@ def prune_channels(model, plan, *, unsupported="error"):
     Reference: group structure of channels as in HGSR (Mitsuno, Miyao, Kurita, IJCNN 2020);
     dependency-graph surgery after Fang et al., "DepGraph", CVPR 2023.
     """
-    check_keras_model(model, "prune_channels")
+    check_graph_model(model, "prune_channels")
     _check_plan(plan, "prune_channels")
     graph = build_graph(model, unsupported=unsupported)
     groups = plan_groups(graph, plan, owner="prune_channels")
@@ -292,9 +293,9 @@ def zero_slices(slices):
     for s in slices:
         var = s.layer.weights[s.weight_index]
         value = keras.ops.convert_to_numpy(var).copy()
-        index = [slice(None)] * value.ndim
+        index = [slice(None)] * (value.ndim - len(s.index))
         index[s.axis] = list(s.indices)
-        value[tuple(index)] = 0.0
+        value[tuple(s.index) + tuple(index)] = 0.0
         var.assign(value)
 
 
@@ -307,7 +308,7 @@ def zero_channels(model, plan, *, unsupported="error"):
     Returns:
         A new keras.Model; `model` is unchanged.
     """
-    check_keras_model(model, "zero_channels")
+    check_graph_model(model, "zero_channels")
     copy = _copy(model)
     graph = build_graph(copy, unsupported=unsupported)
     for g in plan_groups(graph, plan, owner="zero_channels"):

@@ -37,7 +37,7 @@ Distillation", ICPR 2020 (arXiv 2011.02390).
 
 Example:
     >>> import numpy as np, keras
-    >>> from tf_groupsparse.planting import plant
+    >>> from tf_groupsparse import plant
     >>> x = np.random.rand(64, 8).astype("float32"); y = (x[:, 0] > 0.5).astype("int32")
     >>> student = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2, activation="relu"),
     ...                             keras.layers.Dense(2)])
@@ -51,14 +51,15 @@ Example:
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import keras
 import numpy as np
 
-from ._validation import check_int, check_keras_model, check_number
+from .._validation import check_int, check_keras_model, check_number
+from ..report import Report
+from .data import accuracy, check_xy, fit_quietly
 from .distillation import Distiller, output_kind
-from .report import Report
+from .twopath import build_planted, merge, merge_identity, recalibrate, width
 
 logger = logging.getLogger(__name__)
 
@@ -152,212 +153,12 @@ def _candidates(layers):
     return found
 
 
-def _clone(layer, trainable, name, **overrides):
-    config = layer.get_config()
-    config.update(overrides)
-    config["name"] = name
-    clone = layer.__class__.from_config(config)
-    clone.trainable = trainable
-    return clone
-
-
-def _frozen_copy(layer, x):
-    config = layer.get_config()
-    clone = layer.__class__.from_config(config)
-    y = clone(x)
-    clone.set_weights(layer.get_weights())
-    clone.trainable = False
-    return clone, y
-
-
-def _width(layer):
-    return layer.units if isinstance(layer, keras.layers.Dense) else layer.filters
-
-
-def _grown_config(layer, k):
-    config = layer.get_config()
-    config.pop("name", None)
-    config["units" if isinstance(layer, keras.layers.Dense) else "filters"] = k
-    return config
-
-
-# --------------------------------------------------------------------------- planted model
-@dataclass
-class _Planted:
-    """A student with `k` new channels in one layer, as a trainable two-path model."""
-
-    model: keras.Model
-    index: int
-    consumer: int
-    new_layer: keras.layers.Layer
-    new_bn: dict  # index -> new BN layer for the new channels
-    new_rows: keras.layers.Layer
-    spatial: int  # positions per channel in the consumer's input (Flatten), 1 otherwise
-
-
-def _build_planted(layers, input_shape, index, consumer, k):
-    inputs = keras.Input(shape=input_shape)
-    x = inputs
-    for layer in layers[:index]:
-        _, x = _frozen_copy(layer, x)
-    grown = layers[index]
-    _, old = _frozen_copy(grown, x)
-    config = _grown_config(grown, k)
-    config["name"] = f"{grown.name}__planted"
-    new_layer = grown.__class__.from_config(config)
-    new = new_layer(x)
-    new_bn = {}
-    for m in range(index + 1, consumer):
-        layer = layers[m]
-        _, old = _frozen_copy(layer, old)
-        if isinstance(layer, keras.layers.BatchNormalization):
-            bn = _clone(layer, True, f"{layer.name}__planted")
-            new = bn(new)
-            new_bn[m] = bn
-        else:
-            new = _clone(layer, True, f"{layer.name}__planted")(new)
-    target = layers[consumer]
-    in_dim = int(target.input.shape[-1])
-    spatial = in_dim // _width(grown)
-    old_part = _clone(target, False, f"{target.name}__old", activation="linear")
-    y_old = old_part(old)
-    old_part.set_weights(target.get_weights())
-    if isinstance(target, keras.layers.Dense):
-        new_rows = keras.layers.Dense(
-            target.units, use_bias=False, kernel_initializer="zeros", name=f"{target.name}__planted"
-        )
-    else:
-        new_rows = keras.layers.Conv2D(
-            target.filters, target.kernel_size, strides=target.strides, padding=target.padding,
-            dilation_rate=target.dilation_rate, use_bias=False, kernel_initializer="zeros",
-            name=f"{target.name}__planted",
-        )
-    y = keras.layers.Add(name=f"{target.name}__sum")([y_old, new_rows(new)])
-    y = keras.layers.Activation(target.activation, name=f"{target.name}__activation")(y)
-    for layer in layers[consumer + 1:]:
-        _, y = _frozen_copy(layer, y)
-    model = keras.Model(inputs, y)
-    return _Planted(model, index, consumer, new_layer, new_bn, new_rows, spatial)
-
-
-def _recalibrate(planted, data, batch_size):
-    """Set the new channels' BatchNormalization moving statistics to their exact data statistics.
-
-    Training normalizes the new channels with batch statistics; a few epochs leave the moving
-    averages near their initial values, so they are re-estimated on the training data.
-    """
-    for bn in planted.new_bn.values():
-        probe = keras.Model(planted.model.inputs[0], bn.input)
-        total, total_sq, count = 0.0, 0.0, 0
-        batches = data if _is_dataset(data) else (
-            (data[0][i:i + batch_size],) for i in range(0, len(data[0]), batch_size)
-        )
-        for batch in batches:
-            h = np.asarray(probe(batch[0], training=False), dtype="float64")
-            h = h.reshape(-1, h.shape[-1])
-            total = total + h.sum(axis=0)
-            total_sq = total_sq + (h**2).sum(axis=0)
-            count += h.shape[0]
-        mean = total / count
-        var = np.maximum(total_sq / count - mean**2, 0.0)
-        bn.moving_mean.assign(mean.astype("float32"))
-        bn.moving_variance.assign(var.astype("float32"))
-
-
-def _merge(layers, input_shape, planted, k, name):
-    """A plain chain model with the planted channels merged into standard layers."""
-    index, consumer = planted.index, planted.consumer
-    weights = [layer.get_weights() for layer in layers]
-    grown = layers[index]
-    weights[index] = [
-        np.concatenate([w_old, w_new], axis=-1)
-        for w_old, w_new in zip(weights[index], planted.new_layer.get_weights())
-    ]
-    for m, bn in planted.new_bn.items():
-        weights[m] = [np.concatenate([a, b], axis=-1) for a, b in zip(weights[m], bn.get_weights())]
-    old_kernel, *rest = weights[consumer]
-    new_kernel = planted.new_rows.get_weights()[0]
-    width = _width(grown)
-    if isinstance(layers[consumer], keras.layers.Dense):
-        units = old_kernel.shape[-1]
-        s = planted.spatial
-        old_k = old_kernel.reshape(s, width, units)
-        new_k = new_kernel.reshape(s, k, units)
-        kernel = np.concatenate([old_k, new_k], axis=1).reshape(s * (width + k), units)
-    else:
-        kernel = np.concatenate([old_kernel, new_kernel], axis=-2)
-    weights[consumer] = [kernel] + rest
-
-    inputs = keras.Input(shape=input_shape)
-    x = inputs
-    for m, layer in enumerate(layers):
-        config = layer.get_config()
-        if m == index:
-            config = _grown_config(layer, width + k)
-            config["name"] = layer.name
-        clone = layer.__class__.from_config(config)
-        x = clone(x)
-        clone.set_weights(weights[m])
-        clone.trainable = layer.trainable
-    return keras.Model(inputs, x, name=name)
-
-
 def _make_optimizer(optimizer, learning_rate):
     if isinstance(optimizer, keras.optimizers.Optimizer):
         config = optimizer.get_config()
         config["learning_rate"] = learning_rate
         return optimizer.__class__.from_config(config)
     return keras.optimizers.get({"class_name": optimizer, "config": {"learning_rate": learning_rate}})
-
-
-# --------------------------------------------------------------------------- data
-def _is_dataset(data):
-    import tensorflow as tf
-
-    return isinstance(data, tf.data.Dataset)
-
-
-def _check_data(name, data):
-    if _is_dataset(data):
-        return data
-    if isinstance(data, (tuple, list)) and len(data) == 2:
-        x, y = np.asarray(data[0]), np.asarray(data[1])
-        if len(x) != len(y) or len(x) == 0:
-            raise ValueError(
-                f"{_OWNER}: Expected `{name}` to hold as many labels as samples (and at least one). "
-                f"Received: {name} with {len(x)} samples and {len(y)} labels"
-            )
-        return x, y
-    raise TypeError(
-        f"{_OWNER}: Expected `{name}` to be an (x, y) tuple of arrays or a tf.data.Dataset of "
-        f"(x, y) batches. Received: {name} of type {type(data).__name__}"
-    )
-
-
-def _fit(model, data, epochs, batch_size):
-    if _is_dataset(data):
-        model.fit(data, epochs=epochs, verbose=0, shuffle=False)
-    else:
-        model.fit(data[0], data[1], epochs=epochs, batch_size=batch_size, verbose=0, shuffle=True)
-
-
-def accuracy(model, data, batch_size=256):
-    """Top-1 accuracy of `model` on `data` ((x, y) arrays or a dataset of (x, y) batches)."""
-    if _is_dataset(data):
-        correct = total = 0
-        for x, y in data:
-            pred = np.argmax(np.asarray(model(x, training=False)), axis=-1)
-            y = np.asarray(y)
-            labels = np.argmax(y, axis=-1) if y.ndim == 2 and y.shape[-1] > 1 else y.reshape(-1)
-            correct += int(np.sum(pred == labels))
-            total += len(labels)
-        return correct / max(total, 1)
-    x, y = data
-    # eager batches: no predict function is traced for each of the many candidate models
-    outputs = [np.asarray(model(x[i:i + batch_size], training=False)) for i in range(0, len(x), batch_size)]
-    pred = np.argmax(np.concatenate(outputs), axis=-1)
-    labels = np.argmax(y, axis=-1) if y.ndim == 2 and y.shape[-1] > 1 else y.reshape(-1)
-    return float(np.mean(pred == labels))
 
 
 # --------------------------------------------------------------------------- public entry
@@ -453,8 +254,8 @@ def plant(
             f"Received: optimizer of type {type(optimizer).__name__}"
         )
     _make_optimizer(optimizer, learning_rate)  # fails early on unknown names
-    data = _check_data("data", data)
-    validation_data = data if validation_data is None else _check_data("validation_data", validation_data)
+    data = check_xy(data, _OWNER, "data")
+    validation_data = data if validation_data is None else check_xy(validation_data, _OWNER, "validation_data")
     if tuple(student.input_shape) != tuple(teacher.input_shape) or student.output_shape[-1] != teacher.output_shape[-1]:
         raise ValueError(
             f"{_OWNER}: Expected `student` and `teacher` to share input shape and number of classes. "
@@ -486,7 +287,7 @@ def plant(
     teacher_outputs = output_kind(teacher)
     input_shape = tuple(student.input_shape[1:])
     names = [layer.name for layer in chain]
-    current = _merge_identity(chain, input_shape, student.name)
+    current = merge_identity(chain, input_shape, student.name)
     current_acc = accuracy(current, validation_data)
     start_params, start_acc = current.count_params(), current_acc
     rows, tried = [], []
@@ -499,16 +300,16 @@ def plant(
         chain_now = _chain(current)
         best = None
         for index, consumer in candidates.items():
-            planted = _build_planted(chain_now, input_shape, index, consumer, k)
+            planted = build_planted(chain_now, input_shape, index, consumer, k)
             added = sum(int(np.prod(v.shape)) for v in planted.model.trainable_weights)
             if param_budget is not None and current.count_params() + added > param_budget:
                 tried.append({"step": step, "layer": names[index], "added_params": added, "skipped": "param_budget"})
                 continue
             distiller = Distiller(planted.model, teacher, temperature, alpha, student_outputs, teacher_outputs)
             distiller.compile(optimizer=_make_optimizer(optimizer, learning_rate))
-            _fit(distiller, data, epochs_per_step, batch_size)
-            _recalibrate(planted, data, batch_size)
-            merged = _merge(chain_now, input_shape, planted, k, student.name)
+            fit_quietly(distiller, data, epochs_per_step, batch_size)
+            recalibrate(planted, data, batch_size)
+            merged = merge(chain_now, input_shape, planted, k, student.name)
             acc = accuracy(merged, validation_data)
             score = (acc - current_acc) / added
             tried.append({"step": step, "layer": names[index], "added_params": added, "accuracy": acc, "gain_per_param": score})
@@ -523,7 +324,7 @@ def plant(
             "step": step,
             "layer": names[index],
             "channels_added": k,
-            "channels": _width(_chain(current)[index]),
+            "channels": width(_chain(current)[index]),
             "params_added": added,
             "params": current.count_params(),
             "accuracy": current_acc,
@@ -553,15 +354,3 @@ def plant(
         },
     )
     return current, report
-
-
-def _merge_identity(layers, input_shape, name):
-    """A plain copy of the chain (so the user's model is never touched)."""
-    inputs = keras.Input(shape=input_shape)
-    x = inputs
-    for layer in layers:
-        clone = layer.__class__.from_config(layer.get_config())
-        x = clone(x)
-        clone.set_weights(layer.get_weights())
-        clone.trainable = layer.trainable
-    return keras.Model(inputs, x, name=name)

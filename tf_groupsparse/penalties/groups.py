@@ -31,7 +31,7 @@ import math
 
 from keras import ops
 
-from ._validation import check_choice
+from .._validation import check_choice
 
 AXES = ("input", "output")
 

@@ -6,7 +6,7 @@ layer from its config with the regularizer (or constraint) set, and copies all w
 result computes exactly what the input did and the input is left untouched.
 
 Which constructor argument takes the penalty comes from
-:data:`tf_groupsparse.sparsity.KERNEL_SLOTS`:
+the layer-kind registry (:func:`tf_groupsparse.graph.kinds.kernel_slots`):
 
 =============================  ============================================================
 layer                          argument(s)
@@ -23,7 +23,7 @@ recurrent cells, attention).
 
 Example:
     >>> import keras
-    >>> from tf_groupsparse.regularize import regularize
+    >>> from tf_groupsparse import regularize
     >>> model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, name="c1"),
     ...                           keras.layers.Flatten(), keras.layers.Dense(10, name="fc")])
     >>> new, report = regularize(model, keras.regularizers.L2(1e-4), layers=keras.layers.Conv2D,
@@ -40,9 +40,10 @@ import warnings
 import keras
 import numpy as np
 
-from ._validation import check_keras_model
-from .report import Report
-from .sparsity import iter_layers, kernel_slots
+from .._validation import check_bool, check_graph_model
+from ..graph.kinds import iter_layers, kernel_slots
+from ..report import Report
+from .base import to_constraint
 
 logger = logging.getLogger(__name__)
 
@@ -93,7 +94,7 @@ def _unsupported_error(path, layer):
     if kernel_slots(layer):
         why = "its kernel is stored (*S, C_out, C_in), so the penalty's `axis` would name the wrong channels"
     elif _has_kernel_like_weights(layer):
-        why = "its kernel layout is not in tf_groupsparse.sparsity.KERNEL_SLOTS"
+        why = "its kernel layout is not in the layer-kind registry (tf_groupsparse.graph.register_layer_kind)"
     elif layer.weights:
         why = "its weights are not a kernel"
     else:
@@ -194,12 +195,12 @@ def regularize(model, regularizer, *, layers=None, proximal=False, bias=False, r
 
     For every selected layer the clone gets ``<slot>_regularizer = R`` so the training loss
     becomes ``loss + sum_layers R(W_layer)`` (Keras adds it to ``model.losses``), or, with
-    ``proximal=True``, ``<slot>_constraint = proximal.to_constraint(R)`` so that after each
+    ``proximal=True``, ``<slot>_constraint = R.to_constraint()`` so that after each
     optimizer step ``W <- prox_{lr * strength * penalty}(W)``. Every layer gets its own copy of
     the regularizer / constraint. Weights are copied, so the new model's outputs equal the
     input model's; the input model and `regularizer` are not modified. The clone is not
     compiled: call ``compile``/``fit`` as usual (with ``proximal=True`` add
-    ``tf_groupsparse.callbacks.ProximalStep()`` to ``fit`` or call ``proximal.bind``).
+    ``tgs.callbacks.ProximalStep()`` to ``fit`` or call ``tgs.penalties.bind``).
 
     Args:
         model: a built Sequential or functional ``keras.Model``; nested models are handled.
@@ -212,7 +213,7 @@ def regularize(model, regularizer, *, layers=None, proximal=False, bias=False, r
             model's name selects the supported layers inside it; nested layers are addressed
             as ``"inner/conv"``), a list of names, a layer class or tuple of classes, or a
             callable ``layer -> bool``. Explicitly selected layers must support the penalty.
-        proximal: attach ``proximal.to_constraint(regularizer)`` as the kernel constraint
+        proximal: attach ``regularizer.to_constraint()`` as the kernel constraint
             instead of the regularizer (default False).
         bias: False (default), True to put a copy of `regularizer` on biases too (it must
             accept a 1-D tensor, e.g. L1/L2), or a separate regularizer for the biases.
@@ -231,17 +232,17 @@ def regularize(model, regularizer, *, layers=None, proximal=False, bias=False, r
             proximal operator (``proximal=True`` with HGSR), or `bias` does not fit.
 
     References: the penalties are those of Mitsuno, Miyao & Kurita (HGSR, IJCNN 2020),
-    Ma & Niu (l1,1 + l1,2, ICDMW 2018) and Yoon & Hwang (CGES, ICML 2017); see METHODS.md.
+    Ma & Niu (l1,1 + l1,2, ICDMW 2018) and Yoon & Hwang (CGES, ICML 2017); see the penalties guide of the documentation.
 
     Example:
         >>> import keras
-        >>> from tf_groupsparse.regularizers import GroupLasso
+        >>> from tf_groupsparse.penalties import GroupLasso
         >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="fc")])
         >>> r = regularize(m, GroupLasso(1e-2), layers="fc")
         >>> len(r.losses), len(m.losses)
         (1, 0)
     """
-    check_keras_model(model, _OWNER)
+    check_graph_model(model, _OWNER)
     if not isinstance(proximal, bool):
         raise TypeError(f"{_OWNER}: Expected `proximal` to be True or False. Received: proximal={proximal!r}")
     if not isinstance(return_report, bool):
@@ -287,8 +288,6 @@ def regularize(model, regularizer, *, layers=None, proximal=False, bias=False, r
         for slot in kernel_slots(layer):
             penalty = _copy_regularizer(source, name)
             if proximal:
-                from .proximal import to_constraint
-
                 value, arg = to_constraint(penalty), slot.constraint_arg
             else:
                 value, arg = penalty, slot.regularizer_arg

@@ -1,0 +1,234 @@
+"""Conversion of a Keras model to a SavedModel and a LiteRT (.tflite) flatbuffer.
+
+Quantization modes (:data:`QUANTIZE_MODES`, one converter setup per mode):
+
+- ``None``: float32.
+- ``"dynamic"``: dynamic-range quantization (``Optimize.DEFAULT``): int8 weights, float
+  activations. The converter leaves small tensors (under 1024 elements) in float.
+- ``"float16"``: ``Optimize.DEFAULT`` with ``supported_types=[tf.float16]``: float16 weights.
+- ``"int8"``: full-integer quantization calibrated on `representative_data`; every op runs in
+  int8. The model's inputs and outputs are KEPT FLOAT32 (quantize/dequantize ops sit at the
+  ends) so the exported file is a drop-in replacement for the float one; :func:`run_tflite` also
+  accepts models with int8/uint8 inputs and outputs and (de)quantizes with their scale and
+  zero point.
+
+The quantization methods are those of the TensorFlow Lite converter (post-training
+quantization).
+
+Example:
+    >>> import keras
+    >>> from tf_groupsparse.deploy import convert_tflite
+    >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+    >>> convert_tflite(m)[4:8]
+    b'TFL3'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+import warnings
+
+import numpy as np
+
+from .._validation import check_keras_model
+
+__all__ = ["convert_tflite", "QUANTIZE_MODES"]
+
+# How many representative samples calibrate int8 quantization at most.
+MAX_CALIBRATION_SAMPLES = 500
+
+
+def _float(converter, representative):
+    return converter
+
+
+def _dynamic(converter, representative):
+    import tensorflow as tf
+
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    return converter
+
+
+def _float16(converter, representative):
+    import tensorflow as tf
+
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.target_spec.supported_types = [tf.float16]
+    return converter
+
+
+def _int8(converter, representative):
+    import tensorflow as tf
+
+    converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    converter.representative_dataset = representative
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    # inference_input_type / inference_output_type stay tf.float32: float in, float out.
+    return converter
+
+
+# quantize mode -> converter setup
+QUANTIZE_MODES = {None: _float, "dynamic": _dynamic, "float16": _float16, "int8": _int8}
+
+
+def _check_quantize(quantize, representative_data, owner):
+    if quantize not in QUANTIZE_MODES:
+        names = ", ".join(repr(q) for q in QUANTIZE_MODES)
+        raise ValueError(
+            f"{owner}: Expected `quantize` to be one of {names}. Received: quantize={quantize!r}"
+        )
+    if quantize == "int8" and representative_data is None:
+        raise ValueError(
+            f"{owner}: Expected `representative_data` (a few hundred typical inputs) for "
+            "quantize='int8': full-integer quantization calibrates activation ranges on it. "
+            "Pass representative_data=x_train[:200], or use quantize='dynamic'. "
+            "Received: representative_data=None"
+        )
+    if quantize != "int8" and representative_data is not None:
+        raise ValueError(
+            f"{owner}: Expected `representative_data` only with quantize='int8' (the other modes "
+            "do not calibrate). Drop it or set quantize='int8'. "
+            f"Received: quantize={quantize!r} with representative_data"
+        )
+
+
+def _input_names(model):
+    return [t.name for t in model.inputs]
+
+
+def _as_inputs(model, x, name, owner):
+    """`x` as a dict {signature input name: float/int array} matching `model`'s inputs."""
+    names = _input_names(model)
+    if isinstance(x, dict):
+        if sorted(x) != sorted(names):
+            raise ValueError(
+                f"{owner}: Expected `{name}` to have the keys {sorted(names)} (the model's input "
+                f"names). Received: {name} keys {sorted(x)}"
+            )
+        arrays = [x[n] for n in names]
+    elif isinstance(x, (list, tuple)):
+        if len(x) != len(names):
+            raise ValueError(
+                f"{owner}: Expected `{name}` to hold one array per model input ({len(names)}). "
+                f"Received: {name} with {len(x)} arrays"
+            )
+        arrays = list(x)
+    elif len(names) == 1:
+        arrays = [x]
+    else:
+        raise TypeError(
+            f"{owner}: Expected `{name}` to be a list or dict of arrays for a model with "
+            f"{len(names)} inputs. Received: {name} of type {type(x).__name__}"
+        )
+    out = {}
+    for n, a, t in zip(names, arrays, model.inputs):
+        try:
+            a = np.asarray(a, dtype=t.dtype)
+        except (TypeError, ValueError) as exc:
+            raise TypeError(
+                f"{owner}: Expected `{name}` to be numeric arrays. Received: {name} ({exc})"
+            ) from None
+        expected = tuple(t.shape[1:])
+        if a.ndim != len(expected) + 1 or any(
+            e is not None and e != s for e, s in zip(expected, a.shape[1:])
+        ):
+            raise ValueError(
+                f"{owner}: Expected `{name}` with shape (batch, *{expected}) for input {n!r}. "
+                f"Received: {name}.shape={a.shape}"
+            )
+        if a.shape[0] < 1:
+            raise ValueError(f"{owner}: Expected `{name}` to hold at least one sample. Received: {name}.shape={a.shape}")
+        out[n] = a
+    return out
+
+
+def _lite(inputs):
+    """What to feed LiteRT: the array itself for one input (no name to match), else the dict."""
+    return next(iter(inputs.values())) if len(inputs) == 1 else inputs
+
+
+def _batch(inputs, start, stop):
+    return {n: a[start:stop] for n, a in inputs.items()}
+
+
+def _representative(inputs):
+    count = min(MAX_CALIBRATION_SAMPLES, min(len(a) for a in inputs.values()))
+
+    def generate():
+        for i in range(count):
+            yield {n: a[i : i + 1].astype(np.float32) if a.dtype.kind == "f" else a[i : i + 1]
+                   for n, a in inputs.items()}
+
+    return generate
+
+
+@contextlib.contextmanager
+def _quiet_tf_logs():
+    """Silence TensorFlow's Python logger during conversion (its C++ chatter goes to stderr)."""
+    tf_logger = logging.getLogger("tensorflow")
+    level = tf_logger.level
+    tf_logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        tf_logger.setLevel(level)
+
+
+def _write_saved_model(model, directory):
+    with _quiet_tf_logs():
+        model.export(directory, format="tf_saved_model", verbose=False)
+
+
+def _convert_saved_model(directory, quantize, representative):
+    import tensorflow as tf
+
+    converter = tf.lite.TFLiteConverter.from_saved_model(directory)
+    QUANTIZE_MODES[quantize](converter, representative)
+    with _quiet_tf_logs(), warnings.catch_warnings():
+        # int8 calibration runs TensorFlow's own (deprecated) interpreter internally.
+        warnings.filterwarnings("ignore", message=".*tf.lite.Interpreter is deprecated", category=UserWarning)
+        return converter.convert()
+
+
+def convert_tflite(model, *, quantize=None, representative_data=None) -> bytes:
+    """Convert a Keras model to a LiteRT (.tflite) flatbuffer.
+
+    The model is exported to a temporary SavedModel and converted with
+    ``tf.lite.TFLiteConverter.from_saved_model`` (the conversion path for Keras 3 models), set up
+    for `quantize` as described in this module's docstring.
+
+    Args:
+        model: a built ``keras.Model``.
+        quantize: None (float32, default), "dynamic", "float16" or "int8".
+        representative_data: calibration inputs for "int8" (an array, or a list/dict of arrays
+            for several inputs; at most 500 samples are used). Required for "int8", refused
+            otherwise. Default None.
+
+    Returns:
+        The .tflite model as bytes.
+
+    Raises:
+        TypeError: `model` is not a keras.Model.
+        ValueError: bad `quantize`, int8 without `representative_data`, or data that does not
+            match the model's inputs.
+
+    Example:
+        >>> import keras
+        >>> from tf_groupsparse.deploy import convert_tflite
+        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        >>> convert_tflite(m, quantize="float16")[4:8]
+        b'TFL3'
+    """
+    owner = "convert_tflite"
+    check_keras_model(model, owner=owner)
+    _check_quantize(quantize, representative_data, owner)
+    representative = None
+    if representative_data is not None:
+        representative = _representative(
+            _as_inputs(model, representative_data, "representative_data", owner)
+        )
+    with tempfile.TemporaryDirectory(prefix="tgs-saved-model-") as tmp:
+        _write_saved_model(model, tmp)
+        return _convert_saved_model(tmp, quantize, representative)

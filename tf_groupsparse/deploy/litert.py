@@ -1,0 +1,171 @@
+"""Run and time a .tflite model in the LiteRT interpreter (``ai-edge-litert``).
+
+Example:
+    >>> import keras, numpy as np
+    >>> from tf_groupsparse.deploy import convert_tflite, run_tflite
+    >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, use_bias=False)])
+    >>> run_tflite(convert_tflite(m), np.zeros((5, 3), "float32")).shape
+    (5, 2)
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+
+from .._validation import check_int
+
+__all__ = ["run_tflite", "tflite_latency"]
+
+
+
+def _interpreter(tflite, threads, owner):
+    from ai_edge_litert.interpreter import Interpreter
+
+    if isinstance(tflite, (bytes, bytearray)):
+        return Interpreter(model_content=bytes(tflite), num_threads=threads)
+    if isinstance(tflite, (str, os.PathLike)):
+        if not os.path.isfile(tflite):
+            raise FileNotFoundError(
+                f"{owner}: Expected the path of an existing .tflite file. Received: path={os.fspath(tflite)!r}"
+            )
+        return Interpreter(model_path=os.fspath(tflite), num_threads=threads)
+    raise TypeError(
+        f"{owner}: Expected .tflite model bytes or a file path. "
+        f"Received: tflite of type {type(tflite).__name__}"
+    )
+
+
+def _signature(interpreter):
+    """(inputs, outputs): lists of (name, tensor details), outputs in output_0, output_1 order."""
+    runner = interpreter.get_signature_runner()
+    inputs = runner.get_input_details()
+    outputs = runner.get_output_details()
+    order = sorted(inputs, key=lambda n: inputs[n]["index"])
+
+    def out_key(name):
+        tail = name.rsplit("_", 1)[-1]
+        return (0, int(tail), name) if tail.isdigit() else (1, 0, name)
+
+    return [(n, inputs[n]) for n in order], [(n, outputs[n]) for n in sorted(outputs, key=out_key)]
+
+
+def _feed(interpreter, inputs, x, owner):
+    if isinstance(x, dict):
+        missing = sorted(set(n for n, _ in inputs) ^ set(x))
+        if missing:
+            raise ValueError(
+                f"{owner}: Expected `x` keys {sorted(n for n, _ in inputs)} (the model's input "
+                f"names). Received: x keys {sorted(x)}"
+            )
+        arrays = [x[n] for n, _ in inputs]
+    elif isinstance(x, (list, tuple)):
+        arrays = list(x)
+    else:
+        arrays = [x]
+    if len(arrays) != len(inputs):
+        raise ValueError(
+            f"{owner}: Expected one array per model input ({len(inputs)}). Received: {len(arrays)} arrays"
+        )
+    prepared = []
+    for (name, detail), a in zip(inputs, arrays):
+        a = np.asarray(a)
+        dtype = detail["dtype"]
+        if np.issubdtype(dtype, np.integer) and a.dtype.kind == "f":
+            scale, zero = detail["quantization"]
+            if scale:
+                info = np.iinfo(dtype)
+                a = np.clip(np.round(a / scale + zero), info.min, info.max)
+        prepared.append((detail, np.asarray(a, dtype=dtype)))
+    for detail, a in prepared:
+        interpreter.resize_tensor_input(detail["index"], a.shape)
+    interpreter.allocate_tensors()
+    for detail, a in prepared:
+        interpreter.set_tensor(detail["index"], a)
+
+
+def _read(interpreter, detail):
+    y = interpreter.get_tensor(detail["index"])
+    scale, zero = detail["quantization"]
+    if np.issubdtype(y.dtype, np.integer) and scale:
+        y = (y.astype(np.float32) - zero) * scale
+    return y
+
+
+def run_tflite(tflite, x):
+    """Run a .tflite model in the LiteRT interpreter (one thread) and return its output.
+
+    Args:
+        tflite: the model as bytes or the path of a .tflite file.
+        x: an array for a one-input model, else a list of arrays in the model's input order
+            or a dict keyed by input name. The batch size may differ from the converted one.
+            Float data fed to an int8/uint8 input is quantized with its scale and zero point.
+
+    Returns:
+        np.ndarray: the output (dequantized if the output is integer-quantized); a list of
+        arrays, in the Keras model's output order, for several outputs.
+
+    Raises:
+        TypeError: `tflite` is neither bytes nor a path.
+        FileNotFoundError: the path does not exist.
+        ValueError: `x` does not match the model's inputs.
+
+    Example:
+        >>> import keras, numpy as np
+        >>> from tf_groupsparse.deploy import convert_tflite, run_tflite
+        >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, use_bias=False)])
+        >>> run_tflite(convert_tflite(m), np.zeros((5, 3), "float32")).shape
+        (5, 2)
+    """
+    interpreter = _interpreter(tflite, 1, "run_tflite")
+    inputs, outputs = _signature(interpreter)
+    _feed(interpreter, inputs, x, "run_tflite")
+    interpreter.invoke()
+    ys = [_read(interpreter, d) for _, d in outputs]
+    return ys[0] if len(ys) == 1 else ys
+
+
+def tflite_latency(tflite, x, *, runs=50, warmup=5, threads=1) -> float:
+    """Median wall time in seconds of one LiteRT ``invoke()`` on `x`.
+
+    The interpreter is built once (LiteRT applies its default XNNPack delegate on CPU), `x` is
+    set once, `warmup` calls are discarded, then `runs` calls are timed with
+    ``time.perf_counter``. Pass a batch of one sample for single-sample latency.
+
+    Args:
+        tflite: the model as bytes or the path of a .tflite file.
+        x: the input, as for :func:`run_tflite`.
+        runs: timed calls (default 50), >= 1.
+        warmup: untimed calls before timing (default 5), >= 0.
+        threads: interpreter threads (default 1), >= 1.
+
+    Returns:
+        float: the median latency in seconds.
+
+    Raises:
+        TypeError, ValueError: bad arguments, as for :func:`run_tflite`.
+
+    Example:
+        >>> import keras, numpy as np
+        >>> from tf_groupsparse.deploy import convert_tflite, tflite_latency
+        >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        >>> tflite_latency(convert_tflite(m), np.zeros((1, 3), "float32"), runs=5) > 0
+        True
+    """
+    owner = "tflite_latency"
+    runs = check_int("runs", runs, owner, minimum=1)
+    warmup = check_int("warmup", warmup, owner, minimum=0)
+    threads = check_int("threads", threads, owner, minimum=1)
+    interpreter = _interpreter(tflite, threads, owner)
+    inputs, _ = _signature(interpreter)
+    _feed(interpreter, inputs, x, owner)
+    for _ in range(warmup):
+        interpreter.invoke()
+    times = np.empty(runs)
+    for i in range(runs):
+        start = time.perf_counter()
+        interpreter.invoke()
+        times[i] = time.perf_counter() - start
+    return float(np.median(times))

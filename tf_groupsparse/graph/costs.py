@@ -1,0 +1,107 @@
+"""Multiply-add (MAC) formulas per layer kind, for one input sample.
+
+Each function takes ``(layer, input_shape, output_shape)`` (shapes with the batch axis, tuples,
+or lists of tuples for several inputs) and returns the multiply-adds of one sample. The
+registry (:mod:`tf_groupsparse.graph.kinds`) attaches them to layer classes; the table of
+formulas is in :mod:`tf_groupsparse.metrics`.
+
+Example:
+    >>> import keras
+    >>> from tf_groupsparse.graph.costs import dense
+    >>> dense(keras.layers.Dense(3), (None, 4), (None, 3))
+    12
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+
+
+def known(shape, layer, what):
+    """The non-batch dims of `shape`; ValueError naming `layer` when one is unknown."""
+    dims = tuple(shape[1:])
+    if any(d is None for d in dims):
+        raise ValueError(
+            f"layer_costs: Expected layer {layer.name!r} to have a fully known {what} shape apart "
+            f"from the batch axis (give the model's Input a fixed shape). Received: {what}_shape="
+            f"{tuple(shape)}"
+        )
+    return dims
+
+
+def _prod(shape, layer, what):
+    return math.prod(known(shape, layer, what))
+
+
+def _channels_in(layer, input_shape):
+    dims = known(input_shape, layer, "input")
+    first = getattr(layer, "data_format", "channels_last") == "channels_first"
+    return int(dims[0] if first else dims[-1])
+
+
+def _kernel_size(layer):
+    return math.prod(int(k) for k in layer.kernel_size)
+
+
+def zero(layer, input_shape, output_shape):
+    """No multiply-adds (data movement, comparisons, additions, folded scales)."""
+    return 0
+
+
+def dense(layer, input_shape, output_shape):
+    """``prod(out) * C_in``."""
+    return _prod(output_shape, layer, "output") * int(known(input_shape, layer, "input")[-1])
+
+
+def conv(layer, input_shape, output_shape):
+    """``prod(out) * k * C_in / groups``."""
+    c_in = _channels_in(layer, input_shape)
+    groups = int(getattr(layer, "groups", 1) or 1)
+    return _prod(output_shape, layer, "output") * _kernel_size(layer) * (c_in // groups)
+
+
+def depthwise(layer, input_shape, output_shape):
+    """``prod(out) * k``."""
+    return _prod(output_shape, layer, "output") * _kernel_size(layer)
+
+
+def separable(layer, input_shape, output_shape):
+    """Depthwise ``P * C_in * m * k`` plus pointwise ``P * C_in * m * filters``."""
+    c_mid = _channels_in(layer, input_shape) * int(layer.depth_multiplier)
+    positions = _prod(output_shape, layer, "output") // int(layer.filters)
+    return positions * c_mid * _kernel_size(layer) + positions * c_mid * int(layer.filters)
+
+
+def conv_transpose(layer, input_shape, output_shape):
+    """``prod(in) * k * filters``."""
+    return _prod(input_shape, layer, "input") * _kernel_size(layer) * int(layer.filters)
+
+
+_RNN_GATES = {"SimpleRNN": 1, "GRU": 3, "LSTM": 4}
+
+
+def rnn(layer, input_shape, output_shape):
+    """``T * gates * units * (C_in + units)`` with 1 / 3 / 4 gates (SimpleRNN / GRU / LSTM)."""
+    dims = known(input_shape, layer, "input")
+    steps, c_in = int(dims[0]), int(dims[-1])
+    gates = next(g for name, g in _RNN_GATES.items() if isinstance(layer, getattr(keras.layers, name)))
+    return steps * gates * int(layer.units) * (c_in + int(layer.units))
+
+
+def bidirectional(layer, input_shape, output_shape):
+    """The sum of the two wrapped layers' costs."""
+    from .kinds import cost_for
+
+    total = 0
+    for inner in (layer.forward_layer, layer.backward_layer):
+        fn = cost_for(inner)
+        total += fn(inner, input_shape, output_shape) if fn is not None else 0
+    return total
+
+
+def block_diagonal_dense(layer, input_shape, output_shape):
+    """``prod(out) / units * sum_k in_k * out_k`` (only the blocks multiply)."""
+    positions = _prod(output_shape, layer, "output") // int(layer.units)
+    return positions * sum(int(a) * int(b) for a, b in zip(layer.input_groups, layer.output_groups))

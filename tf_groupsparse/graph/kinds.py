@@ -1,0 +1,303 @@
+"""What the toolkit knows about each layer kind, in one registry entry per kind.
+
+A :class:`LayerKind` holds, for one ``keras.layers.Layer`` class:
+
+- ``handler``: how the layer maps, couples and stores channels in the dependency graph
+  (:mod:`tf_groupsparse.graph.handlers`); None: no handler (the graph raises or freezes);
+- ``kernels``: its kernel-like weights (:class:`KernelSlot`): which constructor argument takes a
+  penalty or a constraint (``regularize``) and how the kernel is laid out (``sparsity_report``);
+- ``cost``: multiply-adds per sample (:mod:`tf_groupsparse.graph.costs`, ``metrics.layer_costs``);
+- ``grouping``: ``"dense"`` or ``"conv"`` when EM grouping (:mod:`tf_groupsparse.grouping`) can
+  split its kernel into blocks;
+- ``foldable``: whether a constant input channel folds exactly into its bias (``shrink``).
+
+Lookups follow the class's MRO field by field, so a subclass registered with only a handler keeps
+its base class's cost and kernels. Register your own layer with :func:`register_layer_kind`
+(``graph.register_handler`` and ``metrics.register_layer_cost`` are shortcuts for one field).
+
+Example:
+    >>> import keras
+    >>> from tf_groupsparse.graph import kinds, handlers
+    >>> class Doubler(keras.layers.Layer):
+    ...     def call(self, x):
+    ...         return 2.0 * x
+    >>> kinds.register_layer_kind(Doubler, handler=handlers.Identity(), cost=lambda layer, i, o: 0)
+    >>> type(kinds.handler_for(Doubler())).__name__
+    'Identity'
+    >>> _ = kinds.REGISTRY.pop(Doubler)  # leave the global registry as it was
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import keras
+
+from .. import layers as _own
+from . import costs, handlers as H
+
+__all__ = [
+    "KernelSlot", "LayerKind", "REGISTRY", "register_layer_kind", "kind_for", "handler_for",
+    "kernel_slots", "cost_for", "grouping_kind", "foldable", "channel_role", "register_handler",
+    "iter_layers",
+]
+
+
+@dataclass(frozen=True)
+class KernelSlot:
+    """One kernel-like weight of a layer kind.
+
+    Attributes:
+        weight: attribute holding the variable (``"kernel"``, ``"depthwise_kernel"``, ...).
+        regularizer_arg: constructor argument that takes its regularizer.
+        constraint_arg: constructor argument that takes its constraint.
+        layout: ``"standard"`` ``(*S, C_in, C_out)``; ``"transposed"`` ``(*S, C_out, C_in)``
+            (Conv*Transpose); ``"depthwise"`` ``(*S, C, m)`` where output channel ``c * m + j``
+            is the single kernel ``K_cj``.
+        output: True for the slot whose output channels are the layer's (bias, BN follow it).
+        regularizable: False where a regularizer's ``axis`` would name the wrong channels
+            (transposed kernels), so ``regularize`` refuses it.
+    """
+
+    weight: str
+    regularizer_arg: str
+    constraint_arg: str
+    layout: str = "standard"
+    output: bool = True
+    regularizable: bool = True
+
+
+@dataclass(frozen=True)
+class LayerKind:
+    """Everything the toolkit knows about one layer class (None: not known, ask the base class)."""
+
+    handler: object = None
+    kernels: tuple | None = None
+    cost: object = None
+    grouping: str | None = None
+    foldable: object = None
+
+
+#: layer class -> LayerKind. Extend it with :func:`register_layer_kind`.
+REGISTRY: dict = {}
+
+
+def register_layer_kind(layer_class, **fields_):
+    """Set fields of the registry entry of `layer_class` (other fields are kept).
+
+    Args:
+        layer_class: a subclass of ``keras.layers.Layer``.
+        **fields_: any of ``handler`` (a :class:`~tf_groupsparse.graph.handlers.Handler`),
+            ``kernels`` (tuple of :class:`KernelSlot`), ``cost`` (``(layer, input_shape,
+            output_shape) -> MACs``), ``grouping`` ("dense" or "conv"), ``foldable`` (bool or
+            ``layer -> bool``).
+
+    Raises:
+        TypeError: `layer_class` is not a Layer subclass, a field name is unknown, or a handler
+            has no ``trace`` method.
+    """
+    if not (isinstance(layer_class, type) and issubclass(layer_class, keras.layers.Layer)):
+        raise TypeError(
+            "register_layer_kind: Expected `layer_class` to be a subclass of keras.layers.Layer. "
+            f"Received: layer_class={layer_class!r}"
+        )
+    known = {f.name for f in fields(LayerKind)}
+    unknown = sorted(set(fields_) - known)
+    if unknown:
+        raise TypeError(
+            f"register_layer_kind: Expected fields among {sorted(known)}. Received: {unknown}"
+        )
+    handler = fields_.get("handler")
+    if handler is not None and not callable(getattr(handler, "trace", None)):
+        raise TypeError(
+            "register_layer_kind: Expected `handler` to be a Handler instance with a trace() method. "
+            f"Received: handler={handler!r}"
+        )
+    REGISTRY[layer_class] = replace(REGISTRY.get(layer_class, LayerKind()), **fields_)
+
+
+def register_handler(layer_class, handler):
+    """Use `handler` in the dependency graph for every instance of `layer_class`.
+
+    Example:
+        >>> import keras
+        >>> from tf_groupsparse.graph import handlers, kinds, register_handler
+        >>> class MyScale(keras.layers.Layer):
+        ...     def call(self, x):
+        ...         return 2.0 * x
+        >>> register_handler(MyScale, handlers.Identity())
+        >>> _ = kinds.REGISTRY.pop(MyScale)
+    """
+    if not callable(getattr(handler, "trace", None)):
+        raise TypeError(
+            "register_handler: Expected `handler` to be a Handler instance with a trace() method. "
+            f"Received: handler={handler!r}"
+        )
+    if not (isinstance(layer_class, type) and issubclass(layer_class, keras.layers.Layer)):
+        raise TypeError(
+            "register_handler: Expected `layer_class` to be a subclass of keras.layers.Layer. "
+            f"Received: layer_class={layer_class!r}"
+        )
+    register_layer_kind(layer_class, handler=handler)
+
+
+def _field(layer, name):
+    for cls in type(layer).__mro__:
+        entry = REGISTRY.get(cls)
+        if entry is not None and getattr(entry, name) is not None:
+            return getattr(entry, name)
+    return None
+
+
+def kind_for(layer):
+    """The :class:`LayerKind` of `layer`, each field resolved along its class's MRO."""
+    return LayerKind(**{f.name: _field(layer, f.name) for f in fields(LayerKind)})
+
+
+def handler_for(layer):
+    """The graph handler of `layer`, or None."""
+    return _field(layer, "handler")
+
+
+def kernel_slots(layer):
+    """The :class:`KernelSlot` tuple of `layer`, or ``()``.
+
+    Example:
+        >>> import keras
+        >>> [s.regularizer_arg for s in kernel_slots(keras.layers.SeparableConv2D(4, 3))]
+        ['depthwise_regularizer', 'pointwise_regularizer']
+    """
+    return _field(layer, "kernels") or ()
+
+
+def cost_for(layer):
+    """The MAC function of `layer`, or None when its kind has no cost rule."""
+    return _field(layer, "cost")
+
+
+def grouping_kind(layer):
+    """``"dense"`` or ``"conv"`` when EM grouping can split `layer`'s kernel, else None."""
+    return _field(layer, "grouping")
+
+
+def foldable(layer):
+    """Whether a constant input channel of `layer` folds exactly into its bias."""
+    rule = _field(layer, "foldable")
+    return bool(rule(layer) if callable(rule) else rule)
+
+
+def channel_role(layer):
+    """How `layer` treats channels in a chain: "weight", "channelwise", "pass", "flatten" or None.
+
+    "weight": a kernel that EM grouping splits; "channelwise": per-channel parameters on the
+    last axis (BatchNormalization); "pass": every channel alike (activations, pooling, dropout);
+    "flatten": Flatten. Read from the registry's grouping kind and graph handler.
+    """
+    if grouping_kind(layer) is not None:
+        return "weight"
+    handler = handler_for(layer)
+    if isinstance(handler, H.BatchNorm):
+        return "channelwise"
+    if isinstance(handler, H.Flatten):
+        return "flatten"
+    if type(handler) in (H.Identity, H.Activation, H.Softmax) and not getattr(handler, "lossy", False):
+        return "pass"
+    return None
+
+
+def iter_layers(model, prefix=""):
+    """Yield ``(path, layer)`` for every layer, descending into nested models.
+
+    ``path`` joins the names of enclosing models with ``/`` (``"backbone/conv1"``).
+
+    Example:
+        >>> import keras
+        >>> inner = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="d")], name="inner")
+        >>> outer = keras.Sequential([keras.Input((3,)), inner])
+        >>> [p for p, _ in iter_layers(outer)]
+        ['inner/d']
+    """
+    for layer in model.layers:
+        path = prefix + layer.name
+        if isinstance(layer, keras.Model):
+            yield from iter_layers(layer, path + "/")
+        else:
+            yield path, layer
+
+
+# --------------------------------------------------------------------------- the default entries
+
+_KERNEL = (KernelSlot("kernel", "kernel_regularizer", "kernel_constraint"),)
+_DEPTHWISE = (KernelSlot("kernel", "depthwise_regularizer", "depthwise_constraint", "depthwise"),)
+_SEPARABLE = (
+    KernelSlot("depthwise_kernel", "depthwise_regularizer", "depthwise_constraint", "depthwise", output=False),
+    KernelSlot("pointwise_kernel", "pointwise_regularizer", "pointwise_constraint"),
+)
+_TRANSPOSED = (KernelSlot("kernel", "kernel_regularizer", "kernel_constraint", "transposed", regularizable=False),)
+_EMBEDDING = (KernelSlot("embeddings", "embeddings_regularizer", "embeddings_constraint"),)
+
+
+def _conv_foldable(layer):
+    """A groups=1 convolution whose window never covers zero padding."""
+    return getattr(layer, "groups", 1) == 1 and (
+        layer.padding == "valid" or all(k == 1 for k in layer.kernel_size))
+
+
+def _public(*names):
+    """The keras.layers classes among `names` that this Keras version has."""
+    return [c for c in (getattr(keras.layers, n, None) for n in names) if c is not None]
+
+
+def _defaults():
+    """(classes, LayerKind) for every kind the toolkit knows out of the box."""
+    identity = H.Identity()
+    zero = costs.zero
+    return [
+        (_public("Dense"), LayerKind(H.Dense(), _KERNEL, costs.dense, "dense", True)),
+        (_public("Conv1D", "Conv2D"), LayerKind(H.Conv(), _KERNEL, costs.conv, "conv", _conv_foldable)),
+        (_public("Conv3D"), LayerKind(H.Conv(), _KERNEL, costs.conv, None, _conv_foldable)),
+        (_public("Conv1DTranspose", "Conv2DTranspose", "Conv3DTranspose"),
+         LayerKind(H.ConvTranspose(), _TRANSPOSED, costs.conv_transpose)),
+        (_public("DepthwiseConv1D", "DepthwiseConv2D"), LayerKind(H.Depthwise(), _DEPTHWISE, costs.depthwise)),
+        (_public("SeparableConv1D", "SeparableConv2D"), LayerKind(H.Separable(), _SEPARABLE, costs.separable)),
+        (_public("Embedding"), LayerKind(H.Embedding(), _EMBEDDING, zero)),
+        (_public("SimpleRNN", "GRU", "LSTM"), LayerKind(cost=costs.rnn)),
+        (_public("Bidirectional"), LayerKind(cost=costs.bidirectional)),
+        ([_own.BlockDiagonalDense], LayerKind(H.BlockDiagonalDense(), cost=costs.block_diagonal_dense)),
+        ([_own.ChannelGather], LayerKind(H.ChannelGather(), cost=zero)),
+        ([_own.ChannelSlice], LayerKind(H.ChannelSlice(), cost=zero)),
+        (_public("BatchNormalization"), LayerKind(H.BatchNorm(), cost=zero)),
+        (_public("LayerNormalization"), LayerKind(H.LayerNorm(), cost=zero)),
+        (_public("GroupNormalization", "InputLayer"), LayerKind(cost=zero)),
+        (_public("UnitNormalization"), LayerKind(H.Identity(lossy=True), cost=zero)),
+        (_public("Normalization"), LayerKind(H.Normalization(), cost=zero)),
+        (_public("Rescaling"), LayerKind(H.Rescaling(), cost=zero)),
+        (_public("PReLU"), LayerKind(H.PReLU(), cost=zero)),
+        (_public("Activation"), LayerKind(H.Activation(), cost=zero)),
+        (_public("Softmax"), LayerKind(H.Softmax(), cost=zero)),
+        (_public("Permute"), LayerKind(H.Permute(), cost=zero)),
+        (_public("Add", "Subtract", "Multiply", "Average", "Maximum", "Minimum"), LayerKind(H.Merge(), cost=zero)),
+        (_public("Concatenate"), LayerKind(H.Concatenate(), cost=zero)),
+        (_public("Flatten"), LayerKind(H.Flatten(), cost=zero)),
+        (_public("Reshape"), LayerKind(H.Reshape(), cost=zero)),
+        (_public(
+            "ReLU", "LeakyReLU", "ELU", "Dropout", "SpatialDropout1D", "SpatialDropout2D",
+            "SpatialDropout3D", "GaussianNoise", "GaussianDropout", "AlphaDropout",
+            "ActivityRegularization", "Identity", "MaxPooling1D", "MaxPooling2D", "MaxPooling3D",
+            "AveragePooling1D", "AveragePooling2D", "AveragePooling3D", "GlobalAveragePooling1D",
+            "GlobalAveragePooling2D", "GlobalAveragePooling3D", "GlobalMaxPooling1D",
+            "GlobalMaxPooling2D", "GlobalMaxPooling3D", "ZeroPadding1D", "ZeroPadding2D",
+            "ZeroPadding3D", "Cropping1D", "Cropping2D", "Cropping3D", "UpSampling1D",
+            "UpSampling2D", "UpSampling3D", "RepeatVector",
+        ), LayerKind(identity, cost=zero)),
+        (_public(
+            "AdaptiveAveragePooling1D", "AdaptiveAveragePooling2D", "AdaptiveAveragePooling3D",
+            "AdaptiveMaxPooling1D", "AdaptiveMaxPooling2D", "AdaptiveMaxPooling3D",
+        ), LayerKind(cost=zero)),
+    ]
+
+
+for _classes, _kind in _defaults():
+    for _cls in _classes:
+        REGISTRY[_cls] = _kind
+del _classes, _kind, _cls
