@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-fast bench bench-quick clean
+.PHONY: demo test test-fast docs bench bench-quick clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -18,21 +18,26 @@ $(VENV)/.installed: $(PY) setup.cfg pyproject.toml
 	touch $@
 
 $(VENV)/.installed-test: $(PY) setup.cfg pyproject.toml
-	$(PIP) install --quiet -e ".[test]"
+	$(PIP) install --quiet -e ".[test,docs]"
 	touch $@
 
 $(VENV)/.installed-bench: $(PY) setup.cfg pyproject.toml
-	$(PIP) install --quiet -e ".[test,bench]"
+	$(PIP) install --quiet -e ".[test,docs,bench]"
 	touch $@
 
 demo: $(VENV)/.installed
 	$(VENV)/bin/tf-groupsparse demo --output saved_models/demo
 
+# The whole suite: unit tests, the docstring examples of the package, the notebooks (and the
+# documentation build, tests/test_docs.py).
 test: $(VENV)/.installed-test
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests --nbmake notebooks
+	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests tf_groupsparse --doctest-modules --nbmake notebooks
 
 test-fast: $(VENV)/.installed-test
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" $(PYTEST_ARGS) tests
+
+docs: $(VENV)/.installed-test
+	$(PY) -m mkdocs build --strict --site-dir site
 
 bench: $(VENV)/.installed-bench
 	$(PY) -m benchmarks.run_all
@@ -41,4 +46,4 @@ bench-quick: $(VENV)/.installed-bench
 	$(PY) -m benchmarks.run_all --quick
 
 clean:
-	rm -rf build dist *.egg-info .pytest_cache
+	rm -rf build dist *.egg-info .pytest_cache site
