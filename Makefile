@@ -25,8 +25,9 @@ $(VENV)/.installed-bench: $(PY) setup.cfg pyproject.toml
 	$(PIP) install --quiet -e ".[test,docs,bench]"
 	touch $@
 
+# `make demo` replaces its own previous output (recognized by its report.json), never anything else.
 demo: $(VENV)/.installed
-	$(VENV)/bin/tf-groupsparse demo --output saved_models/demo
+	$(VENV)/bin/tf-groupsparse demo --output saved_models/demo --overwrite
 
 # The whole suite: unit tests, the docstring examples of the package, the notebooks (and the
 # documentation build, tests/test_docs.py).

@@ -99,10 +99,46 @@ def test_export_writes_directory_and_prints_report(tmp_path, capsys):
     assert saved["totals"]["max_abs_error"] < 1e-4 and saved["totals"]["params"] == m.count_params()
     # the directory exists now: refused without --overwrite, replaced with it
     assert cli.main(["export", path, "-o", str(out_dir)]) == 2
-    assert _error_line(capsys) == ("tf-groupsparse export: error: Expected a new output directory; pass "
-                                   f"--overwrite to replace it. Received: -o '{out_dir}'")
+    assert _error_line(capsys) == ("tf-groupsparse export: error: Expected `-o` not to exist; pass "
+                                   f"overwrite=True to replace a previous output. Received: -o='{out_dir}'")
     assert cli.main(["export", path, "-o", str(out_dir), "--overwrite", "--formats", "saved_model"]) == 0
     assert sorted(os.listdir(out_dir)) == ["report.json", "report.md", "saved_model"]
+
+
+def test_overwrite_never_destroys_the_input_model(tmp_path, capsys):
+    m = keras.Sequential([keras.Input((3,), name="x"), keras.layers.Dense(2, name="d")], name="tiny")
+    path = str(tmp_path / "small.keras")
+    m.save(path)
+    # export -o onto the model file itself: refused, the model stays
+    assert cli.main(["export", path, "-o", path, "--overwrite"]) == 2
+    assert "would delete the input" in _error_line(capsys)
+    # export -o onto the directory that holds the model: refused too
+    assert cli.main(["export", path, "-o", str(tmp_path), "--overwrite"]) == 2
+    assert "would delete the input" in _error_line(capsys)
+    # shrink -o onto its own input, and onto a file that is not a Keras model
+    assert cli.main(["shrink", path, "--threshold", "0", "-o", path, "--overwrite"]) == 2
+    assert "would replace the input" in _error_line(capsys)
+    notes = tmp_path / "notes.keras"
+    notes.write_text("not a model")
+    assert cli.main(["shrink", path, "--threshold", "0", "-o", str(notes), "--overwrite"]) == 2
+    assert "not a .keras model" in _error_line(capsys)
+    assert keras.models.load_model(path).count_params() == m.count_params() and notes.read_text() == "not a model"
+
+
+def test_the_command_starts_without_tensorflow_chatter(tmp_path):
+    import shutil
+    import subprocess
+    import sys
+
+    exe = shutil.which("tf-groupsparse", path=os.path.dirname(sys.executable))
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    m = keras.Sequential([keras.Input((3,), name="x"), keras.layers.Dense(2, name="d")], name="tiny")
+    path = str(tmp_path / "m.keras")
+    m.save(path)
+    quiet = subprocess.run([exe, "report", path], env=env, capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+    loud = subprocess.run([exe, "--verbose", "report", path], env=env, capture_output=True, text=True, timeout=300)
+    assert loud.returncode == 0 and "cuda" in loud.stderr.lower()
 
 
 def test_export_errors_are_one_line_and_write_nothing(tmp_path, capsys):

@@ -74,6 +74,14 @@ def test_run_demo_writes_model_and_reports(tmp_path):
     again = run_demo(out, epochs=1, verbose=0, overwrite=True)
     assert json.loads((out / "report.json").read_text())["settings"]["epochs"] == 1
     assert again.files["model"] == out / "model.keras"
+    # a directory that is not a previous demo output is never replaced
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "thesis.tex").write_text("keep")
+    with pytest.raises(FileExistsError, match=r"run_demo: Expected `output` to be a new directory, an empty one or "
+                                              r"a previous output of tf_groupsparse.demo"):
+        run_demo(foreign, epochs=1, verbose=0, overwrite=True)
+    assert (foreign / "thesis.tex").read_text() == "keep"
 
 
 def test_run_demo_bad_arguments(tmp_path):

@@ -163,20 +163,52 @@ def test_bad_arguments_are_refused_before_any_write(tmp_path, small, kwargs, err
     assert _listing(tmp_path) == []
 
 
-def test_existing_path_needs_overwrite_and_is_replaced(tmp_path):
+def test_overwrite_replaces_only_a_previous_export(tmp_path):
     m = keras.Sequential([keras.Input((3,), name="x"), L.Dense(2, name="d")], name="tiny")
     x = np.ones((2, 3), "float32")
     path = tmp_path / "out"
     path.mkdir()
     (path / "old.txt").write_text("keep me")
     with pytest.raises(FileExistsError, match=r"export: Expected `path` not to exist; pass overwrite=True "
-                                              r"to replace it. Received: path="):
-        export(m, path, formats=("tflite",), sample=x)
+                                              r"to replace a previous output. Received: path="):
+        export(m, path, formats=("tflite",), sample=x, verbose=0)
+    # a foreign directory is never replaced, even with overwrite=True
+    with pytest.raises(FileExistsError, match=r"export: Expected `path` to be a new directory, an empty one or a "
+                                              r"previous output of tf_groupsparse.export .*holds other files "
+                                              r"\(old.txt\); choose another path or remove it yourself"):
+        export(m, path, formats=("tflite",), sample=x, overwrite=True, verbose=0)
     assert _listing(path) == ["old.txt"]
-    report = export(m, path, formats=("tflite",), sample=x, overwrite=True, latency_runs=0)
-    assert _listing(path) == ["model.tflite", "report.json", "report.md"]
+    # nor a plain file (the model file itself, say)
+    model_file = tmp_path / "tiny.keras"
+    m.save(model_file)
+    with pytest.raises(FileExistsError, match=r"it is a file, which is never replaced"):
+        export(m, model_file, overwrite=True, verbose=0)
+    assert model_file.is_file()
+    # a previous export is replaced; an empty directory is used
+    first = tmp_path / "first"
+    export(m, first, formats=("tflite",), sample=x, latency_runs=0, verbose=0)
+    report = export(m, first, formats=("saved_model",), sample=x, overwrite=True, latency_runs=0, verbose=0)
+    assert _listing(first) == ["report.json", "report.md", "saved_model"]
     assert report.latency_ms is None and report.speedup is None
-    assert _listing(tmp_path) == ["out"]
+    (tmp_path / "empty").mkdir()
+    export(m, tmp_path / "empty", formats=("tflite",), overwrite=True, latency_runs=0, verbose=0)
+    assert json.loads((tmp_path / "empty" / "report.json").read_text())["meta"]["written_by"] == "tf_groupsparse.export"
+
+
+def test_outputs_are_checked_on_generated_inputs_without_a_sample_and_int8_in_context(tmp_path):
+    keras.utils.set_random_seed(0)
+    m = keras.Sequential([keras.Input((6,), name="x"), L.Dense(8, activation="relu"), L.Dense(3)], name="clf")
+    report = export(m, tmp_path / "float", formats=("tflite",), latency_runs=0, verbose=0)
+    assert report.meta["check_input"].startswith("generated: 32 standard-normal samples")
+    assert report.max_abs_error < 1e-4 and report.top1_agreement == 1.0 and report.relative_error < 1e-4
+    rep = np.random.default_rng(0).standard_normal((64, 6)).astype("float32")
+    q = export(m, tmp_path / "int8", formats=("tflite",), quantize="int8", representative_data=rep,
+               reference=m, latency_runs=0, verbose=0)
+    y = m.predict(rep[:32], verbose=0)
+    # the int8 error read against the output range, and whether the predicted class survives
+    assert 0 < q.relative_error < 0.1
+    assert q.relative_error == pytest.approx(q.max_abs_error / (y.max() - y.min()), rel=1e-6)
+    assert q.top1_agreement >= 0.8 and q.top1_agreement_vs_reference == q.top1_agreement
 
 
 def test_failure_midway_leaves_nothing(tmp_path, monkeypatch):
@@ -186,16 +218,19 @@ def test_failure_midway_leaves_nothing(tmp_path, monkeypatch):
         assert os.path.isdir(directory)  # the SavedModel was already written in the temp dir
         raise RuntimeError("converter crashed")
 
+    real = export_module._convert_saved_model
     monkeypatch.setattr(export_module, "_convert_saved_model", broken)
     with pytest.raises(RuntimeError, match="converter crashed"):
-        export(m, tmp_path / "new", sample=np.ones((2, 3), "float32"))
+        export(m, tmp_path / "new", sample=np.ones((2, 3), "float32"), verbose=0)
     assert _listing(tmp_path) == []
-    # an existing directory survives a failed overwrite untouched
-    (tmp_path / "kept").mkdir()
-    (tmp_path / "kept" / "a.txt").write_text("a")
+    # a previous export survives a failed overwrite untouched
+    monkeypatch.setattr(export_module, "_convert_saved_model", real)
+    export(m, tmp_path / "kept", formats=("tflite",), latency_runs=0, verbose=0)
+    monkeypatch.setattr(export_module, "_convert_saved_model", broken)  # the real one was used above
+    before = _listing(tmp_path / "kept")
     with pytest.raises(RuntimeError, match="converter crashed"):
-        export(m, tmp_path / "kept", overwrite=True)
-    assert _listing(tmp_path) == ["kept"] and _listing(tmp_path / "kept") == ["a.txt"]
+        export(m, tmp_path / "kept", overwrite=True, verbose=0)
+    assert _listing(tmp_path) == ["kept"] and _listing(tmp_path / "kept") == before
 
 
 def test_helpers_convert_run_and_time_without_a_directory():

@@ -34,12 +34,16 @@ REGULARIZED = ["conv2", "conv3"]
 HGSR = {"conv2": HierarchicalGroupSparse(9e-3, "sqrt_group_lasso", axis="input"),
         "conv3": HierarchicalGroupSparse(6e-3, "sqrt_group_lasso", axis="input")}
 PROX = {"conv2": GroupLasso(0.12, axis="input"), "conv3": GroupLasso(0.09, axis="input")}
+# A loss penalty leaves groups small, not exactly zero. Zero means a group's L2 norm below the
+# threshold (shrink's test); for conv2/conv3's input groups of 288 / 576 weights, 2e-2 is an RMS of
+# about 1e-3 per weight, HGSR's per-weight zero threshold.
+HGSR_THRESHOLD = 2e-2
 
 
 def train(kind, data):
     (x, y), (xt, yt) = data
     model = digits_cnn(DEMO_SETTINGS["widths"], seed=0)
-    callbacks = [SparsityMonitor(threshold=0.0 if kind == "prox" else 1e-3, per_layer=True)]
+    callbacks = [SparsityMonitor(threshold=0.0 if kind == "prox" else HGSR_THRESHOLD, per_layer=True)]
     if kind == "hgsr":
         model = regularize(model, HGSR)
     elif kind == "prox":
@@ -61,9 +65,11 @@ def trained():
 
 
 def zero_input_fraction(model, name, threshold):
-    """Independent count: input channels i with every |W[..., i, :]| below threshold (or == 0)."""
+    """Independent count: input channels i whose group W[..., i, :] has an L2 norm below the
+    threshold (or is exactly zero), the test shrink and sparsity_report use."""
     w = model.get_layer(name).kernel.numpy()
-    dead = np.all((np.abs(w) < threshold) | (w == 0), axis=(0, 1, 3))
+    norms = np.sqrt(np.sum(np.square(w), axis=(0, 1, 3)))
+    dead = (norms < threshold) | np.all(w == 0, axis=(0, 1, 3))
     return dead.mean()
 
 
@@ -75,18 +81,19 @@ def test_hgsr_and_proximal_group_lasso_zero_half_the_input_groups_at_equal_accur
     summary = {k: (round(v[1], 4),) for k, v in trained.items()}
     assert base_acc >= 0.95, summary
     for name in REGULARIZED:
-        assert zero_input_fraction(hgsr, name, 1e-3) >= 0.5, (name, summary)
+        assert zero_input_fraction(hgsr, name, HGSR_THRESHOLD) >= 0.5, (name, summary)
         assert zero_input_fraction(prox, name, 0.0) >= 0.5, (name, summary)   # exact zeros
     assert hgsr_acc >= base_acc - 0.02, summary
     assert prox_acc >= base_acc - 0.02, summary
     # The unregularized model has no zero groups; the report and the monitor agree with the count.
-    assert zero_input_fraction(trained["base"][0], "conv2", 1e-3) == 0.0
+    assert zero_input_fraction(trained["base"][0], "conv2", HGSR_THRESHOLD) == 0.0
     report = sparsity_report(prox, threshold=0.0)
     for name in REGULARIZED:
         row = report.row(name)
         assert row["zero_in"] / row["in_channels"] == zero_input_fraction(prox, name, 0.0)
         assert prox_hist[f"sparsity/{name}/group_sparsity"][-1] == pytest.approx(zero_input_fraction(prox, name, 0.0))
-        assert hgsr_hist[f"sparsity/{name}/group_sparsity"][-1] == pytest.approx(zero_input_fraction(hgsr, name, 1e-3))
+        assert hgsr_hist[f"sparsity/{name}/group_sparsity"][-1] == pytest.approx(
+            zero_input_fraction(hgsr, name, HGSR_THRESHOLD))
     # Sparsity grows during training.
     assert prox_hist["sparsity/group_sparsity"][-1] > prox_hist["sparsity/group_sparsity"][0]
 

@@ -13,6 +13,13 @@ Sub-packages: penalties (also ``tgs.regularizers``; ``tgs.callbacks``), grouping
 pruning (``tgs.importance``), deploy; modules layers, metrics, report, datasets, plots, cli, demo.
 """
 
+import sys as _sys
+
+from . import cli as _cli
+
+if _cli.is_command(_sys.argv):  # the tf-groupsparse command: TensorFlow starts up quietly
+    _cli.quiet_startup(_sys.argv)
+
 from . import _compat, datasets, deploy, graph, grouping, layers, metrics, penalties, plots, pruning
 from ._version import __version__
 from .deploy import ExportReport, export

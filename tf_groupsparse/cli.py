@@ -18,6 +18,7 @@ needs unsafe deserialization (a ``Lambda`` layer holding Python code) is refused
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import logging
 import os
@@ -25,11 +26,42 @@ import sys
 import tempfile
 
 
+def is_command(argv):
+    """Whether this process is the ``tf-groupsparse`` command (or ``python -m tf_groupsparse.cli``)."""
+    first = (argv or [""])[0] or ""
+    return os.path.basename(first) == "tf-groupsparse" or first.endswith(os.path.join("tf_groupsparse", "cli.py"))
+
+
+def quiet_startup(argv):
+    """Load TensorFlow without its C++ start-up messages (CUDA probing, CPU features), unless
+    the user set TF_CPP_MIN_LOG_LEVEL or passed -v/--verbose. Called by the package's
+    ``__init__`` before anything imports TensorFlow, only in the command's own process."""
+    if "TF_CPP_MIN_LOG_LEVEL" in os.environ or {"-v", "--verbose"} & set(argv[1:]):
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    with contextlib.suppress(OSError), _stderr_to_devnull():
+        import tensorflow  # noqa: F401  (its messages go to file descriptor 2 directly)
+
+
+@contextlib.contextmanager
+def _stderr_to_devnull():
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(devnull)
+        os.close(saved)
+
+
 def _add_demo(p: argparse.ArgumentParser) -> None:
     p.add_argument("--output", default="saved_models/demo", help="directory to write (default: %(default)s)")
     p.add_argument("--epochs", type=int, default=None, help="training epochs (default: the demo's own)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default: %(default)s)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.add_argument("--overwrite", action="store_true", help="replace the previous output of the demo")
 
 
 def _run_demo(args) -> int:
@@ -97,16 +129,15 @@ def _load_array(path, option):
         raise ValueError(f"Expected a NumPy .npy array file. Received: {option}={path!r} ({exc})") from None
 
 
-def _check_output_file(out, overwrite):
-    if not out.endswith(".keras"):
-        raise ValueError(f"Expected the output file to end in .keras. Received: -o {out!r}")
-    if os.path.lexists(out) and not overwrite:
-        raise FileExistsError(f"Expected a new output file; pass --overwrite to replace it. Received: -o {out!r}")
+def _check_output_file(out, overwrite, model_path=None):
+    from .deploy.files import check_output_file
+
+    check_output_file(out, overwrite, None, protect=(model_path,), name="-o")
 
 
-def _save_model(model, out, overwrite):
+def _save_model(model, out, overwrite, model_path=None):
     """Save to `out` through a temporary file and os.replace, so a failure leaves no file."""
-    _check_output_file(out, overwrite)
+    _check_output_file(out, overwrite, model_path)
     directory = os.path.dirname(os.path.abspath(out))
     os.makedirs(directory, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".keras", dir=directory)
@@ -169,12 +200,12 @@ def _add_shrink(p: argparse.ArgumentParser) -> None:
 def _run_shrink(args) -> int:
     from .pruning.shrink import shrink
 
-    _check_output_file(args.output, args.overwrite)
+    _check_output_file(args.output, args.overwrite, args.model)
     model = _load_model(args.model)
     small, report = shrink(model, args.threshold, norm=args.norm, keep_min=args.keep_min,
                            round_to=args.round_to, unsupported=args.unsupported,
                            constants=args.constants, return_report=True)
-    _save_model(small, args.output, args.overwrite)
+    _save_model(small, args.output, args.overwrite, args.model)
     print(report)
     print(f"saved {args.output}")
     return 0
@@ -198,16 +229,18 @@ def _add_export(p: argparse.ArgumentParser) -> None:
     p.add_argument("--target", choices=TARGETS, default="xnnpack",
                    help="form of grouped layers (default: %(default)s)")
     p.add_argument("--latency-runs", type=int, default=50, help="timed LiteRT calls (default: %(default)s)")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing output directory")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace a previous export at -o (never the input model or a foreign directory)")
 
 
 def _run_export(args) -> int:
     from .deploy import export
 
-    if os.path.lexists(args.output) and not args.overwrite:
-        raise FileExistsError(
-            f"Expected a new output directory; pass --overwrite to replace it. Received: -o {args.output!r}"
-        )
+    from .deploy.exporter import WRITTEN_BY
+    from .deploy.files import check_output_dir
+
+    inputs = (args.model, args.reference, args.representative_data, args.sample)
+    check_output_dir(args.output, args.overwrite, WRITTEN_BY, None, protect=inputs, name="-o")
     model = _load_model(args.model)
     reference = _load_model(args.reference) if args.reference else None
     representative = (

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -26,10 +28,12 @@ import keras
 
 from ._validation import check_int
 from .deploy import ExportReport
+from .deploy.files import check_output_dir, replace_dir
 from .pruning.shrink import ShrinkReport
 from .pruning.sparsity import SparsityReport, sparsity_report
 
 logger = logging.getLogger(__name__)
+WRITTEN_BY = "tf_groupsparse.demo"
 
 #: Training settings of the demo. Tuned on seed 0: test accuracy 0.980 (0.982 unregularized),
 #: 18 of conv3's 32 input groups and 25 of conv2's 32 filters below 1e-3, 74 % of the parameters
@@ -215,14 +219,16 @@ def run_demo(output="saved_models/demo", epochs=None, seed=0, overwrite=False, v
             ``report.json`` and ``report.md`` (default "saved_models/demo").
         epochs: training epochs, >= 1 (default None: ``DEMO_SETTINGS["epochs"]``).
         seed: seed of the weights and batch order (default 0).
-        overwrite: replace those files when `output` already exists (default False).
+        overwrite: replace `output` when it is empty or a previous output of the demo (its
+            report.json says so); anything else is never replaced (default False).
         verbose: 1 shows a progress bar over the epochs, 0 is silent (default 1).
 
     Returns:
         :class:`DemoResult`; ``print(result)`` shows the sparsity table and the accuracies.
 
     Raises:
-        FileExistsError: `output` exists and `overwrite` is False.
+        FileExistsError: `output` exists and `overwrite` is False, or it is not a previous
+            demo output.
         TypeError / ValueError: bad `epochs`, `seed` or `verbose`.
 
     Reference: Mitsuno, Miyao & Kurita, "Hierarchical Group Sparse Regularization for Deep
@@ -245,14 +251,12 @@ def run_demo(output="saved_models/demo", epochs=None, seed=0, overwrite=False, v
     if out.exists() and not overwrite:
         raise FileExistsError(
             f"{owner}: Expected `output` to be a new directory. Received: output={str(out)!r}, which "
-            "exists; pass overwrite=True (or --overwrite) to replace its model.keras and reports, "
+            "exists; pass overwrite=True (or --overwrite) to replace a previous demo output, "
             "or choose another directory."
         )
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{owner}: Expected `output` to be a directory. Received: output={str(out)!r}, a file")
+    check_output_dir(out, overwrite, WRITTEN_BY, owner, name="output")
 
     from .datasets import load_digits
-    from .deploy import export
     from .penalties import HierarchicalGroupSparse, regularize
     from .penalties.callbacks import SparsityMonitor
     from .pruning.shrink import shrink
@@ -283,11 +287,29 @@ def run_demo(output="saved_models/demo", epochs=None, seed=0, overwrite=False, v
     small_logits = small.predict(x_test, verbose=0, batch_size=256)
     shrunk_accuracy = float((small_logits.argmax(axis=1) == y_test).mean())
 
-    out.mkdir(parents=True, exist_ok=True)
+    # everything is written to a temporary directory beside `output`, then moved into place
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     files = {"model": out / "model.keras", "shrunk_model": out / "model_shrunk.keras",
              "export": out / "export", "report_json": out / "report.json", "report_md": out / "report.md"}
-    logger.info("run_demo: exporting to %s", files["export"])
-    export_report = export(small, files["export"], sample=x_test, reference=model, overwrite=True)
+    try:
+        export_report = _write(tmp, model, small, x_test, settings, report, test_accuracy, train_accuracy,
+                               shrunk_accuracy, shrink_report, history, files, out)
+        replace_dir(str(tmp), str(out))
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    logger.info("run_demo: test accuracy %.4f, wrote %s", test_accuracy, out)
+    return export_report
+
+
+def _write(tmp, model, small, x_test, settings, report, test_accuracy, train_accuracy, shrunk_accuracy,
+           shrink_report, history, files, out):
+    """Write the demo's files into `tmp` (named as they will be under `out`); returns the result."""
+    from .deploy import export
+
+    logger.info("run_demo: exporting the shrunk model")
+    export_report = export(small, tmp / "export", sample=x_test, reference=model, verbose=0)
     result = DemoResult(
         sparsity=report,
         test_accuracy=test_accuracy,
@@ -300,9 +322,9 @@ def run_demo(output="saved_models/demo", epochs=None, seed=0, overwrite=False, v
         shrink=shrink_report,
         export=export_report,
     )
-    model.save(files["model"])
-    small.save(files["shrunk_model"])
-    files["report_json"].write_text(json.dumps(result.to_dict(), indent=2) + "\n", encoding="utf-8")
-    files["report_md"].write_text(result.to_markdown(), encoding="utf-8")
-    logger.info("run_demo: test accuracy %.4f, wrote %s", test_accuracy, out)
+    model.save(tmp / "model.keras")
+    small.save(tmp / "model_shrunk.keras")
+    data = {"written_by": WRITTEN_BY, **result.to_dict()}
+    (tmp / "report.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    (tmp / "report.md").write_text(result.to_markdown(), encoding="utf-8")
     return result

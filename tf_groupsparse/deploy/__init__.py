@@ -6,10 +6,10 @@
   and :class:`ExportReport`.
 
 Example:
-    >>> import keras, numpy as np
+    >>> import keras, tempfile
     >>> import tf_groupsparse as tgs
     >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-    >>> r = tgs.export(m, "/tmp/tgs_deploy_doc", formats=("tflite",), overwrite=True, latency_runs=3)
+    >>> r = tgs.export(m, tempfile.mkdtemp() + "/m", formats=("tflite",), latency_runs=3, verbose=0)
     >>> r.max_abs_error < 1e-5
     True
 """

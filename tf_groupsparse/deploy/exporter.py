@@ -14,11 +14,11 @@ reference converted the same way in the same run, so that
 ``speedup = latency(reference) / latency(model)`` is a ratio measured on one machine at one time.
 
 Example:
-    >>> import keras, numpy as np
+    >>> import keras, numpy as np, tempfile
     >>> from tf_groupsparse import export
     >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
     >>> x = np.random.rand(8, 4).astype("float32")
-    >>> report = export(model, "/tmp/tgs_export_doc", sample=x, overwrite=True, latency_runs=5)
+    >>> report = export(model, tempfile.mkdtemp() + "/m", sample=x, latency_runs=5, verbose=0)
     >>> report.max_abs_error < 1e-5
     True
 """
@@ -35,6 +35,7 @@ import numpy as np
 
 from .._validation import check_choice, check_int, check_keras_model
 from ..report import Report
+from .files import check_output_dir, replace_dir
 from .convert import (
     _as_inputs, _batch, _check_quantize, _convert_saved_model, _input_names, _lite, _representative,
     _write_saved_model,
@@ -49,6 +50,7 @@ FORMATS = ("saved_model", "tflite")
 TARGETS = ("xnnpack", "portable")
 SAVED_MODEL_DIR = "saved_model"
 TFLITE_FILE = "model.tflite"
+WRITTEN_BY = "tf_groupsparse.export"
 
 @dataclass
 class ExportReport(Report):
@@ -113,18 +115,35 @@ def _saved_model_output(directory, inputs):
     return ys[0] if len(ys) == 1 else ys
 
 
-def _random_inputs(model, owner):
+GENERATED_SAMPLES = 32
+
+
+def _generated_inputs(model, owner, n=GENERATED_SAMPLES):
+    """`n` inputs to check and time on when no `sample` is given: standard normal for float
+    inputs, zeros for integer ones; None when an input has unknown dimensions."""
     rng = np.random.default_rng(0)
     out = {}
     for t in model.inputs:
         dims = tuple(t.shape[1:])
         if any(d is None for d in dims):
-            raise ValueError(
-                f"{owner}: Expected `sample` for a model whose input {t.name!r} has unknown "
-                f"dimensions (needed to time inference). Received: sample=None with input shape {tuple(t.shape)}"
-            )
-        out[t.name] = rng.standard_normal((1,) + dims).astype(t.dtype) if "float" in str(t.dtype) else np.zeros((1,) + dims, t.dtype)
+            return None
+        out[t.name] = rng.standard_normal((n,) + dims).astype(t.dtype) if "float" in str(t.dtype) else np.zeros((n,) + dims, t.dtype)
     return out
+
+
+def _agreement(a, b):
+    """``(max |a - b| / range(b), top-1 agreement)`` of two outputs (lists for several outputs);
+    the agreement is None when the outputs are not class scores (last axis < 2)."""
+    a = a if isinstance(a, list) else [a]
+    b = b if isinstance(b, list) else [b]
+    relative, agree = [], []
+    for x, y in zip(a, b):
+        x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+        span = float(y.max() - y.min()) if y.size else 0.0
+        relative.append(float(np.max(np.abs(x - y))) / span if span > 0 else 0.0)
+        if y.ndim >= 2 and y.shape[-1] >= 2:
+            agree.append(float(np.mean(x.argmax(axis=-1) == y.argmax(axis=-1))))
+    return max(relative), (min(agree) if agree else None)
 
 
 def _has_grouped_layers(model):
@@ -189,27 +208,6 @@ def _check_path(path, owner):
     return os.path.abspath(os.fspath(path))
 
 
-def _replace(tmp, path, overwrite, owner):
-    if os.path.lexists(path):
-        if not overwrite:
-            raise FileExistsError(
-                f"{owner}: Expected `path` not to exist; pass overwrite=True to replace it. "
-                f"Received: path={path!r}"
-            )
-        old = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.old-", dir=os.path.dirname(path))
-        old_target = os.path.join(old, "old")
-        os.replace(path, old_target)
-        try:
-            os.replace(tmp, path)
-        except BaseException:
-            os.replace(old_target, path)
-            shutil.rmtree(old, ignore_errors=True)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, path)
-
-
 def export(
     model,
     path,
@@ -222,7 +220,7 @@ def export(
     target="xnnpack",
     overwrite=False,
     latency_runs=50,
-    verbose=0,
+    verbose=1,
 ) -> ExportReport:
     """Write a SavedModel and a .tflite file for `model`, verify them and time them.
 
@@ -231,11 +229,17 @@ def export(
     directory untouched). Checks and figures, for the exported model ``M`` and the reference
     ``R`` (both converted with the same settings):
 
-    - ``max_abs_error = max |LiteRT(M)(sample) - M(sample)|``
-    - ``max_abs_error_vs_reference = max |LiteRT(M)(sample) - R(sample)|``
+    - ``max_abs_error = max |LiteRT(M)(x) - M(x)|``; ``relative_error`` is it divided by the
+      range of ``M(x)`` (the scale an int8 error should be read against), ``top1_agreement`` the
+      fraction of inputs whose largest output is the same (class scores)
+    - ``max_abs_error_vs_reference = max |LiteRT(M)(x) - R(x)|`` and
+      ``top1_agreement_vs_reference``
     - ``saved_model_max_abs_error = max |SavedModel(M)(sample) - M(sample)|``
     - ``latency`` = median over `latency_runs` LiteRT invokes (after 5 warm-up calls) on
-      ``sample[:1]`` with one thread; ``speedup = latency(R) / latency(M)``.
+      ``x[:1]`` with one thread; ``speedup = latency(R) / latency(M)``.
+
+    ``x`` is `sample`, or 32 generated standard-normal inputs when no sample is given (the
+    report says which in ``meta["check_input"]``): outputs are always checked.
 
     Args:
         model: the built ``keras.Model`` to export (not modified).
@@ -244,15 +248,17 @@ def export(
         quantize: None, "dynamic", "float16" or "int8" for the .tflite file (default None);
             see the module docstring. "int8" keeps float32 inputs and outputs.
         representative_data: calibration inputs, required for and only for quantize="int8".
-        sample: inputs to verify against (array, or list/dict for several inputs). Without it
-            no error is measured and latency is timed on one standard-normal input.
+        sample: inputs to verify against (array, or list/dict for several inputs). Default
+            None: 32 generated standard-normal inputs (real data gives a more telling error).
         reference: the unshrunk ``keras.Model`` with the same inputs and outputs, or None.
         target: "xnnpack" (default) or "portable": the form that grouped layers of
             ``tf_groupsparse`` take, applied with ``grouping.rewrite.for_target`` when the model
             has such layers.
-        overwrite: replace an existing `path` (default False).
+        overwrite: replace an existing `path` (default False) when it is empty or a previous
+            export (it holds the report.json an export wrote); a plain file, a foreign
+            directory or anything else is never replaced.
         latency_runs: timed LiteRT calls per model (default 50); 0 skips timing.
-        verbose: 0 silent (default), 1 progress bar.
+        verbose: 1 (default) progress bar, 0 silent.
 
     Returns:
         ExportReport: also written as ``path/report.json`` and ``path/report.md``.
@@ -262,16 +268,20 @@ def export(
             wrong type.
         ValueError: a bad option, int8 without `representative_data`, or `sample` that does not
             match the model's inputs.
-        FileExistsError: `path` exists and `overwrite` is False.
+        FileExistsError: `path` exists and `overwrite` is False, or it is not a previous export.
 
     Example:
-        >>> import keras, numpy as np
+        >>> import keras, numpy as np, tempfile
         >>> from tf_groupsparse import export
         >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
-        >>> r = export(m, "/tmp/tgs_export_doc2", formats=("tflite",), overwrite=True,
-        ...            sample=np.ones((3, 4), "float32"), latency_runs=3)
-        >>> sorted(r.meta["files"])
-        ['model.tflite', 'report.json', 'report.md']
+        >>> path = tempfile.mkdtemp() + "/m"
+        >>> r = export(m, path, formats=("tflite",), sample=np.ones((3, 4), "float32"),
+        ...            latency_runs=3, verbose=0)
+        >>> sorted(r.meta["files"]), r.top1_agreement
+        (['model.tflite', 'report.json', 'report.md'], 1.0)
+        >>> r = export(m, path, formats=("tflite",), overwrite=True, latency_runs=3, verbose=0)
+        >>> r.meta["check_input"].startswith("generated")   # outputs checked without a sample
+        True
     """
     import keras
 
@@ -287,11 +297,18 @@ def export(
         raise TypeError(f"{owner}: Expected `overwrite` to be True or False. Received: overwrite={overwrite!r}")
     latency_runs = check_int("latency_runs", latency_runs, owner, minimum=0)
     verbose = check_int("verbose", verbose, owner, minimum=0, maximum=2)
-    if os.path.lexists(path) and not overwrite:
-        raise FileExistsError(
-            f"{owner}: Expected `path` not to exist; pass overwrite=True to replace it. Received: path={path!r}"
+    check_output_dir(path, overwrite, WRITTEN_BY, owner)
+    if sample is not None:
+        inputs, check_input = _as_inputs(model, sample, "sample", owner), "sample"
+    else:
+        inputs = _generated_inputs(model, owner)
+        check_input = None if inputs is None else f"generated: {GENERATED_SAMPLES} standard-normal samples (pass `sample` to check on real data)"
+    if inputs is None and latency_runs:
+        raise ValueError(
+            f"{owner}: Expected `sample` for a model whose inputs have unknown dimensions (needed to "
+            f"check and time inference). Received: sample=None with input shapes "
+            f"{[tuple(t.shape) for t in model.inputs]}"
         )
-    inputs = _as_inputs(model, sample, "sample", owner) if sample is not None else None
     calibration = ref_calibration = None
     if representative_data is not None:
         arrays = _as_inputs(model, representative_data, "representative_data", owner)
@@ -314,8 +331,9 @@ def export(
     tmp = tempfile.mkdtemp(prefix=f".{os.path.basename(path)}.tmp-", dir=parent)
     try:
         row = {"model": "exported", "params": int(exported.count_params()), "macs": _macs(exported),
-               "saved_model_bytes": None, "tflite_bytes": None, "max_abs_error": None,
-               "max_abs_error_vs_reference": None, "latency_ms": None}
+               "saved_model_bytes": None, "tflite_bytes": None, "max_abs_error": None, "relative_error": None,
+               "top1_agreement": None, "max_abs_error_vs_reference": None, "top1_agreement_vs_reference": None,
+               "latency_ms": None}
         ref_row = None
         if reference is not None:
             ref_row = dict(row, model="reference", params=int(reference_exported.count_params()),
@@ -354,13 +372,18 @@ def export(
                 progress.add(1)
             if inputs is not None:
                 y_lite = run_tflite(tflite, _lite(inputs))
-                row["max_abs_error"] = _max_abs(y_lite, _keras_output(exported, inputs))
+                y_keras = _keras_output(exported, inputs)
+                row["max_abs_error"] = _max_abs(y_lite, y_keras)
+                row["relative_error"], row["top1_agreement"] = _agreement(y_lite, y_keras)
                 if reference is not None:
                     y_ref = _keras_output(reference, ref_inputs)
                     row["max_abs_error_vs_reference"] = _max_abs(y_lite, y_ref)
-                    ref_row["max_abs_error"] = _max_abs(run_tflite(ref_tflite, _lite(ref_inputs)), y_ref)
+                    row["top1_agreement_vs_reference"] = _agreement(y_lite, y_ref)[1]
+                    y_ref_lite = run_tflite(ref_tflite, _lite(ref_inputs))
+                    ref_row["max_abs_error"] = _max_abs(y_ref_lite, y_ref)
+                    ref_row["relative_error"], ref_row["top1_agreement"] = _agreement(y_ref_lite, y_ref)
             if latency_runs:
-                one = _batch(inputs, 0, 1) if inputs is not None else _random_inputs(exported, owner)
+                one = _batch(inputs, 0, 1)
                 row["latency_ms"] = 1e3 * tflite_latency(tflite, _lite(one), runs=latency_runs)
                 if reference is not None:
                     ref_one = dict(zip(_input_names(reference_exported), one.values()))
@@ -384,10 +407,10 @@ def export(
         meta = {
             "path": path, "formats": list(formats), "quantize": quantize, "target": target,
             "grouped_rewrite": rewritten, "latency_runs": latency_runs, "threads": 1,
-            "latency_input": "sample[:1]" if inputs is not None else "standard normal, batch 1",
+            "latency_input": "the first checked input, batch 1", "check_input": check_input,
             "sample_size": None if inputs is None else int(len(next(iter(inputs.values())))),
             "tensorflow": _version("tensorflow"), "keras": keras.__version__,
-            "ai_edge_litert": _version("ai-edge-litert"), "files": sorted(files),
+            "ai_edge_litert": _version("ai-edge-litert"), "files": sorted(files), "written_by": WRITTEN_BY,
         }
         rows = [row] + ([ref_row] if ref_row is not None else [])
         report = ExportReport(f"Export of {model.name!r}", rows, totals=totals, meta=meta)
@@ -395,7 +418,7 @@ def export(
         with open(os.path.join(tmp, "report.md"), "w", encoding="utf-8") as f:
             f.write(report.to_markdown())
         progress.add(1)
-        _replace(tmp, path, overwrite, owner)
+        replace_dir(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

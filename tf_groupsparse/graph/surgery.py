@@ -185,11 +185,12 @@ def remove_groups(graph, groups, *, bias_deltas=None, owner="remove_groups"):
         if new is None or not isinstance(node.layer, keras.layers.Layer):
             continue
         rebuild_weights = getattr(node.handler, "rebuild_weights", None)
-        if rebuild_weights is not None and not node.frozen and keeps[id(node.layer)].changed:
+        changed = keeps[id(node.layer)].changed
+        if rebuild_weights is not None and not node.frozen and changed:
             weights = rebuild_weights(node.layer, keeps[id(node.layer)])
         else:
             weights = node.layer.get_weights()
-            for s in slices_of.get(id(node), []):
+            for s in slices_of.get(id(node), []) if changed else ():
                 kept = np.nonzero(~removed[s.ids])[0]
                 weights[s.weight_index] = np.take(weights[s.weight_index], kept, axis=s.axis)
         if node.name in bias_deltas:

@@ -207,6 +207,8 @@ def add_em_penalty(model, n_groups, *, layers=None, q=None, features="signed", r
 
     new = keras.models.clone_model(model, clone_function=clone_fn)
     for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):  # no weights; an unnamed Input gets a new name
+            continue
         target = new.get_layer(f"{layer.name}_em").layer if layer.name in names else new.get_layer(layer.name)
         target.set_weights(layer.get_weights())
     for wrapper in _wrappers(new):
@@ -224,6 +226,8 @@ def strip_em_penalty(model):
 
     new = keras.models.clone_model(model, clone_function=clone_fn)
     for layer in model.layers:
+        if isinstance(layer, keras.layers.InputLayer):
+            continue
         inner = layer.layer if isinstance(layer, EMGroupPenalty) else layer
         new.get_layer(inner.name).set_weights(inner.get_weights())
     return new

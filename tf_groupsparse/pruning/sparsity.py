@@ -94,10 +94,12 @@ def zero_groups(graph, threshold, norm=None, weights=None):
             uniq, inverse = np.unique(s.ids, return_inverse=True)
             per_id = np.zeros(len(uniq), bool)
             np.logical_or.at(per_id, inverse, alive)
-            prev = consumers.get(id(s.node))
-            consumers[id(s.node)] = (uniq, per_id if prev is None else prev[1] & per_id)
-    for uniq, per_id in consumers.values():
-        cons_alive[labels[uniq[per_id]]] = True
+            seen = consumers.setdefault(id(s.node), {})
+            for channel, ok in zip(uniq.tolist(), per_id.tolist()):
+                seen[channel] = seen.get(channel, True) and ok
+    for seen in consumers.values():
+        alive_ids = [channel for channel, ok in seen.items() if ok]
+        cons_alive[labels[np.asarray(alive_ids, dtype=np.int64)]] = True
     return has_prod & ~prod_alive, ~cons_alive, strength
 
 
