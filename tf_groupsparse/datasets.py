@@ -108,9 +108,13 @@ def read_idx(path):
         ValueError: the file is not a valid idx file (bad magic or size).
 
     Example:
-        >>> x = read_idx("/usr/share/datasets/fashion-mnist/t10k-labels-idx1-ubyte.gz")  # doctest: +SKIP
-        >>> x.shape, x.dtype.name  # doctest: +SKIP
-        ((10000,), 'uint8')
+        >>> import gzip, os, tempfile
+        >>> path = os.path.join(tempfile.mkdtemp(), "labels-idx1-ubyte.gz")
+        >>> with gzip.open(path, "wb") as f:             # magic 0x801: uint8, 1 axis of 3 entries
+        ...     _ = f.write(bytes([0, 0, 8, 1, 0, 0, 0, 3, 7, 2, 9]))
+        >>> x = read_idx(path)
+        >>> x.tolist(), x.dtype.name
+        ([7, 2, 9], 'uint8')
     """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open

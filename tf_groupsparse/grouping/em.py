@@ -35,7 +35,7 @@ Example:
     >>> from tf_groupsparse.grouping.em import fit_groups
     >>> model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(8, name="fc1"),
     ...                           keras.layers.Dense(8, name="fc2"), keras.layers.Dense(2)])
-    >>> s = fit_groups(model, 2, seed=0)
+    >>> s = fit_groups(model, 2, seed=0, verbose=0)
     >>> s.layer_names, s.n_groups("fc2")
     (['fc1', 'fc2'], 2)
 """
@@ -286,7 +286,12 @@ def fit_groups(model, n_groups, *, layers=None, features="abs", representative="
         sklearn ConvergenceWarning naming the layer when EM does not converge.
 
     Example:
-        >>> s = fit_groups(model, {"fc1": 2, "fc2": 2}, features="signed", seed=0)
+        >>> import keras
+        >>> model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(8, name="fc1"),
+        ...                           keras.layers.Dense(8, name="fc2"), keras.layers.Dense(2)])
+        >>> s = fit_groups(model, {"fc1": 2, "fc2": 2}, features="signed", seed=0, verbose=0)
+        >>> s.n_groups("fc1"), s.n_groups("fc2")
+        (2, 2)
     """
     check_keras_model(model, OWNER)
     seed = check_seed(seed, OWNER, random_state=random_state, default=None)

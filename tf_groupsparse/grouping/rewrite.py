@@ -22,9 +22,12 @@ Source: Yi & Choi, "Learning the group structure of deep neural networks with an
 maximization method", ICDMW 2018.
 
 Example:
+    >>> import keras
     >>> from tf_groupsparse.grouping import fit_groups
     >>> from tf_groupsparse.grouping.rewrite import apply_mask, to_block_diagonal
-    >>> structure = fit_groups(model, 4, balanced=True, random_state=0)
+    >>> model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(16, name="fc1"),
+    ...                           keras.layers.Dense(16, name="fc2"), keras.layers.Dense(2)])
+    >>> structure = fit_groups(model, 4, balanced=True, seed=0, verbose=0)
     >>> masked = apply_mask(model, structure)        # fine-tune this one
     >>> small = to_block_diagonal(masked, structure) # same outputs, 1/4 of the grouped weights
 """
@@ -74,7 +77,13 @@ def apply_mask(model, structure):
         ValueError: a structure layer missing from the model or with another kernel shape.
 
     Example:
-        >>> masked = apply_mask(model, fit_groups(model, 2))
+        >>> import keras
+        >>> from tf_groupsparse.grouping import fit_groups
+        >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(8, name="fc1"),
+        ...                           keras.layers.Dense(2)])
+        >>> masked = apply_mask(model, fit_groups(model, 2, seed=0, verbose=0))
+        >>> masked.count_params() == model.count_params()    # same shapes, off-block weights zero
+        True
     """
     owner = "apply_mask"
     check_keras_model(model, owner)
@@ -194,7 +203,14 @@ def to_block_diagonal(model, structure, *, target="xnnpack"):
             supported chain, or a model that is not a linear chain.
 
     Example:
-        >>> small = to_block_diagonal(masked, structure, target="portable")
+        >>> import keras
+        >>> from tf_groupsparse.grouping import fit_groups
+        >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(8, name="fc1"),
+        ...                           keras.layers.Dense(2)])
+        >>> structure = fit_groups(model, 2, balanced=True, seed=0, verbose=0)
+        >>> small = to_block_diagonal(model, structure, target="portable")
+        >>> small.count_params() < model.count_params()
+        True
     """
     owner = "to_block_diagonal"
     check_keras_model(model, owner)

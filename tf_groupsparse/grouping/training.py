@@ -34,11 +34,17 @@ maximization method", ICDMW 2018 (group regularization, q = 1e-5 MLP, 1e-6 CNN, 
 epochs without improvement of Q).
 
 Example:
+    >>> import keras, numpy as np
+    >>> x = np.random.rand(64, 12).astype("float32"); y = np.arange(64) % 3
+    >>> model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(12, name="fc1"),
+    ...                           keras.layers.Dense(9, name="fc2"), keras.layers.Dense(3, name="out")])
     >>> model = add_em_penalty(model, 3, layers=["fc1", "fc2"])
     >>> model.compile("adam", "sparse_categorical_crossentropy")
-    >>> freeze = EMGroupFreeze(patience=3)
-    >>> model.fit(x, y, epochs=20, callbacks=[freeze])
-    >>> plain = strip_em_penalty(model); structure = freeze.structure
+    >>> freeze = EMGroupFreeze(patience=1)
+    >>> _ = model.fit(x, y, epochs=3, callbacks=[freeze], verbose=0)
+    >>> plain = strip_em_penalty(model)
+    >>> [layer.name for layer in plain.layers]
+    ['fc1', 'fc2', 'out']
 """
 
 from __future__ import annotations
@@ -248,7 +254,9 @@ class EMGroupFreeze(keras.callbacks.Callback):
         history: Q (summed over wrapped layers) at the end of each epoch; also ``logs["em_q"]``.
 
     Example:
-        >>> freeze = EMGroupFreeze(patience=3); model.fit(x, y, epochs=30, callbacks=[freeze])
+        >>> freeze = EMGroupFreeze(patience=3)   # then model.fit(x, y, callbacks=[freeze])
+        >>> freeze.structure is None                # set once Q stops improving
+        True
     """
 
     def __init__(self, patience=3, min_delta=0.0, chain=True):

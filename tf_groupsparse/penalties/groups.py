@@ -17,7 +17,7 @@ Everything here uses ``keras.ops`` so it runs inside a compiled train step.
 
 Example:
     >>> import numpy as np
-    >>> from tf_groupsparse import groups
+    >>> from tf_groupsparse.penalties import groups
     >>> w = np.arange(24, dtype="float32").reshape(2, 3, 4)   # Conv1D: k=2, C_in=3, C_out=4
     >>> tuple(groups.grouped(w, "input").shape)
     (3, 8)

@@ -18,7 +18,7 @@ model's outputs are taken as logits.
 
 Example:
     >>> import numpy as np, keras
-    >>> from tf_groupsparse.distillation import Distiller
+    >>> from tf_groupsparse import Distiller
     >>> x = np.random.rand(64, 8).astype("float32"); y = (x[:, 0] > 0.5).astype("int32")
     >>> teacher = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2)])
     >>> student = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2)])

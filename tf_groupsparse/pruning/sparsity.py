@@ -20,8 +20,8 @@ Example:
     >>> w = model.get_layer("h").kernel
     >>> _ = w.assign(keras.ops.zeros_like(w))          # nothing reaches h's 3 channels
     >>> report = sparsity_report(model)
-    >>> report.row("h")["zero_out"], report.totals["removable"]   # h's kernel and bias, out's rows
-    (3, 21)
+    >>> report.row("h")["zero_out"], report.totals["removable"]   # 2 of h's channels (keep_min=1)
+    (3, 14)
 """
 
 from __future__ import annotations
