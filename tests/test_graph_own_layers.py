@@ -87,7 +87,8 @@ def test_to_block_diagonal_output_can_be_pruned_by_loss():
                               L.Dense(8, activation="relu", name="fc2"), L.Dense(2, name="out")])
     structure = tgs.fit_groups(model, 2, layers=["fc2"], balanced=True, seed=0, verbose=0)
     grouped = tgs.to_block_diagonal(model, structure)
-    pruned, report = tgs.prune_filters(grouped, (x, y), tolerance=10.0, max_fraction=0.5, verbose=0)
+    pruned, report = tgs.prune_filters(grouped, (x, y), tolerance=10.0, max_fraction=0.5, allow_untrained=True,
+                                       verbose=0)
     assert report.totals["params_after"] < report.totals["params_before"]
     assert pruned.predict(x, verbose=0).shape == (64, 2)
 
@@ -108,7 +109,7 @@ def test_unnamed_inputs_pass_through_every_rewrite():
     assert tgs.apply_mask(model, structure).predict(x, verbose=0).shape == (32, 3)
     assert tgs.to_block_diagonal(model, structure).predict(x, verbose=0).shape == (32, 3)
     assert tgs.prune_channels(model, {"d1": [0]}).get_layer("d1").units == 5
-    pruned, _ = tgs.prune_filters(model, (x, y), verbose=0)
+    pruned, _ = tgs.prune_filters(model, (x, y), allow_untrained=True, verbose=0)
     assert pruned.predict(x, verbose=0).shape == (32, 3)
     grown, _ = tgs.plant(model, model, (x, y), max_steps=1, epochs_per_step=1, verbose=0)
     assert grown.get_layer("d1").units > 6

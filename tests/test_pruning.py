@@ -276,21 +276,22 @@ def test_coupled_channels_count_for_every_layer_that_creates_them():
     y = np.arange(64) % 3
     # an unlimited tolerance accepts every candidate the limits allow: one residual channel must
     # stay (it used to be removed through conv2 after stem had reached its own limit)
-    pruned, report = prune_filters(model, (x, y), tolerance=1e9, verbose=0)
+    pruned, report = prune_filters(model, (x, y), tolerance=1e9, allow_untrained=True, verbose=0)
     assert pruned.get_layer("stem").filters == pruned.get_layer("conv2").filters == 1
     assert pruned.get_layer("conv1").filters == 1
     widths = {r["layer"]: r["filters_after"] for r in report.rows}
     assert widths == {"stem": 1, "conv1": 1, "conv2": 1}
-    _, capped = prune_filters(model, (x, y), tolerance=1e9, max_fraction=0.5, verbose=0)
+    _, capped = prune_filters(model, (x, y), tolerance=1e9, max_fraction=0.5, allow_untrained=True, verbose=0)
     widths = {r["layer"]: r["filters_after"] for r in capped.rows}
     assert widths == {"stem": 2, "conv1": 2, "conv2": 2}
     # one cap per layer: conv1 (3 filters) may lose 2, the residual pair at most a quarter (1 of 4)
     # through either layer; a layer the dict does not name is not capped (nor are the others by it)
     _, per_layer = prune_filters(model, (x, y), tolerance=1e9, max_fraction={"conv1": 0.7, "stem": 0.25},
-                                 verbose=0)
+                                 allow_untrained=True, verbose=0)
     widths = {r["layer"]: r["filters_after"] for r in per_layer.rows}
     assert widths == {"stem": 3, "conv1": 1, "conv2": 3}
-    _, one_layer = prune_filters(model, (x, y), tolerance=1e9, max_fraction={"conv1": 0.34}, verbose=0)
+    _, one_layer = prune_filters(model, (x, y), tolerance=1e9, max_fraction={"conv1": 0.34},
+                                 allow_untrained=True, verbose=0)
     widths = {r["layer"]: r["filters_after"] for r in one_layer.rows}
     assert widths == {"stem": 1, "conv1": 2, "conv2": 1}
 
@@ -334,10 +335,10 @@ def test_consumer_norm_candidates_remove_the_channel_nobody_reads():
     y = np.arange(32) % 3
     with pytest.warns(DeprecationWarning, match="`candidates` is deprecated; use `importance`"):
         pruned, report = prune_filters(model, (x, y), tolerance=0.0, candidates="consumer_norm", layers=["conv1"],
-                                       max_fraction=0.34, verbose=0)
+                                       max_fraction=0.34, allow_untrained=True, verbose=0)
     assert report.rows[0]["filters_after"] == 2 and report.meta["importance"] == "l2"
     again, _ = prune_filters(model, (x, y), tolerance=0.0, layers=["conv1"], max_fraction=0.34, verbose=0,
-                             importance=Magnitude(2, roles=("consume",), normalize=None))
+                             allow_untrained=True, importance=Magnitude(2, roles=("consume",), normalize=None))
     assert again.get_layer("conv1").filters == 2
     np.testing.assert_allclose(pruned.get_layer("conv1").kernel.numpy(), k1[..., :2], rtol=1e-6)
     np.testing.assert_allclose(pruned.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
@@ -402,7 +403,7 @@ def test_channel_multiple_rounds_coupled_residual_channels_once():
     model = _residual_model()
     x = np.random.default_rng(0).normal(size=(64, 6, 6, 2)).astype("float32")
     y = np.arange(64) % 3
-    pruned, report = prune_filters(model, (x, y), tolerance=1e9, round_to=2, rounding="up", verbose=0)
+    pruned, report = prune_filters(model, (x, y), tolerance=1e9, round_to=2, rounding="up", allow_untrained=True, verbose=0)
     # the greedy pass leaves 1 channel per layer; "up" gives one back, to the coupled stem/conv2 once
     widths = {r["layer"]: r["filters_after"] for r in report.rows}
     assert widths == {"stem": 2, "conv1": 2, "conv2": 2}

@@ -28,7 +28,7 @@ from .grouping import apply_mask, fit_groups, to_block_diagonal
 from .metrics import count_params, flops, layer_costs
 from .penalties import callbacks, regularize
 from .pruning import (
-    Distiller, build_model, importance, learn_structure, plant, prune_filters, shrink, sparsity_report,
+    Distiller, build_model, importance, learn_structure, plant, prune, prune_filters, shrink, sparsity_report,
 )
 from .report import Report
 
@@ -54,6 +54,7 @@ __all__ = [
     "apply_mask",
     "to_block_diagonal",
     "shrink",
+    "prune",
     "prune_channels",
     "prune_filters",
     "plant",

@@ -2,6 +2,8 @@
 
 - shrink.py: :func:`shrink`, remove the channel groups through which nothing flows.
 - sparsity.py: :func:`sparsity_report` and the one zero test shrink uses.
+- budget.py: :func:`prune`, budget-driven pruning to a fraction of the MACs, parameters or
+  LiteRT latency (cost.py: exact costs of removals; latency.py: the per-layer latency table).
 - plan.py: :class:`~tf_groupsparse.pruning.plan.ChannelPlan`, the removed groups, per-layer
   caps and width rounding shared by every pruner.
 - importance.py: importance criteria (``tgs.importance``).
@@ -21,6 +23,7 @@ Example:
 """
 
 from . import importance
+from .budget import PruneReport, prune
 from .distillation import Distiller, distillation_loss
 from .filters import PruningReport, prune_filters
 from .planting import PlantingReport, plant
@@ -29,7 +32,7 @@ from .sparsity import SparsityReport, sparsity_report
 from .structure import LearnedStructure, build_model, learn_structure
 
 __all__ = [
-    "shrink", "ShrinkReport", "sparsity_report", "SparsityReport", "prune_filters", "PruningReport",
+    "prune", "PruneReport", "shrink", "ShrinkReport", "sparsity_report", "SparsityReport", "prune_filters", "PruningReport",
     "plant", "PlantingReport", "Distiller", "distillation_loss", "learn_structure", "build_model",
     "LearnedStructure", "importance",
 ]

@@ -138,19 +138,24 @@ class LossEvaluator:
 
 
 _FINE_TUNE_KEYS = ("epochs", "batch_size", "teacher", "temperature", "alpha")
+#: further ``fit`` arguments a fine-tune dict may carry (tgs.prune)
+FIT_KEYS = ("callbacks", "validation_data", "shuffle", "verbose")
 
 
-def check_fine_tune(fine_tune, model, owner):
-    """Validate a ``fine_tune`` dict (epochs, batch_size, teacher, temperature, alpha) or None."""
+def check_fine_tune(fine_tune, model, owner, extra_keys=()):
+    """Validate a ``fine_tune`` dict (epochs, batch_size, teacher, temperature, alpha, and the
+    `extra_keys` passed on to ``fit``) or None."""
     if fine_tune is None:
         return None
-    if not isinstance(fine_tune, dict) or set(fine_tune) - set(_FINE_TUNE_KEYS) or "epochs" not in fine_tune:
+    allowed = set(_FINE_TUNE_KEYS) | set(extra_keys)
+    if not isinstance(fine_tune, dict) or set(fine_tune) - allowed or "epochs" not in fine_tune:
         raise ValueError(
             f"{owner}: Expected `fine_tune` to be None or a dict like {{'epochs': 2}} (optional "
             "'batch_size', and 'teacher' with optional 'temperature' and 'alpha' to fine-tune by "
             f"distillation). Received: fine_tune={fine_tune!r}"
         )
     out = {"epochs": check_int("fine_tune['epochs']", fine_tune["epochs"], owner, minimum=1)}
+    out.update({k: fine_tune[k] for k in extra_keys if k in fine_tune})
     if "batch_size" in fine_tune:
         out["batch_size"] = check_int("fine_tune['batch_size']", fine_tune["batch_size"], owner, minimum=1)
     if fine_tune.get("teacher") is None:
@@ -192,6 +197,7 @@ def fine_tune_model(pruned, model, data, fine_tune, batch_size, owner):
                             name=f"{owner}_fine_tune")
         trained.compile(**config)
     kwargs = {"epochs": fine_tune["epochs"], "verbose": 0}
+    kwargs.update({k: fine_tune[k] for k in FIT_KEYS if k in fine_tune})
     if isinstance(data, (tuple, list)):
         trained.fit(np.asarray(data[0]), np.asarray(data[1]), batch_size=fine_tune.get("batch_size", batch_size),
                     **kwargs)
@@ -224,3 +230,63 @@ def accuracy(model, data, batch_size=256):
     pred = np.argmax(np.concatenate(outputs), axis=-1)
     labels = np.argmax(y, axis=-1) if y.ndim == 2 and y.shape[-1] > 1 else y.reshape(-1)
     return float(np.mean(pred == labels))
+
+
+def check_trained(evaluate, model, owner, allow_untrained):
+    """Raise ValueError when `model` looks untrained on the evaluation sample: for C >= 2 classes,
+    a mean loss within 5% of chance (``log C``) or an accuracy below ``1.5 / C``. Returns
+    ``(loss, accuracy)`` (accuracy None for other outputs)."""
+    loss = evaluate()
+    classes = int(model.outputs[0].shape[-1]) if len(model.outputs) == 1 and model.outputs[0].shape[-1] else 0
+    if classes < 2:
+        return loss, None
+    accuracy = evaluate.accuracy()
+    chance = float(np.log(classes))
+    if not allow_untrained and (abs(loss - chance) <= 0.05 * chance or accuracy < 1.5 / classes):
+        raise ValueError(
+            f"{owner}: Expected a trained model: on the {sum(len(b[0]) for b in evaluate.batches)} "
+            f"evaluation samples its loss is {loss:.4f} (chance for {classes} classes: log {classes} = "
+            f"{chance:.4f}) and its accuracy {accuracy:.4f} (chance: {1 / classes:.4f}). Pruning an "
+            "untrained model ranks channels by noise and reports meaningless losses; train it first, "
+            "or pass allow_untrained=True if this is intended (a structure-only test, say)."
+        )
+    return loss, accuracy
+
+
+def gradients(model, loss_fn, x, y, batch_size=256):
+    """``{id(variable): dL/dw as NumPy}`` of the mean loss on ``(x, y)`` in inference mode, for
+    every trainable variable (TensorFlow, JAX and PyTorch backends)."""
+    backend = keras.backend.backend()
+    variables = list(model.trainable_variables)
+    total = [np.zeros(tuple(v.shape), "float32") for v in variables]
+    for i in range(0, len(x), batch_size):
+        xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+        share = len(xb) / len(x)
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            with tf.GradientTape() as tape:
+                value = tf.reduce_mean(loss_fn(yb, model(xb, training=False)))
+            grads = tape.gradient(value, [v.value for v in variables])
+        elif backend == "jax":
+            import jax
+
+            fixed = [v.value for v in model.non_trainable_variables]
+
+            def value(trainable):
+                pred, _ = model.stateless_call(trainable, fixed, xb, training=False)
+                return keras.ops.mean(loss_fn(yb, pred))
+
+            grads = jax.grad(value)([v.value for v in variables])
+        elif backend == "torch":
+            for v in variables:
+                v.value.grad = None
+            value = keras.ops.mean(loss_fn(keras.ops.convert_to_tensor(yb), model(xb, training=False)))
+            value.backward()
+            grads = [v.value.grad for v in variables]
+        else:  # pragma: no cover - Keras has no other training backend
+            raise ValueError(f"gradients: Expected the tensorflow, jax or torch backend. Received: {backend!r}")
+        for t, g in zip(total, grads):
+            if g is not None:
+                t += share * np.asarray(keras.ops.convert_to_numpy(g), "float32")
+    return {id(v): t for v, t in zip(variables, total)}

@@ -40,9 +40,10 @@ class ChannelPlan:
         graph: the :class:`~tf_groupsparse.graph.DependencyGraph`.
         caps: optional ``{layer name: largest fraction of its channels to remove}``.
         keep_min: channels every channel-creating layer keeps at least (default 1).
+        limits: optional ``{layer name: largest number of its channels to remove}``.
     """
 
-    def __init__(self, graph, caps=None, keep_min=1):
+    def __init__(self, graph, caps=None, keep_min=1, limits=None):
         self.graph = graph
         self.removed = np.zeros(graph.n_groups, dtype=bool)
         self.owned = {node.name: graph.labels[node.owned] for node in graph.nodes
@@ -51,6 +52,9 @@ class ChannelPlan:
         self.limit = {name: max(len(labels) - keep_min, 0) for name, labels in self.owned.items()}
         for name, fraction in (caps or {}).items():
             self.limit[name] = min(self.limit[name], int(math.floor(fraction * len(self.owned[name]))))
+        for name, count in (limits or {}).items():
+            if name in self.limit:
+                self.limit[name] = max(min(self.limit[name], int(count)), 0)
         self.members = {}  # group id -> {layer: how many of its channels the group holds}
         for name, labels in self.owned.items():
             for gid, count in zip(*np.unique(labels, return_counts=True)):

@@ -1,0 +1,223 @@
+"""tgs.prune: budget-driven structural pruning on coupled groups, exact costs, guards, steps."""
+
+import re
+
+import keras
+import numpy as np
+import pytest
+
+import tf_groupsparse as tgs
+from tf_groupsparse.graph import build_graph, remove_groups
+from tf_groupsparse.pruning.cost import CostModel
+from tf_groupsparse.pruning.importance import BNScale, LAMP, Magnitude, Random, Taylor
+from tf_groupsparse.pruning.plan import ChannelPlan
+
+L = keras.layers
+
+
+def residual_cnn(seed=0):
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((12, 12, 3))
+    x = L.Conv2D(16, 3, padding="same", name="stem")(inputs)
+    x = L.BatchNormalization(name="stem_bn", momentum=0.9)(x)
+    x = L.ReLU()(x)
+    for i in range(2):
+        h = L.Conv2D(24, 3, padding="same", name=f"b{i}_c1")(x)
+        h = L.BatchNormalization(name=f"b{i}_bn1", momentum=0.9)(h)
+        h = L.ReLU()(h)
+        h = L.Conv2D(16, 3, padding="same", name=f"b{i}_c2")(h)
+        h = L.BatchNormalization(name=f"b{i}_bn2", momentum=0.9)(h)
+        x = L.ReLU()(L.Add(name=f"b{i}_add")([x, h]))
+    x = L.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, L.Dense(4, name="head")(x), name="resnet_tiny")
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """A residual CNN trained briefly on a learnable 4-class problem (well above chance)."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(512, 12, 12, 3)).astype("float32")
+    y = (x[:, :6, :6, 0].mean(axis=(1, 2)) > 0).astype("int32") + 2 * (x[:, 6:, 6:, 1].mean(axis=(1, 2)) > 0)
+    model = residual_cnn()
+    model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    model.fit(x, y, epochs=8, batch_size=64, verbose=0)
+    return model, x, y
+
+
+def widths(model):
+    graph = build_graph(model)
+    return {n.name: len(n.owned) for n in graph.nodes if n.owned is not None}
+
+
+def test_cost_model_matches_the_rebuilt_model_on_mobilenetv2():
+    model = keras.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=0.35, weights=None, classes=10)
+    graph = build_graph(model)
+    cost = CostModel(graph)
+    assert (cost.macs, cost.params) == (tgs.flops(model), tgs.count_params(model))
+    plan = ChannelPlan(graph)
+    rng = np.random.default_rng(0)
+    prunable = np.nonzero(~graph.frozen_groups)[0]
+    chosen = [int(g) for g in rng.permutation(prunable)[: len(prunable) // 3] if plan.can_remove([int(g)])
+              and plan.remove([int(g)]) is None]
+    cost.remove(chosen)
+    small = remove_groups(graph, chosen)
+    assert (cost.macs, cost.params) == (tgs.flops(small), tgs.count_params(small))
+    cost.restore(chosen[:10])
+    assert cost.removed == set(chosen[10:])
+
+
+@pytest.mark.parametrize("importance", ["l2", "l1", "bn_scale", "lamp", "random", "taylor"])
+def test_every_importance_meets_a_macs_target_and_the_result_round_trips(trained, importance, tmp_path):
+    model, x, y = trained
+    small, report = tgs.prune(model, (x, y), macs=0.5, importance=importance, verbose=0)
+    t = report.totals
+    assert t["macs_fraction"] <= 0.5
+    # within one group's worth: the weakest kept group would have crossed the line
+    assert t["macs_fraction"] > 0.5 - 0.12, t
+    assert t["macs_after"] == tgs.flops(small) and t["params_after"] == tgs.count_params(small)
+    assert small.predict(x[:4], verbose=0).shape == (4, 4)
+    path = tmp_path / f"{importance}.keras"
+    small.save(path)
+    loaded = keras.models.load_model(path, safe_mode=True)
+    np.testing.assert_allclose(loaded.predict(x[:8], verbose=0), small.predict(x[:8], verbose=0), atol=1e-5)
+    # coupled channels stay consistent: the residual stream has one width per stage
+    w = widths(small)
+    assert w["stem"] == w["b0_c2"] == w["b1_c2"]
+    assert report.meta["importance"] == {"random": "random", "l2": "l2", "l1": "l1"}.get(importance, importance)
+
+
+def test_params_target_and_the_input_model_is_untouched(trained):
+    model, x, y = trained
+    before = [w.copy() for w in model.get_weights()]
+    small, report = tgs.prune(model, params=0.4, verbose=0)
+    assert report.totals["params_fraction"] <= 0.4
+    assert all(np.array_equal(a, b) for a, b in zip(before, model.get_weights()))
+    assert small is not model
+
+
+def test_max_fraction_round_to_and_ignored_layers_are_honoured(trained):
+    model, x, y = trained
+    original = widths(model)
+    small, report = tgs.prune(model, (x, y), macs=0.3, max_fraction=0.5, round_to=4, ignored_layers=["b1_c1"],
+                              verbose=0)
+    after = widths(small)
+    assert after["b1_c1"] == original["b1_c1"]
+    for name, width in after.items():
+        assert width >= original[name] - int(0.5 * original[name]), name   # at most half removed
+        assert width == original[name] or width % 4 == 0, (name, width)
+    rows = {r["layer"]: r for r in report.rows}
+    assert rows["b1_c1"]["channels_after"] == original["b1_c1"]
+
+
+def test_steps_fine_tune_by_dict_and_by_callable(trained):
+    model, x, y = trained
+    calls = []
+
+    def tune(m):
+        calls.append(tgs.flops(m))
+        m.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        m.fit(x, y, epochs=1, verbose=0)
+        return m
+
+    small, report = tgs.prune(model, (x, y), macs=0.5, steps=3, fine_tune=tune, verbose=0)
+    assert len(calls) == 3 and calls[0] > calls[1] > calls[2]      # the kept fraction goes down each step
+    assert report.totals["macs_fraction"] <= 0.5 and report.totals["steps"] == 3
+    small2, report2 = tgs.prune(model, (x, y), macs=0.5, steps=2, fine_tune={"epochs": 1, "batch_size": 64},
+                                verbose=0)
+    assert report2.meta["fine_tune"] == {"epochs": 1, "batch_size": 64}
+    assert report2.totals["fine_tune_seconds"] > 0 and report2.totals["accuracy_after"] > 0.4
+    assert report2.totals["prune_seconds"] < 60
+
+
+def test_untrained_guard():
+    model = residual_cnn()
+    x = np.random.default_rng(1).normal(size=(128, 12, 12, 3)).astype("float32")
+    y = np.arange(128) % 4
+    with pytest.raises(ValueError, match=r"prune: Expected a trained model: on the 128 evaluation samples its loss "
+                                         r"is .* \(chance for 4 classes: log 4 = 1\.3863\) .*train it first, or "
+                                         r"pass allow_untrained=True"):
+        tgs.prune(model, (x, y), macs=0.5, verbose=0)
+    small, report = tgs.prune(model, (x, y), macs=0.5, allow_untrained=True, verbose=0)
+    assert report.totals["macs_fraction"] <= 0.5
+    with pytest.raises(ValueError, match=r"prune_filters: Expected a trained model"):
+        tgs.prune_filters(model, (x, y), verbose=0)
+
+
+@pytest.mark.parametrize(
+    "kwargs, error, message",
+    [
+        ({}, ValueError, "prune: Expected exactly one of `macs`, `params`, `latency` (the fraction of the original "
+                         "to keep, e.g. macs=0.5 for half the multiply-adds). Received: none"),
+        ({"macs": 0.5, "params": 0.5}, ValueError, "Received: {'macs': 0.5, 'params': 0.5}"),
+        ({"macs": 1.5}, ValueError, "prune: Expected `macs` > 0 and <= 1. Received: macs=1.5"),
+        ({"macs": 0.5, "importance": "taylor"}, ValueError,
+         "prune: Expected `data` for importance='taylor', which reads the loss. Received: data=None"),
+        ({"macs": 0.5, "importance": "magnitude"}, ValueError, "prune: Expected `importance` to be one of 'l2'"),
+        ({"macs": 0.5, "steps": 0}, ValueError, "prune: Expected `steps` >= 1. Received: steps=0"),
+        ({"macs": 0.5, "rounding": "floor"}, ValueError, "prune: Expected `rounding` to be one of 'down', 'nearest', 'up'"),
+        ({"macs": 0.5, "max_fraction": 0}, ValueError, "prune: Expected `max_fraction` > 0 and <= 1"),
+        ({"macs": 0.5, "ignored_layers": ["nope"]}, ValueError,
+         "prune: Expected `ignored_layers` to name layers of the model. Received: unknown ['nope']"),
+        ({"macs": 0.5, "fine_tune": {"epochs": 1}}, ValueError, "prune: Expected `data` to fine-tune on"),
+    ],
+)
+def test_bad_arguments(trained, kwargs, error, message):
+    model, _, _ = trained
+    with pytest.raises(error, match=re.escape(message)):
+        tgs.prune(model, verbose=0, **kwargs)
+
+
+def test_wrong_data_shape_names_both_shapes(trained):
+    model, _, _ = trained
+    with pytest.raises(ValueError, match=r"prune: Expected the samples of `data` to have the model's input shape "
+                                         r"\(batch, \*\(12, 12, 3\)\).*Received: data samples of shape \(8, 5\)"):
+        tgs.prune(model, (np.zeros((8, 5), "float32"), np.zeros(8)), macs=0.5, verbose=0)
+
+
+def test_importance_objects_score_what_they_say():
+    keras.utils.set_random_seed(3)
+    model = keras.Sequential([keras.Input((6,)), L.Dense(5, name="h"), L.BatchNormalization(name="bn"),
+                              L.Dense(2, name="out")])
+    k = model.get_layer("h").kernel.numpy()
+    k[:, 3] *= 0.01                                         # filter 3 is tiny
+    model.get_layer("h").kernel.assign(k)
+    gamma = np.array([1.0, 0.2, 3.0, 1.0, 1.0], "float32")  # BN scale 1 is the smallest
+    bn = model.get_layer("bn")
+    bn.gamma.assign(gamma)
+    graph = build_graph(model)
+    label = lambda c: graph.group("h", c).id  # noqa: E731
+    produce = Magnitude(2, roles=("produce",), normalize=None)(graph)
+    np.testing.assert_allclose([produce[label(c)] for c in range(5)], np.linalg.norm(k, axis=0), rtol=1e-5)
+    bn_scores = BNScale()(graph)
+    np.testing.assert_allclose([bn_scores[label(c)] for c in range(5)], gamma / gamma.mean(), rtol=1e-5)
+    lamp = LAMP()(graph)
+    assert np.isfinite([lamp[label(c)] for c in range(5)]).all()
+    r1, r2 = Random(seed=1)(graph), Random(seed=1)(graph)
+    np.testing.assert_array_equal(r1, r2)
+    # Taylor: |w * dL/dw| against a finite-free reference computed with TensorFlow directly
+    import tensorflow as tf
+
+    x = np.random.default_rng(0).normal(size=(16, 6)).astype("float32")
+    y = np.arange(16) % 2
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    from tf_groupsparse.pruning.data import gradients
+    from tf_groupsparse.pruning.importance import Context
+
+    grads = gradients(model, loss, x, y)
+    with tf.GradientTape() as tape:
+        value = tf.reduce_mean(loss(y, model(x, training=False)))
+    ref = tape.gradient(value, model.get_layer("h").kernel.value).numpy()
+    np.testing.assert_allclose(grads[id(model.get_layer("h").kernel)], ref, rtol=1e-5, atol=1e-7)
+    taylor = Taylor()(graph, Context(gradients=lambda: grads))
+    assert taylor.shape == (graph.n_groups,)
+
+
+@pytest.mark.slow
+def test_latency_target_is_predicted_then_measured(trained):
+    model, x, y = trained
+    small, report = tgs.prune(model, (x, y), latency=0.6, verbose=0)
+    t = report.totals
+    assert t["latency_fraction_predicted"] <= 0.6 + 1e-9
+    assert 0 < t["latency_fraction"] < 1.0 and t["latency_ms_after"] < t["latency_ms_before"]
+    assert t["macs_fraction"] < 1.0

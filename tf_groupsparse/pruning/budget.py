@@ -1,0 +1,351 @@
+"""Budget-driven structural pruning: keep a fraction of a model's MACs, parameters or latency.
+
+The unit is the coupled channel group of the dependency graph (every layer tied by residual
+adds, concatenations, BatchNormalization or depthwise convolutions decides together). Each step:
+
+1. score every removable group with an importance criterion (:mod:`.importance`: a group's
+   score is the mean of its slices' normalized scores);
+2. rank the groups globally, across layers, and remove the weakest until the step's target is
+   met, never more than ``max_fraction`` of a layer's original channels and never a layer's last
+   channel, a model input or output, or a layer in ``ignored_layers``; the cost of each removal
+   is exact (:class:`~.cost.CostModel`);
+3. optionally round every layer's width to a multiple of ``round_to`` (the one rounding rule of
+   :class:`~.plan.ChannelPlan`);
+4. rebuild the smaller model with copied weights and fine-tune it (``fine_tune``).
+
+With ``steps=N`` the kept fraction goes down linearly, ``1 - (1 - target) * s / N`` at step
+``s``, and importance is measured again on the fine-tuned model of the previous step (iterative
+pruning). A ``latency`` target is reached through a per-layer cost table measured once in LiteRT
+(:mod:`.latency`); the pruned model is then timed and the measured ratio reported beside the
+target.
+
+Reference: the group-level importance and global ranking follow Torch-Pruning (Fang et al.,
+"DepGraph: Towards Any Structural Pruning", CVPR 2023); the latency table follows NetAdapt (Yang
+et al., ECCV 2018).
+
+Example:
+    >>> import numpy as np, keras
+    >>> import tf_groupsparse as tgs
+    >>> m = keras.Sequential([keras.Input((8,)), keras.layers.Dense(32, activation="relu"),
+    ...                       keras.layers.Dense(32, activation="relu"), keras.layers.Dense(3)])
+    >>> small, report = tgs.prune(m, macs=0.5, verbose=0)
+    >>> report.totals["macs_fraction"] <= 0.5
+    True
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+
+import keras
+import numpy as np
+
+from .._validation import (
+    check_bool, check_choice, check_graph_model, check_int, check_number, check_seed, check_verbose,
+)
+from ..graph import build_graph, remove_groups
+from ..metrics import layer_costs
+from ..report import Report
+from . import importance as imp
+from .cost import CostModel
+from .data import (
+    FIT_KEYS, LossEvaluator, check_fine_tune, check_inputs, check_trained, draw_samples, fine_tune_meta,
+    fine_tune_model, gradients, resolve_loss,
+)
+from .plan import ROUNDINGS, ChannelPlan
+
+logger = logging.getLogger(__name__)
+
+_OWNER = "prune"
+TARGETS = ("macs", "params", "latency")
+
+__all__ = ["prune", "PruneReport", "TARGETS"]
+
+
+class PruneReport(Report):
+    """What :func:`prune` did: one row per channel-creating layer (channels, parameters and MACs
+    before and after) and totals: the target and what was reached (``macs_fraction``,
+    ``params_fraction``, and for a latency target the predicted and measured
+    ``latency_fraction``), groups removed, steps, the pruning time without fine-tuning
+    (``prune_seconds``), the fine-tuning time, and the loss/accuracy on the evaluation sample
+    before pruning, after it and after fine-tuning (when data was given)."""
+
+
+def _check_target(macs, params, latency):
+    given = {k: v for k, v in (("macs", macs), ("params", params), ("latency", latency)) if v is not None}
+    if len(given) != 1:
+        raise ValueError(
+            f"{_OWNER}: Expected exactly one of `macs`, `params`, `latency` (the fraction of the "
+            f"original to keep, e.g. macs=0.5 for half the multiply-adds). Received: {given or 'none'}"
+        )
+    (kind, value), = given.items()
+    return kind, check_number(kind, value, _OWNER, strict=True, maximum=1.0)
+
+
+def _check_fine_tune(fine_tune, model):
+    if fine_tune is None or callable(fine_tune):
+        return fine_tune
+    return check_fine_tune(fine_tune, model, _OWNER, extra_keys=FIT_KEYS)
+
+
+def _layer_names(model, layers, name):
+    if layers is None:
+        return set()
+    if isinstance(layers, (str, keras.layers.Layer)):
+        layers = [layers]
+    names = set()
+    for item in layers:
+        n = item.name if isinstance(item, keras.layers.Layer) else item
+        if not isinstance(n, str):
+            raise TypeError(f"{_OWNER}: Expected `{name}` to be layer names or layers. Received: {item!r}")
+        names.add(n)
+    return names
+
+
+def _blocked_groups(graph, ignored):
+    """Groups that may not be removed: frozen, lossy, or holding channels of an ignored layer."""
+    blocked = graph.frozen_groups | graph.lossy_groups
+    unknown = set(ignored)
+    for node in graph.nodes:
+        if node.name in ignored or node.layer.name in ignored:
+            unknown.discard(node.name)
+            unknown.discard(node.layer.name)
+            if node.owned is not None:
+                blocked[graph.labels[node.owned]] = True
+    if unknown:
+        raise ValueError(
+            f"{_OWNER}: Expected `ignored_layers` to name layers of the model. Received: unknown "
+            f"{sorted(unknown)}"
+        )
+    return blocked
+
+
+class _Step:
+    """One pruning step on `model`: rank, remove to `target`, round, rebuild."""
+
+    def __init__(self, model, ignored, removed_before, original_width, max_fraction):
+        self.graph = build_graph(model)
+        self.cost = CostModel(self.graph)
+        self.blocked = _blocked_groups(self.graph, ignored)
+        limits = {}
+        for name in original_width:
+            if name in removed_before:
+                budget = int(math.floor(max_fraction * original_width[name])) - removed_before[name]
+                limits[name] = max(budget, 0)
+        self.plan = ChannelPlan(self.graph, limits=limits)
+
+    def run(self, scores, target, measure, round_to, rounding):
+        scores = np.where(np.isfinite(scores), scores, np.inf)
+        order = [int(g) for g in np.argsort(scores, kind="stable") if not self.blocked[g] and np.isfinite(scores[g])]
+        for g in order:
+            if measure(self.cost) <= target:
+                break
+            if self.plan.can_remove([g]):
+                self.plan.remove([g])
+                self.cost.remove([g])
+        if round_to is not None and round_to > 1:
+            before = self.plan.removed.copy()
+            by_group = {int(g): float(v) for g, v in enumerate(scores) if np.isfinite(v)}
+            for name in self.plan.owned:
+                if self.plan.removed_count[name]:
+                    self.plan.round(name, round_to, rounding, by_group)
+            self.cost.remove(np.nonzero(self.plan.removed & ~before)[0])
+            self.cost.restore(np.nonzero(before & ~self.plan.removed)[0])
+        return np.nonzero(self.plan.removed)[0]
+
+
+def prune(model, data=None, *, macs=None, params=None, latency=None, importance="l2", steps=1,
+          fine_tune=None, round_to=None, rounding="down", max_fraction=0.9, ignored_layers=None,
+          loss=None, samples=512, batch_size=256, allow_untrained=False, seed=None, verbose=1):
+    """Prune `model` to a fraction of its MACs, parameters or LiteRT latency.
+
+    Coupled channel groups are ranked globally by `importance` and the weakest removed until the
+    target is met (see the module docstring for the steps).
+
+    Args:
+        model: a built Sequential or functional keras.Model. Not modified.
+        data: ``(x, y)`` arrays or a tf.data.Dataset of ``(x, y)`` batches; needed by the
+            importances that read the loss ("taylor", "loss"), by dict `fine_tune`, and for the
+            loss/accuracy figures and the untrained-model guard. Default None.
+        macs, params, latency: exactly one, the fraction of the original to keep in (0, 1]
+            (``macs=0.5``: half the multiply-adds). ``latency`` is LiteRT with XNNPack on one
+            thread at the model's input shape, predicted from a per-layer table measured once and
+            then measured on the result.
+        importance: "l2" (default), "l1", "bn_scale", "taylor", "lamp", "random", "loss", a
+            :mod:`tgs.importance <tf_groupsparse.pruning.importance>` object, or a callable
+            ``(graph, context) -> one score per group``.
+        steps: prune in this many steps towards the target, re-measuring importance (and
+            fine-tuning) after each (default 1).
+        fine_tune: None (default), a dict of ``fit`` arguments (``epochs`` required;
+            ``batch_size``, ``callbacks``, ``validation_data``, ``shuffle``, and ``teacher``
+            with ``temperature``/``alpha`` to distil from a model) used with `model`'s own compile
+            settings after every step, or a callable ``model -> model`` that trains the pruned
+            model (and returns it).
+        round_to: None (default) or an int >= 1: every pruned layer keeps a multiple of this many
+            channels (8 or 16 suit XNNPack), as `rounding` says: "down" (default: remove down to
+            the multiple below, never below one), "nearest" or "up".
+        max_fraction: the largest fraction of a layer's original channels to remove, in (0, 1]
+            (default 0.9), so that no layer collapses.
+        ignored_layers: layer names (or layers) whose output channels are never removed.
+        loss: loss for the importances, the figures and the guard; default the compiled loss,
+            else sparse categorical cross-entropy.
+        samples: samples drawn from `data` for importance and figures (default 512).
+        batch_size: batch size of those evaluations and of dict fine-tuning (default 256).
+        allow_untrained: skip the guard that refuses a model whose loss is within 5% of chance
+            (``log C`` for C classes) or whose accuracy is below ``1.5 / C`` (default False).
+        seed: seed of the sample draw and of Random importance (default 0).
+        verbose: 1 (default) a progress bar over the steps, 0 silent.
+
+    Returns:
+        ``(pruned_model, report)``: a new keras.Model and a :class:`PruneReport`.
+
+    Raises:
+        TypeError / ValueError: bad arguments (the message names the argument), no target or
+            several, data that does not fit the model, an importance that needs data without
+            it, or a model that looks untrained (see `allow_untrained`).
+
+    Example:
+        >>> import numpy as np, keras
+        >>> x = np.random.rand(256, 8).astype("float32"); y = (x[:, 0] > 0.5).astype("int32")
+        >>> m = keras.Sequential([keras.Input((8,)), keras.layers.Dense(32, activation="relu"),
+        ...                       keras.layers.Dense(2)])
+        >>> m.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        >>> _ = m.fit(x, y, epochs=20, verbose=0)
+        >>> small, report = prune(m, (x, y), params=0.5, importance="taylor", verbose=0)
+        >>> report.totals["params_fraction"] <= 0.5, report.totals["accuracy_before"] > 0.75
+        (True, True)
+    """
+    check_graph_model(model, _OWNER)
+    kind, target = _check_target(macs, params, latency)
+    steps = check_int("steps", steps, _OWNER, minimum=1)
+    criterion = imp.get(importance, _OWNER)
+    needs_data = getattr(criterion, "needs_data", False)
+    if needs_data and data is None:
+        raise ValueError(
+            f"{_OWNER}: Expected `data` for importance={getattr(criterion, 'name', importance)!r}, which "
+            "reads the loss. Received: data=None; pass (x, y) or use importance='l2'"
+        )
+    fine_tune = _check_fine_tune(fine_tune, model)
+    if isinstance(fine_tune, dict) and data is None:
+        raise ValueError(f"{_OWNER}: Expected `data` to fine-tune on with fine_tune={fine_tune!r}. Received: data=None")
+    if round_to is not None:
+        round_to = check_int("round_to", round_to, _OWNER, minimum=1)
+    rounding = check_choice("rounding", rounding, ROUNDINGS, _OWNER)
+    max_fraction = check_number("max_fraction", max_fraction, _OWNER, strict=True, maximum=1.0)
+    ignored = _layer_names(model, ignored_layers, "ignored_layers")
+    samples = check_int("samples", samples, _OWNER, minimum=1)
+    batch_size = check_int("batch_size", batch_size, _OWNER, minimum=1)
+    check_bool("allow_untrained", allow_untrained, _OWNER)
+    seed = check_seed(seed, _OWNER)
+    verbose = check_verbose(verbose, _OWNER)
+    if isinstance(criterion, imp.Random) and importance == "random":
+        criterion = imp.Random(seed)
+
+    x = y = loss_fn = None
+    totals = {"target": kind, "target_fraction": target}
+    if data is not None:
+        loss_fn, _ = resolve_loss(model, loss, _OWNER)
+        x, y = draw_samples(data, samples, seed, _OWNER)
+        check_inputs(model, x, _OWNER)
+        totals["loss_before"], totals["accuracy_before"] = check_trained(
+            LossEvaluator(model, loss_fn, x, y, batch_size), model, _OWNER, allow_untrained)
+
+    from .latency import LatencyTable
+
+    original = build_graph(model)
+    table = LatencyTable(model, original) if kind == "latency" else None
+    original_width = {node.name: len(node.owned) for node in original.nodes
+                      if node.owned is not None and len(node.owned)}
+    current, prune_seconds, tune_seconds, removed_groups = model, 0.0, 0.0, 0
+    base_cost = CostModel(original)
+    progress = keras.utils.Progbar(steps, verbose=verbose, unit_name="step")
+    for step in range(1, steps + 1):
+        started = time.perf_counter()
+        widths = _widths(current)
+        removed_before = {n: original_width[n] - widths.get(n, original_width[n]) for n in original_width}
+        work = _Step(current, ignored, removed_before, original_width, max_fraction)
+        context = imp.Context()
+        if x is not None:
+            context.evaluate = LossEvaluator(current, loss_fn, x, y, batch_size)
+            context.gradients = lambda m=current: gradients(m, loss_fn, x, y, batch_size)
+        scores = imp.scores_for(criterion, work.graph, context, _OWNER)
+        goal = 1.0 - (1.0 - target) * step / steps
+        if kind == "latency":
+            step_measure = table.measure(work.graph)
+        else:  # the target is a fraction of the ORIGINAL model's cost
+            full = base_cost.macs_full if kind == "macs" else base_cost.params_full
+            step_measure = (lambda c, full=full: (c.macs if kind == "macs" else c.params) / max(full, 1))
+        labels = work.run(scores, goal, step_measure, round_to, rounding)
+        reached = step_measure(work.cost)
+        removed_groups += len(labels)
+        current = remove_groups(work.graph, labels, owner=_OWNER) if len(labels) else current
+        prune_seconds += time.perf_counter() - started
+        if fine_tune is not None:
+            started = time.perf_counter()
+            current = _fine_tune(current, model, data, fine_tune, batch_size)
+            tune_seconds += time.perf_counter() - started
+        progress.update(step, values=[(kind, reached)])
+    if current is model:
+        current = _copy(model)
+    report = _report(model, current, original_width, totals, removed_groups, steps, prune_seconds, tune_seconds)
+    report.meta.update({"importance": getattr(criterion, "name", repr(criterion)), "round_to": round_to,
+                        "rounding": rounding, "max_fraction": max_fraction, "ignored_layers": sorted(ignored),
+                        "samples": None if x is None else int(len(x)),
+                        "fine_tune": fine_tune_meta(fine_tune) if isinstance(fine_tune, dict) else (
+                            None if fine_tune is None else getattr(fine_tune, "__name__", "callable")),
+                        "unit": "MACs are multiply-adds per sample (FLOPs ~ 2 x MACs)"})
+    if table is not None:
+        report.totals.update(table.report(current))
+    if x is not None:
+        after = LossEvaluator(current, loss_fn, x, y, batch_size)
+        report.totals["loss_after"] = after()
+        report.totals["accuracy_after"] = after.accuracy() if report.totals.get("accuracy_before") is not None else None
+    return current, report
+
+
+def _widths(model):
+    graph = build_graph(model)
+    return {node.name: len(node.owned) for node in graph.nodes if node.owned is not None and len(node.owned)}
+
+
+def _copy(model):
+    copy = keras.models.clone_model(model)
+    copy.set_weights(model.get_weights())
+    return copy
+
+
+def _fine_tune(pruned, model, data, fine_tune, batch_size):
+    if callable(fine_tune):
+        trained = fine_tune(pruned)
+        if not isinstance(trained, keras.Model):
+            raise TypeError(
+                f"{_OWNER}: Expected the `fine_tune` callable to return the trained keras.Model. "
+                f"Received: {type(trained).__name__}"
+            )
+        return trained
+    fine_tune_model(pruned, model, data, fine_tune, batch_size, _OWNER)
+    return pruned
+
+
+def _report(model, pruned, original_width, totals, removed_groups, steps, prune_seconds, tune_seconds):
+    before, after = layer_costs(model), layer_costs(pruned)
+    before_rows = {r["layer"]: r for r in before.rows}
+    after_rows = {r["layer"]: r for r in after.rows}
+    widths = _widths(pruned)
+    rows = []
+    for name, width in original_width.items():
+        b, a = before_rows.get(name, {}), after_rows.get(name, {})
+        rows.append({"layer": name, "channels_before": width, "channels_after": widths.get(name, width),
+                     "params_before": b.get("params"), "params_after": a.get("params"),
+                     "macs_before": b.get("macs"), "macs_after": a.get("macs")})
+    totals.update({
+        "macs_before": before.totals["macs"], "macs_after": after.totals["macs"],
+        "macs_fraction": after.totals["macs"] / max(before.totals["macs"], 1),
+        "params_before": before.totals["params"], "params_after": after.totals["params"],
+        "params_fraction": after.totals["params"] / max(before.totals["params"], 1),
+        "groups_removed": int(removed_groups), "steps": steps,
+        "prune_seconds": prune_seconds, "fine_tune_seconds": tune_seconds,
+    })
+    return PruneReport(f"prune to {totals['target_fraction']:g} of the {totals['target']}", rows, totals, {})

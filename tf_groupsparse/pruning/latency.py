@@ -1,0 +1,210 @@
+"""A latency model for budget pruning: per-layer LiteRT timings measured once (NetAdapt-style).
+
+For every layer whose cost follows its channels (Dense, Conv, depthwise, separable, ...) the
+layer alone is timed in LiteRT (XNNPack, one thread, batch 1) at its full width and at half its
+input and output channels, all in one converted file with one signature per layer; a tiny
+signature measures the interpreter's own per-call overhead, which is subtracted. A pruned
+model's latency is predicted as
+
+    sum over layers of t_L(MACs_L)  +  R * (activation volume kept / original volume)
+
+with ``t_L`` the straight line through the layer's two points (in its MACs) and ``R`` the part
+of the full model's measured latency that the layers do not explain (activations, adds,
+pooling), which scales with the activations' channels. The prediction steers the pruner; the
+result is then converted and timed against the original in alternating rounds, and the measured
+ratio is what the report gives beside the target.
+
+Reference: the per-layer look-up table follows NetAdapt (Yang et al., "NetAdapt: Platform-Aware
+Neural Network Adaptation for Mobile Applications", ECCV 2018).
+
+Example:
+    >>> import keras
+    >>> from tf_groupsparse.pruning.latency import LatencyTable
+    >>> m = keras.Sequential([keras.Input((16, 16, 8)), keras.layers.Conv2D(32, 3, name="c"),
+    ...                       keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(4, name="d")])
+    >>> table = LatencyTable(m, runs=5)
+    >>> sorted(table.points)
+    ['c', 'd']
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+import keras
+import numpy as np
+
+from ..graph import build_graph
+from ..graph.kinds import cost_for
+from ..metrics import _io_shapes
+from .cost import CostModel, _is_kernel
+
+__all__ = ["LatencyTable"]
+
+
+def _half(layer, input_shape):
+    """A copy of `layer` for half its input and output channels, and that input shape, or None."""
+    config = layer.get_config()
+    config["name"] = f"{layer.name}_half"
+    for key in ("filters", "units"):
+        if key in config:
+            config[key] = max(1, math.ceil(int(config[key]) / 2))
+    if int(config.get("groups", 1) or 1) != 1:
+        return None, None
+    shape = tuple(input_shape[:-1]) + (max(1, math.ceil(int(input_shape[-1]) / 2)),)
+    try:
+        copy = layer.__class__.from_config(config)
+        copy.build((1,) + tuple(shape[1:]))
+    except (ValueError, TypeError):
+        return None, None
+    return copy, shape
+
+
+def _copy(layer, input_shape):
+    config = layer.get_config()
+    copy = layer.__class__.from_config(config)
+    copy.build((1,) + tuple(input_shape[1:]))
+    copy.set_weights(layer.get_weights())
+    return copy
+
+
+def _time_signatures(layers, runs):
+    """Median seconds of each ``(key, layer, input shape)`` in one LiteRT file, minus the
+    interpreter's per-call overhead (measured on a one-element signature)."""
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    module, functions = tf.Module(), []
+    entries = [("overhead", keras.layers.Identity(), (None, 1))] + list(layers)
+    for key, layer, shape in entries:
+        def call(x, layer=layer):
+            return layer(x)
+
+        call.__name__ = key
+        setattr(module, key, layer)
+        spec = tf.TensorSpec((1,) + tuple(shape[1:]), tf.float32, name="x")
+        functions.append(tf.function(call, input_signature=[spec]).get_concrete_function())
+    blob = tf.lite.TFLiteConverter.from_concrete_functions(functions, module).convert()
+    interpreter = Interpreter(model_content=blob, num_threads=1)
+    rng = np.random.default_rng(0)
+    seconds = {}
+    for key in [e[0] for e in entries]:
+        runner = interpreter.get_signature_runner(key)
+        name, detail = next(iter(runner.get_input_details().items()))
+        x = rng.standard_normal(detail["shape"]).astype("float32")
+        for _ in range(3):
+            runner(**{name: x})
+        samples = []
+        for _ in range(runs):
+            start = time.perf_counter()
+            runner(**{name: x})
+            samples.append(time.perf_counter() - start)
+        seconds[key] = float(np.median(samples))
+    overhead = seconds.pop("overhead")
+    return {key: max(value - overhead, 0.0) for key, value in seconds.items()}
+
+
+def _volumes(graph):
+    """(per-group activation volume, total): positions x channels of every layer output."""
+    per_group = np.zeros(graph.n_groups)
+    total = 0
+    tracer = graph.tracer
+    for _, _, _, out_keys in graph.calls:
+        for key in out_keys:
+            ids, shape = tracer.ids(key), tracer.shape(key)
+            positions = math.prod(int(d) for d in shape[1:-1] if d is not None) if len(shape) > 2 else 1
+            np.add.at(per_group, graph.labels[ids], positions)
+            total += positions * len(ids)
+    return per_group, total
+
+
+class LatencyTable:
+    """Per-layer LiteRT timings of `model` and a latency prediction for pruned versions of it.
+
+    Args:
+        model: the built keras.Model to prune (fixed input shape).
+        graph: its dependency graph (built when None).
+        runs: timed calls per layer and per model (default 30).
+
+    Attributes:
+        full_seconds: measured latency of the whole model (median of `runs` calls).
+        points: ``{layer: ((macs, seconds) at full width, (macs, seconds) at half width)}``.
+        residual: the part of ``full_seconds`` the layers do not explain.
+    """
+
+    def __init__(self, model, graph=None, runs=30):
+        from ..deploy import convert_tflite, tflite_latency
+
+        self.model, self.runs = model, runs
+        graph = build_graph(model) if graph is None else graph
+        x = np.random.default_rng(0).standard_normal((1,) + tuple(model.inputs[0].shape[1:])).astype("float32")
+        self.reference = convert_tflite(model)
+        self.full_seconds = tflite_latency(self.reference, x, runs=max(runs, 20))
+        cost = CostModel(graph)
+        timed, macs = [], {}
+        for node in graph.nodes:
+            layer = node.layer
+            if node.name not in set(cost.layer_of.values()) or cost_for(layer) is None:
+                continue
+            input_shape, output_shape = _io_shapes(layer)
+            if isinstance(input_shape, list):
+                continue
+            key = f"l{len(macs)}"
+            timed.append((key + "_full", _copy(layer, input_shape), input_shape))
+            macs[node.name] = [(key + "_full", int(cost_for(layer)(layer, input_shape, output_shape)))]
+            half, shape = _half(layer, input_shape)
+            if half is not None:
+                timed.append((key + "_half", half, shape))
+                macs[node.name].append((key + "_half", int(cost_for(half)(half, shape, half.compute_output_shape(shape)))))
+        seconds = _time_signatures(timed, runs) if timed else {}
+        self.points = {}
+        for name, entries in macs.items():
+            pts = [(m, seconds[k]) for k, m in entries]
+            if len(pts) == 1:  # no half-width copy: time proportional to MACs
+                pts.append((0, 0.0))
+            self.points[name] = tuple(pts)
+        explained = sum(p[0][1] for p in self.points.values())
+        self.residual = max(self.full_seconds - explained, 0.0)
+        self.volume_per_group, self.volume = _volumes(graph)
+        self.predicted_full = explained + self.residual
+
+    def _layer_seconds(self, name, macs):
+        (m1, t1), (m0, t0) = self.points[name]
+        if m1 == m0:
+            return t1
+        return max(t0 + (t1 - t0) * (macs - m0) / (m1 - m0), 0.0)
+
+    def predict(self, layer_macs, volume):
+        """Predicted seconds for the given per-layer MACs and activation volume."""
+        layers = sum(self._layer_seconds(n, m) for n, m in layer_macs.items() if n in self.points)
+        return layers + self.residual * volume / max(self.volume, 1)
+
+    def measure(self, graph):
+        """A function ``CostModel -> predicted latency fraction`` for a step on `graph` (a pruned
+        or unpruned version of the model; layers are matched by name)."""
+        per_group, total = _volumes(graph)
+
+        def fraction(cost):
+            removed = np.fromiter(cost.removed, dtype=np.int64) if cost.removed else np.zeros(0, np.int64)
+            volume = total - per_group[removed].sum()
+            return self.predict(cost.layer_macs(), volume) / max(self.predicted_full, 1e-12)
+
+        return fraction
+
+    def report(self, pruned, rounds=3):
+        """Measure `pruned` against the original in alternating rounds: the figures for the report."""
+        from ..deploy import convert_tflite, tflite_latency
+
+        blob = convert_tflite(pruned)
+        x = np.random.default_rng(1).standard_normal((1,) + tuple(self.model.inputs[0].shape[1:])).astype("float32")
+        before, after = [], []
+        for _ in range(rounds):
+            before.append(tflite_latency(self.reference, x, runs=max(self.runs, 20)))
+            after.append(tflite_latency(blob, x, runs=max(self.runs, 20)))
+        graph = build_graph(pruned)
+        cost = CostModel(graph)
+        predicted = self.predict(cost.layer_macs(), _volumes(graph)[1]) / max(self.predicted_full, 1e-12)
+        b, a = float(np.median(before)), float(np.median(after))
+        return {"latency_ms_before": 1e3 * b, "latency_ms_after": 1e3 * a,
+                "latency_fraction": a / b, "latency_fraction_predicted": predicted}
