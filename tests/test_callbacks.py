@@ -129,3 +129,60 @@ def test_proximal_step_requires_constraints():
     step = ProximalStep(require=False)
     model.fit(x, x, epochs=1, verbose=0, callbacks=[step])
     assert step.bound == 0
+
+
+def _digits_mlp(proximal):
+    from tf_groupsparse.datasets import load_digits
+
+    (x, y), (xt, yt) = load_digits()
+    x, xt = x.reshape(len(x), -1), xt.reshape(len(xt), -1)
+    keras.utils.set_random_seed(0)
+    m = keras.Sequential([keras.Input((64,)), L.Dense(128, activation="relu", name="h1"),
+                          L.Dense(64, activation="relu", name="h2"), L.Dense(10, name="out")])
+    m = regularize(m, GroupLasso(1e-3, axis="input"), layers=["h2", "out"], proximal=proximal)
+    m.compile(keras.optimizers.SGD(0.05, momentum=0.9), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+              metrics=["accuracy"])
+    return m, (x, y), (xt, yt)
+
+
+@pytest.mark.parametrize("target", [0.4, 0.6])
+def test_sparsity_target_reaches_the_macs_budget_with_proximal_training(target):
+    from tf_groupsparse import flops
+    from tf_groupsparse.callbacks import SparsityTarget
+
+    model, (x, y), (xt, yt) = _digits_mlp(proximal=True)
+    controller = SparsityTarget(macs=target, interval=10)
+    history = model.fit(x, y, epochs=20, batch_size=32, verbose=0, callbacks=[ProximalStep(), controller])
+    kept = flops(shrink(model, threshold=0.0)) / flops(model)
+    assert abs(kept - target) <= controller.margin, (kept, controller.history[-5:])
+    assert controller.kept() == pytest.approx(kept)          # its measurement is shrink's
+    assert model.evaluate(xt, yt, verbose=0)[1] > 0.9
+    assert controller.scale > 1 and history.history["sparsity_target/scale"][-1] == controller.scale
+    (effective,) = controller.used_strengths.values()
+    assert effective["strength"] == pytest.approx(1e-3 * controller.scale)
+    # the configured strengths are left as they were (the scale is a variable read in the step)
+    assert model.get_layer("h2").kernel_constraint.get_config()["strength"] == 1e-3
+
+
+def test_scale_variable_multiplies_a_loss_penalty_and_a_proximal_step():
+    w = np.array([[3.0, 4.0], [0.0, 0.0]], "float32")
+    penalty = GroupLasso(1.0)
+    penalty.scale = keras.Variable(2.0, trainable=False)
+    assert float(penalty(w)) == pytest.approx(10.0)
+    from tf_groupsparse.penalties import ProxGroupLasso
+
+    constraint = ProxGroupLasso(1.0)
+    constraint.bind(keras.optimizers.SGD(0.5))
+    constraint.scale = keras.Variable(2.0, trainable=False)     # step lr * strength * scale = 1.0
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(constraint(w)), [[2.4, 3.2], [0.0, 0.0]], rtol=1e-6)
+
+
+def test_sparsity_target_needs_penalties_and_one_budget():
+    from tf_groupsparse.callbacks import SparsityTarget
+
+    with pytest.raises(ValueError, match=r"SparsityTarget: Expected exactly one of `macs`, `params`"):
+        SparsityTarget()
+    model = keras.Sequential([keras.Input((4,)), L.Dense(2)])
+    model.compile("sgd", "mse")
+    with pytest.raises(ValueError, match=r"SparsityTarget: Expected the model to carry tf_groupsparse penalties"):
+        model.fit(np.ones((4, 4)), np.ones((4, 2)), verbose=0, callbacks=[SparsityTarget(params=0.5)])

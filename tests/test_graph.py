@@ -221,13 +221,17 @@ def test_graph_does_not_modify_model():
         np.testing.assert_array_equal(a, b)
 
 
-def test_plain_keras_ops_are_unsupported_or_frozen():
+def test_elementwise_keras_ops_pass_channels_and_others_are_unsupported_or_frozen():
     x = keras.Input((5,))
-    h = L.Dense(4, name="d")(x) * 2.0
-    model = keras.Model(x, L.Dense(2, name="o")(L.Dense(3, name="e")(h)))
+    h = keras.ops.relu(L.Dense(4, name="d")(x) * 2.0 + 1.0)      # elementwise calls: channel by channel
+    g = build_graph(keras.Model(x, L.Dense(2, name="o")(h)))
+    assert str(g.group("d", 1)) == ("prune out channels of d [1] => in channels of multiply [1], in channels of "
+                                    "add [1], in channels of relu [1], in channels of o [1]")
+    mixed = keras.ops.cumsum(L.Dense(4, name="d")(x), axis=-1)    # mixes channels: no handler
+    model = keras.Model(x, L.Dense(2, name="o")(L.Dense(3, name="e")(mixed)))
     with pytest.raises(ValueError, match=re.escape(
         "build_graph: Expected every operation to be a layer with a channel handler. Received: "
-        "operation 'multiply' of class Multiply, a keras.ops call."
+        "operation 'cumsum' of class Cumsum, a keras.ops call."
     )):
         build_graph(model)
     g = build_graph(model, unsupported="freeze")

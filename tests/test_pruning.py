@@ -65,7 +65,7 @@ def test_removes_planted_useless_filters_and_keeps_useful_ones(dense_model):
     model, x, y = dense_model
     weights = [w.copy() for w in model.get_weights()]
     tol = 0.02
-    pruned, report = prune_filters(model, (x, y), samples=400, tolerance=tol, verbose=0)
+    pruned, report = prune_filters(model, (x, y), samples=400, tolerance=tol, search="greedy", verbose=0)
     removed = report.meta["plan"]["h"]
     assert {1, 4, 6} <= set(removed)
     base = _np_loss(weights, x, y)
@@ -92,11 +92,11 @@ def test_removes_planted_useless_filters_and_keeps_useful_ones(dense_model):
 
 def test_zero_tolerance_and_max_fraction(dense_model):
     model, x, y = dense_model
-    _, strict = prune_filters(model, (x, y), samples=400, tolerance=0.0, verbose=0)
+    _, strict = prune_filters(model, (x, y), samples=400, tolerance=0.0, search="greedy", verbose=0)
     # only filters whose removal does not raise the loss at all go (the planted ones do not)
     assert strict.totals["loss_increase"] <= 1e-6
     assert {1, 4, 6} <= set(strict.meta["plan"]["h"])
-    _, capped = prune_filters(model, (x, y), samples=400, tolerance=10.0, max_fraction=0.25, verbose=0)
+    _, capped = prune_filters(model, (x, y), samples=400, tolerance=10.0, max_fraction=0.25, search="greedy", verbose=0)
     assert capped.rows[0]["filters_after"] == 6
 
 
@@ -132,7 +132,8 @@ def test_conv_bn_flatten_model_matches_zeroed_outputs():
     model.get_layer("out").set_weights([rows.reshape(96, 3), bias])
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(32)
     pruned, report = prune_filters(model, ds, samples=96, tolerance=0.0, layers=["conv"],
-                                   importance=Magnitude(1, roles=("produce",), normalize=None), batch_size=32, verbose=0)
+                                   importance=Magnitude(1, roles=("produce",), normalize=None), batch_size=32,
+                                   search="greedy", verbose=0)
     assert {2, 5} <= set(report.meta["plan"]["conv"])
     keep = [c for c in range(6) if c not in report.meta["plan"]["conv"]]
     # the reference: the original model with the removed channels' consumer rows set to zero
@@ -377,9 +378,9 @@ def test_channel_multiple_rounds_the_pruned_widths(tolerance, rounding, widths):
     model.get_layer("out").set_weights([20 * kernel, bias])  # confident: removing filters costs loss
     x = np.random.default_rng(0).normal(size=(64, 6, 6, 2)).astype("float32")
     y = np.argmax(model.predict(x, verbose=0), axis=1)  # labels the model gets right
-    _, free = prune_filters(model, (x, y), tolerance=tolerance, verbose=0)
+    _, free = prune_filters(model, (x, y), tolerance=tolerance, search="greedy", verbose=0)
     pruned, report = prune_filters(model, (x, y), tolerance=tolerance, round_to=4, rounding=rounding,
-                                   verbose=0)
+                                   search="greedy", verbose=0)
     assert [r["filters_after"] for r in report.rows] == widths
     for row, before in zip(report.rows, free.rows):
         w, full, was = row["filters_after"], row["filters_before"], before["filters_after"]
@@ -454,3 +455,32 @@ def test_blocks_rounding_on_convs_keeps_whole_tiles_and_equal_outputs():
     assert [pruned.get_layer(n).filters for n in ("c1", "c2")] == [4, 4]
     assert report.totals["evaluations"] == 4
     _assert_computes_the_zeroed_model(model, pruned, report.meta["plan"], x)
+
+
+def test_bisection_needs_log_many_evaluations_and_keeps_the_tolerance():
+    import math
+
+    keras.utils.set_random_seed(5)
+    inputs = keras.Input((8, 8, 3))
+    h = keras.layers.Conv2D(64, 3, padding="same", activation="relu", name="c1")(inputs)
+    h = keras.layers.Conv2D(48, 3, padding="same", activation="relu", name="c2")(h)
+    out = keras.layers.Dense(3, name="out")(keras.layers.GlobalAveragePooling2D()(h))
+    model = keras.Model(inputs, out)
+    rng = np.random.default_rng(5)
+    for name, width in (("c1", 64), ("c2", 48)):     # half of each layer's filters barely matter
+        kernel, bias = model.get_layer(name).get_weights()
+        weak = rng.permutation(width)[: width // 2]
+        kernel[..., weak] *= 1e-4
+        bias[weak] = 0.0
+        model.get_layer(name).set_weights([kernel, bias])
+    x = rng.normal(size=(64, 8, 8, 3)).astype("float32")
+    y = np.arange(64) % 3
+    fast, report = prune_filters(model, (x, y), tolerance=0.01, allow_untrained=True, verbose=0)
+    bound = 3 * (math.ceil(math.log2(64 + 48 + 1)) + 1) + 2     # (layers + 1) * log(filters)
+    assert report.totals["evaluations"] <= bound, report.totals["evaluations"]
+    assert report.totals["loss_increase"] <= 0.01 + 1e-6
+    assert fast.get_layer("c1").filters <= 32 and fast.get_layer("c2").filters <= 24
+    slow, greedy_report = prune_filters(model, (x, y), tolerance=0.01, allow_untrained=True, search="greedy",
+                                        verbose=0)
+    assert greedy_report.totals["evaluations"] >= 64 + 48 - 2 > 3 * report.totals["evaluations"]
+    assert abs(slow.get_layer("c1").filters - fast.get_layer("c1").filters) <= 8

@@ -39,7 +39,7 @@ __all__ = [
     "Handler", "Unsupported", "Identity", "Activation", "Softmax", "Permute", "Dense", "Conv",
     "ConvTranspose", "Depthwise", "Separable", "BatchNorm", "LayerNorm", "PReLU", "Normalization",
     "Rescaling", "PerChannel", "Merge", "Concatenate", "Flatten", "Reshape", "Embedding",
-    "BlockDiagonalDense", "ChannelGather", "ChannelSlice",
+    "BlockDiagonalDense", "ChannelGather", "ChannelSlice", "ChannelScale", "ShapeOp",
 ]
 
 
@@ -369,6 +369,35 @@ class Reshape(Handler):
     def rebuild(self, layer, config, keep):
         config["target_shape"] = tuple(keep.meta["target_shape"][:-1]) + (int(keep.outputs[0].sum()),)
         return config
+
+
+class ChannelScale(PerChannel):
+    """A layer that scales each channel by its own weight (ConvNeXt's LayerScale): per-channel
+    slices, and a config entry that holds the channel count (``projection_dim``) follows."""
+
+    KEYS = ("projection_dim", "dim", "channels")
+
+    def rebuild(self, layer, config, keep):
+        width = len(keep.inputs[0])
+        for key in self.KEYS:
+            if config.get(key) == width:
+                config[key] = int(keep.inputs[0].sum())
+        return config
+
+
+class ShapeOp(Handler):
+    """keras.ops.reshape / transpose called in a functional graph: channel-preserving when the
+    last axis stays last and keeps its size; anything else is unsupported."""
+
+    kind = "identity"
+
+    def trace(self, node, inputs, ctx):
+        axes = getattr(node.layer, "axes", None)
+        if axes is not None and list(axes)[-1] not in (-1, len(ctx.in_shapes[0]) - 1):
+            raise Unsupported(f"axes={tuple(axes)} moves the channel axis")
+        if ctx.out_shapes[0][-1] != ctx.in_shapes[0][-1]:
+            raise Unsupported(f"the last axis changes from {ctx.in_shapes[0][-1]} to {ctx.out_shapes[0][-1]}")
+        return [inputs[0]]
 
 
 class BlockDiagonalDense(Handler):

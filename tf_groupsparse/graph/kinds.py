@@ -14,6 +14,10 @@ A :class:`LayerKind` holds, for one ``keras.layers.Layer`` class:
 Lookups follow the class's MRO field by field, so a subclass registered with only a handler keeps
 its base class's cost and kernels. Register your own layer with :func:`register_layer_kind`
 (``graph.register_handler`` and ``metrics.register_layer_cost`` are shortcuts for one field).
+Besides layers, the registry knows the ``keras.ops`` calls that functional graphs contain
+(elementwise arithmetic and activations, channel-preserving reshapes and transposes), and, by
+class name, the layers that keras.applications defines privately (ConvNeXt's ``LayerScale``,
+InceptionResNetV2's ``CustomScaleLayer``).
 
 Example:
     >>> import keras
@@ -96,10 +100,10 @@ def register_layer_kind(layer_class, **fields_):
         TypeError: `layer_class` is not a Layer subclass, a field name is unknown, or a handler
             has no ``trace`` method.
     """
-    if not (isinstance(layer_class, type) and issubclass(layer_class, keras.layers.Layer)):
+    if not (isinstance(layer_class, type) and issubclass(layer_class, keras.Operation)):
         raise TypeError(
-            "register_layer_kind: Expected `layer_class` to be a subclass of keras.layers.Layer. "
-            f"Received: layer_class={layer_class!r}"
+            "register_layer_kind: Expected `layer_class` to be a subclass of keras.layers.Layer (or "
+            f"keras.Operation). Received: layer_class={layer_class!r}"
         )
     known = {f.name for f in fields(LayerKind)}
     unknown = sorted(set(fields_) - known)
@@ -141,12 +145,17 @@ def register_handler(layer_class, handler):
     register_layer_kind(layer_class, handler=handler)
 
 
+#: class name -> LayerKind, for layers whose classes are not public (keras.applications').
+BY_NAME: dict = {}
+
+
 def _field(layer, name):
     for cls in type(layer).__mro__:
         entry = REGISTRY.get(cls)
         if entry is not None and getattr(entry, name) is not None:
             return getattr(entry, name)
-    return None
+    entry = BY_NAME.get(type(layer).__name__)
+    return getattr(entry, name) if entry is not None else None
 
 
 def kind_for(layer):
@@ -297,7 +306,38 @@ def _defaults():
     ]
 
 
-for _classes, _kind in _defaults():
-    for _cls in _classes:
-        REGISTRY[_cls] = _kind
-del _classes, _kind, _cls
+def _op_classes():
+    """The classes of the keras.ops calls a functional graph may hold, read from symbolic calls
+    (public API only): ``(elementwise binary, unary, shape)`` tuples of classes."""
+    o = keras.ops
+    x, y = keras.Input((2, 2, 3)), keras.Input((2, 2, 3))
+    binary = [o.add(x, y), o.subtract(x, y), o.multiply(x, y), o.divide(x, y), o.true_divide(x, y),
+              o.maximum(x, y), o.minimum(x, y)]
+    unary = [o.relu(x), o.relu6(x), o.sigmoid(x), o.hard_sigmoid(x), o.hard_silu(x), o.silu(x), o.tanh(x),
+             o.gelu(x), o.exp(x), o.abs(x), o.negative(x), o.square(x), o.sqrt(x), o.softplus(x), o.elu(x),
+             o.leaky_relu(x), o.selu(x), o.softsign(x), o.clip(x, 0.0, 1.0), o.log(x), o.sign(x), o.log1p(x)]
+    shape = [o.reshape(x, (-1, 4, 3)), o.transpose(x, (0, 2, 1, 3))]
+
+    def classes(inputs, outputs):
+        return tuple(type(op) for op in keras.Model(inputs, outputs).operations
+                     if not isinstance(op, keras.layers.InputLayer))
+
+    return classes([x, y], binary), classes(x, unary), classes(x, shape)
+
+
+def _register_defaults():
+    for classes, kind in _defaults():
+        for cls in classes:
+            REGISTRY[cls] = kind
+    binary, unary, shape = _op_classes()
+    for cls in binary:
+        REGISTRY.setdefault(cls, LayerKind(H.Merge(), cost=costs.zero))
+    for cls in unary:
+        REGISTRY.setdefault(cls, LayerKind(H.Identity(), cost=costs.zero))
+    for cls in shape:
+        REGISTRY.setdefault(cls, LayerKind(H.ShapeOp(), cost=costs.zero))
+    BY_NAME["LayerScale"] = LayerKind(H.ChannelScale(), cost=costs.zero)
+    BY_NAME["CustomScaleLayer"] = LayerKind(H.Merge(), cost=costs.zero)
+
+
+_register_defaults()

@@ -160,12 +160,8 @@ class Group:
         Zeroing every slice (see :func:`tf_groupsparse.graph.surgery.zero_slices`) makes the group's
         channels contribute nothing, which is what removing them does.
         """
-        out = []
-        for s in self.graph.slices:
-            idx = self._positions(s.ids)
-            if idx:
-                out.append(WeightSlice(s.node.layer, s.weight_index, s.axis, idx, s.role, s.index))
-        return out
+        return [WeightSlice(s.node.layer, s.weight_index, s.axis, idx, s.role, s.index)
+                for s, idx in self.graph.slice_index().get(self.id, ())]
 
     def members(self):
         """List of ``(node_name, "out"|"in", indices)`` in graph order."""
@@ -242,6 +238,20 @@ class DependencyGraph:
     @property
     def n_groups(self):
         return int(self.frozen_groups.shape[0])
+
+    def slice_index(self):
+        """``{group label: [(Slice, positions in it)]}``, built once (graph order)."""
+        if getattr(self, "_slice_index", None) is None:
+            index = {}
+            for s in self.slices:
+                labels = self.labels[s.ids]
+                order = np.argsort(labels, kind="stable")
+                uniq, starts = np.unique(labels[order], return_index=True)
+                ends = list(starts[1:]) + [len(order)]
+                for label, lo, hi in zip(uniq.tolist(), starts.tolist(), ends):
+                    index.setdefault(label, []).append((s, tuple(int(i) for i in np.sort(order[lo:hi]))))
+            self._slice_index = index
+        return self._slice_index
 
     def node(self, name, owner="DependencyGraph.node"):
         """The :class:`Node` named `name` (path or unique layer name); ValueError if unknown."""

@@ -287,16 +287,21 @@ def zero_slices(slices):
     """Set every ``WeightSlice`` to zero IN PLACE on the layers it names.
 
     Use it on a copy you own (e.g. a candidate model in filter pruning), never on a user's model.
+    Each weight is read and assigned once, however many of its slices are given.
 
     Args:
         slices: iterable of :class:`~tf_groupsparse.graph.WeightSlice` (from ``group.slices``).
     """
+    by_weight = {}
     for s in slices:
-        var = s.layer.weights[s.weight_index]
+        by_weight.setdefault((id(s.layer), s.weight_index), (s.layer, []))[1].append(s)
+    for layer, group in by_weight.values():
+        var = layer.weights[group[0].weight_index]
         value = keras.ops.convert_to_numpy(var).copy()
-        index = [slice(None)] * (value.ndim - len(s.index))
-        index[s.axis] = list(s.indices)
-        value[tuple(s.index) + tuple(index)] = 0.0
+        for s in group:
+            index = [slice(None)] * (value.ndim - len(s.index))
+            index[s.axis] = list(s.indices)
+            value[tuple(s.index) + tuple(index)] = 0.0
         var.assign(value)
 
 

@@ -49,10 +49,20 @@ class _Regularizer(keras.regularizers.Regularizer):
     _config_keys: tuple = ("strength",)
     constraint = None
 
+    #: a scalar variable that multiplies the penalty during training (set by
+    #: ``tgs.callbacks.SparsityTarget``; not part of the config), or None
+    scale = None
+
     def __init__(self, strength=1e-4):
         self.strength = check_number("strength", strength, type(self).__name__)
 
     def __call__(self, x):
+        value = self._value(x)
+        if self.scale is None:
+            return value
+        return value * ops.cast(self.scale, value.dtype)
+
+    def _value(self, x):
         return self.strength * self._penalty(x)
 
     def _penalty(self, x):  # pragma: no cover - abstract

@@ -4,6 +4,8 @@
   to ``logs`` at every epoch end, so ``History``, ``CSVLogger`` and ``TensorBoard`` record them.
 - :class:`ProximalStep` binds every proximal constraint of the model to its optimizer when
   training starts (step ``t = learning_rate * strength``).
+- :class:`SparsityTarget` adapts the penalties' strength during ``fit`` so that the zero groups
+  reach a budget of MACs or parameters.
 
 Example:
     >>> import keras, numpy as np
@@ -21,8 +23,9 @@ from __future__ import annotations
 import logging
 
 import keras
+import numpy as np
 
-from .._validation import check_bool, check_number
+from .._validation import check_bool, check_int, check_number
 from . import groups
 
 logger = logging.getLogger(__name__)
@@ -159,3 +162,158 @@ class ProximalStep(keras.callbacks.Callback):
     def __repr__(self):
         extra = "" if self.optimizer is None else f"optimizer={type(self.optimizer).__name__}, "
         return f"{type(self).__name__}({extra}require={self.require!r})"
+
+
+def _penalties(model):
+    """Every tf_groupsparse penalty and proximal constraint attached to `model`'s layers."""
+    from .base import _Regularizer
+    from .constraints import ProximalConstraint
+
+    found = {}
+    stack = [model]
+    while stack:
+        layer = stack.pop()
+        stack.extend(child for child in getattr(layer, "layers", None) or () if child is not layer)
+        for name, value in vars(layer).items():
+            if name.endswith(("_regularizer", "_constraint")) and isinstance(value, (_Regularizer, ProximalConstraint)):
+                found[id(value)] = value
+    for variable in model.trainable_variables:
+        for value in (getattr(variable, "regularizer", None), getattr(variable, "constraint", None)):
+            if isinstance(value, (_Regularizer, ProximalConstraint)):
+                found[id(value)] = value
+    return list(found.values())
+
+
+class SparsityTarget(keras.callbacks.Callback):
+    """Adapt the penalty strength during ``fit`` so that the zero groups reach a budget.
+
+    A growing-regularization controller: every `interval` training steps (and at each epoch
+    end) it measures the share of the model's MACs (or parameters) that shrink would keep, with
+    the zero test of ``sparsity_report`` (a group is zero when the norm of a slice is below
+    `threshold`); while that share is above the schedule ``1 - (1 - target) * progress``
+    (progress reaches 1 after a fraction `ramp` of the epochs) it multiplies the strength of
+    every tf_groupsparse penalty and proximal constraint of the model by `growth`, and while it
+    is below the schedule by more than `margin` it divides it by `growth` (so training does not
+    run far past the budget). The strengths are scaled through one variable read inside the
+    compiled train step (no retracing); the configured strengths are left as they were, and
+    :attr:`used_strengths` says what the training used. Works for per-layer penalties (loss
+    penalties and proximal constraints alike).
+
+    Afterwards ``tgs.prune(model, macs=target)`` removes exactly the budget (exact zero groups
+    score lowest), or ``shrink(model, threshold)`` removes the zero groups only.
+
+    Args:
+        macs, params: exactly one, the fraction of the original to keep, in (0, 1).
+        threshold: the zero threshold of the measurement (default 0.0: exact zeros, for
+            proximal training; use e.g. 1e-3 with loss penalties).
+        ramp: fraction of the epochs over which the schedule reaches the target (default 0.75).
+        interval: training steps between measurements (default 50); measurements also run at
+            every epoch end.
+        growth: factor by which the strength moves (default 1.2).
+        margin: tolerance of the schedule before the strength is lowered (default 0.05).
+
+    Attributes:
+        scale: the current strength multiplier; ``history``: ``(step, kept fraction, scale)``
+        of every measurement; :attr:`used_strengths`.
+
+    Raises:
+        ValueError: at the start of training, when the model has no tf_groupsparse penalty.
+
+    Reference: the growing regularization of Wang, Qin, Zhang & Fu, "Neural Pruning via Growing
+    Regularization", ICLR 2021.
+
+    Example:
+        >>> SparsityTarget(macs=0.5)
+        SparsityTarget(macs=0.5, threshold=0.0, ramp=0.75, interval=50, growth=1.2, margin=0.05)
+    """
+
+    def __init__(self, macs=None, params=None, threshold=0.0, ramp=0.75, interval=50, growth=1.2, margin=0.05):
+        super().__init__()
+        owner = type(self).__name__
+        given = {k: v for k, v in (("macs", macs), ("params", params)) if v is not None}
+        if len(given) != 1:
+            raise ValueError(f"{owner}: Expected exactly one of `macs`, `params` (the fraction to keep). "
+                             f"Received: {given or 'none'}")
+        (self.kind, target), = given.items()
+        self.target = check_number(self.kind, target, owner, strict=True, maximum=1.0)
+        self.threshold = check_number("threshold", threshold, owner, minimum=0.0)
+        self.ramp = check_number("ramp", ramp, owner, strict=True, maximum=1.0)
+        self.interval = check_int("interval", interval, owner, minimum=1)
+        self.growth = check_number("growth", growth, owner, strict=True, minimum=1.0)
+        self.margin = check_number("margin", margin, owner, minimum=0.0)
+        self.scale = 1.0
+        self.history = []
+        self._variable = None
+
+    def on_train_begin(self, logs=None):
+        from ..graph import build_graph
+        from ..pruning.cost import CostModel
+
+        self._penalties = _penalties(self.model)
+        if not self._penalties:
+            raise ValueError(
+                "SparsityTarget: Expected the model to carry tf_groupsparse penalties or proximal "
+                "constraints (attach them with tgs.regularize). Received: a model "
+                f"{self.model.name!r} without any"
+            )
+        if self._variable is None:
+            self._variable = keras.Variable(self.scale, trainable=False, name="sparsity_target_scale")
+        for penalty in self._penalties:
+            penalty.scale = self._variable
+        self._graph = build_graph(self.model, unsupported="freeze")
+        self._cost = CostModel(self._graph)
+        epochs = (self.params or {}).get("epochs") or 1
+        steps = (self.params or {}).get("steps") or 1
+        self._ramp_steps = max(1, int(round(self.ramp * epochs * steps)))
+        self._step = 0
+
+    def kept(self):
+        """The fraction of the MACs (or parameters) that shrink at `threshold` would keep now."""
+        from ..pruning.sparsity import zero_groups
+
+        producer_dead, consumer_dead, _ = zero_groups(self._graph, self.threshold)
+        removable = ~self._graph.frozen_groups & ~self._graph.lossy_groups
+        dead = set(np.nonzero((producer_dead | consumer_dead) & removable)[0].tolist())
+        self._cost.remove(dead - self._cost.removed)
+        self._cost.restore(self._cost.removed - dead)
+        return self._cost.fraction(self.kind)
+
+    def _update(self):
+        kept = self.kept()
+        scheduled = 1.0 - (1.0 - self.target) * min(self._step / self._ramp_steps, 1.0)
+        if kept > scheduled:
+            self.scale *= self.growth
+        elif kept < scheduled - self.margin:
+            self.scale /= self.growth
+        self._variable.assign(self.scale)
+        self.history.append((self._step, kept, self.scale))
+        return kept
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._step += 1
+        if self._step % self.interval == 0:
+            self._update()
+
+    def on_epoch_end(self, epoch, logs=None):
+        kept = self._update()
+        if logs is not None:
+            logs[f"sparsity_target/{self.kind}_kept"] = kept
+            logs["sparsity_target/scale"] = self.scale
+
+    @property
+    def used_strengths(self):
+        """``{penalty: effective strength}`` (configured strength times the final scale)."""
+        out = {}
+        for penalty in getattr(self, "_penalties", ()):
+            config = penalty.get_config()
+            keys = [k for k in ("strength", "l11", "l12") if k in config]
+            out[repr(penalty)] = {k: config[k] * self.scale for k in keys}
+        return out
+
+    def get_config(self):
+        return {self.kind: self.target, "threshold": self.threshold, "ramp": self.ramp,
+                "interval": self.interval, "growth": self.growth, "margin": self.margin}
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"

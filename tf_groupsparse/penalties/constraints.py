@@ -67,6 +67,10 @@ class ProximalConstraint(keras.constraints.Constraint):
         ValueError: called during training while unbound.
     """
 
+    #: a scalar variable that multiplies the step during training (set by
+    #: ``tgs.callbacks.SparsityTarget``; not part of the config), or None
+    scale = None
+
     def __init__(self):
         self._optimizer = None
 
@@ -110,6 +114,8 @@ class ProximalConstraint(keras.constraints.Constraint):
                 )
             is_update = ops.equal(ops.mod(raw + 1, steps), 0)
             lr = lr * ops.cast(is_update, dtype)
+        if self.scale is not None:
+            lr = lr * ops.cast(self.scale, dtype)
         return lr
 
     def __call__(self, w):

@@ -297,7 +297,7 @@ class CombinedL11L12(_Regularizer):
         self.l12 = check_number("l12", l12, owner)
         self.axis = groups.check_axis(axis, owner)
 
-    def __call__(self, x):
+    def _value(self, x):
         self._check(x)
         return self.l11 * ops.sum(ops.abs(x)) + self.l12 * _exclusive_sum(x, self.axis)
 

@@ -105,8 +105,10 @@ def _layer_names(model, layers, name):
 
 
 def _blocked_groups(graph, ignored):
-    """Groups that may not be removed: frozen, lossy, or holding channels of an ignored layer."""
-    blocked = graph.frozen_groups | graph.lossy_groups
+    """Groups that may not be removed: frozen, or holding channels of an ignored layer. (Groups
+    seen by a cross-channel normalization, LayerNormalization say, may go: pruning changes the
+    outputs anyway and fine-tuning follows; only ``shrink`` must keep them.)"""
+    blocked = graph.frozen_groups.copy()
     unknown = set(ignored)
     for node in graph.nodes:
         if node.name in ignored or node.layer.name in ignored:

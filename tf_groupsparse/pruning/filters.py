@@ -61,6 +61,7 @@ from .data import (
     resolve_loss,
 )
 from .plan import ChannelPlan
+from .search import bisect, greedy
 
 logger = logging.getLogger(__name__)
 
@@ -190,6 +191,7 @@ def prune_filters(
     seed=None,
     verbose=1,
     allow_untrained=False,
+    search="bisect",
     candidates=None,
     channel_multiple=None,
     random_state=None,
@@ -258,6 +260,14 @@ def prune_filters(
         seed: seed of the sample draw (default 0; `random_state` is its deprecated name).
         channel_multiple: deprecated spelling of `round_to`.
         verbose: 1 shows a progress bar over the candidates, 0 is silent (default 1).
+        search: "bisect" (default) or "greedy", how candidates are accepted
+            (:mod:`tf_groupsparse.pruning.search`): "greedy" tries them one at a time in the
+            queue's order (one loss evaluation per filter); "bisect" finds the longest prefix of
+            that queue that fits the tolerance, then the largest number of each layer's next
+            weakest filters that still fits (``O((layers + 1) log(filters))`` evaluations; both
+            keep the total increase within the tolerance). A row's ``loss_increase`` is then
+            what that layer's refinement added, and ``totals["loss_increase_joint"]`` what the
+            joint prefix cost. ``rounding="blocks"`` always searches greedily by block.
         allow_untrained: skip the guard that refuses a model whose loss on the samples is
             within 5% of chance (``log C`` for C classes) or whose accuracy is below ``1.5 / C``
             (default False): losses of an untrained model are noise.
@@ -290,6 +300,7 @@ def prune_filters(
     verbose = check_verbose(verbose, _OWNER)
     round_to = _round_to(round_to, channel_multiple)
     rounding = check_choice("rounding", rounding, ROUNDINGS, _OWNER)
+    search = check_choice("search", search, ("bisect", "greedy"), _OWNER)
     orders_of, importance_name = _resolve_order(importance, candidates)
     fine_tune = check_fine_tune(fine_tune, model, _OWNER)
     loss_fn, loss_source = resolve_loss(model, loss, _OWNER)
@@ -316,27 +327,14 @@ def prune_filters(
     check_trained(evaluate, work, _OWNER, check_bool("allow_untrained", allow_untrained, _OWNER))
     evaluations_before = evaluate.calls
     base = evaluate()
-    current = base
-    per_layer_delta = {n: 0.0 for n in names}
-    progbar = keras.utils.Progbar(len(queue), verbose=verbose, unit_name="block" if blocks else "candidate")
-    stopped = set()  # layers whose block was rejected: their later blocks are stronger filters
-    for step, (_, name, channels) in enumerate(queue, 1):
-        groups = list(dict.fromkeys(graph.group(name, c) for c in channels))
-        if name in stopped or not plan.can_remove(groups):
-            progbar.update(step)
-            continue
-        saved = _zero_groups(groups)
-        value = evaluate()
-        if value - base <= tolerance:
-            plan.remove(groups)
-            per_layer_delta[name] += value - current
-            current = value
-        else:
-            for variable, original in saved.values():
-                variable.assign(original)
-            if blocks:
-                stopped.add(name)
-        progbar.update(step, values=[("loss_increase", current - base)])
+    joint = None
+    if search == "bisect" and not blocks:
+        progbar = keras.utils.Progbar(len(names), verbose=verbose, unit_name="layer")
+        delta, current, joint = bisect(queue, names, order, graph, plan, evaluate, base, tolerance, progbar)
+    else:
+        progbar = keras.utils.Progbar(len(queue), verbose=verbose, unit_name="block" if blocks else "candidate")
+        delta, current = greedy(queue, graph, plan, evaluate, base, tolerance, blocks, progbar)
+    per_layer_delta = {n: delta.get(n, 0.0) for n in names}
     evaluations = evaluate.calls - evaluations_before - 1
 
     rounded = 0
@@ -351,9 +349,11 @@ def prune_filters(
     pruned = prune_channels(model, removed_plan) if removed_plan else _copy(model)
     report = _report(model, pruned, names, widths, plan, per_layer_delta, loss_fn, x, y, batch_size,
                      base, current, evaluations, rounded)
+    if joint is not None:
+        report.totals["loss_increase_joint"] = joint
     report.meta.update({
         "plan": removed_plan, "tolerance": tolerance, "round_to": round_to, "rounding": rounding,
-        "samples": int(len(x)), "loss": loss_source, "importance": importance_name,
+        "samples": int(len(x)), "loss": loss_source, "importance": importance_name, "search": search,
         "fine_tune": fine_tune_meta(fine_tune),
         "unit": "MACs are multiply-adds per sample (FLOPs ~ 2 x MACs)",
     })
@@ -420,19 +420,6 @@ def _block_queue(names, widths, order, multiple):
             queue.append((lo / width, name, order[name][lo:hi]))
     queue.sort(key=lambda item: item[0])
     return queue
-
-
-def _zero_groups(groups):
-    """Zero every weight slice of `groups` in place; returns ``{key: (variable, original)}``."""
-    saved = {}
-    slices = [s for group in groups for s in group.slices]
-    for s in slices:
-        key = (id(s.layer), s.weight_index)
-        if key not in saved:
-            variable = s.layer.weights[s.weight_index]
-            saved[key] = (variable, keras.ops.convert_to_numpy(variable).copy())
-    zero_slices(slices)
-    return saved
 
 
 def _copy(model):

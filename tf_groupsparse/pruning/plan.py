@@ -60,6 +60,14 @@ class ChannelPlan:
             for gid, count in zip(*np.unique(labels, return_counts=True)):
                 self.members.setdefault(int(gid), {})[name] = int(count)
 
+    def copy(self):
+        """An independent plan with the same removals (the graph is shared, not copied)."""
+        other = object.__new__(ChannelPlan)
+        other.__dict__.update(self.__dict__)
+        other.removed = self.removed.copy()
+        other.removed_count = dict(self.removed_count)
+        return other
+
     # --- counts --------------------------------------------------------------------------
     def width(self, name):
         """Channels layer `name` had."""
