@@ -34,7 +34,7 @@ def _error_line(capsys):
     return err
 
 
-@pytest.mark.parametrize("command", ["report", "shrink", "export", "demo"])
+@pytest.mark.parametrize("command", ["report", "shrink", "prune", "export", "demo"])
 def test_every_command_has_help(command, capsys):
     with pytest.raises(SystemExit) as exit_info:
         cli.main([command, "--help"])
@@ -213,3 +213,36 @@ def test_entry_point_loads_project_objects_in_a_fresh_process(tmp_path):
     # fc: 8 * 8 MACs; bd: two 4x2 blocks
     assert "| fc | Dense | (None, 8) | 72 | 64 |" in done.stdout
     assert "| bd | BlockDiagonalDense | (None, 4) | 20 | 16 |" in done.stdout
+
+
+def test_prune_command_meets_the_target_and_refuses_untrained_models(tmp_path, capsys):
+    import numpy as np
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(256, 8)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32")
+    m = keras.Sequential([keras.Input((8,)), L.Dense(32, activation="relu", name="h1"),
+                          L.Dense(32, activation="relu", name="h2"), L.Dense(2, name="out")])
+    path = str(tmp_path / "m.keras")
+    m.save(path)
+    data = str(tmp_path / "data.npz")
+    np.savez(data, x=x, y=y)
+    out = str(tmp_path / "half.keras")
+    assert cli.main(["prune", path, "--data", data, "--macs", "0.5", "-o", out]) == 2
+    assert "Expected a trained model" in _error_line(capsys) and not os.path.exists(out)
+    m.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    m.fit(x, y, epochs=30, verbose=0)
+    m.save(path)
+    assert cli.main(["prune", path, "--data", data, "--macs", "0.5", "-o", out]) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("prune to 0.5 of the macs") and f"saved {out}" in printed
+    from tf_groupsparse import flops
+
+    assert flops(keras.models.load_model(out)) <= 0.5 * flops(m)
+    with pytest.raises(SystemExit):                                   # argparse: one target only
+        cli.main(["prune", path, "--macs", "0.5", "--params", "0.5", "-o", out])
+    capsys.readouterr()
+    assert cli.main(["prune", path, "--data", str(tmp_path / "nope.npz"), "--macs", "0.5", "-o",
+                     str(tmp_path / "x.keras")]) == 2
+    assert "Expected an existing .npz file with arrays x and y" in _error_line(capsys)

@@ -8,6 +8,7 @@ Example:
     $ tf-groupsparse demo --output saved_models/demo
     $ tf-groupsparse report saved_models/demo/model.keras --threshold 1e-3
     $ tf-groupsparse shrink model.keras --threshold 1e-3 -o small.keras
+    $ tf-groupsparse prune model.keras --data data.npz --macs 0.5 -o half.keras
     $ tf-groupsparse export small.keras -o saved_models/small --quantize int8 \\
           --representative-data x_train.npy --sample x_test.npy
 
@@ -255,11 +256,64 @@ def _run_export(args) -> int:
     return 0
 
 
+# --------------------------------------------------------------------------- prune
+
+
+def _add_prune(p: argparse.ArgumentParser) -> None:
+    from .pruning.importance import NAMES
+
+    p.add_argument("model", metavar="MODEL.keras", help="the trained model to prune")
+    p.add_argument("-o", "--output", required=True, metavar="OUT.keras", help="where to save the pruned model")
+    target = p.add_mutually_exclusive_group(required=True)
+    target.add_argument("--macs", type=float, help="fraction of the multiply-adds to keep, e.g. 0.5")
+    target.add_argument("--params", type=float, help="fraction of the parameters to keep")
+    target.add_argument("--latency", type=float, help="fraction of the LiteRT latency to keep")
+    p.add_argument("--data", metavar="DATA.npz", help="an .npz file with arrays x and y (importance by loss, "
+                   "the untrained-model check, the loss figures); required by --importance taylor/loss")
+    p.add_argument("--importance", choices=tuple(NAMES), default="l2", help="how groups are ranked (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=1, help="prune in this many steps (default: %(default)s)")
+    p.add_argument("--round-to", type=int, default=None, metavar="N", help="keep widths at multiples of N")
+    p.add_argument("--max-fraction", type=float, default=0.9,
+                   help="largest fraction of a layer's channels to remove (default: %(default)s)")
+    p.add_argument("--samples", type=int, default=512, help="samples drawn from --data (default: %(default)s)")
+    p.add_argument("--allow-untrained", action="store_true", help="prune even if the model looks untrained")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
+
+
+def _load_npz(path):
+    import numpy as np
+
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"Expected an existing .npz file with arrays x and y. Received: --data={path!r}")
+    with np.load(path, allow_pickle=False) as data:
+        missing = {"x", "y"} - set(data.files)
+        if missing:
+            raise ValueError(f"Expected --data to hold arrays named x and y. Received: {path!r} with {sorted(data.files)}")
+        return data["x"], data["y"]
+
+
+def _run_prune(args) -> int:
+    from .pruning.budget import prune
+
+    _check_output_file(args.output, args.overwrite, args.model)
+    data = _load_npz(args.data) if args.data else None
+    model = _load_model(args.model)
+    target = {k: getattr(args, k) for k in ("macs", "params", "latency") if getattr(args, k) is not None}
+    small, report = prune(model, data, importance=args.importance, steps=args.steps, round_to=args.round_to,
+                          max_fraction=args.max_fraction, samples=args.samples,
+                          allow_untrained=args.allow_untrained, verbose=1 if args.verbose else 0, **target)
+    _save_model(small, args.output, args.overwrite, args.model)
+    print(report)
+    print(f"saved {args.output}")
+    return 0
+
+
 # name -> (help, add_arguments, run)
 COMMANDS = {
     "demo": ("train the digits CNN with a hierarchical group sparse regularizer and save it", _add_demo, _run_demo),
     "report": ("print per-layer parameters, multiply-adds and group sparsity of a .keras model", _add_report, _run_report),
     "shrink": ("remove zero channels of a .keras model and save the smaller model", _add_shrink, _run_shrink),
+    "prune": ("prune a .keras model to a fraction of its MACs, parameters or latency", _add_prune, _run_prune),
     "export": ("write SavedModel + .tflite, verify them in LiteRT and time them", _add_export, _run_export),
 }
 
