@@ -12,7 +12,8 @@ import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parent.parent / "notebooks"
 EXPECTED = ["01_quickstart.ipynb", "02_regularizers.ipynb", "03_em_grouping.ipynb",
-            "04_filter_pruning_and_planting.ipynb", "05_compare_with_tfmot.ipynb"]
+            "04_filter_pruning_and_planting.ipynb", "05_compare_with_tfmot.ipynb",
+            "06_prune_mobilenetv2_to_half_the_macs.ipynb"]
 
 
 def _generator():
@@ -25,7 +26,7 @@ def _generator():
 GENERATOR = _generator()
 
 
-def test_generator_lists_the_five_notebooks():
+def test_generator_lists_the_six_notebooks():
     assert sorted(GENERATOR.CELLS) == EXPECTED
     assert sorted(p.name for p in NOTEBOOKS.glob("*.ipynb")) == EXPECTED
 

@@ -37,8 +37,8 @@ from .._validation import check_choice, check_int, check_keras_model
 from ..report import Report
 from .files import check_output_dir, replace_dir
 from .convert import (
-    _as_inputs, _batch, _check_quantize, _convert_saved_model, _input_names, _lite, _representative,
-    _write_saved_model,
+    _as_inputs, _batch, _check_quantize, _convert_saved_model, _input_names, _lite, _quiet_tf_logs,
+    _representative, _write_saved_model,
 )
 from .litert import run_tflite, tflite_latency
 
@@ -100,7 +100,8 @@ def _max_abs(a, b):
 def _keras_output(model, inputs):
     names = _input_names(model)
     x = inputs[names[0]] if len(names) == 1 else [inputs[n] for n in names]
-    y = model.predict(x, verbose=0, batch_size=256)
+    with _quiet_tf_logs():  # a new predict function per model: TensorFlow's retracing notice
+        y = model.predict(x, verbose=0, batch_size=256)
     return [np.asarray(v) for v in y] if isinstance(y, (list, tuple)) else np.asarray(y)
 
 

@@ -117,7 +117,13 @@ class LossEvaluator:
         self.calls = 0
 
     def predictions(self):
-        return [np.asarray(self.model.predict_on_batch(xb)) for xb, _ in self.batches]
+        tf_logger = logging.getLogger("tensorflow")
+        level = tf_logger.level
+        tf_logger.setLevel(logging.ERROR)  # TensorFlow's notice when a new model's predict function traces
+        try:
+            return [np.asarray(self.model.predict_on_batch(xb)) for xb, _ in self.batches]
+        finally:
+            tf_logger.setLevel(level)
 
     def __call__(self):
         self.calls += 1
