@@ -424,7 +424,9 @@ Three ways to reach a small network on the 8x8 digits:
    filter $f$ when removing it together with the filters $R$ accepted so far keeps
    $L(\\text{model without } R \\cup \\{f\\}) - L(\\text{model}) \\le \\text{tolerance}$
    on randomly drawn training samples; the accepted filters are removed physically, then the model
-   is fine-tuned. Mitsuno & Kurita, *Filter Pruning using Hierarchical Group Sparse Regularization
+   is fine-tuned. By default the filters are accepted by bisection (the longest prefix of that
+   order that fits the tolerance, then per layer the largest number of next weakest filters that
+   still fits: a few loss evaluations per layer); `search="greedy"` tries them one by one. Mitsuno & Kurita, *Filter Pruning using Hierarchical Group Sparse Regularization
    for Deep Convolutional Neural Networks*, ICPR 2020 (arXiv 2011.02389); the penalty is from
    Mitsuno, Miyao & Kurita, IJCNN 2020 (arXiv 2004.04394). The full text of the pruning paper is
    not public: this is the project's reading of its abstract.
@@ -468,7 +470,7 @@ keras.utils.set_random_seed(0)
 hgsr = tgs.regularizers.HierarchicalGroupSparse.squared_group_l12(1e-5, l1_mix=0.5)
 model = train(tgs.regularize(cnn((16, 32), "cnn"), hgsr, layers=["conv1", "conv2"]), epochs=15)
 pruned, prune_report = tgs.prune_filters(model, (x, y), loss=LOSS, samples=512, tolerance=0.02,
-                                         fine_tune={"epochs": 3}, verbose=0)
+                                         search="greedy", fine_tune={"epochs": 3}, verbose=0)
 display(prune_report)
 display(Markdown(
     "| model | params | MACs | test accuracy |\\n|---|---:|---:|---:|\\n"
@@ -476,15 +478,15 @@ display(Markdown(
     f"| pruned + fine-tuned | {tgs.count_params(pruned):,} | {tgs.flops(pruned):,} | {accuracy(pruned):.4f} |"))"""),
         md("Kernels compute output channels in tiles (16 floats for a conv on this project's x86 CPU in "
            "LiteRT's XNNPack, `benchmarks/results/tile_widths.md`): a width just past a multiple costs a whole "
-           "extra tile. `channel_multiple` rounds every pruned layer's width to a multiple after the "
+           "extra tile. `round_to` rounds every pruned layer's width to a multiple after the "
            "loss-based pass; `rounding=\"down\"` (the default) removes the next-weakest filters, `\"up\"` gives "
            "back the strongest removed ones, and the report's `loss_after` is the rounded model's loss. "
            "This CNN is too narrow for 16 (its 16-filter first layer can only stay whole), so the cell "
            "shows a multiple of 8. `rounding=\"blocks\"` searches in whole multiples instead: one loss "
            "evaluation per block of filters, and the tolerance bounds the loss again."),
         code("""\
-tiled, tiled_report = tgs.prune_filters(model, (x, y), loss=LOSS, samples=512, tolerance=0.02, channel_multiple=8,
-                                        fine_tune={"epochs": 3}, verbose=0)
+tiled, tiled_report = tgs.prune_filters(model, (x, y), loss=LOSS, samples=512, tolerance=0.02, round_to=8,
+                                        search="greedy", fine_tune={"epochs": 3}, verbose=0)
 widths = lambda m: [m.get_layer(n).filters for n in ("conv1", "conv2")]
 print(f"widths after pruning {widths(pruned)}, rounded down to multiples of 8 {widths(tiled)} "
       f"({tiled_report.totals['filters_rounded']} more filters removed); "
@@ -492,7 +494,7 @@ print(f"widths after pruning {widths(pruned)}, rounded down to multiples of 8 {w
 runs = [("filter by filter, rounded down", 0.02, tiled_report, tiled)]
 for tolerance in (0.02, 0.6):  # the rounded-down model's loss rose by ~0.57
     blocks, blocks_report = tgs.prune_filters(model, (x, y), loss=LOSS, samples=512, tolerance=tolerance,
-                                              channel_multiple=8, rounding="blocks", fine_tune={"epochs": 3}, verbose=0)
+                                              round_to=8, rounding="blocks", fine_tune={"epochs": 3}, verbose=0)
     runs.append(("whole blocks of 8", tolerance, blocks_report, blocks))
 for name, tolerance, r, m in runs:
     print(f"{name}, tolerance {tolerance}: widths {widths(m)}, {r.totals['evaluations']} loss evaluations, "
@@ -508,13 +510,13 @@ for name, tolerance, r, m in runs:
            "seeds are in the README."),
         code("""\
 keras.utils.set_random_seed(0)
-distilled, _ = tgs.prune_filters(model, (x, y), loss=LOSS, samples=512, tolerance=0.02, channel_multiple=8,
+distilled, _ = tgs.prune_filters(model, (x, y), loss=LOSS, samples=512, tolerance=0.02, round_to=8,
                                  fine_tune={"epochs": 3, "teacher": model, "temperature": 2.0}, verbose=0)
 print(f"widths {widths(distilled)}; test accuracy after fine-tuning on the labels {accuracy(tiled):.4f}, "
       f"by distillation from the unpruned model {accuracy(distilled):.4f}")
 
 # the same by hand, for any student and teacher: only the student's weights train
-bare, _ = tgs.prune_filters(model, (x, y), loss=LOSS, samples=512, tolerance=0.02, channel_multiple=8, verbose=0)
+bare, _ = tgs.prune_filters(model, (x, y), loss=LOSS, samples=512, tolerance=0.02, round_to=8, verbose=0)
 distiller = tgs.Distiller(bare, model, temperature=2.0, alpha=0.5)
 distiller.compile(keras.optimizers.Adam(1e-3), metrics=["accuracy"])
 history = distiller.fit(x, y, epochs=3, batch_size=64, verbose=0)
@@ -705,7 +707,8 @@ def _budget():
 
 `tgs.prune(model, data, macs=0.5)` removes whole channel groups of the dependency graph (every
 layer tied by a residual add, BatchNormalization or a depthwise convolution decides together),
-ranked globally by an importance, until the multiply-adds are half the original's; the result is
+ranked globally by an importance (the group view of Fang et al., "DepGraph: Towards Any Structural
+Pruning", CVPR 2023), until the multiply-adds are half the original's; the result is
 a smaller Keras model that fine-tunes, saves and exports like any other. Here a
 `keras.applications.MobileNetV2` (width 0.5, trained from scratch) on the 8x8 digits bundled with
 scikit-learn, enlarged to 32x32x3 so that the architecture fits: small data, so read the

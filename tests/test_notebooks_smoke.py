@@ -51,4 +51,4 @@ def test_every_notebook_sets_inline_plots_and_cites_a_source():
     for name, cells in GENERATOR.CELLS.items():
         first_code = next(src for kind, src in cells if kind == "code")
         assert first_code.startswith("%matplotlib inline"), name
-        assert cells[0][0] == "markdown" and any(year in cells[0][1] for year in ("2017", "2018", "2020")), name
+        assert cells[0][0] == "markdown" and any(year in cells[0][1] for year in ("2017", "2018", "2020", "2023")), name

@@ -8,6 +8,7 @@
 - prox.py: the proximal operators (keras.ops, vectorized over groups).
 - constraints.py: Keras constraints applying them after every optimizer step, and ``bind``.
 - attach.py: :func:`regularize`, which puts a penalty (or its constraint) on a model's kernels.
+- coupled.py: penalties over the dependency graph's coupled groups (``regularize(coupled=True)``).
 - callbacks.py: ``SparsityMonitor`` and ``ProximalStep`` (also ``tgs.callbacks``).
 
 ``tgs.regularizers`` is this package under the name Keras users expect.
@@ -24,6 +25,7 @@ Example:
 from . import callbacks, groups
 from .attach import regularize
 from .base import to_constraint
+from .coupled import CoupledPenalty, CoupledProx
 from .constraints import (
     ProxCGES, ProxCombinedL11L12, ProxExclusive, ProxGroupLasso, ProximalConstraint, ProxL1,
     ProxSparseGroupLasso, bind,
@@ -46,5 +48,5 @@ __all__ = [
     "prox_group_exclusive", "prox_cges",
     "ProximalConstraint", "ProxL1", "ProxGroupLasso", "ProxSparseGroupLasso", "ProxExclusive",
     "ProxCombinedL11L12", "ProxCGES", "bind",
-    "regularize", "callbacks", "groups",
+    "regularize", "callbacks", "groups", "CoupledPenalty", "CoupledProx",
 ]

@@ -190,7 +190,7 @@ def _bias_penalty(bias, regularizer, layer, path):
 # --------------------------------------------------------------------------- main entry
 
 
-def regularize(model, regularizer, *, layers=None, proximal=False, bias=False, return_report=False):
+def regularize(model, regularizer, *, layers=None, proximal=False, bias=False, coupled=False, return_report=False):
     """Return a new model whose selected kernels carry `regularizer` (or its proximal step).
 
     For every selected layer the clone gets ``<slot>_regularizer = R`` so the training loss
@@ -218,6 +218,12 @@ def regularize(model, regularizer, *, layers=None, proximal=False, bias=False, r
         bias: False (default), True to put a copy of `regularizer` on biases too (it must
             accept a 1-D tensor, e.g. L1/L2), or a separate regularizer for the biases.
             Not allowed with ``proximal=True``.
+        coupled: False (default) or True: one penalty per group of the dependency graph, over
+            every trainable slice that removing the group removes together (producer kernels and
+            biases, BatchNormalization entries, consumers' input rows, through residual adds),
+            so that training zeroes whole removable groups (:mod:`.coupled`). GroupLasso (also
+            with ``proximal=True``), SparseGroupLasso, GroupL12 and HierarchicalGroupSparse;
+            `layers` and `bias` must be left at their defaults.
         return_report: also return a :class:`~tf_groupsparse.report.Report` with one row per
             attached penalty (default False).
 
@@ -260,6 +266,9 @@ def regularize(model, regularizer, *, layers=None, proximal=False, bias=False, r
             f"use proximal=False to penalize them). Received: bias={bias!r}"
         )
 
+    check_bool("coupled", coupled, _OWNER)
+    if coupled:
+        return _regularize_coupled(model, regularizer, layers, proximal, bias, return_report)
     if isinstance(regularizer, dict):
         if layers is not None:
             raise ValueError(
@@ -317,6 +326,42 @@ def regularize(model, regularizer, *, layers=None, proximal=False, bias=False, r
         {"proximal": proximal, "unsupported": unsupported},
     )
     logger.info("regularize: attached %d penalties to %d layers", len(rows), len(selected))
+    return (new_model, report) if return_report else new_model
+
+
+def _regularize_coupled(model, regularizer, layers, proximal, bias, return_report):
+    from ..graph import build_graph
+    from .coupled import CoupledPenalty, CoupledProx, coupled_slices
+
+    if layers is not None or bias is not False or isinstance(regularizer, dict):
+        raise ValueError(
+            f"{_OWNER}: Expected layers=None, bias=False and one regularizer with coupled=True (the groups "
+            f"span the whole dependency graph). Received: layers={layers!r}, bias={bias!r}, "
+            f"regularizer of type {type(regularizer).__name__}"
+        )
+    penalty = _copy_regularizer(regularizer, "regularizer")
+    new_model = _clone_with(model, {})
+    graph = build_graph(new_model)
+    slices, n_groups = coupled_slices(graph)
+    anchor = next(((path, layer, slot) for path, layer in iter_layers(new_model) for slot in kernel_slots(layer)
+                   if getattr(layer, slot.weight, None) is not None), None)
+    if not n_groups or anchor is None:
+        raise ValueError(f"{_OWNER}: Expected removable channel groups for coupled=True. Received: model "
+                         f"{model.name!r} has none (every channel is tied to an input or output)")
+    path, layer, slot = anchor
+    variable = getattr(layer, slot.weight)
+    if proximal:
+        value = CoupledProx(penalty, slices, n_groups).bind_model(new_model)
+        value.anchor = variable
+        setattr(layer, slot.constraint_arg, value)
+        variable.constraint = value
+    else:
+        value = CoupledPenalty(penalty, slices, n_groups).bind_model(new_model)
+        setattr(layer, slot.regularizer_arg, value)
+        variable.regularizer = value
+    report = Report(f"Coupled penalty attached to {model.name}", [{
+        "anchor": f"{path}.{slot.weight}", "attached": repr(value) if proximal else _describe(penalty),
+        "groups": n_groups, "slices": len(slices)}], {"groups": n_groups}, {"proximal": proximal, "coupled": True})
     return (new_model, report) if return_report else new_model
 
 

@@ -168,18 +168,20 @@ def _penalties(model):
     """Every tf_groupsparse penalty and proximal constraint attached to `model`'s layers."""
     from .base import _Regularizer
     from .constraints import ProximalConstraint
+    from .coupled import CoupledPenalty
 
+    kinds = (_Regularizer, ProximalConstraint, CoupledPenalty)
     found = {}
     stack = [model]
     while stack:
         layer = stack.pop()
         stack.extend(child for child in getattr(layer, "layers", None) or () if child is not layer)
         for name, value in vars(layer).items():
-            if name.endswith(("_regularizer", "_constraint")) and isinstance(value, (_Regularizer, ProximalConstraint)):
+            if name.endswith(("_regularizer", "_constraint")) and isinstance(value, kinds):
                 found[id(value)] = value
     for variable in model.trainable_variables:
         for value in (getattr(variable, "regularizer", None), getattr(variable, "constraint", None)):
-            if isinstance(value, (_Regularizer, ProximalConstraint)):
+            if isinstance(value, kinds):
                 found[id(value)] = value
     return list(found.values())
 
@@ -196,8 +198,8 @@ class SparsityTarget(keras.callbacks.Callback):
     is below the schedule by more than `margin` it divides it by `growth` (so training does not
     run far past the budget). The strengths are scaled through one variable read inside the
     compiled train step (no retracing); the configured strengths are left as they were, and
-    :attr:`used_strengths` says what the training used. Works for per-layer penalties (loss
-    penalties and proximal constraints alike).
+    :attr:`used_strengths` says what the training used. Works for per-layer and coupled
+    penalties (loss penalties and proximal constraints alike).
 
     Afterwards ``tgs.prune(model, macs=target)`` removes exactly the budget (exact zero groups
     score lowest), or ``shrink(model, threshold)`` removes the zero groups only.
@@ -305,7 +307,7 @@ class SparsityTarget(keras.callbacks.Callback):
         """``{penalty: effective strength}`` (configured strength times the final scale)."""
         out = {}
         for penalty in getattr(self, "_penalties", ()):
-            config = penalty.get_config()
+            config = getattr(penalty, "penalty", penalty).get_config()
             keys = [k for k in ("strength", "l11", "l12") if k in config]
             out[repr(penalty)] = {k: config[k] * self.scale for k in keys}
         return out

@@ -443,4 +443,10 @@ def bind(model, optimizer=None):
                 found[id(constraint)] = constraint
     for constraint in found.values():
         constraint.bind(optimizer)
+    for variable in model.trainable_variables:  # coupled penalties: bind them to these variables
+        for value in (getattr(variable, "regularizer", None), getattr(variable, "constraint", None)):
+            if callable(getattr(value, "bind_model", None)):
+                value.bind_model(model)
+                if hasattr(value, "anchor"):
+                    value.anchor = variable
     return len(found)
