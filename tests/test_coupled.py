@@ -10,24 +10,13 @@ import tf_groupsparse as tgs
 from tf_groupsparse.graph import build_graph
 from tf_groupsparse.penalties.coupled import CoupledPenalty, CoupledProx, coupled_slices
 
+from _models import residual_cnn
+
+
+def resnet(seed=0):
+    return residual_cnn((8, 8, 1), classes=10, seed=seed, name="resnet")
+
 L = keras.layers
-
-
-def resnet(seed=0, channels=1):
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input((8, 8, channels))
-    x = L.Conv2D(16, 3, padding="same", name="stem")(inputs)
-    x = L.BatchNormalization(name="stem_bn", momentum=0.9)(x)
-    x = L.ReLU()(x)
-    for i in range(2):
-        h = L.Conv2D(24, 3, padding="same", name=f"b{i}_c1")(x)
-        h = L.BatchNormalization(name=f"b{i}_bn1", momentum=0.9)(h)
-        h = L.ReLU()(h)
-        h = L.Conv2D(16, 3, padding="same", name=f"b{i}_c2")(h)
-        h = L.BatchNormalization(name=f"b{i}_bn2", momentum=0.9)(h)
-        x = L.ReLU()(L.Add(name=f"b{i}_add")([x, h]))
-    x = L.GlobalAveragePooling2D()(x)
-    return keras.Model(inputs, L.Dense(10, name="head")(x), name="resnet")
 
 
 def reference_groups(model):

@@ -12,24 +12,9 @@ from tf_groupsparse.pruning.cost import CostModel
 from tf_groupsparse.pruning.importance import BNScale, LAMP, Magnitude, Random, Taylor
 from tf_groupsparse.pruning.plan import ChannelPlan
 
+from _models import residual_cnn
+
 L = keras.layers
-
-
-def residual_cnn(seed=0):
-    keras.utils.set_random_seed(seed)
-    inputs = keras.Input((12, 12, 3))
-    x = L.Conv2D(16, 3, padding="same", name="stem")(inputs)
-    x = L.BatchNormalization(name="stem_bn", momentum=0.9)(x)
-    x = L.ReLU()(x)
-    for i in range(2):
-        h = L.Conv2D(24, 3, padding="same", name=f"b{i}_c1")(x)
-        h = L.BatchNormalization(name=f"b{i}_bn1", momentum=0.9)(h)
-        h = L.ReLU()(h)
-        h = L.Conv2D(16, 3, padding="same", name=f"b{i}_c2")(h)
-        h = L.BatchNormalization(name=f"b{i}_bn2", momentum=0.9)(h)
-        x = L.ReLU()(L.Add(name=f"b{i}_add")([x, h]))
-    x = L.GlobalAveragePooling2D()(x)
-    return keras.Model(inputs, L.Dense(4, name="head")(x), name="resnet_tiny")
 
 
 @pytest.fixture(scope="module")

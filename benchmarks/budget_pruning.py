@@ -1,0 +1,360 @@
+"""Budget pruning benchmark: MobileNetV2 (and ResNet-20) on Fashion-MNIST at 50% / 30% of the MACs.
+
+Fashion-MNIST, all 60,000 training images (the last 5,000 are the validation split every choice
+is made on; the 10,000 test images give the final figures), 28x28 grey resized bilinearly to
+32x32 and repeated over three channels, in [0, 1]. Every row runs in its own process (so that
+its peak memory is its own) and is cached under ``benchmarks/results/budget_cache/``:
+
+- ``dense``: the architecture trained from scratch (SGD momentum 0.9, cosine-decayed learning
+  rate, batch 128, ``EPOCHS`` epochs; BatchNormalization momentum 0.99);
+- ``prune/<importance>/<steps>``: ``tgs.prune(dense, data, macs=target, importance=...,
+  steps=...)`` fine-tuned for ``FINE_TUNE_EPOCHS`` epochs in total (split over the steps), the
+  same optimizer; pruning time without fine-tuning from the report;
+- ``coupled``: the dense model trained further with the coupled proximal group lasso driven by
+  ``SparsityTarget`` to the target, then ``tgs.prune(importance="l2")`` (Torch-Pruning's
+  "sparse training, then prune" recipe) and the same fine-tuning;
+- ``scaled``: the same architecture width-scaled to the target MACs, trained from scratch for
+  ``EPOCHS + FINE_TUNE_EPOCHS`` epochs;
+- ``prune_filters``: filter pruning by loss increase (512 samples, bisection) timed on the dense
+  model (its wall time is a goal of its own);
+- ``tfmot``: tensorflow-model-optimization's magnitude pruning to 50% sparsity over the
+  fine-tuning epochs (tf_keras in its own process; it changes no shape, so only gzip size moves).
+
+Per row: test accuracy, MACs, parameters, float LiteRT latency (XNNPack, one thread, batch 1,
+median of rounds alternating with the dense model's in the summary) and its ratio to the dense
+model, int8 LiteRT accuracy and latency, pruning wall time, peak memory (max RSS of the row's
+process). The Torch-Pruning peer (``benchmarks/torch_peer.py``, PyTorch CPU) runs the same
+architectures, data and budget when it is installed.
+
+    python -m benchmarks.budget_pruning                       # every row not cached yet, then the summary
+    python -m benchmarks.budget_pruning --only mobilenetv2 --targets 0.5
+    python -m benchmarks.budget_pruning --summary-only
+
+Needs Fashion-MNIST (``apt-get install dataset-fashion-mnist``) and the ``bench`` extra.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+RESULTS = Path(__file__).resolve().parent / "results"
+QUICK = os.environ.get("TGS_BUDGET_QUICK") == "1"   # --quick: a smoke run (children inherit it)
+CACHE = RESULTS / ("budget_cache_quick" if QUICK else "budget_cache")
+EPOCHS = 1 if QUICK else 15
+FINE_TUNE_EPOCHS = 1 if QUICK else 5
+TRAIN_SAMPLES = 2000 if QUICK else None
+BATCH = 128
+LEARNING_RATE = 0.05
+VALIDATION = 5000
+TARGETS = (0.5, 0.3)
+IMPORTANCES = ("l2", "bn_scale", "taylor", "random")
+STEPS = (1, 5)
+ARCHS = ("mobilenetv2", "resnet20")
+GOALS = {
+    "accuracy_drop_points": 1.0,    # MobileNetV2 at half the MACs
+    "latency_ratio": 1.6,
+    "prune_seconds": 60.0,          # l2 / bn_scale / taylor on MobileNetV2
+    "prune_filters_seconds": 120.0,
+}
+
+
+# --------------------------------------------------------------------------- data and models
+
+
+def prepare_images(x):
+    """28x28 grey (N, 28, 28) or (N, 28, 28, 1) in [0, 1] -> (N, 32, 32, 3) float32, bilinear."""
+    import numpy as np
+    import tensorflow as tf
+
+    x = np.asarray(x, "float32").reshape(-1, 28, 28, 1)
+    big = tf.image.resize(x, (32, 32), method="bilinear").numpy()
+    return np.repeat(np.clip(big, 0.0, 1.0), 3, axis=-1)
+
+
+def load_data():
+    """``(x_train, y_train), (x_val, y_val), (x_test, y_test)`` at 32x32x3."""
+    import tf_groupsparse as tgs
+
+    (x, y), (xt, yt) = tgs.datasets.load_fashion_mnist(download=False)
+    x, xt = prepare_images(x), prepare_images(xt)
+    train_x, train_y = x[:-VALIDATION][:TRAIN_SAMPLES], y[:-VALIDATION][:TRAIN_SAMPLES]
+    if QUICK:
+        xt, yt = xt[:1000], yt[:1000]
+    return (train_x, train_y), (x[-VALIDATION:], y[-VALIDATION:]), (xt, yt)
+
+
+def _bn_momentum(model, momentum=0.99):
+    import keras
+
+    def clone(layer):
+        config = layer.get_config()
+        if isinstance(layer, keras.layers.BatchNormalization):
+            config["momentum"] = momentum
+        return layer.__class__.from_config(config)
+
+    return keras.models.clone_model(model, clone_function=clone)
+
+
+def mobilenetv2(alpha=1.0):
+    import keras
+
+    base = keras.applications.MobileNetV2(input_shape=(32, 32, 3), alpha=alpha, weights=None, classes=10,
+                                          classifier_activation=None)
+    return _bn_momentum(base)
+
+
+def resnet20(width=1.0):
+    """CIFAR-style ResNet-20: a 16-channel stem, 3 stages of 3 basic blocks (16/32/64 channels x
+    `width`), 1x1 strided projection shortcuts where the shape changes, global pool, Dense."""
+    import keras
+
+    L = keras.layers
+    widths = [max(1, round(w * width)) for w in (16, 32, 64)]
+    inp = keras.Input((32, 32, 3))
+    x = L.ReLU()(L.BatchNormalization(momentum=0.99)(L.Conv2D(widths[0], 3, padding="same", use_bias=False)(inp)))
+    for stage, w in enumerate(widths):
+        for block in range(3):
+            stride = 2 if stage > 0 and block == 0 else 1
+            h = L.Conv2D(w, 3, strides=stride, padding="same", use_bias=False)(x)
+            h = L.ReLU()(L.BatchNormalization(momentum=0.99)(h))
+            h = L.BatchNormalization(momentum=0.99)(L.Conv2D(w, 3, padding="same", use_bias=False)(h))
+            if stride != 1 or x.shape[-1] != w:
+                x = L.BatchNormalization(momentum=0.99)(L.Conv2D(w, 1, strides=stride, use_bias=False)(x))
+            x = L.ReLU()(L.Add()([x, h]))
+    out = L.Dense(10)(L.GlobalAveragePooling2D()(x))
+    return keras.Model(inp, out, name="resnet20")
+
+
+BUILDERS = {"mobilenetv2": mobilenetv2, "resnet20": resnet20}
+
+
+def scaled_width(arch, target):
+    """The width multiplier whose model has the MACs closest to `target` of the full model's."""
+    import tf_groupsparse as tgs
+
+    full = tgs.flops(BUILDERS[arch]())
+    lo, hi = 0.1, 1.0
+    for _ in range(12):
+        mid = (lo + hi) / 2
+        if tgs.flops(BUILDERS[arch](mid)) > target * full:
+            hi = mid
+        else:
+            lo = mid
+    return lo
+
+
+def compile_model(model, epochs, steps_per_epoch):
+    import keras
+
+    schedule = keras.optimizers.schedules.CosineDecay(LEARNING_RATE, max(epochs * steps_per_epoch, 1))
+    model.compile(keras.optimizers.SGD(schedule, momentum=0.9),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    return model
+
+
+def train(model, data, epochs, seed, callbacks=()):
+    import keras
+
+    (x, y), _, _ = data
+    keras.utils.set_random_seed(seed)
+    compile_model(model, epochs, -(-len(x) // BATCH))
+    if epochs:
+        model.fit(x, y, epochs=epochs, batch_size=BATCH, verbose=0, callbacks=list(callbacks))
+    return model
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def measure(model, data, runs=50):
+    """Accuracies, size and LiteRT figures of one Keras model (float and int8)."""
+    import numpy as np
+
+    import tf_groupsparse as tgs
+    from tf_groupsparse.deploy import convert_tflite, run_tflite, tflite_latency
+
+    (x, y), (xv, yv), (xt, yt) = data
+    row = {"val_accuracy": float(model.evaluate(xv, yv, verbose=0, batch_size=512)[1]),
+           "test_accuracy": float(model.evaluate(xt, yt, verbose=0, batch_size=512)[1]),
+           "macs": tgs.flops(model), "params": tgs.count_params(model)}
+    blob = convert_tflite(model)
+    blob8 = convert_tflite(model, quantize="int8", representative_data=x[:200])
+    row["latency_ms"] = 1e3 * tflite_latency(blob, xt[:1], runs=runs)
+    try:
+        row["int8_latency_ms"] = 1e3 * tflite_latency(blob8, xt[:1], runs=runs)
+        pred = np.concatenate([run_tflite(blob8, xt[i:i + 500]) for i in range(0, len(xt), 500)])
+        row["int8_test_accuracy"] = float(np.mean(pred.argmax(-1) == yt))
+    except RuntimeError as exc:  # LiteRT refuses some degenerate int8 graphs (a 1-channel layer, say)
+        row["int8_error"] = str(exc).splitlines()[0]
+    row["tflite_bytes"], row["int8_tflite_bytes"] = len(blob), len(blob8)
+    return row, blob
+
+
+def _cached(name):
+    return CACHE / f"{name}.json"
+
+
+def _dense_path(arch, seed):
+    return CACHE / f"{arch}_dense_seed{seed}.keras"
+
+
+# --------------------------------------------------------------------------- rows
+
+
+def row_dense(arch, target, seed, data):
+    model = train(BUILDERS[arch](), data, EPOCHS, seed)
+    model.save(_dense_path(arch, seed))
+    return {"method": "dense"}, model
+
+
+def _load_dense(arch, seed):
+    import keras
+
+    return keras.models.load_model(_dense_path(arch, seed))
+
+
+def row_prune(arch, target, seed, data, importance="l2", steps=1):
+    import tf_groupsparse as tgs
+
+    dense = _load_dense(arch, seed)
+    (x, y), _, _ = data
+    per_step = max(1, FINE_TUNE_EPOCHS // steps)
+
+    def fine_tune(m):
+        return train(m, data, per_step, seed)
+
+    pruned, report = tgs.prune(dense, (x, y), macs=target, importance=importance, steps=steps, fine_tune=fine_tune,
+                               seed=seed, allow_untrained=QUICK, verbose=0)
+    return {"method": f"prune {importance}, {steps} step{'s' if steps > 1 else ''}", "importance": importance,
+            "steps": steps, "prune_seconds": report.totals["prune_seconds"],
+            "fine_tune_epochs": per_step * steps}, pruned
+
+
+def row_coupled(arch, target, seed, data):
+    import tf_groupsparse as tgs
+
+    dense = _load_dense(arch, seed)
+    (x, y), _, _ = data
+    sparse = tgs.regularize(dense, tgs.regularizers.GroupLasso(1e-4), proximal=True, coupled=True)
+    controller = tgs.callbacks.SparsityTarget(macs=target, interval=50)
+    train(sparse, data, FINE_TUNE_EPOCHS, seed, callbacks=[tgs.callbacks.ProximalStep(), controller])
+    from benchmarks.common import plain_copy
+
+    plain = plain_copy(sparse)
+    start = time.perf_counter()
+    pruned, report = tgs.prune(plain, (x, y), macs=target, importance="l2", allow_untrained=QUICK, verbose=0)
+    seconds = time.perf_counter() - start
+    train(pruned, data, 2, seed)
+    return {"method": "coupled proximal group lasso to the budget, then prune l2", "prune_seconds": seconds,
+            "strength_scale": controller.scale, "fine_tune_epochs": FINE_TUNE_EPOCHS + 2}, pruned
+
+
+def row_scaled(arch, target, seed, data):
+    width = scaled_width(arch, target)
+    model = train(BUILDERS[arch](width), data, EPOCHS + FINE_TUNE_EPOCHS, seed)
+    return {"method": f"width-scaled x{width:.3f}, from scratch", "width": width}, model
+
+
+def row_prune_filters(arch, target, seed, data):
+    import tf_groupsparse as tgs
+
+    dense = _load_dense(arch, seed)
+    (x, y), _, _ = data
+    start = time.perf_counter()
+    pruned, report = tgs.prune_filters(dense, (x, y), samples=512, tolerance=0.05, seed=seed,
+                                       allow_untrained=QUICK, verbose=0)
+    seconds = time.perf_counter() - start
+    return {"method": "prune_filters, tolerance 0.05, 512 samples (no fine-tuning)", "prune_seconds": seconds,
+            "evaluations": report.totals["evaluations"]}, pruned
+
+
+ROWS = {"dense": row_dense, "prune": row_prune, "coupled": row_coupled, "scaled": row_scaled,
+        "prune_filters": row_prune_filters}
+
+
+def run_row(kind, arch, target, seed, **kwargs):
+    """Run one row in this process and write its JSON to the cache."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    data = load_data()
+    start = time.perf_counter()
+    row, model = ROWS[kind](arch, target, seed, data, **kwargs)
+    row["wall_seconds"] = time.perf_counter() - start
+    row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    figures, blob = measure(model, data)
+    row.update(figures)
+    row.update({"arch": arch, "target": target, "seed": seed, "kind": kind})
+    return row, blob
+
+
+def _key(kind, arch, target, seed, importance=None, steps=None):
+    parts = [arch, kind, f"t{target}", f"seed{seed}"] + ([importance, f"steps{steps}"] if importance else [])
+    return "_".join(str(p) for p in parts)
+
+
+def plan(archs, targets, seeds):
+    """Every (key, argv) row of the benchmark, dense rows first."""
+    rows = []
+    for arch in archs:
+        for seed in seeds:
+            rows.append((_key("dense", arch, 1.0, seed), ["dense", arch, "1.0", str(seed)]))
+            rows.append((_key("prune_filters", arch, 1.0, seed), ["prune_filters", arch, "1.0", str(seed)]))
+            for target in targets:
+                for importance in IMPORTANCES:
+                    for steps in STEPS:
+                        rows.append((_key("prune", arch, target, seed, importance, steps),
+                                     ["prune", arch, str(target), str(seed), importance, str(steps)]))
+                rows.append((_key("coupled", arch, target, seed), ["coupled", arch, str(target), str(seed)]))
+                rows.append((_key("scaled", arch, target, seed), ["scaled", arch, str(target), str(seed)]))
+    return rows
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", nargs="+", choices=ARCHS, default=["mobilenetv2"])
+    parser.add_argument("--targets", nargs="+", type=float, default=list(TARGETS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--summary-only", action="store_true")
+    parser.add_argument("--quick", action="store_true", help="a smoke run: 1 + 1 epochs on 2,000 images")
+    parser.add_argument("--row", nargs="+", help=argparse.SUPPRESS)  # one row, in a child process
+    args = parser.parse_args(argv)
+    if args.quick and not QUICK:  # re-run with the setting in the environment, for the children too
+        env = dict(os.environ, TGS_BUDGET_QUICK="1")
+        return subprocess.run([sys.executable, "-m", "benchmarks.budget_pruning", *(argv or sys.argv[1:])],
+                              env=env).returncode
+    if args.row:
+        kind, arch, target, seed, *rest = args.row
+        kwargs = {"importance": rest[0], "steps": int(rest[1])} if rest else {}
+        row, blob = run_row(kind, arch, float(target), int(seed), **kwargs)
+        key = _key(kind, arch, float(target), int(seed), **kwargs)
+        (CACHE / f"{key}.tflite").write_bytes(blob)
+        row["tflite"] = f"{key}.tflite"
+        _cached(key).write_text(json.dumps(row, indent=2) + "\n", encoding="utf-8")
+        return 0
+    from benchmarks.common import command  # noqa: F401  (checks the package is importable)
+    import tf_groupsparse as tgs
+
+    tgs.datasets.load_fashion_mnist(download=False)  # fails with the install hint before any training
+    CACHE.mkdir(parents=True, exist_ok=True)
+    if not args.summary_only:
+        for key, row_argv in plan(args.only, args.targets, args.seeds):
+            if _cached(key).exists():
+                continue
+            print(f"[budget_pruning] {key}", flush=True)
+            done = subprocess.run([sys.executable, "-m", "benchmarks.budget_pruning", "--row", *row_argv])
+            if done.returncode:
+                print(f"[budget_pruning] {key} failed (exit {done.returncode})", flush=True)
+    from benchmarks.budget_summary import summarize
+
+    summarize(args.only, args.targets, args.seeds)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

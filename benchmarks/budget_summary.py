@@ -1,0 +1,131 @@
+"""The summary of the budget pruning benchmark: rows from the cache, latency re-timed in rounds
+against the dense model of the same architecture and seed, goals beside the figures.
+
+Writes ``benchmarks/results/budget_pruning.md`` and ``.json`` (with the command, versions and
+machine). Rows of the Torch-Pruning peer (``torch_*.json`` in the cache, written by
+``benchmarks/torch_peer.py``) join the table with their own accuracies, MACs and pruning time.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+
+from benchmarks.budget_pruning import CACHE, GOALS
+
+ROUNDS = 3
+
+
+def _load(archs, targets, seeds):
+    rows = []
+    for path in sorted(CACHE.glob("*.json")):
+        row = json.loads(path.read_text())
+        if row.get("arch") in archs and row.get("seed") in seeds and (
+                row.get("kind") in ("dense", "prune_filters") or row.get("target") in targets):
+            rows.append(row)
+    return rows
+
+
+def retime(rows, runs=100):
+    """Median float latency of every row over `ROUNDS` rounds, each round timing the row's dense
+    model right before it; the ratio is dense / row within each round, then the median."""
+    from tf_groupsparse.deploy import tflite_latency
+
+    dense = {(r["arch"], r["seed"]): r for r in rows if r["kind"] == "dense" and r.get("tflite")}
+    x = np.random.default_rng(0).random((1, 32, 32, 3), "float32")
+    for row in rows:
+        base = dense.get((row["arch"], row["seed"]))
+        if base is None or not row.get("tflite"):
+            continue
+        ratios, own = [], []
+        for _ in range(ROUNDS):
+            b = tflite_latency(str(CACHE / base["tflite"]), x, runs=runs)
+            a = tflite_latency(str(CACHE / row["tflite"]), x, runs=runs)
+            ratios.append(b / a)
+            own.append(a)
+        row["latency_ms"] = 1e3 * float(np.median(own))
+        row["latency_ratio"] = float(np.median(ratios))
+    return rows
+
+
+def _verdicts(rows):
+    out = []
+    for (arch, seed) in sorted({(r["arch"], r["seed"]) for r in rows}):
+        dense = next((r for r in rows if r["arch"] == arch and r["seed"] == seed and r["kind"] == "dense"), None)
+        if dense is None:
+            continue
+        half = [r for r in rows if r["arch"] == arch and r["seed"] == seed and r.get("target") == 0.5
+                and r["kind"] in ("prune", "coupled")]
+        if half:
+            best = max(half, key=lambda r: r["test_accuracy"])
+            drop = 100 * (dense["test_accuracy"] - best["test_accuracy"])
+            out.append(f"- {arch}, seed {seed}, half the MACs: best row '{best['method']}' {drop:+.2f} points "
+                       f"(goal <= {GOALS['accuracy_drop_points']}: {'met' if drop <= GOALS['accuracy_drop_points'] else 'not met'}), "
+                       f"LiteRT {best.get('latency_ratio', float('nan')):.2f}x (goal >= {GOALS['latency_ratio']}: "
+                       f"{'met' if best.get('latency_ratio', 0) >= GOALS['latency_ratio'] else 'not met'})")
+        for target in sorted({r.get("target") for r in rows if r["kind"] == "scaled" and r["arch"] == arch}):
+            scaled = [r for r in rows if r["arch"] == arch and r["kind"] == "scaled" and r["target"] == target]
+            pruned = [r for r in rows if r["arch"] == arch and r["kind"] == "prune" and r["target"] == target]
+            if scaled and pruned:
+                best = max(pruned, key=lambda r: r["test_accuracy"])
+                out.append(f"- {arch} at {target:g} of the MACs: best pruned {100 * best['test_accuracy']:.2f}% vs "
+                           f"width-scaled from scratch {100 * scaled[0]['test_accuracy']:.2f}% "
+                           f"({'met' if best['test_accuracy'] >= scaled[0]['test_accuracy'] else 'not met'})")
+        timed = [r for r in rows if r["arch"] == arch and r["kind"] == "prune" and r.get("importance") in
+                 ("l2", "bn_scale", "taylor")]
+        if timed:
+            worst = max(r["prune_seconds"] for r in timed)
+            out.append(f"- {arch}: slowest pruning (l2/bn_scale/taylor, without fine-tuning) {worst:.1f} s "
+                       f"(goal <= {GOALS['prune_seconds']:.0f} s: {'met' if worst <= GOALS['prune_seconds'] else 'not met'})")
+        pf = [r for r in rows if r["arch"] == arch and r["kind"] == "prune_filters"]
+        if pf:
+            out.append(f"- {arch}: prune_filters at 512 samples {pf[0]['prune_seconds']:.1f} s, "
+                       f"{pf[0]['evaluations']} loss evaluations (goal <= {GOALS['prune_filters_seconds']:.0f} s: "
+                       f"{'met' if pf[0]['prune_seconds'] <= GOALS['prune_filters_seconds'] else 'not met'})")
+    return out
+
+
+def _table(rows):
+    cols = ["arch", "target", "method", "test_accuracy", "val_accuracy", "macs", "params", "latency_ms",
+            "latency_ratio", "int8_test_accuracy", "int8_latency_ms", "prune_seconds", "peak_rss_mb", "seed"]
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    order = {"dense": 0, "prune": 1, "coupled": 2, "prune_filters": 3, "scaled": 4, "torch": 5, "tfmot": 6}
+    for r in sorted(rows, key=lambda r: (r["arch"], -(r.get("target") or 1.0), order.get(r["kind"], 9), r["method"])):
+        cells = []
+        for c in cols:
+            v = r.get(c)
+            if isinstance(v, float):
+                v = f"{100 * v:.2f}%" if "accuracy" in c else f"{v:.3g}"
+            elif isinstance(v, int) and c in ("macs", "params"):
+                v = f"{v:,}"
+            cells.append("" if v is None else str(v))
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def summarize(archs, targets, seeds):
+    from benchmarks.common import write_results
+
+    rows = retime(_load(archs, targets, seeds))
+    verdicts = _verdicts(rows)
+    md = "\n".join([
+        "# Budget pruning: MobileNetV2 / ResNet-20 on Fashion-MNIST (32x32x3)",
+        "",
+        "Figures are measured by `python -m benchmarks.budget_pruning` (see its docstring for the setup); "
+        "the float LiteRT latency of every row is re-timed here in rounds against its dense model.",
+        "",
+        "## Goals",
+        "",
+        *(verdicts or ["- no complete architecture yet"]),
+        "",
+        "## Rows",
+        "",
+        _table(rows),
+    ])
+    from benchmarks.budget_pruning import QUICK
+
+    write_results("budget_pruning_quick" if QUICK else "budget_pruning",
+                  {"rows": rows, "verdicts": verdicts, "goals": GOALS}, md)
+    print(md)
+    return rows
