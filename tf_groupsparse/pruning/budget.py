@@ -16,8 +16,9 @@ adds, concatenations, BatchNormalization or depthwise convolutions decides toget
 With ``steps=N`` the kept fraction goes down linearly, ``1 - (1 - target) * s / N`` at step
 ``s``, and importance is measured again on the fine-tuned model of the previous step (iterative
 pruning). A ``latency`` target is reached through a per-layer cost table measured once in LiteRT
-(:mod:`.latency`); the pruned model is then timed and the measured ratio reported beside the
-target.
+(:mod:`.latency`) and up to three measure-and-adjust rounds (a one-shot prune of the model is
+converted and timed, and the table's aim is lowered by the measured shortfall); the result is
+timed and the measured ratio reported beside the target.
 
 Reference: the group-level importance and global ranking follow Torch-Pruning (Fang et al.,
 "DepGraph: Towards Any Structural Pruning", CVPR 2023); the latency table follows NetAdapt (Yang
@@ -60,6 +61,8 @@ logger = logging.getLogger(__name__)
 
 _OWNER = "prune"
 TARGETS = ("macs", "params", "latency")
+LATENCY_ROUNDS = 3          # measure-and-adjust rounds for a latency target
+LATENCY_TOLERANCE = 0.02    # how far above the target a measured latency fraction may stay
 
 __all__ = ["prune", "PruneReport", "TARGETS"]
 
@@ -260,11 +263,14 @@ def prune(model, data=None, *, macs=None, params=None, latency=None, importance=
     table = LatencyTable(model, original) if kind == "latency" else None
     original_width = {node.name: len(node.owned) for node in original.nodes
                       if node.owned is not None and len(node.owned)}
-    current, prune_seconds, tune_seconds, removed_groups = model, 0.0, 0.0, 0
     base_cost = CostModel(original)
-    progress = keras.utils.Progbar(steps, verbose=verbose, unit_name="step")
-    for step in range(1, steps + 1):
-        started = time.perf_counter()
+    if kind == "latency":
+        full = None
+    else:  # the target is a fraction of the ORIGINAL model's cost
+        full = base_cost.macs_full if kind == "macs" else base_cost.params_full
+
+    def prune_step(current, goal):
+        """One step on `current` towards `goal`: (pruned model, groups removed, reached)."""
         widths = _widths(current)
         removed_before = {n: original_width[n] - widths.get(n, original_width[n]) for n in original_width}
         work = _Step(current, ignored, removed_before, original_width, max_fraction)
@@ -273,16 +279,30 @@ def prune(model, data=None, *, macs=None, params=None, latency=None, importance=
             context.evaluate = LossEvaluator(current, loss_fn, x, y, batch_size)
             context.gradients = lambda m=current: gradients(m, loss_fn, x, y, batch_size)
         scores = imp.scores_for(criterion, work.graph, context, _OWNER)
-        goal = 1.0 - (1.0 - target) * step / steps
         if kind == "latency":
-            step_measure = table.measure(work.graph)
-        else:  # the target is a fraction of the ORIGINAL model's cost
-            full = base_cost.macs_full if kind == "macs" else base_cost.params_full
-            step_measure = (lambda c, full=full: (c.macs if kind == "macs" else c.params) / max(full, 1))
-        labels = work.run(scores, goal, step_measure, round_to, rounding)
-        reached = step_measure(work.cost)
-        removed_groups += len(labels)
-        current = remove_groups(work.graph, labels, owner=_OWNER) if len(labels) else current
+            measure = table.measure(work.graph)
+        else:
+            measure = (lambda c: (c.macs if kind == "macs" else c.params) / max(full, 1))
+        labels = work.run(scores, goal, measure, round_to, rounding)
+        pruned = remove_groups(work.graph, labels, owner=_OWNER) if len(labels) else current
+        return pruned, len(labels), measure(work.cost)
+
+    aim, started = target, time.perf_counter()
+    if kind == "latency":  # measure and adjust (NetAdapt): the table's prediction is only a guide
+        for _ in range(LATENCY_ROUNDS):
+            trial, _, _ = prune_step(model, aim)
+            measured = table.measured_fraction(trial)
+            if measured <= target + LATENCY_TOLERANCE or aim <= 0.05:
+                break
+            aim = max(aim * target / measured, 0.05)
+        totals["latency_aim_predicted"] = aim
+    calibration_seconds = time.perf_counter() - started
+    current, prune_seconds, tune_seconds, removed_groups = model, calibration_seconds, 0.0, 0
+    progress = keras.utils.Progbar(steps, verbose=verbose, unit_name="step")
+    for step in range(1, steps + 1):
+        started = time.perf_counter()
+        current, removed, reached = prune_step(current, 1.0 - (1.0 - aim) * step / steps)
+        removed_groups += removed
         prune_seconds += time.perf_counter() - started
         if fine_tune is not None:
             started = time.perf_counter()

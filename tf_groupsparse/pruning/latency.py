@@ -192,6 +192,10 @@ class LatencyTable:
 
         return fraction
 
+    def measured_fraction(self, pruned, rounds=2):
+        """`pruned`'s measured LiteRT latency over the original's (median of alternating rounds)."""
+        return self.report(pruned, rounds)["latency_fraction"]
+
     def report(self, pruned, rounds=3):
         """Measure `pruned` against the original in alternating rounds: the figures for the report."""
         from ..deploy import convert_tflite, tflite_latency
