@@ -17,14 +17,16 @@ its peak memory is its own) and is cached under ``benchmarks/results/budget_cach
   ``EPOCHS + FINE_TUNE_EPOCHS`` epochs;
 - ``prune_filters``: filter pruning by loss increase (512 samples, bisection) timed on the dense
   model (its wall time is a goal of its own);
-- ``tfmot``: tensorflow-model-optimization's magnitude pruning to 50% sparsity over the
-  fine-tuning epochs (tf_keras in its own process; it changes no shape, so only gzip size moves).
+- ``tfmot``: tensorflow-model-optimization's magnitude pruning of the dense model to 50% sparsity
+  over the fine-tuning epochs (``benchmarks/budget_tfmot.py``, tf_keras in its own process; it
+  changes no shape, so only the gzip size moves).
 
 Per row: test accuracy, MACs, parameters, float LiteRT latency (XNNPack, one thread, batch 1,
 median of rounds alternating with the dense model's in the summary) and its ratio to the dense
 model, int8 LiteRT accuracy and latency, pruning wall time, peak memory (max RSS of the row's
 process). The Torch-Pruning peer (``benchmarks/torch_peer.py``, PyTorch CPU) runs the same
-architectures, data and budget when it is installed.
+architectures (equal MACs and parameters), data and budget: its group magnitude pruner, 1 and
+5 steps.
 
     python -m benchmarks.budget_pruning                       # every row not cached yet, then the summary
     python -m benchmarks.budget_pruning --only mobilenetv2 --targets 0.5
@@ -275,6 +277,20 @@ def row_prune_filters(arch, target, seed, data):
             "evaluations": report.totals["evaluations"]}, pruned
 
 
+def row_tfmot(arch, target, seed, data):
+    """Runs benchmarks.budget_tfmot in a child process (tf_keras), on the dense row's weights."""
+    dense = _load_dense(arch, seed)
+    weights = CACHE / f"{arch}_dense_seed{seed}_weights.npz"
+    import numpy as np
+
+    np.savez(weights, **{f"w{i}": w for i, w in enumerate(dense.get_weights())})
+    out = CACHE / f"{arch}_tfmot_seed{seed}.json"
+    subprocess.run([sys.executable, "-m", "benchmarks.budget_tfmot", str(weights), str(out), "--sparsity", "0.5",
+                    "--epochs", str(FINE_TUNE_EPOCHS), "--batch", str(BATCH), "--learning-rate", str(LEARNING_RATE),
+                    "--seed", str(seed)], check=True, env=dict(os.environ, TF_USE_LEGACY_KERAS="1"))
+    return json.loads(out.read_text())
+
+
 ROWS = {"dense": row_dense, "prune": row_prune, "coupled": row_coupled, "scaled": row_scaled,
         "prune_filters": row_prune_filters}
 
@@ -284,6 +300,11 @@ def run_row(kind, arch, target, seed, **kwargs):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     data = load_data()
     start = time.perf_counter()
+    if kind == "tfmot":
+        row = row_tfmot(arch, target, seed, data)
+        row.update({"arch": arch, "target": target, "seed": seed, "wall_seconds": time.perf_counter() - start,
+                    "tflite": f"{arch}_tfmot_seed{seed}.tflite"})
+        return row, (CACHE / row["tflite"]).read_bytes()
     row, model = ROWS[kind](arch, target, seed, data, **kwargs)
     row["wall_seconds"] = time.perf_counter() - start
     row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -305,12 +326,17 @@ def plan(archs, targets, seeds):
         for seed in seeds:
             rows.append((_key("dense", arch, 1.0, seed), ["dense", arch, "1.0", str(seed)]))
             rows.append((_key("prune_filters", arch, 1.0, seed), ["prune_filters", arch, "1.0", str(seed)]))
+            if arch == "mobilenetv2":
+                rows.append((_key("tfmot", arch, 0.5, seed), ["tfmot", arch, "0.5", str(seed)]))
             for target in targets:
                 for importance in IMPORTANCES:
                     for steps in STEPS:
                         rows.append((_key("prune", arch, target, seed, importance, steps),
                                      ["prune", arch, str(target), str(seed), importance, str(steps)]))
                 rows.append((_key("coupled", arch, target, seed), ["coupled", arch, str(target), str(seed)]))
+                for steps in STEPS:  # the peer: Torch-Pruning's group magnitude pruner
+                    rows.append((_key("torch", arch, target, seed, "l2", steps),
+                                 ["torch", arch, str(target), str(seed), "l2", str(steps)]))
                 rows.append((_key("scaled", arch, target, seed), ["scaled", arch, str(target), str(seed)]))
     return rows
 
@@ -347,7 +373,13 @@ def main(argv=None):
             if _cached(key).exists():
                 continue
             print(f"[budget_pruning] {key}", flush=True)
-            done = subprocess.run([sys.executable, "-m", "benchmarks.budget_pruning", "--row", *row_argv])
+            if row_argv[0] == "torch":
+                kind, arch, target, seed, importance, steps = row_argv
+                command = [sys.executable, "-m", "benchmarks.torch_peer", arch, "--target", target, "--seed", seed,
+                           "--importance", importance, "--steps", steps, "--out", str(_cached(key))]
+            else:
+                command = [sys.executable, "-m", "benchmarks.budget_pruning", "--row", *row_argv]
+            done = subprocess.run(command, stdout=subprocess.DEVNULL)
             if done.returncode:
                 print(f"[budget_pruning] {key} failed (exit {done.returncode})", flush=True)
     from benchmarks.budget_summary import summarize
