@@ -222,7 +222,9 @@ def _load_dense(arch, seed):
     return keras.models.load_model(_dense_path(arch, seed))
 
 
-def row_prune(arch, target, seed, data, importance="l2", steps=1):
+def row_prune(arch, target, seed, data, importance="l2", steps=1, variant=None):
+    """tgs.prune at `target` of the MACs; `variant` "round8" keeps widths at multiples of 8,
+    "latency" prunes to `target` of the LiteRT latency instead."""
     import tf_groupsparse as tgs
 
     dense = _load_dense(arch, seed)
@@ -232,10 +234,13 @@ def row_prune(arch, target, seed, data, importance="l2", steps=1):
     def fine_tune(m):
         return train(m, data, per_step, seed)
 
-    pruned, report = tgs.prune(dense, (x, y), macs=target, importance=importance, steps=steps, fine_tune=fine_tune,
-                               seed=seed, allow_untrained=QUICK, verbose=0)
-    return {"method": f"prune {importance}, {steps} step{'s' if steps > 1 else ''}", "importance": importance,
-            "steps": steps, "prune_seconds": report.totals["prune_seconds"],
+    budget = {"latency": target} if variant == "latency" else {"macs": target}
+    pruned, report = tgs.prune(dense, (x, y), importance=importance, steps=steps, fine_tune=fine_tune, seed=seed,
+                               round_to=8 if variant == "round8" else None, allow_untrained=QUICK, verbose=0,
+                               **budget)
+    label = {"round8": ", widths rounded to 8", "latency": f", to {target:g} of the LiteRT latency"}.get(variant, "")
+    return {"method": f"prune {importance}, {steps} step{'s' if steps > 1 else ''}{label}", "importance": importance,
+            "steps": steps, "variant": variant, "prune_seconds": report.totals["prune_seconds"],
             "fine_tune_epochs": per_step * steps}, pruned
 
 
@@ -314,9 +319,9 @@ def run_row(kind, arch, target, seed, **kwargs):
     return row, blob
 
 
-def _key(kind, arch, target, seed, importance=None, steps=None):
+def _key(kind, arch, target, seed, importance=None, steps=None, variant=None):
     parts = [arch, kind, f"t{target}", f"seed{seed}"] + ([importance, f"steps{steps}"] if importance else [])
-    return "_".join(str(p) for p in parts)
+    return "_".join(str(p) for p in parts) + (f"_{variant}" if variant else "")
 
 
 def plan(archs, targets, seeds):
@@ -333,6 +338,9 @@ def plan(archs, targets, seeds):
                     for steps in STEPS:
                         rows.append((_key("prune", arch, target, seed, importance, steps),
                                      ["prune", arch, str(target), str(seed), importance, str(steps)]))
+                for variant in ("round8", "latency"):
+                    rows.append((_key("prune", arch, target, seed, "l2", 1, variant),
+                                 ["prune", arch, str(target), str(seed), "l2", "1", variant]))
                 rows.append((_key("coupled", arch, target, seed), ["coupled", arch, str(target), str(seed)]))
                 for steps in STEPS:  # the peer: Torch-Pruning's group magnitude pruner
                     rows.append((_key("torch", arch, target, seed, "l2", steps),
@@ -357,6 +365,8 @@ def main(argv=None):
     if args.row:
         kind, arch, target, seed, *rest = args.row
         kwargs = {"importance": rest[0], "steps": int(rest[1])} if rest else {}
+        if len(rest) > 2:
+            kwargs["variant"] = rest[2]
         row, blob = run_row(kind, arch, float(target), int(seed), **kwargs)
         key = _key(kind, arch, float(target), int(seed), **kwargs)
         (CACHE / f"{key}.tflite").write_bytes(blob)
