@@ -4,7 +4,7 @@ Each sub-command is a function ``(args) -> int`` registered in ``COMMANDS`` toge
 function that adds its arguments. Errors the user can fix exit with status 2 and one line on
 stderr; nothing else in the package prints.
 
-Example:
+Examples:
     $ tf-groupsparse demo --output saved_models/demo
     $ tf-groupsparse report saved_models/demo/model.keras --threshold 1e-3
     $ tf-groupsparse shrink model.keras --threshold 1e-3 -o small.keras

@@ -9,7 +9,7 @@ Every loader returns ``(x_train, y_train), (x_test, y_test)`` with ``x`` float32
   Keras' cache or the Debian package ``dataset-fashion-mnist`` before any download is tried.
 - :func:`load_mnist1d`: MNIST-1D, ``(N, 40, 1)``, generated locally by the ``mnist1d`` package.
 
-Example:
+Examples:
     >>> from tf_groupsparse.datasets import load_digits
     >>> (x_train, y_train), (x_test, y_test) = load_digits()
     >>> x_train.shape, x_train.dtype.name, float(x_train.max())
@@ -70,7 +70,7 @@ def load_digits(test_size=0.25, seed=None, *, random_state=None):
     Reference: the UCI "Optical Recognition of Handwritten Digits" test set (Alpaydin & Kaynak,
     1998), as bundled with scikit-learn.
 
-    Example:
+    Examples:
         >>> (x, y), (xt, yt) = load_digits(test_size=0.5)
         >>> len(x), len(xt)
         (898, 899)
@@ -107,7 +107,7 @@ def read_idx(path):
     Raises:
         ValueError: the file is not a valid idx file (bad magic or size).
 
-    Example:
+    Examples:
         >>> import gzip, os, tempfile
         >>> path = os.path.join(tempfile.mkdtemp(), "labels-idx1-ubyte.gz")
         >>> with gzip.open(path, "wb") as f:             # magic 0x801: uint8, 1 axis of 3 entries
@@ -205,7 +205,7 @@ def load_fashion_mnist(data_dir=None, download=True):
     Reference: Xiao, Rasul & Vollgraf, "Fashion-MNIST: a Novel Image Dataset for Benchmarking
     Machine Learning Algorithms", 2017 (arXiv 1708.07747).
 
-    Example:
+    Examples:
         >>> (x, y), (xt, yt) = load_fashion_mnist(download=False)  # doctest: +SKIP
         >>> x.shape, xt.shape  # doctest: +SKIP
         ((60000, 28, 28, 1), (10000, 28, 28, 1))
@@ -267,7 +267,7 @@ def load_mnist1d(n_samples=5000, seed=0, test_size=0.2):
 
     Reference: Greydanus, "Scaling down deep learning with MNIST-1D", 2020 (arXiv 2011.14439).
 
-    Example:
+    Examples:
         >>> (x, y), (xt, yt) = load_mnist1d(n_samples=200, seed=1)
         >>> x.shape, xt.shape, x.dtype.name
         ((160, 40, 1), (40, 40, 1), 'float32')

@@ -9,7 +9,7 @@ reference), and writes ``model.keras``, ``model_shrunk.keras``, ``export/``, ``r
 ``report.md`` to the output directory. It runs in well under two minutes on two CPU cores
 (``tf-groupsparse demo`` calls it).
 
-Example:
+Examples:
     >>> import tempfile
     >>> from tf_groupsparse.demo import run_demo
     >>> result = run_demo(tempfile.mkdtemp() + "/demo", epochs=1, verbose=0)
@@ -73,7 +73,7 @@ def digits_cnn(widths=(16, 32, 32), seed=None, name="digits_cnn"):
     Returns:
         An uncompiled ``keras.Sequential``.
 
-    Example:
+    Examples:
         >>> digits_cnn(seed=0).count_params()
         14378
     """
@@ -236,7 +236,7 @@ def run_demo(output="saved_models/demo", epochs=None, seed=0, overwrite=False, v
     Reference: Mitsuno, Miyao & Kurita, "Hierarchical Group Sparse Regularization for Deep
     Convolutional Neural Networks", IJCNN 2020 (arXiv 2004.04394).
 
-    Example:
+    Examples:
         >>> import tempfile
         >>> r = run_demo(tempfile.mkdtemp() + "/demo", epochs=1, verbose=0)
         >>> sorted(r.files)

@@ -10,7 +10,7 @@
 Block-diagonal structure of a layer's weights as learned by EM: Yi & Choi, "Learning the group
 structure of deep neural networks with an expectation maximization method", ICDMW 2018.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> from tf_groupsparse.layers import BlockDiagonalDense
     >>> layer = BlockDiagonalDense(8, n_groups=4)
@@ -84,10 +84,11 @@ class BlockDiagonalDense(keras.layers.Layer):
         kernel_initializer: default "glorot_uniform". bias_initializer: default "zeros".
 
     Raises:
-        ValueError/TypeError: bad units/groups/sizes; a batched/grouped_conv implementation with
-        unequal blocks; an input width that does not match ``input_groups``.
+        ValueError: bad units/n_groups/sizes (TypeError for the wrong types); a
+            batched/grouped_conv implementation with unequal blocks; an input width that does
+            not match ``input_groups``.
 
-    Example:
+    Examples:
         >>> layer = BlockDiagonalDense(6, n_groups=2, input_groups=[3, 1], output_groups=[2, 4],
         ...                            implementation="split")
     """
@@ -248,7 +249,7 @@ class ChannelGather(keras.layers.Layer):
     Args:
         indices: list of channel indices.
 
-    Example:
+    Examples:
         >>> keras.ops.convert_to_numpy(ChannelGather([2, 0, 1])(np.array([[10., 20., 30.]]))).tolist()
         [[30.0, 10.0, 20.0]]
     """
@@ -282,7 +283,7 @@ class ChannelSlice(keras.layers.Layer):
     Args:
         start: first channel (inclusive). stop: last channel (exclusive), > start.
 
-    Example:
+    Examples:
         >>> keras.ops.convert_to_numpy(ChannelSlice(1, 3)(np.array([[1., 2., 3., 4.]]))).tolist()
         [[2.0, 3.0]]
     """
@@ -315,7 +316,7 @@ class BlockMask(keras.constraints.Constraint):
         output_groups: group label per output channel (length C_out).
         constraint: another constraint applied before the mask (default None).
 
-    Example:
+    Examples:
         >>> m = BlockMask([0, 1], [1, 0, 0])
         >>> keras.ops.convert_to_numpy(m(np.ones((2, 3), "float32"))).tolist()
         [[0.0, 1.0, 1.0], [1.0, 0.0, 0.0]]

@@ -32,7 +32,7 @@ graph (a shared layer) is costed at its first call only.
 
 Users can teach the counter a new layer kind with :func:`register_layer_cost`.
 
-Example:
+Examples:
     >>> import keras
     >>> from tf_groupsparse.metrics import flops, count_params
     >>> m = keras.Sequential([keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, padding="same")])
@@ -76,7 +76,7 @@ def register_layer_cost(*layer_classes):
     Raises:
         TypeError: an argument is not a Layer subclass.
 
-    Example:
+    Examples:
         >>> import keras
         >>> from tf_groupsparse.graph import kinds
         >>> from tf_groupsparse.metrics import register_layer_cost
@@ -176,7 +176,7 @@ def layer_costs(model) -> Report:
         ValueError: the model is unbuilt, subclassed (no recorded shapes) or has a layer whose
             cost depends on a dimension that is unknown (``None``).
 
-    Example:
+    Examples:
         >>> import keras
         >>> from tf_groupsparse.metrics import layer_costs
         >>> m = keras.Sequential([keras.Input((10,)), keras.layers.Dense(3)])
@@ -201,7 +201,7 @@ def flops(model) -> int:
     The name follows common usage; the number is multiply-adds, so FLOPs ~ ``2 * flops(model)``.
     See :func:`layer_costs` for the per-layer rule and the errors raised.
 
-    Example:
+    Examples:
         >>> import keras
         >>> from tf_groupsparse.metrics import flops
         >>> flops(keras.Sequential([keras.Input((4, 10)), keras.layers.Dense(3)]))
@@ -213,7 +213,7 @@ def flops(model) -> int:
 def count_params(model) -> int:
     """Number of scalars in all weights of `model` (trainable and non-trainable).
 
-    Example:
+    Examples:
         >>> import keras
         >>> from tf_groupsparse.metrics import count_params
         >>> count_params(keras.Sequential([keras.Input((10,)), keras.layers.Dense(3)]))
@@ -226,7 +226,7 @@ def count_params(model) -> int:
 def layer_params(model) -> dict:
     """Parameters of each layer, ``{name: count}``; nested models' layers as ``outer/inner``.
 
-    Example:
+    Examples:
         >>> import keras
         >>> from tf_groupsparse.metrics import layer_params
         >>> m = keras.Sequential([keras.Input((10,)), keras.layers.Dense(3, name="d")])

@@ -1,6 +1,6 @@
 """Matplotlib figures for structured sparsity (no ``show()``; the caller saves or displays them).
 
-Example:
+Examples:
     >>> import keras, matplotlib; matplotlib.use("Agg")
     >>> from tf_groupsparse import fit_groups
     >>> from tf_groupsparse.plots import block_structure
@@ -48,7 +48,7 @@ def block_structure(model_or_layer, structure, layer=None):
         TypeError: not a model/layer or not a GroupStructure.
         ValueError: the layer is not in the structure or the model.
 
-    Example:
+    Examples:
         >>> import keras, matplotlib; matplotlib.use("Agg")
         >>> from tf_groupsparse import fit_groups
         >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(8, name="fc1"),

@@ -3,7 +3,7 @@
 Every pass of the toolkit (sparsity, shrink, export, pruning, planting) returns a subclass of
 :class:`Report` instead of printing, so the caller decides where it goes.
 
-Example:
+Examples:
     >>> from tf_groupsparse.report import Report
     >>> r = Report("demo", [{"layer": "conv1", "params": 320}], totals={"params": 320})
     >>> print(r.to_markdown().splitlines()[0])

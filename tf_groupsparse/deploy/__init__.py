@@ -5,7 +5,7 @@
 - exporter.py: :func:`export` (atomic directory, verification, latency against a reference)
   and :class:`ExportReport`.
 
-Example:
+Examples:
     >>> import keras, tempfile
     >>> import tf_groupsparse as tgs
     >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])

@@ -15,7 +15,7 @@ Quantization modes (:data:`QUANTIZE_MODES`, one converter setup per mode):
 The quantization methods are those of the TensorFlow Lite converter (post-training
 quantization).
 
-Example:
+Examples:
     >>> import keras
     >>> from tf_groupsparse.deploy import convert_tflite
     >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
@@ -214,7 +214,7 @@ def convert_tflite(model, *, quantize=None, representative_data=None) -> bytes:
         ValueError: bad `quantize`, int8 without `representative_data`, or data that does not
             match the model's inputs.
 
-    Example:
+    Examples:
         >>> import keras
         >>> from tf_groupsparse.deploy import convert_tflite
         >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])

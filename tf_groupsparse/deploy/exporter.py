@@ -13,7 +13,7 @@ unshrunk `reference` model, and times one-sample inference of the exported model
 reference converted the same way in the same run, so that
 ``speedup = latency(reference) / latency(model)`` is a ratio measured on one machine at one time.
 
-Example:
+Examples:
     >>> import keras, numpy as np, tempfile
     >>> from tf_groupsparse import export
     >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
@@ -271,7 +271,7 @@ def export(
             match the model's inputs.
         FileExistsError: `path` exists and `overwrite` is False, or it is not a previous export.
 
-    Example:
+    Examples:
         >>> import keras, numpy as np, tempfile
         >>> from tf_groupsparse import export
         >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])

@@ -6,7 +6,7 @@ recognized by the ``report.json`` it wrote (its ``meta["written_by"]``). It neve
 plain file, a foreign directory, or a directory holding one of the input files. A call that
 writes a ``.keras`` file replaces only another Keras model file, never its own input.
 
-Example:
+Examples:
     >>> import os, tempfile
     >>> from tf_groupsparse.deploy.files import check_output_dir
     >>> d = tempfile.mkdtemp()

@@ -1,6 +1,6 @@
 """Run and time a .tflite model in the LiteRT interpreter (``ai-edge-litert``).
 
-Example:
+Examples:
     >>> import keras, numpy as np
     >>> from tf_groupsparse.deploy import convert_tflite, tflite_latency
     >>> blob = convert_tflite(keras.Sequential([keras.Input((8,)), keras.layers.Dense(4)]))
@@ -112,7 +112,7 @@ def run_tflite(tflite, x):
         FileNotFoundError: the path does not exist.
         ValueError: `x` does not match the model's inputs.
 
-    Example:
+    Examples:
         >>> import keras, numpy as np
         >>> from tf_groupsparse.deploy import convert_tflite, run_tflite
         >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, use_bias=False)])
@@ -147,7 +147,7 @@ def tflite_latency(tflite, x, *, runs=50, warmup=5, threads=1) -> float:
     Raises:
         TypeError, ValueError: bad arguments, as for :func:`run_tflite`.
 
-    Example:
+    Examples:
         >>> import keras, numpy as np
         >>> from tf_groupsparse.deploy import convert_tflite, tflite_latency
         >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])

@@ -6,7 +6,7 @@ serialization format), a Sequential model is the chain ``model.layers``, nested 
 traced recursively (their layers get path names ``"outer/inner"``), and tensor shapes come from
 ``layer.compute_output_spec``. Private attributes such as ``layer._inbound_nodes`` are not used.
 
-Example:
+Examples:
     >>> import keras
     >>> from tf_groupsparse.graph import build_graph
     >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="d1"),
@@ -312,7 +312,7 @@ def build_graph(model, *, unsupported="error"):
         ValueError: `unsupported` is invalid, or a layer has no handler and
             ``unsupported="error"``.
 
-    Example:
+    Examples:
         >>> import keras
         >>> from tf_groupsparse.graph import build_graph
         >>> x = keras.Input((6, 6, 2))

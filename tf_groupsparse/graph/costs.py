@@ -5,7 +5,7 @@ or lists of tuples for several inputs) and returns the multiply-adds of one samp
 registry (:mod:`tf_groupsparse.graph.kinds`) attaches them to layer classes; the table of
 formulas is in :mod:`tf_groupsparse.metrics`.
 
-Example:
+Examples:
     >>> import keras
     >>> from tf_groupsparse.graph.costs import dense
     >>> dense(keras.layers.Dense(3), (None, 4), (None, 3))

@@ -19,7 +19,7 @@ The registry (:mod:`tf_groupsparse.graph.kinds`) says which handler serves which
 weights cannot be sliced along one axis (a block-diagonal kernel) also defines
 ``rebuild_weights(layer, keep) -> weights`` for the new layer.
 
-Example:
+Examples:
     >>> import keras
     >>> from tf_groupsparse.graph import build_graph
     >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="h"),

@@ -19,7 +19,7 @@ Besides layers, the registry knows the ``keras.ops`` calls that functional graph
 class name, the layers that keras.applications defines privately (ConvNeXt's ``LayerScale``,
 InceptionResNetV2's ``CustomScaleLayer``).
 
-Example:
+Examples:
     >>> import keras
     >>> from tf_groupsparse.graph import kinds, handlers
     >>> class Doubler(keras.layers.Layer):
@@ -123,7 +123,7 @@ def register_layer_kind(layer_class, **fields_):
 def register_handler(layer_class, handler):
     """Use `handler` in the dependency graph for every instance of `layer_class`.
 
-    Example:
+    Examples:
         >>> import keras
         >>> from tf_groupsparse.graph import handlers, kinds, register_handler
         >>> class MyScale(keras.layers.Layer):
@@ -171,7 +171,7 @@ def handler_for(layer):
 def kernel_slots(layer):
     """The :class:`KernelSlot` tuple of `layer`, or ``()``.
 
-    Example:
+    Examples:
         >>> import keras
         >>> [s.regularizer_arg for s in kernel_slots(keras.layers.SeparableConv2D(4, 3))]
         ['depthwise_regularizer', 'pointwise_regularizer']
@@ -219,7 +219,7 @@ def iter_layers(model, prefix=""):
 
     ``path`` joins the names of enclosing models with ``/`` (``"backbone/conv1"``).
 
-    Example:
+    Examples:
         >>> import keras
         >>> inner = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, name="d")], name="inner")
         >>> outer = keras.Sequential([keras.Input((3,)), inner])

@@ -10,7 +10,7 @@ together. This follows the dependency-graph view of structured pruning (Fang et 
 "DepGraph: Towards Any Structural Pruning", CVPR 2023), used here to remove the zero groups that
 group-sparse training (HGSR, Mitsuno et al., IJCNN 2020) leaves behind.
 
-Example:
+Examples:
     >>> import keras
     >>> from tf_groupsparse.graph import build_graph
     >>> x = keras.Input((8, 8, 3))

@@ -20,7 +20,7 @@ Two levels of API:
   :func:`remove_groups` rebuilds from a graph and groups. Zeroing every slice of a group and
   removing the group give the same outputs (without cross-channel normalization layers).
 
-Example:
+Examples:
     >>> import keras
     >>> from tf_groupsparse.graph import prune_channels
     >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="h"),
@@ -263,7 +263,7 @@ def prune_channels(model, plan, *, unsupported="error"):
         ValueError: unknown layer, index out of range, frozen channel (model input/output),
             a layer left with no channels, or an unsupported layer with ``unsupported="error"``.
 
-    Example:
+    Examples:
         >>> import keras
         >>> x = keras.Input((8, 8, 3))
         >>> h = keras.layers.Conv2D(6, 3, name="c1")(x)

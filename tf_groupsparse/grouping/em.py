@@ -30,7 +30,7 @@ can have fewer groups than asked (logged as a warning).
 Source: Yi & Choi, "Learning the group structure of deep neural networks with an expectation
 maximization method", ICDMW 2018, pp. 689-696.
 
-Example:
+Examples:
     >>> import keras
     >>> from tf_groupsparse.grouping.em import fit_groups
     >>> model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(8, name="fc1"),
@@ -283,9 +283,9 @@ def fit_groups(model, n_groups, *, layers=None, features="abs", representative="
             a chained layer whose n_groups differs from its producer's.
 
     Warns:
-        sklearn ConvergenceWarning naming the layer when EM does not converge.
+        ConvergenceWarning: scikit-learn's, naming the layer, when EM does not converge.
 
-    Example:
+    Examples:
         >>> import keras
         >>> model = keras.Sequential([keras.Input((16,)), keras.layers.Dense(8, name="fc1"),
         ...                           keras.layers.Dense(8, name="fc2"), keras.layers.Dense(2)])

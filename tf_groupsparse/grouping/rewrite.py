@@ -21,7 +21,7 @@ BatchNormalization, activations, pooling, Flatten and Dropout (channels_last).
 Source: Yi & Choi, "Learning the group structure of deep neural networks with an expectation
 maximization method", ICDMW 2018.
 
-Example:
+Examples:
     >>> import keras
     >>> from tf_groupsparse.grouping import fit_groups
     >>> from tf_groupsparse.grouping.rewrite import apply_mask, to_block_diagonal
@@ -76,7 +76,7 @@ def apply_mask(model, structure):
         TypeError: not a model / not a GroupStructure.
         ValueError: a structure layer missing from the model or with another kernel shape.
 
-    Example:
+    Examples:
         >>> import keras
         >>> from tf_groupsparse.grouping import fit_groups
         >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(8, name="fc1"),
@@ -202,7 +202,7 @@ def to_block_diagonal(model, structure, *, target="xnnpack"):
         ValueError: unknown target, structure not matching the model, a layer kind outside the
             supported chain, or a model that is not a linear chain.
 
-    Example:
+    Examples:
         >>> import keras
         >>> from tf_groupsparse.grouping import fit_groups
         >>> model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(8, name="fc1"),

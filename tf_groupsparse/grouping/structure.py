@@ -10,7 +10,7 @@ no output, or outputs fed by no input).
 Method: Yi & Choi, "Learning the group structure of deep neural networks with an expectation
 maximization method", ICDMW 2018.
 
-Example:
+Examples:
     >>> from tf_groupsparse.grouping.structure import GroupStructure, LayerGroups
     >>> s = GroupStructure([LayerGroups("fc", (4, 2), [0, 1, 0, 1], [1, 0], 2)])
     >>> s.mask("fc").tolist()

@@ -33,7 +33,7 @@ Source: Yi & Choi, "Learning the group structure of deep neural networks with an
 maximization method", ICDMW 2018 (group regularization, q = 1e-5 MLP, 1e-6 CNN, freeze after 3
 epochs without improvement of Q).
 
-Example:
+Examples:
     >>> import keras, numpy as np
     >>> x = np.random.rand(64, 12).astype("float32"); y = np.arange(64) % 3
     >>> model = keras.Sequential([keras.Input((12,)), keras.layers.Dense(12, name="fc1"),
@@ -96,7 +96,7 @@ class EMGroupPenalty(keras.layers.Wrapper):
     Raises:
         ValueError/TypeError: unsupported layer, bad n_groups/q/features/representative.
 
-    Example:
+    Examples:
         >>> wrapped = EMGroupPenalty(keras.layers.Dense(8), n_groups=2, q=1e-4)
     """
 
@@ -253,7 +253,7 @@ class EMGroupFreeze(keras.callbacks.Callback):
         frozen_epoch: epoch index at which the grouping froze (None until then).
         history: Q (summed over wrapped layers) at the end of each epoch; also ``logs["em_q"]``.
 
-    Example:
+    Examples:
         >>> freeze = EMGroupFreeze(patience=3)   # then model.fit(x, y, callbacks=[freeze])
         >>> freeze.structure is None                # set once Q stops improving
         True

@@ -13,7 +13,7 @@
 
 ``tgs.regularizers`` is this package under the name Keras users expect.
 
-Example:
+Examples:
     >>> import keras
     >>> import tf_groupsparse as tgs
     >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="fc")])

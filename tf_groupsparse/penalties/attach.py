@@ -21,7 +21,7 @@ Conv*Transpose kernels are stored ``(*S, C_out, C_in)``, so a penalty's ``axis="
 group output channels there; they are refused like other unsupported kernels (EinsumDense,
 recurrent cells, attention).
 
-Example:
+Examples:
     >>> import keras
     >>> from tf_groupsparse import regularize
     >>> model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, name="c1"),
@@ -240,7 +240,7 @@ def regularize(model, regularizer, *, layers=None, proximal=False, bias=False, c
     References: the penalties are those of Mitsuno, Miyao & Kurita (HGSR, IJCNN 2020),
     Ma & Niu (l1,1 + l1,2, ICDMW 2018) and Yoon & Hwang (CGES, ICML 2017); see the penalties guide of the documentation.
 
-    Example:
+    Examples:
         >>> import keras
         >>> from tf_groupsparse.penalties import GroupLasso
         >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="fc")])

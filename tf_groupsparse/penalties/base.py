@@ -136,7 +136,7 @@ def to_constraint(regularizer):
             GroupL12, BlockDiagonal): train it through the loss (proximal=False).
         TypeError: the object is not a tf_groupsparse penalty.
 
-    Example:
+    Examples:
         >>> from tf_groupsparse.penalties import GroupLasso, to_constraint
         >>> to_constraint(GroupLasso(1e-3, axis="output", scale_by_size=True))
         ProxGroupLasso(strength=0.001, axis='output', scale_by_size=True)

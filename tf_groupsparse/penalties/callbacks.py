@@ -7,7 +7,7 @@
 - :class:`SparsityTarget` adapts the penalties' strength during ``fit`` so that the zero groups
   reach a budget of MACs or parameters.
 
-Example:
+Examples:
     >>> import keras, numpy as np
     >>> from tf_groupsparse.callbacks import SparsityMonitor
     >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
@@ -64,7 +64,7 @@ class SparsityMonitor(keras.callbacks.Callback):
     Reference: the zero threshold and group definitions follow Mitsuno, Miyao & Kurita,
     "Hierarchical Group Sparse Regularization for Deep CNNs", IJCNN 2020.
 
-    Example:
+    Examples:
         >>> SparsityMonitor(threshold=0.0, axis="output")
         SparsityMonitor(threshold=0.0, axis='output', prefix='sparsity/', per_layer=False)
     """
@@ -133,7 +133,7 @@ class ProximalStep(keras.callbacks.Callback):
     Reference: proximal gradient training of group-sparse penalties as in Ma & Niu, "Compact
     Deep Neural Networks with l1,1 and l1,2 Regularization", ICDMW 2018.
 
-    Example:
+    Examples:
         >>> ProximalStep()
         ProximalStep(require=True)
     """
@@ -224,7 +224,7 @@ class SparsityTarget(keras.callbacks.Callback):
     Reference: the growing regularization of Wang, Qin, Zhang & Fu, "Neural Pruning via Growing
     Regularization", ICLR 2021.
 
-    Example:
+    Examples:
         >>> SparsityTarget(macs=0.5)
         SparsityTarget(macs=0.5, threshold=0.0, ramp=0.75, interval=50, growth=1.2, margin=0.05)
     """

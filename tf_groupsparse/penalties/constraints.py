@@ -8,7 +8,7 @@ with :func:`bind` after ``compile`` or with ``tgs.callbacks.ProximalStep()``. Th
 themselves are in :mod:`tf_groupsparse.penalties.prox`; every penalty of
 :mod:`tf_groupsparse.penalties.regularizers` names its constraint (``penalty.to_constraint()``).
 
-Example:
+Examples:
     >>> import keras
     >>> from tf_groupsparse.penalties import ProxGroupLasso
     >>> layer = keras.layers.Dense(4, kernel_constraint=ProxGroupLasso(1e-2, axis="output"))
@@ -149,7 +149,7 @@ class ProxL1(ProximalConstraint):
     Raises:
         ValueError / TypeError: negative or non-numeric `strength`.
 
-    Example:
+    Examples:
         >>> import keras
         >>> from tf_groupsparse import penalties
         >>> layer = keras.layers.Dense(4, kernel_constraint=penalties.ProxL1(1e-3))
@@ -184,7 +184,7 @@ class ProxGroupLasso(ProximalConstraint):
         ValueError: negative `strength` or bad `axis`.
         TypeError: non-numeric `strength` or non-bool `scale_by_size`.
 
-    Example:
+    Examples:
         >>> import keras
         >>> from tf_groupsparse import penalties
         >>> layer = keras.layers.Dense(4, kernel_constraint=penalties.ProxGroupLasso(1e-2))
@@ -225,7 +225,7 @@ class ProxSparseGroupLasso(ProximalConstraint):
         ValueError: negative `strength`, `alpha` outside [0, 1], bad `axis`.
         TypeError: non-numeric arguments or non-bool `scale_by_size`.
 
-    Example:
+    Examples:
         >>> from tf_groupsparse import penalties
         >>> c = penalties.ProxSparseGroupLasso(1e-2, alpha=0.3, axis="output")
     """
@@ -266,7 +266,7 @@ class ProxExclusive(ProximalConstraint):
     Raises:
         ValueError: negative `strength` or bad `axis`.
 
-    Example:
+    Examples:
         >>> from tf_groupsparse import penalties
         >>> c = penalties.ProxExclusive(1e-2, axis="output")
 
@@ -301,7 +301,7 @@ class ProxCombinedL11L12(ProximalConstraint):
     Raises:
         ValueError: negative weights or bad `axis`.
 
-    Example:
+    Examples:
         >>> from tf_groupsparse import penalties
         >>> c = penalties.ProxCombinedL11L12(1e-3, 1e-2)
 
@@ -344,7 +344,7 @@ class ProxCGES(ProximalConstraint):
         ValueError: negative `strength`, `mu` outside [0, 1], bad `axis`.
         TypeError: non-bool `scale_by_size` or `exact`.
 
-    Example:
+    Examples:
         >>> from tf_groupsparse import penalties
         >>> c = penalties.ProxCGES(1e-2, mu=0.8)
 
@@ -411,7 +411,7 @@ def bind(model, optimizer=None):
         TypeError: `model` is not a keras.Model.
         ValueError: no `optimizer` given and the model is not compiled.
 
-    Example:
+    Examples:
         >>> import keras
         >>> from tf_groupsparse import penalties
         >>> m = keras.Sequential([keras.Input((3,)),

@@ -25,7 +25,7 @@ exactly zero in every slice) and the usual parallel splitting for the overlaps. 
 ``model.fit``; the objects serialize with the model and are bound to its variables again by
 ``tgs.penalties.bind(model)`` (the ``ProximalStep`` callback calls it).
 
-Example:
+Examples:
     >>> import keras
     >>> import tf_groupsparse as tgs
     >>> x = keras.Input((8, 8, 3))

@@ -15,7 +15,7 @@ channels. Conv*Transpose kernels store ``(*S, C_out, C_in)``, so there the two n
 
 Everything here uses ``keras.ops`` so it runs inside a compiled train step.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> from tf_groupsparse.penalties import groups
     >>> w = np.arange(24, dtype="float32").reshape(2, 3, 4)   # Conv1D: k=2, C_in=3, C_out=4

@@ -8,7 +8,7 @@ Convolutional Neural Networks", IJCNN 2020, arXiv 2004.04394 (HGSR); Yi & Choi, 
 group structure of deep neural networks with an expectation maximization method", ICDMW 2018
 (EMG).
 
-Example:
+Examples:
     >>> import keras
     >>> from tf_groupsparse.penalties import HierarchicalGroupSparse
     >>> layer = keras.layers.Conv2D(8, 3, kernel_regularizer=HierarchicalGroupSparse.squared_group_l12(1e-3))
@@ -102,7 +102,7 @@ class HierarchicalGroupSparse(_GroupRegularizer):
         ValueError: `strength` < 0, `l1_mix` outside [0, 1], unknown `variant` or `axis`, or
             a kernel of rank < 2.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from tf_groupsparse.penalties import HierarchicalGroupSparse
         >>> reg = HierarchicalGroupSparse.squared_group_l12(1e-3, l1_mix=0.5)  # HGSR setting
@@ -218,7 +218,7 @@ class BlockDiagonal(_Regularizer):
         ValueError: `strength` < 0, a kernel of rank < 2, or a kernel whose C_in / C_out do
             not match the lengths of `input_groups` / `output_groups`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from tf_groupsparse.penalties import BlockDiagonal
         >>> reg = BlockDiagonal(1.0, input_groups=[0, 1], output_groups=[0, 1])

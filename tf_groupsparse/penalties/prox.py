@@ -31,7 +31,7 @@ Sources: Ma & Niu, "Compact Deep Neural Networks with l1,1 and l1,2 Regularizati
 (proximal gradient for l1,1 + l1,2); Yoon & Hwang, "Combined Group and Exclusive Sparsity for
 Deep Neural Networks", ICML 2017 (CGES).
 
-Example:
+Examples:
     >>> import numpy as np
     >>> from tf_groupsparse.penalties.prox import prox_group_lasso
     >>> w = np.array([[3.0, 4.0], [0.3, 0.4]])   # Dense kernel, 2 input rows
@@ -106,7 +106,7 @@ def prox_l1(v, t):
         ValueError: ``t`` is negative or not finite.
         TypeError: ``t`` is not a number.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> np.asarray(prox_l1(np.array([-2.0, 0.5, 1.5]), 1.0)).tolist()
         [-1.0, 0.0, 0.5]
@@ -149,7 +149,7 @@ def prox_group_lasso(v, t, axis="input", scale_by_size=False):
         ValueError: bad `axis`, negative `t`, or a kernel of rank < 2.
         TypeError: `scale_by_size` is not a bool or `t` not a number.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> w = np.array([[3.0, 4.0], [0.3, 0.4]])
         >>> np.asarray(prox_group_lasso(w, 1.0)).round(3).tolist()
@@ -187,7 +187,7 @@ def prox_sparse_group_lasso(v, t, alpha=0.5, axis="input", scale_by_size=False):
         ValueError: bad `axis`, `alpha` outside [0, 1], negative `t`.
         TypeError: non-bool `scale_by_size`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> w = np.array([[3.5, 4.5], [0.3, 0.4]])
         >>> np.asarray(prox_sparse_group_lasso(w, 1.0, alpha=0.5)).round(3).tolist()
@@ -260,7 +260,7 @@ def prox_l1_exclusive(v, a, b, axis="input"):
     Raises:
         ValueError: bad `axis`, negative `a` or `b`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> w = np.array([[3.0, 1.0, 0.2]]).T        # one output column: axis="output"
         >>> np.asarray(prox_l1_exclusive(w, 0.1, 0.5, axis="output")).round(4).ravel().tolist()
@@ -297,7 +297,7 @@ def prox_exclusive(v, t, axis="input"):
     Raises:
         ValueError: bad `axis` or negative `t`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> w = np.array([[3.0, 1.0, 0.2]])
         >>> np.asarray(prox_exclusive(w, 0.5)).round(4).tolist()
@@ -373,7 +373,7 @@ def prox_group_exclusive(v, a, b, axis="input", scale_by_size=False):
         ValueError: bad `axis`, negative `a` or `b`.
         TypeError: non-bool `scale_by_size`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> w = np.array([[3.0, 1.0], [0.3, 0.4]])
         >>> np.asarray(prox_group_exclusive(w, 0.5, 0.5)).round(4).tolist()
@@ -424,7 +424,7 @@ def prox_cges(v, t, mu=0.5, axis="input", scale_by_size=False, exact=False):
         ValueError: bad `axis`, `mu` outside [0, 1], negative `t`.
         TypeError: non-bool `scale_by_size` or `exact`.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> w = np.array([[3.0, 4.0], [0.3, 0.4]])
         >>> np.asarray(prox_cges(w, 1.0, mu=0.5)).round(3).tolist()

@@ -21,7 +21,7 @@ the subgradient 0.
 Sources: L1112 (Ma & Niu, ICDMW 2018), CGES (Yoon & Hwang, ICML 2017), HGSR
 (Mitsuno, Miyao & Kurita, IJCNN 2020, arXiv 2004.04394), EMG (Yi & Choi, ICDMW 2018).
 
-Example:
+Examples:
     >>> import keras
     >>> from tf_groupsparse.penalties import GroupLasso
     >>> layer = keras.layers.Dense(8, kernel_regularizer=GroupLasso(1e-3, axis="output"))
@@ -66,7 +66,7 @@ class L1(_Regularizer):
         TypeError: `strength` is not a real number.
         ValueError: `strength` is negative or not finite.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from tf_groupsparse.penalties import L1
         >>> float(L1(0.5)(np.array([[1.0, -2.0]], "float32")))
@@ -105,7 +105,7 @@ class GroupLasso(_GroupRegularizer):
         TypeError: `strength` is not a real number, or `scale_by_size` is not a bool.
         ValueError: `strength` < 0 or not finite, unknown `axis`, or a kernel of rank < 2.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from tf_groupsparse.penalties import GroupLasso
         >>> w = np.array([[3.0, 4.0], [0.0, 0.0]], "float32")   # Dense: 2 inputs, 2 outputs
@@ -149,7 +149,7 @@ class ExclusiveSparsity(_GroupRegularizer):
         TypeError: `strength` is not a real number.
         ValueError: `strength` < 0 or not finite, unknown `axis`, or a kernel of rank < 2.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from tf_groupsparse.penalties import ExclusiveSparsity
         >>> w = np.array([[1.0, -2.0], [0.0, 1.0]], "float32")
@@ -186,7 +186,7 @@ class GroupL12(_GroupRegularizer):
         TypeError: `strength` is not a real number.
         ValueError: `strength` < 0 or not finite, unknown `axis`, or a kernel of rank < 2.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from tf_groupsparse.penalties import GroupL12
         >>> w = np.array([[1.0, -3.0], [0.0, 0.0]], "float32")
@@ -227,7 +227,7 @@ class SparseGroupLasso(_GroupRegularizer):
         ValueError: `strength` < 0, `alpha` outside [0, 1], unknown `axis`, or a kernel of
             rank < 2.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from tf_groupsparse.penalties import SparseGroupLasso
         >>> w = np.array([[3.0, 4.0]], "float32")
@@ -276,7 +276,7 @@ class CombinedL11L12(_Regularizer):
         TypeError: `l11` or `l12` is not a real number.
         ValueError: `l11` or `l12` < 0 or not finite, unknown `axis`, or a kernel of rank < 2.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from tf_groupsparse.penalties import CombinedL11L12
         >>> w = np.array([[1.0, -2.0], [0.0, 1.0]], "float32")
@@ -327,7 +327,7 @@ class CombinedGroupExclusive(_GroupRegularizer):
         ValueError: `strength` < 0, `mu` outside [0, 1], unknown `axis`, or a kernel of
             rank < 2.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> from tf_groupsparse.penalties import CombinedGroupExclusive, cges_mu_schedule
         >>> mus = cges_mu_schedule(3)                           # [0.8, 0.6, 0.4]
@@ -374,7 +374,7 @@ def cges_mu_schedule(n_layers, start=0.8, step=0.2):
         TypeError: a non-integer `n_layers`, or a non-numeric `start`/`step`.
         ValueError: `n_layers` < 0, `start` outside [0, 1], or `step` < 0.
 
-    Example:
+    Examples:
         >>> from tf_groupsparse.penalties import cges_mu_schedule
         >>> cges_mu_schedule(5)
         [0.8, 0.6, 0.4, 0.2, 0.0]

@@ -13,7 +13,7 @@
 - structure.py: :func:`learn_structure` and :func:`build_model` (LSDNN, interpreted).
 - data.py: data, loss and fine-tuning helpers the pruners share.
 
-Example:
+Examples:
     >>> import keras
     >>> import tf_groupsparse as tgs
     >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(6, name="h"),

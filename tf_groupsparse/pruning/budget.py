@@ -24,7 +24,7 @@ Reference: the group-level importance and global ranking follow Torch-Pruning (F
 "DepGraph: Towards Any Structural Pruning", CVPR 2023); the latency table follows NetAdapt (Yang
 et al., ECCV 2018).
 
-Example:
+Examples:
     >>> import numpy as np, keras
     >>> import tf_groupsparse as tgs
     >>> m = keras.Sequential([keras.Input((8,)), keras.layers.Dense(32, activation="relu"),
@@ -211,7 +211,7 @@ def prune(model, data=None, *, macs=None, params=None, latency=None, importance=
             several, data that does not fit the model, an importance that needs data without
             it, or a model that looks untrained (see `allow_untrained`).
 
-    Example:
+    Examples:
         >>> import numpy as np, keras
         >>> x = np.random.rand(256, 8).astype("float32"); y = (x[:, 0] > 0.5).astype("int32")
         >>> m = keras.Sequential([keras.Input((8,)), keras.layers.Dense(32, activation="relu"),

@@ -9,7 +9,7 @@ without groups, depthwise, separable, transposed convs, block-diagonal Dense), s
 :func:`tf_groupsparse.metrics.layer_costs` gives for the rebuilt model. Removing or restoring a
 group updates only the weights it touches, so a pruner can try thousands of groups cheaply.
 
-Example:
+Examples:
     >>> import keras
     >>> from tf_groupsparse.graph import build_graph
     >>> from tf_groupsparse.pruning.cost import CostModel

@@ -4,7 +4,7 @@ Training data is ``(x, y)`` arrays or a ``tf.data.Dataset`` of ``(x, y)`` batche
 a model on a fixed sample is evaluated with the model's compiled predict function
 (``predict_on_batch``), so it runs on every Keras backend and sees weights changed in place.
 
-Example:
+Examples:
     >>> import numpy as np, keras
     >>> from tf_groupsparse.pruning.data import LossEvaluator
     >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])

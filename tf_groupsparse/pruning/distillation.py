@@ -16,7 +16,7 @@ Logits: a model whose last layer ends in softmax gives probabilities; ``log(p)``
 its logits (equal to the logits up to a constant per sample, which softmax ignores). Any other
 model's outputs are taken as logits.
 
-Example:
+Examples:
     >>> import numpy as np, keras
     >>> from tf_groupsparse import Distiller
     >>> x = np.random.rand(64, 8).astype("float32"); y = (x[:, 0] > 0.5).astype("int32")
@@ -43,7 +43,7 @@ _OUTPUTS = ("auto", "logits", "probabilities")
 def output_kind(model):
     """``"probabilities"`` when `model`'s last layer ends in softmax, else ``"logits"``.
 
-    Example:
+    Examples:
         >>> import keras
         >>> output_kind(keras.Sequential([keras.Input((3,)), keras.layers.Dense(2, activation="softmax")]))
         'probabilities'
@@ -87,7 +87,7 @@ def distillation_loss(y, student_logits, teacher_logits, temperature=4.0, alpha=
     Returns:
         A scalar tensor (keras.ops only, usable in a compiled train step).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> s = np.array([[2.0, 0.0]], "float32"); t = np.array([[2.0, 0.0]], "float32")
         >>> round(float(distillation_loss(np.array([0]), s, t, 4.0, 0.0)), 6)
@@ -144,7 +144,7 @@ class Distiller(keras.Model):
             ends in softmax, else logits), ``"logits"`` or ``"probabilities"``.
         name: model name (default ``"distiller"``).
 
-    Example:
+    Examples:
         >>> import numpy as np, keras
         >>> x = np.random.rand(32, 4).astype("float32"); y = (x[:, 0] > 0.5).astype("int32")
         >>> teacher = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])

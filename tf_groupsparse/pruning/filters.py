@@ -27,7 +27,7 @@ and restoring the slices when the candidate is rejected: no model is rebuilt per
 Candidates are visited across layers in order of their rank within their layer relative to the
 layer's width (the weakest filters of every layer first), so no layer spends the whole budget.
 
-Example:
+Examples:
     >>> import numpy as np, keras
     >>> from tf_groupsparse import prune_filters
     >>> keras.utils.set_random_seed(0)
@@ -283,7 +283,7 @@ def prune_filters(
     Reference: Mitsuno & Kurita, "Filter Pruning using Hierarchical Group Sparse
     Regularization for Deep Convolutional Neural Networks", ICPR 2020 (arXiv 2011.02389).
 
-    Example:
+    Examples:
         >>> import numpy as np, keras
         >>> x = np.random.rand(32, 4).astype("float32"); y = np.zeros(32, "int32")
         >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(4, name="h"),

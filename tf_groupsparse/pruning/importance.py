@@ -21,7 +21,7 @@ Pruning", CVPR 2023). Groups are then ranked globally by the pruner.
 Any callable ``(graph, context) -> array of one score per group`` works too. A criterion sees a
 :class:`Context` with the data and loss when the pruner has them.
 
-Example:
+Examples:
     >>> import keras
     >>> from tf_groupsparse.graph import build_graph
     >>> from tf_groupsparse.pruning.importance import get
@@ -138,7 +138,7 @@ class Magnitude(Importance):
         normalize: "mean" (default: divide each slice's values by their mean) or None (the
             group's plain ``(sum |w|^p)^(1/p)`` over the chosen slices).
 
-    Example:
+    Examples:
         >>> Magnitude(p=1, roles=("produce",))
         Magnitude(p=1, roles=('produce',), normalize='mean')
     """
@@ -188,7 +188,7 @@ class LAMP(Magnitude):
     values not smaller than it (so every layer's strongest channel scores 1), averaged over the
     group (Lee et al., ICLR 2021; Torch-Pruning's LAMP normalizer).
 
-    Example:
+    Examples:
         >>> LAMP()
         LAMP(p=2)
     """
@@ -206,7 +206,7 @@ class BNScale(Importance):
     "Learning Efficient Convolutional Networks through Network Slimming", ICCV 2017). Groups with
     no BatchNormalization score NaN (never pruned by this criterion).
 
-    Example:
+    Examples:
         >>> BNScale()
         BNScale()
     """
@@ -230,7 +230,7 @@ class Taylor(Importance):
     for Neural Network Pruning", CVPR 2019). The gradient is of the mean loss on the pruner's
     sample, in inference mode.
 
-    Example:
+    Examples:
         >>> Taylor()
         Taylor()
     """
@@ -262,7 +262,7 @@ class Random(Importance):
     Args:
         seed: int >= 0 (default 0).
 
-    Example:
+    Examples:
         >>> Random(seed=3)
         Random(seed=3)
     """
@@ -288,7 +288,7 @@ class LossIncrease(Importance):
         max_groups: evaluate at most this many groups, the weakest by L2 magnitude; the others
             score +inf (kept). Default None: all.
 
-    Example:
+    Examples:
         >>> LossIncrease(max_groups=100)
         LossIncrease(max_groups=100)
     """

@@ -17,7 +17,7 @@ ratio is what the report gives beside the target.
 Reference: the per-layer look-up table follows NetAdapt (Yang et al., "NetAdapt: Platform-Aware
 Neural Network Adaptation for Mobile Applications", ECCV 2018).
 
-Example:
+Examples:
     >>> import keras
     >>> from tf_groupsparse.pruning.latency import LatencyTable
     >>> m = keras.Sequential([keras.Input((16, 16, 8)), keras.layers.Conv2D(32, 3, name="c"),

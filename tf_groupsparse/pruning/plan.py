@@ -8,7 +8,7 @@ rounds widths to a multiple of `multiple` channels (:meth:`ChannelPlan.round`), 
 rule of the toolkit: "up" gives back the strongest removed groups, "down" removes the weakest
 kept ones (never below one multiple), "nearest" picks the closer of the two (ties go up).
 
-Example:
+Examples:
     >>> import keras
     >>> from tf_groupsparse.graph import build_graph
     >>> from tf_groupsparse.pruning.plan import ChannelPlan

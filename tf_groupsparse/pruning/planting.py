@@ -35,7 +35,7 @@ any other model's outputs are taken as logits.
 Reference: Mitsuno, Nomura, Kurita, "Channel Planting for Deep Neural Networks using Knowledge
 Distillation", ICPR 2020 (arXiv 2011.02390).
 
-Example:
+Examples:
     >>> import numpy as np, keras
     >>> from tf_groupsparse import plant
     >>> x = np.random.rand(64, 8).astype("float32"); y = (x[:, 0] > 0.5).astype("int32")
@@ -225,7 +225,7 @@ def plant(
     Reference: Mitsuno, Nomura, Kurita, "Channel Planting for Deep Neural Networks using
     Knowledge Distillation", ICPR 2020 (arXiv 2011.02390).
 
-    Example:
+    Examples:
         >>> import numpy as np, keras
         >>> x = np.random.rand(64, 8).astype("float32"); y = (x[:, 0] > 0.5).astype("int32")
         >>> s = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2, activation="relu"),

@@ -12,7 +12,7 @@ the loss by at most the tolerance; nothing is rebuilt during the search.
   layer by layer, the largest number of that layer's next weakest filters that still fits:
   ``O((layers + 1) * log(filters))`` evaluations.
 
-Example:
+Examples:
     >>> from tf_groupsparse.pruning.search import largest_fitting
     >>> largest_fitting(10, lambda k: k <= 6)     # the largest k in [0, 10] with ok(k)
     6

@@ -21,7 +21,7 @@ sparsity, Yoon & Hwang, ICML 2017) whole channel groups are (near) zero. For a g
 Groups coupled to model inputs/outputs, frozen layers or cross-channel normalizations
 (LayerNormalization, Softmax) are never removed, and every layer keeps ``keep_min`` channels.
 
-Example:
+Examples:
     >>> import keras, numpy as np
     >>> from tf_groupsparse import shrink
     >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(6, name="h"),
@@ -210,7 +210,7 @@ def shrink(model, threshold=1e-3, *, norm="l2", keep_min=1, round_to=None, unsup
         TypeError / ValueError: invalid arguments, unsupported layers with
             ``unsupported="error"``, or an unfoldable constant with ``constants="error"``.
 
-    Example:
+    Examples:
         >>> import keras
         >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="h"),
         ...                       keras.layers.Dense(1)])

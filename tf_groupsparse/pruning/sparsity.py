@@ -12,7 +12,7 @@ Which weights of which layer kinds are kernels comes from the layer-kind registr
 ``(*S, C_in, C_out)`` of :mod:`tf_groupsparse.penalties.groups`; Conv*Transpose kernels, stored
 ``(*S, C_out, C_in)``, are swapped before counting.
 
-Example:
+Examples:
     >>> import keras
     >>> from tf_groupsparse import sparsity_report
     >>> model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="h"),
@@ -129,7 +129,7 @@ def kernel_stats(kernel, threshold=1e-3, layout="standard", norm="l2"):
         dict with ``weights, zero_weights, in_channels, zero_in, out_channels, zero_out,
         kernels, zero_kernels``.
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> w = np.ones((2, 3)); w[0] = 0            # Dense kernel, input row 0 is zero
         >>> s = kernel_stats(w)
@@ -224,7 +224,7 @@ def sparsity_report(model, threshold=1e-3, *, norm="l2"):
     Reference: the zero threshold 1e-3 and group definitions follow Mitsuno, Miyao & Kurita,
     "Hierarchical Group Sparse Regularization for Deep Convolutional Neural Networks", IJCNN 2020.
 
-    Example:
+    Examples:
         >>> import keras
         >>> m = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Conv2D(4, 3, name="c")])
         >>> sparsity_report(m).row("c")["params"]

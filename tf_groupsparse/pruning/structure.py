@@ -26,7 +26,7 @@ Structures for Deep Neural Networks" (arXiv 2105.13905, 2021), whose full method
 Concatenate of its connected sources, and a Dense head reads every learned layer's output, to
 be trained with labels.
 
-Example:
+Examples:
     >>> import numpy as np
     >>> from tf_groupsparse import learn_structure, build_model
     >>> x = np.random.default_rng(0).normal(size=(256, 6)).astype("float32")
@@ -235,7 +235,7 @@ def learn_structure(
     Reference: Yuan, Pan, Zhou, Qin, Liu, "Learning Structures for Deep Neural Networks",
     arXiv 2105.13905 (2021) (interpretation).
 
-    Example:
+    Examples:
         >>> import numpy as np
         >>> x = np.random.default_rng(0).normal(size=(128, 5)).astype("float32")
         >>> learn_structure(x, max_depth=1, width=3, epochs=5, verbose=0).depth
@@ -326,7 +326,7 @@ def build_model(structure, n_outputs, *, activation="relu", name="learned_struct
         TypeError: `structure` is not a LearnedStructure.
         ValueError: `n_outputs` < 1 or `activation` is unknown.
 
-    Example:
+    Examples:
         >>> s = LearnedStructure(input_dim=4, widths=[3], connections=[[0]], entropy=[1.0])
         >>> build_model(s, 2).count_params()
         23
