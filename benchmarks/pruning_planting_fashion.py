@@ -1,6 +1,6 @@
 """Filter pruning (HFP), channel planting (PLANT) and structure learning (LSDNN) on Fashion-MNIST.
 
-Three parts, each against the target of the matching paper (see ../shared/METHODS.md):
+Three parts, each against the target of the matching paper (see docs/methods.md):
 
 1. HFP (Mitsuno & Kurita, ICPR 2020, arXiv 2011.02389): a small ResNet (stem conv16, one basic
    block per stage with 16/32/64 filters, BatchNorm, residual Adds, GAP, Dense 10) is trained

@@ -26,7 +26,7 @@ def test_run_demo_writes_model_and_reports(tmp_path):
     out = tmp_path / "demo"
     result = run_demo(out, epochs=2, seed=1, verbose=0)
     assert sorted(p.name for p in out.iterdir()) == [
-        "export", "model.keras", "model_shrunk.keras", "report.json", "report.md"]
+        "data.npz", "export", "model.keras", "model_shrunk.keras", "report.json", "report.md"]
     assert sorted(p.name for p in (out / "export").iterdir()) == [
         "model.tflite", "report.json", "report.md", "saved_model"]
     text = str(result)

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
+import numpy as np
 
 from ._validation import check_int
 from .deploy import ExportReport
@@ -218,7 +219,8 @@ def run_demo(output="saved_models/demo", epochs=None, seed=0, overwrite=False, v
 
     Args:
         output: directory to create for ``model.keras``, ``model_shrunk.keras``, ``export/``,
-            ``report.json`` and ``report.md`` (default "saved_models/demo").
+            ``report.json``, ``report.md`` and ``data.npz`` (the training digits as arrays ``x``
+            and ``y``, for ``tf-groupsparse prune --data``) (default "saved_models/demo").
         epochs: training epochs, >= 1 (default None: ``DEMO_SETTINGS["epochs"]``).
         seed: seed of the weights and batch order (default 0).
         overwrite: replace `output` when it is empty or a previous output of the demo (its
@@ -240,7 +242,7 @@ def run_demo(output="saved_models/demo", epochs=None, seed=0, overwrite=False, v
         >>> import tempfile
         >>> r = run_demo(tempfile.mkdtemp() + "/demo", epochs=1, verbose=0)
         >>> sorted(r.files)
-        ['export', 'model', 'report_json', 'report_md', 'shrunk_model']
+        ['data', 'export', 'model', 'report_json', 'report_md', 'shrunk_model']
     """
     owner = "run_demo"
     settings = dict(DEMO_SETTINGS)
@@ -294,8 +296,10 @@ def run_demo(output="saved_models/demo", epochs=None, seed=0, overwrite=False, v
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.tmp-", dir=out.parent))
     files = {"model": out / "model.keras", "shrunk_model": out / "model_shrunk.keras",
-             "export": out / "export", "report_json": out / "report.json", "report_md": out / "report.md"}
+             "export": out / "export", "report_json": out / "report.json", "report_md": out / "report.md",
+             "data": out / "data.npz"}
     try:
+        np.savez(tmp / "data.npz", x=x, y=y)  # the training digits, for `tf-groupsparse prune --data`
         export_report = _write(tmp, model, small, x_test, settings, report, test_accuracy, train_accuracy,
                                shrunk_accuracy, shrink_report, history, files, out)
         replace_dir(str(tmp), str(out))

@@ -127,35 +127,62 @@ def pareto(points):
 
 
 AXES = {"params": ("params", "parameters (final model)", 1.0),
-        "latency": ("latency_float_s", "float TFLite latency, 1 thread (µs)", 1e6)}
+        "latency": ("latency_float_s", "float LiteRT latency, 1 thread (µs)", 1e6)}
+
+#: (label, colour, marker, test on the method name), first match wins
+FAMILIES = (
+    ("dense", "black", "*", lambda m: m == "dense"),
+    ("tfmot (peer)", "tab:red", "s", lambda m: m.startswith("tfmot")),
+    ("filter pruning", "tab:orange", "^", lambda m: m.startswith("filter_pruning")),
+    ("EM grouping", "tab:green", "D", lambda m: m.startswith("em_")),
+    ("planting", "tab:purple", "v", lambda m: m == "planting"),
+    ("from scratch, narrower", "tab:gray", "X", lambda m: m.startswith("scratch")),
+    ("penalty training", "tab:blue", "o", lambda m: True),
+)
 
 
-def plot(rows, path, axis):
-    """Accuracy against `axis` ("params" or "latency") per (data, model), the Pareto front
-    drawn as a step line; saved as a PNG at `path`."""
+def _family(method):
+    return next(f for f in FAMILIES if f[3](method))
+
+
+def plot(rows, path, axis, columns=2):
+    """Accuracy against `axis` ("params" or "latency") per (data, model) in a grid of panels,
+    one colour and marker per method family, one legend, the Pareto front as a grey step line;
+    saved as a PNG at `path` (readable at page width: no per-point labels)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     key, label, scale = AXES[axis]
     groups = _groups(rows)
-    fig, axes = plt.subplots(1, max(1, len(groups)), figsize=(5 * max(1, len(groups)), 4), squeeze=False)
-    for ax, ((data, model), group) in zip(axes[0], groups):
+    n_rows = max(1, -(-len(groups) // columns))
+    fig, axes = plt.subplots(n_rows, columns, figsize=(4.2 * columns, 3.0 * n_rows + 0.8), squeeze=False)
+    for ax, ((data, model), group) in zip(axes.flat, groups):
         pts = [(r[key] * scale, 100 * r["accuracy"]) for r in group]
         for r, (x, y) in zip(group, pts):
-            marker = "s" if r["method"].startswith("tfmot") else ("*" if r["method"] == "dense" else "o")
-            ax.scatter([x], [y], marker=marker, s=50)
-            ax.annotate(r["method"], (x, y), fontsize=6, xytext=(3, 3), textcoords="offset points")
+            _, colour, marker, _ = _family(r["method"])
+            ax.scatter([x], [y], marker=marker, s=60 if marker == "*" else 28, color=colour, alpha=0.85,
+                       edgecolors="none")
         front = [pts[i] for i in pareto(pts)]
-        ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="gray", lw=1, label="Pareto front")
+        ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="gray", lw=0.8)
         ax.set_xscale("log")
-        ax.set_xlabel(label)
-        ax.set_ylabel("test accuracy (%)")
-        ax.set_title(f"{data} / {model}")
-        ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
+        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_title(f"{data} / {model}", fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.set_xlabel(label, fontsize=7)
+        ax.set_ylabel("test accuracy (%)", fontsize=7)
+    for ax in list(axes.flat)[len(groups):]:
+        ax.axis("off")
+    handles = [plt.Line2D([], [], color=c, marker=m, linestyle="none", markersize=7, label=name)
+               for name, c, m, _ in FAMILIES]
+    handles.append(plt.Line2D([], [], color="gray", lw=0.8, label="Pareto front"))
+    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.8 / (3.0 * n_rows + 0.8), 1, 1))
     Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
+    fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
