@@ -44,7 +44,7 @@ bench: $(VENV)/.installed-bench
 	$(PY) -m benchmarks.run_all
 
 bench-quick: $(VENV)/.installed-bench
-	$(PY) -m benchmarks.run_all --quick
+	$(PY) -m benchmarks.quick
 
 clean:
 	rm -rf build dist *.egg-info .pytest_cache site

@@ -152,23 +152,14 @@ def scaled_width(arch, target):
     return lo
 
 
-def compile_model(model, epochs, steps_per_epoch):
-    import keras
-
-    schedule = keras.optimizers.schedules.CosineDecay(LEARNING_RATE, max(epochs * steps_per_epoch, 1))
-    model.compile(keras.optimizers.SGD(schedule, momentum=0.9),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-    return model
-
-
 def train(model, data, epochs, seed, callbacks=()):
-    import keras
+    """SGD with momentum 0.9, the learning rate on a cosine to 0, batch ``BATCH``; returns `model`."""
+    from benchmarks.harness import train as fit
 
     (x, y), _, _ = data
-    keras.utils.set_random_seed(seed)
-    compile_model(model, epochs, -(-len(x) // BATCH))
     if epochs:
-        model.fit(x, y, epochs=epochs, batch_size=BATCH, verbose=0, callbacks=list(callbacks))
+        fit(model, x, y, epochs=epochs, batch_size=BATCH, optimizer="sgd", learning_rate=LEARNING_RATE,
+            callbacks=callbacks, seed=seed)
     return model
 
 
@@ -177,22 +168,19 @@ def train(model, data, epochs, seed, callbacks=()):
 
 def measure(model, data, runs=50):
     """Accuracies, size and LiteRT figures of one Keras model (float and int8)."""
-    import numpy as np
-
     import tf_groupsparse as tgs
-    from tf_groupsparse.deploy import convert_tflite, run_tflite, tflite_latency
+    from benchmarks.harness import accuracy
+    from tf_groupsparse.deploy import convert_tflite, tflite_latency
 
     (x, y), (xv, yv), (xt, yt) = data
-    row = {"val_accuracy": float(model.evaluate(xv, yv, verbose=0, batch_size=512)[1]),
-           "test_accuracy": float(model.evaluate(xt, yt, verbose=0, batch_size=512)[1]),
+    row = {"val_accuracy": accuracy(model, xv, yv), "test_accuracy": accuracy(model, xt, yt),
            "macs": tgs.flops(model), "params": tgs.count_params(model)}
     blob = convert_tflite(model)
     blob8 = convert_tflite(model, quantize="int8", representative_data=x[:200])
     row["latency_ms"] = 1e3 * tflite_latency(blob, xt[:1], runs=runs)
     try:
         row["int8_latency_ms"] = 1e3 * tflite_latency(blob8, xt[:1], runs=runs)
-        pred = np.concatenate([run_tflite(blob8, xt[i:i + 500]) for i in range(0, len(xt), 500)])
-        row["int8_test_accuracy"] = float(np.mean(pred.argmax(-1) == yt))
+        row["int8_test_accuracy"] = accuracy(blob8, xt, yt)
     except RuntimeError as exc:  # LiteRT refuses some degenerate int8 graphs (a 1-channel layer, say)
         row["int8_error"] = str(exc).splitlines()[0]
     row["tflite_bytes"], row["int8_tflite_bytes"] = len(blob), len(blob8)
@@ -252,7 +240,7 @@ def row_coupled(arch, target, seed, data):
     sparse = tgs.regularize(dense, tgs.regularizers.GroupLasso(1e-4), proximal=True, coupled=True)
     controller = tgs.callbacks.SparsityTarget(macs=target, interval=50)
     train(sparse, data, FINE_TUNE_EPOCHS, seed, callbacks=[tgs.callbacks.ProximalStep(), controller])
-    from benchmarks.common import plain_copy
+    from benchmarks.harness import plain_copy
 
     plain = plain_copy(sparse)
     start = time.perf_counter()
@@ -373,10 +361,9 @@ def main(argv=None):
         row["tflite"] = f"{key}.tflite"
         _cached(key).write_text(json.dumps(row, indent=2) + "\n", encoding="utf-8")
         return 0
-    from benchmarks.common import command  # noqa: F401  (checks the package is importable)
-    import tf_groupsparse as tgs
+    from benchmarks.harness import require
 
-    tgs.datasets.load_fashion_mnist(download=False)  # fails with the install hint before any training
+    require("fashion")  # stops with the install hint before any training
     CACHE.mkdir(parents=True, exist_ok=True)
     if not args.summary_only:
         for key, row_argv in plan(args.only, args.targets, args.seeds):

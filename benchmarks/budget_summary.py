@@ -30,7 +30,7 @@ def _load(archs, targets, seeds):
 def retime(rows, runs=100):
     """Median float latency of every row over `ROUNDS` rounds, each round timing the row's dense
     model right before it; the ratio is dense / row within each round, then the median."""
-    from tf_groupsparse.deploy import tflite_latency
+    from benchmarks.harness import paired_speedup, time_rounds
 
     dense = {(r["arch"], r["seed"]): r for r in rows if r["kind"] == "dense" and r.get("tflite")}
     x = np.random.default_rng(0).random((1, 32, 32, 3), "float32")
@@ -38,14 +38,9 @@ def retime(rows, runs=100):
         base = dense.get((row["arch"], row["seed"]))
         if base is None or not row.get("tflite"):
             continue
-        ratios, own = [], []
-        for _ in range(ROUNDS):
-            b = tflite_latency(str(CACHE / base["tflite"]), x, runs=runs)
-            a = tflite_latency(str(CACHE / row["tflite"]), x, runs=runs)
-            ratios.append(b / a)
-            own.append(a)
-        row["latency_ms"] = 1e3 * float(np.median(own))
-        row["latency_ratio"] = float(np.median(ratios))
+        t = time_rounds({"dense": CACHE / base["tflite"], "row": CACHE / row["tflite"]}, x, rounds=ROUNDS, runs=runs)
+        row["latency_ms"] = 1e3 * float(np.median(t["row"]))
+        row["latency_ratio"] = paired_speedup(t["dense"], t["row"])
     return rows
 
 
@@ -111,7 +106,7 @@ def _table(rows):
 
 
 def summarize(archs, targets, seeds):
-    from benchmarks.common import write_results
+    from benchmarks.harness import write_results
 
     rows = retime(_load(archs, targets, seeds))
     verdicts = _verdicts(rows)

@@ -25,7 +25,6 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"  # this script's own process only
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import argparse  # noqa: E402
-import gzip  # noqa: E402
 import json  # noqa: E402
 import resource  # noqa: E402
 import tempfile  # noqa: E402
@@ -40,6 +39,7 @@ def run(weights, *, sparsity, epochs, batch, learning_rate, seed):
     import tf_keras
 
     from benchmarks.budget_pruning import load_data
+    from benchmarks.harness import gzip_bytes
     from tf_groupsparse.deploy import tflite_latency
 
     tf_keras.utils.set_random_seed(seed)
@@ -66,7 +66,7 @@ def run(weights, *, sparsity, epochs, batch, learning_rate, seed):
     nonzero = sum(int(np.count_nonzero(w)) for w in final.get_weights())
     return {"method": f"tfmot prune_low_magnitude {int(100 * sparsity)}% (shapes unchanged)", "kind": "tfmot",
             "test_accuracy": accuracy, "params": int(final.count_params()), "nonzero_params": nonzero,
-            "tflite_bytes": len(blob), "gzip_bytes": len(gzip.compress(blob, compresslevel=9, mtime=0)),
+            "tflite_bytes": len(blob), "gzip_bytes": gzip_bytes(blob),
             "latency_ms": 1e3 * tflite_latency(blob, xt[:1], runs=50), "fine_tune_seconds": seconds,
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}, blob
 

@@ -28,7 +28,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from benchmarks.common import write_results  # noqa: E402
+from benchmarks.harness import time_rounds, write_results  # noqa: E402
 
 MULTIPLES = (None, 8, 16)
 
@@ -46,13 +46,7 @@ def zero_all_but(model, alive):
 
 def time_all(blobs, x, rounds, runs):
     """{key: median latency in µs} over `rounds` interleaved rounds of `runs` invokes."""
-    from tf_groupsparse.deploy import tflite_latency
-
-    samples = {k: [] for k in blobs}
-    for _ in range(rounds):
-        for key, blob in blobs.items():
-            samples[key].append(1e6 * tflite_latency(blob, x, runs=runs))
-    return {k: statistics.median(v) for k, v in samples.items()}
+    return {k: 1e6 * statistics.median(v) for k, v in time_rounds(blobs, x, rounds=rounds, runs=runs).items()}
 
 
 def shrink_cases(keras, model, x, layers):
@@ -66,7 +60,7 @@ def shrink_cases(keras, model, x, layers):
     reference = model.predict(x, verbose=0)
     rows, blobs = [], {}
     for multiple in MULTIPLES:
-        small = shrink(model, threshold=0, channel_multiple=multiple)
+        small = shrink(model, threshold=0, round_to=multiple)
         widths = [int(small.get_layer(n).kernel.shape[-1]) for n in layers]
         key = f"multiple {multiple}" if multiple else "no rounding"
         rows.append({"case": key, "widths": widths, "params": small.count_params(), "macs": flops(small),

@@ -24,8 +24,8 @@ import keras
 import numpy as np
 from sklearn.metrics import adjusted_rand_score
 
-from benchmarks.common import write_results
-from tf_groupsparse.deploy import convert_tflite, tflite_latency
+from benchmarks.harness import time_rounds, write_results
+from tf_groupsparse.deploy import convert_tflite
 from tf_groupsparse.grouping.em import fit_groups
 from tf_groupsparse.grouping.rewrite import TARGETS
 from tf_groupsparse.layers import BlockDiagonalDense
@@ -66,10 +66,7 @@ def latency_table(width, ks, batch, runs, rounds):
     for k in ks:
         for impl in IMPLEMENTATIONS:
             configs[(impl, k)] = convert_tflite(layer_model(width, k, impl))
-    samples = {key: [] for key in configs}
-    for _ in range(rounds):
-        for key, flat in configs.items():
-            samples[key].append(tflite_latency(flat, x, runs=runs, warmup=max(5, runs // 10), threads=1))
+    samples = time_rounds(configs, x, rounds=rounds, runs=runs, warmup=max(5, runs // 10))
     lat = {key: statistics.median(v) for key, v in samples.items()}
     dense = lat[("dense", 1)]
     rows = [{"width": width, "batch": batch, "layer": "Dense", "K": 1, "implementation": "-",

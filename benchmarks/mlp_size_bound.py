@@ -29,23 +29,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from benchmarks.common import write_results  # noqa: E402
+from benchmarks.harness import accuracy, load, train, write_results  # noqa: E402
 
 #: (name, hidden widths, input pixels or None for all 784)
 SMALL = (("784-150-64", (150, 64), None), ("784-128-128", (128, 128), None),
          ("392 pixels-256-96", (256, 96), 392), ("300 pixels-300-96", (300, 96), 300))
-
-
-def train(keras, model, x, y, loss, epochs, batch_size=128, learning_rate=1e-3, seed=0):
-    steps = epochs * -(-len(x) // batch_size)
-    model.compile(keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(learning_rate, steps)), loss)
-    keras.utils.set_random_seed(seed)
-    model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, shuffle=True)
-    return model
-
-
-def accuracy(model, x, y):
-    return float((model.predict(x, batch_size=1024, verbose=0).argmax(-1) == y).mean())
 
 
 def main(argv=None):
@@ -60,15 +48,14 @@ def main(argv=None):
     import keras
     import numpy as np
 
-    from benchmarks.suite import data as data_mod
     from benchmarks.suite import models
     from tf_groupsparse.pruning.distillation import distillation_loss
 
-    x, y, xt, yt = data_mod.load("fashion", args.train_samples)
+    x, y, xt, yt = load("fashion", args.train_samples)
     ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     start = time.perf_counter()
     dense = models.build(keras, {"arch": "mlp", "input_shape": [28, 28, 1], "classes": 10, "widths": [1000, 500]})
-    train(keras, dense, x, y, ce, args.epochs, args.batch_size)
+    train(dense, x, y, epochs=args.epochs, batch_size=args.batch_size)
     base = accuracy(dense, xt, yt)
     rows = [{"model": "784-1000-500 (dense)", "how": "labels", "params": dense.count_params(), "accuracy": base}]
     print(f"dense {base:.4f} ({time.perf_counter() - start:.0f} s)", flush=True)
@@ -88,7 +75,8 @@ def main(argv=None):
         for how, loss, target in (("labels", ce, y), ("distilled from the dense model", kd, packed)):
             spec = {"arch": "mlp", "input_shape": [pixels] if pixels else [28, 28, 1], "classes": 10,
                     "widths": list(widths)}
-            model = train(keras, models.build(keras, spec), xs, target, loss, args.epochs, args.batch_size)
+            model = models.build(keras, spec)
+            train(model, xs, target, epochs=args.epochs, batch_size=args.batch_size, loss=loss, metrics=())
             acc = accuracy(model, xts, yt)
             rows.append({"model": name, "how": how, "params": model.count_params(), "accuracy": acc})
             print(f"{name} {how}: {acc:.4f} ({time.perf_counter() - start:.0f} s)", flush=True)

@@ -22,7 +22,7 @@ import time
 
 import keras
 
-from benchmarks.common import write_results
+from benchmarks.harness import train, write_results
 from tf_groupsparse.datasets import load_digits
 from tf_groupsparse.metrics import count_params, flops
 from tf_groupsparse.pruning.planting import accuracy, plant
@@ -43,9 +43,9 @@ def cnn(widths, name):
     return keras.Sequential(layers, name=name)
 
 
-def train(model, x, y, epochs, lr=3e-3):
-    model.compile(keras.optimizers.Adam(lr), LOSS, metrics=["accuracy"])
-    model.fit(x, y, epochs=epochs, batch_size=64, verbose=0)
+def fit(model, x, y, epochs):
+    """Adam 3e-3 at a constant rate, batch 64; returns `model`."""
+    train(model, x, y, epochs=epochs, batch_size=64, learning_rate=3e-3, cosine=False)
     return model
 
 
@@ -56,7 +56,7 @@ def hfp(xt, yt, xv, yv, epochs, tolerance):
         model = cnn((16, 32), f"cnn_{label.lower()}")
         if reg is not None:
             model = regularize(model, reg, layers=["conv1", "conv2"])
-        train(model, xt, yt, epochs)
+        fit(model, xt, yt, epochs)
         start = time.perf_counter()
         pruned, report = prune_filters(model, (xt, yt), loss=LOSS, samples=512, tolerance=tolerance,
                                        fine_tune={"epochs": max(2, epochs // 5)}, verbose=0)
@@ -83,8 +83,8 @@ def hfp(xt, yt, xv, yv, epochs, tolerance):
 
 def planting(xt, yt, xv, yv, epochs, steps):
     keras.utils.set_random_seed(0)
-    teacher = train(cnn((32, 64), "teacher"), xt, yt, epochs)
-    student = train(cnn((2, 4), "student"), xt, yt, epochs)
+    teacher = fit(cnn((32, 64), "teacher"), xt, yt, epochs)
+    student = fit(cnn((2, 4), "student"), xt, yt, epochs)
     start = time.perf_counter()
     # candidates are compared on a validation split of the training set, never on the test set
     grown, report = plant(student, teacher, (xt[:-270], yt[:-270]), validation_data=(xt[-270:], yt[-270:]),
@@ -93,7 +93,7 @@ def planting(xt, yt, xv, yv, epochs, steps):
     seconds = time.perf_counter() - start
     widths = (grown.get_layer("conv1").filters, grown.get_layer("conv2").filters)
     keras.utils.set_random_seed(0)
-    scratch = train(cnn(widths, "scratch"), xt, yt, epochs + 3 * steps)
+    scratch = fit(cnn(widths, "scratch"), xt, yt, epochs + 3 * steps)
     return {
         "teacher_params": count_params(teacher),
         "teacher_macs": flops(teacher),

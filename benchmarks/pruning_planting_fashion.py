@@ -37,7 +37,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.common import plain_copy, write_results  # noqa: E402
+from benchmarks.harness import plain_copy, train, write_results  # noqa: E402
 from benchmarks.suite import models  # noqa: E402
 from tf_groupsparse.datasets import load_fashion_mnist  # noqa: E402
 from tf_groupsparse.metrics import count_params, flops  # noqa: E402
@@ -167,45 +167,26 @@ def hgsr_layers(model, which="3x3"):
     return names
 
 
-def compile_model(model, learning_rate):
-    model.compile(keras.optimizers.Adam(learning_rate), LOSS, metrics=["accuracy"])
-    return model
-
-
-def train(model, x, y, epochs, cfg, seed=None, learning_rate=None):
-    """Adam with the learning rate decayed to 0 along a cosine over the run (so the final weights,
-    and BatchNormalization's moving statistics, settle), sparse CE from logits, shuffled batches;
-    returns the seconds spent."""
-    steps = epochs * int(np.ceil(len(x) / cfg["batch_size"]))
-    start_lr = cfg["learning_rate"] if learning_rate is None else learning_rate
-    compile_model(model, keras.optimizers.schedules.CosineDecay(start_lr, steps))
-    keras.utils.set_random_seed(cfg["seed"] if seed is None else seed)
-    start = time.perf_counter()
-    model.fit(x, y, epochs=epochs, batch_size=cfg["batch_size"], verbose=0, shuffle=True)
-    return time.perf_counter() - start
+def fit(model, x, y, epochs, cfg, seed=None, learning_rate=None):
+    """Adam with the learning rate decayed to 0 along a cosine (so the final weights and the
+    BatchNormalization statistics settle), shuffled batches; returns the seconds spent."""
+    return train(model, x, y, epochs=epochs, batch_size=cfg["batch_size"], seed=cfg["seed"] if seed is None else seed,
+                 learning_rate=cfg["learning_rate"] if learning_rate is None else learning_rate)
 
 
 def distill(model, teacher, x, y, cfg):
-    """Fit every parameter of `model` on ``tgs.distillation.distillation_loss`` (T = 4, alpha = 0.5)
-    against `teacher`'s logits for ``plant_kd_epochs`` epochs, Adam with cosine decay from
-    ``plant_kd_learning_rate``; returns (a distilled copy of `model`, seconds spent). The copy is
-    fresh: fitting a recompiled model that had been compiled with an accuracy metric still
-    evaluated that metric on the packed (label + teacher logits) targets and failed."""
-    epochs = cfg["plant_kd_epochs"]
+    """A copy of `model` (without penalties) fitted on ``distillation_loss`` (T = 4, alpha = 0.5)
+    against `teacher`'s logits for ``plant_kd_epochs`` epochs from ``plant_kd_learning_rate``;
+    returns (the copy, seconds spent). The targets pack the label and the teacher's logits."""
     model = plain_copy(model)
-    teacher_logits = teacher.predict(x, batch_size=1024, verbose=0)
-    packed = np.concatenate([y.reshape(-1, 1).astype("float32"), teacher_logits], axis=1)
+    packed = np.concatenate([y.reshape(-1, 1).astype("float32"), teacher.predict(x, batch_size=1024, verbose=0)], 1)
 
     def loss(packed_true, logits):
         return distillation_loss(packed_true[:, 0], logits, packed_true[:, 1:], 4.0, 0.5)
 
-    steps = epochs * int(np.ceil(len(x) / cfg["batch_size"]))
-    schedule = keras.optimizers.schedules.CosineDecay(cfg["plant_kd_learning_rate"], steps)
-    model.compile(keras.optimizers.Adam(schedule), loss)
-    keras.utils.set_random_seed(cfg["seed"])
-    start = time.perf_counter()
-    model.fit(x, packed, epochs=epochs, batch_size=cfg["batch_size"], verbose=0, shuffle=True)
-    return model, time.perf_counter() - start
+    seconds = train(model, x, packed, epochs=cfg["plant_kd_epochs"], batch_size=cfg["batch_size"], loss=loss,
+                    metrics=(), learning_rate=cfg["plant_kd_learning_rate"], seed=cfg["seed"])
+    return model, seconds
 
 
 def equal_param_widths(target, input_dim, depth, classes=10):
@@ -233,7 +214,7 @@ def part_pruning(data, cfg):
                                             "batch_size", "learning_rate")}}
     log("part 1: plain ResNet", cfg["resnet_widths"], f"{cfg['resnet_epochs']} epochs")
     dense = resnet(cfg["resnet_widths"], seed=cfg["seed"])
-    seconds = train(dense, x, y, cfg["resnet_epochs"], cfg)
+    seconds = fit(dense, x, y, cfg["resnet_epochs"], cfg)
     out["dense"] = {"params": count_params(dense), "macs": flops(dense), "test_acc": accuracy(dense, (xt, yt)),
                     "train_s": seconds}
     log("  dense test accuracy", f"{out['dense']['test_acc']:.4f}", f"({seconds:.0f} s)")
@@ -243,7 +224,7 @@ def part_pruning(data, cfg):
     names = hgsr_layers(base, cfg["hgsr_layers"])
     reg = HierarchicalGroupSparse.squared_group_l12(cfg["hgsr_strength"], l1_mix=0.5)
     model = regularize(base, reg, layers=names)
-    seconds = train(model, x, y, cfg["resnet_epochs"], cfg)
+    seconds = fit(model, x, y, cfg["resnet_epochs"], cfg)
     hgsr = plain_copy(model)  # the loss-increase search and the fine-tuning use the plain loss
     out["hgsr"] = {"params": count_params(hgsr), "macs": flops(hgsr), "test_acc": accuracy(hgsr, (xt, yt)),
                    "train_s": seconds, "penalized_layers": names}
@@ -258,7 +239,7 @@ def part_pruning(data, cfg):
         # fine-tune a copy (what prune_filters' fine_tune option does, done here so that the
         # accuracy right after removal is measured too without a second search)
         tuned = plain_copy(pruned)
-        tune_s = train(tuned, x, y, cfg["fine_tune_epochs"], cfg, learning_rate=cfg["fine_tune_learning_rate"])
+        tune_s = fit(tuned, x, y, cfg["fine_tune_epochs"], cfg, learning_rate=cfg["fine_tune_learning_rate"])
         t = report.totals
         row = {
             "tolerance": tolerance,
@@ -305,7 +286,7 @@ def part_planting(data, cfg):
     xtr, ytr, xv, yv = x[:-n_val], y[:-n_val], x[-n_val:], y[-n_val:]
     log("part 2: teacher MLP", cfg["teacher_widths"], f"{cfg['mlp_epochs']} epochs on {len(xtr)} images")
     teacher = mlp(cfg["teacher_widths"], seed=cfg["seed"])
-    teacher_s = train(teacher, xtr, ytr, cfg["mlp_epochs"], cfg)
+    teacher_s = fit(teacher, xtr, ytr, cfg["mlp_epochs"], cfg)
     teacher_params = count_params(teacher)
     teacher_val = accuracy(teacher, (xv, yv))
     budget = int(cfg["param_budget_fraction"] * teacher_params)
@@ -313,7 +294,7 @@ def part_planting(data, cfg):
     log(f"  teacher: {teacher_params} params, val {teacher_val:.4f}, budget {budget}, stop at val {target:.4f}")
 
     student = mlp(cfg["student_widths"], seed=cfg["seed"])
-    train(student, xtr, ytr, cfg["mlp_epochs"], cfg)
+    fit(student, xtr, ytr, cfg["mlp_epochs"], cfg)
     keras.utils.set_random_seed(cfg["seed"])
     start = time.perf_counter()
     grown, report = plant(student, teacher, (xtr, ytr), validation_data=(xv, yv),
@@ -324,7 +305,7 @@ def part_planting(data, cfg):
     widths = [grown.get_layer(f"fc{i}").units for i in range(1, len(cfg["student_widths"]) + 1)]
     log(f"  planted widths {widths}, {count_params(grown)} params ({plant_s:.0f} s)")
     scratch = mlp(widths, seed=cfg["seed"])
-    train(scratch, xtr, ytr, cfg["mlp_epochs"], cfg)
+    fit(scratch, xtr, ytr, cfg["mlp_epochs"], cfg)
     planted_val, planted_acc, scratch_acc = accuracy(grown, (xv, yv)), accuracy(grown, (xt, yt)), accuracy(scratch, (xt, yt))
     kd = {}
     if cfg["plant_kd_epochs"]:
@@ -403,7 +384,7 @@ def part_structure(data, cfg):
                 model = build_model(structure, 10)
             else:
                 model = mlp(widths, input_shape=(xf.shape[1],), seed=seed)
-            train(model, xf, y, cfg["structure_train_epochs"], cfg, seed=seed)
+            fit(model, xf, y, cfg["structure_train_epochs"], cfg, seed=seed)
             run[key] = accuracy(model, (xtf, yt))
         runs.append(run)
         log(f"  seed {seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in run.items() if k != "seed"))

@@ -31,7 +31,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from benchmarks.common import write_results  # noqa: E402
+from benchmarks.harness import write_results  # noqa: E402
 from benchmarks.suite import jobs as jobs_mod  # noqa: E402
 from benchmarks.suite import report, verdicts  # noqa: E402
 from benchmarks.suite.measure import add_ratios, retime  # noqa: E402
@@ -56,7 +56,7 @@ def paths(mode, seed=0):
     """(results name, jobs directory, cache directory) of `mode` under ``common.RESULTS``; a run
     at a `seed` other than 0 gets its own results and jobs (``suite_seed<seed>``), so it never
     replaces the suite's rows (the cache is shared: its models are keyed by seed)."""
-    from benchmarks import common
+    from benchmarks import harness as common
 
     name = ("suite" if mode == "full" else f"suite_{mode}") + (f"_seed{seed}" if seed else "")
     return name, common.RESULTS / f"{name}_jobs", common.RESULTS / "suite_cache" / mode
@@ -73,7 +73,7 @@ def context_factory(mode, args, cache, holdout=None, tflite_subdir=None):
     .tflite files go to `tflite_subdir` of the cache when given, else to ``tflite`` (the suite's,
     re-timed by :func:`summarize`), ``tflite_validation`` with `holdout`, plus ``_seed<seed>`` at
     a seed other than 0."""
-    from benchmarks.suite import data as data_mod
+    from benchmarks import harness as data_mod
     from benchmarks.suite.methods import Context
 
     cfg = jobs_mod.MODES[mode]
@@ -156,7 +156,7 @@ def summarize(mode, jobs_dir, rounds, runs, seed=0, retime_only=None):
     it is the same model (same accuracy and parameters), else its job's, and is marked not re-timed."""
     import numpy as np
 
-    from benchmarks.suite import data as data_mod
+    from benchmarks import harness as data_mod
 
     rows, errors = jobs_mod.collect(jobs_dir)
     if not rows:
@@ -243,6 +243,10 @@ def main(argv=None):
         for job in table:
             print(("pending " if job in todo else "done    ") + job.key)
         return None
+    if todo and not args.summary_only:
+        from benchmarks.harness import require
+
+        require(*{job.data for job in todo})  # stops with the install hint before any training
     make = context_factory(mode, args, cache)
     line = "python -m benchmarks.run_all " + shlex.join(sys.argv[1:] if argv is None else argv)
     for i, job in enumerate([] if args.summary_only else todo, 1):

@@ -34,7 +34,7 @@ import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from benchmarks import common  # noqa: E402
+from benchmarks import harness as common  # noqa: E402
 from benchmarks.rerun import (add_budget_arguments, budget_label, budget_tag, contexts_by_seed,  # noqa: E402
                               fingerprint, run_once, suite_jobs)
 from benchmarks.suite.methods import TARGET_SIZE  # noqa: E402

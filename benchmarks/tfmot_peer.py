@@ -36,7 +36,6 @@ os.environ["TF_USE_LEGACY_KERAS"] = "1"  # this script's own process only (it is
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import argparse  # noqa: E402
-import gzip  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import tempfile  # noqa: E402
@@ -45,15 +44,11 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
+from benchmarks.harness import accuracy, gzip_bytes, time_rounds  # noqa: E402
 from benchmarks.suite.models import build  # noqa: E402
 
 MAX_CALIBRATION_SAMPLES = 500
 ZERO = 0.0  # magnitude pruning writes exact zeros
-
-
-def gzip_bytes(blob: bytes) -> int:
-    """Size of `blob` after gzip at the highest level (deterministic: mtime 0)."""
-    return len(gzip.compress(blob, compresslevel=9, mtime=0))
 
 
 def _converter(model, directory, quantize, x_cal):
@@ -80,42 +75,6 @@ def convert(model, quantize, x_cal):
         return _converter(model, tmp, quantize, x_cal).convert()
 
 
-def latency(blob, x, runs, warmup=5):
-    """Median seconds of one LiteRT invoke on `x` (1 thread)."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=blob, num_threads=1)
-    detail = interpreter.get_input_details()[0]
-    interpreter.resize_tensor_input(detail["index"], x.shape)
-    interpreter.allocate_tensors()
-    interpreter.set_tensor(detail["index"], x.astype(detail["dtype"]))
-    for _ in range(warmup):
-        interpreter.invoke()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        interpreter.invoke()
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
-
-
-def tflite_accuracy(blob, x, y, batch=256):
-    """Accuracy of the .tflite model on (x, y) in LiteRT."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=blob, num_threads=1)
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    correct = 0
-    for start in range(0, len(x), batch):
-        xb = x[start : start + batch]
-        interpreter.resize_tensor_input(inp["index"], xb.shape)
-        interpreter.allocate_tensors()
-        interpreter.set_tensor(inp["index"], xb.astype(np.float32))
-        interpreter.invoke()
-        correct += int((interpreter.get_tensor(out["index"]).argmax(-1) == y[start : start + batch]).sum())
-    return correct / len(x)
-
-
 def params(model):
     """(total, nonzero) scalars over all weights of a tf_keras model."""
     weights = model.get_weights()
@@ -134,9 +93,9 @@ def measure(name, model, data, tflite_dir, runs, seconds, sparsity):
         row[f"tflite_{label}"] = str(path)
         row[f"tflite_{label}_bytes"] = len(blob)
         row[f"tflite_{label}_gzip_bytes"] = gzip_bytes(blob)
-        row[f"latency_{label}_s"] = latency(blob, x_test[:1], runs)
+        row[f"latency_{label}_s"] = time_rounds({label: blob}, x_test[:1], rounds=1, runs=runs)[label][0]
         if quantize == "int8":
-            row["accuracy_int8"] = tflite_accuracy(blob, x_test, y_test)
+            row["accuracy_int8"] = accuracy(blob, x_test, y_test)
     return row
 
 

@@ -32,7 +32,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from benchmarks.common import write_results  # noqa: E402
+from benchmarks.harness import write_results  # noqa: E402
 
 #: name -> per-conv widths of the VGG-style net (two convs per stage, max-pool after each stage)
 VGG_CASES = {
@@ -62,13 +62,13 @@ def main(argv=None):
     import keras
     import numpy as np
 
-    from benchmarks.shrink_speed import interleaved_latency
+    from benchmarks.harness import time_rounds
     from benchmarks.suite import models as suite_models
     from tf_groupsparse.deploy import convert_tflite
     from tf_groupsparse.metrics import flops
 
     def interleaved(blobs, x):  # {key: [per-round latency in µs]}
-        seconds = interleaved_latency(blobs, x, runs=args.runs, warmup=5, rounds=args.rounds)
+        seconds = time_rounds(blobs, x, runs=args.runs, warmup=5, rounds=args.rounds)
         return {k: [1e6 * t for t in v] for k, v in seconds.items()}
 
     keras.utils.set_random_seed(0)

@@ -24,7 +24,7 @@ import time
 
 import keras
 
-from benchmarks.common import write_results
+from benchmarks.harness import write_results
 from tf_groupsparse import datasets, regularizers
 from tf_groupsparse.callbacks import ProximalStep
 from tf_groupsparse import regularize

@@ -458,7 +458,8 @@ def test_peer_refuses_bad_sparsity():
 
 @pytest.mark.slow
 def test_quick_dense_and_group_lasso_jobs_end_to_end(tmp_path, monkeypatch):
-    from benchmarks import common, run_all
+    from benchmarks import harness as common
+    from benchmarks import run_all
 
     monkeypatch.setattr(common, "RESULTS", tmp_path)
     monkeypatch.setattr(common, "environment", lambda: {"cpu": "test"})
@@ -512,7 +513,7 @@ def test_model_settings_override_the_training_budget(monkeypatch):
     from types import SimpleNamespace
 
     from benchmarks import run_all
-    from benchmarks.suite import data as data_mod
+    from benchmarks import harness as data_mod
 
     fake = (np.zeros((30000, 4), "float32"), np.zeros(30000, "int64"), np.zeros((5, 4), "float32"), np.zeros(5, "int64"))
     monkeypatch.setattr(data_mod, "load", lambda name, train_samples=None: fake)
@@ -675,7 +676,7 @@ def test_filter_pruning_reads_samples_and_tolerance_from_the_settings(monkeypatc
     seen = {}
 
     def fake_prune(m, data, samples, tolerance, **kwargs):
-        seen.update(samples=samples, tolerance=tolerance, candidates=kwargs["candidates"], layers=kwargs["layers"],
+        seen.update(samples=samples, tolerance=tolerance, candidates=kwargs["importance"], layers=kwargs["layers"],
                     max_fraction=kwargs["max_fraction"])
         return m, None
 
@@ -686,8 +687,9 @@ def test_filter_pruning_reads_samples_and_tolerance_from_the_settings(monkeypatc
     ctx = Context("digits", "mlp", {}, (x, y, x, y), epochs=1, finetune_epochs=0,
                   settings={"prune_samples": 4096, "prune_tolerance_strong": 0.7, "hgsr_strength": 3e-7})
     (row,) = METHODS["filter_pruning_strong"](ctx)
-    assert seen == {"samples": 4096, "tolerance": 0.7, "candidates": "norm", "layers": None, "max_fraction": None,
-                    "strength": 3e-7}
+    norm = seen.pop("candidates")  # "norm": the filter's own L2 norm, unnormalized
+    assert (norm.p, norm.roles, norm.normalize) == (2, ("produce",), None)
+    assert seen == {"samples": 4096, "tolerance": 0.7, "layers": None, "max_fraction": None, "strength": 3e-7}
     assert row["setting"] == ("HGSR squared_group_l12 model (strength 3e-07), prune_filters tolerance 0.7, "
                               "candidates norm, 4096 samples")
     ctx.settings = {}
@@ -735,7 +737,7 @@ def test_filter_pruning_tiles_rounds_widths_and_splits_the_epoch_budget(monkeypa
     seen = {}
 
     def fake_prune(m, data, samples, tolerance, **kwargs):
-        seen.update(tolerance=tolerance, multiple=kwargs["channel_multiple"], rounding=kwargs["rounding"])
+        seen.update(tolerance=tolerance, multiple=kwargs["round_to"], rounding=kwargs["rounding"])
         return m, None
 
     def fake_hgsr(ctx, variant, epochs=None, strength=None):

@@ -2,13 +2,13 @@
 
 import json
 
-import benchmarks.common
+import benchmarks.harness
 from benchmarks import channel_multiple as bench
 
 
 def test_rounded_shrinks_keep_outputs_and_report_latency(tmp_path, monkeypatch):
-    monkeypatch.setattr(benchmarks.common, "RESULTS", tmp_path)
-    monkeypatch.setattr(benchmarks.common, "environment", lambda: {"cpu": "test"})
+    monkeypatch.setattr(benchmarks.harness, "RESULTS", tmp_path)
+    monkeypatch.setattr(benchmarks.harness, "environment", lambda: {"cpu": "test"})
     scan, parts = bench.main(["--rounds", "1", "--runs", "3", "--scan", "96", "101", "4"])
     assert list(scan) == [96, 100] and all(v > 0 for v in scan.values())
     mlp = {r["case"]: r for r in parts["mlp"]}

@@ -4,18 +4,17 @@ import json
 
 import numpy as np
 
-import benchmarks.common
+import benchmarks.harness
 from benchmarks import mlp_size_bound as bench
-from benchmarks.suite import data as data_mod
 
 
 def test_rows_compare_every_small_mlp_with_the_dense_one(tmp_path, monkeypatch):
     rng = np.random.default_rng(0)
     y = rng.integers(0, 10, 256)
     x = (rng.random((256, 28, 28, 1)) * 0.1 + y[:, None, None, None] / 10.0).astype("float32")  # learnable
-    monkeypatch.setattr(data_mod, "load", lambda name, n=None: (x[:192], y[:192], x[192:], y[192:]))
-    monkeypatch.setattr(benchmarks.common, "RESULTS", tmp_path)
-    monkeypatch.setattr(benchmarks.common, "environment", lambda: {"cpu": "test"})
+    monkeypatch.setattr(bench, "load", lambda name, n=None: (x[:192], y[:192], x[192:], y[192:]))
+    monkeypatch.setattr(benchmarks.harness, "RESULTS", tmp_path)
+    monkeypatch.setattr(benchmarks.harness, "environment", lambda: {"cpu": "test"})
     monkeypatch.setattr(bench, "SMALL", (bench.SMALL[0], bench.SMALL[2]))  # one all-pixel and one pixel model
     rows = bench.main(["--epochs", "1"])
     assert len(rows) == 1 + 2 * len(bench.SMALL)

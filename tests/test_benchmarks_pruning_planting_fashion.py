@@ -5,7 +5,7 @@ import json
 import keras
 import numpy as np
 
-import benchmarks.common
+import benchmarks.harness
 from benchmarks import pruning_planting_fashion as bench
 
 
@@ -75,8 +75,8 @@ def test_markdown_states_each_verdict_and_is_written(tmp_path, monkeypatch):
     assert "| MLP 784-60-60-10 (closest parameter count) | 51,370 | 0.8650 | 0.8650 |" in md
     cfg_met, results_met = _results(met=True)
     assert bench.markdown(results_met, cfg_met).count("**met**") == 2
-    monkeypatch.setattr(benchmarks.common, "RESULTS", tmp_path)
-    json_path, md_path = benchmarks.common.write_results("fashion_test", results, md)
+    monkeypatch.setattr(benchmarks.harness, "RESULTS", tmp_path)
+    json_path, md_path = benchmarks.harness.write_results("fashion_test", results, md)
     assert json.loads(json_path.read_text())["pruning"]["selected"] == 0
     assert md_path.read_text().startswith("# Filter pruning, channel planting and structure learning")
 

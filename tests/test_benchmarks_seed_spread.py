@@ -6,9 +6,9 @@ import statistics
 import numpy as np
 import pytest
 
-import benchmarks.common
+import benchmarks.harness
 from benchmarks import run_all, seed_spread
-from benchmarks.suite import data as data_mod
+from benchmarks import harness as data_mod
 
 
 def test_spread_counts_the_seeds_within_the_loss():
@@ -24,8 +24,8 @@ def test_seed_spread_reruns_dense_and_row_per_seed(tmp_path, monkeypatch):
     y = rng.integers(0, 10, 300)
     x = (rng.random((300, 8, 8, 1)) * 0.1 + y[:, None, None, None] / 10.0).astype("float32")
     monkeypatch.setattr(data_mod, "load", lambda name, train_samples=None: (x[:240], y[:240], x[240:], y[240:]))
-    monkeypatch.setattr(benchmarks.common, "RESULTS", tmp_path)
-    monkeypatch.setattr(benchmarks.common, "environment", lambda: {"cpu": "test"})
+    monkeypatch.setattr(benchmarks.harness, "RESULTS", tmp_path)
+    monkeypatch.setattr(benchmarks.harness, "environment", lambda: {"cpu": "test"})
     argv = ["digits/mlp", "--methods", "scratch_target", "--mode", "quick", "--seeds", "0", "1",
             "--epochs", "1", "--finetune-epochs", "0"]
     result = seed_spread.main(argv)

@@ -6,7 +6,7 @@ import keras
 import numpy as np
 import pytest
 
-import benchmarks.common
+import benchmarks.harness
 from benchmarks import shrink_speed as bench
 
 
@@ -61,21 +61,6 @@ def test_threshold_row_counts_near_zero_groups_and_their_output_error():
     assert exact["macs"] - loose["macs"] == 8 * 8 * 9 * 4 * 1 + 4 * 4 * 9 * 1 * 4  # conv2 filter (4 inputs) + conv3 input
 
 
-def test_paired_speedup_is_the_median_of_round_ratios():
-    assert bench.paired_speedup([2.0, 4.0, 6.0], [1.0, 1.0, 2.0]) == 3.0
-    assert bench.paired_speedup([1.0, 1.0], [2.0, 0.5]) == pytest.approx(1.25)
-
-
-def test_interleaved_latency_times_every_model_every_round():
-    from tf_groupsparse.deploy import convert_tflite
-
-    flat = convert_tflite(keras.Sequential([keras.Input((4,)), keras.layers.Dense(3)]))
-    samples = bench.interleaved_latency({"a": flat, "b": flat}, np.zeros((1, 4), "float32"),
-                                        runs=3, warmup=1, rounds=2)
-    assert sorted(samples) == ["a", "b"]
-    assert all(len(v) == 2 and all(s > 0 for s in v) for v in samples.values())
-
-
 def test_zero_random_filters_zeroes_whole_filters_of_a_copy():
     model = bench.build_tiny_resnet(width=8, blocks=1)
     before = [w.copy() for w in model.get_weights()]
@@ -124,7 +109,7 @@ def test_time_shrink_removes_zeroed_internal_channels_with_equal_outputs():
 
 @pytest.mark.slow
 def test_quick_run_writes_results(tmp_path, monkeypatch):
-    monkeypatch.setattr(benchmarks.common, "RESULTS", tmp_path)
+    monkeypatch.setattr(benchmarks.harness, "RESULTS", tmp_path)
     payload = bench.main(["--quick"])
     data = json.loads((tmp_path / "shrink_speed_quick.json").read_text())
     assert (tmp_path / "shrink_speed_quick.md").read_text().startswith("# Shrink speed (digits)")

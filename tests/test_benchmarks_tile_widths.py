@@ -2,13 +2,13 @@
 
 import json
 
-import benchmarks.common
+import benchmarks.harness
 from benchmarks import tile_widths as bench
 
 
 def test_tile_widths_times_every_net_against_the_dense_one(tmp_path, monkeypatch):
-    monkeypatch.setattr(benchmarks.common, "RESULTS", tmp_path)
-    monkeypatch.setattr(benchmarks.common, "environment", lambda: {"cpu": "test"})
+    monkeypatch.setattr(benchmarks.harness, "RESULTS", tmp_path)
+    monkeypatch.setattr(benchmarks.harness, "environment", lambda: {"cpu": "test"})
     scan, rows = bench.main(["--rounds", "1", "--runs", "3", "--scan", "31", "34", "2"])
     assert list(scan) == [31, 33] and all(v > 0 for v in scan.values())
     by_case = {r["case"]: r for r in rows}

@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-import benchmarks.common
+import benchmarks.harness
 from benchmarks import run_all, tune
-from benchmarks.suite import data as data_mod
+from benchmarks import harness as data_mod
 from benchmarks.suite import jobs as jobs_mod
 
 
@@ -80,8 +80,8 @@ def test_holdout_evaluates_on_the_end_of_the_training_set(monkeypatch):
 @pytest.mark.slow
 def test_tune_runs_each_value_once_and_records_the_choice(tmp_path, monkeypatch, caplog):
     _fake_digits(monkeypatch)
-    monkeypatch.setattr(benchmarks.common, "RESULTS", tmp_path)
-    monkeypatch.setattr(benchmarks.common, "environment", lambda: {"cpu": "test"})
+    monkeypatch.setattr(benchmarks.harness, "RESULTS", tmp_path)
+    monkeypatch.setattr(benchmarks.harness, "environment", lambda: {"cpu": "test"})
     argv = ["digits/mlp", "group_lasso", "--mode", "quick", "--key", "group_lasso_strength",
             "--values", "1e-4", "0.5", "--epochs", "2", "--finetune-epochs", "0"]
     base, runs, chosen = tune.main(argv)
@@ -141,8 +141,8 @@ def test_values_are_numbers_json_or_words():
 @pytest.mark.slow
 def test_tune_over_seeds_averages_per_seed_runs_and_takes_per_layer_caps(tmp_path, monkeypatch):
     _fake_digits(monkeypatch)
-    monkeypatch.setattr(benchmarks.common, "RESULTS", tmp_path)
-    monkeypatch.setattr(benchmarks.common, "environment", lambda: {"cpu": "test"})
+    monkeypatch.setattr(benchmarks.harness, "RESULTS", tmp_path)
+    monkeypatch.setattr(benchmarks.harness, "environment", lambda: {"cpu": "test"})
     argv = ["digits/mlp", "filter_pruning", "--mode", "quick", "--key", "filter_pruning_max_fraction",
             "--values", '{"fc1": 0.5}', '{"fc1": 0.5, "fc2": 0.5}', "--seeds", "0", "1",
             "--set", "prune_tolerance=10", "--epochs", "1", "--finetune-epochs", "1"]

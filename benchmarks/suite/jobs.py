@@ -101,7 +101,7 @@ MODES = {
                     "em_blockdiag", "tfmot", "scratch_target"),
         "epochs": 3, "finetune_epochs": 1, "batch_size": 16, "learning_rate": 3e-3, "sgd_learning_rate": 0.05,
         "latency_runs": 30,
-        "settings": {"em_groups": 2, "prune_tolerance": 0.05, "plant_steps": 1},
+        "settings": {"em_groups": 2, "prune_tolerance": 0.05, "plant_steps": 1, "allow_untrained": True},
     },
     "full": {
         "datasets": {"fashion": None, "mnist1d": None},

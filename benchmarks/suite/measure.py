@@ -10,38 +10,13 @@ at the end of every run, so ratios to the dense baseline come from the same run.
 
 from __future__ import annotations
 
-import gzip
 import logging
 import statistics
 from pathlib import Path
 
-import numpy as np
+from ..harness import accuracy, gzip_bytes, nonzero_params
 
 logger = logging.getLogger(__name__)
-
-
-def gzip_bytes(blob: bytes) -> int:
-    """Size of `blob` after gzip at level 9 (mtime 0, deterministic)."""
-    return len(gzip.compress(blob, compresslevel=9, mtime=0))
-
-
-def nonzero_params(model) -> int:
-    """Number of weight scalars that are not exactly zero."""
-    return int(sum(np.count_nonzero(w) for w in model.get_weights()))
-
-
-def tflite_accuracy(blob, x, y, batch=512) -> float:
-    """Accuracy of a .tflite model on ``(x, y)`` in LiteRT."""
-    from tf_groupsparse.deploy import run_tflite
-
-    pred = np.concatenate([np.asarray(run_tflite(blob, x[i : i + batch])) for i in range(0, len(x), batch)])
-    return float((pred.argmax(-1) == y).mean())
-
-
-def keras_accuracy(model, x, y, batch=512) -> float:
-    """Accuracy of a Keras model's logits on ``(x, y)``."""
-    pred = model.predict(x, batch_size=batch, verbose=0)
-    return float((pred.argmax(-1) == y).mean())
 
 
 def measure(model, data, tflite_dir, name, runs=50):
@@ -52,7 +27,7 @@ def measure(model, data, tflite_dir, name, runs=50):
     x_train, _, x_test, y_test = data
     tflite_dir = Path(tflite_dir)
     tflite_dir.mkdir(parents=True, exist_ok=True)
-    row = {"accuracy": keras_accuracy(model, x_test, y_test), "params": count_params(model),
+    row = {"accuracy": accuracy(model, x_test, y_test), "params": count_params(model),
            "nonzero_params": nonzero_params(model), "macs": flops(model)}
     for label, quantize in (("float", None), ("int8", "int8")):
         kwargs = {"representative_data": x_train} if quantize else {}
@@ -65,7 +40,7 @@ def measure(model, data, tflite_dir, name, runs=50):
         try:
             row[f"latency_{label}_s"] = tflite_latency(blob, x_test[:1], runs=runs)
             if quantize == "int8":
-                row["accuracy_int8"] = tflite_accuracy(blob, x_test, y_test)
+                row["accuracy_int8"] = accuracy(blob, x_test, y_test)
         except RuntimeError as exc:
             if quantize is None:
                 raise

@@ -83,7 +83,7 @@ import numpy as np
 from . import models
 from .measure import measure
 from .verdicts import CNN_MACS_FACTOR, MLP_PARAMS_FACTOR
-from ..common import plain_copy
+from ..harness import plain_copy
 
 logger = logging.getLogger(__name__)
 
@@ -363,6 +363,7 @@ def _filter_pruning(ctx, name, tolerance, multiple=None):
     import keras
 
     from tf_groupsparse.pruning import prune_filters
+    from tf_groupsparse.pruning.filters import OLD_CANDIDATES
 
     candidates = ctx.settings.get("prune_candidates", "norm")
     # pruned after `at` of the epochs + finetune_epochs budget, fine-tuned for the rest
@@ -388,8 +389,9 @@ def _filter_pruning(ctx, name, tolerance, multiple=None):
     rounding = _pruning_setting(ctx, name, "rounding", "down")
     pruned, _ = prune_filters(plain_copy(model), (ctx.data[0], ctx.data[1]), samples=samples, tolerance=tolerance,
                               loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                              candidates=candidates, layers=layers, max_fraction=max_fraction,
-                              channel_multiple=multiple, rounding=rounding, verbose=0)
+                              importance=OLD_CANDIDATES[candidates](), layers=layers, max_fraction=max_fraction,
+                              round_to=multiple, rounding=rounding, search="greedy", verbose=0,
+                              allow_untrained=bool(ctx.settings.get("allow_untrained", False)))
     seconds += time.perf_counter() - start
     pruned = plain_copy(pruned)
     finetune_lr = _pruning_setting(ctx, name, "finetune_learning_rate")

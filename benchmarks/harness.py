@@ -1,0 +1,218 @@
+"""The one harness every benchmark uses: data, training, figures of a model, timing, results.
+
+A benchmark module computes rows (dicts of figures) with these helpers and hands them to
+:func:`write_results`, which writes ``results/<name>.json`` and ``results/<name>.md`` with the
+command that produced them, the date, the library versions and the machine. Timing is always
+relative: :func:`time_rounds` times several LiteRT models in turn, round after round, so that a
+ratio compares figures measured seconds apart (on a shared machine the CPU's speed drifts within
+minutes), and :func:`paired_speedup` takes the median of the per-round ratios.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import platform
+import shlex
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+# --------------------------------------------------------------------------- provenance
+
+
+def environment() -> dict:
+    """Versions and machine facts that make a figure reproducible."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    def _v(name):
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return "not installed"
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            cpu = next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), cpu)
+    except OSError:
+        pass
+    return {"python": platform.python_version(),
+            **{name: _v(name) for name in ("tensorflow", "keras", "numpy", "scikit-learn", "ai-edge-litert")},
+            "cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()}
+
+
+def command() -> str:
+    """The command line that produced the results, as a user would type it."""
+    module = Path(sys.argv[0]).stem
+    return f"python -m benchmarks.{module}" + (" " + shlex.join(sys.argv[1:]) if sys.argv[1:] else "")
+
+
+def write_results(name: str, payload: dict, markdown: str, extra_versions=()) -> tuple[Path, Path]:
+    """Write results/<name>.json and results/<name>.md; both carry the command and the machine.
+    `extra_versions` names more distributions whose versions to record (a peer's, say). Under
+    ``make bench-quick`` (``TGS_BENCH_QUICK=1``) the files are ``<name>_quick.*`` (git-ignored),
+    so a smoke run never replaces a recorded result."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    if os.environ.get("TGS_BENCH_QUICK") == "1" and not name.endswith("_quick"):
+        name += "_quick"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    env = environment()
+    for dist in extra_versions:
+        try:
+            env[dist] = version(dist)
+        except PackageNotFoundError:
+            env[dist] = "not installed"
+    payload = {"command": command(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
+               "environment": env, **payload}
+    json_path = RESULTS / f"{name}.json"
+    json_path.write_text(json.dumps(payload, indent=2, default=str) + "\n", encoding="utf-8")
+    md = [markdown.rstrip(), "", f"Command: `{payload['command']}`  ", f"Date: {payload['date']}  ",
+          "Machine: " + ", ".join(f"{k} {v}" for k, v in env.items())]
+    md_path = RESULTS / f"{name}.md"
+    md_path.write_text("\n".join(md) + "\n", encoding="utf-8")
+    return json_path, md_path
+
+
+# --------------------------------------------------------------------------- data
+
+FASHION_HINT = ("Fashion-MNIST is needed and was not found. Install it with "
+                "`sudo apt-get install dataset-fashion-mnist` (files in /usr/share/datasets/fashion-mnist) "
+                "or put the four idx files in ~/.keras/datasets/fashion-mnist, then run the benchmark again.")
+
+
+def _digits():
+    from tf_groupsparse.datasets import load_digits
+
+    return load_digits()
+
+
+def _fashion():
+    from tf_groupsparse.datasets import load_fashion_mnist
+
+    return load_fashion_mnist(download=False)
+
+
+def _mnist1d():
+    from tf_groupsparse.datasets import load_mnist1d
+
+    return load_mnist1d(n_samples=10000, seed=0)
+
+
+#: dataset name -> loader returning ((x_train, y_train), (x_test, y_test))
+LOADERS = {"digits": _digits, "fashion": _fashion, "mnist1d": _mnist1d}
+
+
+def load(name, train_samples=None):
+    """``(x_train, y_train, x_test, y_test)`` of dataset `name`; the first `train_samples`
+    training samples when given."""
+    if name not in LOADERS:
+        raise ValueError(f"load: Expected a dataset in {sorted(LOADERS)}. Received: name={name!r}")
+    (x, y), (xt, yt) = LOADERS[name]()
+    if train_samples is not None:
+        x, y = x[:train_samples], y[:train_samples]
+    return x, y, xt, yt
+
+
+def require(*names):
+    """Stop with the install hint, before any training, when a dataset is not on this machine."""
+    if "fashion" in names:
+        try:
+            _fashion()
+        except FileNotFoundError:
+            raise SystemExit(FASHION_HINT) from None
+
+
+# --------------------------------------------------------------------------- training
+
+
+def train(model, x, y, *, epochs, batch_size=128, optimizer="adam", learning_rate=1e-3, cosine=True,
+          momentum=0.9, loss=None, metrics=("accuracy",), callbacks=(), seed=0, validation_data=None):
+    """Compile `model` (Adam or SGD with momentum, the learning rate decayed to 0 along a cosine
+    unless ``cosine=False``, sparse cross-entropy from logits unless `loss`) and fit it with
+    shuffled batches; returns the seconds spent in ``fit``."""
+    import keras
+
+    steps = epochs * -(-len(x) // batch_size)
+    lr = keras.optimizers.schedules.CosineDecay(learning_rate, max(steps, 1)) if cosine else learning_rate
+    opt = keras.optimizers.SGD(lr, momentum=momentum) if optimizer == "sgd" else keras.optimizers.Adam(lr)
+    model.compile(opt, loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=list(metrics))
+    keras.utils.set_random_seed(seed)
+    start = time.perf_counter()
+    model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, shuffle=True, callbacks=list(callbacks),
+              validation_data=validation_data)
+    return time.perf_counter() - start
+
+
+def plain_copy(model):
+    """The same architecture and weights without regularizers or constraints (for plain
+    fine-tuning and for loss evaluation without the penalty)."""
+    import keras
+
+    def clone_fn(layer):
+        config = layer.get_config()
+        for key in list(config):
+            if key.endswith("_regularizer") or key.endswith("_constraint"):
+                config[key] = None
+        return layer.__class__.from_config(config)
+
+    new = keras.models.clone_model(model, clone_function=clone_fn)
+    new.set_weights(model.get_weights())
+    return new
+
+
+# --------------------------------------------------------------------------- figures of a model
+
+
+def gzip_bytes(blob: bytes) -> int:
+    """Size of `blob` after gzip at level 9 (mtime 0, deterministic)."""
+    return len(gzip.compress(blob, compresslevel=9, mtime=0))
+
+
+def nonzero_params(model) -> int:
+    """Number of weight scalars that are not exactly zero."""
+    return int(sum(np.count_nonzero(w) for w in model.get_weights()))
+
+
+def accuracy(model, x, y, batch=512) -> float:
+    """Top-1 accuracy on ``(x, y)`` of a Keras model, or of .tflite bytes / a path run in LiteRT."""
+    if isinstance(model, (bytes, str, Path)):
+        from tf_groupsparse.deploy import run_tflite
+
+        pred = np.concatenate([np.asarray(run_tflite(model, x[i : i + batch])) for i in range(0, len(x), batch)])
+    else:
+        pred = model.predict(x, batch_size=batch, verbose=0)
+    return float((np.asarray(pred).argmax(-1) == np.asarray(y)).mean())
+
+
+def max_abs_error(a, b, x, batch=256) -> float:
+    """Largest ``|a(x) - b(x)|`` of two Keras models over the samples of `x`."""
+    return float(np.max(np.abs(a.predict(x, batch_size=batch, verbose=0) - b.predict(x, batch_size=batch, verbose=0))))
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def time_rounds(models: dict, x, *, rounds=3, runs=50, warmup=5) -> dict:
+    """``{name: [median seconds per round]}``: each round times every model of `models`
+    (``name -> .tflite bytes or path``) in turn, one LiteRT thread, batch ``x``."""
+    from tf_groupsparse.deploy import tflite_latency
+
+    samples = {name: [] for name in models}
+    for _ in range(rounds):
+        for name, blob in models.items():
+            samples[name].append(tflite_latency(blob, x, runs=runs, warmup=warmup, threads=1))
+    return samples
+
+
+def paired_speedup(baseline, candidate):
+    """Median over rounds of baseline / candidate seconds measured in the same round."""
+    return statistics.median(b / c for b, c in zip(baseline, candidate))

@@ -1,0 +1,63 @@
+"""`make bench-quick`: every benchmark at toy size, one after another, to check that they run.
+
+Each runs in its own process with ``TGS_BENCH_QUICK=1``, which makes
+:func:`benchmarks.harness.write_results` write ``results/<name>_quick.*`` (git-ignored), so a
+quick run never replaces a recorded result. The peers (tfmot, Torch-Pruning) run inside the
+budget benchmark's quick rows.
+
+    python -m benchmarks.quick            # all of them (under 20 minutes on 2 cores)
+    python -m benchmarks.quick --list     # the commands, without running them
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import time
+
+#: (module, arguments) of every benchmark's smoke run
+COMMANDS = (
+    ("run_all", ["--quick"]),
+    ("shrink_speed", ["--quick"]),
+    ("training_overhead", ["--quick"]),
+    ("grouping_speed", ["--quick"]),
+    ("channel_multiple", ["--rounds", "1", "--runs", "10", "--scan", "96", "105", "4"]),
+    ("tile_widths", ["--rounds", "1", "--runs", "10", "--scan", "8", "17", "8"]),
+    ("pruning_planting_digits", ["--quick"]),
+    ("pruning_planting_fashion", ["--quick"]),
+    ("mlp_size_bound", ["--epochs", "1", "--train-samples", "1000"]),
+    ("budget_pruning", ["--quick", "--targets", "0.5"]),
+)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--list", action="store_true", help="print the commands and exit")
+    parser.add_argument("--only", nargs="+", metavar="MODULE", help="run only these benchmarks")
+    args = parser.parse_args(argv)
+    chosen = [(m, a) for m, a in COMMANDS if not args.only or m in args.only]
+    if args.list:
+        for module, arguments in chosen:
+            print(" ".join(["python -m benchmarks." + module, *arguments]))
+        return 0
+    from benchmarks.harness import require
+
+    require("fashion")  # several of them read Fashion-MNIST: stop with the hint before any training
+    env = dict(os.environ, TGS_BENCH_QUICK="1", TF_CPP_MIN_LOG_LEVEL="3")
+    failed, start = [], time.perf_counter()
+    for module, arguments in chosen:
+        t = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", f"benchmarks.{module}", *arguments], env=env,
+                              stdout=subprocess.DEVNULL)
+        print(f"{module}: {'ok' if done.returncode == 0 else f'FAILED (exit {done.returncode})'} "
+              f"in {time.perf_counter() - t:.0f} s", flush=True)
+        if done.returncode:
+            failed.append(module)
+    print(f"{len(chosen) - len(failed)} of {len(chosen)} benchmarks ran in {time.perf_counter() - start:.0f} s")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
