@@ -16,6 +16,9 @@ Conv1D/2D/3DTranspose                    ``prod(in) * k * filters``
 BlockDiagonalDense (K blocks)            ``prod(out) / units * sum_k in_k * out_k``
 SimpleRNN / GRU / LSTM (``T`` steps)     ``T * gates * units * (C_in + units)``, gates 1 / 3 / 4
 Bidirectional                            the sum of its two wrapped layers
+MultiHeadAttention (``H`` heads, key /   ``T D_q H d_k + S D_k H d_k + S D_v H d_v``
+value dims ``d_k, d_v``; ``T`` query,    (projections) ``+ T S H (d_k + d_v)`` (scores and
+``S`` key positions)                     weighted values) ``+ T H d_v D_o`` (output)
 ChannelGather / ChannelSlice             0 (data movement)
 BatchNormalization, Layer/Group/Unit     0: a per-element scale and shift, which the TFLite
 Normalization                            converter folds into the neighbouring linear layer

@@ -73,6 +73,18 @@ def _map_refs(obj, fn):
     return obj
 
 
+def _argument_positions(args, kwargs):
+    """``{position or keyword: index into the call's flat input list}`` for the arguments that
+    are single tensors (handlers of multi-input layers read which input is which)."""
+    out, i = {}, 0
+    for key, value in list(enumerate(args)) + list(kwargs.items()):
+        refs = _refs(value)
+        if isinstance(value, _Ref):
+            out[key] = i
+        i += len(refs)
+    return out
+
+
 def _history_list(value):
     """``input_layers``/``output_layers`` of a functional config as a list of triples."""
     if value and isinstance(value[0], str):
@@ -100,6 +112,7 @@ class _Tracer:
         self.deps = {}
         self.submodel_inputs = {}
         self.in_shapes = self.out_shapes = None
+        self.arguments = {}
 
     # --- context API used by handlers -------------------------------------------------------
     def new(self, n, frozen=False):
@@ -113,6 +126,12 @@ class _Tracer:
         if node.owned is None:
             node.owned = self.new(n)
         return node.owned
+
+    def inner(self, node, key, n):
+        """The layer's own removable units along an inner axis (attention heads), created once."""
+        if key not in node.internal:
+            node.internal[key] = self.new(n)
+        return node.internal[key]
 
     def couple(self, a, b):
         a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
@@ -190,6 +209,7 @@ class _Tracer:
         node = self.node_for(layer, name)
         in_keys = [r.key for r in _refs(args) + _refs(kwargs)]
         inputs = [self.ids(k) for k in in_keys]
+        self.arguments = _argument_positions(args, kwargs)
         self.in_shapes = [self.shape(k) for k in in_keys]
         self.out_shapes = self._output_shapes(layer, args, kwargs)
         outputs = None

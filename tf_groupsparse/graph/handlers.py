@@ -7,8 +7,11 @@ A handler has two methods:
   variables (``ctx.own(node, n)``), couple them (``ctx.couple(a, b)``), freeze them
   (``ctx.freeze(ids)``: never removed), mark them lossy (``ctx.mark_lossy(ids)``: removing them
   changes a cross-channel normalization) and say where they live in weights
-  (``ctx.add_slice(node, variable, axis, ids, role)``). ``ctx.in_shapes`` / ``ctx.out_shapes``
-  hold the static shapes of the call. Raise :class:`Unsupported` when the layer's settings
+  (``ctx.add_slice(node, variable, axis, ids, role)``). ``ctx.inner(node, name, n)`` creates
+  removable units of an inner axis that no tensor carries (attention heads); they reach
+  ``rebuild`` as ``keep.internal[name]``. ``ctx.in_shapes`` / ``ctx.out_shapes`` hold the static
+  shapes of the call, ``ctx.arguments`` maps argument positions and keywords (``0``,
+  ``"value"``, ...) to indices of `inputs`. Raise :class:`Unsupported` when the layer's settings
   cannot be handled (the build then raises or freezes, as the caller chose).
 - ``rebuild(layer, config, keep) -> config``: the layer config after removal; `keep.owned`,
   ``keep.inputs[i]`` and ``keep.outputs[i]`` are boolean masks of the kept channels.
@@ -39,7 +42,7 @@ __all__ = [
     "Handler", "Unsupported", "Identity", "Activation", "Softmax", "Permute", "Dense", "Conv",
     "ConvTranspose", "Depthwise", "Separable", "BatchNorm", "LayerNorm", "PReLU", "Normalization",
     "Rescaling", "PerChannel", "Merge", "Concatenate", "Flatten", "Reshape", "Embedding",
-    "BlockDiagonalDense", "ChannelGather", "ChannelSlice", "ChannelScale", "ShapeOp",
+    "BlockDiagonalDense", "ChannelGather", "ChannelSlice", "ChannelScale", "ShapeOp", "MultiHeadAttention",
 ]
 
 
@@ -478,3 +481,95 @@ class ChannelSlice(Handler):
         config["start"] = int(keep.inputs[0][:layer.start].sum())
         config["stop"] = config["start"] + int(keep.outputs[0].sum())
         return config
+
+
+class MultiHeadAttention(Handler):
+    """keras.layers.MultiHeadAttention: removable heads, key dims and value dims, and the
+    channels of the query, key and value inputs and of the output.
+
+    Kernels: query ``(D_q, H, d_k)``, key ``(D_k, H, d_k)``, value ``(D_v, H, d_v)``, output
+    ``(H, d_v, D_o)``. A head ``h`` is the slices ``[:, h, :]`` of the three input projections
+    (and their biases) and ``[h]`` of the output projection; a key dim ``j`` is ``[:, :, j]`` of
+    the query and key projections (removed from every head); a value dim is ``[:, :, j]`` of the
+    value projection and ``[:, j, :]`` of the output projection. A key dim counts as read by the
+    key projection (a zero key kernel there makes the scores' term constant over the keys, which
+    softmax ignores) and as computed by the query projection. Mask inputs are not channels and
+    are frozen. The rebuilt layer keeps the attention scale of the original (``1 / sqrt(d_k)``)
+    by scaling the query projection by ``sqrt(d_k' / d_k)``, so removing zero key dims leaves the
+    outputs unchanged.
+    """
+
+    kind = "attention"
+    def _roles(self, ctx):
+        where = ctx.arguments
+        q = where.get(0, where.get("query"))
+        v = where.get(1, where.get("value"))
+        k = where.get(2, where.get("key", v))
+        if q is None or v is None:
+            raise Unsupported("the query and value inputs must be single tensors")
+        return q, k, v
+
+    def trace(self, node, inputs, ctx):
+        layer = node.layer
+        q, k, v = self._roles(ctx)
+        for i, x in enumerate(inputs):
+            if i not in (q, k, v):  # masks (their last axis is a sequence, not channels)
+                ctx.freeze(x)
+        heads = ctx.inner(node, "heads", layer.num_heads)
+        kd = ctx.inner(node, "key_dim", layer.key_dim)
+        vd = ctx.inner(node, "value_dim", layer.value_dim)
+        out = ctx.own(node, int(layer.output_dense.kernel.shape[-1]))
+        node.meta["attention_inputs"] = (q, k, v)
+        for dense, x, dims in ((layer.query_dense, inputs[q], kd), (layer.key_dense, inputs[k], kd),
+                               (layer.value_dense, inputs[v], vd)):
+            if len(dense.kernel.shape) != 3:
+                raise Unsupported(f"projection kernel of shape {tuple(dense.kernel.shape)}")
+            ctx.add_slice(node, dense.kernel, 0, x, "consume")
+            ctx.add_slice(node, dense.kernel, 1, heads, "produce")
+            # a key dim j adds q_j k_j to the scores: it is unused when the query computes 0 there
+            # (kernel and bias zero) or when the key's is constant over positions (kernel zero)
+            ctx.add_slice(node, dense.kernel, 2, dims, "consume" if dense is layer.key_dense else "produce")
+            if dense.bias is not None:
+                ctx.add_slice(node, dense.bias, 0, heads, "param")
+                ctx.add_slice(node, dense.bias, 1, dims, "param")
+        o = layer.output_dense
+        ctx.add_slice(node, o.kernel, 0, heads, "consume")
+        ctx.add_slice(node, o.kernel, 1, vd, "consume")
+        ctx.add_slice(node, o.kernel, 2, out, "produce")
+        if o.bias is not None:
+            ctx.add_slice(node, o.bias, 0, out, "param")
+        outputs = [out]
+        for shape in ctx.out_shapes[1:]:  # attention scores (batch, heads, T, S): not channels
+            outputs.append(ctx.new(int(shape[-1]), frozen=True))
+        return outputs
+
+    def rebuild(self, layer, config, keep):
+        config["num_heads"] = int(keep.internal["heads"].sum())
+        config["key_dim"] = int(keep.internal["key_dim"].sum())
+        config["value_dim"] = int(keep.internal["value_dim"].sum())
+        config["output_shape"] = (int(keep.owned.sum()),)
+        return config
+
+    def rebuild_weights(self, layer, keep):
+        q, k, v = keep.meta["attention_inputs"]
+        heads, kd, vd = (keep.internal[key] for key in ("heads", "key_dim", "value_dim"))
+        scale = math.sqrt(kd.sum() / len(kd))  # keeps 1/sqrt(d_k) of the original
+        new = {}
+
+        def take(variable, *masks):
+            value = keras.ops.convert_to_numpy(variable)
+            for axis, mask in enumerate(masks):
+                if mask is not None:
+                    value = np.compress(mask, value, axis=axis)
+            return value
+
+        for dense, x, dims, factor in ((layer.query_dense, q, kd, scale), (layer.key_dense, k, kd, 1.0),
+                                       (layer.value_dense, v, vd, 1.0)):
+            new[id(dense.kernel)] = take(dense.kernel, keep.inputs[x], heads, dims) * factor
+            if dense.bias is not None:
+                new[id(dense.bias)] = take(dense.bias, heads, dims) * factor
+        o = layer.output_dense
+        new[id(o.kernel)] = take(o.kernel, heads, vd, keep.owned)
+        if o.bias is not None:
+            new[id(o.bias)] = take(o.bias, keep.owned)
+        return [new[id(w)] for w in layer.weights]

@@ -9,7 +9,10 @@ A :class:`LayerKind` holds, for one ``keras.layers.Layer`` class:
 - ``cost``: multiply-adds per sample (:mod:`tf_groupsparse.graph.costs`, ``metrics.layer_costs``);
 - ``grouping``: ``"dense"`` or ``"conv"`` when EM grouping (:mod:`tf_groupsparse.grouping`) can
   split its kernel into blocks;
-- ``foldable``: whether a constant input channel folds exactly into its bias (``shrink``).
+- ``foldable``: whether a constant input channel folds exactly into its bias (``shrink``);
+- ``weight_cost``: multiply-adds from the (kept) shapes of the layer's weights, for kinds whose
+  cost is not proportional to their kernel entries (attention: the score and value products
+  scale with heads and head dims alone); the budget pruner's cost model uses it.
 
 Lookups follow the class's MRO field by field, so a subclass registered with only a handler keeps
 its base class's cost and kernels. Register your own layer with :func:`register_layer_kind`
@@ -80,6 +83,7 @@ class LayerKind:
     cost: object = None
     grouping: str | None = None
     foldable: object = None
+    weight_cost: object = None
 
 
 #: layer class -> LayerKind. Extend it with :func:`register_layer_kind`.
@@ -94,7 +98,8 @@ def register_layer_kind(layer_class, **fields_):
         **fields_: any of ``handler`` (a :class:`~tf_groupsparse.graph.handlers.Handler`),
             ``kernels`` (tuple of :class:`KernelSlot`), ``cost`` (``(layer, input_shape,
             output_shape) -> MACs``), ``grouping`` ("dense" or "conv"), ``foldable`` (bool or
-            ``layer -> bool``).
+            ``layer -> bool``), ``weight_cost`` (``(layer, weight_shapes, input_shape,
+            output_shape) -> MACs``).
 
     Raises:
         TypeError: `layer_class` is not a Layer subclass, a field name is unknown, or a handler
@@ -184,6 +189,13 @@ def cost_for(layer):
     return _field(layer, "cost")
 
 
+def weight_cost_for(layer):
+    """``(layer, weight_shapes, input_shape, output_shape) -> MACs`` for kinds whose MACs are not
+    proportional to their kernel entries (attention), else None: the budget pruner's cost model
+    calls it with the kept shapes of the layer's weights."""
+    return _field(layer, "weight_cost")
+
+
 def grouping_kind(layer):
     """``"dense"`` or ``"conv"`` when EM grouping can split `layer`'s kernel, else None."""
     return _field(layer, "grouping")
@@ -270,6 +282,8 @@ def _defaults():
         (_public("DepthwiseConv1D", "DepthwiseConv2D"), LayerKind(H.Depthwise(), _DEPTHWISE, costs.depthwise)),
         (_public("SeparableConv1D", "SeparableConv2D"), LayerKind(H.Separable(), _SEPARABLE, costs.separable)),
         (_public("Embedding"), LayerKind(H.Embedding(), _EMBEDDING, zero)),
+        (_public("MultiHeadAttention"), LayerKind(H.MultiHeadAttention(), cost=costs.multi_head_attention,
+                                                   weight_cost=costs.attention_from_shapes)),
         (_public("SimpleRNN", "GRU", "LSTM"), LayerKind(cost=costs.rnn)),
         (_public("Bidirectional"), LayerKind(cost=costs.bidirectional)),
         ([_own.BlockDiagonalDense], LayerKind(H.BlockDiagonalDense(), cost=costs.block_diagonal_dense)),

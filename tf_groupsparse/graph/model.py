@@ -42,6 +42,9 @@ class Node:
         inputs: per call, the channel-variable arrays of its input tensors.
         outputs: per call, the channel-variable arrays of its output tensors.
         frozen: True when the layer had no handler and ``unsupported="freeze"`` kept its channels.
+        internal: channel variables of the layer's own inner axes, by name (MultiHeadAttention's
+            ``{"heads": ..., "key_dim": ..., "value_dim": ...}``): removable units that no tensor
+            carries.
     """
 
     name: str
@@ -52,6 +55,13 @@ class Node:
     outputs: list = field(default_factory=list)
     frozen: bool = False
     meta: dict = field(default_factory=dict)
+    internal: dict = field(default_factory=dict)
+
+    def unit_sets(self):
+        """``[(name, ids)]`` of the removable units the layer creates: its output channels under
+        its own name, each inner axis as ``"<name>:<axis>"`` (``"mha:heads"``)."""
+        sets = [(self.name, self.owned)] if self.owned is not None and len(self.owned) else []
+        return sets + [(f"{self.name}:{key}", ids) for key, ids in self.internal.items() if len(ids)]
 
     @property
     def out_ids(self):
@@ -177,6 +187,10 @@ class Group:
                 idx = self._positions(node.owned)
                 if idx:
                     out.append((node.name, "out", idx))
+            for key, ids in node.internal.items():
+                idx = self._positions(ids)
+                if idx:
+                    out.append((node.name, key, idx))
         return out
 
     def __eq__(self, other):
@@ -188,10 +202,11 @@ class Group:
     def __str__(self):
         def fmt(m):
             idx = list(m[2]) if len(m[2]) <= 8 else f"[{', '.join(map(str, m[2][:8]))}, ... ({len(m[2])})]"
-            return f"{m[1]} channels of {m[0]} {idx}"
+            what = f"{m[1]} channels" if m[1] in ("in", "out") else m[1]
+            return f"{what} of {m[0]} {idx}"
 
         members = self.members()
-        heads = [m for m in members if m[1] == "out"]
+        heads = [m for m in members if m[1] not in ("in",)]
         rest = [m for m in members if m not in heads[:1]]
         if not heads:
             text = "channels " + ", ".join(fmt(m) for m in members)
@@ -274,11 +289,21 @@ class DependencyGraph:
         return Group(self, self.labels[ids[int(channel)]])
 
     def groups(self, layer_name=None, *, include_frozen=False):
-        """Distinct groups of the output channels of `layer_name` (or of all layers), in order."""
+        """Distinct groups of the output channels and inner units (attention heads, ...) of
+        `layer_name` (or of all layers), in order; ``"mha:heads"`` names one inner axis."""
+        inner = None
+        if layer_name and layer_name not in self._by_name and ":" in layer_name:  # "mha:heads"
+            layer_name, inner = layer_name.rsplit(":", 1)
         nodes = [self.node(layer_name, "DependencyGraph.groups")] if layer_name else self.nodes
+        if inner is not None and inner not in nodes[0].internal:
+            raise ValueError(
+                f"DependencyGraph.groups: Expected an inner axis of layer {layer_name!r} (one of "
+                f"{sorted(nodes[0].internal)}). Received: {inner!r}"
+            )
         seen, out = set(), []
         for node in nodes:
-            for lab in self.labels[node.out_ids]:
+            ids = [node.internal[inner]] if inner is not None else [node.out_ids, *node.internal.values()]
+            for lab in self.labels[np.concatenate(ids)]:
                 if lab in seen:
                     continue
                 seen.add(lab)

@@ -54,11 +54,12 @@ class Keep:
     inputs: list
     outputs: list
     meta: dict = field(default_factory=dict)
+    internal: dict = field(default_factory=dict)
 
     @property
     def changed(self):
         masks = ([self.owned] if self.owned is not None else []) + self.inputs + self.outputs
-        return any(not m.all() for m in masks)
+        return any(not m.all() for m in masks + list(self.internal.values()))
 
 
 def _check_plan(plan, owner):
@@ -120,6 +121,7 @@ def _node_keep(node, removed):
         inputs=[mask(x) for x in first_in],
         outputs=[mask(x) for x in first_out],
         meta=node.meta,
+        internal={key: mask(ids) for key, ids in node.internal.items()},
     )
 
 
@@ -146,7 +148,7 @@ def remove_groups(graph, groups, *, bias_deltas=None, owner="remove_groups"):
     bias_deltas = dict(bias_deltas or {})
     for node in graph.nodes:
         tensors = [node.owned] if node.owned is not None else []
-        tensors += [x for call in node.outputs for x in call]
+        tensors += [x for call in node.outputs for x in call] + list(node.internal.values())
         for ids in tensors:
             if len(ids) and removed[ids].all():
                 raise ValueError(

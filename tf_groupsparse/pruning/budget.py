@@ -117,8 +117,8 @@ def _blocked_groups(graph, ignored):
         if node.name in ignored or node.layer.name in ignored:
             unknown.discard(node.name)
             unknown.discard(node.layer.name)
-            if node.owned is not None:
-                blocked[graph.labels[node.owned]] = True
+            for _, ids in node.unit_sets():
+                blocked[graph.labels[ids]] = True
     if unknown:
         raise ValueError(
             f"{_OWNER}: Expected `ignored_layers` to name layers of the model. Received: unknown "
@@ -261,8 +261,7 @@ def prune(model, data=None, *, macs=None, params=None, latency=None, importance=
 
     original = build_graph(model)
     table = LatencyTable(model, original) if kind == "latency" else None
-    original_width = {node.name: len(node.owned) for node in original.nodes
-                      if node.owned is not None and len(node.owned)}
+    original_width = {name: len(ids) for node in original.nodes for name, ids in node.unit_sets()}
     base_cost = CostModel(original)
     if kind == "latency":
         full = None
@@ -329,7 +328,7 @@ def prune(model, data=None, *, macs=None, params=None, latency=None, importance=
 
 def _widths(model):
     graph = build_graph(model)
-    return {node.name: len(node.owned) for node in graph.nodes if node.owned is not None and len(node.owned)}
+    return {name: len(ids) for node in graph.nodes for name, ids in node.unit_sets()}
 
 
 def _copy(model):

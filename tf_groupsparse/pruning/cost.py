@@ -32,7 +32,7 @@ from collections import defaultdict
 import keras
 import numpy as np
 
-from ..graph.kinds import cost_for
+from ..graph.kinds import cost_for, weight_cost_for
 from ..metrics import _io_shapes
 
 __all__ = ["CostModel"]
@@ -49,6 +49,10 @@ class _Weight:
         self.shape = tuple(int(d) for d in shape)
         self.kept = {}          # (index, axis) -> kept channels on that axis of that block
         self.entries = math.prod(self.shape)
+
+    def kept_shape(self):
+        """The shape with every sliced axis at its kept count (weights without blocks)."""
+        return tuple(self.kept.get(((), a), d) for a, d in enumerate(self.shape))
 
     def count(self):
         if not self.kept:
@@ -77,6 +81,8 @@ class CostModel:
         self.per_group = defaultdict(list)      # group id -> [(weight key, (index, axis), count)]
         self.mac_factor = {}                    # weight key -> multiply-adds per kernel entry
         self.layer_of = {}                      # weight key -> the layer's node name
+        self.shaped = {}                        # node name -> (layer, MAC function of weight shapes, keys, io)
+        self._shaped_macs = {}
         sliced_full = 0
         for s in graph.slices:
             key = (id(s.node.layer), s.weight_index)
@@ -97,7 +103,8 @@ class CostModel:
             self._node_macs(node)
         self._counts = {key: w.count() for key, w in self.weights.items()}
         self.params = self._fixed_params + sum(self._counts.values())
-        self.macs = int(round(self._fixed_macs + sum(self.mac_factor.get(k, 0.0) * c for k, c in self._counts.items())))
+        self.macs = int(round(self._fixed_macs + sum(self.mac_factor.get(k, 0.0) * c for k, c in self._counts.items())
+                              + sum(self._shaped_macs.values())))
         self.macs_full, self.removed = self.macs, set()
 
     def _node_macs(self, node):
@@ -108,8 +115,15 @@ class CostModel:
         if node.inputs and len(node.inputs) > 1:  # a shared layer: cost its first call (as layer_costs)
             pass
         try:
-            macs = int(fn(layer, *_io_shapes(layer)))
+            io = _io_shapes(layer)
+            macs = int(fn(layer, *io))
         except ValueError:
+            return
+        shaped = weight_cost_for(layer)
+        if shaped is not None:  # MACs not proportional to kernel entries (attention): from the kept shapes
+            keys = [(id(layer), i) for i in range(len(layer.weights))]
+            self.shaped[node.name] = (layer, shaped, keys, io)
+            self._shaped_macs[node.name] = macs
             return
         kernels = [(id(layer), i) for i, v in enumerate(layer.weights) if _is_kernel(v)]
         sliced = [k for k in kernels if k in self.weights]
@@ -140,6 +154,13 @@ class CostModel:
             self._counts[key] = new
             self.params += delta
             self.macs += int(round(self.mac_factor.get(key, 0.0) * delta))
+        for name, (layer, fn, keys, io) in self.shaped.items():
+            if touched.intersection(keys):
+                shapes = [self.weights[k].kept_shape() if k in self.weights else tuple(layer.weights[k[1]].shape)
+                          for k in keys]
+                new = int(fn(layer, shapes, *io))
+                self.macs += new - self._shaped_macs[name]
+                self._shaped_macs[name] = new
 
     def remove(self, groups):
         """Count `groups` (Group objects or ids) as removed."""
@@ -154,6 +175,7 @@ class CostModel:
         out = {}
         for key, name in self.layer_of.items():
             out[name] = out.get(name, 0.0) + self.mac_factor[key] * self._counts[key]
+        out.update(self._shaped_macs)
         return out
 
     def fraction(self, what):

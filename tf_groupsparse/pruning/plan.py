@@ -46,8 +46,7 @@ class ChannelPlan:
     def __init__(self, graph, caps=None, keep_min=1, limits=None):
         self.graph = graph
         self.removed = np.zeros(graph.n_groups, dtype=bool)
-        self.owned = {node.name: graph.labels[node.owned] for node in graph.nodes
-                      if node.owned is not None and len(node.owned)}
+        self.owned = {name: graph.labels[ids] for node in graph.nodes for name, ids in node.unit_sets()}
         self.removed_count = {name: 0 for name in self.owned}
         self.limit = {name: max(len(labels) - keep_min, 0) for name, labels in self.owned.items()}
         for name, fraction in (caps or {}).items():

@@ -92,12 +92,22 @@ def _constants(model, graph, weights, wanted, unsupported):
     sizes = (16, 11) if any(d is None for t in model.inputs for d in t.shape[1:]) else (16,)
     envs = [evaluate(probe, _probe_inputs(model, rng, size)) for size in sizes]
     result = {int(g): [] for g in np.nonzero(wanted)[0]}
+    inner = {id(n): np.concatenate(list(n.internal.values())) for n in graph.nodes if n.internal}
     for s, ps in zip(graph.slices, probe.slices):
         if s.role != "consume":
             continue
         labs = graph.labels[s.ids]
         positions = np.nonzero(wanted[labs])[0]
         if not len(positions):
+            continue
+        if id(s.node) in inner and np.isin(s.ids, inner[id(s.node)]).all():
+            # an inner axis (attention heads): what it carries is zero only when the unit's own
+            # parameters (biases) are zero as well; a constant there is not folded
+            for g in {int(labs[p]) for p in positions}:
+                params = [(t, idx) for t, idx in graph.slice_index().get(g, ()) if t.node is s.node and t.role == "param"]
+                if any(np.any(np.take(weights[id(s.node)][t.weight_index][t.index], list(idx), axis=t.axis))
+                       for t, idx in params):
+                    result[g] = None
             continue
         key = probe.tracer.canon(ps.node.meta["in_keys"][0][0])
         values = np.concatenate([env[key].reshape(-1, env[key].shape[-1])[:, positions] for env in envs])
@@ -142,8 +152,7 @@ def _apply_keep_min(graph, removed, keep_min):
     """Every tensor keeps at least `keep_min` channels (or all it has)."""
     tensors = []
     for node in graph.nodes:
-        if node.owned is not None:
-            tensors.append(node.owned)
+        tensors += [ids for _, ids in node.unit_sets()]
         tensors += [x for call in node.outputs for x in call if len(x)]
     return _restore(graph, removed, tensors, lambda n: min(keep_min, n))
 
@@ -301,6 +310,9 @@ def _report(graph, new_model, removed, bias_deltas, threshold):
             "params_before": before, "params_after": after,
             "bias_folded": node.name in bias_deltas,
         })
+        for key, inner in node.internal.items():  # attention heads, key and value dims
+            rows[-1][f"{key}_before"] = len(inner)
+            rows[-1][f"{key}_after"] = int((~removed[graph.labels[inner]]).sum())
     totals = {
         "params_before": int(graph.model.count_params()),
         "params_after": int(new_model.count_params()),

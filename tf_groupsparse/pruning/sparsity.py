@@ -61,9 +61,11 @@ def _slice_norms(array, s, norm):
 def zero_groups(graph, threshold, norm=None, weights=None):
     """Which groups of `graph` carry nothing: ``(producer_dead, consumer_dead, strength)``.
 
-    A group is consumer-dead when every layer that reads it ignores it (all of one layer's
-    reading slices, for a layer that reads it serially, or any, in parallel, below the
-    threshold): nothing downstream sees the channel. It is producer-dead when every slice that
+    A group is consumer-dead when every layer that reads it ignores it (any of one layer's
+    reading slices below the threshold, for a layer that reads it serially, a separable conv's
+    depthwise then pointwise kernel; all of them for a layer whose handler reads in parallel,
+    ``reads = "parallel"``: attention's query, key and value projections): nothing downstream
+    sees the channel. It is producer-dead when every slice that
     computes it is zero: it carries a constant. ``strength`` is the largest slice norm of each
     group.
 
@@ -95,8 +97,12 @@ def zero_groups(graph, threshold, norm=None, weights=None):
             per_id = np.zeros(len(uniq), bool)
             np.logical_or.at(per_id, inverse, alive)
             seen = consumers.setdefault(id(s.node), {})
-            for channel, ok in zip(uniq.tolist(), per_id.tolist()):
-                seen[channel] = seen.get(channel, True) and ok
+            if getattr(s.node.handler, "reads", "serial") == "parallel":  # ignored only if every slice is dead
+                for channel, ok in zip(uniq.tolist(), per_id.tolist()):
+                    seen[channel] = seen.get(channel, False) or ok
+            else:
+                for channel, ok in zip(uniq.tolist(), per_id.tolist()):
+                    seen[channel] = seen.get(channel, True) and ok
     for seen in consumers.values():
         alive_ids = [channel for channel, ok in seen.items() if ok]
         cons_alive[labels[np.asarray(alive_ids, dtype=np.int64)]] = True

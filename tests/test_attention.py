@@ -1,0 +1,183 @@
+"""MultiHeadAttention in the dependency graph: heads, key dims and value dims shrink exactly,
+their MACs are counted exactly, and the budget pruner prunes transformer blocks."""
+
+import keras
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import tf_groupsparse as tgs
+from tf_groupsparse.graph import build_graph, remove_groups
+from tf_groupsparse.pruning.cost import CostModel
+
+L = keras.layers
+
+
+def block(heads=4, key_dim=8, value_dim=None, d_model=16, ff=32, seq=6, cross=False, mask=False, seed=0):
+    """Embedding projection, (cross-)attention with a residual add and LayerNorm, a feed-forward
+    block with a residual add, pooling and a classifier head."""
+    keras.utils.set_random_seed(seed)
+    x = keras.Input((seq, 12), name="x")
+    inputs = [x]
+    h = L.Dense(d_model, name="embed")(x)
+    kwargs = {}
+    if mask:
+        m = keras.Input((seq, seq + 2 if cross else seq), dtype="bool", name="mask")
+        inputs.append(m)
+        kwargs["attention_mask"] = m
+    if cross:
+        c = keras.Input((seq + 2, 10), name="context")
+        inputs.insert(1, c)
+        ctx = L.Dense(20, name="context_proj")(c)
+        a = L.MultiHeadAttention(heads, key_dim, value_dim=value_dim, name="mha")(h, ctx, **kwargs)
+    else:
+        a = L.MultiHeadAttention(heads, key_dim, value_dim=value_dim, name="mha")(h, h, **kwargs)
+    h = L.LayerNormalization(name="ln1")(L.Add(name="res1")([h, a]))
+    f = L.Dense(d_model, name="ff2")(L.Dense(ff, activation="gelu", name="ff1")(h))
+    h = L.Add(name="res2")([h, f])
+    return keras.Model(inputs, L.Dense(3, name="head")(L.GlobalAveragePooling1D(name="pool")(h)))
+
+
+def sample(model, n=4, seed=0):
+    rng = np.random.default_rng(seed)
+    out = []
+    for t in model.inputs:
+        shape = (n,) + tuple(t.shape[1:])
+        out.append(rng.random(shape) > 0.3 if t.dtype == "bool" else rng.standard_normal(shape).astype("float32"))
+    return out
+
+
+def zero_units(model, heads=(), key_dims=(), value_dims=(), key_kernel_only=False):
+    """Zero attention units of layer "mha" in place: heads (q, k, v and biases), key dims (query
+    kernel and bias, or with `key_kernel_only` just the key kernel), value dims (value kernel and bias)."""
+    mha = model.get_layer("mha")
+
+    def zero(variable, index):
+        value = variable.numpy()
+        value[index] = 0.0
+        variable.assign(value)
+
+    for h in heads:
+        for d in (mha.query_dense, mha.key_dense, mha.value_dense):
+            zero(d.kernel, (slice(None), h))
+            zero(d.bias, (h,))
+    for j in key_dims:
+        if key_kernel_only:
+            zero(mha.key_dense.kernel, (slice(None), slice(None), j))
+        else:
+            zero(mha.query_dense.kernel, (slice(None), slice(None), j))
+            zero(mha.query_dense.bias, (slice(None), j))
+    for j in value_dims:
+        zero(mha.value_dense.kernel, (slice(None), slice(None), j))
+        zero(mha.value_dense.bias, (slice(None), j))
+
+
+def test_zero_heads_and_dims_go_and_outputs_stay(tmp_path):
+    model = block()
+    zero_units(model, heads=[1], key_dims=[2], value_dims=[5])
+    small, report = tgs.shrink(model, threshold=0.0, return_report=True)
+    mha = small.get_layer("mha")
+    assert (mha.num_heads, mha.key_dim, mha.value_dim) == (3, 7, 7)
+    (row,) = [r for r in report.rows if r["layer"] == "mha"]
+    assert (row["heads_before"], row["heads_after"], row["key_dim_after"], row["value_dim_after"]) == (4, 3, 7, 7)
+    x = sample(model)
+    np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    small.save(tmp_path / "small.keras")
+    back = keras.models.load_model(tmp_path / "small.keras", safe_mode=True)
+    np.testing.assert_array_equal(back.predict(x, verbose=0), small.predict(x, verbose=0))
+
+
+def test_a_key_dim_whose_key_kernel_is_zero_goes_although_its_query_is_not():
+    model = block()
+    zero_units(model, key_dims=[0, 3], key_kernel_only=True)  # scores shift by a constant per query
+    small = tgs.shrink(model, threshold=0.0)
+    assert small.get_layer("mha").key_dim == 6
+    x = sample(model)
+    np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+
+
+def test_a_head_with_a_nonzero_value_bias_stays():
+    model = block()
+    zero_units(model, heads=[2])
+    bias = model.get_layer("mha").value_dense.bias
+    value = bias.numpy()
+    value[2, 0] = 0.5  # the head now adds a constant to the output: not removed by shrink
+    bias.assign(value)
+    assert tgs.shrink(model, threshold=0.0).get_layer("mha").num_heads == 4
+
+
+def test_cross_attention_with_a_mask_shrinks_both_streams():
+    model = block(cross=True, mask=True, value_dim=6)
+    zero_units(model, heads=[0, 3], value_dims=[1])
+    proj = model.get_layer("context_proj")  # two context channels that nothing reads any more
+    mha = model.get_layer("mha")
+    for d in (mha.key_dense, mha.value_dense):
+        k = d.kernel.numpy()
+        k[[4, 9]] = 0.0
+        d.kernel.assign(k)
+    small = tgs.shrink(model, threshold=0.0)
+    assert (small.get_layer("mha").num_heads, small.get_layer("mha").value_dim) == (2, 5)
+    assert small.get_layer("context_proj").units == proj.units - 2
+    x = sample(model)
+    np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+
+
+def test_heads_are_groups_with_a_readable_name():
+    graph = build_graph(block())
+    heads = graph.groups("mha:heads")
+    assert len(heads) == 4
+    assert str(heads[1]).startswith("prune heads of mha [1] => ")
+    assert len(graph.groups("mha:key_dim")) == 8 and len(graph.groups("mha:value_dim")) == 8
+
+
+def _attention_macs(t, s, dq, dk, dv, h, kd, vd, do):
+    return t * dq * h * kd + s * dk * h * kd + s * dv * h * vd + t * s * h * (kd + vd) + t * h * vd * do
+
+
+def test_attention_macs_follow_the_formula_and_the_cost_model_after_removals():
+    model = block(cross=True, value_dim=6)
+    costs = {r["layer"]: r["macs"] for r in tgs.layer_costs(model).rows}
+    assert costs["mha"] == _attention_macs(6, 8, 16, 20, 20, 4, 8, 6, 16)
+    graph = build_graph(model)
+    rng = np.random.default_rng(0)
+    groups = [g for g in graph.groups() if not g.lossy]
+    for _ in range(3):
+        chosen = [groups[i] for i in rng.choice(len(groups), 6, replace=False)]
+        cost = CostModel(graph)
+        cost.remove(chosen)
+        small = remove_groups(graph, chosen)
+        assert cost.macs == tgs.flops(small) and cost.params == small.count_params()
+
+
+@settings(max_examples=8, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(heads=st.integers(1, 4), key_dim=st.integers(1, 6), value_dim=st.integers(1, 6), data=st.data())
+def test_random_blocks_shrink_exactly(heads, key_dim, value_dim, data):
+    model = block(heads=heads, key_dim=key_dim, value_dim=value_dim, seed=heads * 100 + key_dim)
+    zh = data.draw(st.lists(st.integers(0, heads - 1), unique=True, max_size=heads - 1))
+    zk = data.draw(st.lists(st.integers(0, key_dim - 1), unique=True, max_size=key_dim - 1))
+    zv = data.draw(st.lists(st.integers(0, value_dim - 1), unique=True, max_size=value_dim - 1))
+    zero_units(model, heads=zh, key_dims=zk, value_dims=zv)
+    small = tgs.shrink(model, threshold=0.0)
+    mha = small.get_layer("mha")
+    assert (mha.num_heads, mha.key_dim, mha.value_dim) == (heads - len(zh), key_dim - len(zk), value_dim - len(zv))
+    x = sample(model)
+    np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_prune_a_trained_transformer_to_half_its_macs_and_export(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((512, 6, 12)).astype("float32")
+    y = (x[:, :, 0].mean(axis=1) > 0).astype("int64") + (x[:, :, 1].mean(axis=1) > 0).astype("int64")
+    model = block(heads=4, key_dim=8, d_model=32, ff=64)
+    model.compile(keras.optimizers.Adam(3e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    model.fit(x, y, epochs=15, batch_size=64, verbose=0)
+    small, report = tgs.prune(model, (x, y), macs=0.5, importance="taylor", verbose=0)
+    assert report.totals["macs_fraction"] <= 0.5
+    assert tgs.flops(small) <= 0.5 * tgs.flops(model)
+    (row,) = [r for r in report.rows if r["layer"] == "mha:heads"]
+    assert row["channels_after"] <= row["channels_before"]
+    exported = tgs.export(small, str(tmp_path / "export"), sample=x[:32], verbose=0, latency_runs=5)
+    assert exported.max_abs_error <= 1e-4
