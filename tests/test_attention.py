@@ -181,3 +181,48 @@ def test_prune_a_trained_transformer_to_half_its_macs_and_export(tmp_path):
     assert row["channels_after"] <= row["channels_before"]
     exported = tgs.export(small, str(tmp_path / "export"), sample=x[:32], verbose=0, latency_runs=5)
     assert exported.max_abs_error <= 1e-4
+
+
+def gqa_block(query_heads=4, kv_heads=2, head_dim=6, d_model=16, seq=5, gate=False, seed=0):
+    keras.utils.set_random_seed(seed)
+    x = keras.Input((seq, 12), name="x")
+    h = L.Dense(d_model, name="embed")(x)
+    a = L.GroupQueryAttention(head_dim, query_heads, kv_heads, use_gate=gate, name="gqa")(h, h)
+    h = L.LayerNormalization(name="ln")(L.Add(name="res")([h, a]))
+    return keras.Model(x, L.Dense(3, name="head")(L.GlobalAveragePooling1D(name="pool")(h)))
+
+
+def _gqa_weights(layer):
+    return {"/".join(w.path.split("/")[-2:]): w for w in layer.weights}
+
+
+@pytest.mark.parametrize("gate", [False, True])
+def test_group_query_attention_loses_whole_kv_groups_and_head_dims(gate):
+    model = gqa_block(query_heads=6, kv_heads=3, gate=gate)
+    w = _gqa_weights(model.get_layer("gqa"))
+
+    def zero(name, index):
+        value = w[name].numpy()
+        value[index] = 0.0
+        w[name].assign(value)
+
+    # kv head 1 serves query heads 2 and 3: their output rows go, so the whole kv group is unused
+    zero("attention_output/kernel", (slice(2, 4),))
+    # head dim 4: zero in the key kernel (scores shift by a constant) and in the output rows
+    zero("key/kernel", (slice(None), slice(None), 4))
+    zero("attention_output/kernel", (slice(None), 4))
+    small = tgs.shrink(model, threshold=0.0)
+    gqa = small.get_layer("gqa")
+    assert (gqa.num_query_heads, gqa.num_key_value_heads, gqa.head_dim) == (4, 2, 5)
+    x = sample(model)
+    np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    graph = build_graph(model)
+    assert len(graph.groups("gqa:kv_heads")) == 3
+    costs = {r["layer"]: r["macs"] for r in tgs.layer_costs(model).rows}
+    t = s = 5
+    extra = t * 16 * 6 * 6 if gate else 0
+    assert costs["gqa"] == t * 16 * 6 * 6 + 2 * s * 16 * 3 * 6 + extra + 2 * t * s * 6 * 6 + t * 6 * 6 * 16
+    cost = CostModel(graph)
+    chosen = graph.groups("gqa:kv_heads")[:1] + graph.groups("gqa:head_dim")[:2]
+    cost.remove(chosen)
+    assert cost.macs == tgs.flops(remove_groups(graph, chosen))

@@ -19,6 +19,8 @@ Bidirectional                            the sum of its two wrapped layers
 MultiHeadAttention (``H`` heads, key /   ``T D_q H d_k + S D_k H d_k + S D_v H d_v``
 value dims ``d_k, d_v``; ``T`` query,    (projections) ``+ T S H (d_k + d_v)`` (scores and
 ``S`` key positions)                     weighted values) ``+ T H d_v D_o`` (output)
+GroupQueryAttention (``H_q`` query,      ``T D H_q d + 2 S D H_kv d`` (projections; a gate adds
+``H_kv`` key/value heads, head dim d)    ``T D H_q d``) ``+ 2 T S H_q d + T H_q d D``
 ChannelGather / ChannelSlice             0 (data movement)
 BatchNormalization, Layer/Group/Unit     0: a per-element scale and shift, which the TFLite
 Normalization                            converter folds into the neighbouring linear layer

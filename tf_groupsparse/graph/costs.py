@@ -124,3 +124,30 @@ def attention_from_shapes(layer, shapes, input_shape, output_shape):
 def multi_head_attention(layer, input_shape, output_shape):
     """See :func:`attention_from_shapes`, with the layer's own weight shapes."""
     return attention_from_shapes(layer, [tuple(w.shape) for w in layer.weights], input_shape, output_shape)
+
+
+def _positions(layer, shape, what):
+    return _prod(shape, layer, what) // int(shape[-1])
+
+
+def grouped_attention_from_shapes(layer, shapes, input_shape, output_shape):
+    """GroupQueryAttention from its weight shapes (query/gate ``(D_q, H_q, d)``, key/value
+    ``(D, H_kv, d)``, output ``(H_q, d, D_q)``): the four projections (the gate's if any), scores
+    and weighted values ``2 T S H_q d``, and the output projection ``T H_q d D_q``."""
+    by_name = {"/".join(w.path.split("/")[-2:]): tuple(sh) for w, sh in zip(layer.weights, shapes)}
+    shapes_in = input_shape if isinstance(input_shape, list) else [input_shape]
+    t = _positions(layer, shapes_in[0], "query")
+    s = _positions(layer, shapes_in[1] if len(shapes_in) > 1 else shapes_in[0], "value")
+    dq, hq, d = by_name["query/kernel"]
+    total = t * dq * hq * d + 2 * t * s * hq * d
+    for name in ("key", "value"):
+        dk, hkv, dd = by_name[f"{name}/kernel"]
+        total += s * dk * hkv * dd
+    if "gate/kernel" in by_name:
+        total += t * math.prod(by_name["gate/kernel"])
+    return total + t * math.prod(by_name["attention_output/kernel"])
+
+
+def grouped_query_attention(layer, input_shape, output_shape):
+    """See :func:`grouped_attention_from_shapes`, with the layer's own weight shapes."""
+    return grouped_attention_from_shapes(layer, [tuple(w.shape) for w in layer.weights], input_shape, output_shape)

@@ -43,6 +43,7 @@ __all__ = [
     "ConvTranspose", "Depthwise", "Separable", "BatchNorm", "LayerNorm", "PReLU", "Normalization",
     "Rescaling", "PerChannel", "Merge", "Concatenate", "Flatten", "Reshape", "Embedding",
     "BlockDiagonalDense", "ChannelGather", "ChannelSlice", "ChannelScale", "ShapeOp", "MultiHeadAttention",
+    "GroupQueryAttention",
 ]
 
 
@@ -483,6 +484,36 @@ class ChannelSlice(Handler):
         return config
 
 
+def _attention_inputs(ctx, inputs):
+    """Indices of the query, key and value inputs of an attention call; masks are frozen."""
+    where = ctx.arguments
+    q = where.get(0, where.get("query"))
+    v = where.get(1, where.get("value"))
+    k = where.get(2, where.get("key", v))
+    if q is None or v is None:
+        raise Unsupported("the query and value inputs must be single tensors")
+    for i, x in enumerate(inputs):
+        if i not in (q, k, v):  # masks: their last axis is a sequence, not channels
+            ctx.freeze(x)
+    return q, k, v
+
+
+def _take(variable, *masks):
+    """`variable` as NumPy with the entries of each axis kept where its mask (or None: all) says."""
+    value = keras.ops.convert_to_numpy(variable)
+    for axis, mask in enumerate(masks):
+        if mask is not None:
+            value = np.compress(mask, value, axis=axis)
+    return value
+
+
+def _extra_outputs(ctx, outputs):
+    """Frozen variables for outputs past the first (attention scores: not channels)."""
+    for shape in ctx.out_shapes[1:]:
+        outputs.append(ctx.new(int(shape[-1]), frozen=True))
+    return outputs
+
+
 class MultiHeadAttention(Handler):
     """keras.layers.MultiHeadAttention: removable heads, key dims and value dims, and the
     channels of the query, key and value inputs and of the output.
@@ -500,21 +531,9 @@ class MultiHeadAttention(Handler):
     """
 
     kind = "attention"
-    def _roles(self, ctx):
-        where = ctx.arguments
-        q = where.get(0, where.get("query"))
-        v = where.get(1, where.get("value"))
-        k = where.get(2, where.get("key", v))
-        if q is None or v is None:
-            raise Unsupported("the query and value inputs must be single tensors")
-        return q, k, v
-
     def trace(self, node, inputs, ctx):
         layer = node.layer
-        q, k, v = self._roles(ctx)
-        for i, x in enumerate(inputs):
-            if i not in (q, k, v):  # masks (their last axis is a sequence, not channels)
-                ctx.freeze(x)
+        q, k, v = _attention_inputs(ctx, inputs)
         heads = ctx.inner(node, "heads", layer.num_heads)
         kd = ctx.inner(node, "key_dim", layer.key_dim)
         vd = ctx.inner(node, "value_dim", layer.value_dim)
@@ -538,10 +557,7 @@ class MultiHeadAttention(Handler):
         ctx.add_slice(node, o.kernel, 2, out, "produce")
         if o.bias is not None:
             ctx.add_slice(node, o.bias, 0, out, "param")
-        outputs = [out]
-        for shape in ctx.out_shapes[1:]:  # attention scores (batch, heads, T, S): not channels
-            outputs.append(ctx.new(int(shape[-1]), frozen=True))
-        return outputs
+        return _extra_outputs(ctx, [out])
 
     def rebuild(self, layer, config, keep):
         config["num_heads"] = int(keep.internal["heads"].sum())
@@ -555,21 +571,91 @@ class MultiHeadAttention(Handler):
         heads, kd, vd = (keep.internal[key] for key in ("heads", "key_dim", "value_dim"))
         scale = math.sqrt(kd.sum() / len(kd))  # keeps 1/sqrt(d_k) of the original
         new = {}
-
-        def take(variable, *masks):
-            value = keras.ops.convert_to_numpy(variable)
-            for axis, mask in enumerate(masks):
-                if mask is not None:
-                    value = np.compress(mask, value, axis=axis)
-            return value
-
         for dense, x, dims, factor in ((layer.query_dense, q, kd, scale), (layer.key_dense, k, kd, 1.0),
                                        (layer.value_dense, v, vd, 1.0)):
-            new[id(dense.kernel)] = take(dense.kernel, keep.inputs[x], heads, dims) * factor
+            new[id(dense.kernel)] = _take(dense.kernel, keep.inputs[x], heads, dims) * factor
             if dense.bias is not None:
-                new[id(dense.bias)] = take(dense.bias, heads, dims) * factor
+                new[id(dense.bias)] = _take(dense.bias, heads, dims) * factor
         o = layer.output_dense
-        new[id(o.kernel)] = take(o.kernel, heads, vd, keep.owned)
+        new[id(o.kernel)] = _take(o.kernel, heads, vd, keep.owned)
         if o.bias is not None:
-            new[id(o.bias)] = take(o.bias, keep.owned)
+            new[id(o.bias)] = _take(o.bias, keep.owned)
+        return [new[id(w)] for w in layer.weights]
+
+
+class GroupQueryAttention(Handler):
+    """keras.layers.GroupQueryAttention: removable key/value heads (each with the
+    ``num_query_heads / num_key_value_heads`` query heads that share it, so the ratio stays) and
+    head dims, and the channels of the query, key and value inputs.
+
+    Kernels (EinsumDense): query and gate ``(D_q, H_q, d)``, key and value ``(D, H_kv, d)``,
+    output ``(H_q, d, D_q)``; query head ``j r + i`` reads key/value head ``j``. A head dim ``j``
+    is read by the key (scores) and the output projection (values): it is unused when both are
+    zero there, or when the query, value and gate projections compute zero. The output has the
+    query's width (the layer has no ``output_shape``), so its channels are the query's. The rebuilt
+    layer keeps the attention scale ``1 / sqrt(d)`` by scaling the query projection.
+    """
+
+    kind = "attention"
+    reads = "parallel"
+
+    @staticmethod
+    def _weights(layer):
+        """``{(sublayer, "kernel"|"bias"): variable}`` read from the variables' paths."""
+        return {tuple(w.path.split("/")[-2:]): w for w in layer.weights}
+
+    def trace(self, node, inputs, ctx):
+        layer = node.layer
+        q, k, v = _attention_inputs(ctx, inputs)
+        w = self._weights(layer)
+        r = layer.num_repeats
+        kv = ctx.inner(node, "kv_heads", layer.num_key_value_heads)
+        dims = ctx.inner(node, "head_dim", layer.head_dim)
+        out = ctx.own(node, int(w[("attention_output", "kernel")].shape[-1]))
+        ctx.couple(out, inputs[q])  # output width = query width
+        node.meta["attention_inputs"] = (q, k, v)
+        query_heads = np.repeat(kv, r)
+        projections = [("query", inputs[q], query_heads, "produce"), ("key", inputs[k], kv, "consume"),
+                       ("value", inputs[v], kv, "produce")]
+        if layer.use_gate:
+            projections.append(("gate", inputs[q], query_heads, "produce"))
+        for name, x, heads, dim_role in projections:
+            kernel, bias = w[(name, "kernel")], w.get((name, "bias"))
+            ctx.add_slice(node, kernel, 0, x, "consume")
+            ctx.add_slice(node, kernel, 1, heads, "produce")
+            ctx.add_slice(node, kernel, 2, dims, dim_role)
+            if bias is not None:
+                ctx.add_slice(node, bias, 0, heads, "param")
+                ctx.add_slice(node, bias, 1, dims, "param")
+        o, ob = w[("attention_output", "kernel")], w.get(("attention_output", "bias"))
+        ctx.add_slice(node, o, 0, query_heads, "consume")
+        ctx.add_slice(node, o, 1, dims, "consume")
+        ctx.add_slice(node, o, 2, out, "produce")
+        if ob is not None:
+            ctx.add_slice(node, ob, 0, out, "param")
+        return _extra_outputs(ctx, [out])
+
+    def rebuild(self, layer, config, keep):
+        kv = int(keep.internal["kv_heads"].sum())
+        config["num_key_value_heads"] = kv
+        config["num_query_heads"] = kv * layer.num_repeats
+        config["head_dim"] = int(keep.internal["head_dim"].sum())
+        return config
+
+    def rebuild_weights(self, layer, keep):
+        q, k, v = keep.meta["attention_inputs"]
+        kv, dims = keep.internal["kv_heads"], keep.internal["head_dim"]
+        query_heads = np.repeat(kv, layer.num_repeats)
+        scale = math.sqrt(dims.sum() / len(dims))
+        rows = {"query": (keep.inputs[q], query_heads, scale), "gate": (keep.inputs[q], query_heads, 1.0),
+                "key": (keep.inputs[k], kv, 1.0), "value": (keep.inputs[v], kv, 1.0)}
+        new = {}
+        for (name, part), variable in self._weights(layer).items():
+            if name == "attention_output":
+                new[id(variable)] = (_take(variable, query_heads, dims, keep.owned) if part == "kernel"
+                                     else _take(variable, keep.owned))
+            else:
+                x, heads, factor = rows[name]
+                masks = (x, heads, dims) if part == "kernel" else (heads, dims)
+                new[id(variable)] = _take(variable, *masks) * factor
         return [new[id(w)] for w in layer.weights]

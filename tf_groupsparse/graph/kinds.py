@@ -284,6 +284,8 @@ def _defaults():
         (_public("Embedding"), LayerKind(H.Embedding(), _EMBEDDING, zero)),
         (_public("MultiHeadAttention"), LayerKind(H.MultiHeadAttention(), cost=costs.multi_head_attention,
                                                    weight_cost=costs.attention_from_shapes)),
+        (_public("GroupQueryAttention"), LayerKind(H.GroupQueryAttention(), cost=costs.grouped_query_attention,
+                                                    weight_cost=costs.grouped_attention_from_shapes)),
         (_public("SimpleRNN", "GRU", "LSTM"), LayerKind(cost=costs.rnn)),
         (_public("Bidirectional"), LayerKind(cost=costs.bidirectional)),
         ([_own.BlockDiagonalDense], LayerKind(H.BlockDiagonalDense(), cost=costs.block_diagonal_dense)),
