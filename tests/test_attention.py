@@ -226,3 +226,35 @@ def test_group_query_attention_loses_whole_kv_groups_and_head_dims(gate):
     chosen = graph.groups("gqa:kv_heads")[:1] + graph.groups("gqa:head_dim")[:2]
     cost.remove(chosen)
     assert cost.macs == tgs.flops(remove_groups(graph, chosen))
+
+
+@pytest.mark.parametrize("equation, output_shape, bias_axes", [
+    ("abc,cd->abd", (5, 10), "d"),
+    ("...b,bc->...c", 10, "c"),
+    ("abc,cde->abde", (5, 3, 10), "de"),
+])
+def test_einsum_dense_shrinks_like_dense(equation, output_shape, bias_axes):
+    keras.utils.set_random_seed(0)
+    x = keras.Input((5, 8), name="x")
+    h = L.EinsumDense(equation, output_shape=output_shape, bias_axes=bias_axes, activation="relu", name="e1")(x)
+    if len(h.shape) == 4:
+        h = L.Reshape((5, 3 * 10), name="merge")(h)
+    y = L.EinsumDense("abc,cd->abd", output_shape=(5, 4), bias_axes="d", name="e2")(h)
+    model = keras.Model(x, y)
+    e2 = model.get_layer("e2")
+    k = e2.kernel.numpy()
+    dead = [1, 7] if h.shape[-1] == 10 else [1, 7, 11, 17, 21, 27]  # after the reshape: channel c of every head
+    k[dead] = 0.0
+    e2.kernel.assign(k)
+    small = tgs.shrink(model, threshold=0.0)
+    assert small.get_layer("e1").kernel.shape[-1] == 8
+    xs = np.random.default_rng(0).standard_normal((3, 5, 8)).astype("float32")
+    np.testing.assert_allclose(small.predict(xs, verbose=0), model.predict(xs, verbose=0), atol=1e-5)
+    assert tgs.flops(small) < tgs.flops(model)
+
+
+def test_einsum_dense_with_another_contraction_is_a_clear_error():
+    x = keras.Input((5, 8))
+    y = L.EinsumDense("abc,bd->acd", output_shape=(8, 4), name="odd")(x)
+    with pytest.raises(ValueError, match=r"layer 'odd' of class EinsumDense \(equation 'abc,bd->acd'"):
+        build_graph(keras.Model(x, y))

@@ -7,7 +7,8 @@ the product of the non-batch dimensions of a shape, ``k = prod(kernel_size)``:
 =======================================  ======================================================
 layer kind                               MACs per sample
 =======================================  ======================================================
-Dense (any input rank)                   ``prod(out) * C_in``
+Dense (any input rank), EinsumDense     ``prod(out) * C_in`` (EinsumDense: equations that
+                                         contract the input's last axis alone)
 Conv1D/2D/3D (``groups = G``)            ``prod(out) * k * C_in / G``
 DepthwiseConv1D/2D                       ``prod(out) * k``
 SeparableConv1D/2D (multiplier ``m``)    ``P * C_in * m * k + P * C_in * m * filters``,

@@ -55,6 +55,11 @@ def dense(layer, input_shape, output_shape):
     return _prod(output_shape, layer, "output") * int(known(input_shape, layer, "input")[-1])
 
 
+def einsum_dense(layer, input_shape, output_shape):
+    """``prod(out) * C_in``: the equations the graph supports contract only the input's last axis."""
+    return dense(layer, input_shape, output_shape)
+
+
 def conv(layer, input_shape, output_shape):
     """``prod(out) * k * C_in / groups``."""
     c_in = _channels_in(layer, input_shape)

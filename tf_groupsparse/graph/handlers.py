@@ -43,7 +43,7 @@ __all__ = [
     "ConvTranspose", "Depthwise", "Separable", "BatchNorm", "LayerNorm", "PReLU", "Normalization",
     "Rescaling", "PerChannel", "Merge", "Concatenate", "Flatten", "Reshape", "Embedding",
     "BlockDiagonalDense", "ChannelGather", "ChannelSlice", "ChannelScale", "ShapeOp", "MultiHeadAttention",
-    "GroupQueryAttention",
+    "GroupQueryAttention", "EinsumDense",
 ]
 
 
@@ -659,3 +659,52 @@ class GroupQueryAttention(Handler):
                 masks = (x, heads, dims) if part == "kernel" else (heads, dims)
                 new[id(variable)] = _take(variable, *masks) * factor
         return [new[id(w)] for w in layer.weights]
+
+
+class EinsumDense(Handler):
+    """keras.layers.EinsumDense whose equation contracts the input's last axis with the kernel
+    and takes the output's last axis from the kernel, the forms Keras' own layers use
+    (``"ab,bc->ac"``, ``"abc,cd->abd"``, ``"abc,cde->abde"``, ``"...b,bc->...c"``): input
+    channels are a kernel axis read, output channels a kernel axis written; other kernel axes
+    (heads) stay. Any other equation is unsupported, with the equation in the message."""
+
+    kind = "consumes"
+
+    @staticmethod
+    def _spec(layer):
+        equation = layer.equation.replace(" ", "")
+        lhs, out = equation.split("->")
+        inp, ker = lhs.split(",")
+        if inp.endswith("...") or out.endswith("..."):
+            raise Unsupported(f"equation {equation!r} elides the channel (last) axis")
+        inp, out = inp.replace("...", ""), out.replace("...", "")
+        c_in, c_out = inp[-1], out[-1]
+        fits = (c_in in ker and c_in not in out and c_out in ker and c_out not in inp
+                and all(ch in out for ch in inp if ch != c_in)
+                and all(ch in out and ch not in inp for ch in ker if ch not in (c_in, c_out)))
+        if not fits:
+            raise Unsupported(
+                f"equation {equation!r}: supported are equations that contract only the input's last "
+                "axis with the kernel and take the output's last axis from the kernel"
+            )
+        return ker.index(c_in), ker.index(c_out), out, c_out
+
+    def trace(self, node, inputs, ctx):
+        layer, x = node.layer, inputs[0]
+        a_in, a_out, out_spec, c_out = self._spec(layer)
+        out = ctx.own(node, int(layer.kernel.shape[a_out]))
+        ctx.add_slice(node, layer.kernel, a_in, x, "consume")
+        ctx.add_slice(node, layer.kernel, a_out, out, "produce")
+        bias_axes = getattr(layer, "bias_axes", None) or ""
+        if layer.bias is not None and c_out in bias_axes:
+            first = min(out_spec.index(ch) for ch in bias_axes)
+            ctx.add_slice(node, layer.bias, out_spec.index(c_out) - first, out, "param")
+        return [out]
+
+    def rebuild(self, layer, config, keep):
+        shape = config["output_shape"]
+        if isinstance(shape, int):
+            config["output_shape"] = int(keep.owned.sum())
+        else:
+            config["output_shape"] = list(shape)[:-1] + [int(keep.owned.sum())]
+        return config

@@ -264,6 +264,13 @@ def _conv_foldable(layer):
         layer.padding == "valid" or all(k == 1 for k in layer.kernel_size))
 
 
+def _einsum_foldable(layer):
+    """An EinsumDense with a ``(C_in, C_out)`` kernel and a bias over the output channels alone
+    is a Dense layer: a constant input channel folds into its bias."""
+    out = layer.equation.replace(" ", "").split("->")[1]
+    return len(layer.kernel.shape) == 2 and (getattr(layer, "bias_axes", None) or "") == out[-1]
+
+
 def _public(*names):
     """The keras.layers classes among `names` that this Keras version has."""
     return [c for c in (getattr(keras.layers, n, None) for n in names) if c is not None]
@@ -282,6 +289,7 @@ def _defaults():
         (_public("DepthwiseConv1D", "DepthwiseConv2D"), LayerKind(H.Depthwise(), _DEPTHWISE, costs.depthwise)),
         (_public("SeparableConv1D", "SeparableConv2D"), LayerKind(H.Separable(), _SEPARABLE, costs.separable)),
         (_public("Embedding"), LayerKind(H.Embedding(), _EMBEDDING, zero)),
+        (_public("EinsumDense"), LayerKind(H.EinsumDense(), cost=costs.einsum_dense, foldable=_einsum_foldable)),
         (_public("MultiHeadAttention"), LayerKind(H.MultiHeadAttention(), cost=costs.multi_head_attention,
                                                    weight_cost=costs.attention_from_shapes)),
         (_public("GroupQueryAttention"), LayerKind(H.GroupQueryAttention(), cost=costs.grouped_query_attention,
