@@ -17,6 +17,8 @@ Conv1D/2D/3DTranspose                    ``prod(in) * k * filters``
 BlockDiagonalDense (K blocks)            ``prod(out) / units * sum_k in_k * out_k``
 SimpleRNN / GRU / LSTM (``T`` steps)     ``T * gates * units * (C_in + units)``, gates 1 / 3 / 4
 Bidirectional                            the sum of its two wrapped layers
+TimeDistributed (``T`` steps)            ``T`` times the wrapped layer's cost
+Attention / AdditiveAttention            ``T S (C_q + C_v)`` (scores and weighted values)
 MultiHeadAttention (``H`` heads, key /   ``T D_q H d_k + S D_k H d_k + S D_v H d_v``
 value dims ``d_k, d_v``; ``T`` query,    (projections) ``+ T S H (d_k + d_v)`` (scores and
 ``S`` key positions)                     weighted values) ``+ T H d_v D_o`` (output)

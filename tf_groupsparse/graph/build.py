@@ -75,14 +75,16 @@ def _map_refs(obj, fn):
 
 def _argument_positions(args, kwargs):
     """``{position or keyword: index into the call's flat input list}`` for the arguments that
-    are single tensors (handlers of multi-input layers read which input is which)."""
-    out, i = {}, 0
+    are single tensors, and ``{position or keyword: (first index, count)}`` for all of them
+    (handlers of multi-input layers read which input is which)."""
+    out, spans, i = {}, {}, 0
     for key, value in list(enumerate(args)) + list(kwargs.items()):
         refs = _refs(value)
         if isinstance(value, _Ref):
             out[key] = i
+        spans[key] = (i, len(refs))
         i += len(refs)
-    return out
+    return out, spans
 
 
 def _history_list(value):
@@ -112,7 +114,7 @@ class _Tracer:
         self.deps = {}
         self.submodel_inputs = {}
         self.in_shapes = self.out_shapes = None
-        self.arguments = {}
+        self.arguments, self.argument_spans = {}, {}
 
     # --- context API used by handlers -------------------------------------------------------
     def new(self, n, frozen=False):
@@ -209,7 +211,7 @@ class _Tracer:
         node = self.node_for(layer, name)
         in_keys = [r.key for r in _refs(args) + _refs(kwargs)]
         inputs = [self.ids(k) for k in in_keys]
-        self.arguments = _argument_positions(args, kwargs)
+        self.arguments, self.argument_spans = _argument_positions(args, kwargs)
         self.in_shapes = [self.shape(k) for k in in_keys]
         self.out_shapes = self._output_shapes(layer, args, kwargs)
         outputs = None

@@ -106,6 +106,26 @@ def bidirectional(layer, input_shape, output_shape):
     return total
 
 
+def time_distributed(layer, input_shape, output_shape):
+    """``T`` times the wrapped layer's cost on one time step."""
+    from .kinds import cost_for
+
+    fn = cost_for(layer.layer)
+    if fn is None:
+        return 0
+    steps = int(known(input_shape, layer, "input")[0])
+    return steps * fn(layer.layer, (input_shape[0],) + tuple(input_shape[2:]), (output_shape[0],) + tuple(output_shape[2:]))
+
+
+def dot_attention(layer, input_shape, output_shape):
+    """Attention / AdditiveAttention on ``[query (T, C), value (S, C')]``: ``T S (C + C')`` for the
+    scores and the weighted values."""
+    shapes = input_shape if isinstance(input_shape, list) else [input_shape]
+    t = _prod(shapes[0], layer, "query") // int(shapes[0][-1])
+    s = _prod(shapes[1], layer, "value") // int(shapes[1][-1])
+    return t * s * (int(shapes[0][-1]) + int(shapes[1][-1]))
+
+
 def block_diagonal_dense(layer, input_shape, output_shape):
     """``prod(out) / units * sum_k in_k * out_k`` (only the blocks multiply)."""
     positions = _prod(output_shape, layer, "output") // int(layer.units)

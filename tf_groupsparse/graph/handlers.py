@@ -11,7 +11,8 @@ A handler has two methods:
   removable units of an inner axis that no tensor carries (attention heads); they reach
   ``rebuild`` as ``keep.internal[name]``. ``ctx.in_shapes`` / ``ctx.out_shapes`` hold the static
   shapes of the call, ``ctx.arguments`` maps argument positions and keywords (``0``,
-  ``"value"``, ...) to indices of `inputs`. Raise :class:`Unsupported` when the layer's settings
+  ``"value"``, ...) of single tensors to indices of `inputs`, ``ctx.argument_spans`` every
+  argument to ``(first index, count)`` (a list of tensors). Raise :class:`Unsupported` when the layer's settings
   cannot be handled (the build then raises or freezes, as the caller chose).
 - ``rebuild(layer, config, keep) -> config``: the layer config after removal; `keep.owned`,
   ``keep.inputs[i]`` and ``keep.outputs[i]`` are boolean masks of the kept channels.
@@ -43,7 +44,7 @@ __all__ = [
     "ConvTranspose", "Depthwise", "Separable", "BatchNorm", "LayerNorm", "PReLU", "Normalization",
     "Rescaling", "PerChannel", "Merge", "Concatenate", "Flatten", "Reshape", "Embedding",
     "BlockDiagonalDense", "ChannelGather", "ChannelSlice", "ChannelScale", "ShapeOp", "MultiHeadAttention",
-    "GroupQueryAttention", "EinsumDense",
+    "GroupQueryAttention", "EinsumDense", "GroupNorm", "DotAttention", "Recurrent", "Bidirectional", "TimeDistributed",
 ]
 
 
@@ -707,4 +708,166 @@ class EinsumDense(Handler):
             config["output_shape"] = int(keep.owned.sum())
         else:
             config["output_shape"] = list(shape)[:-1] + [int(keep.owned.sum())]
+        return config
+
+
+class GroupNorm(PerChannel):
+    """GroupNormalization on the channel axis: the channels of one normalization group are
+    coupled (only whole groups go, which leaves the other groups' statistics as they were);
+    gamma and beta are per-channel slices."""
+
+    def trace(self, node, inputs, ctx):
+        layer, x = node.layer, inputs[0]
+        if not _last_axis(layer.axis, len(ctx.in_shapes[0])):
+            raise Unsupported(f"axis={layer.axis} is not the channel (last) axis")
+        size = len(x) // int(layer.groups)
+        for j in range(int(layer.groups)):
+            members = x[j * size:(j + 1) * size]
+            ctx.couple(np.repeat(members[:1], size), members)
+        node.meta["group_size"] = size
+        return super().trace(node, inputs, ctx)
+
+    def rebuild(self, layer, config, keep):
+        config["groups"] = int(keep.inputs[0].sum()) // keep.meta["group_size"]
+        return config
+
+
+class DotAttention(Handler):
+    """keras.layers.Attention / AdditiveAttention called on ``[query, value(, key)]``: the output
+    channels are the value's; query and key channels are coupled (their products or sums make
+    the scores), and removing them changes the scores unless they are zero, so they are marked
+    lossy. AdditiveAttention's per-channel ``scale`` is sliced with them."""
+
+    kind = "identity"
+
+    def trace(self, node, inputs, ctx):
+        layer = node.layer
+        start, count = ctx.argument_spans.get(0, ctx.argument_spans.get("inputs", (0, 0)))
+        if count < 2:
+            raise Unsupported("expected inputs=[query, value] or [query, value, key]")
+        q, v = inputs[start], inputs[start + 1]
+        k = inputs[start + 2] if count > 2 else v
+        if len(q) != len(k):
+            raise Unsupported(f"query and key have {len(q)} and {len(k)} channels")
+        ctx.couple(q, k)
+        ctx.mark_lossy(q)
+        for i, x in enumerate(inputs):
+            if not start <= i < start + count:  # masks
+                ctx.freeze(x)
+        scale = getattr(layer, "scale", None)
+        if scale is not None and len(scale.shape) == 1:
+            ctx.add_slice(node, scale, 0, q, "param")
+        return _extra_outputs(ctx, [v])
+
+
+class Recurrent(Handler):
+    """SimpleRNN / GRU / LSTM: unit ``u`` is column ``g * units + u`` of the kernel, the recurrent
+    kernel and the bias for every gate ``g`` (1, 3 or 4 gates), and row ``u`` of the recurrent
+    kernel, which reads the unit's own state; the output and state channels are the units.
+    Initial states are the units' channels; masks are frozen."""
+
+    kind = "consumes"
+    GATES = {"SimpleRNN": 1, "GRU": 3, "LSTM": 4}
+
+    def _gates(self, layer):
+        return next(g for name, g in self.GATES.items() if isinstance(layer, getattr(keras.layers, name)))
+
+    def trace(self, node, inputs, ctx):
+        layer = node.layer
+        cell = layer.cell
+        where = ctx.arguments
+        seq = where.get(0, where.get("sequences", 0))
+        out = ctx.own(node, int(layer.units))
+        tiled = np.tile(out, self._gates(layer))
+        ctx.add_slice(node, cell.kernel, 0, inputs[seq], "consume")
+        ctx.add_slice(node, cell.kernel, 1, tiled, "produce")
+        ctx.add_slice(node, cell.recurrent_kernel, 0, out, "consume")
+        ctx.add_slice(node, cell.recurrent_kernel, 1, tiled, "produce")
+        if cell.bias is not None:
+            ctx.add_slice(node, cell.bias, len(cell.bias.shape) - 1, tiled, "param")
+        for i, x in enumerate(inputs):
+            if i == seq:
+                continue
+            if len(x) == len(out) and ctx.in_shapes[i][-1] == layer.units:  # an initial state
+                ctx.couple(x, out)
+            else:
+                ctx.freeze(x)
+        return [out for _ in ctx.out_shapes]
+
+    def rebuild(self, layer, config, keep):
+        config["units"] = int(keep.owned.sum())
+        return config
+
+
+class Bidirectional(Handler):
+    """Bidirectional around SimpleRNN / GRU / LSTM: unit ``u`` of the forward and of the backward
+    layer are one group (both directions are rebuilt from one config, so they keep the same
+    units); the output is their concatenation, or with ``merge_mode`` sum/mul/ave the units
+    themselves."""
+
+    kind = "consumes"
+
+    def trace(self, node, inputs, ctx):
+        layer = node.layer
+        if getattr(layer, "return_state", False):
+            raise Unsupported("return_state=True")
+        recurrent = Recurrent()
+        out = ctx.own(node, 2 * int(layer.forward_layer.units))
+        units = int(layer.forward_layer.units)
+        fwd, bwd = out[:units], out[units:]
+        ctx.couple(fwd, bwd)
+        for part, ids in ((layer.forward_layer, fwd), (layer.backward_layer, bwd)):
+            cell, tiled = part.cell, np.tile(ids, recurrent._gates(part))
+            ctx.add_slice(node, cell.kernel, 0, inputs[0], "consume")
+            ctx.add_slice(node, cell.kernel, 1, tiled, "produce")
+            ctx.add_slice(node, cell.recurrent_kernel, 0, ids, "consume")
+            ctx.add_slice(node, cell.recurrent_kernel, 1, tiled, "produce")
+            if cell.bias is not None:
+                ctx.add_slice(node, cell.bias, len(cell.bias.shape) - 1, tiled, "param")
+        for x in inputs[1:]:
+            ctx.freeze(x)
+        if layer.merge_mode == "concat":
+            return [out]
+        if layer.merge_mode in ("sum", "mul", "ave"):
+            return [fwd]
+        raise Unsupported(f"merge_mode={layer.merge_mode!r}")
+
+    def rebuild(self, layer, config, keep):
+        units = int(keep.owned[:len(keep.owned) // 2].sum())
+        for key in ("layer", "backward_layer"):
+            if config.get(key):
+                config[key]["config"]["units"] = units
+                config[key].pop("build_config", None)  # built again at the new input width
+        return config
+
+
+class TimeDistributed(Handler):
+    """TimeDistributed around a layer with a handler: the inner layer's channels, traced by its
+    own handler (the wrapper holds exactly the inner layer's weights, in the same order)."""
+
+    def _inner(self, layer):
+        from .kinds import handler_for
+
+        handler = handler_for(layer.layer)
+        if handler is None or isinstance(handler, TimeDistributed):
+            raise Unsupported(f"the wrapped layer {type(layer.layer).__name__} has no handler")
+        return handler
+
+    @property
+    def kind(self):
+        return "consumes"
+
+    def trace(self, node, inputs, ctx):
+        wrapper = node.layer
+        handler = self._inner(wrapper)
+        node.layer = wrapper.layer  # slices index the inner layer's weights: the wrapper's, in order
+        try:
+            return handler.trace(node, inputs, ctx)
+        finally:
+            node.layer = wrapper
+
+    def rebuild(self, layer, config, keep):
+        inner = config["layer"]
+        inner["config"] = self._inner(layer).rebuild(layer.layer, dict(inner["config"]), keep)
+        inner.pop("build_config", None)  # built again at the new input width
         return config

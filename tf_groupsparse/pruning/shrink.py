@@ -92,7 +92,6 @@ def _constants(model, graph, weights, wanted, unsupported):
     sizes = (16, 11) if any(d is None for t in model.inputs for d in t.shape[1:]) else (16,)
     envs = [evaluate(probe, _probe_inputs(model, rng, size)) for size in sizes]
     result = {int(g): [] for g in np.nonzero(wanted)[0]}
-    inner = {id(n): np.concatenate(list(n.internal.values())) for n in graph.nodes if n.internal}
     for s, ps in zip(graph.slices, probe.slices):
         if s.role != "consume":
             continue
@@ -100,16 +99,20 @@ def _constants(model, graph, weights, wanted, unsupported):
         positions = np.nonzero(wanted[labs])[0]
         if not len(positions):
             continue
-        if id(s.node) in inner and np.isin(s.ids, inner[id(s.node)]).all():
-            # an inner axis (attention heads): what it carries is zero only when the unit's own
-            # parameters (biases) are zero as well; a constant there is not folded
+        source = next((i for i, ids in enumerate(s.node.inputs[0]) if np.array_equal(ids, s.ids)), None)
+        if source is None:
+            # what the slice reads is no input tensor (attention heads, a recurrent layer's own
+            # state): it is zero only when the unit's own parameters (biases) are zero as well;
+            # a constant there is not folded
+            own = [ids for _, ids in s.node.unit_sets()]
+            readable = bool(own) and np.isin(s.ids, np.concatenate(own)).all()
             for g in {int(labs[p]) for p in positions}:
                 params = [(t, idx) for t, idx in graph.slice_index().get(g, ()) if t.node is s.node and t.role == "param"]
-                if any(np.any(np.take(weights[id(s.node)][t.weight_index][t.index], list(idx), axis=t.axis))
-                       for t, idx in params):
-                    result[g] = None
+                if not readable or any(np.any(np.take(weights[id(s.node)][t.weight_index][t.index], list(idx),
+                                                      axis=t.axis)) for t, idx in params):
+                    result[g] = None  # (a slice read through a mapping, a separable conv's: kept)
             continue
-        key = probe.tracer.canon(ps.node.meta["in_keys"][0][0])
+        key = probe.tracer.canon(ps.node.meta["in_keys"][0][source])
         values = np.concatenate([env[key].reshape(-1, env[key].shape[-1])[:, positions] for env in envs])
         zero = np.abs(values).max(axis=0) <= _ZERO
         const = values.mean(axis=0)
