@@ -313,28 +313,39 @@ def _key(kind, arch, target, seed, importance=None, steps=None, variant=None):
 
 
 def plan(archs, targets, seeds):
-    """Every (key, argv) row of the benchmark, dense rows first."""
-    rows = []
-    for arch in archs:
-        for seed in seeds:
-            rows.append((_key("dense", arch, 1.0, seed), ["dense", arch, "1.0", str(seed)]))
-            rows.append((_key("prune_filters", arch, 1.0, seed), ["prune_filters", arch, "1.0", str(seed)]))
-            if arch == "mobilenetv2":
-                rows.append((_key("tfmot", arch, 0.5, seed), ["tfmot", arch, "0.5", str(seed)]))
+    """Every (key, argv) row of the benchmark, in priority order.
+
+    The headline rows come first (dense, one-step l2 pruning, the width-scaled model, the
+    Torch-Pruning peer, tfmot, filter pruning), then the other importances, the five-step
+    schedules and the variants, so that an interrupted run (rows are cached, a rerun resumes)
+    has already measured the comparisons the goals are about.
+    """
+    first, rest = [], []
+    for seed in seeds:
+        for arch in archs:
+            first.append((_key("dense", arch, 1.0, seed), ["dense", arch, "1.0", str(seed)]))
             for target in targets:
+                first.append((_key("prune", arch, target, seed, "l2", 1),
+                              ["prune", arch, str(target), str(seed), "l2", "1"]))
+                first.append((_key("scaled", arch, target, seed), ["scaled", arch, str(target), str(seed)]))
+                for steps in STEPS:  # the peer: Torch-Pruning's group magnitude pruner
+                    (first if steps == 1 else rest).append(
+                        (_key("torch", arch, target, seed, "l2", steps),
+                         ["torch", arch, str(target), str(seed), "l2", str(steps)]))
                 for importance in IMPORTANCES:
                     for steps in STEPS:
-                        rows.append((_key("prune", arch, target, seed, importance, steps),
-                                     ["prune", arch, str(target), str(seed), importance, str(steps)]))
+                        if (importance, steps) != ("l2", 1):
+                            rest.append((_key("prune", arch, target, seed, importance, steps),
+                                         ["prune", arch, str(target), str(seed), importance, str(steps)]))
+                rest.append((_key("coupled", arch, target, seed), ["coupled", arch, str(target), str(seed)]))
                 for variant in ("round8", "latency"):
-                    rows.append((_key("prune", arch, target, seed, "l2", 1, variant),
+                    rest.append((_key("prune", arch, target, seed, "l2", 1, variant),
                                  ["prune", arch, str(target), str(seed), "l2", "1", variant]))
-                rows.append((_key("coupled", arch, target, seed), ["coupled", arch, str(target), str(seed)]))
-                for steps in STEPS:  # the peer: Torch-Pruning's group magnitude pruner
-                    rows.append((_key("torch", arch, target, seed, "l2", steps),
-                                 ["torch", arch, str(target), str(seed), "l2", str(steps)]))
-                rows.append((_key("scaled", arch, target, seed), ["scaled", arch, str(target), str(seed)]))
-    return rows
+            if arch == "mobilenetv2":
+                first.append((_key("tfmot", arch, 0.5, seed), ["tfmot", arch, "0.5", str(seed)]))
+            first.append((_key("prune_filters", arch, 1.0, seed), ["prune_filters", arch, "1.0", str(seed)]))
+    rest.sort(key=lambda row: row[1][0] == "prune" and row[1][5] == "5")  # one-step rows first
+    return first + rest
 
 
 def main(argv=None):
