@@ -41,7 +41,7 @@ from dataclasses import dataclass, fields, replace
 import keras
 
 from .. import layers as _own
-from . import costs, handlers as H
+from . import costs, handlers as H, handlers_attention as HA, handlers_grouped as HG, handlers_recurrent as HR
 
 __all__ = [
     "KernelSlot", "LayerKind", "REGISTRY", "register_layer_kind", "kind_for", "handler_for",
@@ -289,18 +289,18 @@ def _defaults():
         (_public("DepthwiseConv1D", "DepthwiseConv2D"), LayerKind(H.Depthwise(), _DEPTHWISE, costs.depthwise)),
         (_public("SeparableConv1D", "SeparableConv2D"), LayerKind(H.Separable(), _SEPARABLE, costs.separable)),
         (_public("Embedding"), LayerKind(H.Embedding(), _EMBEDDING, zero)),
-        (_public("EinsumDense"), LayerKind(H.EinsumDense(), cost=costs.einsum_dense, foldable=_einsum_foldable)),
-        (_public("MultiHeadAttention"), LayerKind(H.MultiHeadAttention(), cost=costs.multi_head_attention,
+        (_public("EinsumDense"), LayerKind(HA.EinsumDense(), cost=costs.einsum_dense, foldable=_einsum_foldable)),
+        (_public("MultiHeadAttention"), LayerKind(HA.MultiHeadAttention(), cost=costs.multi_head_attention,
                                                    weight_cost=costs.attention_from_shapes)),
-        (_public("GroupQueryAttention"), LayerKind(H.GroupQueryAttention(), cost=costs.grouped_query_attention,
+        (_public("GroupQueryAttention"), LayerKind(HA.GroupQueryAttention(), cost=costs.grouped_query_attention,
                                                     weight_cost=costs.grouped_attention_from_shapes)),
-        (_public("SimpleRNN", "GRU", "LSTM"), LayerKind(H.Recurrent(), cost=costs.rnn)),
-        (_public("Bidirectional"), LayerKind(H.Bidirectional(), cost=costs.bidirectional)),
-        (_public("TimeDistributed"), LayerKind(H.TimeDistributed(), cost=costs.time_distributed)),
-        (_public("Attention", "AdditiveAttention"), LayerKind(H.DotAttention(), cost=costs.dot_attention)),
-        ([_own.BlockDiagonalDense], LayerKind(H.BlockDiagonalDense(), cost=costs.block_diagonal_dense)),
-        ([_own.ChannelGather], LayerKind(H.ChannelGather(), cost=zero)),
-        ([_own.ChannelSlice], LayerKind(H.ChannelSlice(), cost=zero)),
+        (_public("SimpleRNN", "GRU", "LSTM"), LayerKind(HR.Recurrent(), cost=costs.rnn)),
+        (_public("Bidirectional"), LayerKind(HR.Bidirectional(), cost=costs.bidirectional)),
+        (_public("TimeDistributed"), LayerKind(HR.TimeDistributed(), cost=costs.time_distributed)),
+        (_public("Attention", "AdditiveAttention"), LayerKind(HA.DotAttention(), cost=costs.dot_attention)),
+        ([_own.BlockDiagonalDense], LayerKind(HG.BlockDiagonalDense(), cost=costs.block_diagonal_dense)),
+        ([_own.ChannelGather], LayerKind(HG.ChannelGather(), cost=zero)),
+        ([_own.ChannelSlice], LayerKind(HG.ChannelSlice(), cost=zero)),
         (_public("BatchNormalization"), LayerKind(H.BatchNorm(), cost=zero)),
         (_public("LayerNormalization"), LayerKind(H.LayerNorm(), cost=zero)),
         (_public("GroupNormalization"), LayerKind(H.GroupNorm(), cost=zero)),
