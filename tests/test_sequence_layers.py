@@ -139,3 +139,47 @@ def test_group_normalization_loses_whole_groups():
     small = tgs.shrink(model, threshold=0.0)
     assert (small.get_layer("conv").filters, small.get_layer("gn").groups) == (6, 3)
     _close(small, model, _x(model))
+
+
+class _DictBackbone(keras.Model):
+    """A functional model with its own constructor config (as keras-hub backbones are), named
+    inputs and an index op ``x[:, 0, :]`` in its graph."""
+
+    def __init__(self, width=6, **kwargs):
+        tokens = keras.Input((5, 4), name="tokens")
+        extra = keras.Input((5, 4), name="extra")
+        h = L.Dense(width, activation="relu", name="h")(L.Add(name="sum")([tokens, extra]))
+        seq = L.Dense(3, name="seq")(h)
+        pooled = L.Dense(2, name="pooled")(h[:, 0, :])
+        super().__init__({"tokens": tokens, "extra": extra}, {"seq": seq, "pooled": pooled}, **kwargs)
+        self.width = width
+
+    def get_config(self):
+        return {"width": self.width, "name": self.name}
+
+
+def test_functional_subclass_with_named_inputs_and_an_index_shrinks():
+    keras.utils.set_random_seed(0)
+    model = _DictBackbone()
+    h = model.get_layer("h")
+    kernel = h.kernel.numpy()
+    kernel[:, [1, 4]] = 0.0
+    h.kernel.assign(kernel)
+    h.bias.assign(np.where(np.isin(np.arange(6), [1, 4]), 0.0, 0.1).astype("float32"))
+    rng = np.random.default_rng(0)
+    x = {"tokens": rng.standard_normal((3, 5, 4)).astype("float32"),
+         "extra": rng.standard_normal((3, 5, 4)).astype("float32")}
+    small = tgs.shrink(model, threshold=0.0)
+    assert small.get_layer("h").units == 4
+    assert tuple(small.get_layer("pooled").kernel.shape) == (4, 2)
+    want, got = model(x), small(x)
+    for key in ("seq", "pooled"):
+        np.testing.assert_allclose(keras.ops.convert_to_numpy(got[key]), keras.ops.convert_to_numpy(want[key]),
+                                   atol=1e-5)
+
+
+def test_an_index_into_the_channel_axis_is_named_in_the_error():
+    x = keras.Input((5, 4))
+    y = L.Dense(3)(L.Dense(6, name="h")(x)[..., 0:3])
+    with pytest.raises(ValueError, match="does not keep the channel"):
+        build_graph(keras.Model(x, y))

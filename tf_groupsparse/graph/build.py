@@ -44,12 +44,20 @@ def _is_tensor_cfg(obj):
 
 
 def _to_refs(obj, scope):
+    """Tensor references of a node's serialized arguments, with slices and ellipses revived (an
+    index ``x[:, 0]`` is stored as a list of them: it becomes the tuple again)."""
     if _is_tensor_cfg(obj):
         return _Ref(scope + tuple(obj["config"]["keras_history"]))
     if isinstance(obj, dict):
+        if obj.get("class_name") == "__slice__":
+            c = obj["config"]
+            return slice(c.get("start"), c.get("stop"), c.get("step"))
+        if obj.get("class_name") == "__ellipsis__":
+            return Ellipsis
         return {k: _to_refs(v, scope) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_to_refs(v, scope) for v in obj]
+        items = [_to_refs(v, scope) for v in obj]
+        return tuple(items) if any(isinstance(v, slice) or v is Ellipsis for v in items) else items
     return obj
 
 
@@ -88,10 +96,31 @@ def _argument_positions(args, kwargs):
 
 
 def _history_list(value):
-    """``input_layers``/``output_layers`` of a functional config as a list of triples."""
+    """``input_layers``/``output_layers`` of a functional config as a list of triples (a dict of
+    named inputs or outputs in key order, the order of ``model.inputs``)."""
+    if isinstance(value, dict):
+        return [tuple(value[k]) for k in sorted(value)]
     if value and isinstance(value[0], str):
         return [tuple(value)]
     return [tuple(v) for v in value]
+
+
+def functional_view(model):
+    """`model` itself, or, for a subclass of the functional Model whose config is its own
+    constructor's (a keras-hub backbone), a plain functional Model over the same layers and
+    tensors: tracing and surgery read the functional config, and the layers (and weights)
+    stay the model's own."""
+    if isinstance(model, keras.Sequential) or not isinstance(model, _functional_class()):
+        return model
+    if "input_layers" in model.get_config():
+        return model
+    return keras.Model(model.input, model.output, name=model.name)
+
+
+def _functional_class():
+    """Keras' functional Model class, read from a functional model (public API only)."""
+    x = keras.Input((1,))
+    return type(keras.Model(x, keras.layers.Identity()(x)))
 
 
 def _channels(shape):
@@ -114,7 +143,7 @@ class _Tracer:
         self.deps = {}
         self.submodel_inputs = {}
         self.in_shapes = self.out_shapes = None
-        self.arguments, self.argument_spans = {}, {}
+        self.arguments, self.argument_spans, self.argument_values = {}, {}, {}
 
     # --- context API used by handlers -------------------------------------------------------
     def new(self, n, frozen=False):
@@ -212,6 +241,7 @@ class _Tracer:
         in_keys = [r.key for r in _refs(args) + _refs(kwargs)]
         inputs = [self.ids(k) for k in in_keys]
         self.arguments, self.argument_spans = _argument_positions(args, kwargs)
+        self.argument_values = {k: v for k, v in list(enumerate(args)) + list(kwargs.items()) if not _refs(v)}
         self.in_shapes = [self.shape(k) for k in in_keys]
         self.out_shapes = self._output_shapes(layer, args, kwargs)
         outputs = None
@@ -252,7 +282,7 @@ class _Tracer:
         if self.unsupported == "error" and not isinstance(node.layer, keras.layers.Layer):
             raise ValueError(
                 f"build_graph: Expected every operation to be a layer with a channel handler. "
-                f"Received: operation {node.name!r} of class {cls}, a keras.ops call. Wrap it in a "
+                f"Received: operation {node.name!r} of class {cls}, a keras.ops call{reason}. Wrap it in a "
                 f'Layer subclass and register a handler for it, or pass unsupported="freeze" to '
                 f"keep its channels."
             )
@@ -350,6 +380,7 @@ def build_graph(model, *, unsupported="error"):
     check_keras_model(model, "build_graph")
     check_choice("unsupported", unsupported, UNSUPPORTED_MODES, "build_graph")
     tr = _Tracer(unsupported)
+    model = functional_view(model)
     in_keys = []
     for i, t in enumerate(model.inputs):
         key = ("<input>", i)

@@ -12,7 +12,8 @@ A handler has two methods:
   ``rebuild`` as ``keep.internal[name]``. ``ctx.in_shapes`` / ``ctx.out_shapes`` hold the static
   shapes of the call, ``ctx.arguments`` maps argument positions and keywords (``0``,
   ``"value"``, ...) of single tensors to indices of `inputs`, ``ctx.argument_spans`` every
-  argument to ``(first index, count)`` (a list of tensors). Raise :class:`Unsupported` when the layer's settings
+  argument to ``(first index, count)`` (a list of tensors), ``ctx.argument_values`` the
+  arguments that hold no tensor (an index, a flag) to their values. Raise :class:`Unsupported` when the layer's settings
   cannot be handled (the build then raises or freezes, as the caller chose).
 - ``rebuild(layer, config, keep) -> config``: the layer config after removal; `keep.owned`,
   ``keep.inputs[i]`` and ``keep.outputs[i]`` are boolean masks of the kept channels.
@@ -42,7 +43,7 @@ __all__ = [
     "Handler", "Unsupported", "Identity", "Activation", "Softmax", "Permute", "Dense", "Conv",
     "ConvTranspose", "Depthwise", "Separable", "BatchNorm", "LayerNorm", "PReLU", "Normalization",
     "Rescaling", "PerChannel", "Merge", "Concatenate", "Flatten", "Reshape", "Embedding",
-    "ChannelScale", "ShapeOp", "GroupNorm",
+    "ChannelScale", "ShapeOp", "GetItem", "GroupNorm",
 ]
 
 
@@ -299,6 +300,9 @@ class Embedding(Handler):
         ctx.freeze(inputs[0])
         out = ctx.own(node, layer.output_dim)
         ctx.add_slice(node, layer.embeddings, 1, out, "produce")
+        reverse = getattr(layer, "reverse_embeddings", None)  # keras-hub's untied ReversibleEmbedding
+        if reverse is not None and not getattr(layer, "tie_weights", True):
+            ctx.add_slice(node, reverse, 0, out, "param")
         return [out]
 
     def rebuild(self, layer, config, keep):
@@ -400,6 +404,26 @@ class ShapeOp(Handler):
             raise Unsupported(f"axes={tuple(axes)} moves the channel axis")
         if ctx.out_shapes[0][-1] != ctx.in_shapes[0][-1]:
             raise Unsupported(f"the last axis changes from {ctx.in_shapes[0][-1]} to {ctx.out_shapes[0][-1]}")
+        return [inputs[0]]
+
+
+class GetItem(Handler):
+    """``x[...]`` in a functional graph: channel-preserving when the index leaves the last axis
+    whole (``x[:, 0]``, ``x[:, 0, :]``, ``x[..., 1:, :]``); any other index is unsupported."""
+
+    kind = "identity"
+
+    def trace(self, node, inputs, ctx):
+        key = ctx.argument_values.get(1, ctx.argument_values.get("key", ()))
+        key = key if isinstance(key, tuple) else (key,)
+        if Ellipsis in key:
+            after = [k for k in key[key.index(Ellipsis) + 1:] if k is not None]
+            whole = not after or after[-1] == slice(None)
+        else:
+            consumed = [k for k in key if k is not None]
+            whole = len(consumed) < len(ctx.in_shapes[0]) or consumed[-1] == slice(None)
+        if not whole or key[-1:] == (None,) or ctx.out_shapes[0][-1] != ctx.in_shapes[0][-1]:
+            raise Unsupported(f"index {key!r} does not keep the channel (last) axis whole")
         return [inputs[0]]
 
 

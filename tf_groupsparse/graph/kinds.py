@@ -335,7 +335,7 @@ def _defaults():
 
 def _op_classes():
     """The classes of the keras.ops calls a functional graph may hold, read from symbolic calls
-    (public API only): ``(elementwise binary, unary, shape)`` tuples of classes."""
+    (public API only): ``(elementwise binary, unary, shape, index)`` tuples of classes."""
     o = keras.ops
     x, y = keras.Input((2, 2, 3)), keras.Input((2, 2, 3))
     binary = [o.add(x, y), o.subtract(x, y), o.multiply(x, y), o.divide(x, y), o.true_divide(x, y),
@@ -344,25 +344,28 @@ def _op_classes():
              o.gelu(x), o.exp(x), o.abs(x), o.negative(x), o.square(x), o.sqrt(x), o.softplus(x), o.elu(x),
              o.leaky_relu(x), o.selu(x), o.softsign(x), o.clip(x, 0.0, 1.0), o.log(x), o.sign(x), o.log1p(x)]
     shape = [o.reshape(x, (-1, 4, 3)), o.transpose(x, (0, 2, 1, 3))]
+    index = [x[:, 0]]
 
     def classes(inputs, outputs):
         return tuple(type(op) for op in keras.Model(inputs, outputs).operations
                      if not isinstance(op, keras.layers.InputLayer))
 
-    return classes([x, y], binary), classes(x, unary), classes(x, shape)
+    return classes([x, y], binary), classes(x, unary), classes(x, shape), classes(x, index)
 
 
 def _register_defaults():
     for classes, kind in _defaults():
         for cls in classes:
             REGISTRY[cls] = kind
-    binary, unary, shape = _op_classes()
+    binary, unary, shape, index = _op_classes()
     for cls in binary:
         REGISTRY.setdefault(cls, LayerKind(H.Merge(), cost=costs.zero))
     for cls in unary:
         REGISTRY.setdefault(cls, LayerKind(H.Identity(), cost=costs.zero))
     for cls in shape:
         REGISTRY.setdefault(cls, LayerKind(H.ShapeOp(), cost=costs.zero))
+    for cls in index:
+        REGISTRY.setdefault(cls, LayerKind(H.GetItem(), cost=costs.zero))
     BY_NAME["LayerScale"] = LayerKind(H.ChannelScale(), cost=costs.zero)
     BY_NAME["CustomScaleLayer"] = LayerKind(H.Merge(), cost=costs.zero)
 

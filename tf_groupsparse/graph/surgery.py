@@ -40,7 +40,7 @@ import keras
 import numpy as np
 
 from .._validation import check_graph_model
-from .build import _history_list, build_graph
+from .build import _history_list, build_graph, functional_view
 from .model import Group
 
 __all__ = ["prune_channels", "plan_groups", "remove_groups", "zero_channels", "zero_slices"]
@@ -168,13 +168,16 @@ def remove_groups(graph, groups, *, bias_deltas=None, owner="remove_groups"):
             return _clone(layer, clone, shapes)
         config = layer.get_config()
         node = by_layer.get(id(layer))
+        cls = layer.__class__
         if node is not None and not node.frozen:
             keep = keeps[id(layer)]
             if keep.changed and node.handler is not None:
                 config = node.handler.rebuild(layer, config, keep)
+                # a handler whose result the layer's own class cannot express names another
+                cls = getattr(node.handler, "rebuild_class", lambda layer, keep: cls)(layer, keep)
             if node.name in bias_deltas and not config.get("use_bias", True):
                 config["use_bias"] = True
-        new = layer.__class__.from_config(config)
+        new = cls.from_config(config)
         new_layers[id(layer)] = new
         return new
 
@@ -227,6 +230,7 @@ def _copy(model):
 def _clone(model, clone_function=None, input_shapes=None):
     """clone_model that keeps input layer names; nested models go through `clone_function`
     (with their new `input_shapes`) when it is given, else they are cloned as they are."""
+    model = functional_view(model)
     kwargs = {"recursive": clone_function is None}
     if clone_function is not None:
         kwargs["clone_function"] = clone_function
