@@ -224,6 +224,14 @@ def regularize(model, regularizer, *, layers=None, proximal=False, bias=False, c
             so that training zeroes whole removable groups (:mod:`.coupled`). GroupLasso (also
             with ``proximal=True``), SparseGroupLasso, GroupL12 and HierarchicalGroupSparse;
             `layers` and `bias` must be left at their defaults.
+
+            A group penalty with ``axis="head"`` (GroupLasso, SparseGroupLasso, GroupL12,
+            HierarchicalGroupSparse) works the same way over attention heads: one group per head
+            of every MultiHeadAttention (its query, key and value kernel and bias slices and its
+            output projection rows) and per key/value head of every GroupQueryAttention (with
+            the query heads that share it), whatever `coupled` says; `layers` may then name the
+            attention layers to penalize. ``shrink(threshold=0)`` removes the heads that
+            training zeroed.
         return_report: also return a :class:`~tf_groupsparse.report.Report` with one row per
             attached penalty (default False).
 
@@ -267,6 +275,8 @@ def regularize(model, regularizer, *, layers=None, proximal=False, bias=False, c
         )
 
     check_bool("coupled", coupled, _OWNER)
+    if getattr(regularizer, "axis", None) == "head":
+        return _regularize_coupled(model, regularizer, layers, proximal, bias, return_report, heads=True)
     if coupled:
         return _regularize_coupled(model, regularizer, layers, proximal, bias, return_report)
     if isinstance(regularizer, dict):
@@ -329,25 +339,58 @@ def regularize(model, regularizer, *, layers=None, proximal=False, bias=False, c
     return (new_model, report) if return_report else new_model
 
 
-def _regularize_coupled(model, regularizer, layers, proximal, bias, return_report):
+def _regularize_coupled(model, regularizer, layers, proximal, bias, return_report, heads=False):
     from ..graph import build_graph
-    from .coupled import CoupledPenalty, CoupledProx, coupled_slices
+    from .coupled import coupled_slices
 
+    if heads:
+        if bias is not False:
+            raise ValueError(f"{_OWNER}: Expected bias=False with axis='head' (a head's group holds its "
+                             f"biases already). Received: bias={bias!r}")
+        return _regularize_heads(model, regularizer, layers, proximal, return_report)
     if layers is not None or bias is not False or isinstance(regularizer, dict):
         raise ValueError(
             f"{_OWNER}: Expected layers=None, bias=False and one regularizer with coupled=True (the groups "
             f"span the whole dependency graph). Received: layers={layers!r}, bias={bias!r}, "
             f"regularizer of type {type(regularizer).__name__}"
         )
-    penalty = _copy_regularizer(regularizer, "regularizer")
     new_model = _clone_with(model, {})
-    graph = build_graph(new_model)
-    slices, n_groups = coupled_slices(graph)
-    anchor = next(((path, layer, slot) for path, layer in iter_layers(new_model) for slot in kernel_slots(layer)
-                   if getattr(layer, slot.weight, None) is not None), None)
-    if not n_groups or anchor is None:
+    slices, n_groups = coupled_slices(build_graph(new_model))
+    if not n_groups:
         raise ValueError(f"{_OWNER}: Expected removable channel groups for coupled=True. Received: model "
                          f"{model.name!r} has none (every channel is tied to an input or output)")
+    return _attach_coupled(model, new_model, regularizer, slices, n_groups, proximal, return_report)
+
+
+def _regularize_heads(model, regularizer, layers, proximal, return_report):
+    """``axis="head"``: one group per attention head over its slices in the four projections."""
+    from ..graph import build_graph
+    from .coupled import coupled_slices, head_groups
+
+    new_model = _clone_with(model, {})
+    graph = build_graph(new_model)
+    attention = [n.name for n in graph.nodes if "heads" in n.internal or "kv_heads" in n.internal]
+    names = [layers] if isinstance(layers, str) else layers
+    if names is not None and (not isinstance(names, (list, tuple)) or not set(names) <= set(attention)):
+        raise ValueError(f"{_OWNER}: Expected `layers` to name attention layers for axis='head' (available: "
+                         f"{attention}). Received: layers={layers!r}")
+    slices, n_groups = coupled_slices(graph, only=head_groups(graph, names))
+    if not n_groups:
+        raise ValueError(f"{_OWNER}: Expected attention layers (MultiHeadAttention, GroupQueryAttention) with "
+                         f"removable heads for axis='head'. Received: model {model.name!r} has none")
+    return _attach_coupled(model, new_model, regularizer, slices, n_groups, proximal, return_report)
+
+
+def _attach_coupled(model, new_model, regularizer, slices, n_groups, proximal, return_report):
+    """Attach the coupled penalty (or its proximal step) for `slices` to the anchor variable."""
+    from .coupled import CoupledPenalty, CoupledProx
+
+    penalty = _copy_regularizer(regularizer, "regularizer")
+    anchor = next(((path, layer, slot) for path, layer in iter_layers(new_model) for slot in kernel_slots(layer)
+                   if getattr(layer, slot.weight, None) is not None), None)
+    if anchor is None:
+        raise ValueError(f"{_OWNER}: Expected a layer with a kernel (Dense, Conv) to carry the coupled penalty. "
+                         f"Received: model {model.name!r} has none")
     path, layer, slot = anchor
     variable = getattr(layer, slot.weight)
     if proximal:

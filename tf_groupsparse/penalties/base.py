@@ -57,6 +57,7 @@ class _Regularizer(keras.regularizers.Regularizer):
         self.strength = check_number("strength", strength, type(self).__name__)
 
     def __call__(self, x):
+        groups.check_not_head(self)
         value = self._value(x)
         if self.scale is None:
             return value
@@ -95,6 +96,7 @@ class _Regularizer(keras.regularizers.Regularizer):
             ValueError: the penalty has no closed-form proximal operator (HGSR, group l1/2,
                 block-diagonal): train it through the loss (``proximal=False``).
         """
+        groups.check_not_head(self)
         if self.constraint is None:
             with_prox = ", ".join(sorted(c.__name__ for c in _with_prox()))
             raise ValueError(
@@ -158,7 +160,9 @@ class _GroupRegularizer(_Regularizer):
     """Base for penalties with groups along ``axis`` ("input" or "output")."""
 
     _config_keys = ("strength", "axis")
+    #: whether ``axis="head"`` (attention heads, through ``tgs.regularize``) is available
+    head_groups = False
 
     def __init__(self, strength=1e-4, axis="input"):
         super().__init__(strength)
-        self.axis = groups.check_axis(axis, type(self).__name__)
+        self.axis = groups.check_axis(axis, type(self).__name__, head=self.head_groups)

@@ -49,7 +49,7 @@ from keras import ops
 from . import groups as G
 from .constraints import ProximalConstraint
 
-__all__ = ["CoupledPenalty", "CoupledProx", "coupled_slices", "COUPLED_PENALTIES"]
+__all__ = ["CoupledPenalty", "CoupledProx", "coupled_slices", "head_groups", "COUPLED_PENALTIES"]
 
 #: penalty class name -> whether it has an exact coupled proximal step here
 COUPLED_PENALTIES = {"GroupLasso": True, "SparseGroupLasso": False, "GroupL12": False,
@@ -57,10 +57,25 @@ COUPLED_PENALTIES = {"GroupLasso": True, "SparseGroupLasso": False, "GroupL12": 
 _register = keras.saving.register_keras_serializable(package="tf_groupsparse")
 
 
-def coupled_slices(graph):
-    """``(slices, n_groups)``: every trainable slice of the removable groups as a plain list
-    ``[layer path, weight index, index, axis, positions, group ids]`` (group ids compact)."""
+def head_groups(graph, nodes=None):
+    """Group labels of the attention heads (MultiHeadAttention's heads, GroupQueryAttention's
+    key/value heads with their query heads) of the graph's nodes (all, or those named)."""
+    out = set()
+    for node in graph.nodes:
+        if nodes is None or node.name in nodes:
+            for name in ("heads", "kv_heads"):
+                if name in node.internal:
+                    out.update(int(g) for g in graph.labels[node.internal[name]])
+    return out
+
+
+def coupled_slices(graph, only=None):
+    """``(slices, n_groups)``: every trainable slice of the removable groups (or of those among
+    the group labels `only`) as a plain list ``[layer path, weight index, index, axis,
+    positions, group ids]`` (group ids compact)."""
     removable = np.nonzero(~graph.frozen_groups)[0]
+    if only is not None:
+        removable = np.asarray([g for g in removable if int(g) in only], dtype=np.int64)
     compact = {int(g): i for i, g in enumerate(removable)}
     out = []
     for s in graph.slices:

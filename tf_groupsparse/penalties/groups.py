@@ -34,11 +34,25 @@ from keras import ops
 from .._validation import check_choice
 
 AXES = ("input", "output")
+#: ``axis="head"``: the heads of attention layers, each over every slice of its four projections
+HEAD = "head"
 
 
-def check_axis(axis, owner=None):
-    """Return `axis` if it is "input" or "output", else raise ValueError."""
-    return check_choice("axis", axis, AXES, owner)
+def check_axis(axis, owner=None, head=False):
+    """Return `axis` if it is "input" or "output" (or "head" where `head` allows it), else raise
+    ValueError."""
+    return check_choice("axis", axis, AXES + ((HEAD,) if head else ()), owner)
+
+
+def check_not_head(penalty):
+    """Raise ValueError when a penalty with ``axis="head"`` is applied to one kernel: head groups
+    span the query, key, value and output projections of an attention layer together."""
+    if getattr(penalty, "axis", None) == HEAD:
+        raise ValueError(
+            f"{type(penalty).__name__}: Expected to be attached with tgs.regularize(model, penalty) when "
+            f"axis='head' (a head's group spans the four projections of an attention layer, which one "
+            f"kernel regularizer or constraint cannot see). Received: axis='head' on a single kernel"
+        )
 
 
 def check_kernel(kernel, owner=None):

@@ -114,6 +114,8 @@ class HierarchicalGroupSparse(_GroupRegularizer):
     Convolutional Neural Networks", IJCNN 2020, arXiv 2004.04394 (HGSR).
     """
 
+    head_groups = True
+
     _config_keys = ("strength", "variant", "axis", "l1_mix")
 
     def __init__(self, strength=1e-4, variant="squared_group_l12", axis="input", l1_mix=0.0):

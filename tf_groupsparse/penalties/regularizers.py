@@ -116,6 +116,8 @@ class GroupLasso(_GroupRegularizer):
     for Deep Neural Networks", ICML 2017 (CGES), and Mitsuno et al., IJCNN 2020 (HGSR).
     """
 
+    head_groups = True
+
     constraint = constraints.ProxGroupLasso
 
     _config_keys = ("strength", "axis", "scale_by_size")
@@ -197,6 +199,8 @@ class GroupL12(_GroupRegularizer):
     Convolutional Neural Networks", IJCNN 2020 (HGSR).
     """
 
+    head_groups = True
+
     constraint = None  # no closed-form proximal operator here
 
     def _penalty(self, x):
@@ -237,6 +241,8 @@ class SparseGroupLasso(_GroupRegularizer):
     Reference: the l1 + group mix of Yoon & Hwang, ICML 2017 (CGES) and Mitsuno et al.,
     IJCNN 2020 (HGSR).
     """
+
+    head_groups = True
 
     constraint = constraints.ProxSparseGroupLasso
 

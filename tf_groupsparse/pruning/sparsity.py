@@ -170,7 +170,8 @@ class SparsityReport(Report):
 
     Row columns: ``layer, type, params, zero_weights, zero_frac, in_channels, zero_in,
     out_channels, zero_out, kernels, zero_kernels, removable``; layers without a kernel that
-    shrink would shorten (BatchNormalization, ...) get a row with ``params`` and ``removable``.
+    shrink would shorten (BatchNormalization, ...) get a row with ``params`` and ``removable``;
+    attention layers get one with ``params, heads, zero_heads, removable``.
     Totals sum them and add ``model_params``, ``group_sparsity_input`` (zero input groups /
     input groups), ``group_sparsity_output``, ``zero_weight_fraction`` and
     ``removable_fraction`` (removable / model params).
@@ -184,16 +185,30 @@ class SparsityReport(Report):
         raise KeyError(f"No row for layer {layer!r}; rows: {[r['layer'] for r in self.rows]}")
 
 
+def _heads(layer):
+    """The number of (query) heads of an attention layer, else None."""
+    if isinstance(layer, keras.layers.MultiHeadAttention):
+        return int(layer.num_heads)
+    if isinstance(layer, keras.layers.GroupQueryAttention):
+        return int(layer.num_query_heads)
+    return None
+
+
 def _removable(model, threshold, norm):
-    """``({layer path: params shrink removes}, None)`` or ``(None, why not)``."""
+    """``({layer path: params shrink removes}, {attention layer path: heads shrink removes}, None)``
+    or ``(None, None, why not)``."""
     from .shrink import shrink
 
     try:
         small = shrink(model, threshold, norm=norm, unsupported="freeze")
     except (TypeError, ValueError) as exc:
-        return None, f"shrink could not run ({exc})"
-    after = {path: layer.count_params() for path, layer in iter_layers(small)}
-    return {path: layer.count_params() - after.get(path, 0) for path, layer in iter_layers(model)}, None
+        return None, None, f"shrink could not run ({exc})"
+    after = {path: layer for path, layer in iter_layers(small)}
+    params = {path: layer.count_params() - (after[path].count_params() if path in after else 0)
+              for path, layer in iter_layers(model)}
+    heads = {path: _heads(layer) - _heads(after[path]) for path, layer in iter_layers(model)
+             if _heads(layer) is not None and path in after}
+    return params, heads, None
 
 
 def sparsity_report(model, threshold=1e-3, *, norm="l2"):
@@ -208,7 +223,10 @@ def sparsity_report(model, threshold=1e-3, *, norm="l2"):
     - ``zero_weights``: single weights with ``|w| < threshold``;
     - ``removable``: the parameters of this layer that ``shrink(model, threshold, norm=norm)``
       removes (through the dependency graph: channels coupled to the model's inputs or
-      outputs, or through residual adds to channels that carry signal, are not removable).
+      outputs, or through residual adds to channels that carry signal, are not removable);
+    - ``heads`` / ``zero_heads`` (attention layers, MultiHeadAttention and GroupQueryAttention):
+      the query heads, and those whose every slice is zero so that shrink removes them (train
+      them to zero with ``tgs.regularize(model, GroupLasso(..., axis="head"), proximal=True)``).
 
     Depthwise kernels ``(*S, C, m)`` have ``C * m`` output channels, one kernel each, so their
     ``zero_out`` equals ``zero_kernels``. Layers without kernel slots in the layer-kind registry
@@ -240,10 +258,15 @@ def sparsity_report(model, threshold=1e-3, *, norm="l2"):
     check_keras_model(model, owner)
     threshold = check_number("threshold", threshold, owner, minimum=0.0)
     check_choice("norm", norm, tuple(NORMS), owner)
-    removable, why = _removable(model, threshold, norm)
+    removable, zero_heads, why = _removable(model, threshold, norm)
     rows, skipped = [], []
     for path, layer in iter_layers(model):
         slots = kernel_slots(layer)
+        if _heads(layer) is not None:
+            rows.append({"layer": path, "type": type(layer).__name__, "params": layer.count_params(),
+                         "heads": _heads(layer), "zero_heads": zero_heads.get(path) if zero_heads else None,
+                         "removable": removable.get(path, 0) if removable is not None else None})
+            continue
         if not slots:
             if layer.weights and removable and removable.get(path):
                 rows.append({"layer": path, "type": type(layer).__name__, "params": layer.count_params(),
@@ -278,6 +301,9 @@ def sparsity_report(model, threshold=1e-3, *, norm="l2"):
                 "_weights": stats["weights"],
             })
     totals = _totals(rows, model.count_params(), removable)
+    if any("heads" in row for row in rows):
+        totals["heads"] = sum(row["heads"] for row in rows if "heads" in row)
+        totals["zero_heads"] = None if zero_heads is None else int(sum(zero_heads.values()))
     for row in rows:
         row.pop("_weights", None)
     meta = {"threshold": threshold, "norm": norm, "skipped": skipped}
