@@ -15,6 +15,13 @@ Quantization modes (:data:`QUANTIZE_MODES`, one converter setup per mode):
 The quantization methods are those of the TensorFlow Lite converter (post-training
 quantization).
 
+Recurrent layers (LSTM, GRU, SimpleRNN, Bidirectional) run as a while loop over tensor lists,
+which the converter can lower to LiteRT's builtin ``WHILE`` only when the batch size is known.
+When the conversion of the dynamic-batch SavedModel fails for that reason, the model is exported
+again with a batch of one and converted with builtin ops only (no Select TF ops, which the LiteRT
+runtime does not carry); :func:`~tf_groupsparse.deploy.run_tflite` then runs larger batches one
+slice at a time. The SavedModel written for the user keeps its dynamic batch.
+
 Examples:
     >>> import keras
     >>> from tf_groupsparse.deploy import convert_tflite
@@ -176,9 +183,39 @@ def _quiet_tf_logs():
         tf_logger.setLevel(level)
 
 
-def _write_saved_model(model, directory):
+def _write_saved_model(model, directory, batch=None):
+    """Export `model` as a SavedModel; `batch` fixes the batch size of every input."""
+    kwargs = {}
+    if batch is not None:
+        import keras
+        import tensorflow as tf
+
+        def spec(t):
+            return tf.TensorSpec((batch,) + tuple(t.shape[1:]), t.dtype, name=getattr(t, "name", None))
+
+        struct = getattr(model, "_inputs_struct", None)
+        if struct is None:
+            struct = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+        kwargs["input_signature"] = [keras.tree.map_structure(spec, struct)]
     with _quiet_tf_logs():
-        model.export(directory, format="tf_saved_model", verbose=False)
+        model.export(directory, format="tf_saved_model", verbose=False, **kwargs)
+
+
+def _is_tensor_list_failure(exc):
+    return "tensor list" in str(exc).lower()
+
+
+def _convert(model, directory, quantize, representative):
+    """Convert the SavedModel in `directory` (written from `model`); on the converter's tensor
+    list failure (recurrent layers with a dynamic batch), convert a batch-1 export instead."""
+    try:
+        return _convert_saved_model(directory, quantize, representative)
+    except Exception as exc:  # the converter raises its own ConverterError
+        if not _is_tensor_list_failure(exc):
+            raise
+    with tempfile.TemporaryDirectory(prefix="tgs-saved-model-batch1-") as tmp:
+        _write_saved_model(model, tmp, batch=1)
+        return _convert_saved_model(tmp, quantize, representative)
 
 
 def _convert_saved_model(directory, quantize, representative):
@@ -197,7 +234,9 @@ def convert_tflite(model, *, quantize=None, representative_data=None) -> bytes:
 
     The model is exported to a temporary SavedModel and converted with
     ``tf.lite.TFLiteConverter.from_saved_model`` (the conversion path for Keras 3 models), set up
-    for `quantize` as described in this module's docstring.
+    for `quantize` as described in this module's docstring. Recurrent models that the
+    converter cannot lower with a dynamic batch are converted with a batch of one (see the
+    module docstring).
 
     Args:
         model: a built ``keras.Model``.
@@ -231,4 +270,4 @@ def convert_tflite(model, *, quantize=None, representative_data=None) -> bytes:
         )
     with tempfile.TemporaryDirectory(prefix="tgs-saved-model-") as tmp:
         _write_saved_model(model, tmp)
-        return _convert_saved_model(tmp, quantize, representative)
+        return _convert(model, tmp, quantize, representative)

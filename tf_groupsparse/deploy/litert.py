@@ -52,7 +52,8 @@ def _signature(interpreter):
     return [(n, inputs[n]) for n in order], [(n, outputs[n]) for n in sorted(outputs, key=out_key)]
 
 
-def _feed(interpreter, inputs, x, owner):
+def _arrays(inputs, x, owner):
+    """`x` as a list of arrays in the order of `inputs`."""
     if isinstance(x, dict):
         missing = sorted(set(n for n, _ in inputs) ^ set(x))
         if missing:
@@ -69,6 +70,11 @@ def _feed(interpreter, inputs, x, owner):
         raise ValueError(
             f"{owner}: Expected one array per model input ({len(inputs)}). Received: {len(arrays)} arrays"
         )
+    return [np.asarray(a) for a in arrays]
+
+
+def _feed(interpreter, inputs, x, owner):
+    arrays = _arrays(inputs, x, owner)
     prepared = []
     for (name, detail), a in zip(inputs, arrays):
         a = np.asarray(a)
@@ -100,7 +106,8 @@ def run_tflite(tflite, x):
     Args:
         tflite: the model as bytes or the path of a .tflite file.
         x: an array for a one-input model, else a list of arrays in the model's input order
-            or a dict keyed by input name. The batch size may differ from the converted one.
+            or a dict keyed by input name. The batch size may differ from the converted one (a
+            model converted with a fixed batch, such as a recurrent one, runs it in slices).
             Float data fed to an int8/uint8 input is quantized with its scale and zero point.
 
     Returns:
@@ -121,10 +128,30 @@ def run_tflite(tflite, x):
     """
     interpreter = _interpreter(tflite, 1, "run_tflite")
     inputs, outputs = _signature(interpreter)
-    _feed(interpreter, inputs, x, "run_tflite")
-    interpreter.invoke()
-    ys = [_read(interpreter, d) for _, d in outputs]
+    fixed = _fixed_batch(inputs)
+    if fixed is None:
+        _feed(interpreter, inputs, x, "run_tflite")
+        interpreter.invoke()
+        ys = [_read(interpreter, d) for _, d in outputs]
+    else:  # converted with a fixed batch (recurrent models): run the batch in slices of it
+        arrays = _arrays(inputs, x, "run_tflite")
+        n = len(arrays[0])
+        if n % fixed:
+            raise ValueError(f"run_tflite: Expected a batch that is a multiple of {fixed} (the model was "
+                             f"converted with a fixed batch of {fixed}). Received: a batch of {n}")
+        parts = []
+        for start in range(0, n, fixed):
+            _feed(interpreter, inputs, [a[start:start + fixed] for a in arrays], "run_tflite")
+            interpreter.invoke()
+            parts.append([_read(interpreter, d) for _, d in outputs])
+        ys = [np.concatenate(p, axis=0) for p in zip(*parts)]
     return ys[0] if len(ys) == 1 else ys
+
+
+def _fixed_batch(inputs):
+    """The batch size the model was converted with, or None when it is dynamic."""
+    sizes = {int(d["shape_signature"][0]) for _, d in inputs if len(d["shape_signature"])}
+    return None if not sizes or -1 in sizes else max(sizes)
 
 
 def tflite_latency(tflite, x, *, runs=50, warmup=5, threads=1) -> float:
