@@ -18,11 +18,11 @@ $(VENV)/.installed: $(PY) setup.cfg pyproject.toml
 	touch $@
 
 $(VENV)/.installed-test: $(PY) setup.cfg pyproject.toml
-	$(PIP) install --quiet -e ".[test,docs]"
+	$(PIP) install --quiet -e ".[test,docs,hub]"
 	touch $@
 
 $(VENV)/.installed-bench: $(PY) setup.cfg pyproject.toml
-	$(PIP) install --quiet -e ".[test,docs,bench]"
+	$(PIP) install --quiet -e ".[test,docs,hub,bench]"
 	touch $@
 
 # `make demo` replaces its own previous output (recognized by its report.json), never anything else.

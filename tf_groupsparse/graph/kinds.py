@@ -42,6 +42,7 @@ import keras
 
 from .. import layers as _own
 from . import costs, handlers as H, handlers_attention as HA, handlers_grouped as HG, handlers_recurrent as HR
+from . import hub as HH
 
 __all__ = [
     "KernelSlot", "LayerKind", "REGISTRY", "register_layer_kind", "kind_for", "handler_for",
@@ -276,6 +277,9 @@ def _public(*names):
     return [c for c in (getattr(keras.layers, n, None) for n in names) if c is not None]
 
 
+_ENCODER = LayerKind(HH.TransformerEncoder(), cost=HH.transformer_cost, weight_cost=HH.transformer_cost_from_shapes)
+
+
 def _defaults():
     """(classes, LayerKind) for every kind the toolkit knows out of the box."""
     identity = H.Identity()
@@ -298,6 +302,7 @@ def _defaults():
         (_public("Bidirectional"), LayerKind(HR.Bidirectional(), cost=costs.bidirectional)),
         (_public("TimeDistributed"), LayerKind(HR.TimeDistributed(), cost=costs.time_distributed)),
         (_public("Attention", "AdditiveAttention"), LayerKind(HA.DotAttention(), cost=costs.dot_attention)),
+        ([HH.TransformerBlock], _ENCODER),
         ([_own.BlockDiagonalDense], LayerKind(HG.BlockDiagonalDense(), cost=costs.block_diagonal_dense)),
         ([_own.ChannelGather], LayerKind(HG.ChannelGather(), cost=zero)),
         ([_own.ChannelSlice], LayerKind(HG.ChannelSlice(), cost=zero)),
@@ -368,6 +373,9 @@ def _register_defaults():
         REGISTRY.setdefault(cls, LayerKind(H.GetItem(), cost=costs.zero))
     BY_NAME["LayerScale"] = LayerKind(H.ChannelScale(), cost=costs.zero)
     BY_NAME["CustomScaleLayer"] = LayerKind(H.Merge(), cost=costs.zero)
+    # keras-hub layers, by name so that keras-hub is never imported here
+    BY_NAME["TransformerEncoder"] = _ENCODER
+    BY_NAME["PositionEmbedding"] = LayerKind(HH.PositionEmbedding(), cost=costs.zero)
 
 
 _register_defaults()

@@ -87,10 +87,17 @@ def _constants(model, graph, weights, wanted, unsupported):
                 index[s.axis] = np.nonzero(hit)[0]
                 value[tuple(index)] = 0.0
                 var.assign(value)
-    rng = np.random.default_rng(0)
-    # unknown sizes: probe two sizes so a constant must be the same at both
-    sizes = (16, 11) if any(d is None for t in model.inputs for d in t.shape[1:]) else (16,)
-    envs = [evaluate(probe, _probe_inputs(model, rng, size)) for size in sizes]
+    # unknown sizes: probe two sizes so a constant must be the same at both; short ones when
+    # the model refuses long ones (a position table of 12 positions)
+    unknown = any(d is None for t in model.inputs for d in t.shape[1:])
+    for attempt, sizes in enumerate(((16, 11), (6, 5)) if unknown else ((16,),)):
+        rng = np.random.default_rng(0)
+        try:
+            envs = [evaluate(probe, _probe_inputs(model, rng, size)) for size in sizes]
+            break
+        except Exception:
+            if not unknown or attempt:
+                raise
     result = {int(g): [] for g in np.nonzero(wanted)[0]}
     for s, ps in zip(graph.slices, probe.slices):
         if s.role != "consume":

@@ -1,0 +1,125 @@
+"""keras-hub encoders: a tiny BertBackbone (built from a config, no weights) shrinks with
+equal outputs when heads and feed-forward units are zero, a TransformerEncoder that loses heads
+becomes a TransformerBlock with the same computation, and the budget pruner prunes a
+keras-hub encoder model to a MAC target."""
+
+import keras
+import numpy as np
+import pytest
+
+import tf_groupsparse as tgs
+from tf_groupsparse.graph import TransformerBlock, build_graph
+
+keras_hub = pytest.importorskip("keras_hub")
+L = keras.layers
+
+
+def bert(seed=0):
+    keras.utils.set_random_seed(seed)
+    return keras_hub.models.BertBackbone(vocabulary_size=50, num_layers=2, num_heads=4, hidden_dim=16,
+                                         intermediate_dim=32, max_sequence_length=12)
+
+
+def tokens(n=3, seed=0):
+    rng = np.random.default_rng(seed)
+    mask = np.ones((n, 12), bool)
+    mask[1, 8:] = mask[2, 5:] = False
+    return {"token_ids": rng.integers(0, 50, (n, 12)), "segment_ids": rng.integers(0, 2, (n, 12)),
+            "padding_mask": mask}
+
+
+def zero_heads(encoder, heads):
+    mha = encoder._self_attention_layer
+    for d in (mha.query_dense, mha.key_dense, mha.value_dense):
+        for v, index in ((d.kernel, (slice(None), heads)), (d.bias, (heads,))):
+            value = v.numpy()
+            value[index] = 0
+            v.assign(value)
+
+
+def zero_units(encoder, units):
+    ff = encoder._feedforward_intermediate_dense
+    k, b = ff.kernel.numpy(), ff.bias.numpy()
+    k[:, units], b[units] = 0, 0
+    ff.kernel.assign(k)
+    ff.bias.assign(b)
+
+
+def test_bert_loses_exactly_the_zero_heads_and_units_with_equal_outputs(tmp_path):
+    model = bert()
+    zero_heads(model.get_layer("transformer_layer_0"), [1, 2])
+    zero_units(model.get_layer("transformer_layer_1"), [3, 5, 7])
+    small = tgs.shrink(model, threshold=0.0)
+    first, second = small.get_layer("transformer_layer_0"), small.get_layer("transformer_layer_1")
+    assert isinstance(first, TransformerBlock) and (first.num_heads, first.key_dim) == (2, 4)
+    assert type(second).__name__ == "TransformerEncoder" and second.intermediate_dim == 29
+    x = tokens()
+    want, got = model.predict(x, verbose=0), small.predict(x, verbose=0)
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], atol=1e-5)
+    assert small.count_params() == model.count_params() - 2 * (3 * (16 * 4 + 4) + 4 * 16) - 3 * (16 + 1 + 16)
+
+    path = tmp_path / "bert.keras"
+    small.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0)["sequence_output"], got["sequence_output"], atol=1e-6)
+
+
+def test_hidden_channels_of_bert_are_tied_to_its_outputs():
+    graph = build_graph(bert())
+    node = next(n for n in graph.nodes if n.name == "transformer_layer_0")
+    assert set(node.internal) == {"heads", "intermediate"}
+    assert graph.frozen_groups[graph.labels[node.inputs[0][0]]].all()  # hidden: an output
+    assert not graph.frozen_groups[graph.labels[node.internal["heads"]]].any()
+
+
+def encoder_classifier(seed=0, normalize_first=False):
+    keras.utils.set_random_seed(seed)
+    ids = keras.Input((12,), dtype="int32", name="ids")
+    h = L.Embedding(50, 16, name="tokens")(ids)
+    h = L.Add(name="embed")([h, keras_hub.layers.PositionEmbedding(12, name="positions")(h)])
+    for i in range(2):
+        h = keras_hub.layers.TransformerEncoder(32, 4, activation="gelu", normalize_first=normalize_first,
+                                                name=f"encoder{i}")(h)
+    return keras.Model(ids, L.Dense(3, name="head")(L.GlobalAveragePooling1D(name="pool")(h)))
+
+
+def test_encoder_macs_are_attention_plus_feed_forward():
+    model = encoder_classifier()
+    t, d, h, k, i = 12, 16, 4, 4, 32
+    attention = 3 * t * d * h * k + t * t * h * 2 * k + t * h * k * d
+    costs = {r["layer"]: r["macs"] for r in tgs.metrics.layer_costs(model).rows}
+    assert costs["encoder0"] == costs["encoder1"] == attention + t * 2 * d * i
+
+
+@pytest.mark.parametrize("normalize_first", [False, True])
+def test_prune_a_keras_hub_encoder_model_to_a_mac_budget(tmp_path, normalize_first):
+    model = encoder_classifier(normalize_first=normalize_first)
+    before = tgs.metrics.flops(model)
+    small, report = tgs.prune(model, macs=0.7, allow_untrained=True, verbose=0)
+    assert tgs.metrics.flops(small) <= 0.7 * before * 1.02
+    for name in ("encoder0", "encoder1"):
+        layer = small.get_layer(name)
+        assert 1 <= layer.num_heads <= 4 and layer.intermediate_dim >= 1
+    x = np.random.default_rng(0).integers(0, 50, (4, 12))
+    assert small.predict(x, verbose=0).shape == (4, 3)
+    path = tmp_path / "pruned.keras"
+    small.save(path)
+    np.testing.assert_allclose(keras.saving.load_model(path, safe_mode=True).predict(x, verbose=0),
+                               small.predict(x, verbose=0), atol=1e-6)
+
+
+def test_transformer_block_computes_what_the_keras_hub_encoder_computes():
+    keras.utils.set_random_seed(3)
+    encoder = keras_hub.layers.TransformerEncoder(24, 2, activation="gelu", normalize_first=True)
+    x = np.random.default_rng(3).standard_normal((2, 5, 8)).astype("float32")
+    mask = np.array([[1, 1, 1, 0, 0], [1, 1, 1, 1, 1]], bool)
+    want = encoder(x, padding_mask=mask)
+    block = TransformerBlock(24, 2, key_dim=4, activation="gelu", normalize_first=True)
+    block(x)
+    block.set_weights(encoder.get_weights())
+    np.testing.assert_allclose(block(x, padding_mask=mask), want, atol=1e-6)
+    restored = TransformerBlock.from_config(block.get_config())
+    assert restored.get_config() == block.get_config()
+    with pytest.raises(ValueError, match="num_heads"):
+        TransformerBlock(24, 0, key_dim=4)
