@@ -123,3 +123,89 @@ def test_transformer_block_computes_what_the_keras_hub_encoder_computes():
     assert restored.get_config() == block.get_config()
     with pytest.raises(ValueError, match="num_heads"):
         TransformerBlock(24, 0, key_dim=4)
+
+
+def vit(seed=0):
+    keras.utils.set_random_seed(seed)
+    return keras_hub.models.ViTBackbone(image_shape=(16, 16, 3), patch_size=4, num_layers=2, num_heads=4,
+                                        hidden_dim=16, mlp_dim=32)
+
+
+def images(n=3, seed=0):
+    return np.random.default_rng(seed).standard_normal((n, 16, 16, 3)).astype("float32")
+
+
+def test_vit_loses_exactly_the_zero_heads_and_units_with_equal_outputs(tmp_path):
+    model = vit()
+    blocks = model.get_layer("vit_encoder").encoder_layers
+    mha = blocks[0].mha
+    for d in (mha.query_dense, mha.key_dense, mha.value_dense):
+        for v, index in ((d.kernel, (slice(None), [0, 3])), (d.bias, ([0, 3],))):
+            value = v.numpy()
+            value[index] = 0
+            v.assign(value)
+    dense = blocks[1].mlp.dense_1
+    k, b = dense.kernel.numpy(), dense.bias.numpy()
+    k[:, :5], b[:5] = 0, 0
+    dense.kernel.assign(k)
+    dense.bias.assign(b)
+
+    report = tgs.sparsity_report(model, threshold=0.0)
+    assert report.row("vit_encoder")["heads"] == 8 and report.row("vit_encoder")["zero_heads"] == 2
+    small = tgs.shrink(model, threshold=0.0)
+    stack = small.get_layer("vit_encoder")
+    assert isinstance(stack, tgs.graph.TransformerStack)
+    assert [(b.num_heads, b.intermediate_dim) for b in stack.blocks] == [(2, 32), (4, 27)]
+    x = images()
+    np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    path = tmp_path / "vit.keras"
+    small.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), small.predict(x, verbose=0), atol=1e-6)
+
+
+def test_prune_a_small_vit_to_half_its_macs_with_valid_head_counts(tmp_path):
+    model = vit()
+    before = tgs.flops(model)
+    small, _ = tgs.prune(model, macs=0.5, allow_untrained=True, verbose=0)
+    assert tgs.flops(small) <= 0.5 * before * 1.02
+    stack = small.get_layer("vit_encoder")
+    assert all(1 <= b.num_heads <= 4 and b.key_dim == 4 and b.intermediate_dim >= 1 for b in stack.blocks)
+    x = images()
+    path = tmp_path / "vit_half.keras"
+    small.save(path)
+    np.testing.assert_allclose(keras.saving.load_model(path, safe_mode=True).predict(x, verbose=0),
+                               small.predict(x, verbose=0), atol=1e-6)
+    # and again: a TransformerStack prunes like the encoder it came from
+    smaller, _ = tgs.prune(small, macs=0.8, allow_untrained=True, verbose=0)
+    assert tgs.flops(smaller) <= 0.8 * tgs.flops(small) * 1.02
+
+
+def test_head_lasso_on_a_vit_classifier_zeroes_heads_that_shrink_removes():
+    backbone = vit()
+    mha = backbone.get_layer("vit_encoder").encoder_layers[0].mha  # heads 1 and 2 start weak
+    for kernel, index in ((mha.query_dense.kernel, (slice(None), [1, 2])), (mha.key_dense.kernel, (slice(None), [1, 2])),
+                          (mha.value_dense.kernel, (slice(None), [1, 2])), (mha.output_dense.kernel, ([1, 2],))):
+        value = kernel.numpy()
+        value[index] *= 0.01
+        kernel.assign(value)
+    model = keras.Model(backbone.input, L.Dense(3, name="classes")(backbone.output[:, 0, :]))
+    r = tgs.regularize(model, tgs.regularizers.GroupLasso(0.5, axis="head"), proximal=True)
+    prox = r.get_layer("classes").kernel.constraint
+    assert prox.n_groups == 8  # one per head of each block
+    x, y = images(16), np.arange(16) % 3
+    r.compile(keras.optimizers.SGD(0.5), "sparse_categorical_crossentropy")
+    r.fit(x, y, epochs=2, batch_size=8, verbose=0, callbacks=[tgs.callbacks.ProximalStep()])
+    assert tgs.sparsity_report(r, threshold=0.0).row("vit_encoder")["zero_heads"] == 2
+    small = tgs.shrink(r, threshold=0.0)
+    assert [b.num_heads for b in small.get_layer("vit_encoder").blocks] == [2, 4]
+    np.testing.assert_allclose(small.predict(x, verbose=0), r.predict(x, verbose=0), atol=1e-5)
+
+
+def test_patch_embedding_computes_what_vit_patching_computes():
+    layer = vit().get_layer("vit_patching_and_embedding")
+    mine = tgs.graph.PatchEmbedding((16, 16), (4, 4), 16)
+    x = images()
+    mine(x)
+    mine.set_weights(layer.get_weights())
+    np.testing.assert_allclose(mine(x), layer(x), atol=1e-6)

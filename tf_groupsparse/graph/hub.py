@@ -1,220 +1,141 @@
-"""keras-hub encoders in the dependency graph: ``TransformerEncoder`` (removable attention heads
-and feed-forward units) and ``PositionEmbedding``, and :class:`TransformerBlock`, the layer a
-pruned encoder becomes.
+"""keras-hub encoders in the dependency graph: ``TransformerEncoder`` (BERT-style), ``ViTEncoder``
+and ``ViTPatchingAndEmbedding`` (ViT), ``PositionEmbedding``.
 
-keras-hub's ``TransformerEncoder`` derives its attention key size from its input
-(``hidden_dim // num_heads``), so its config cannot say "3 heads of 16": an encoder that loses
-heads or hidden channels is rebuilt as a :class:`TransformerBlock`, the same computation with explicit
-``key_dim`` / ``value_dim`` and the same weights in the same order. An encoder that loses only
-feed-forward units (and no hidden channels) stays a ``TransformerEncoder``. Key and value dims inside a head are not
-removed here (whole heads are). The handlers are registered by class name, so keras-hub is
-never imported by the toolkit itself.
+In every encoder block the removable inner units are the attention heads (a head's query, key
+and value slices and biases and its rows of the output projection) and the feed-forward hidden
+units (a column of the first Dense and its bias, a row of the second); the hidden channels pass
+through both residual adds, coupled to every projection and LayerNormalization (lossy).
 
-Not supported (their channels would have to be traced inside one layer that holds every
-block): ``ViTEncoder`` (all of a ViT's blocks in one layer whose config has one head count),
-``TransformerDecoder`` (self and cross attention with a cache). Such layers raise the graph's
-"no registered handler" error, or are frozen with ``unsupported="freeze"``.
+keras-hub's encoders derive their key size from their width (``hidden_dim // num_heads``), and
+``ViTEncoder`` holds every block with one head count, so their configs cannot say what pruning
+leaves. A ``TransformerEncoder`` that loses heads or hidden channels becomes a
+:class:`~tf_groupsparse.graph.TransformerBlock` (same computation and weight order, explicit
+key size); one that loses only feed-forward units stays what it is. A ``ViTEncoder`` that loses
+anything becomes a :class:`~tf_groupsparse.graph.TransformerStack` with per-block sizes. Key and
+value dims inside a head are not removed here (whole heads are). The handlers are registered by
+class name, so the toolkit never imports keras-hub itself.
+
+Not supported: ``TransformerDecoder`` (self and cross attention with a cache) and the other
+keras-hub model families' own encoder layers; the graph names them in its "no registered
+handler" error, and ``unsupported="freeze"`` keeps their channels.
 
 Examples:
     >>> import keras, numpy as np
-    >>> from tf_groupsparse.graph import TransformerBlock
-    >>> block = TransformerBlock(intermediate_dim=32, num_heads=2, key_dim=8)
-    >>> tuple(block(np.zeros((1, 5, 16), "float32")).shape)
-    (1, 5, 16)
+    >>> from tf_groupsparse.graph import TransformerBlock, build_graph
+    >>> x = keras.Input((5, 16))
+    >>> m = keras.Model(x, keras.layers.Dense(2)(TransformerBlock(32, 2, key_dim=8, name="enc")(x)))
+    >>> sorted(next(n for n in build_graph(m).nodes if n.name == "enc").internal)
+    ['heads', 'intermediate']
 """
 
 from __future__ import annotations
 
-import keras
-from keras import ops
+import math
 
-from .._validation import check_int
+import keras
+import numpy as np
+
 from . import costs
 from .handlers import Handler, Unsupported
-from .handlers_attention import extra_outputs
+from .handlers_attention import extra_outputs, take
+from .transformer import PatchEmbedding, TransformerBlock, TransformerStack
 
-__all__ = ["TransformerBlock", "TransformerEncoder", "PositionEmbedding", "transformer_cost",
-           "transformer_cost_from_shapes"]
+__all__ = ["TransformerEncoder", "ViTEncoder", "ViTPatchingAndEmbedding", "PositionEmbedding", "patching_cost",
+           "composite_cost", "composite_cost_from_shapes"]
 
-_PARTS = ("_self_attention_layer", "_self_attention_layer_norm", "_feedforward_layer_norm",
-          "_feedforward_intermediate_dense", "_feedforward_output_dense")
-
-
-@keras.saving.register_keras_serializable(package="tf_groupsparse")
-class TransformerBlock(keras.layers.Layer):
-    """A transformer encoder block with explicit head sizes.
-
-    ``x + Dropout(MultiHeadAttention(x, x))`` then ``LayerNormalization`` (or the norm first
-    with ``normalize_first``), and the same around ``Dense(hidden)(Dense(intermediate_dim,
-    activation)(x))``: the computation of ``keras_hub.layers.TransformerEncoder``, with the
-    weights in the same order, but ``key_dim`` and ``value_dim`` given rather than derived from
-    the width, so that an encoder with some heads removed can be expressed.
-
-    Args:
-        intermediate_dim: units of the feed-forward block's hidden layer.
-        num_heads: attention heads.
-        key_dim: size of each head for query and key.
-        value_dim: size of each head for value (default None: `key_dim`).
-        dropout: dropout rate of attention and both residual branches (default 0).
-        activation: of the feed-forward hidden layer (default "relu").
-        layer_norm_epsilon: of both LayerNormalizations (default 1e-5).
-        kernel_initializer, bias_initializer: of the projections (defaults "glorot_uniform",
-            "zeros").
-        normalize_first: normalize before each sub-block instead of after the residual add
-            (default False).
-
-    Call arguments: ``inputs`` (batch, sequence, hidden); ``padding_mask`` (batch, sequence),
-    True where a token is real; ``attention_mask`` (batch, sequence, sequence); ``training``.
-
-    Examples:
-        >>> import numpy as np
-        >>> block = TransformerBlock(intermediate_dim=16, num_heads=3, key_dim=4)
-        >>> y = block(np.ones((2, 6, 8), "float32"), padding_mask=np.ones((2, 6), bool))
-        >>> tuple(y.shape), block.get_config()["key_dim"]
-        ((2, 6, 8), 4)
-    """
-
-    def __init__(self, intermediate_dim, num_heads, key_dim, value_dim=None, dropout=0.0, activation="relu",
-                 layer_norm_epsilon=1e-5, kernel_initializer="glorot_uniform", bias_initializer="zeros",
-                 normalize_first=False, **kwargs):
-        super().__init__(**kwargs)
-        owner = type(self).__name__
-        self.intermediate_dim = check_int("intermediate_dim", intermediate_dim, owner, minimum=1)
-        self.num_heads = check_int("num_heads", num_heads, owner, minimum=1)
-        self.key_dim = check_int("key_dim", key_dim, owner, minimum=1)
-        self.value_dim = self.key_dim if value_dim is None else check_int("value_dim", value_dim, owner, minimum=1)
-        self.dropout = float(dropout)
-        self.activation = keras.activations.get(activation)
-        self.layer_norm_epsilon = float(layer_norm_epsilon)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
-        self.bias_initializer = keras.initializers.get(bias_initializer)
-        self.normalize_first = bool(normalize_first)
-        self.supports_masking = True
-
-    def _initializers(self):
-        return {"kernel_initializer": keras.initializers.get(keras.initializers.serialize(self.kernel_initializer)),
-                "bias_initializer": keras.initializers.get(keras.initializers.serialize(self.bias_initializer))}
-
-    def build(self, inputs_shape):
-        hidden = int(inputs_shape[-1])
-        policy = self.dtype_policy
-        # created in the order of TransformerEncoder's, so the weights line up
-        self._self_attention_layer = keras.layers.MultiHeadAttention(
-            self.num_heads, self.key_dim, value_dim=self.value_dim, dropout=self.dropout, dtype=policy,
-            name="self_attention_layer", **self._initializers())
-        self._self_attention_layer.build(query_shape=inputs_shape, value_shape=inputs_shape)
-        self._self_attention_layer_norm = keras.layers.LayerNormalization(
-            epsilon=self.layer_norm_epsilon, dtype=policy, name="self_attention_layer_norm")
-        self._self_attention_layer_norm.build(inputs_shape)
-        self._self_attention_dropout = keras.layers.Dropout(self.dropout, dtype=policy, name="self_attention_dropout")
-        self._feedforward_layer_norm = keras.layers.LayerNormalization(
-            epsilon=self.layer_norm_epsilon, dtype=policy, name="feedforward_layer_norm")
-        self._feedforward_layer_norm.build(inputs_shape)
-        self._feedforward_intermediate_dense = keras.layers.Dense(
-            self.intermediate_dim, activation=self.activation, dtype=policy, name="feedforward_intermediate_dense",
-            **self._initializers())
-        self._feedforward_intermediate_dense.build(inputs_shape)
-        self._feedforward_output_dense = keras.layers.Dense(
-            hidden, dtype=policy, name="feedforward_output_dense", **self._initializers())
-        self._feedforward_output_dense.build(tuple(inputs_shape[:-1]) + (self.intermediate_dim,))
-        self._feedforward_dropout = keras.layers.Dropout(self.dropout, dtype=policy, name="feedforward_dropout")
-        self.built = True
-
-    @staticmethod
-    def _attention_mask(padding_mask, attention_mask):
-        """(batch, 1, sequence) from the padding mask, combined with the attention mask."""
-        mask = None if padding_mask is None else ops.cast(ops.expand_dims(padding_mask, axis=1), "int32")
-        if attention_mask is not None:
-            attention_mask = ops.cast(attention_mask, "int32")
-            mask = attention_mask if mask is None else ops.minimum(mask, attention_mask)
-        return mask
-
-    def call(self, inputs, padding_mask=None, attention_mask=None, training=None, mask=None):
-        mask = self._attention_mask(mask if padding_mask is None else padding_mask, attention_mask)
-        x = inputs
-        h = self._self_attention_layer_norm(x) if self.normalize_first else x
-        h = self._self_attention_layer(query=h, value=h, attention_mask=mask, training=training)
-        x = x + self._self_attention_dropout(h, training=training)
-        if not self.normalize_first:
-            x = self._self_attention_layer_norm(x)
-        h = self._feedforward_layer_norm(x) if self.normalize_first else x
-        h = self._feedforward_output_dense(self._feedforward_intermediate_dense(h))
-        x = x + self._feedforward_dropout(h, training=training)
-        if not self.normalize_first:
-            x = self._feedforward_layer_norm(x)
-        return x
-
-    def compute_output_shape(self, inputs_shape):
-        return inputs_shape
-
-    def get_config(self):
-        config = super().get_config()
-        config.update({
-            "intermediate_dim": self.intermediate_dim, "num_heads": self.num_heads, "key_dim": self.key_dim,
-            "value_dim": self.value_dim, "dropout": self.dropout,
-            "activation": keras.activations.serialize(self.activation),
-            "layer_norm_epsilon": self.layer_norm_epsilon,
-            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-            "bias_initializer": keras.initializers.serialize(self.bias_initializer),
-            "normalize_first": self.normalize_first,
-        })
-        return config
+# (attention, attention norm, feed-forward norm, first dense, second dense) per block kind
+_ENCODER_PARTS = ("_self_attention_layer", "_self_attention_layer_norm", "_feedforward_layer_norm",
+                  "_feedforward_intermediate_dense", "_feedforward_output_dense")
+_VIT_PARTS = ("mha", "layer_norm_1", "layer_norm_2", "mlp.dense_1", "mlp.dense_2")
 
 
-def _parts(layer):
-    parts = [getattr(layer, name, None) for name in _PARTS]
+def _get(layer, path):
+    for part in path.split("."):
+        layer = getattr(layer, part, None)
+    return layer
+
+
+def _parts(block, names=_ENCODER_PARTS):
+    parts = [_get(block, name) for name in names]
     if any(p is None for p in parts) or not isinstance(parts[0], keras.layers.MultiHeadAttention):
-        raise Unsupported("an encoder without the sublayers of keras_hub's TransformerEncoder (unbuilt?)")
+        raise Unsupported(f"block {block.name!r} without the sublayers of a keras-hub encoder block (unbuilt?)")
+    if float(keras.ops.convert_to_numpy(parts[3].activation(keras.ops.zeros((1,))))[0]) != 0.0:
+        raise Unsupported("a feed-forward activation with f(0) != 0 (a zero unit would not be silent)")
     return parts
 
 
+def _encoder_input(node, inputs, ctx):
+    """The hidden-channel input of an encoder call; the other inputs (masks) are frozen."""
+    first = ctx.arguments.get(0, ctx.arguments.get("inputs"))
+    if first is None:
+        raise Unsupported("the encoder input must be one tensor")
+    for i, ids in enumerate(inputs):
+        if i != first:
+            ctx.freeze(ids)
+    node.meta["encoder_input"] = first
+    ctx.mark_lossy(inputs[first])
+    return inputs[first]
+
+
+def _trace_block(node, ctx, x, parts, suffix=""):
+    """Slices of one block: inner units ``heads<suffix>`` and ``intermediate<suffix>``."""
+    mha, ln1, ln2, ff1, ff2 = parts
+    heads = ctx.inner(node, "heads" + suffix, mha.num_heads)
+    units = ctx.inner(node, "intermediate" + suffix, ff1.units)
+    for dense in (mha.query_dense, mha.key_dense, mha.value_dense):
+        ctx.add_slice(node, dense.kernel, 0, x, "consume")
+        ctx.add_slice(node, dense.kernel, 1, heads, "produce")
+        if dense.bias is not None:
+            ctx.add_slice(node, dense.bias, 0, heads, "param")
+    o = mha.output_dense
+    ctx.add_slice(node, o.kernel, 0, heads, "consume")
+    ctx.add_slice(node, o.kernel, 2, x, "produce")
+    if o.bias is not None:
+        ctx.add_slice(node, o.bias, 0, x, "param")
+    for norm in (ln1, ln2):
+        for v in norm.weights:
+            ctx.add_slice(node, v, 0, x, "param")
+    ctx.add_slice(node, ff1.kernel, 0, x, "consume")
+    ctx.add_slice(node, ff1.kernel, 1, units, "produce")
+    if ff1.bias is not None:
+        ctx.add_slice(node, ff1.bias, 0, units, "param")
+    ctx.add_slice(node, ff2.kernel, 0, units, "consume")
+    ctx.add_slice(node, ff2.kernel, 1, x, "produce")
+    if ff2.bias is not None:
+        ctx.add_slice(node, ff2.bias, 0, x, "param")
+
+
+def _block_weights(parts, x, heads, units):
+    """The kept weights of one block in TransformerBlock's order (attention, attention norm,
+    feed-forward norm, first dense, second dense)."""
+    mha, ln1, ln2, ff1, ff2 = parts
+    new = {}
+    for dense in (mha.query_dense, mha.key_dense, mha.value_dense):
+        new[id(dense.kernel)] = take(dense.kernel, x, heads)
+        if dense.bias is not None:
+            new[id(dense.bias)] = take(dense.bias, heads)
+    o = mha.output_dense
+    new[id(o.kernel)] = take(o.kernel, heads, None, x)
+    if o.bias is not None:
+        new[id(o.bias)] = take(o.bias, x)
+    out = [new[id(w)] for w in mha.weights]
+    out += [take(w, x) for norm in (ln1, ln2) for w in norm.weights]
+    for dense, rows, cols in ((ff1, x, units), (ff2, units, x)):
+        out.append(take(dense.kernel, rows, cols))
+        if dense.bias is not None:
+            out.append(take(dense.bias, cols))
+    return out
+
+
 class TransformerEncoder(Handler):
-    """keras_hub.layers.TransformerEncoder and :class:`TransformerBlock`: the hidden channels
-    pass through (both residual adds), coupled to every projection that reads or writes them
-    and to both LayerNormalizations (lossy); removable inner units are the attention heads (a
-    head's query/key/value slices and biases and its output projection rows) and the
-    feed-forward hidden units (a column of the first Dense and its bias, a row of the second).
-    Masks are not channels."""
+    """keras_hub.layers.TransformerEncoder and :class:`TransformerBlock` (see the module
+    docstring). Masks are not channels."""
 
     kind = "attention"
 
     def trace(self, node, inputs, ctx):
-        layer = node.layer
-        mha, ln1, ln2, ff1, ff2 = _parts(layer)
-        first = ctx.arguments.get(0, ctx.arguments.get("inputs"))
-        if first is None:
-            raise Unsupported("the encoder input must be one tensor")
-        for i, ids in enumerate(inputs):
-            if i != first:
-                ctx.freeze(ids)
-        if float(keras.ops.convert_to_numpy(ff1.activation(keras.ops.zeros((1,))))[0]) != 0.0:
-            raise Unsupported("a feed-forward activation with f(0) != 0 (a zero unit would not be silent)")
-        x = inputs[first]
-        node.meta["encoder_input"] = first
-        ctx.mark_lossy(x)
-        heads = ctx.inner(node, "heads", mha.num_heads)
-        units = ctx.inner(node, "intermediate", ff1.units)
-        for dense in (mha.query_dense, mha.key_dense, mha.value_dense):
-            ctx.add_slice(node, dense.kernel, 0, x, "consume")
-            ctx.add_slice(node, dense.kernel, 1, heads, "produce")
-            if dense.bias is not None:
-                ctx.add_slice(node, dense.bias, 0, heads, "param")
-        o = mha.output_dense
-        ctx.add_slice(node, o.kernel, 0, heads, "consume")
-        ctx.add_slice(node, o.kernel, 2, x, "produce")
-        if o.bias is not None:
-            ctx.add_slice(node, o.bias, 0, x, "param")
-        for norm in (ln1, ln2):
-            for v in norm.weights:
-                ctx.add_slice(node, v, 0, x, "param")
-        ctx.add_slice(node, ff1.kernel, 0, x, "consume")
-        ctx.add_slice(node, ff1.kernel, 1, units, "produce")
-        if ff1.bias is not None:
-            ctx.add_slice(node, ff1.bias, 0, units, "param")
-        ctx.add_slice(node, ff2.kernel, 0, units, "consume")
-        ctx.add_slice(node, ff2.kernel, 1, x, "produce")
-        if ff2.bias is not None:
-            ctx.add_slice(node, ff2.bias, 0, x, "param")
+        x = _encoder_input(node, inputs, ctx)
+        _trace_block(node, ctx, x, _parts(node.layer))
         return extra_outputs(ctx, [x])
 
     @staticmethod
@@ -241,6 +162,109 @@ class TransformerEncoder(Handler):
         return type(layer) if self._expressible(layer, keep) else TransformerBlock
 
 
+def _stack_blocks(layer):
+    """(blocks, part names) of a ViTEncoder or TransformerStack."""
+    if isinstance(layer, TransformerStack):
+        return layer.blocks, _ENCODER_PARTS
+    blocks = getattr(layer, "encoder_layers", None)
+    if not blocks or getattr(layer, "layer_norm", None) is None:
+        raise Unsupported("a ViT encoder without built blocks")
+    return blocks, _VIT_PARTS
+
+
+class ViTEncoder(Handler):
+    """keras-hub's ViTEncoder and :class:`TransformerStack`: every block's heads and MLP units
+    (inner units ``heads/<i>`` and ``intermediate/<i>``), the hidden channels coupled through
+    every block and the final LayerNormalization."""
+
+    kind = "attention"
+
+    def trace(self, node, inputs, ctx):
+        x = _encoder_input(node, inputs, ctx)
+        blocks, names = _stack_blocks(node.layer)
+        for i, block in enumerate(blocks):
+            _trace_block(node, ctx, x, _parts(block, names), f"/{i}")
+        for v in node.layer.layer_norm.weights:
+            ctx.add_slice(node, v, 0, x, "param")
+        return extra_outputs(ctx, [x])
+
+    def rebuild(self, layer, config, keep):
+        blocks, names = _stack_blocks(layer)
+        sizes = []
+        for i, block in enumerate(blocks):
+            mha = _parts(block, names)[0]
+            sizes.append({"num_heads": int(keep.internal[f"heads/{i}"].sum()), "key_dim": int(mha.key_dim),
+                          "value_dim": int(mha.value_dim),
+                          "intermediate_dim": int(keep.internal[f"intermediate/{i}"].sum())})
+        if isinstance(layer, TransformerStack):
+            config["blocks"] = sizes
+            return config
+        new = {k: config[k] for k in ("name", "trainable", "dtype", "layer_norm_epsilon") if k in config}
+        new.update(blocks=sizes, dropout=config.get("dropout_rate", 0.0),
+                   attention_dropout=config.get("attention_dropout", 0.0), activation="gelu")
+        return new
+
+    def rebuild_class(self, layer, keep):
+        return TransformerStack
+
+    def rebuild_weights(self, layer, keep):
+        blocks, names = _stack_blocks(layer)
+        x = keep.inputs[keep.meta["encoder_input"]]
+        out = []
+        for i, block in enumerate(blocks):
+            out += _block_weights(_parts(block, names), x, keep.internal[f"heads/{i}"],
+                                  keep.internal[f"intermediate/{i}"])
+        return out + [take(w, x) for w in layer.layer_norm.weights]
+
+
+class ViTPatchingAndEmbedding(Handler):
+    """keras-hub's ViTPatchingAndEmbedding and :class:`PatchEmbedding`: a patch convolution
+    (reads the image channels), a class token and a position table, all writing its own hidden
+    channels. keras-hub's layer is always rebuilt as a PatchEmbedding (same weights): its own
+    config does not load back."""
+
+    kind = "consumes"
+    #: the class every copy of the layer is made of
+    replacement = PatchEmbedding
+
+    def trace(self, node, inputs, ctx):
+        layer, x = node.layer, inputs[0]
+        conv = getattr(layer, "patch_embedding", None)
+        if conv is None or getattr(layer, "data_format", "channels_last") != "channels_last":
+            raise Unsupported("an unbuilt or channels_first patch embedding")
+        out = ctx.own(node, int(layer.hidden_dim))
+        ctx.add_slice(node, conv.kernel, 2, x, "consume")
+        ctx.add_slice(node, conv.kernel, 3, out, "produce")
+        if conv.bias is not None:
+            ctx.add_slice(node, conv.bias, 0, out, "param")
+        if getattr(layer, "class_token", None) is not None:
+            ctx.add_slice(node, layer.class_token, 2, out, "produce")
+        ctx.add_slice(node, layer.position_embedding.embeddings, 1, out, "produce")
+        return [out]
+
+    def config(self, layer):
+        """The PatchEmbedding config of the layer (keras-hub's holds keys its constructor refuses)."""
+        config = layer.get_config()
+        keys = ("name", "trainable", "dtype", "image_size", "patch_size", "hidden_dim", "num_channels",
+                "use_class_token")
+        out = {k: config[k] for k in keys if k in config}
+        out["use_patch_bias"] = bool(getattr(layer, "use_patch_bias", True))
+        return out
+
+    def rebuild(self, layer, config, keep):
+        config["hidden_dim"] = int(keep.owned.sum())
+        config["num_channels"] = int(keep.inputs[0].sum())
+        return config
+
+    def rebuild_class(self, layer, keep):
+        return PatchEmbedding
+
+
+def patching_cost(layer, input_shape, output_shape):
+    """The patch convolution: patches x (patch area x image channels x hidden)."""
+    return layer.num_patches * math.prod(tuple(layer.patch_embedding.kernel.shape))
+
+
 class PositionEmbedding(Handler):
     """keras_hub.layers.PositionEmbedding: a learned ``(sequence, hidden)`` table broadcast to
     its input's shape. Its output channels are its own (the table's columns compute them) and
@@ -259,19 +283,38 @@ class PositionEmbedding(Handler):
         return [out]
 
 
-def transformer_cost_from_shapes(layer, shapes, input_shape, output_shape):
-    """MACs of an encoder block from its kept weight shapes: the attention's
-    (:func:`~tf_groupsparse.graph.costs.attention_from_shapes`) plus ``T (D I + I D)`` for the
-    feed-forward block (``T`` positions, ``D`` hidden, ``I`` feed-forward units)."""
-    mha = _parts(layer)[0]
-    n = len(mha.weights)
+def _cost_parts(layer):
+    """The MultiHeadAttention and Dense sublayers of a composite layer, in weight order."""
+    found = []
+
+    def walk(sub):
+        for child in sub._flatten_layers(include_self=False, recursive=False):
+            if isinstance(child, (keras.layers.MultiHeadAttention, keras.layers.Dense)):
+                found.append(child)
+            else:
+                walk(child)
+
+    walk(layer)
+    return found
+
+
+def composite_cost_from_shapes(layer, shapes, input_shape, output_shape):
+    """MACs of a layer made of encoder blocks, from its kept weight shapes: each attention's
+    (:func:`~tf_groupsparse.graph.costs.attention_from_shapes`) plus ``T * in * out`` per Dense
+    (``T`` positions)."""
     x = input_shape[0] if isinstance(input_shape, list) else input_shape
-    attention = costs.attention_from_shapes(mha, shapes[:n], [x, x], output_shape)
-    kernels = [tuple(s) for s in shapes[n:] if len(s) == 2]
     t = costs._prod(x, layer, "inputs") // int(x[-1])
-    return attention + t * sum(a * b for a, b in kernels)
+    index = {id(w): i for i, w in enumerate(layer.weights)}
+    total = 0
+    for part in _cost_parts(layer):
+        own = [tuple(shapes[index[id(w)]]) for w in part.weights]
+        if isinstance(part, keras.layers.MultiHeadAttention):
+            total += costs.attention_from_shapes(part, own, [x, x], output_shape)
+        else:
+            total += t * int(np.prod(own[0]))
+    return total
 
 
-def transformer_cost(layer, input_shape, output_shape):
-    """See :func:`transformer_cost_from_shapes`, with the layer's own weight shapes."""
-    return transformer_cost_from_shapes(layer, [tuple(w.shape) for w in layer.weights], input_shape, output_shape)
+def composite_cost(layer, input_shape, output_shape):
+    """See :func:`composite_cost_from_shapes`, with the layer's own weight shapes."""
+    return composite_cost_from_shapes(layer, [tuple(w.shape) for w in layer.weights], input_shape, output_shape)

@@ -42,7 +42,7 @@ import keras
 
 from .. import layers as _own
 from . import costs, handlers as H, handlers_attention as HA, handlers_grouped as HG, handlers_recurrent as HR
-from . import hub as HH
+from . import hub as HH, transformer as T
 
 __all__ = [
     "KernelSlot", "LayerKind", "REGISTRY", "register_layer_kind", "kind_for", "handler_for",
@@ -277,7 +277,8 @@ def _public(*names):
     return [c for c in (getattr(keras.layers, n, None) for n in names) if c is not None]
 
 
-_ENCODER = LayerKind(HH.TransformerEncoder(), cost=HH.transformer_cost, weight_cost=HH.transformer_cost_from_shapes)
+_ENCODER = LayerKind(HH.TransformerEncoder(), cost=HH.composite_cost, weight_cost=HH.composite_cost_from_shapes)
+_STACK = LayerKind(HH.ViTEncoder(), cost=HH.composite_cost, weight_cost=HH.composite_cost_from_shapes)
 
 
 def _defaults():
@@ -302,7 +303,9 @@ def _defaults():
         (_public("Bidirectional"), LayerKind(HR.Bidirectional(), cost=costs.bidirectional)),
         (_public("TimeDistributed"), LayerKind(HR.TimeDistributed(), cost=costs.time_distributed)),
         (_public("Attention", "AdditiveAttention"), LayerKind(HA.DotAttention(), cost=costs.dot_attention)),
-        ([HH.TransformerBlock], _ENCODER),
+        ([T.TransformerBlock], _ENCODER),
+        ([T.TransformerStack], _STACK),
+        ([T.PatchEmbedding], LayerKind(HH.ViTPatchingAndEmbedding(), cost=HH.patching_cost)),
         ([_own.BlockDiagonalDense], LayerKind(HG.BlockDiagonalDense(), cost=costs.block_diagonal_dense)),
         ([_own.ChannelGather], LayerKind(HG.ChannelGather(), cost=zero)),
         ([_own.ChannelSlice], LayerKind(HG.ChannelSlice(), cost=zero)),
@@ -376,6 +379,8 @@ def _register_defaults():
     # keras-hub layers, by name so that keras-hub is never imported here
     BY_NAME["TransformerEncoder"] = _ENCODER
     BY_NAME["PositionEmbedding"] = LayerKind(HH.PositionEmbedding(), cost=costs.zero)
+    BY_NAME["ViTEncoder"] = _STACK
+    BY_NAME["ViTPatchingAndEmbedding"] = LayerKind(HH.ViTPatchingAndEmbedding(), cost=HH.patching_cost)
 
 
 _register_defaults()

@@ -41,6 +41,7 @@ import numpy as np
 
 from .._validation import check_graph_model
 from .build import _history_list, build_graph, functional_view
+from .kinds import handler_for
 from .model import Group
 
 __all__ = ["prune_channels", "plan_groups", "remove_groups", "zero_channels", "zero_slices"]
@@ -166,9 +167,9 @@ def remove_groups(graph, groups, *, bias_deltas=None, owner="remove_groups"):
                 for ids, shape in graph.tracer.submodel_inputs[id(layer)]
             ]
             return _clone(layer, clone, shapes)
-        config = layer.get_config()
+        config = layer_config(layer)
         node = by_layer.get(id(layer))
-        cls = layer.__class__
+        cls = layer_class(layer)
         if node is not None and not node.frozen:
             keep = keeps[id(layer)]
             if keep.changed and node.handler is not None:
@@ -227,10 +228,31 @@ def _copy(model):
     return copy
 
 
+def _fixed_config(layer):
+    fix = getattr(handler_for(layer), "config", None) if isinstance(layer, keras.layers.Layer) else None
+    return None if fix is None else fix(layer)
+
+
+def layer_config(layer):
+    """``layer.get_config()``, or its handler's ``config(layer)`` for layers whose own config
+    does not load back (a handler may define it, with ``replacement``: the class to rebuild
+    the layer as)."""
+    fixed = _fixed_config(layer)
+    return layer.get_config() if fixed is None else fixed
+
+
+def layer_class(layer):
+    """The class copies of `layer` are made of: its handler's ``replacement``, else its own."""
+    return getattr(handler_for(layer), "replacement", None) or type(layer)
+
+
 def _clone(model, clone_function=None, input_shapes=None):
     """clone_model that keeps input layer names; nested models go through `clone_function`
     (with their new `input_shapes`) when it is given, else they are cloned as they are."""
     model = functional_view(model)
+    if clone_function is None and any(_fixed_config(layer) is not None for layer in model._flatten_layers()):
+        def clone_function(layer):  # a layer whose get_config does not round-trip (see layer_config)
+            return _clone(layer) if isinstance(layer, keras.Model) else layer_class(layer).from_config(layer_config(layer))
     kwargs = {"recursive": clone_function is None}
     if clone_function is not None:
         kwargs["clone_function"] = clone_function

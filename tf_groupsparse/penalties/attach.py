@@ -365,11 +365,11 @@ def _regularize_coupled(model, regularizer, layers, proximal, bias, return_repor
 def _regularize_heads(model, regularizer, layers, proximal, return_report):
     """``axis="head"``: one group per attention head over its slices in the four projections."""
     from ..graph import build_graph
-    from .coupled import coupled_slices, head_groups
+    from .coupled import coupled_slices, head_groups, is_head_units
 
     new_model = _clone_with(model, {})
     graph = build_graph(new_model)
-    attention = [n.name for n in graph.nodes if "heads" in n.internal or "kv_heads" in n.internal]
+    attention = [n.name for n in graph.nodes if any(is_head_units(k) for k in n.internal)]
     names = [layers] if isinstance(layers, str) else layers
     if names is not None and (not isinstance(names, (list, tuple)) or not set(names) <= set(attention)):
         raise ValueError(f"{_OWNER}: Expected `layers` to name attention layers for axis='head' (available: "
@@ -411,10 +411,12 @@ def _attach_coupled(model, new_model, regularizer, slices, n_groups, proximal, r
 def _clone_with(model, plan):
     """Clone `model` applying the config overrides in `plan` (id(layer) -> dict) and copy weights."""
 
+    from ..graph.surgery import layer_class, layer_config
+
     def clone_layer(layer):
-        config = layer.get_config()
+        config = layer_config(layer)
         config.update(plan.get(id(layer), {}))
-        return layer.__class__.from_config(config)
+        return layer_class(layer).from_config(config)
 
     try:
         new_model = keras.models.clone_model(model, clone_function=clone_layer, recursive=True)
@@ -428,7 +430,7 @@ def _clone_with(model, plan):
         raise
     old = [(p, layer) for p, layer in iter_layers(model) if not isinstance(layer, keras.layers.InputLayer)]
     new = [(p, layer) for p, layer in iter_layers(new_model) if not isinstance(layer, keras.layers.InputLayer)]
-    if [(p, type(a)) for p, a in old] != [(p, type(b)) for p, b in new]:  # pragma: no cover - keras change
+    if [(p, layer_class(a)) for p, a in old] != [(p, type(b)) for p, b in new]:  # pragma: no cover - keras change
         raise RuntimeError(
             f"{_OWNER}: the cloned model's layers do not line up with the original's "
             f"({[p for p, _ in old]} vs {[p for p, _ in new]}); please report this."

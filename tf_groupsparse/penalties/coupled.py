@@ -49,12 +49,18 @@ from keras import ops
 from . import groups as G
 from .constraints import ProximalConstraint
 
-__all__ = ["CoupledPenalty", "CoupledProx", "coupled_slices", "head_groups", "COUPLED_PENALTIES"]
+__all__ = ["CoupledPenalty", "CoupledProx", "coupled_slices", "head_groups", "is_head_units", "COUPLED_PENALTIES"]
 
 #: penalty class name -> whether it has an exact coupled proximal step here
 COUPLED_PENALTIES = {"GroupLasso": True, "SparseGroupLasso": False, "GroupL12": False,
                      "HierarchicalGroupSparse": False}
 _register = keras.saving.register_keras_serializable(package="tf_groupsparse")
+
+
+def is_head_units(name):
+    """Whether inner units of this name are attention heads ("heads", "kv_heads", and a
+    stack's per-block "heads/<i>")."""
+    return name.split("/")[0] in ("heads", "kv_heads")
 
 
 def head_groups(graph, nodes=None):
@@ -63,9 +69,9 @@ def head_groups(graph, nodes=None):
     out = set()
     for node in graph.nodes:
         if nodes is None or node.name in nodes:
-            for name in ("heads", "kv_heads"):
-                if name in node.internal:
-                    out.update(int(g) for g in graph.labels[node.internal[name]])
+            for name, ids in node.internal.items():
+                if is_head_units(name):
+                    out.update(int(g) for g in graph.labels[ids])
     return out
 
 

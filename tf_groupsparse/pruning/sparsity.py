@@ -186,12 +186,17 @@ class SparsityReport(Report):
 
 
 def _heads(layer):
-    """The number of (query) heads of an attention layer, else None."""
+    """The number of (query) heads of an attention layer or of the attention layers inside a
+    layer (an encoder block), else None."""
     if isinstance(layer, keras.layers.MultiHeadAttention):
         return int(layer.num_heads)
     if isinstance(layer, keras.layers.GroupQueryAttention):
         return int(layer.num_query_heads)
-    return None
+    if isinstance(layer, keras.Model):
+        return None
+    inner = [_heads(sub) for sub in layer._flatten_layers(include_self=False)
+             if isinstance(sub, (keras.layers.MultiHeadAttention, keras.layers.GroupQueryAttention))]
+    return sum(inner) if inner else None
 
 
 def _removable(model, threshold, norm):
@@ -224,7 +229,8 @@ def sparsity_report(model, threshold=1e-3, *, norm="l2"):
     - ``removable``: the parameters of this layer that ``shrink(model, threshold, norm=norm)``
       removes (through the dependency graph: channels coupled to the model's inputs or
       outputs, or through residual adds to channels that carry signal, are not removable);
-    - ``heads`` / ``zero_heads`` (attention layers, MultiHeadAttention and GroupQueryAttention):
+    - ``heads`` / ``zero_heads`` (attention layers, MultiHeadAttention and GroupQueryAttention,
+      and layers that hold them, such as keras-hub encoders):
       the query heads, and those whose every slice is zero so that shrink removes them (train
       them to zero with ``tgs.regularize(model, GroupLasso(..., axis="head"), proximal=True)``).
 
