@@ -157,12 +157,68 @@ def test_random_blocks_shrink_exactly(heads, key_dim, value_dim, data):
     zh = data.draw(st.lists(st.integers(0, heads - 1), unique=True, max_size=heads - 1))
     zk = data.draw(st.lists(st.integers(0, key_dim - 1), unique=True, max_size=key_dim - 1))
     zv = data.draw(st.lists(st.integers(0, value_dim - 1), unique=True, max_size=value_dim - 1))
+    zf = data.draw(st.lists(st.integers(0, 31), unique=True, max_size=31))  # feed-forward units
     zero_units(model, heads=zh, key_dims=zk, value_dims=zv)
+    zero_columns(model.get_layer("ff1"), zf)
     small = tgs.shrink(model, threshold=0.0)
     mha = small.get_layer("mha")
     assert (mha.num_heads, mha.key_dim, mha.value_dim) == (heads - len(zh), key_dim - len(zk), value_dim - len(zv))
+    assert small.get_layer("ff1").units == 32 - len(zf)
     x = sample(model)
     np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-4)
+    restored = _reloaded(small)
+    np.testing.assert_allclose(restored.predict(x, verbose=0), small.predict(x, verbose=0), atol=1e-6)
+
+
+def zero_columns(dense, units):
+    """Zero output units of a Dense layer (kernel columns and biases) in place."""
+    k, b = dense.kernel.numpy(), dense.bias.numpy()
+    k[:, units], b[units] = 0.0, 0.0
+    dense.kernel.assign(k)
+    dense.bias.assign(b)
+
+
+def _reloaded(model):
+    """`model` saved as .keras and loaded back with safe_mode (in a directory removed after)."""
+    import os
+    import tempfile
+
+    with tempfile.TemporaryDirectory(prefix="tgs-test-") as tmp:
+        path = os.path.join(tmp, "model.keras")
+        model.save(path)
+        return keras.saving.load_model(path, safe_mode=True)
+
+
+def gqa_ff_block(query_heads, kv_heads, head_dim, seed):
+    keras.utils.set_random_seed(seed)
+    x = keras.Input((5, 12), name="x")
+    h = L.Dense(16, name="embed")(x)
+    a = L.GroupQueryAttention(head_dim, query_heads, kv_heads, name="gqa")(h, h)
+    h = L.LayerNormalization(name="ln")(L.Add(name="res")([h, a]))
+    f = L.Dense(16, name="ff2")(L.Dense(24, activation="relu", name="ff1")(h))
+    return keras.Model(x, L.Dense(3, name="head")(L.GlobalAveragePooling1D()(L.Add()([h, f]))))
+
+
+@settings(max_examples=6, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(kv_heads=st.integers(1, 3), ratio=st.integers(1, 2), head_dim=st.integers(1, 5), data=st.data())
+def test_random_gqa_blocks_shrink_exactly(kv_heads, ratio, head_dim, data):
+    model = gqa_ff_block(kv_heads * ratio, kv_heads, head_dim, seed=kv_heads * 10 + head_dim)
+    w = _gqa_weights(model.get_layer("gqa"))
+    zkv = data.draw(st.lists(st.integers(0, kv_heads - 1), unique=True, max_size=kv_heads - 1))
+    zf = data.draw(st.lists(st.integers(0, 23), unique=True, max_size=23))
+    out = w["attention_output/kernel"].numpy()
+    for g in zkv:  # a kv head goes when the output rows of all its query heads are zero
+        out[g * ratio:(g + 1) * ratio] = 0.0
+    w["attention_output/kernel"].assign(out)
+    zero_columns(model.get_layer("ff1"), zf)
+    small = tgs.shrink(model, threshold=0.0)
+    gqa = small.get_layer("gqa")
+    assert (gqa.num_key_value_heads, gqa.num_query_heads) == (kv_heads - len(zkv), (kv_heads - len(zkv)) * ratio)
+    assert small.get_layer("ff1").units == 24 - len(zf)
+    x = sample(model)
+    np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-4)
+    restored = _reloaded(small)
+    np.testing.assert_allclose(restored.predict(x, verbose=0), small.predict(x, verbose=0), atol=1e-6)
 
 
 @pytest.mark.slow
