@@ -209,3 +209,12 @@ def test_patch_embedding_computes_what_vit_patching_computes():
     mine(x)
     mine.set_weights(layer.get_weights())
     np.testing.assert_allclose(mine(x), layer(x), atol=1e-6)
+
+
+def test_a_pruned_vit_exports_to_litert_with_equal_outputs(tmp_path):
+    backbone = vit()
+    model = keras.Model(backbone.input, L.Dense(3, name="classes")(backbone.output[:, 0, :]))
+    small, _ = tgs.prune(model, macs=0.5, allow_untrained=True, verbose=0)
+    report = tgs.export(small, tmp_path / "vit", sample=images(4), reference=model, latency_runs=3, verbose=0)
+    assert report.max_abs_error <= 1e-4 and report.saved_model_max_abs_error <= 1e-4
+    assert report.speedup > 0 and report.rows[0]["macs"] < report.rows[1]["macs"]
