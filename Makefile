@@ -18,21 +18,25 @@ $(VENV)/.installed: $(PY) setup.cfg pyproject.toml
 	touch $@
 
 $(VENV)/.installed-test: $(PY) setup.cfg pyproject.toml
-	$(PIP) install --quiet -e ".[test,docs,hub]"
+	$(PIP) install --quiet -e ".[test,docs,hub,backends]"
 	touch $@
 
 $(VENV)/.installed-bench: $(PY) setup.cfg pyproject.toml
-	$(PIP) install --quiet -e ".[test,docs,hub,bench]"
+	$(PIP) install --quiet -e ".[test,docs,hub,backends,bench]"
 	touch $@
 
 # `make demo` replaces its own previous output (recognized by its report.json), never anything else.
 demo: $(VENV)/.installed
 	$(VENV)/bin/tf-groupsparse demo --output saved_models/demo --overwrite
 
-# The whole suite: unit tests, the docstring examples of the package, the notebooks (and the
-# documentation build, tests/test_docs.py).
+# The whole suite on TensorFlow: unit tests, the docstring examples of the package, the notebooks
+# (and the documentation build, tests/test_docs.py), two workers; then the tests marked `backends`
+# again under JAX and under PyTorch, one pytest process per backend.
+BACKEND_TESTS := tests/test_backends.py tests/test_groups.py tests/test_regularizers.py
 test: $(VENV)/.installed-test
-	$(PY) -m pytest -q -p no:cacheprovider $(PYTEST_ARGS) tests tf_groupsparse --doctest-modules --nbmake notebooks
+	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile $(PYTEST_ARGS) tests tf_groupsparse --doctest-modules --nbmake notebooks
+	KERAS_BACKEND=jax $(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile -m backends $(PYTEST_ARGS) $(BACKEND_TESTS)
+	KERAS_BACKEND=torch $(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile -m backends $(PYTEST_ARGS) $(BACKEND_TESTS)
 
 test-fast: $(VENV)/.installed-test
 	$(PY) -m pytest -q -p no:cacheprovider -m "not slow" $(PYTEST_ARGS) tests

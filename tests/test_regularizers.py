@@ -4,9 +4,9 @@ import json
 import re
 
 import keras
+from _backend import value_and_grad
 import numpy as np
 import pytest
-import tensorflow as tf
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -22,6 +22,8 @@ from tf_groupsparse.regularizers import (
     SparseGroupLasso,
     cges_mu_schedule,
 )
+
+pytestmark = pytest.mark.backends  # also run under JAX and PyTorch by `make test`
 
 VARIANTS = (
     "sqrt_group_lasso",
@@ -202,7 +204,7 @@ def test_depthwise_layer_penalty_groups_channels():
     reg = HierarchicalGroupSparse.squared_group_l12(0.1, axis="input", l1_mix=0.5)
     layer = keras.layers.DepthwiseConv2D(3, depth_multiplier=2, depthwise_regularizer=reg)
     layer.build((None, 8, 8, 5))
-    w = layer.kernel.numpy()
+    w = keras.ops.convert_to_numpy(layer.kernel)
     assert w.shape == (3, 3, 5, 2)  # 5 groups (input channels) of 2 kernels
     np.testing.assert_allclose(float(layer.losses[0]), ref_hgsr(w, 0.1, "squared_group_l12", "input", 0.5), rtol=1e-5)
 
@@ -253,10 +255,8 @@ def numeric_gradient(f, w, h=1e-6):
 
 
 def tf_gradient(reg, w):
-    var = tf.Variable(w)
-    with tf.GradientTape() as tape:
-        value = reg(var)
-    return value, tape.gradient(value, var).numpy()
+    """The penalty and its gradient by the backend's automatic differentiation."""
+    return value_and_grad(reg, w)
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -291,7 +291,7 @@ def _check_gradient(case, axis, shape):
 def test_group_lasso_gradient_is_normalized_group():
     w = np.array([[3.0, 4.0], [0.0, 0.0], [1.0, 0.0]])
     _, grad = tf_gradient(GroupLasso(2.0), w)
-    np.testing.assert_allclose(grad, [[1.2, 1.6], [0.0, 0.0], [2.0, 0.0]], rtol=1e-12)
+    np.testing.assert_allclose(grad, [[1.2, 1.6], [0.0, 0.0], [2.0, 0.0]], rtol=1e-6)
 
 
 def test_compiled_train_step_from_zero_kernels_stays_finite():
@@ -314,7 +314,7 @@ def test_compiled_train_step_from_zero_kernels_stays_finite():
     y = np.random.randn(8, 2).astype("float32")
     loss = model.train_on_batch(x, y)
     assert np.isfinite(loss)
-    assert all(np.all(np.isfinite(v.numpy())) for v in model.trainable_variables)
+    assert all(np.all(np.isfinite(keras.ops.convert_to_numpy(v))) for v in model.trainable_variables)
 
 
 # ----------------------------------------------------------------------------------------------

@@ -183,8 +183,25 @@ def _quiet_tf_logs():
         tf_logger.setLevel(level)
 
 
+def _check_backend(owner="export"):
+    """Keras writes a SavedModel from PyTorch through torch_xla only: say so, and what to do."""
+    import keras
+
+    if keras.backend.backend() == "torch":
+        try:
+            import torch_xla  # noqa: F401
+        except ImportError:
+            raise RuntimeError(
+                f"{owner}: Expected the TensorFlow or JAX backend, or torch_xla with PyTorch (Keras writes the "
+                "SavedModel that LiteRT converts from through torch_xla). Received: KERAS_BACKEND=torch without "
+                "torch_xla. Save the model (model.save('model.keras')) and export it with KERAS_BACKEND=tensorflow "
+                "(tf-groupsparse export model.keras OUT), or install torch_xla"
+            ) from None
+
+
 def _write_saved_model(model, directory, batch=None):
     """Export `model` as a SavedModel; `batch` fixes the batch size of every input."""
+    _check_backend()
     kwargs = {}
     if batch is not None:
         import keras

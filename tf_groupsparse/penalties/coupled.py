@@ -211,10 +211,10 @@ class CoupledPenalty(keras.regularizers.Regularizer, _Coupled):
             c = np.sqrt(self.group_sizes()) if p.scale_by_size else 1.0
             value = ops.sum(norms * c)
             if name == "SparseGroupLasso":
-                l1 = ops.sum(self._sum([ops.sum(ops.abs(v), axis=1) for v in flat]))
+                l1 = ops.sum(self._sum([ops.sum(G.safe_abs(v), axis=1) for v in flat]))
                 value = p.alpha * l1 + (1.0 - p.alpha) * value
         elif name == "GroupL12":
-            value = ops.sum(G.safe_sqrt(self._sum([ops.sum(ops.abs(v), axis=1) for v in flat])))
+            value = ops.sum(G.safe_sqrt(self._sum([ops.sum(G.safe_abs(v), axis=1) for v in flat])))
         else:  # HierarchicalGroupSparse: inner per kernel, summed per group, outer
             from .hierarchical import _INNER, _OUTER
 
@@ -222,7 +222,7 @@ class CoupledPenalty(keras.regularizers.Regularizer, _Coupled):
             per_group = self._sum([ops.sum(inner(v), axis=1) for v in values])
             value = ops.sum(_OUTER[p.outer](per_group))
             if p.l1_mix:
-                l1 = ops.sum(self._sum([ops.sum(ops.abs(v), axis=1) for v in flat]))
+                l1 = ops.sum(self._sum([ops.sum(G.safe_abs(v), axis=1) for v in flat]))
                 value = (1.0 - p.l1_mix) * value + p.l1_mix * l1
         return p.strength * value * scale
 

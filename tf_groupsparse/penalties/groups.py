@@ -124,6 +124,13 @@ def safe_l2(x, axis=-1, keepdims=False):
     return safe_sqrt(ops.sum(ops.square(x), axis=axis, keepdims=keepdims))
 
 
+def safe_abs(x):
+    """``|x|`` whose gradient at ``x == 0`` is the subgradient 0 on every backend (JAX's own
+    ``abs`` has gradient 1 there)."""
+    x = ops.convert_to_tensor(x)
+    return ops.where(ops.equal(x, 0), ops.zeros_like(x), ops.abs(x))
+
+
 def l1(x, axis=-1, keepdims=False):
     """Sum of absolute values along `axis` (its gradient at 0 is the subgradient 0)."""
-    return ops.sum(ops.abs(x), axis=axis, keepdims=keepdims)
+    return ops.sum(safe_abs(x), axis=axis, keepdims=keepdims)

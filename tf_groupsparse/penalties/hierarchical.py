@@ -141,7 +141,7 @@ class HierarchicalGroupSparse(_GroupRegularizer):
         hierarchical = ops.sum(_OUTER[self.outer](per_group))
         if self.l1_mix == 0.0:
             return hierarchical
-        return (1.0 - self.l1_mix) * hierarchical + self.l1_mix * ops.sum(ops.abs(x))
+        return (1.0 - self.l1_mix) * hierarchical + self.l1_mix * ops.sum(groups.safe_abs(x))
 
     @classmethod
     def sqrt_group_lasso(cls, strength=1e-4, axis="input", l1_mix=0.0):

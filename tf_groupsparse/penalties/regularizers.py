@@ -79,7 +79,7 @@ class L1(_Regularizer):
     constraint = constraints.ProxL1
 
     def _penalty(self, x):
-        return ops.sum(ops.abs(x))
+        return ops.sum(groups.safe_abs(x))
 
 
 @_register
@@ -256,7 +256,7 @@ class SparseGroupLasso(_GroupRegularizer):
 
     def _penalty(self, x):
         self._check(x)
-        return self.alpha * ops.sum(ops.abs(x)) + (1.0 - self.alpha) * _group_l2_sum(
+        return self.alpha * ops.sum(groups.safe_abs(x)) + (1.0 - self.alpha) * _group_l2_sum(
             x, self.axis, self.scale_by_size
         )
 
@@ -305,7 +305,7 @@ class CombinedL11L12(_Regularizer):
 
     def _value(self, x):
         self._check(x)
-        return self.l11 * ops.sum(ops.abs(x)) + self.l12 * _exclusive_sum(x, self.axis)
+        return self.l11 * ops.sum(groups.safe_abs(x)) + self.l12 * _exclusive_sum(x, self.axis)
 
 
 @_register

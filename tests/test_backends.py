@@ -1,0 +1,126 @@
+"""The toolkit on the backend KERAS_BACKEND selects (TensorFlow, JAX, PyTorch): proximal steps
+agree with NumPy, a regularized residual CNN trains with proximal steps, shrinks with equal
+outputs, prunes to a budget (also by loss increase), reports its sparsity and round-trips
+through .keras; a model trained and saved on TensorFlow loads and shrinks here.
+
+`make test` runs this module (with test_groups.py and test_regularizers.py, marked `backends`)
+once per backend, each in its own pytest process."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+from _backend import BACKEND
+
+import tf_groupsparse as tgs
+from tf_groupsparse.penalties import prox_group_lasso, prox_l1
+
+pytestmark = pytest.mark.backends
+L = keras.layers
+
+
+def residual_cnn(seed=0):
+    keras.utils.set_random_seed(seed)
+    x = keras.Input((8, 8, 3), name="image")
+    h = L.ReLU()(L.BatchNormalization(name="bn1")(L.Conv2D(8, 3, padding="same", name="c1")(x)))
+    h = L.Add(name="res")([h, L.Conv2D(8, 3, padding="same", name="c2")(h)])
+    h = L.Conv2D(12, 3, padding="same", activation="relu", name="c3")(h)
+    return keras.Model(x, L.Dense(3, name="out")(L.GlobalAveragePooling2D()(h)))
+
+
+def data(n=96, seed=0):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 3, n)
+    x = rng.normal(size=(n, 8, 8, 3)).astype("float32") + y[:, None, None, None].astype("float32")
+    return x, y
+
+
+def trained(seed=0, epochs=3):
+    model = residual_cnn(seed)
+    model.compile(keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    model.fit(*data(), epochs=epochs, batch_size=32, verbose=0)
+    return model
+
+
+def test_proximal_steps_agree_with_numpy():
+    rng = np.random.default_rng(0)
+    w = rng.normal(size=(3, 3, 4, 5)).astype("float32")
+    w[:, :, 1, :] = 0.0
+    soft = np.sign(w) * np.maximum(np.abs(w) - 0.3, 0.0)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(prox_l1(w, 0.3)), soft, atol=1e-6)
+    rows = np.moveaxis(w, 2, 0).reshape(4, -1)
+    norms = np.linalg.norm(rows, axis=1, keepdims=True)
+    factor = np.where(norms > 1.5, 1.0 - 1.5 / np.where(norms > 0, norms, 1.0), 0.0)
+    expected = np.moveaxis((rows * factor).reshape(4, 3, 3, 5), 0, 2)
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(prox_group_lasso(w, 1.5)), expected, atol=1e-6)
+
+
+@pytest.mark.parametrize("coupled", [False, True])
+def test_proximal_training_zeroes_groups_that_shrink_removes(coupled):
+    model = trained()
+    penalty = tgs.regularizers.GroupLasso(1.0, axis="output")  # c3's filters feed the classifier only
+    sparse = tgs.regularize(model, penalty, proximal=True, coupled=coupled, **({} if coupled else {"layers": ["c3"]}))
+    sparse.compile(keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    sparse.fit(*data(), epochs=4, batch_size=32, verbose=0, callbacks=[tgs.callbacks.ProximalStep()])
+    weights = [keras.ops.convert_to_numpy(w) for w in sparse.weights]
+    assert all(np.isfinite(w).all() for w in weights)
+    report = tgs.sparsity_report(sparse, threshold=0.0)
+    small = tgs.shrink(sparse, threshold=0.0)
+    assert model.count_params() - small.count_params() == report.totals["removable"] > 0
+    x = data(8, seed=1)[0]
+    np.testing.assert_allclose(small.predict(x, verbose=0), sparse.predict(x, verbose=0), atol=1e-4)
+
+
+@pytest.mark.parametrize("importance", ["l2", "taylor"])
+def test_prune_to_a_budget_and_round_trip(tmp_path, importance):
+    model = trained()
+    small, report = tgs.prune(model, data(), macs=0.6, importance=importance, allow_untrained=True, verbose=0)
+    assert report.totals["macs_fraction"] <= 0.6
+    path = tmp_path / "small.keras"
+    small.save(path)
+    x = data(8, seed=1)[0]
+    np.testing.assert_allclose(keras.saving.load_model(path, safe_mode=True).predict(x, verbose=0),
+                               small.predict(x, verbose=0), atol=1e-6)
+
+
+def test_prune_filters_evaluates_the_loss_on_this_backend():
+    model = trained()
+    small, report = tgs.prune_filters(model, data(), tolerance=0.5, samples=64, allow_untrained=True, verbose=0)
+    assert report.totals["evaluations"] > 0 and small.count_params() <= model.count_params()
+
+
+def test_a_model_saved_on_tensorflow_loads_and_shrinks_here(tmp_path):
+    path = tmp_path / "tf_model.keras"
+    script = textwrap.dedent(f"""
+        import numpy as np, keras, sys
+        sys.path.insert(0, {os.path.dirname(__file__)!r})
+        from test_backends import residual_cnn
+        import tf_groupsparse as tgs
+        model = tgs.regularize(residual_cnn(), tgs.regularizers.GroupLasso(1e-3), proximal=True, layers=["c3"])
+        for variable in model.get_layer("c3").weights:  # three filters of c3, kernel and bias
+            value = keras.ops.convert_to_numpy(variable)
+            value[..., :3] = 0.0
+            variable.assign(value)
+        model.save({str(path)!r})
+        np.save({str(tmp_path / "x.npy")!r}, np.ones((2, 8, 8, 3), "float32"))
+        np.save({str(tmp_path / "y.npy")!r}, model.predict(np.ones((2, 8, 8, 3), "float32"), verbose=0))
+    """)
+    env = dict(os.environ, KERAS_BACKEND="tensorflow", TF_CPP_MIN_LOG_LEVEL="3")
+    subprocess.run([sys.executable, "-c", script], check=True, env=env, capture_output=True)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    x, y = np.load(tmp_path / "x.npy"), np.load(tmp_path / "y.npy")
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), y, atol=1e-5)
+    small = tgs.shrink(loaded, threshold=0.0)
+    assert small.count_params() < loaded.count_params()
+    np.testing.assert_allclose(small.predict(x, verbose=0), y, atol=1e-4)
+
+
+@pytest.mark.skipif(BACKEND != "torch", reason="the PyTorch backend's export")
+def test_export_from_pytorch_says_what_to_do(tmp_path):
+    with pytest.raises(RuntimeError, match="KERAS_BACKEND=tensorflow"):
+        tgs.export(trained(epochs=1), tmp_path / "out", verbose=0)
