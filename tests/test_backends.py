@@ -124,3 +124,49 @@ def test_a_model_saved_on_tensorflow_loads_and_shrinks_here(tmp_path):
 def test_export_from_pytorch_says_what_to_do(tmp_path):
     with pytest.raises(RuntimeError, match="KERAS_BACKEND=tensorflow"):
         tgs.export(trained(epochs=1), tmp_path / "out", verbose=0)
+
+
+DATA_PARALLEL = textwrap.dedent("""
+    import os, sys
+    os.environ["KERAS_BACKEND"] = "jax"
+    os.environ["XLA_FLAGS"] = "--xla_force_host_platform_device_count=2"
+    import jax, keras, numpy as np
+    import tf_groupsparse as tgs
+
+    def run(parallel):
+        keras.utils.set_random_seed(0)
+        keras.distribution.set_distribution(keras.distribution.DataParallel(devices=jax.devices()) if parallel else None)
+        x = keras.Input((8,))
+        h = keras.layers.Dense(16, activation="relu", name="h")(x)
+        model = keras.Model(x, keras.layers.Dense(3, name="o")(h))
+        model = tgs.regularize(model, tgs.regularizers.GroupLasso(1.5), proximal=True, layers=["h"])
+        model.compile(keras.optimizers.SGD(0.1), "sparse_categorical_crossentropy")
+        rng = np.random.default_rng(0)
+        x, y = rng.normal(size=(64, 8)).astype("float32"), rng.integers(0, 3, 64)
+        model.fit(x, y, epochs=3, batch_size=16, shuffle=False, verbose=0, callbacks=[tgs.callbacks.ProximalStep()])
+        return [keras.ops.convert_to_numpy(w) for w in model.weights]
+
+    one, two = run(False), run(True)
+    assert len(jax.devices()) == 2
+    print(max(float(np.abs(a - b).max()) for a, b in zip(one, two)), int((one[0] == 0).all(1).sum()),
+          int((two[0] == 0).all(1).sum()))
+""")
+
+
+@pytest.mark.skipif(BACKEND != "tensorflow", reason="spawns its own JAX process; run once, from the main suite")
+def test_jax_data_parallel_proximal_training_matches_one_device():
+    pytest.importorskip("jax")
+    done = subprocess.run([sys.executable, "-c", DATA_PARALLEL], capture_output=True, text=True,
+                          env=dict(os.environ, TF_CPP_MIN_LOG_LEVEL="3"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    difference, zero_one, zero_two = done.stdout.split()[-3:]
+    assert float(difference) <= 5e-3  # float sums in another order, over 12 steps
+    assert int(zero_one) == int(zero_two) > 0  # the same input rows of "h" are exactly zero
+
+
+@pytest.mark.skipif(BACKEND != "jax", reason="export through Keras' JAX exporter")
+def test_export_from_jax_is_checked_in_litert(tmp_path):
+    model = trained(epochs=1)
+    x = data(4, seed=2)[0]
+    report = tgs.export(model, tmp_path / "out", sample=x, latency_runs=2, verbose=0)
+    assert report.max_abs_error <= 1e-4 and (tmp_path / "out" / "model.tflite").exists()
