@@ -14,6 +14,7 @@ Targets (issue "Foundation"): regularizers <= 1.15x, prox constraints <= 1.10x.
 
     python -m benchmarks.training_overhead            # Fashion-MNIST subset
     python -m benchmarks.training_overhead --quick    # digits, fewer epochs (smoke run)
+    KERAS_BACKEND=jax python -m benchmarks.training_overhead    # results/training_overhead_jax.*
 """
 
 from __future__ import annotations
@@ -182,7 +183,8 @@ def main(argv=None):
                      "ratio": round(ratio, 3), "epoch_s": round(med_epoch, 3),
                      "epoch_ratio": round(med_epoch / base_epoch, 3),
                      "target": target, "met": None if target is None else bool(ratio <= target)})
-    lines = [f"# Training overhead per step ({data_name}, small CNN, all Conv/Dense layers)", "",
+    backend = keras.backend.backend()
+    lines = [f"# Training overhead per step ({data_name}, small CNN, all Conv/Dense layers, {backend} backend)", "",
              f"Batch {args.batch_size}, SGD with momentum, {args.epochs * args.rounds} timed epochs per "
              "configuration, interleaved one epoch at a time. The ratio is of median step times; the median "
              "epoch time and its ratio are shown for reference (noisier on a shared machine).", "",
@@ -192,8 +194,10 @@ def main(argv=None):
               f"{r['epoch_s']:.3f} | {r['epoch_ratio']:.3f} | "
               f"{'' if r['target'] is None else '<= %.2f' % r['target']} | {'' if r['met'] is None else r['met']} |"
               for r in rows]
-    write_results("training_overhead" + ("_quick" if args.quick else ""),
-                  {"data": data_name, "settings": vars(args), "rows": rows}, "\n".join(lines))
+    suffix = "" if backend == "tensorflow" else f"_{backend}"
+    write_results("training_overhead" + suffix + ("_quick" if args.quick else ""),
+                  {"data": data_name, "backend": backend, "settings": vars(args), "rows": rows}, "\n".join(lines),
+                  extra_versions=("jax", "torch") if suffix else ())
     print("\n".join(lines))
     return rows
 
