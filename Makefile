@@ -18,11 +18,11 @@ $(VENV)/.installed: $(PY) setup.cfg pyproject.toml
 	touch $@
 
 $(VENV)/.installed-test: $(PY) setup.cfg pyproject.toml
-	$(PIP) install --quiet -e ".[test,docs,hub,backends]"
+	$(PIP) install --quiet -e ".[test,docs,hub,onnx,backends]"
 	touch $@
 
 $(VENV)/.installed-bench: $(PY) setup.cfg pyproject.toml
-	$(PIP) install --quiet -e ".[test,docs,hub,backends,bench]"
+	$(PIP) install --quiet -e ".[test,docs,hub,onnx,backends,bench]"
 	touch $@
 
 # `make demo` replaces its own previous output (recognized by its report.json), never anything else.
@@ -32,7 +32,7 @@ demo: $(VENV)/.installed
 # The whole suite on TensorFlow: unit tests, the docstring examples of the package, the notebooks
 # (and the documentation build, tests/test_docs.py), two workers; then the tests marked `backends`
 # again under JAX and under PyTorch, one pytest process per backend.
-BACKEND_TESTS := tests/test_backends.py tests/test_groups.py tests/test_regularizers.py
+BACKEND_TESTS := tests/test_backends.py tests/test_groups.py tests/test_regularizers.py tests/test_export_onnx.py
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile $(PYTEST_ARGS) tests tf_groupsparse --doctest-modules --nbmake notebooks
 	KERAS_BACKEND=jax $(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile -m backends $(PYTEST_ARGS) $(BACKEND_TESTS)

@@ -146,8 +146,8 @@ def test_int8_without_representative_data_is_refused(tmp_path, small):
                                            r"'int8'. Received: quantize='int4'"),
         ({"formats": "tflite"}, TypeError, r"Expected `formats` to be a tuple .* Received: formats='tflite'"),
         ({"formats": ()}, ValueError, r"non-empty tuple of distinct names"),
-        ({"formats": ("onnx",)}, ValueError, r"Expected `formats` to be one of 'saved_model', 'tflite'. "
-                                             r"Received: formats='onnx'"),
+        ({"formats": ("tflite2",)}, ValueError, r"Expected `formats` to be one of 'saved_model', 'tflite', "
+                                                r"'onnx'. Received: formats='tflite2'"),
         ({"target": "gpu"}, ValueError, r"Expected `target` to be one of 'xnnpack', 'portable'. "
                                         r"Received: target='gpu'"),
         ({"latency_runs": -1}, ValueError, r"Expected `latency_runs` >= 0. Received: latency_runs=-1"),

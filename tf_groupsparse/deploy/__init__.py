@@ -2,6 +2,7 @@
 
 - convert.py: Keras -> SavedModel -> .tflite (float, dynamic-range, float16, int8).
 - litert.py: :func:`run_tflite` and :func:`tflite_latency` in ``ai-edge-litert``.
+- onnx_export.py: :func:`convert_onnx`, :func:`run_onnx`, :func:`onnx_latency` (ONNX Runtime).
 - exporter.py: :func:`export` (atomic directory, verification, latency against a reference)
   and :class:`ExportReport`.
 
@@ -17,8 +18,10 @@ Examples:
 from .convert import QUANTIZE_MODES, convert_tflite
 from .exporter import FORMATS, TARGETS, ExportReport, export
 from .litert import run_tflite, tflite_latency
+from .onnx_export import convert_onnx, onnx_latency, run_onnx
 
 __all__ = [
-    "export", "ExportReport", "convert_tflite", "run_tflite", "tflite_latency", "FORMATS",
+    "export", "ExportReport", "convert_tflite", "run_tflite", "tflite_latency", "convert_onnx", "run_onnx",
+    "onnx_latency", "FORMATS",
     "QUANTIZE_MODES", "TARGETS",
 ]
