@@ -95,7 +95,9 @@ class GroupLasso(_GroupRegularizer):
 
     Args:
         strength: lambda >= 0. Default 1e-4.
-        axis: "input" (feature-wise groups) or "output" (neuron-wise groups). Default "input".
+        axis: "input" (feature-wise groups) or "output" (neuron-wise groups); "head" (one
+            group per attention head, through ``tgs.regularize(model, penalty)`` only; also for
+            SparseGroupLasso, GroupL12 and HierarchicalGroupSparse). Default "input".
         scale_by_size: weight each group by sqrt of its size. Default False.
 
     Returns:
