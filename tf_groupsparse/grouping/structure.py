@@ -26,7 +26,6 @@ import math
 import os
 from dataclasses import dataclass
 
-import keras
 import numpy as np
 
 FORMAT = "tf_groupsparse.GroupStructure"

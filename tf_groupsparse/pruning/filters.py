@@ -52,7 +52,7 @@ import numpy as np
 from .._validation import (
     check_bool, check_choice, check_graph_model, check_int, check_number, check_seed, check_verbose,
 )
-from ..graph import build_graph, prune_channels, zero_slices
+from ..graph import build_graph, prune_channels
 from ..metrics import layer_costs
 from ..report import Report
 from . import importance as imp

@@ -38,7 +38,7 @@ import numpy as np
 from ..graph import build_graph
 from ..graph.kinds import cost_for
 from ..metrics import _io_shapes
-from .cost import CostModel, _is_kernel
+from .cost import CostModel
 
 __all__ = ["LatencyTable"]
 
