@@ -169,6 +169,8 @@ def _stack_blocks(layer):
     blocks = getattr(layer, "encoder_layers", None)
     if not blocks or getattr(layer, "layer_norm", None) is None:
         raise Unsupported("a ViT encoder without built blocks")
+    if not (getattr(layer, "use_mha_bias", True) and getattr(layer, "use_mlp_bias", True)):
+        raise Unsupported("a ViT encoder without attention or MLP biases (its pruned form has them)")
     return blocks, _VIT_PARTS
 
 

@@ -158,7 +158,8 @@ class TransformerStack(keras.layers.Layer):
     """Pre-norm transformer blocks of individual sizes, then a LayerNormalization: the
     computation of keras-hub's ``ViTEncoder`` (dropout, ``num_layers`` blocks
     ``x + MHA(LN(x))``, ``x + MLP(LN(x))``, a final LayerNormalization) when every block may
-    have its own head count and MLP width.
+    have its own head count and MLP width. In training, dropout acts after each residual
+    branch (keras-hub's ViT block also drops inside the MLP); at inference both are the same.
 
     Args:
         blocks: one dict per block with ``num_heads``, ``key_dim``, ``intermediate_dim`` (and
