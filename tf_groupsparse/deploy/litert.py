@@ -188,11 +188,16 @@ def tflite_latency(tflite, x, *, runs=50, warmup=5, threads=1) -> float:
     interpreter = _interpreter(tflite, threads, owner)
     inputs, _ = _signature(interpreter)
     _feed(interpreter, inputs, x, owner)
+    return median_seconds(interpreter.invoke, runs, warmup)
+
+
+def median_seconds(call, runs, warmup):
+    """Median wall time of ``call()`` over `runs` timed calls after `warmup` untimed ones."""
     for _ in range(warmup):
-        interpreter.invoke()
+        call()
     times = np.empty(runs)
     for i in range(runs):
         start = time.perf_counter()
-        interpreter.invoke()
+        call()
         times[i] = time.perf_counter() - start
     return float(np.median(times))

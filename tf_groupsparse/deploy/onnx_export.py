@@ -15,11 +15,11 @@ Examples:
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
 from .._validation import check_int, check_keras_model
+from .convert import _input_names
+from .litert import median_seconds
 
 __all__ = ["convert_onnx", "run_onnx", "onnx_latency"]
 
@@ -37,14 +37,8 @@ def _signature(model):
     import keras
 
     specs = [keras.InputSpec(shape=tuple(t.shape), dtype=t.dtype, name=name)
-             for t, name in zip(model.inputs, _names(model))]
+             for t, name in zip(model.inputs, _input_names(model))]
     return [specs[0]] if len(specs) == 1 else [specs]
-
-
-def _names(model):
-    from .convert import _input_names
-
-    return _input_names(model)
 
 
 def convert_onnx(model, path):
@@ -117,11 +111,4 @@ def onnx_latency(path, x, *, runs=50, warmup=5, threads=1):
     warmup = check_int("warmup", warmup, owner, minimum=0)
     session = _session(path, owner, check_int("threads", threads, owner, minimum=1))
     feed = _feed(session, x)
-    for _ in range(warmup):
-        session.run(None, feed)
-    times = np.empty(runs)
-    for i in range(runs):
-        start = time.perf_counter()
-        session.run(None, feed)
-        times[i] = time.perf_counter() - start
-    return float(np.median(times))
+    return median_seconds(lambda: session.run(None, feed), runs, warmup)

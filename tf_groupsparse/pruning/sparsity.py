@@ -211,8 +211,11 @@ def _removable(model, threshold, norm):
     after = {path: layer for path, layer in iter_layers(small)}
     params = {path: layer.count_params() - (after[path].count_params() if path in after else 0)
               for path, layer in iter_layers(model)}
-    heads = {path: _heads(layer) - _heads(after[path]) for path, layer in iter_layers(model)
-             if _heads(layer) is not None and path in after}
+    heads = {}
+    for path, layer in iter_layers(model):
+        before = _heads(layer)
+        if before is not None and path in after:
+            heads[path] = before - _heads(after[path])
     return params, heads, None
 
 
@@ -268,9 +271,10 @@ def sparsity_report(model, threshold=1e-3, *, norm="l2"):
     rows, skipped = [], []
     for path, layer in iter_layers(model):
         slots = kernel_slots(layer)
-        if _heads(layer) is not None:
+        heads = _heads(layer)
+        if heads is not None:
             rows.append({"layer": path, "type": type(layer).__name__, "params": layer.count_params(),
-                         "heads": _heads(layer), "zero_heads": zero_heads.get(path) if zero_heads else None,
+                         "heads": heads, "zero_heads": zero_heads.get(path) if zero_heads else None,
                          "removable": removable.get(path, 0) if removable is not None else None})
             continue
         if not slots:
