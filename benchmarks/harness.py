@@ -135,16 +135,23 @@ def require(*names):
 
 
 def train(model, x, y, *, epochs, batch_size=128, optimizer="adam", learning_rate=1e-3, cosine=True,
-          momentum=0.9, loss=None, metrics=("accuracy",), callbacks=(), seed=0, validation_data=None):
-    """Compile `model` (Adam or SGD with momentum, the learning rate decayed to 0 along a cosine
-    unless ``cosine=False``, sparse cross-entropy from logits unless `loss`) and fit it with
-    shuffled batches; returns the seconds spent in ``fit``."""
+          momentum=0.9, weight_decay=None, loss=None, metrics=("accuracy",), callbacks=(), seed=0,
+          validation_data=None, jit_compile="auto"):
+    """Compile `model` (Adam, AdamW with `weight_decay`, or SGD with momentum, the learning rate
+    decayed to 0 along a cosine unless ``cosine=False``, sparse cross-entropy from logits unless
+    `loss`) and fit it with shuffled batches; returns the seconds spent in ``fit``."""
     import keras
 
     steps = epochs * -(-len(x) // batch_size)
     lr = keras.optimizers.schedules.CosineDecay(learning_rate, max(steps, 1)) if cosine else learning_rate
-    opt = keras.optimizers.SGD(lr, momentum=momentum) if optimizer == "sgd" else keras.optimizers.Adam(lr)
-    model.compile(opt, loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=list(metrics))
+    if optimizer == "sgd":
+        opt = keras.optimizers.SGD(lr, momentum=momentum)
+    elif optimizer == "adamw":
+        opt = keras.optimizers.AdamW(lr, weight_decay=weight_decay)
+    else:
+        opt = keras.optimizers.Adam(lr)
+    model.compile(opt, loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=list(metrics),
+                  jit_compile=jit_compile)
     keras.utils.set_random_seed(seed)
     start = time.perf_counter()
     model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, shuffle=True, callbacks=list(callbacks),

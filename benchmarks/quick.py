@@ -3,7 +3,7 @@
 Each runs in its own process with ``TGS_BENCH_QUICK=1``, which makes
 :func:`benchmarks.harness.write_results` write ``results/<name>_quick.*`` (git-ignored), so a
 quick run never replaces a recorded result. The peers (tfmot, Torch-Pruning) run inside the
-budget benchmark's quick rows.
+budget and transformer benchmarks' quick rows.
 
     python -m benchmarks.quick            # all of them (under 20 minutes on 2 cores)
     python -m benchmarks.quick --list     # the commands, without running them
@@ -29,6 +29,7 @@ COMMANDS = (
     ("pruning_planting_fashion", ["--quick"]),
     ("mlp_size_bound", ["--epochs", "1", "--train-samples", "1000"]),
     ("budget_pruning", ["--quick", "--targets", "0.5"]),
+    ("transformer_pruning", []),
 )
 
 

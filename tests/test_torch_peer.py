@@ -35,3 +35,27 @@ def test_prepare_images_resizes_to_32x32x3_in_range():
     out = prepare_images(x)
     assert out.shape == (4, 32, 32, 3) and 0.0 <= out.min() and out.max() <= 1.0
     assert np.array_equal(out[..., 0], out[..., 2])
+
+
+def test_the_vit_twin_has_the_keras_vits_macs_and_parameters_and_prunes_to_the_target():
+    pytest.importorskip("keras_hub", reason="the hub extra (keras-hub) is not installed")
+    from benchmarks import torch_vit_peer, transformer_pruning
+
+    keras_model, twin = transformer_pruning.vit(), torch_vit_peer.ViT()
+    full = torch_vit_peer.macs(twin)
+    assert full == tgs.flops(keras_model) and torch_vit_peer.params(twin) == tgs.count_params(keras_model)
+    pruned, seconds = torch_vit_peer.prune_to(twin, 0.5 * full)
+    assert 0.45 <= torch_vit_peer.macs(pruned) / full <= 0.5 and seconds > 0
+    heads = [b.attn.num_heads for b in pruned.blocks]
+    assert all(1 <= h <= 4 for h in heads) and sum(heads) < 24  # whole heads went, none emptied
+    assert all(b.attn.qkv.out_features == 3 * 32 * b.attn.num_heads for b in pruned.blocks)
+    assert pruned(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    assert twin.blocks[0].attn.num_heads == 4  # the model handed in is left whole
+
+
+def test_the_equal_macs_vit_has_half_the_macs():
+    pytest.importorskip("keras_hub", reason="the hub extra (keras-hub) is not installed")
+    from benchmarks import transformer_pruning
+
+    ratio = tgs.flops(transformer_pruning.vit_scaled()) / tgs.flops(transformer_pruning.vit())
+    assert abs(ratio - 0.5) < 0.01
