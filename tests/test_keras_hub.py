@@ -1,7 +1,7 @@
-"""keras-hub encoders: a tiny BertBackbone (built from a config, no weights) shrinks with
-equal outputs when heads and feed-forward units are zero, a TransformerEncoder that loses heads
-becomes a TransformerBlock with the same computation, and the budget pruner prunes a
-keras-hub encoder model to a MAC target."""
+"""keras-hub encoders and decoders: a tiny BertBackbone, ViTBackbone and GPT2Backbone (built from a
+config, no weights) shrink with equal outputs when heads and feed-forward units are zero, an
+encoder or decoder that loses heads becomes the toolkit's block with the same computation, and
+the budget pruner prunes keras-hub encoder and decoder models to a MAC target."""
 
 import keras
 import numpy as np
@@ -218,3 +218,122 @@ def test_a_pruned_vit_exports_to_litert_with_equal_outputs(tmp_path):
     report = tgs.export(small, tmp_path / "vit", sample=images(4), reference=model, latency_runs=3, verbose=0)
     assert report.max_abs_error <= 1e-4 and report.saved_model_max_abs_error <= 1e-4
     assert report.speedup > 0 and report.rows[0]["macs"] < report.rows[1]["macs"]
+
+
+# --------------------------------------------------------------------------- decoders
+
+
+def gpt2(seed=0):
+    keras.utils.set_random_seed(seed)
+    return keras_hub.models.GPT2Backbone(vocabulary_size=50, num_layers=2, num_heads=4, hidden_dim=16,
+                                         intermediate_dim=32, max_sequence_length=12)
+
+
+def gpt_tokens(n=3, seed=0):
+    mask = np.ones((n, 12), bool)
+    mask[1, 8:] = mask[2, 5:] = False
+    return {"token_ids": np.random.default_rng(seed).integers(0, 50, (n, 12)), "padding_mask": mask}
+
+
+def test_gpt2_loses_exactly_the_zero_heads_and_units_with_equal_outputs(tmp_path):
+    model = gpt2()
+    first, second = (model.get_layer(f"transformer_layer_{i}") for i in (0, 1))
+    zero_heads(first, [1, 2])
+    zero_units(second, list(range(9)))
+    small = tgs.shrink(model, threshold=0.0)
+    a, b = small.get_layer("transformer_layer_0"), small.get_layer("transformer_layer_1")
+    assert isinstance(a, tgs.graph.TransformerDecoderBlock) and (a.num_heads, a.key_dim) == (2, 4)
+    assert type(b).__name__ == "TransformerDecoder" and b.intermediate_dim == 23  # keras-hub can say it
+    x = gpt_tokens()
+    np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    path = tmp_path / "gpt2.keras"
+    small.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), small.predict(x, verbose=0), atol=1e-6)
+
+
+def test_prune_a_gpt_style_decoder_model_to_half_its_macs_with_valid_head_counts(tmp_path):
+    keras.utils.set_random_seed(0)  # MACs need a fixed sequence length (GPT2Backbone's inputs have none)
+    ids = keras.Input((12,), dtype="int32")
+    x = L.Embedding(50, 16)(ids)
+    for i in range(2):
+        x = keras_hub.layers.TransformerDecoder(32, 4, normalize_first=True, name=f"decoder_{i}")(x)
+    model = keras.Model(ids, L.Dense(50)(L.LayerNormalization()(x)))
+    small, _ = tgs.prune(model, macs=0.5, allow_untrained=True, verbose=0)
+    assert tgs.flops(small) <= 0.5 * tgs.flops(model) * 1.02
+    for i in (0, 1):
+        block = small.get_layer(f"decoder_{i}")
+        assert 1 <= block.num_heads <= 4 and block.intermediate_dim >= 1
+    x = gpt_tokens()["token_ids"]
+    path = tmp_path / "decoder_half.keras"
+    small.save(path)
+    np.testing.assert_allclose(keras.saving.load_model(path, safe_mode=True).predict(x, verbose=0),
+                               small.predict(x, verbose=0), atol=1e-6)
+
+
+def test_a_nested_keras_hub_backbone_is_named_with_the_fix():
+    backbone = gpt2()
+    ids, mask = keras.Input((12,), dtype="int32"), keras.Input((12,), dtype="bool")
+    model = keras.Model([ids, mask], backbone({"token_ids": ids, "padding_mask": mask}))
+    with pytest.raises(ValueError, match="nested model 'gpt2_backbone'.*Pass that model itself"):
+        tgs.shrink(model)
+
+
+def cross_decoder(seed=0):
+    keras.utils.set_random_seed(seed)
+    decoder_in, encoder_in = keras.Input((6, 16), name="decoder_in"), keras.Input((4, 12), name="encoder_in")
+    encoded = L.Dense(12, name="encode")(encoder_in)
+    y = keras_hub.layers.TransformerDecoder(24, 2, name="decoder")(decoder_in, encoded)
+    return keras.Model([decoder_in, encoder_in], L.Dense(3, name="out")(y))
+
+
+def test_decoder_macs_count_self_and_cross_attention_and_feed_forward():
+    # self: q, k, v 3*6*16*16, scores and values 6*6*2*(8+8), output 6*16*16; cross: query 6*16*16,
+    # key and value over the 4 encoder positions 2*4*12*16, 6*4*2*(8+8), output 6*16*16;
+    # feed-forward 2*6*16*24; encode 4*12*12; out 6*16*3
+    want = (4608 + 1152 + 1536) + (1536 + 1536 + 768 + 1536) + 4608 + 576 + 288
+    assert tgs.flops(cross_decoder()) == want
+
+
+def test_cross_attention_heads_go_apart_and_read_the_encoder_channels():
+    model = cross_decoder()
+    cross = model.get_layer("decoder")._cross_attention_layer
+    for d in (cross.query_dense, cross.key_dense, cross.value_dense):
+        k, b = d.kernel.numpy(), d.bias.numpy()
+        k[:, 0], b[0] = 0, 0
+        d.kernel.assign(k)
+        d.bias.assign(b)
+    encode = model.get_layer("encode")  # encoder channels 0 and 5 read by nothing but cross key/value
+    k, b = encode.kernel.numpy(), encode.bias.numpy()
+    k[:, [0, 5]], b[[0, 5]] = 0, 0
+    encode.kernel.assign(k)
+    encode.bias.assign(b)
+    small = tgs.shrink(model, threshold=0.0)
+    block = small.get_layer("decoder")
+    assert isinstance(block, tgs.graph.TransformerDecoderBlock)
+    assert (block.num_heads, block.cross_num_heads, small.get_layer("encode").units) == (2, 1, 10)
+    rng = np.random.default_rng(0)
+    x = [rng.random((2, 6, 16)).astype("float32"), rng.random((2, 4, 12)).astype("float32")]
+    np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    assert tgs.flops(small) < tgs.flops(model)
+
+
+@pytest.mark.parametrize("normalize_first", [False, True])
+@pytest.mark.parametrize("cross", [False, True])
+def test_decoder_block_computes_what_the_keras_hub_decoder_computes(normalize_first, cross):
+    keras.utils.set_random_seed(1)
+    rng = np.random.default_rng(1)
+    x, e = rng.standard_normal((2, 5, 8)).astype("float32"), rng.standard_normal((2, 3, 6)).astype("float32")
+    mask = np.array([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]], bool)
+    hub = keras_hub.layers.TransformerDecoder(12, 2, normalize_first=normalize_first)
+    mine = tgs.graph.TransformerDecoderBlock(12, 2, key_dim=4, normalize_first=normalize_first)
+    args = (x, e) if cross else (x,)
+    want = hub(*args, decoder_padding_mask=mask)
+    mine(*args, decoder_padding_mask=mask)
+    mine.set_weights(hub.get_weights())
+    np.testing.assert_allclose(mine(*args, decoder_padding_mask=mask), want, atol=1e-5)
+    np.testing.assert_allclose(mine(*args, use_causal_mask=False), hub(*args, use_causal_mask=False), atol=1e-5)
+    restored = tgs.graph.TransformerDecoderBlock.from_config(mine.get_config())
+    assert restored.get_config() == mine.get_config()
+    with pytest.raises(ValueError, match="key/value cache"):
+        mine(*args, self_attention_cache=np.zeros((2, 2, 5, 2, 4), "float32"))

@@ -7,9 +7,9 @@
   kinds.py: the registry of what the toolkit knows per layer kind (handler, kernels, MAC cost,
   grouping kind, constant folding), extensible with :func:`register_layer_kind` /
   :func:`register_handler`.
-- hub.py: keras-hub's encoders (TransformerEncoder, ViTEncoder, their embeddings);
-  transformer.py: :class:`TransformerBlock` and :class:`TransformerStack`, the layers pruned
-  keras-hub encoders become.
+- hub.py: keras-hub's encoders and decoders (TransformerEncoder, TransformerDecoder, ViTEncoder,
+  their embeddings); transformer.py: :class:`TransformerBlock`, :class:`TransformerDecoderBlock`
+  and :class:`TransformerStack`, the layers pruned keras-hub blocks become.
 - surgery.py: :func:`prune_channels` and the group API (:func:`plan_groups`,
   :func:`remove_groups`, :func:`zero_slices`, :func:`zero_channels`).
 
@@ -19,7 +19,7 @@ Structural Pruning", CVPR 2023.
 
 from .build import build_graph, evaluate
 from .handlers import Handler, Unsupported
-from .transformer import PatchEmbedding, TransformerBlock, TransformerStack
+from .transformer import PatchEmbedding, TransformerBlock, TransformerDecoderBlock, TransformerStack
 from .kinds import (
     KernelSlot, LayerKind, handler_for, iter_layers, kernel_slots, kind_for, register_handler,
     register_layer_kind,
@@ -31,5 +31,6 @@ __all__ = [
     "build_graph", "evaluate", "Handler", "Unsupported", "handler_for", "register_handler",
     "register_layer_kind", "kind_for", "kernel_slots", "iter_layers", "KernelSlot", "LayerKind",
     "Dependency", "DependencyGraph", "Group", "Node", "Slice", "WeightSlice",
-    "TransformerBlock", "TransformerStack", "PatchEmbedding", "prune_channels", "plan_groups", "remove_groups", "zero_channels", "zero_slices",
+    "TransformerBlock", "TransformerDecoderBlock", "TransformerStack", "PatchEmbedding",
+    "prune_channels", "plan_groups", "remove_groups", "zero_channels", "zero_slices",
 ]

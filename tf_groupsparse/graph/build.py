@@ -307,6 +307,12 @@ class _Tracer:
                     key = self.trace_call(layer, path + layer.name, [_Ref(key)], {}, scope + (layer.name, 0))[0]
             return [key]
         cfg = model.get_config()
+        if "input_layers" not in cfg:
+            raise ValueError(
+                f"build_graph: Expected every nested model to be Sequential or functional. Received: nested "
+                f"model {model.name!r} of class {type(model).__name__}, whose config is its constructor's (a "
+                f"keras-hub backbone, say). Pass that model itself (its functional graph is traced at the top "
+                f"level), or build the outer model from its layers.")
         for triple, outer in zip(_history_list(cfg["input_layers"]), in_keys):
             self.alias[scope + triple] = outer
         operations = {op.name: op for op in model.operations}  # layers and plain keras.ops

@@ -1,5 +1,6 @@
-"""keras-hub encoders in the dependency graph: ``TransformerEncoder`` (BERT-style), ``ViTEncoder``
-and ``ViTPatchingAndEmbedding`` (ViT), ``PositionEmbedding``.
+"""keras-hub encoders and decoders in the dependency graph: ``TransformerEncoder`` (BERT-style),
+``TransformerDecoder`` (GPT-style, or with cross-attention), ``ViTEncoder`` and
+``ViTPatchingAndEmbedding`` (ViT), ``PositionEmbedding``.
 
 In every encoder block the removable inner units are the attention heads (a head's query, key
 and value slices and biases and its rows of the output projection) and the feed-forward hidden
@@ -15,9 +16,14 @@ anything becomes a :class:`~tf_groupsparse.graph.TransformerStack` with per-bloc
 value dims inside a head are not removed here (whole heads are). The handlers are registered by
 class name, so the toolkit never imports keras-hub itself.
 
-Not supported: ``TransformerDecoder`` (self and cross attention with a cache) and the other
-keras-hub model families' own encoder layers; the graph names them in its "no registered
-handler" error, and ``unsupported="freeze"`` keeps their channels.
+A ``TransformerDecoder`` prunes its self-attention heads, its cross-attention heads (whose keys
+and values read the encoder sequence's channels) and its feed-forward units apart; when it
+loses heads or hidden channels it becomes a
+:class:`~tf_groupsparse.graph.TransformerDecoderBlock`, which runs whole sequences (training,
+scoring, export) but has no key/value cache for step-by-step generation.
+
+Not supported: the other keras-hub model families' own block layers; the graph names them in
+its "no registered handler" error, and ``unsupported="freeze"`` keeps their channels.
 
 Examples:
     >>> import keras, numpy as np
@@ -38,9 +44,9 @@ import numpy as np
 from . import costs
 from .handlers import Handler, Unsupported
 from .handlers_attention import extra_outputs, take
-from .transformer import PatchEmbedding, TransformerBlock, TransformerStack
+from .transformer import PatchEmbedding, TransformerBlock, TransformerDecoderBlock, TransformerStack
 
-__all__ = ["TransformerEncoder", "ViTEncoder", "ViTPatchingAndEmbedding", "PositionEmbedding", "patching_cost",
+__all__ = ["TransformerEncoder", "TransformerDecoder", "ViTEncoder", "ViTPatchingAndEmbedding", "PositionEmbedding", "patching_cost",
            "composite_cost", "composite_cost_from_shapes"]
 
 # (attention, attention norm, feed-forward norm, first dense, second dense) per block kind
@@ -77,13 +83,12 @@ def _encoder_input(node, inputs, ctx):
     return inputs[first]
 
 
-def _trace_block(node, ctx, x, parts, suffix=""):
-    """Slices of one block: inner units ``heads<suffix>`` and ``intermediate<suffix>``."""
-    mha, ln1, ln2, ff1, ff2 = parts
-    heads = ctx.inner(node, "heads" + suffix, mha.num_heads)
-    units = ctx.inner(node, "intermediate" + suffix, ff1.units)
-    for dense in (mha.query_dense, mha.key_dense, mha.value_dense):
-        ctx.add_slice(node, dense.kernel, 0, x, "consume")
+def _trace_attention(node, ctx, mha, x, heads, source=None):
+    """Slices of one attention: its query reads `x`, its key and value `source` (default `x`),
+    its output writes `x`; whole heads are the inner units `heads`."""
+    source = x if source is None else source
+    for dense, read in ((mha.query_dense, x), (mha.key_dense, source), (mha.value_dense, source)):
+        ctx.add_slice(node, dense.kernel, 0, read, "consume")
         ctx.add_slice(node, dense.kernel, 1, heads, "produce")
         if dense.bias is not None:
             ctx.add_slice(node, dense.bias, 0, heads, "param")
@@ -92,7 +97,10 @@ def _trace_block(node, ctx, x, parts, suffix=""):
     ctx.add_slice(node, o.kernel, 2, x, "produce")
     if o.bias is not None:
         ctx.add_slice(node, o.bias, 0, x, "param")
-    for norm in (ln1, ln2):
+
+
+def _trace_feed_forward(node, ctx, x, norms, ff1, ff2, units):
+    for norm in norms:
         for v in norm.weights:
             ctx.add_slice(node, v, 0, x, "param")
     ctx.add_slice(node, ff1.kernel, 0, x, "consume")
@@ -103,6 +111,13 @@ def _trace_block(node, ctx, x, parts, suffix=""):
     ctx.add_slice(node, ff2.kernel, 1, x, "produce")
     if ff2.bias is not None:
         ctx.add_slice(node, ff2.bias, 0, x, "param")
+
+
+def _trace_block(node, ctx, x, parts, suffix=""):
+    """Slices of one block: inner units ``heads<suffix>`` and ``intermediate<suffix>``."""
+    mha, ln1, ln2, ff1, ff2 = parts
+    _trace_attention(node, ctx, mha, x, ctx.inner(node, "heads" + suffix, mha.num_heads))
+    _trace_feed_forward(node, ctx, x, (ln1, ln2), ff1, ff2, ctx.inner(node, "intermediate" + suffix, ff1.units))
 
 
 def _block_weights(parts, x, heads, units):
@@ -160,6 +175,81 @@ class TransformerEncoder(Handler):
 
     def rebuild_class(self, layer, keep):
         return type(layer) if self._expressible(layer, keep) else TransformerBlock
+
+
+_DECODER_PARTS = ("_self_attention_layer", "_self_attention_layer_norm", "_feedforward_layer_norm",
+                  "_feedforward_intermediate_dense", "_feedforward_output_dense")
+
+
+class TransformerDecoder(Handler):
+    """keras_hub.layers.TransformerDecoder and :class:`TransformerDecoderBlock`: the
+    self-attention's heads (inner units ``heads``), the cross-attention's (``cross_heads``, its
+    key and value read the encoder sequence's channels) and the feed-forward units
+    (``intermediate``); the decoder's hidden channels pass through every residual add and
+    LayerNormalization (lossy). Masks and caches are not channels. A keras-hub decoder that loses
+    heads or hidden channels becomes a TransformerDecoderBlock; one that loses only feed-forward
+    units stays what it is."""
+
+    kind = "attention"
+
+    @staticmethod
+    def _inputs(node, inputs, ctx):
+        args = ctx.arguments
+        first = args.get(0, args.get("decoder_sequence"))
+        second = args.get(1, args.get("encoder_sequence"))
+        if first is None:
+            raise Unsupported("the decoder sequence must be one tensor")
+        for i, ids in enumerate(inputs):
+            if i not in (first, second):
+                ctx.freeze(ids)
+        node.meta["encoder_input"], node.meta["cross_input"] = first, second
+        ctx.mark_lossy(inputs[first])
+        return inputs[first], (None if second is None else inputs[second])
+
+    def trace(self, node, inputs, ctx):
+        layer = node.layer
+        x, source = self._inputs(node, inputs, ctx)
+        mha, ln1, ln2, ff1, ff2 = _parts(layer, _DECODER_PARTS)
+        _trace_attention(node, ctx, mha, x, ctx.inner(node, "heads", mha.num_heads))
+        norms = [ln1, ln2]
+        cross = getattr(layer, "_cross_attention_layer", None)
+        if (cross is None) != (source is None):
+            raise Unsupported("a decoder called without the encoder sequence it was built with")
+        if cross is not None:
+            _trace_attention(node, ctx, cross, x, ctx.inner(node, "cross_heads", cross.num_heads), source)
+            norms.append(layer._cross_attention_layer_norm)
+        _trace_feed_forward(node, ctx, x, norms, ff1, ff2, ctx.inner(node, "intermediate", ff1.units))
+        return extra_outputs(ctx, [x])
+
+    @staticmethod
+    def _expressible(layer, keep):
+        heads_kept = all(int(keep.internal[k].sum()) == len(keep.internal[k]) for k in ("heads", "cross_heads")
+                         if k in keep.internal)
+        return isinstance(layer, TransformerDecoderBlock) or (
+            heads_kept and keep.inputs[keep.meta["encoder_input"]].all())
+
+    def rebuild(self, layer, config, keep):
+        units = int(keep.internal["intermediate"].sum())
+        if self._expressible(layer, keep):
+            config["intermediate_dim"] = units
+            if isinstance(layer, TransformerDecoderBlock):
+                config["num_heads"] = int(keep.internal["heads"].sum())
+                if "cross_heads" in keep.internal:
+                    config["cross_num_heads"] = int(keep.internal["cross_heads"].sum())
+            return config
+        mha, cross = layer._self_attention_layer, getattr(layer, "_cross_attention_layer", None)
+        keys = ("name", "trainable", "dtype", "dropout", "activation", "layer_norm_epsilon", "kernel_initializer",
+                "bias_initializer", "normalize_first")
+        new = {k: config[k] for k in keys if k in config}
+        new.update(num_heads=int(keep.internal["heads"].sum()), intermediate_dim=units, key_dim=int(mha.key_dim),
+                   value_dim=int(mha.value_dim))
+        if cross is not None:
+            new.update(cross_num_heads=int(keep.internal["cross_heads"].sum()), cross_key_dim=int(cross.key_dim),
+                       cross_value_dim=int(cross.value_dim))
+        return new
+
+    def rebuild_class(self, layer, keep):
+        return type(layer) if self._expressible(layer, keep) else TransformerDecoderBlock
 
 
 def _stack_blocks(layer):
@@ -301,17 +391,22 @@ def _cost_parts(layer):
 
 
 def composite_cost_from_shapes(layer, shapes, input_shape, output_shape):
-    """MACs of a layer made of encoder blocks, from its kept weight shapes: each attention's
-    (:func:`~tf_groupsparse.graph.costs.attention_from_shapes`) plus ``T * in * out`` per Dense
-    (``T`` positions)."""
-    x = input_shape[0] if isinstance(input_shape, list) else input_shape
+    """MACs of a layer made of encoder or decoder blocks, from its kept weight shapes: each
+    attention's (:func:`~tf_groupsparse.graph.costs.attention_from_shapes`; a decoder's
+    cross-attention over the encoder sequence's positions) plus ``T * in * out`` per Dense (``T``
+    positions)."""
+    shapes_in = input_shape if isinstance(input_shape, list) else [input_shape]
+    x = shapes_in[0]
     t = costs._prod(x, layer, "inputs") // int(x[-1])
+    source = next((tuple(s) for s in shapes_in[1:] if len(s) == len(x)), tuple(x))  # masks have one axis less
+    cross = getattr(layer, "_cross_attention_layer", None)
     index = {id(w): i for i, w in enumerate(layer.weights)}
     total = 0
     for part in _cost_parts(layer):
         own = [tuple(shapes[index[id(w)]]) for w in part.weights]
         if isinstance(part, keras.layers.MultiHeadAttention):
-            total += costs.attention_from_shapes(part, own, [x, x], output_shape)
+            value = source[:-1] + (int(part.value_dense.kernel.shape[0]),) if part is cross else x
+            total += costs.attention_from_shapes(part, own, [x, value], output_shape)
         else:
             total += t * int(np.prod(own[0]))
     return total

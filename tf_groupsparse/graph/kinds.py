@@ -278,6 +278,7 @@ def _public(*names):
 
 
 _ENCODER = LayerKind(HH.TransformerEncoder(), cost=HH.composite_cost, weight_cost=HH.composite_cost_from_shapes)
+_DECODER = LayerKind(HH.TransformerDecoder(), cost=HH.composite_cost, weight_cost=HH.composite_cost_from_shapes)
 _STACK = LayerKind(HH.ViTEncoder(), cost=HH.composite_cost, weight_cost=HH.composite_cost_from_shapes)
 
 
@@ -304,6 +305,7 @@ def _defaults():
         (_public("TimeDistributed"), LayerKind(HR.TimeDistributed(), cost=costs.time_distributed)),
         (_public("Attention", "AdditiveAttention"), LayerKind(HA.DotAttention(), cost=costs.dot_attention)),
         ([T.TransformerBlock], _ENCODER),
+        ([T.TransformerDecoderBlock], _DECODER),
         ([T.TransformerStack], _STACK),
         ([T.PatchEmbedding], LayerKind(HH.ViTPatchingAndEmbedding(), cost=HH.patching_cost)),
         ([_own.BlockDiagonalDense], LayerKind(HG.BlockDiagonalDense(), cost=costs.block_diagonal_dense)),
@@ -378,6 +380,7 @@ def _register_defaults():
     BY_NAME["CustomScaleLayer"] = LayerKind(H.Merge(), cost=costs.zero)
     # keras-hub layers, by name so that keras-hub is never imported here
     BY_NAME["TransformerEncoder"] = _ENCODER
+    BY_NAME["TransformerDecoder"] = _DECODER
     BY_NAME["PositionEmbedding"] = LayerKind(HH.PositionEmbedding(), cost=costs.zero)
     BY_NAME["ViTEncoder"] = _STACK
     BY_NAME["ViTPatchingAndEmbedding"] = LayerKind(HH.ViTPatchingAndEmbedding(), cost=HH.patching_cost)

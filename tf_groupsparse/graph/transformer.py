@@ -1,5 +1,6 @@
-"""The transformer layers that pruned keras-hub encoders become: :class:`TransformerBlock` (one
-encoder block with explicit head sizes), :class:`TransformerStack` (blocks of different sizes
+"""The transformer layers that pruned keras-hub encoders and decoders become:
+:class:`TransformerBlock` (one encoder block with explicit head sizes),
+:class:`TransformerDecoderBlock` (one decoder block), :class:`TransformerStack` (blocks of different sizes
 in one layer, what a ViT encoder becomes) and :class:`PatchEmbedding` (what a ViT's patch
 embedding becomes).
 
@@ -24,7 +25,7 @@ from keras import ops
 
 from .._validation import check_int
 
-__all__ = ["TransformerBlock", "TransformerStack", "PatchEmbedding"]
+__all__ = ["TransformerBlock", "TransformerDecoderBlock", "TransformerStack", "PatchEmbedding"]
 
 _register = keras.saving.register_keras_serializable(package="tf_groupsparse")
 
@@ -150,6 +151,129 @@ class TransformerBlock(keras.layers.Layer):
             "bias_initializer": keras.initializers.serialize(self.bias_initializer),
             "normalize_first": self.normalize_first, "attention_dropout": self.attention_dropout,
         })
+        return config
+
+
+@_register
+class TransformerDecoderBlock(TransformerBlock):
+    """A transformer decoder block with explicit head sizes: causal self-attention, optional
+    cross-attention on an encoder sequence, a feed-forward block, each with a residual add and a
+    LayerNormalization (after, or before with ``normalize_first``): the computation and weight
+    order of ``keras_hub.layers.TransformerDecoder``, whose key size is its width over its head
+    count and whose two attentions share one head count, so that it cannot say what pruning
+    leaves (self-attention heads, cross-attention heads and feed-forward units removed apart).
+
+    It runs without a key/value cache (training, scoring, export); cached generation is the
+    keras-hub layer's.
+
+    Args:
+        intermediate_dim, num_heads, key_dim, value_dim, dropout, activation, layer_norm_epsilon,
+            kernel_initializer, bias_initializer, normalize_first, attention_dropout: as
+            :class:`TransformerBlock` (the self-attention's sizes).
+        cross_num_heads, cross_key_dim, cross_value_dim: the cross-attention's sizes (default:
+            the self-attention's); it exists when the block is called with an encoder sequence.
+
+    Examples:
+        >>> import numpy as np
+        >>> block = TransformerDecoderBlock(intermediate_dim=16, num_heads=3, key_dim=4, cross_num_heads=1)
+        >>> y = block(np.ones((2, 6, 8), "float32"), np.ones((2, 4, 5), "float32"))
+        >>> tuple(y.shape), block._cross_attention_layer.num_heads
+        ((2, 6, 8), 1)
+    """
+
+    def __init__(self, intermediate_dim, num_heads, key_dim, value_dim=None, cross_num_heads=None,
+                 cross_key_dim=None, cross_value_dim=None, **kwargs):
+        super().__init__(intermediate_dim, num_heads, key_dim, value_dim=value_dim, **kwargs)
+        owner = type(self).__name__
+        self.cross_num_heads = self.num_heads if cross_num_heads is None else check_int(
+            "cross_num_heads", cross_num_heads, owner, minimum=1)
+        self.cross_key_dim = self.key_dim if cross_key_dim is None else check_int(
+            "cross_key_dim", cross_key_dim, owner, minimum=1)
+        self.cross_value_dim = self.cross_key_dim if cross_value_dim is None else check_int(
+            "cross_value_dim", cross_value_dim, owner, minimum=1)
+
+    def _attention(self, name, heads, key_dim, value_dim, query_shape, value_shape):
+        rate = self.dropout if self.attention_dropout is None else self.attention_dropout
+        layer = keras.layers.MultiHeadAttention(heads, key_dim, value_dim=value_dim, dropout=rate,
+                                                dtype=self.dtype_policy, name=name, **self._initializers())
+        layer.build(query_shape=query_shape, value_shape=value_shape)
+        norm = keras.layers.LayerNormalization(epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy,
+                                               name=f"{name}_layer_norm")
+        norm.build(query_shape)
+        return layer, norm, keras.layers.Dropout(self.dropout, dtype=self.dtype_policy, name=f"{name}_dropout")
+
+    def build(self, decoder_sequence_shape, encoder_sequence_shape=None):
+        shape = decoder_sequence_shape
+        # created in the order of keras-hub's TransformerDecoder, so the weights line up
+        self._self_attention_layer, self._self_attention_layer_norm, self._self_attention_dropout = \
+            self._attention("self_attention", self.num_heads, self.key_dim, self.value_dim, shape, shape)
+        self._cross_attention_layer = None
+        if encoder_sequence_shape is not None:
+            self._cross_attention_layer, self._cross_attention_layer_norm, self._cross_attention_dropout = \
+                self._attention("cross_attention", self.cross_num_heads, self.cross_key_dim, self.cross_value_dim,
+                                shape, encoder_sequence_shape)
+        self._feedforward_intermediate_dense = keras.layers.Dense(
+            self.intermediate_dim, activation=self.activation, dtype=self.dtype_policy,
+            name="feedforward_intermediate_dense", **self._initializers())
+        self._feedforward_intermediate_dense.build(shape)
+        self._feedforward_output_dense = keras.layers.Dense(
+            int(shape[-1]), dtype=self.dtype_policy, name="feedforward_output_dense", **self._initializers())
+        self._feedforward_output_dense.build(tuple(shape[:-1]) + (self.intermediate_dim,))
+        self._feedforward_layer_norm = keras.layers.LayerNormalization(
+            epsilon=self.layer_norm_epsilon, dtype=self.dtype_policy, name="feedforward_layer_norm")
+        self._feedforward_layer_norm.build(shape)
+        self._feedforward_dropout = keras.layers.Dropout(self.dropout, dtype=self.dtype_policy,
+                                                         name="feedforward_dropout")
+        self.built = True
+
+    def _residual(self, x, norm, branch, dropout, training):
+        h = branch(norm(x) if self.normalize_first else x)
+        x = x + dropout(h, training=training)
+        return x if self.normalize_first else norm(x)
+
+    def call(self, decoder_sequence, encoder_sequence=None, decoder_padding_mask=None, decoder_attention_mask=None,
+             encoder_padding_mask=None, encoder_attention_mask=None, self_attention_cache=None,
+             self_attention_cache_update_index=None, cross_attention_cache=None,
+             cross_attention_cache_update_index=None, use_causal_mask=True, training=None, mask=None):
+        owner = f"{type(self).__name__} {self.name!r}"
+        if self_attention_cache is not None or cross_attention_cache is not None:
+            raise ValueError(f"{owner}: Expected no key/value cache (this block runs whole sequences). Received: "
+                             "a cache; generate with the keras-hub model, or call the block without one")
+        if (encoder_sequence is None) != (self._cross_attention_layer is None):
+            raise ValueError(f"{owner}: Expected the encoder sequence it was built with "
+                             f"({'one' if self._cross_attention_layer is not None else 'none'}). Received: "
+                             f"encoder_sequence={'None' if encoder_sequence is None else 'a tensor'}")
+        self_mask = self._attention_mask(mask if decoder_padding_mask is None else decoder_padding_mask,
+                                         decoder_attention_mask)
+
+        def self_attention(h):
+            return self._self_attention_layer(query=h, value=h, attention_mask=self_mask,
+                                              use_causal_mask=bool(use_causal_mask), training=training)
+
+        x = self._residual(decoder_sequence, self._self_attention_layer_norm, self_attention,
+                           self._self_attention_dropout, training)
+        if encoder_sequence is not None:
+            cross_mask = self._attention_mask(encoder_padding_mask, encoder_attention_mask)
+
+            def cross_attention(h):
+                return self._cross_attention_layer(query=h, value=encoder_sequence, attention_mask=cross_mask,
+                                                   training=training)
+
+            x = self._residual(x, self._cross_attention_layer_norm, cross_attention, self._cross_attention_dropout,
+                               training)
+
+        def feed_forward(h):
+            return self._feedforward_output_dense(self._feedforward_intermediate_dense(h))
+
+        return self._residual(x, self._feedforward_layer_norm, feed_forward, self._feedforward_dropout, training)
+
+    def compute_output_shape(self, decoder_sequence_shape, encoder_sequence_shape=None):
+        return decoder_sequence_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update({"cross_num_heads": self.cross_num_heads, "cross_key_dim": self.cross_key_dim,
+                       "cross_value_dim": self.cross_value_dim})
         return config
 
 
