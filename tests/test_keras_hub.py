@@ -65,10 +65,43 @@ def test_bert_loses_exactly_the_zero_heads_and_units_with_equal_outputs(tmp_path
     np.testing.assert_allclose(loaded.predict(x, verbose=0)["sequence_output"], got["sequence_output"], atol=1e-6)
 
 
+def zero_dims(attention, key_dims=(), value_dims=()):
+    """Zero key dims (the query's, every head) and value dims (the value's, every head)."""
+    for dense, dims in ((attention.query_dense, key_dims), (attention.value_dense, value_dims)):
+        k, b = dense.kernel.numpy(), dense.bias.numpy()
+        k[:, :, list(dims)], b[:, list(dims)] = 0, 0
+        dense.kernel.assign(k)
+        dense.bias.assign(b)
+
+
+@pytest.mark.parametrize("kind", ["bert", "vit", "gpt2"])
+def test_zero_key_and_value_dims_go_with_equal_outputs(kind, tmp_path):
+    model, x = {"bert": (bert, tokens), "vit": (vit, images), "gpt2": (gpt2, gpt_tokens)}[kind]
+    model, x = model(), x()
+    if kind == "vit":
+        attention = model.get_layer("vit_encoder").encoder_layers[1].mha
+    else:
+        attention = model.get_layer("transformer_layer_1")._self_attention_layer
+    zero_dims(attention, key_dims=[0, 2], value_dims=[3])
+    small = tgs.shrink(model, threshold=0.0)
+    block = small.get_layer("vit_encoder").blocks[1] if kind == "vit" else small.get_layer("transformer_layer_1")
+    assert (block.num_heads, block.key_dim, block.value_dim) == (4, 2, 3)
+    def outputs(m):  # BERT's outputs are a dict
+        y = m.predict(x, verbose=0)
+        return [y[k] for k in sorted(y)] if isinstance(y, dict) else [y]
+
+    for got, want in zip(outputs(small), outputs(model)):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+    path = tmp_path / "dims.keras"
+    small.save(path)
+    for got, want in zip(outputs(keras.saving.load_model(path, safe_mode=True)), outputs(small)):
+        np.testing.assert_allclose(got, want, atol=1e-6)
+
+
 def test_hidden_channels_of_bert_are_tied_to_its_outputs():
     graph = build_graph(bert())
     node = next(n for n in graph.nodes if n.name == "transformer_layer_0")
-    assert set(node.internal) == {"heads", "intermediate"}
+    assert set(node.internal) == {"heads", "key_dim", "value_dim", "intermediate"}
     assert graph.frozen_groups[graph.labels[node.inputs[0][0]]].all()  # hidden: an output
     assert not graph.frozen_groups[graph.labels[node.internal["heads"]]].any()
 
@@ -170,7 +203,8 @@ def test_prune_a_small_vit_to_half_its_macs_with_valid_head_counts(tmp_path):
     small, _ = tgs.prune(model, macs=0.5, allow_untrained=True, verbose=0)
     assert tgs.flops(small) <= 0.5 * before * 1.02
     stack = small.get_layer("vit_encoder")
-    assert all(1 <= b.num_heads <= 4 and b.key_dim == 4 and b.intermediate_dim >= 1 for b in stack.blocks)
+    assert all(1 <= b.num_heads <= 4 and 1 <= b.key_dim <= 4 and 1 <= b.value_dim <= 4 and b.intermediate_dim >= 1
+               for b in stack.blocks)
     x = images()
     path = tmp_path / "vit_half.keras"
     small.save(path)

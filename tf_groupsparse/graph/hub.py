@@ -3,22 +3,23 @@
 ``ViTPatchingAndEmbedding`` (ViT), ``PositionEmbedding``.
 
 In every encoder block the removable inner units are the attention heads (a head's query, key
-and value slices and biases and its rows of the output projection) and the feed-forward hidden
-units (a column of the first Dense and its bias, a row of the second); the hidden channels pass
-through both residual adds, coupled to every projection and LayerNormalization (lossy).
+and value slices and biases and its rows of the output projection), the key dims and value dims
+inside the heads (one dim from every head, as in the MultiHeadAttention handler) and the
+feed-forward hidden units (a column of the first Dense and its bias, a row of the second); the
+hidden channels pass through both residual adds, coupled to every projection and
+LayerNormalization (lossy).
 
 keras-hub's encoders derive their key size from their width (``hidden_dim // num_heads``), and
 ``ViTEncoder`` holds every block with one head count, so their configs cannot say what pruning
-leaves. A ``TransformerEncoder`` that loses heads or hidden channels becomes a
+leaves. A ``TransformerEncoder`` that loses attention units or hidden channels becomes a
 :class:`~tf_groupsparse.graph.TransformerBlock` (same computation and weight order, explicit
 key size); one that loses only feed-forward units stays what it is. A ``ViTEncoder`` that loses
-anything becomes a :class:`~tf_groupsparse.graph.TransformerStack` with per-block sizes. Key and
-value dims inside a head are not removed here (whole heads are). The handlers are registered by
-class name, so the toolkit never imports keras-hub itself.
+anything becomes a :class:`~tf_groupsparse.graph.TransformerStack` with per-block sizes. The
+handlers are registered by class name, so the toolkit never imports keras-hub itself.
 
-A ``TransformerDecoder`` prunes its self-attention heads, its cross-attention heads (whose keys
+A ``TransformerDecoder`` prunes its self-attention units, its cross-attention units (whose keys
 and values read the encoder sequence's channels) and its feed-forward units apart; when it
-loses heads or hidden channels it becomes a
+loses attention units or hidden channels it becomes a
 :class:`~tf_groupsparse.graph.TransformerDecoderBlock`, which runs whole sequences (training,
 scoring, export) but has no key/value cache for step-by-step generation.
 
@@ -31,7 +32,7 @@ Examples:
     >>> x = keras.Input((5, 16))
     >>> m = keras.Model(x, keras.layers.Dense(2)(TransformerBlock(32, 2, key_dim=8, name="enc")(x)))
     >>> sorted(next(n for n in build_graph(m).nodes if n.name == "enc").internal)
-    ['heads', 'intermediate']
+    ['heads', 'intermediate', 'key_dim', 'value_dim']
 """
 
 from __future__ import annotations
@@ -83,17 +84,29 @@ def _encoder_input(node, inputs, ctx):
     return inputs[first]
 
 
-def _trace_attention(node, ctx, mha, x, heads, source=None):
+def _names(prefix="", suffix=""):
+    """Inner-unit names of one attention: heads, key dims, value dims."""
+    return tuple(f"{prefix}{kind}{suffix}" for kind in ("heads", "key_dim", "value_dim"))
+
+
+def _trace_attention(node, ctx, mha, x, names, source=None):
     """Slices of one attention: its query reads `x`, its key and value `source` (default `x`),
-    its output writes `x`; whole heads are the inner units `heads`."""
+    its output writes `x`. Inner units (`names`): whole heads; key dims (``[:, :, j]`` of the
+    query and key projections in every head, read by the key as in the MultiHeadAttention
+    handler); value dims (``[:, :, j]`` of the value projection, ``[:, j, :]`` of the output)."""
     source = x if source is None else source
-    for dense, read in ((mha.query_dense, x), (mha.key_dense, source), (mha.value_dense, source)):
+    heads, kd, vd = (ctx.inner(node, name, size) for name, size in zip(names, (mha.num_heads, mha.key_dim,
+                                                                               mha.value_dim)))
+    for dense, read, dims in ((mha.query_dense, x, kd), (mha.key_dense, source, kd), (mha.value_dense, source, vd)):
         ctx.add_slice(node, dense.kernel, 0, read, "consume")
         ctx.add_slice(node, dense.kernel, 1, heads, "produce")
+        ctx.add_slice(node, dense.kernel, 2, dims, "consume" if dense is mha.key_dense else "produce")
         if dense.bias is not None:
             ctx.add_slice(node, dense.bias, 0, heads, "param")
+            ctx.add_slice(node, dense.bias, 1, dims, "param")
     o = mha.output_dense
     ctx.add_slice(node, o.kernel, 0, heads, "consume")
+    ctx.add_slice(node, o.kernel, 1, vd, "consume")
     ctx.add_slice(node, o.kernel, 2, x, "produce")
     if o.bias is not None:
         ctx.add_slice(node, o.bias, 0, x, "param")
@@ -114,32 +127,54 @@ def _trace_feed_forward(node, ctx, x, norms, ff1, ff2, units):
 
 
 def _trace_block(node, ctx, x, parts, suffix=""):
-    """Slices of one block: inner units ``heads<suffix>`` and ``intermediate<suffix>``."""
+    """Slices of one block: inner units ``heads``, ``key_dim``, ``value_dim`` and
+    ``intermediate`` (each with `suffix`)."""
     mha, ln1, ln2, ff1, ff2 = parts
-    _trace_attention(node, ctx, mha, x, ctx.inner(node, "heads" + suffix, mha.num_heads))
+    _trace_attention(node, ctx, mha, x, _names(suffix=suffix))
     _trace_feed_forward(node, ctx, x, (ln1, ln2), ff1, ff2, ctx.inner(node, "intermediate" + suffix, ff1.units))
 
 
-def _block_weights(parts, x, heads, units):
-    """The kept weights of one block in TransformerBlock's order (attention, attention norm,
-    feed-forward norm, first dense, second dense)."""
-    mha, ln1, ln2, ff1, ff2 = parts
-    new = {}
-    for dense in (mha.query_dense, mha.key_dense, mha.value_dense):
-        new[id(dense.kernel)] = take(dense.kernel, x, heads)
+def _attention_sizes(mha, keep, names):
+    """``(num_heads, key_dim, value_dim)`` an attention keeps."""
+    return tuple(int(keep.internal[name].sum()) for name in names)
+
+
+def _whole(mha, keep, names):
+    return _attention_sizes(mha, keep, names) == (mha.num_heads, mha.key_dim, mha.value_dim)
+
+
+def _attention_weights(new, mha, keep, names, x, source=None):
+    """Fill `new` (variable id -> kept array) for one attention. The query projection is scaled
+    by ``sqrt(d_k' / d_k)`` so that the rebuilt layer's ``1 / sqrt(d_k')`` scores equal the
+    original's (removing zero key dims leaves the outputs unchanged)."""
+    source = x if source is None else source
+    heads, kd, vd = (keep.internal[name] for name in names)
+    scale = math.sqrt(kd.sum() / len(kd))
+    for dense, read, dims, factor in ((mha.query_dense, x, kd, scale), (mha.key_dense, source, kd, 1.0),
+                                      (mha.value_dense, source, vd, 1.0)):
+        new[id(dense.kernel)] = take(dense.kernel, read, heads, dims) * factor
         if dense.bias is not None:
-            new[id(dense.bias)] = take(dense.bias, heads)
+            new[id(dense.bias)] = take(dense.bias, heads, dims) * factor
     o = mha.output_dense
-    new[id(o.kernel)] = take(o.kernel, heads, None, x)
+    new[id(o.kernel)] = take(o.kernel, heads, vd, x)
     if o.bias is not None:
         new[id(o.bias)] = take(o.bias, x)
-    out = [new[id(w)] for w in mha.weights]
-    out += [take(w, x) for norm in (ln1, ln2) for w in norm.weights]
+
+
+def _feed_forward_weights(new, x, norms, ff1, ff2, units):
+    for norm in norms:
+        for w in norm.weights:
+            new[id(w)] = take(w, x)
     for dense, rows, cols in ((ff1, x, units), (ff2, units, x)):
-        out.append(take(dense.kernel, rows, cols))
+        new[id(dense.kernel)] = take(dense.kernel, rows, cols)
         if dense.bias is not None:
-            out.append(take(dense.bias, cols))
-    return out
+            new[id(dense.bias)] = take(dense.bias, cols)
+
+
+def _block_weights(new, parts, keep, x, suffix=""):
+    mha, ln1, ln2, ff1, ff2 = parts
+    _attention_weights(new, mha, keep, _names(suffix=suffix), x)
+    _feed_forward_weights(new, x, (ln1, ln2), ff1, ff2, keep.internal["intermediate" + suffix])
 
 
 class TransformerEncoder(Handler):
@@ -156,39 +191,46 @@ class TransformerEncoder(Handler):
     @staticmethod
     def _expressible(layer, keep):
         """Whether the layer's own class can say the result: a TransformerBlock always; keras-hub's
-        encoder (key size derived as hidden // heads) only while heads and hidden stay."""
+        encoder (key size derived as hidden // heads) only while its attention and hidden stay."""
         return isinstance(layer, TransformerBlock) or (
-            int(keep.internal["heads"].sum()) == layer.num_heads and keep.inputs[keep.meta["encoder_input"]].all())
+            _whole(layer._self_attention_layer, keep, _names()) and keep.inputs[keep.meta["encoder_input"]].all())
 
     def rebuild(self, layer, config, keep):
-        heads = int(keep.internal["heads"].sum())
+        heads, key_dim, value_dim = _attention_sizes(layer._self_attention_layer, keep, _names())
         units = int(keep.internal["intermediate"].sum())
         if self._expressible(layer, keep):
-            config.update(num_heads=heads, intermediate_dim=units)
+            config["intermediate_dim"] = units
+            if isinstance(layer, TransformerBlock):
+                config.update(num_heads=heads, key_dim=key_dim, value_dim=value_dim)
             return config
-        mha = layer._self_attention_layer
         keys = ("name", "trainable", "dtype", "dropout", "activation", "layer_norm_epsilon", "kernel_initializer",
                 "bias_initializer", "normalize_first")
         new = {k: config[k] for k in keys if k in config}
-        new.update(num_heads=heads, intermediate_dim=units, key_dim=int(mha.key_dim), value_dim=int(mha.value_dim))
+        new.update(num_heads=heads, intermediate_dim=units, key_dim=key_dim, value_dim=value_dim)
         return new
 
     def rebuild_class(self, layer, keep):
         return type(layer) if self._expressible(layer, keep) else TransformerBlock
 
+    def rebuild_weights(self, layer, keep):
+        new = {}
+        _block_weights(new, _parts(layer), keep, keep.inputs[keep.meta["encoder_input"]])
+        return [new[id(w)] for w in layer.weights]
+
 
 _DECODER_PARTS = ("_self_attention_layer", "_self_attention_layer_norm", "_feedforward_layer_norm",
                   "_feedforward_intermediate_dense", "_feedforward_output_dense")
+_CROSS = _names("cross_")
 
 
 class TransformerDecoder(Handler):
     """keras_hub.layers.TransformerDecoder and :class:`TransformerDecoderBlock`: the
-    self-attention's heads (inner units ``heads``), the cross-attention's (``cross_heads``, its
-    key and value read the encoder sequence's channels) and the feed-forward units
-    (``intermediate``); the decoder's hidden channels pass through every residual add and
-    LayerNormalization (lossy). Masks and caches are not channels. A keras-hub decoder that loses
-    heads or hidden channels becomes a TransformerDecoderBlock; one that loses only feed-forward
-    units stays what it is."""
+    self-attention's heads, key dims and value dims (inner units ``heads``, ``key_dim``,
+    ``value_dim``), the cross-attention's (``cross_heads``, ...; its key and value read the
+    encoder sequence's channels) and the feed-forward units (``intermediate``); the decoder's
+    hidden channels pass through every residual add and LayerNormalization (lossy). Masks and
+    caches are not channels. A keras-hub decoder that loses attention units or hidden channels
+    becomes a TransformerDecoderBlock; one that loses only feed-forward units stays what it is."""
 
     kind = "attention"
 
@@ -210,46 +252,56 @@ class TransformerDecoder(Handler):
         layer = node.layer
         x, source = self._inputs(node, inputs, ctx)
         mha, ln1, ln2, ff1, ff2 = _parts(layer, _DECODER_PARTS)
-        _trace_attention(node, ctx, mha, x, ctx.inner(node, "heads", mha.num_heads))
+        _trace_attention(node, ctx, mha, x, _names())
         norms = [ln1, ln2]
         cross = getattr(layer, "_cross_attention_layer", None)
         if (cross is None) != (source is None):
             raise Unsupported("a decoder called without the encoder sequence it was built with")
         if cross is not None:
-            _trace_attention(node, ctx, cross, x, ctx.inner(node, "cross_heads", cross.num_heads), source)
+            _trace_attention(node, ctx, cross, x, _CROSS, source)
             norms.append(layer._cross_attention_layer_norm)
         _trace_feed_forward(node, ctx, x, norms, ff1, ff2, ctx.inner(node, "intermediate", ff1.units))
         return extra_outputs(ctx, [x])
 
     @staticmethod
     def _expressible(layer, keep):
-        heads_kept = all(int(keep.internal[k].sum()) == len(keep.internal[k]) for k in ("heads", "cross_heads")
-                         if k in keep.internal)
+        cross = getattr(layer, "_cross_attention_layer", None)
         return isinstance(layer, TransformerDecoderBlock) or (
-            heads_kept and keep.inputs[keep.meta["encoder_input"]].all())
+            _whole(layer._self_attention_layer, keep, _names()) and (cross is None or _whole(cross, keep, _CROSS))
+            and keep.inputs[keep.meta["encoder_input"]].all())
 
     def rebuild(self, layer, config, keep):
         units = int(keep.internal["intermediate"].sum())
+        mha, cross = layer._self_attention_layer, getattr(layer, "_cross_attention_layer", None)
+        sizes = dict(zip(("num_heads", "key_dim", "value_dim"), _attention_sizes(mha, keep, _names())))
+        if cross is not None:
+            sizes.update(zip(("cross_num_heads", "cross_key_dim", "cross_value_dim"),
+                             _attention_sizes(cross, keep, _CROSS)))
         if self._expressible(layer, keep):
             config["intermediate_dim"] = units
             if isinstance(layer, TransformerDecoderBlock):
-                config["num_heads"] = int(keep.internal["heads"].sum())
-                if "cross_heads" in keep.internal:
-                    config["cross_num_heads"] = int(keep.internal["cross_heads"].sum())
+                config.update(sizes)
             return config
-        mha, cross = layer._self_attention_layer, getattr(layer, "_cross_attention_layer", None)
         keys = ("name", "trainable", "dtype", "dropout", "activation", "layer_norm_epsilon", "kernel_initializer",
                 "bias_initializer", "normalize_first")
         new = {k: config[k] for k in keys if k in config}
-        new.update(num_heads=int(keep.internal["heads"].sum()), intermediate_dim=units, key_dim=int(mha.key_dim),
-                   value_dim=int(mha.value_dim))
-        if cross is not None:
-            new.update(cross_num_heads=int(keep.internal["cross_heads"].sum()), cross_key_dim=int(cross.key_dim),
-                       cross_value_dim=int(cross.value_dim))
+        new.update(sizes, intermediate_dim=units)
         return new
 
     def rebuild_class(self, layer, keep):
         return type(layer) if self._expressible(layer, keep) else TransformerDecoderBlock
+
+    def rebuild_weights(self, layer, keep):
+        x = keep.inputs[keep.meta["encoder_input"]]
+        mha, ln1, ln2, ff1, ff2 = _parts(layer, _DECODER_PARTS)
+        new, norms = {}, [ln1, ln2]
+        _attention_weights(new, mha, keep, _names(), x)
+        cross = getattr(layer, "_cross_attention_layer", None)
+        if cross is not None:
+            _attention_weights(new, cross, keep, _CROSS, x, keep.inputs[keep.meta["cross_input"]])
+            norms.append(layer._cross_attention_layer_norm)
+        _feed_forward_weights(new, x, norms, ff1, ff2, keep.internal["intermediate"])
+        return [new[id(w)] for w in layer.weights]
 
 
 def _stack_blocks(layer):
@@ -265,9 +317,10 @@ def _stack_blocks(layer):
 
 
 class ViTEncoder(Handler):
-    """keras-hub's ViTEncoder and :class:`TransformerStack`: every block's heads and MLP units
-    (inner units ``heads/<i>`` and ``intermediate/<i>``), the hidden channels coupled through
-    every block and the final LayerNormalization."""
+    """keras-hub's ViTEncoder and :class:`TransformerStack`: every block's heads, key dims, value
+    dims and MLP units (inner units ``heads/<i>``, ``key_dim/<i>``, ``value_dim/<i>``,
+    ``intermediate/<i>``), the hidden channels coupled through every block and the final
+    LayerNormalization."""
 
     kind = "attention"
 
@@ -285,8 +338,8 @@ class ViTEncoder(Handler):
         sizes = []
         for i, block in enumerate(blocks):
             mha = _parts(block, names)[0]
-            sizes.append({"num_heads": int(keep.internal[f"heads/{i}"].sum()), "key_dim": int(mha.key_dim),
-                          "value_dim": int(mha.value_dim),
+            heads, key_dim, value_dim = _attention_sizes(mha, keep, _names(suffix=f"/{i}"))
+            sizes.append({"num_heads": heads, "key_dim": key_dim, "value_dim": value_dim,
                           "intermediate_dim": int(keep.internal[f"intermediate/{i}"].sum())})
         if isinstance(layer, TransformerStack):
             config["blocks"] = sizes
@@ -302,11 +355,14 @@ class ViTEncoder(Handler):
     def rebuild_weights(self, layer, keep):
         blocks, names = _stack_blocks(layer)
         x = keep.inputs[keep.meta["encoder_input"]]
-        out = []
-        for i, block in enumerate(blocks):
-            out += _block_weights(_parts(block, names), x, keep.internal[f"heads/{i}"],
-                                  keep.internal[f"intermediate/{i}"])
-        return out + [take(w, x) for w in layer.layer_norm.weights]
+        new, order = {}, []
+        for i, block in enumerate(blocks):  # in TransformerStack's order: attention, norms, dense, dense
+            parts = _parts(block, names)
+            _block_weights(new, parts, keep, x, f"/{i}")
+            order += [w for part in parts for w in part.weights]
+        for w in layer.layer_norm.weights:
+            new[id(w)] = take(w, x)
+        return [new[id(w)] for w in order + list(layer.layer_norm.weights)]
 
 
 class ViTPatchingAndEmbedding(Handler):
