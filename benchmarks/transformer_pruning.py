@@ -8,8 +8,8 @@ along a cosine, batch 128, XLA. Rows, each cached under ``benchmarks/results/tra
 
 - ``dense``: trained from scratch for ``EPOCHS`` epochs;
 - ``prune_heads_mlp``: ``tgs.prune(dense, data, macs=0.5, importance="l2")`` with the residual
-  width kept (``ignored_layers=["vit_patching_and_embedding"]``), so only whole heads and MLP
-  units go; fine-tuned for ``FINE_TUNE_EPOCHS``;
+  width kept (``ignored_layers=["vit_patching_and_embedding"]``), so whole heads, key/value dims
+  inside the heads and MLP units go; fine-tuned for ``FINE_TUNE_EPOCHS``;
 - ``prune_all``: the same with every coupled group allowed (the residual width too);
 - ``scaled``: a ViT of the same MACs from scratch (2 heads of 32 dims, MLP 128, every block),
   ``EPOCHS + FINE_TUNE_EPOCHS`` epochs;
@@ -189,12 +189,13 @@ def row(arch, kind, seed):
     pruned, report = tgs.prune(dense, (x, y), macs=TARGET, importance="l2", ignored_layers=ignored, seed=seed,
                                allow_untrained=QUICK, verbose=0)
     train(pruned, data, fine, seed)
-    what = {"prune_heads_mlp": "heads and MLP units", "prune_all": "every coupled group"}.get(kind, "")
+    what = {"prune_heads_mlp": "heads, key/value dims, MLP units", "prune_all": "every coupled group"}.get(kind, "")
     info = {"method": f"tgs.prune l2 ({what}), 1 step" if what else "tgs.prune l2, 1 step",
             "prune_seconds": report.totals["prune_seconds"], "fine_tune_epochs": fine}
     if arch == "vit":
         blocks = pruned.get_layer("vit_encoder").blocks
-        info.update(heads=[b.num_heads for b in blocks], mlp=[b.intermediate_dim for b in blocks],
+        info.update(heads=[b.num_heads for b in blocks], key_dims=[b.key_dim for b in blocks],
+                    value_dims=[b.value_dim for b in blocks], mlp=[b.intermediate_dim for b in blocks],
                     width=int(pruned.get_layer("vit_patching_and_embedding").hidden_dim))
     return info, pruned
 
