@@ -319,6 +319,10 @@ class EMGroupFreeze(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         if self._masks:
+            # On JAX, fit keeps the trained state outside the model's variables during an epoch;
+            # reading Callback.model writes it back (jax_state_sync) so that the kernels hold the
+            # current weights and the next step starts from the masked ones.
+            _ = self.model
             self._apply_masks()
 
 

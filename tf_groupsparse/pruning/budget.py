@@ -210,6 +210,8 @@ def prune(model, data=None, *, macs=None, params=None, latency=None, importance=
         TypeError / ValueError: bad arguments (the message names the argument), no target or
             several, data that does not fit the model, an importance that needs data without
             it, or a model that looks untrained (see `allow_untrained`).
+        RuntimeError: a `latency` target on a Keras backend other than TensorFlow (the LiteRT
+            timings need it; prune by `macs` or `params` there, or switch backends).
 
     Examples:
         >>> import numpy as np, keras
@@ -224,6 +226,10 @@ def prune(model, data=None, *, macs=None, params=None, latency=None, importance=
     """
     check_graph_model(model, _OWNER)
     kind, target = _check_target(macs, params, latency)
+    if kind == "latency":
+        from .latency import check_backend
+
+        check_backend(_OWNER)
     steps = check_int("steps", steps, _OWNER, minimum=1)
     criterion = imp.get(importance, _OWNER)
     needs_data = getattr(criterion, "needs_data", False)

@@ -224,7 +224,7 @@ def accuracy(model, data, batch_size=256):
     if is_dataset(data):
         correct = total = 0
         for x, y in data:
-            pred = np.argmax(np.asarray(model(x, training=False)), axis=-1)
+            pred = np.argmax(keras.ops.convert_to_numpy(model(x, training=False)), axis=-1)
             y = np.asarray(y)
             labels = np.argmax(y, axis=-1) if y.ndim == 2 and y.shape[-1] > 1 else y.reshape(-1)
             correct += int(np.sum(pred == labels))
@@ -232,7 +232,8 @@ def accuracy(model, data, batch_size=256):
         return correct / max(total, 1)
     x, y = data
     # eager batches: no predict function is traced for each of the many candidate models
-    outputs = [np.asarray(model(x[i:i + batch_size], training=False)) for i in range(0, len(x), batch_size)]
+    outputs = [keras.ops.convert_to_numpy(model(x[i:i + batch_size], training=False))
+               for i in range(0, len(x), batch_size)]
     pred = np.argmax(np.concatenate(outputs), axis=-1)
     labels = np.argmax(y, axis=-1) if y.ndim == 2 and y.shape[-1] > 1 else y.reshape(-1)
     return float(np.mean(pred == labels))

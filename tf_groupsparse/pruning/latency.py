@@ -40,7 +40,22 @@ from ..graph.kinds import cost_for
 from ..metrics import _io_shapes
 from .cost import CostModel
 
-__all__ = ["LatencyTable"]
+__all__ = ["LatencyTable", "check_backend"]
+
+
+def check_backend(owner="LatencyTable"):
+    """Raise RuntimeError on a backend other than TensorFlow: the per-layer timings call the
+    model's layers inside ``tf.function`` to convert them for LiteRT, which needs Keras' own
+    layers to run on TensorFlow tensors."""
+    backend = keras.backend.backend()
+    if backend != "tensorflow":
+        raise RuntimeError(
+            f"{owner}: Expected KERAS_BACKEND=tensorflow for a latency target (the per-layer LiteRT "
+            "timings trace the model's layers in tf.function to convert them, which Keras layers "
+            f"on another backend cannot run). Received: KERAS_BACKEND={backend}. Save the model "
+            "(model.save('model.keras')) and prune it with KERAS_BACKEND=tensorflow "
+            "(tf-groupsparse prune model.keras --latency F -o small.keras), or use macs= or params= on this backend"
+        )
 
 
 def _half(layer, input_shape):
@@ -136,6 +151,7 @@ class LatencyTable:
     def __init__(self, model, graph=None, runs=30):
         from ..deploy import convert_tflite, tflite_latency
 
+        check_backend()
         self.model, self.runs = model, runs
         graph = build_graph(model) if graph is None else graph
         x = np.random.default_rng(0).standard_normal((1,) + tuple(model.inputs[0].shape[1:])).astype("float32")

@@ -154,12 +154,21 @@ def _fit_layer(z, sizes, x, width, strength, beta, epochs, learning_rate, batch_
 
     n, dim = z.shape
     p = x.shape[1]
-    init = keras.initializers.GlorotUniform(seed=int(rng.integers(2**31)))
-    w = tf.Variable(init((dim, width)), dtype="float32")
+
+    def glorot(shape):  # Keras' initializer on the active backend, as NumPy for the tf.Variable
+        init = keras.initializers.GlorotUniform(seed=int(rng.integers(2**31)))
+        return keras.ops.convert_to_numpy(init(shape))
+
+    w = tf.Variable(glorot((dim, width)), dtype="float32")
     b = tf.Variable(tf.zeros(width))
-    v = tf.Variable(keras.initializers.GlorotUniform(seed=int(rng.integers(2**31)))((width, p)))
+    v = tf.Variable(glorot((width, p)), dtype="float32")
     c = tf.Variable(tf.zeros(p))
-    opt = keras.optimizers.SGD(learning_rate, momentum=0.9)
+    # SGD with momentum 0.9 written in TensorFlow, as keras.optimizers.SGD does it
+    # (m <- 0.9 m - lr g; w <- w + m): a Keras optimizer runs on the Keras backend (JAX,
+    # PyTorch), which cannot update these TensorFlow variables.
+    variables = [w, b, v, c]
+    momenta = [tf.Variable(tf.zeros_like(var)) for var in variables]
+    lr, momentum = tf.constant(learning_rate, "float32"), tf.constant(0.9, "float32")
     eye = tf.eye(width) * _EPS
 
     @tf.function
@@ -171,7 +180,9 @@ def _fit_layer(z, sizes, x, width, strength, beta, epochs, learning_rate, batch_
             cov = tf.transpose(hc) @ hc / tf.cast(tf.shape(h)[0], "float32") + eye
             entropy = 0.5 * tf.linalg.logdet(cov) / width
             loss = recon - beta * entropy
-        opt.apply_gradients(zip(tape.gradient(loss, [w, b, v, c]), [w, b, v, c]))
+        for var, m, grad in zip(variables, momenta, tape.gradient(loss, variables)):
+            m.assign(m * momentum - grad * lr)
+            var.assign_add(m)
         v.assign(v / tf.maximum(1.0, tf.norm(v, axis=1, keepdims=True)))
         return loss
 

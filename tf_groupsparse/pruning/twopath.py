@@ -118,7 +118,7 @@ def recalibrate(planted, data, batch_size):
             (data[0][i:i + batch_size],) for i in range(0, len(data[0]), batch_size)
         )
         for batch in batches:
-            h = np.asarray(probe(batch[0], training=False), dtype="float64")
+            h = keras.ops.convert_to_numpy(probe(batch[0], training=False)).astype("float64")
             h = h.reshape(-1, h.shape[-1])
             total = total + h.sum(axis=0)
             total_sq = total_sq + (h**2).sum(axis=0)
