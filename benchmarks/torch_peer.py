@@ -228,6 +228,13 @@ def run(arch, target, importance, steps, seed):
     return row
 
 
+def save_row(row, out):
+    """Write a peer row as JSON to `out` and print it."""
+    with open(out, "w", encoding="utf-8") as f:
+        json.dump(row, f, indent=2)
+    print(json.dumps(row, indent=2))
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("arch", choices=tuple(ARCHS))
@@ -237,10 +244,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    row = run(args.arch, args.target, args.importance, args.steps, args.seed)
-    with open(args.out, "w", encoding="utf-8") as f:
-        json.dump(row, f, indent=2)
-    print(json.dumps(row, indent=2))
+    save_row(run(args.arch, args.target, args.importance, args.steps, args.seed), args.out)
     return 0
 
 

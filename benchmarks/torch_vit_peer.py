@@ -19,7 +19,6 @@ that meets the MAC target, then fine-tuned with the same epochs.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import sys
@@ -31,7 +30,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from benchmarks import transformer_pruning as bench  # noqa: E402
-from benchmarks.torch_peer import accuracy, params  # noqa: E402
+from benchmarks.torch_peer import accuracy, params, save_row  # noqa: E402
 
 EPS = 1e-6
 MAX_FRACTION = 0.9
@@ -205,10 +204,7 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    row = run(args.target, args.seed)
-    with open(args.out, "w", encoding="utf-8") as f:
-        json.dump(row, f, indent=2)
-    print(json.dumps(row, indent=2))
+    save_row(run(args.target, args.seed), args.out)
     return 0
 
 

@@ -168,6 +168,14 @@ def images(n=3, seed=0):
     return np.random.default_rng(seed).standard_normal((n, 16, 16, 3)).astype("float32")
 
 
+def assert_equal_and_reloads(small, model, x, path):
+    """`small` computes what `model` does on `x`, and saves and loads with safe_mode."""
+    np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
+    small.save(path)
+    loaded = keras.saving.load_model(path, safe_mode=True)
+    np.testing.assert_allclose(loaded.predict(x, verbose=0), small.predict(x, verbose=0), atol=1e-6)
+
+
 def test_vit_loses_exactly_the_zero_heads_and_units_with_equal_outputs(tmp_path):
     model = vit()
     blocks = model.get_layer("vit_encoder").encoder_layers
@@ -189,12 +197,7 @@ def test_vit_loses_exactly_the_zero_heads_and_units_with_equal_outputs(tmp_path)
     stack = small.get_layer("vit_encoder")
     assert isinstance(stack, tgs.graph.TransformerStack)
     assert [(b.num_heads, b.intermediate_dim) for b in stack.blocks] == [(2, 32), (4, 27)]
-    x = images()
-    np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
-    path = tmp_path / "vit.keras"
-    small.save(path)
-    loaded = keras.saving.load_model(path, safe_mode=True)
-    np.testing.assert_allclose(loaded.predict(x, verbose=0), small.predict(x, verbose=0), atol=1e-6)
+    assert_equal_and_reloads(small, model, images(), tmp_path / "vit.keras")
 
 
 def test_prune_a_small_vit_to_half_its_macs_with_valid_head_counts(tmp_path):
@@ -278,12 +281,7 @@ def test_gpt2_loses_exactly_the_zero_heads_and_units_with_equal_outputs(tmp_path
     a, b = small.get_layer("transformer_layer_0"), small.get_layer("transformer_layer_1")
     assert isinstance(a, tgs.graph.TransformerDecoderBlock) and (a.num_heads, a.key_dim) == (2, 4)
     assert type(b).__name__ == "TransformerDecoder" and b.intermediate_dim == 23  # keras-hub can say it
-    x = gpt_tokens()
-    np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
-    path = tmp_path / "gpt2.keras"
-    small.save(path)
-    loaded = keras.saving.load_model(path, safe_mode=True)
-    np.testing.assert_allclose(loaded.predict(x, verbose=0), small.predict(x, verbose=0), atol=1e-6)
+    assert_equal_and_reloads(small, model, gpt_tokens(), tmp_path / "gpt2.keras")
 
 
 def test_prune_a_gpt_style_decoder_model_to_half_its_macs_with_valid_head_counts(tmp_path):

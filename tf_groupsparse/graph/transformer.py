@@ -167,11 +167,16 @@ class TransformerDecoderBlock(TransformerBlock):
     keras-hub layer's.
 
     Args:
-        intermediate_dim, num_heads, key_dim, value_dim, dropout, activation, layer_norm_epsilon,
-            kernel_initializer, bias_initializer, normalize_first, attention_dropout: as
-            :class:`TransformerBlock` (the self-attention's sizes).
-        cross_num_heads, cross_key_dim, cross_value_dim: the cross-attention's sizes (default:
-            the self-attention's); it exists when the block is called with an encoder sequence.
+        intermediate_dim: feed-forward hidden units.
+        num_heads: self-attention heads.
+        key_dim: self-attention query/key size per head.
+        value_dim: self-attention value size per head (default `key_dim`).
+        cross_num_heads: cross-attention heads (default `num_heads`); the cross-attention exists
+            when the block is called with an encoder sequence.
+        cross_key_dim: cross-attention query/key size per head (default `key_dim`).
+        cross_value_dim: cross-attention value size per head (default `cross_key_dim`).
+        **kwargs: the other arguments of :class:`TransformerBlock` (dropout, activation,
+            layer_norm_epsilon, initializers, normalize_first, attention_dropout) and Layer's.
 
     Examples:
         >>> import numpy as np
