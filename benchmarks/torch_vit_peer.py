@@ -30,7 +30,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from benchmarks import transformer_pruning as bench  # noqa: E402
-from benchmarks.torch_peer import accuracy, params, save_row  # noqa: E402
+from benchmarks.torch_peer import _tensors, accuracy, params, save_row  # noqa: E402
 
 EPS = 1e-6
 MAX_FRACTION = 0.9
@@ -103,10 +103,6 @@ def macs(model):
     for h in handles:
         h.remove()
     return int(sum(total))
-
-
-def _tensors(x, y):
-    return torch.from_numpy(x.transpose(0, 3, 1, 2).copy()), torch.from_numpy(y.astype("int64"))
 
 
 def train(model, x, y, epochs, seed):

@@ -50,7 +50,8 @@ from .transformer import PatchEmbedding, TransformerBlock, TransformerDecoderBlo
 __all__ = ["TransformerEncoder", "TransformerDecoder", "ViTEncoder", "ViTPatchingAndEmbedding", "PositionEmbedding", "patching_cost",
            "composite_cost", "composite_cost_from_shapes"]
 
-# (attention, attention norm, feed-forward norm, first dense, second dense) per block kind
+# (attention, attention norm, feed-forward norm, first dense, second dense) per block kind (keras-hub's
+# encoder and decoder name them alike)
 _ENCODER_PARTS = ("_self_attention_layer", "_self_attention_layer_norm", "_feedforward_layer_norm",
                   "_feedforward_intermediate_dense", "_feedforward_output_dense")
 _VIT_PARTS = ("mha", "layer_norm_1", "layer_norm_2", "mlp.dense_1", "mlp.dense_2")
@@ -71,17 +72,30 @@ def _parts(block, names=_ENCODER_PARTS):
     return parts
 
 
+def _block_inputs(node, inputs, ctx, first_name, second_name=None):
+    """``(x, source)``: the hidden-channel input of a block call (argument 0 or `first_name`) and
+    the encoder sequence a decoder's cross-attention reads (argument 1 or `second_name`, else
+    None); the other inputs (masks) are frozen."""
+    first = ctx.arguments.get(0, ctx.arguments.get(first_name))
+    second = None if second_name is None else ctx.arguments.get(1, ctx.arguments.get(second_name))
+    if first is None:
+        raise Unsupported(f"the {first_name} must be one tensor")
+    for i, ids in enumerate(inputs):
+        if i not in (first, second):
+            ctx.freeze(ids)
+    node.meta["encoder_input"], node.meta["cross_input"] = first, second
+    ctx.mark_lossy(inputs[first])
+    return inputs[first], (None if second is None else inputs[second])
+
+
 def _encoder_input(node, inputs, ctx):
     """The hidden-channel input of an encoder call; the other inputs (masks) are frozen."""
-    first = ctx.arguments.get(0, ctx.arguments.get("inputs"))
-    if first is None:
-        raise Unsupported("the encoder input must be one tensor")
-    for i, ids in enumerate(inputs):
-        if i != first:
-            ctx.freeze(ids)
-    node.meta["encoder_input"] = first
-    ctx.mark_lossy(inputs[first])
-    return inputs[first]
+    return _block_inputs(node, inputs, ctx, "inputs")[0]
+
+
+#: config keys a keras-hub encoder or decoder hands on to the toolkit's block that replaces it
+_BLOCK_KEYS = ("name", "trainable", "dtype", "dropout", "activation", "layer_norm_epsilon", "kernel_initializer",
+               "bias_initializer", "normalize_first")
 
 
 def _names(prefix="", suffix=""):
@@ -203,9 +217,7 @@ class TransformerEncoder(Handler):
             if isinstance(layer, TransformerBlock):
                 config.update(num_heads=heads, key_dim=key_dim, value_dim=value_dim)
             return config
-        keys = ("name", "trainable", "dtype", "dropout", "activation", "layer_norm_epsilon", "kernel_initializer",
-                "bias_initializer", "normalize_first")
-        new = {k: config[k] for k in keys if k in config}
+        new = {k: config[k] for k in _BLOCK_KEYS if k in config}
         new.update(num_heads=heads, intermediate_dim=units, key_dim=key_dim, value_dim=value_dim)
         return new
 
@@ -218,8 +230,6 @@ class TransformerEncoder(Handler):
         return [new[id(w)] for w in layer.weights]
 
 
-_DECODER_PARTS = ("_self_attention_layer", "_self_attention_layer_norm", "_feedforward_layer_norm",
-                  "_feedforward_intermediate_dense", "_feedforward_output_dense")
 _CROSS = _names("cross_")
 
 
@@ -234,24 +244,10 @@ class TransformerDecoder(Handler):
 
     kind = "attention"
 
-    @staticmethod
-    def _inputs(node, inputs, ctx):
-        args = ctx.arguments
-        first = args.get(0, args.get("decoder_sequence"))
-        second = args.get(1, args.get("encoder_sequence"))
-        if first is None:
-            raise Unsupported("the decoder sequence must be one tensor")
-        for i, ids in enumerate(inputs):
-            if i not in (first, second):
-                ctx.freeze(ids)
-        node.meta["encoder_input"], node.meta["cross_input"] = first, second
-        ctx.mark_lossy(inputs[first])
-        return inputs[first], (None if second is None else inputs[second])
-
     def trace(self, node, inputs, ctx):
         layer = node.layer
-        x, source = self._inputs(node, inputs, ctx)
-        mha, ln1, ln2, ff1, ff2 = _parts(layer, _DECODER_PARTS)
+        x, source = _block_inputs(node, inputs, ctx, "decoder_sequence", "encoder_sequence")
+        mha, ln1, ln2, ff1, ff2 = _parts(layer)
         _trace_attention(node, ctx, mha, x, _names())
         norms = [ln1, ln2]
         cross = getattr(layer, "_cross_attention_layer", None)
@@ -282,9 +278,7 @@ class TransformerDecoder(Handler):
             if isinstance(layer, TransformerDecoderBlock):
                 config.update(sizes)
             return config
-        keys = ("name", "trainable", "dtype", "dropout", "activation", "layer_norm_epsilon", "kernel_initializer",
-                "bias_initializer", "normalize_first")
-        new = {k: config[k] for k in keys if k in config}
+        new = {k: config[k] for k in _BLOCK_KEYS if k in config}
         new.update(sizes, intermediate_dim=units)
         return new
 
@@ -293,7 +287,7 @@ class TransformerDecoder(Handler):
 
     def rebuild_weights(self, layer, keep):
         x = keep.inputs[keep.meta["encoder_input"]]
-        mha, ln1, ln2, ff1, ff2 = _parts(layer, _DECODER_PARTS)
+        mha, ln1, ln2, ff1, ff2 = _parts(layer)
         new, norms = {}, [ln1, ln2]
         _attention_weights(new, mha, keep, _names(), x)
         cross = getattr(layer, "_cross_attention_layer", None)
