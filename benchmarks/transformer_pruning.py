@@ -25,6 +25,7 @@ thread, batch 1) and its ratio to the dense model timed in alternating rounds.
     python -m benchmarks.transformer_pruning                # every row not cached yet, then the summary
     python -m benchmarks.transformer_pruning --only mnist1d
     python -m benchmarks.transformer_pruning --summary-only
+    python -m benchmarks.transformer_pruning --seeds 1 2 --kinds dense prune_heads_mlp scaled prune
 
 Needs Fashion-MNIST (``apt-get install dataset-fashion-mnist``), the ``hub`` and ``bench`` extras.
 """
@@ -277,6 +278,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--only", nargs="+", choices=SUITES, default=list(SUITES))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
+    parser.add_argument("--kinds", nargs="+", help="run only these rows (e.g. dense prune_heads_mlp scaled prune)")
     parser.add_argument("--summary-only", action="store_true")
     parser.add_argument("--row", nargs=3, help=argparse.SUPPRESS)  # arch kind seed, in a child process
     args = parser.parse_args(argv)
@@ -293,7 +295,7 @@ def main(argv=None):
             for suite in args.only:
                 for arch, kind in PLAN[suite]:
                     out = CACHE / f"{arch}_{kind}_seed{seed}.json"
-                    if out.exists():
+                    if out.exists() or (args.kinds and kind not in args.kinds):
                         continue
                     print(f"[transformer_pruning] {arch} {kind} seed {seed}", flush=True)
                     if kind == "torch":
