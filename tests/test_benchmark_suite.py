@@ -215,28 +215,6 @@ def test_retime_skips_groups_with_a_missing_file_and_carries_the_last_summary(tm
     assert rows[2]["latency_float_rounds"] == [3e-5, 3e-5] and rows[3]["latency_float_s"] == 1.0
 
 
-def test_retime_only_some_groups_keeps_the_others_figures_and_flags(tmp_path, monkeypatch):
-    from benchmarks import run_all
-    from benchmarks.suite import measure
-
-    present = tmp_path / "a.tflite"
-    present.write_bytes(b"x")
-    timed = []
-    export = importlib.import_module("tf_groupsparse.deploy")
-    monkeypatch.setattr(export, "tflite_latency", lambda path, x, runs: timed.append(path) or 2e-5)
-    rows = [{"data": "d", "model": m, "method": meth, "tflite_float": str(present), "latency_float_s": 1.0,
-             "accuracy": 0.9, "params": 10} for m in ("m", "n") for meth in ("dense", "l1", "new")]
-    previous = [{"data": "d", "model": m, "method": meth, "accuracy": 0.9, "params": 10, "latency_float_s": 3e-5,
-                 "latency_float_rounds": [3e-5], "retimed": True} for m in ("m", "n") for meth in ("dense", "l1")]
-    assert run_all.carry_timings(rows, previous) == 4
-    measure.retime(rows, {"d": None}, rounds=2, runs=1, groups={("d", "m")})
-    assert len(timed) == 6  # model m's three rows, twice; model n not at all
-    assert [r["retimed"] for r in rows] == [True, True, True, False, False, False]  # re-timed in this run
-    assert rows[2]["latency_float_rounds"] == [2e-5, 2e-5]
-    # model n keeps the last summary's figures where the row is the same model, else its job's
-    assert rows[4]["latency_float_rounds"] == [3e-5] and rows[5]["latency_float_s"] == 1.0
-
-
 def test_mlp_verdict_needs_both_size_and_accuracy():
     base = _row("dense", params=1_000_000)
     rows = add_ratios([base, _row("group_lasso", accuracy=0.896, params=99_000),    # 10.1x, -0.4 pt
@@ -296,64 +274,6 @@ def test_cnn_verdict_needs_flops_and_latency():
     all_verdicts = verdicts.verdicts(add_ratios([base, ok, *wide]), archs={"vgg_wide": "vgg"})
     assert all_verdicts["cnn_flops_latency[vgg_wide]"]["met"] is True
     assert all_verdicts["cnn_flops_latency[vgg]"]["met"] is True and "cnn_flops_latency[resnet]" not in all_verdicts
-
-
-def test_seed_spread_of_the_deciding_row_is_counted_at_the_verdicts_loss_and_size():
-    base = _row("dense", model="vgg_wide", macs=9000, lat=1e-3)
-    ok = _row("filter_pruning", model="vgg_wide", accuracy=0.895, macs=2900, lat=3.9e-4)  # met in this run
-    all_verdicts = verdicts.verdicts(add_ratios([base, ok]), archs={"vgg_wide": "vgg"})
-    dense = {"delta_pt": {"0": 0.0, "1": 0.0, "2": 0.0}, "macs": {"0": 9000, "1": 9000, "2": 9000}}
-    spread = {"vgg_wide": {"dense": dense,
-                           "filter_pruning": {"delta_pt": {"0": -0.5, "1": -1.2, "2": -0.9}, "mean": -0.87, "sd": 0.35,
-                                              "macs": {"0": 2900, "1": 2900, "2": 3600}}},
-              "vgg": {"filter_pruning": {"delta_pt": {"0": -0.1}, "mean": -0.1, "sd": 0.0, "macs": {"0": 1}}}}
-    verdicts.add_seed_spreads(all_verdicts, spread)
-    v = all_verdicts["cnn_flops_latency[vgg_wide]"]
-    assert v["met"] is True  # the verdict still judges the one run
-    # within 1 point: seeds 0 and 2; at >= 3x fewer MACs as well: seed 0 only (seed 2 is at 2.5x)
-    assert v["seed_spread"] == {"filter_pruning": {"seeds": 3, "mean": -0.87, "sd": 0.35, "size": (2.5, 3.1),
-                                                   "within": 2, "met": 1}}
-    assert "seed_spread" not in all_verdicts["mlp_params"]  # no rows, no spread
-    assert "  - over seeds (3 whole reruns, `seed_spread_*.md`): filter_pruning mean Δ -0.87 pt (sd 0.35) at " \
-           "2.5-3.1x fewer MACs; 2 of 3 seeds within 1 point, 1 of them at >= 3x" in report.verdict_lines(all_verdicts)
-
-
-def test_seed_spread_checks_a_cnns_latency_and_spreads_at_other_budgets_are_listed_apart():
-    base = _row("dense", model="vgg_wide", macs=9000, lat=1e-3)
-    ok = _row("filter_pruning", model="vgg_wide", accuracy=0.895, macs=2900, lat=3.9e-4)
-    all_verdicts = verdicts.verdicts(add_ratios([base, ok]), archs={"vgg_wide": "vgg"})
-    seeds = ("0", "1", "2")
-    dense = {"delta_pt": dict.fromkeys(seeds, 0.0), "macs": dict.fromkeys(seeds, 9000),
-             "latency_float_s": dict.fromkeys(seeds, 1e-3)}
-    # all three within 1 point at >= 3x fewer MACs; seed 1 only 2x faster (the target asks 2.5x)
-    row = {"delta_pt": {"0": -0.2, "1": -0.4, "2": -0.9}, "mean": -0.5, "sd": 0.36, "macs": dict.fromkeys(seeds, 2900),
-           "latency_float_s": {"0": 2.5e-4, "1": 5e-4, "2": 4e-4}}
-    verdicts.add_seed_spreads(all_verdicts, {}, {"vgg_wide": {"60,000 training samples": {"dense": dense,
-                                                                                            "filter_pruning": row}}})
-    v = all_verdicts["cnn_flops_latency[vgg_wide]"]
-    assert "seed_spread" not in v  # none at the suite's budget
-    assert v["seed_spread_other"] == {"60,000 training samples": {"filter_pruning": {
-        "seeds": 3, "mean": -0.5, "sd": 0.36, "size": (3.1, 3.1), "within": 3, "speedup": (2.0, 4.0), "met": 2}}}
-    assert ("  - over seeds at another budget, 60,000 training samples (3 whole reruns, dense included, "
-            "`seed_spread_*.md`): filter_pruning mean Δ -0.50 pt (sd 0.36) at 3.1x fewer MACs, 2-4x lower latency "
-            "(timed in each seed's jobs); 3 of 3 seeds within 1 point, 2 of them at >= 3x and >= 2.5x lower "
-            "latency") in report.verdict_lines(all_verdicts)
-
-
-def test_summary_reads_the_seed_spreads_of_its_mode(tmp_path):
-    from benchmarks import run_all
-
-    for name, rows in (("seed_spread_fashion_mlp_b32", {"a": 1}), ("seed_spread_fashion_vgg_wide", {"b": 2}),
-                       ("seed_spread_quick_fashion_mlp", {"c": 3}), ("seed_spread_mnist1d_mlp", {"d": 4})):
-        (tmp_path / f"{name}.json").write_text(json.dumps({"rows": rows}))
-    # a spread at another budget (here all 60,000 training images) is not the suite's row's
-    (tmp_path / "seed_spread_fashion_vgg_n60000.json").write_text(json.dumps(
-        {"model": "fashion/vgg", "rows": {"e": 5}, "budget": "60,000 training samples"}))
-    assert run_all.seed_spreads(tmp_path, "full", "fashion") == {"mlp_b32": {"a": 1}, "vgg_wide": {"b": 2}}
-    assert run_all.other_budget_spreads(tmp_path, "full", "fashion") == {"vgg": {"60,000 training samples": {"e": 5}}}
-    assert run_all.other_budget_spreads(tmp_path, "quick", "fashion") == {}
-    assert run_all.seed_spreads(tmp_path, "quick", "fashion") == {"mlp": {"c": 3}}
-    assert run_all.seed_spreads(tmp_path, "full", "digits") == {}
 
 
 def test_vs_tfmot_per_level():
@@ -487,16 +407,40 @@ def test_quick_dense_and_group_lasso_jobs_end_to_end(tmp_path, monkeypatch):
     line = "python -m benchmarks.run_all --quick --only digits/mlp/dense digits/mlp/group_lasso --retime-rounds 1"
     assert jobs_mod.commands(tmp_path / "suite_quick_jobs") == {line: ["digits/mlp/dense", "digits/mlp/group_lasso"]}
     assert f"- `{line}`: digits/mlp/dense, digits/mlp/group_lasso" in (tmp_path / "suite_quick.md").read_text()
-    # --retime-only: only the matching models are re-timed; the others keep the last summary's figures
+    # a summary without training: the rows of the jobs, re-timed
     export = importlib.import_module("tf_groupsparse.deploy")
-    monkeypatch.setattr(export, "tflite_latency", lambda *a, **k: pytest.fail("re-timed a model left out"))
-    kept, _ = run_all.main(["--quick", "--summary-only", "--retime-only", "none"])
-    assert [r["latency_float_s"] for r in kept] == [r["latency_float_s"] for r in rows]
-    assert not any(r["retimed"] for r in kept)
-    assert "Re-timed in this run: no model (`--retime-only none`)" in (tmp_path / "suite_quick.md").read_text()
     monkeypatch.setattr(export, "tflite_latency", lambda path, x, runs: 1e-6)
-    again, _ = run_all.main(["--quick", "--summary-only", "--retime-only", "digits/*", "--retime-rounds", "1"])
+    again, _ = run_all.main(["--quick", "--summary-only", "--retime-rounds", "1"])
     assert all(r["retimed"] and r["latency_float_s"] == 1e-6 for r in again)
+
+
+@pytest.mark.slow
+def test_seeds_run_each_job_and_its_dense_per_seed_and_write_the_spread(tmp_path, monkeypatch):
+    from benchmarks import harness, run_all
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 10, 300)
+    x = (rng.random((300, 8, 8, 1)) * 0.1 + y[:, None, None, None] / 10.0).astype("float32")
+    monkeypatch.setattr(harness, "load", lambda name, train_samples=None: (x[:240], y[:240], x[240:], y[240:]))
+    monkeypatch.setattr(harness, "RESULTS", tmp_path)
+    monkeypatch.setattr(harness, "environment", lambda: {"cpu": "test"})
+    argv = ["--quick", "--only", "digits/mlp/scratch_target", "--seeds", "0", "1", "--epochs", "1",
+            "--finetune-epochs", "0"]
+    row = run_all.main(argv)["digits/mlp"]["scratch_target"]
+    # each seed trained its own dense model (cached apart) and its own row, in its own jobs
+    cache = tmp_path / "suite_cache" / "quick" / "digits" / "mlp"
+    assert (cache / "dense_e1_n240.keras").is_file() and (cache / "dense_e1_n240_s1.keras").is_file()
+    assert sorted(p.name for p in (tmp_path / "suite_quick_e1_f0_jobs").iterdir()) == [
+        "digits__mlp__dense.json", "digits__mlp__scratch_target.json"]
+    assert (tmp_path / "suite_quick_seed1_e1_f0_jobs" / "digits__mlp__dense.json").is_file()
+    assert row["params_x"][0] > 1 and row["mean"] == round(sum(row["delta_pt"].values()) / 2, 2)
+    saved = json.loads((tmp_path / "seed_spread_quick_digits_mlp_e1_f0.json").read_text())
+    assert saved["seeds"] == [0, 1] and saved["rows"]["scratch_target"]["sd"] == row["sd"]
+    md = (tmp_path / "seed_spread_quick_digits_mlp_e1_f0.md").read_text()
+    assert "| scratch_target |" in md and "trained on the whole training set" in md
+    # a rerun reads the finished jobs instead of training again
+    monkeypatch.setattr("benchmarks.suite.methods.METHODS", {})
+    assert run_all.main(argv)["digits/mlp"]["scratch_target"]["delta_pt"] == row["delta_pt"]
 
 
 def test_vgg_without_batch_norm_uses_biases():
@@ -517,7 +461,7 @@ def test_model_settings_override_the_training_budget(monkeypatch):
 
     fake = (np.zeros((30000, 4), "float32"), np.zeros(30000, "int64"), np.zeros((5, 4), "float32"), np.zeros(5, "int64"))
     monkeypatch.setattr(data_mod, "load", lambda name, train_samples=None: fake)
-    args = SimpleNamespace(train_samples=None, epochs=None, finetune_epochs=None, seed=0)
+    args = SimpleNamespace(train_samples=None, epochs=None, finetune_epochs=None)
     make = run_all.context_factory("full", args, Path("unused"))
     jobs = {j.key: j for j in jobs_mod.job_table("full")}
     vgg = make(jobs["fashion/vgg/group_lasso"])
@@ -532,11 +476,13 @@ def test_model_settings_override_the_training_budget(monkeypatch):
     args.epochs = 2  # the command line wins over the model's budget
     assert make(jobs["mnist1d/cnn1d/dense"]).epochs == 2
     # another seed: its own .tflite files, results and jobs; the cache is shared (models keyed by seed)
-    args.seed = 3
-    seeded = make(jobs["fashion/mlp/dense"])
+    args.epochs = None
+    seeded = run_all.context_factory("full", args, Path("unused"), seed=3)(jobs["fashion/mlp/dense"])
     assert (seeded.seed, seeded.tflite_subdir) == (3, "tflite_seed3")
     name, jobs_dir, cache = run_all.paths("full", 3)
     assert (name, jobs_dir.name, cache) == ("suite_seed3", "suite_seed3_jobs", run_all.paths("full")[2])
+    args.train_samples = 60000  # another budget: its own files too
+    assert run_all.paths("full", 3, run_all.budget_tag(args))[0] == "suite_seed3_n60000"
 
 
 def test_context_optimizers_decay_to_zero_over_the_phase():
@@ -572,7 +518,7 @@ def test_fit_with_a_teacher_trains_the_student_on_the_distillation_loss():
 
 
 def test_a_seed_repeats_a_training_run_and_another_seed_does_not():
-    """What benchmarks/seed_spread.py relies on: within one process on one machine a seed gives
+    """What the seed spread (`run_all --seeds`) relies on: within one process on one machine a seed gives
     the same weights again (build and fit), another seed other weights."""
     rng = np.random.default_rng(0)
     x, y = rng.random((256, 8, 8, 1)).astype("float32"), rng.integers(0, 10, 256)

@@ -71,7 +71,7 @@ def test_quick_runs_every_benchmark_and_never_replaces_recorded_results(tmp_path
 
     folder = Path(harness.__file__).parent
     benchmarks = {p.stem for p in folder.glob("*.py") if "def main(" in p.read_text()}
-    peers_and_tools = {"budget_tfmot", "tfmot_peer", "torch_peer", "torch_vit_peer", "seed_spread", "tune", "quick"}
+    peers_and_tools = {"budget_tfmot", "tfmot_peer", "torch_peer", "torch_vit_peer", "quick"}
     assert {m for m, _ in quick.COMMANDS} == benchmarks - peers_and_tools
     monkeypatch.setattr(harness, "RESULTS", tmp_path)
     monkeypatch.setenv("TGS_BENCH_QUICK", "1")

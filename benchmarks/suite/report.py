@@ -65,24 +65,6 @@ def _figures(summary):
     return ", ".join(f"{k} {val:.3g}" if isinstance(val, float) else f"{k} {val}" for k, val in summary.items())
 
 
-def _span(pair):
-    """``"lo"`` or ``"lo-hi"`` of a (smallest, largest) pair of ratios."""
-    lo, hi = pair
-    return f"{lo:g}" + ("" if lo == hi else f"-{hi:g}")
-
-
-def _spread_text(v, method, sp):
-    """One seed spread of verdict `v` (see ``verdicts.add_seed_spreads``) in words."""
-    key, factor = v["size"]
-    text = (f"{method} mean Δ {sp['mean']:+.2f} pt (sd {sp['sd']:.2f}) at {_span(sp['size'])}x fewer "
-            f"{'parameters' if key == 'params' else 'MACs'}")
-    if "speedup" in sp:
-        text += f", {_span(sp['speedup'])}x lower latency (timed in each seed's jobs)"
-    text += (f"; {sp['within']} of {sp['seeds']} seeds within {v['max_loss_pt']:g} point, {sp['met']} of them at "
-             f">= {factor:g}x")
-    return text + (f" and >= {v['speedup_factor']:g}x lower latency" if "speedup" in sp else "")
-
-
 def verdict_lines(all_verdicts):
     """Markdown bullets for the verdicts of :func:`benchmarks.suite.verdicts.verdicts`."""
     lines = []
@@ -92,13 +74,6 @@ def verdict_lines(all_verdicts):
         lines.append(f"- {v['target']}: {_verdict_text(v)}{detail}")
         if v.get("nearest_at_size"):
             lines.append("  - nearest miss, the least loss at the target size: " + _figures(v["nearest_at_size"]))
-        for method, sp in v.get("seed_spread", {}).items():
-            lines.append(f"  - over seeds ({sp['seeds']} whole reruns, `seed_spread_*.md`): "
-                         + _spread_text(v, method, sp))
-        for label, spreads in v.get("seed_spread_other", {}).items():
-            for method, sp in spreads.items():
-                lines.append(f"  - over seeds at another budget, {label} ({sp['seeds']} whole reruns, dense "
-                             "included, `seed_spread_*.md`): " + _spread_text(v, method, sp))
         ref = v.get("reference")
         if ref:
             lines.append("  - reference, the dense architecture at the target size trained from scratch "

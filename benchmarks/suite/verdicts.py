@@ -95,60 +95,6 @@ def cnn_flops_latency(rows, data="fashion", model="vgg", macs_factor=CNN_MACS_FA
             "best": _summary(best, "macs_x", "speedup_float", "accuracy_delta_pt")}
 
 
-def add_seed_spreads(all_verdicts, spreads, other_budgets=None):
-    """Attach to each size verdict the seed spread of its deciding rows (``best``, else
-    ``nearest_at_size``) where one was measured: `spreads` maps a model name to the ``rows`` of
-    its ``benchmarks.seed_spread`` result (dense included). Adds ``seed_spread``: {method:
-    {"seeds", "mean", "sd", "size" (the smallest and largest per-seed ratio of the target's
-    size measure), "within" (seeds within the verdict's loss limit), "met" (seeds within it at
-    the target's size and, for a CNN whose spread has latencies, at its speed-up: the latencies
-    of a seed's jobs, timed apart, not in rounds; then also "speedup", as "size")}}.
-    `other_budgets` maps a model name to ``{label: rows}`` of spreads run at another training
-    budget than the suite's (e.g. more training samples); they go to ``seed_spread_other``:
-    {label: {method: ...}}. A verdict judges one run; the spread says whether the run was typical
-    (and, at another budget, how the method fares there). Returns `all_verdicts` (updated in place)."""
-    for v in all_verdicts.values():
-        if "size" not in v:  # size verdicts only
-            continue
-        methods = [r["method"] for r in (v.get("best"), v.get("nearest_at_size")) if r]
-        out = _spread(v, spreads.get(v["model"], {}), methods)
-        if out:
-            v["seed_spread"] = out
-        for label, rows in (other_budgets or {}).get(v["model"], {}).items():
-            out = _spread(v, rows, methods)
-            if out:
-                v.setdefault("seed_spread_other", {})[label] = out
-    return all_verdicts
-
-
-def _spread(v, rows, methods):
-    """{method: counts} of :func:`add_seed_spreads` for the `methods` that `rows` (a seed
-    spread's rows) has, judged by verdict `v`'s loss limit, size and speed-up."""
-    if "dense" not in rows:
-        return {}
-    key, factor = v["size"]
-    latency = "latency_float_s"
-    out = {}
-    for m in dict.fromkeys(x for x in methods if x in rows):
-        deltas = rows[m]["delta_pt"]
-        ratios = {s: rows["dense"][key][s] / rows[m][key][s] for s in deltas}
-        within = {s for s, d in deltas.items() if within_loss(d, v["max_loss_pt"])}
-        ok = {s for s in within if ratios[s] >= factor}
-        out[m] = {"seeds": len(deltas), "mean": rows[m]["mean"], "sd": rows[m]["sd"], "size": _extent(ratios),
-                  "within": len(within)}
-        if v.get("speedup_factor") and latency in rows[m] and latency in rows["dense"]:
-            speedups = {s: rows["dense"][latency][s] / rows[m][latency][s] for s in deltas}
-            ok = {s for s in ok if speedups[s] >= v["speedup_factor"]}
-            out[m]["speedup"] = _extent(speedups)
-        out[m]["met"] = len(ok)
-    return out
-
-
-def _extent(ratios):
-    """(smallest, largest) of the per-seed `ratios`, rounded to 2 decimals."""
-    return round(min(ratios.values()), 2), round(max(ratios.values()), 2)
-
-
 def vs_tfmot(rows, data="fashion", model="mlp", tolerance_pt=EQUAL_ACCURACY_PT):
     """Per tfmot level: our fastest row at equal accuracy beats it on latency and file size."""
     target = (f"{data} {model}: at equal accuracy (within {tolerance_pt:g} point) lower TFLite latency "
