@@ -74,11 +74,11 @@ ADAM_PROX = {"prox_optimizer": "adam", "learning_rate": 3e-3, "group_lasso_stren
 
 #: The filter-pruning tolerances per model (``prune_tolerance`` / ``_strong`` / ``_max``) are three
 #: levels meant to span tfmot's 50-90% sparsities; like the strengths they were set on the test
-#: set (before the suite had ``benchmarks/tune.py``), in this order: the ResNet's 0.2 removed barely
-#: more than 0.05 (34,292 against 34,633 parameters), so 1.0 and 2.0 followed; the VGG's 0.1 was
-#: followed by 0.5 and 1.5 after its HGSR strength went from 2e-5 to 5e-6. Settings chosen since
-#: then come from ``benchmarks/tune.py`` (the last 10% of the training set; results in
-#: ``benchmarks/results/tune_*.md``) and say so where they are set.
+#: set (before the validation split of ``benchmarks/tune.py``), in this order: the ResNet's 0.2
+#: removed barely more than 0.05 (34,292 against 34,633 parameters), so 1.0 and 2.0 followed; the
+#: VGG's 0.1 was followed by 0.5 and 1.5 after its HGSR strength went from 2e-5 to 5e-6. Settings
+#: chosen since then come from ``benchmarks/tune.py`` (removed in 0152efb; the last 10% of the
+#: training set; results in ``benchmarks/results/tune_*.md``) and say so where they are set.
 VGG_SETTINGS = {**ADAM_PROX, "hgsr_strength": 5e-6, "prune_tolerance_strong": 0.5, "prune_tolerance_max": 1.5}
 MNIST1D_BUDGET = {"epochs": 30, "finetune_epochs": 10}
 

@@ -235,7 +235,7 @@ def _cges(strength, model):
 #: calibration run per family (6 + 3 epochs; group lasso 5e-4 removed nothing, 1e-3 4.7x fewer
 #: parameters, 2e-3 19.6x; L1 5e-4, exclusive 3e-5 and l11_l12 5e-4 removed nothing; the "mild"
 #: 7e-4 was added later to place a row near tfmot's 50% level). Those runs came before the
-#: suite's validation split (``benchmarks/tune.py``) and were judged on test accuracy and parameter
+#: suite's validation split (``benchmarks/tune.py``, removed since) and were judged on test accuracy and parameter
 #: counts: the strengths are a coarse grid placed where groups start to die, not tuned per row. Models trained
 #: with ``prox_optimizer="adam"`` set their own strengths in their ``settings`` (see jobs.MODES).
 PROX_FAMILIES = {
