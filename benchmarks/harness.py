@@ -82,6 +82,12 @@ def write_results(name: str, payload: dict, markdown: str, extra_versions=()) ->
     return json_path, md_path
 
 
+def md_table(header, rows) -> list:
+    """Markdown table lines: the column titles `header`, then one line per row of cell texts."""
+    return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+            + ["| " + " | ".join(map(str, row)) + " |" for row in rows])
+
+
 # --------------------------------------------------------------------------- data
 
 FASHION_HINT = ("Fashion-MNIST is needed and was not found. Install it with "
@@ -134,24 +140,38 @@ def require(*names):
 # --------------------------------------------------------------------------- training
 
 
-def train(model, x, y, *, epochs, batch_size=128, optimizer="adam", learning_rate=1e-3, cosine=True,
-          momentum=0.9, weight_decay=None, loss=None, metrics=("accuracy",), callbacks=(), seed=0,
-          validation_data=None, jit_compile="auto"):
-    """Compile `model` (Adam, AdamW with `weight_decay`, or SGD with momentum, the learning rate
-    decayed to 0 along a cosine unless ``cosine=False``, sparse cross-entropy from logits unless
-    `loss`) and fit it with shuffled batches; returns the seconds spent in ``fit``."""
+def make_optimizer(name, learning_rate, steps, *, cosine=True, momentum=0.9, weight_decay=None):
+    """A fresh Adam (``"adam"``), AdamW with `weight_decay` (``"adamw"``) or SGD with `momentum`
+    (``"sgd"``) whose learning rate decays to 0 along a cosine over `steps` unless ``cosine=False``."""
     import keras
 
-    steps = epochs * -(-len(x) // batch_size)
     lr = keras.optimizers.schedules.CosineDecay(learning_rate, max(steps, 1)) if cosine else learning_rate
-    if optimizer == "sgd":
-        opt = keras.optimizers.SGD(lr, momentum=momentum)
-    elif optimizer == "adamw":
-        opt = keras.optimizers.AdamW(lr, weight_decay=weight_decay)
+    if name == "sgd":
+        return keras.optimizers.SGD(lr, momentum=momentum)
+    if name == "adamw":
+        return keras.optimizers.AdamW(lr, weight_decay=weight_decay)
+    return keras.optimizers.Adam(lr)
+
+
+def train(model, x, y, *, epochs, batch_size=128, optimizer="adam", learning_rate=1e-3, cosine=True,
+          momentum=0.9, weight_decay=None, loss=None, metrics=("accuracy",), callbacks=(), seed=0,
+          validation_data=None, jit_compile="auto", teacher=None, temperature=2.0, alpha=0.5):
+    """Compile `model` with a fresh :func:`make_optimizer` over this phase's steps and sparse
+    cross-entropy from logits (unless `loss`; with a `teacher` model, ``tgs.Distiller``'s
+    distillation loss at `temperature` and `alpha`), then fit it with shuffled batches from `seed`;
+    returns the seconds spent in ``fit``."""
+    import keras
+
+    opt = make_optimizer(optimizer, learning_rate, epochs * -(-len(x) // batch_size), cosine=cosine,
+                         momentum=momentum, weight_decay=weight_decay)
+    if teacher is None:
+        model.compile(opt, loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=list(metrics), jit_compile=jit_compile)
     else:
-        opt = keras.optimizers.Adam(lr)
-    model.compile(opt, loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=list(metrics),
-                  jit_compile=jit_compile)
+        from tf_groupsparse.pruning.distillation import Distiller
+
+        model = Distiller(model, teacher, temperature, alpha, student_outputs="logits", teacher_outputs="logits")
+        model.compile(optimizer=opt)
     keras.utils.set_random_seed(seed)
     start = time.perf_counter()
     model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, shuffle=True, callbacks=list(callbacks),

@@ -37,7 +37,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.harness import plain_copy, train, write_results  # noqa: E402
+from benchmarks.harness import md_table, plain_copy, train, write_results  # noqa: E402
 from benchmarks.suite import models  # noqa: E402
 from tf_groupsparse.datasets import load_fashion_mnist  # noqa: E402
 from tf_groupsparse.metrics import count_params, flops  # noqa: E402
@@ -119,6 +119,7 @@ QUICK = {
     "structure_epochs": 2,
     "structure_train_epochs": 1,
     "structure_seeds": [0],
+    "allow_untrained": True,  # one epoch on 600 images leaves the ResNet at chance: a smoke run only
 }
 
 
@@ -234,7 +235,8 @@ def part_pruning(data, cfg):
     for tolerance in cfg["tolerances"]:
         start = time.perf_counter()
         pruned, report = prune_filters(hgsr, (x, y), loss=LOSS, samples=cfg["prune_samples"], tolerance=tolerance,
-                                       candidates=cfg["candidates"], random_state=cfg["seed"], verbose=0)
+                                       candidates=cfg["candidates"], random_state=cfg["seed"], verbose=0,
+                                       allow_untrained=cfg.get("allow_untrained", False))
         search_s = time.perf_counter() - start
         # fine-tune a copy (what prune_filters' fine_tune option does, done here so that the
         # accuracy right after removal is measured too without a second search)
@@ -407,127 +409,123 @@ def part_structure(data, cfg):
 
 
 def fmt(v):
-    if isinstance(v, float):
-        return f"{v:.4f}" if abs(v) < 1 else f"{v:.2f}"
-    return str(v)
+    return (f"{v:.4f}" if abs(v) < 1 else f"{v:.2f}") if isinstance(v, float) else str(v)
 
 
 def verdict(met):
     return "**met**" if met else "**not met**"
 
 
+def _part_pruning(p, cfg):
+    sel, w = p["sweep"][p["selected"]], cfg["resnet_widths"]
+    cols = ["tolerance", "filters", "params_after", "params_removed_%", "macs_removed_%", "loss_increase",
+            "test_acc_pruned", "test_acc_fine_tuned", "drop_points", "search_s", "fine_tune_s"]
+    return ["## 1. Filter pruning by loss increase (HFP reading) on a small ResNet", "",
+            f"ResNet: stem conv{w[0]}-BN-ReLU, one basic block per stage with {'/'.join(map(str, w))} filters (1x1 "
+            f"projection shortcut when the width or stride changes), GAP, Dense 10; {cfg['resnet_epochs']} epochs. "
+            f"HGSR: squared group l1/2 with l1_mix 0.5, strength {cfg['hgsr_strength']:g}, feature-wise (input) groups "
+            f"on {', '.join(p['hgsr']['penalized_layers'])}. `prune_filters` draws {cfg['prune_samples']} training "
+            f"samples for the loss, candidates {CANDIDATE_TEXT.get(cfg['candidates'], cfg['candidates'])}; each pruned "
+            f"model is fine-tuned {cfg['fine_tune_epochs']} epochs (plain loss, Adam with cosine decay from "
+            f"{cfg['fine_tune_learning_rate']:g}).", "",
+            *md_table(["model", "params", "MACs", "test accuracy"], [
+                [name, f"{p[k]['params']:,}", f"{p[k]['macs']:,}", f"{p[k]['test_acc']:.4f}"] for name, k in (
+                    ("plain-trained (dense)", "dense"), ("HGSR-trained, unpruned (reference)", "hgsr"))]), "",
+            "Every tolerance tried (loss units; drop = HGSR unpruned - fine-tuned, in points):", "",
+            *md_table(cols, [[fmt(r[c]) for c in cols] for r in p["sweep"]]), "",
+            f"Selected row (smallest tolerance removing >= {100 * cfg['target_removed_fraction']:.0f}% of the "
+            f"parameters, else the largest tolerance; chosen by parameter count only): tolerance {sel['tolerance']:g}, "
+            f"{sel['params_removed_%']:.1f}% of the parameters removed, test accuracy {sel['test_acc_fine_tuned']:.4f} "
+            f"vs {p['hgsr']['test_acc']:.4f} unpruned ({-sel['drop_points']:+.2f} points; plain-trained dense model "
+            f"{p['dense']['test_acc']:.4f}).", "",
+            f"Target (>= {100 * cfg['target_removed_fraction']:.0f}% of parameters removed, <= "
+            f"{cfg['target_drop_points']} point drop): {verdict(p['target_met'])}. Paper figure: HFP (Mitsuno & "
+            "Kurita, ICPR 2020, arXiv 2011.02389) removed > 50% of the parameters of a ResNet on CIFAR-10 with a 0.3% "
+            "accuracy drop (100 epochs of SGD there; a few epochs of Adam on Fashion-MNIST here).", ""]
+
+
+def _part_planting(q, cfg):
+    size = [f"{q['planted_params']:,}", f"{q['planted_params_%_of_teacher']:.1f}"]
+    rows = [["teacher", f"{q['teacher_params']:,}", "100.0", f"{q['teacher_test_acc']:.4f}"],
+            ["student before planting", f"{q['student_params']:,}",
+             f"{pct(q['student_params'], q['teacher_params']):.1f}", f"{q['student_test_acc']:.4f}"],
+            [f"planted student {q['planted_widths']}", *size, f"{q['planted_test_acc']:.4f}"],
+            ["same architecture from scratch", *size, f"{q['scratch_test_acc']:.4f}"]]
+    kd = []
+    if "planted_kd_test_acc" in q:
+        rows += [[f"planted student, then all parameters distilled {cfg['plant_kd_epochs']} epochs (final)", *size,
+                  f"{q['planted_kd_test_acc']:.4f}"],
+                 [f"scratch, then distilled the same {cfg['plant_kd_epochs']} epochs", *size,
+                  f"{q['scratch_kd_test_acc']:.4f}"]]
+        kd = ["", f"Distillation: Adam with cosine decay from {cfg['plant_kd_learning_rate']:g}, T = 4, alpha = 0.5, "
+              "every parameter trainable (planting itself keeps earlier parameters fixed)."]
+    return ["## 2. Channel planting with distillation (PLANT)", "",
+            f"Teacher MLP 784-{'-'.join(map(str, cfg['teacher_widths']))}-10 and student "
+            f"784-{'-'.join(map(str, cfg['student_widths']))}-10, each trained {cfg['mlp_epochs']} epochs on the first "
+            f"{q['train_images']} training images; the last {cfg['validation_samples']} training images are the "
+            "validation split on which `plant` compares candidates and stops (at the teacher's validation accuracy - "
+            f"{cfg['plant_target_margin']}, or at the budget of {100 * cfg['param_budget_fraction']:.0f}% of the "
+            f"teacher's parameters). {cfg['channels_per_step']} channels per step, {cfg['epochs_per_step']} epochs per "
+            f"candidate, at most {cfg['plant_steps']} steps; T = 4, alpha = 0.5. Scratch: the planted architecture "
+            "trained from scratch like the teacher.", "",
+            *md_table(["model", "params", "% of teacher", "test accuracy"], rows), *kd, "",
+            f"Planting stopped by: {q['stopped_by']} ({q['plant_s']:.0f} s).", "",
+            *md_table(["step", "layer", "width", "params", "val accuracy"], [
+                [s["step"], s["layer"], s["channels"], f"{s['params']:,}", f"{s['accuracy']:.4f}"] for s in q["steps"]]),
+            "", f"Target (within {cfg['target_gap_points']} point of the teacher with <= "
+            f"{100 * cfg['param_budget_fraction']:.0f}% of its parameters): {verdict(q['target_met'])} — gap "
+            f"{q['gap_points']:+.2f} points at {q['planted_params_%_of_teacher']:.1f}% of the parameters. Paper figure: "
+            "comparable accuracy with 7% of the parameters of the larger network on STL-10 (Mitsuno, Nomura & Kurita, "
+            "ICPR 2020, arXiv 2011.02390).", ""]
+
+
+def _part_structure(s, cfg, train_n):
+    st = s["structure"]
+    layers = [[f"layer{d}", w, ", ".join("input" if j == 0 else f"layer{j}" for j in src),
+               ", ".join(f"{k}: {v}" for k, v in units.items()), f"{h:.4f}"]
+              for d, (w, src, units, h) in enumerate(zip(st["widths"], st["connections"], s["connected_units"],
+                                                         st["entropy"]), 1)]
+    if st["rejected_entropy"] is not None:
+        layers.append([f"(rejected layer{st['depth'] + 1})", "", "", "", f"{st['rejected_entropy']:.4f}"])
+    same = ("; at depth 1 the learned model and the same-depth MLP are one architecture (`build_model` reads every "
+            "input pixel), so that row only checks the protocol" if st["depth"] == 1 else "")
+    names = {"learned": f"`build_model(structure, 10)` (learned, depth {st['depth']})",
+             **{k: f"MLP 784-{'-'.join(map(str, v['widths']))}-10 (closest parameter count)"
+                for k, v in s["baselines"].items()}}
+    params = {"learned": s["learned_params"], **{k: v["params"] for k, v in s["baselines"].items()}}
+    return ["## 3. Structure learning by efficient coding (LSDNN, the project's interpretation)", "",
+            "This is the project's interpretation of LSDNN (Yuan, Pan, Zhou, Qin & Liu, arXiv 2105.13905), whose full "
+            "method is not public: each candidate layer reads all earlier layers, is fit without labels by sparse "
+            "coding with a group-sparse penalty (groups: source layers and source units) and an output-entropy "
+            "reward; depth grows while the entropy rises by more than the tolerance.", "",
+            f"`learn_structure` on the first {min(cfg['structure_samples'], train_n)} training images (unlabeled, 784 "
+            f"pixels), width {cfg['structure_width']}, at most {cfg['structure_max_depth']} layers, group strength "
+            f"{cfg['structure_group_strength']:g}, entropy tolerance {cfg['structure_entropy_tol']:g}, "
+            f"{cfg['structure_epochs']} epochs per layer ({s['learn_s']:.0f} s). Learned depth {st['depth']}.", "",
+            *md_table(["layer", "width", "reads (sources)", "connected units per source", "entropy (nats/unit)"],
+                      layers), "",
+            f"All models below are trained with labels on the {train_n} training images for "
+            f"{cfg['structure_train_epochs']} epochs, same optimizer, batch size and seeds "
+            f"({', '.join(map(str, cfg['structure_seeds']))}); the MLPs have equal hidden widths and the parameter "
+            f"count closest to the learned model's, at the learned depth and one layer deeper{same}.", "",
+            *md_table(["model", "params", "test accuracy per seed", "mean"], [
+                [label, f"{params[k]:,}", ", ".join(f"{r[k]:.4f}" for r in s["runs"]), f"{s['test_acc_mean'][k]:.4f}"]
+                for k, label in names.items()]), ""]
+
+
 def markdown(results, cfg):
-    train_n = results["train_images"]
     md = ["# Filter pruning, channel planting and structure learning on Fashion-MNIST", "",
-          f"Training images: {train_n}; test images: {results['test_images']}. Adam (lr {cfg['learning_rate']} decayed "
-          "to 0 along a cosine over each training run), "
-          f"batch {cfg['batch_size']}, sparse cross-entropy from logits, seed {cfg['seed']}. "
-          "Accuracies are test-set top-1 of the Keras model; nothing below was chosen on the test set.", ""]
-    p = results.get("pruning")
-    if p is not None:
-        sel = p["sweep"][p["selected"]]
-        md += ["## 1. Filter pruning by loss increase (HFP reading) on a small ResNet", "",
-               f"ResNet: stem conv{cfg['resnet_widths'][0]}-BN-ReLU, one basic block per stage with "
-               f"{'/'.join(map(str, cfg['resnet_widths']))} filters (1x1 projection shortcut when the width or "
-               f"stride changes), GAP, Dense 10; {cfg['resnet_epochs']} epochs. HGSR: squared group l1/2 with "
-               f"l1_mix 0.5, strength {cfg['hgsr_strength']:g}, feature-wise (input) groups on "
-               f"{', '.join(p['hgsr']['penalized_layers'])}. `prune_filters` draws {cfg['prune_samples']} training "
-               f"samples for the loss, candidates {CANDIDATE_TEXT.get(cfg['candidates'], cfg['candidates'])}; each pruned "
-               f"model is fine-tuned "
-               f"{cfg['fine_tune_epochs']} epochs (plain loss, Adam with cosine decay from {cfg['fine_tune_learning_rate']:g}).", "",
-               "| model | params | MACs | test accuracy |", "|---|---|---|---|",
-               f"| plain-trained (dense) | {p['dense']['params']:,} | {p['dense']['macs']:,} | {p['dense']['test_acc']:.4f} |",
-               f"| HGSR-trained, unpruned (reference) | {p['hgsr']['params']:,} | {p['hgsr']['macs']:,} | "
-               f"{p['hgsr']['test_acc']:.4f} |", "",
-               "Every tolerance tried (loss units; drop = HGSR unpruned - fine-tuned, in points):", ""]
-        cols = ["tolerance", "filters", "params_after", "params_removed_%", "macs_removed_%", "loss_increase",
-                "test_acc_pruned", "test_acc_fine_tuned", "drop_points", "search_s", "fine_tune_s"]
-        md += ["| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-        md += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in p["sweep"]]
-        md += ["", f"Selected row (smallest tolerance removing >= {100 * cfg['target_removed_fraction']:.0f}% of the "
-               f"parameters, else the largest tolerance; chosen by parameter count only): tolerance "
-               f"{sel['tolerance']:g}, {sel['params_removed_%']:.1f}% of the parameters removed, test accuracy "
-               f"{sel['test_acc_fine_tuned']:.4f} vs {p['hgsr']['test_acc']:.4f} unpruned ({-sel['drop_points']:+.2f} "
-               f"points; plain-trained dense model {p['dense']['test_acc']:.4f}).", "",
-               f"Target (>= {100 * cfg['target_removed_fraction']:.0f}% of parameters removed, <= "
-               f"{cfg['target_drop_points']} point drop): {verdict(p['target_met'])}. Paper figure: HFP (Mitsuno & "
-               "Kurita, ICPR 2020, arXiv 2011.02389) removed > 50% of the parameters of a ResNet on CIFAR-10 with "
-               "a 0.3% accuracy drop (100 epochs of SGD there; a few epochs of Adam on Fashion-MNIST here).", ""]
-    q = results.get("planting")
-    if q is not None:
-        md += ["## 2. Channel planting with distillation (PLANT)", "",
-               f"Teacher MLP 784-{'-'.join(map(str, cfg['teacher_widths']))}-10 and student "
-               f"784-{'-'.join(map(str, cfg['student_widths']))}-10, each trained {cfg['mlp_epochs']} epochs on the "
-               f"first {q['train_images']} training images; the last {cfg['validation_samples']} training images are "
-               f"the validation split on which `plant` compares candidates and stops (at the teacher's validation "
-               f"accuracy - {cfg['plant_target_margin']}, or at the budget of "
-               f"{100 * cfg['param_budget_fraction']:.0f}% of the teacher's parameters). {cfg['channels_per_step']} "
-               f"channels per step, {cfg['epochs_per_step']} epochs per candidate, at most {cfg['plant_steps']} steps; "
-               f"T = 4, alpha = 0.5. Scratch: the planted architecture trained from scratch like the teacher.", "",
-               "| model | params | % of teacher | test accuracy |", "|---|---|---|---|",
-               f"| teacher | {q['teacher_params']:,} | 100.0 | {q['teacher_test_acc']:.4f} |",
-               f"| student before planting | {q['student_params']:,} | "
-               f"{pct(q['student_params'], q['teacher_params']):.1f} | {q['student_test_acc']:.4f} |",
-               f"| planted student {q['planted_widths']} | {q['planted_params']:,} | "
-               f"{q['planted_params_%_of_teacher']:.1f} | {q['planted_test_acc']:.4f} |",
-               f"| same architecture from scratch | {q['planted_params']:,} | {q['planted_params_%_of_teacher']:.1f} | "
-               f"{q['scratch_test_acc']:.4f} |"]
-        if "planted_kd_test_acc" in q:
-            md += [f"| planted student, then all parameters distilled {cfg['plant_kd_epochs']} epochs (final) | "
-                   f"{q['planted_params']:,} | {q['planted_params_%_of_teacher']:.1f} | {q['planted_kd_test_acc']:.4f} |",
-                   f"| scratch, then distilled the same {cfg['plant_kd_epochs']} epochs | {q['planted_params']:,} | "
-                   f"{q['planted_params_%_of_teacher']:.1f} | {q['scratch_kd_test_acc']:.4f} |",
-                   "", f"Distillation: Adam with cosine decay from {cfg['plant_kd_learning_rate']:g}, T = 4, alpha = 0.5, "
-                   "every parameter trainable (planting itself keeps earlier parameters fixed)."]
-        md += ["",
-               f"Planting stopped by: {q['stopped_by']} ({q['plant_s']:.0f} s).", "",
-               "| step | layer | width | params | val accuracy |", "|---|---|---|---|---|"]
-        md += [f"| {s['step']} | {s['layer']} | {s['channels']} | {s['params']:,} | {s['accuracy']:.4f} |"
-               for s in q["steps"]]
-        md += ["", f"Target (within {cfg['target_gap_points']} point of the teacher with <= "
-               f"{100 * cfg['param_budget_fraction']:.0f}% of its parameters): {verdict(q['target_met'])} — gap "
-               f"{q['gap_points']:+.2f} points at {q['planted_params_%_of_teacher']:.1f}% of the parameters. Paper "
-               "figure: comparable accuracy with 7% of the parameters of the larger network on STL-10 (Mitsuno, "
-               "Nomura & Kurita, ICPR 2020, arXiv 2011.02390).", ""]
-    s = results.get("structure")
-    if s is not None:
-        st = s["structure"]
-        md += ["## 3. Structure learning by efficient coding (LSDNN, the project's interpretation)", "",
-               "This is the project's interpretation of LSDNN (Yuan, Pan, Zhou, Qin & Liu, arXiv 2105.13905), whose "
-               "full method is not public: each candidate layer reads all earlier layers, is fit without labels by "
-               "sparse coding with a group-sparse penalty (groups: source layers and source units) and an output-"
-               "entropy reward; depth grows while the entropy rises by more than the tolerance.", "",
-               f"`learn_structure` on the first {min(cfg['structure_samples'], train_n)} training images (unlabeled, "
-               f"784 pixels), width {cfg['structure_width']}, at most {cfg['structure_max_depth']} layers, "
-               f"group strength {cfg['structure_group_strength']:g}, entropy tolerance "
-               f"{cfg['structure_entropy_tol']:g}, {cfg['structure_epochs']} epochs per layer ({s['learn_s']:.0f} s). "
-               f"Learned depth {st['depth']}.", "",
-               "| layer | width | reads (sources) | connected units per source | entropy (nats/unit) |",
-               "|---|---|---|---|---|"]
-        for d, (w, src, units, h) in enumerate(zip(st["widths"], st["connections"], s["connected_units"],
-                                                  st["entropy"]), 1):
-            names = ", ".join("input" if j == 0 else f"layer{j}" for j in src)
-            md.append(f"| layer{d} | {w} | {names} | {', '.join(f'{k}: {v}' for k, v in units.items())} | {h:.4f} |")
-        if st["rejected_entropy"] is not None:
-            md.append(f"| (rejected layer{st['depth'] + 1}) | | | | {st['rejected_entropy']:.4f} |")
-        same = ("; at depth 1 the learned model and the same-depth MLP are one architecture (`build_model` "
-                "reads every input pixel), so that row only checks the protocol" if st["depth"] == 1 else "")
-        md += ["", f"All models below are trained with labels on the {train_n} training images for "
-               f"{cfg['structure_train_epochs']} epochs, same optimizer, batch size and seeds "
-               f"({', '.join(map(str, cfg['structure_seeds']))}); the MLPs have equal hidden widths and the "
-               f"parameter count closest to the learned model's, at the learned depth and one layer deeper{same}.",
-               "",
-               "| model | params | test accuracy per seed | mean |", "|---|---|---|---|"]
-        names = {"learned": f"`build_model(structure, 10)` (learned, depth {st['depth']})"}
-        names.update({k: f"MLP 784-{'-'.join(map(str, v['widths']))}-10 (closest parameter count)"
-                      for k, v in s["baselines"].items()})
-        params = {"learned": s["learned_params"], **{k: v["params"] for k, v in s["baselines"].items()}}
-        for key, label in names.items():
-            md.append(f"| {label} | {params[key]:,} | " + ", ".join(f"{r[key]:.4f}" for r in s["runs"])
-                      + f" | {s['test_acc_mean'][key]:.4f} |")
-        md.append("")
-    md += ["Total time: " + f"{results['seconds'] / 60:.1f} min.", ""]
-    return "\n".join(md)
+          f"Training images: {results['train_images']}; test images: {results['test_images']}. Adam (lr "
+          f"{cfg['learning_rate']} decayed to 0 along a cosine over each training run), batch {cfg['batch_size']}, "
+          f"sparse cross-entropy from logits, seed {cfg['seed']}. Accuracies are test-set top-1 of the Keras model; "
+          "nothing below was chosen on the test set.", ""]
+    if results.get("pruning") is not None:
+        md += _part_pruning(results["pruning"], cfg)
+    if results.get("planting") is not None:
+        md += _part_planting(results["planting"], cfg)
+    if results.get("structure") is not None:
+        md += _part_structure(results["structure"], cfg, results["train_images"])
+    return "\n".join(md + [f"Total time: {results['seconds'] / 60:.1f} min.", ""])
 
 
 # ----------------------------------------------------------------------------- main

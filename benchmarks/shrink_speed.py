@@ -40,7 +40,8 @@ import time
 import keras
 import numpy as np
 
-from benchmarks.harness import accuracy, load, max_abs_error, paired_speedup, time_rounds, train, write_results
+from benchmarks.harness import (accuracy, load, max_abs_error, md_table, paired_speedup, time_rounds, train,
+                                write_results)
 from tf_groupsparse.callbacks import ProximalStep
 from tf_groupsparse.deploy import convert_tflite, run_tflite
 from tf_groupsparse.metrics import count_params, flops, layer_costs
@@ -271,25 +272,19 @@ def resnet_part(name, fraction, samples=2, seed=0):
 
 def markdown(data_name, settings, cnn, resnet):
     c = cnn
-    lines = [
+    widths = {k: "-".join(map(str, c[f"widths_{k}"].values())) for k in ("dense", "shrunk")}
+    models = [("dense", "dense", "dense", "dense"), ("group-sparse, unshrunk", "dense", "sparse", "sparse_unshrunk"),
+              ("group-sparse, shrunk", "shrunk", "shrunk", "shrunk")]
+    return "\n".join([
         f"# Shrink speed ({data_name})", "",
         "## Group-sparse CNN: LiteRT latency of the shrunk export vs the dense export", "",
         f"Proximal GroupLasso(strength={settings['strength']:g}, axis=\"input\"), shrink(threshold="
         f"{settings['threshold']:g}); LiteRT float32, XNNPack, 1 thread, batch 1, {settings['runs']} invokes "
         f"x {settings['rounds']} interleaved rounds. 1-min load average {c['load_average_1min']['before']} "
         f"before, {c['load_average_1min']['after']} after the latency measurement.", "",
-        "| model | channels | params | MACs | test accuracy | TFLite bytes | latency (us) |",
-        "|---|---|---|---|---|---|---|",
-        f"| dense | {'-'.join(map(str, c['widths_dense'].values()))} | {c['params']['dense']} | "
-        f"{c['macs']['dense']} | {c['test_accuracy']['dense']:.4f} | {c['tflite_bytes']['dense']} | "
-        f"{c['latency_us']['dense']:.1f} |",
-        f"| group-sparse, unshrunk | {'-'.join(map(str, c['widths_dense'].values()))} | {c['params']['dense']} | "
-        f"{c['macs']['dense']} | {c['test_accuracy']['sparse']:.4f} | {c['tflite_bytes']['sparse_unshrunk']} | "
-        f"{c['latency_us']['sparse_unshrunk']:.1f} |",
-        f"| group-sparse, shrunk | {'-'.join(map(str, c['widths_shrunk'].values()))} | {c['params']['shrunk']} | "
-        f"{c['macs']['shrunk']} | {c['test_accuracy']['shrunk']:.4f} | {c['tflite_bytes']['shrunk']} | "
-        f"{c['latency_us']['shrunk']:.1f} |",
-        "",
+        *md_table(["model", "channels", "params", "MACs", "test accuracy", "TFLite bytes", "latency (us)"], [
+            [name, widths[size], c["params"][size], c["macs"][size], f"{c['test_accuracy'][acc]:.4f}",
+             c["tflite_bytes"][blob], f"{c['latency_us'][blob]:.1f}"] for name, size, acc, blob in models]), "",
         f"- FLOP ratio (dense / shrunk MACs): {c['flop_ratio']:.3f}",
         f"- MAC ratio with output channels rounded up to multiples of {XNNPACK_TILE} (the XNNPack tile; "
         f"explanatory): {c['tile_padded_flop_ratio']:.3f}",
@@ -299,23 +294,18 @@ def markdown(data_name, settings, cnn, resnet):
         f"**{'met' if c['met'] else 'NOT met'}**",
         f"- shrink: {c['groups_removed']} groups removed in {c['shrink_seconds']:.2f} s; max abs error "
         f"shrunk vs unshrunk (Keras, logits): {c['max_abs_error_keras']:.2e}; TFLite vs Keras (shrunk): "
-        f"{c['max_abs_error_tflite_vs_keras']:.2e}",
-        "",
+        f"{c['max_abs_error_tflite_vs_keras']:.2e}", "",
         "shrink of the same group-sparse model at other thresholds (input groups of conv2..conv5):", "",
-        "| threshold | exact-zero groups | nonzero groups below threshold | groups removed | MACs | max abs error |",
-        "|---|---|---|---|---|---|",
-        *[f"| {t['threshold']:g} | {t['exact_zero_input_groups']} | {t['nonzero_input_groups_below_threshold']} | "
-          f"{t['groups_removed']} | {t['macs']} | {t['max_abs_error']:.2e} |" for t in c["thresholds"]],
-        "",
+        *md_table(["threshold", "exact-zero groups", "nonzero groups below threshold", "groups removed", "MACs",
+                   "max abs error"], [
+            [f"{t['threshold']:g}", t["exact_zero_input_groups"], t["nonzero_input_groups_below_threshold"],
+             t["groups_removed"], t["macs"], f"{t['max_abs_error']:.2e}"] for t in c["thresholds"]]), "",
         f"## shrink() time (target < {RESNET_TARGET_S:g} s)", "",
-        "| model | case | filters zeroed | seconds | groups removed | params before | params after | "
-        "max abs error | met |",
-        "|---|---|---|---|---|---|---|---|---|",
-    ]
-    lines += [f"| {r['model']} | {r['case']} | {r['filters_zeroed']} | {r['seconds']:.2f} | {r['groups_removed']} | "
-              f"{r['params_before']} | {r['params_after']} | {r['max_abs_error']:.2e} | "
-              f"{'yes' if r['met'] else 'no'} |" for r in resnet["rows"]]
-    return "\n".join(lines)
+        *md_table(["model", "case", "filters zeroed", "seconds", "groups removed", "params before", "params after",
+                   "max abs error", "met"], [
+            [r["model"], r["case"], r["filters_zeroed"], f"{r['seconds']:.2f}", r["groups_removed"],
+             r["params_before"], r["params_after"], f"{r['max_abs_error']:.2e}", "yes" if r["met"] else "no"]
+            for r in resnet["rows"]])])
 
 
 def main(argv=None):

@@ -1,28 +1,15 @@
 """The peer method: tensorflow-model-optimization's magnitude pruning, in its own process.
 
 tfmot needs the legacy Keras 2 (``tf_keras``, ``TF_USE_LEGACY_KERAS=1``), which cannot share a
-process with Keras 3 models, so the benchmark suite runs this script with ``subprocess``. Given
-a model spec (the architectures of :mod:`benchmarks.suite.models`, built here in tf_keras), an
-``.npz`` with ``x_train, y_train, x_test, y_test``, epochs and a seed, it
-
-1. trains the dense model for ``--epochs`` epochs (Adam, sparse cross-entropy from logits; like
-   the suite, every fit gets a fresh Adam whose learning rate decays along a cosine to 0);
-2. for every target sparsity s (default 0.5, 0.8, 0.9) wraps a copy of the trained model in
-   ``tfmot.sparsity.keras.prune_low_magnitude`` with a ``PolynomialDecay`` schedule from 0 to s
-   over the ``--prune-epochs`` fine-tuning epochs (or ``ConstantSparsity(s)`` with
-   ``--schedule constant``), fine-tunes it with the ``UpdatePruningStep`` callback and removes
-   the wrappers with ``strip_pruning``;
-3. converts every model to TFLite the way ``tf_groupsparse.deploy.convert_tflite`` does
-   (SavedModel, then ``TFLiteConverter.from_saved_model``; float32, and full-integer int8 with
-   float input/output calibrated on at most 500 training samples), and measures the .tflite
-   bytes, their gzip-compressed bytes (magnitude pruning keeps the tensor shapes, so its size
-   gain only appears after compression), and the median one-sample latency in the LiteRT
-   interpreter (``ai_edge_litert``, 1 thread, default XNNPack delegate);
-4. writes a JSON with one row per model (``dense`` and ``tfmot_50`` ...) and the .tflite files
-   to ``--tflite-dir``.
-
-Reference: Zhu & Gupta, "To prune, or not to prune: exploring the efficacy of pruning for model
-compression", 2017 (arXiv 1710.01878): the gradual (polynomial) magnitude pruning schedule.
+process with Keras 3 models, so the suite runs this script with ``subprocess``. It builds the spec
+(:mod:`benchmarks.suite.models`) in tf_keras, trains it ``--epochs`` epochs (Adam on a cosine to 0,
+like the suite), then for every sparsity s (default 0.5, 0.8, 0.9) prunes a copy with
+``prune_low_magnitude`` (``PolynomialDecay`` from 0 to s over the ``--prune-epochs`` fine-tuning
+epochs, or ``--schedule constant``) and ``strip_pruning``; it converts every model to float32 and
+int8 .tflite files the way ``deploy.convert_tflite`` does and records their bytes (raw and gzip:
+magnitude pruning keeps the shapes, its gain shows only after compression), accuracies and the
+one-sample LiteRT latency, one row per model (``dense``, ``tfmot_50``, ...) in ``--out``.
+Reference: Zhu & Gupta, "To prune, or not to prune", 2017 (arXiv 1710.01878).
 
     TF_USE_LEGACY_KERAS=1 python -m benchmarks.tfmot_peer --spec spec.json --data data.npz \
         --epochs 3 --prune-epochs 2 --seed 0 --out peer.json --tflite-dir peer_tflite

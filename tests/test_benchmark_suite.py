@@ -486,16 +486,19 @@ def test_model_settings_override_the_training_budget(monkeypatch):
 
 
 def test_context_optimizers_decay_to_zero_over_the_phase():
+    from benchmarks import harness
+
     x, y = np.zeros((100, 4), "float32"), np.zeros(100, "int64")
     ctx = Context("digits", "mlp", {}, (x, y, x, y), epochs=1, finetune_epochs=0, batch_size=10,
                   learning_rate=1e-3, sgd_learning_rate=0.05)
-    sgd = ctx.optimizer(2, "sgd")
-    assert isinstance(sgd, keras.optimizers.SGD) and sgd.momentum == 0.9
-    schedule = sgd._learning_rate
-    assert float(schedule(0)) == pytest.approx(0.05) and float(schedule(20)) == pytest.approx(0.0, abs=1e-9)
-    adam = ctx.optimizer(3)
-    assert isinstance(adam, keras.optimizers.Adam)
-    assert float(adam._learning_rate(0)) == pytest.approx(1e-3) and float(adam._learning_rate(30)) == pytest.approx(0.0, abs=1e-9)
+    for kind, epochs, lr in (("sgd", 2, 0.05), ("adam", 3, 1e-3)):
+        model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        ctx.fit(model, epochs, kind=kind)
+        opt = model.optimizer
+        assert isinstance(opt, {"sgd": keras.optimizers.SGD, "adam": keras.optimizers.Adam}[kind])
+        assert float(opt._learning_rate(0)) == pytest.approx(lr)
+        assert float(opt._learning_rate(10 * epochs)) == pytest.approx(0.0, abs=1e-9)
+    assert harness.make_optimizer("sgd", 0.05, 20).momentum == 0.9
 
 
 def test_fit_with_a_teacher_trains_the_student_on_the_distillation_loss():

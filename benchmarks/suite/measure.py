@@ -1,11 +1,8 @@
-"""What every benchmark row records about a final Keras 3 model, and the same-run latency pass.
+"""What every suite row records about a final Keras 3 model, and the re-timing in rounds.
 
-Accuracy (Keras, test set), parameters (all scalars of the final model, and the nonzero ones,
-``|w| > 0``), multiply-adds per sample (``tf_groupsparse.metrics.flops``), the .tflite bytes of
-the float32 and int8 conversions (``tf_groupsparse.deploy.convert_tflite``) and their gzip
-sizes, the int8 model's accuracy in LiteRT, and the median one-sample LiteRT latency
-(1 thread). Latencies of all rows are measured again by :func:`retime` in one interleaved pass
-at the end of every run, so ratios to the dense baseline come from the same run.
+Accuracy (Keras, test set), parameters (all, and nonzero), multiply-adds per sample
+(``metrics.flops``), the float32 and int8 .tflite bytes raw and gzip'd, the int8 file's accuracy in
+LiteRT and the median one-sample LiteRT latency (1 thread); :func:`retime` times all rows again.
 """
 
 from __future__ import annotations
@@ -54,19 +51,12 @@ def measure(model, data, tflite_dir, name, runs=50):
 
 
 def retime(rows, sample, rounds=3, runs=100, groups=None):
-    """Measure the float and int8 latency of every row's .tflite file again, in paired rounds.
-
-    Every round times the rows (data, model) group by group, the group's dense row first, so a
-    row and its baseline are timed seconds apart; each row keeps its per-round figures
-    (``latency_<label>_rounds``, for :func:`add_ratios`) and their median as its latency. On a
-    shared machine the speed of the CPU drifts within minutes (the same .tflite file measured
-    1.5x apart in two runs of this suite), so ratios taken within a round are steadier than
-    ratios of medians. A (data, model) group with any row's file missing (a fresh checkout has
-    none: they live in the cache) is not re-timed at all, since its other rows would be paired
-    with figures of another session: every row of it keeps its earlier figures and gets
-    ``"retimed": False``. With `groups` (a set of (data, model)) only those groups are timed; the
-    other rows keep their figures and get ``"retimed": False``.
-    Returns `rows` (updated in place).
+    """Time every row's float and int8 .tflite files again, in `rounds` rounds, each timing the rows
+    (data, model) group by group, dense first, so a row and its baseline are timed seconds apart (the
+    CPU's speed drifts within minutes: the same file measured 1.5x apart in two runs); each row
+    keeps its per-round figures (``latency_<label>_rounds``, for :func:`add_ratios`) and their median.
+    A group with any file missing (a fresh checkout has none: they live in the cache) or left out of
+    `groups` (a set of (data, model)) keeps its figures and gets ``"retimed": False``. Returns `rows`.
     """
     from tf_groupsparse.deploy import tflite_latency
 

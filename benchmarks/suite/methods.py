@@ -1,66 +1,38 @@
 """The benchmark methods: one function per method, looked up in :data:`METHODS`.
 
-Every method gets a :class:`Context` (data, model spec, epochs, seed, directories) and returns
-a list of rows (dicts) measured by :func:`benchmarks.suite.measure.measure`. All methods spend
-the same training budget, ``epochs + finetune_epochs`` epochs on the same data with the same seed
-and batch size. Every training phase (a ``fit`` call) gets a fresh optimizer whose learning rate
-decays to zero along a cosine over that phase: Adam(``learning_rate``) everywhere except the
-proximal phases, which use SGD(``sgd_learning_rate``, momentum 0.9) unless the model's settings
-say ``prox_optimizer="adam"`` (the CNNs without BatchNormalization, see ``jobs.ADAM_PROX``):
+Every method gets a :class:`Context` (data, model spec, epochs, seed, cache) and returns rows
+measured by :func:`benchmarks.suite.measure.measure`. All spend the same budget, ``epochs +
+finetune_epochs`` epochs on the same data, seed and batch size; every phase (a ``fit``) gets a
+fresh optimizer decaying to 0 along a cosine: Adam(``learning_rate``), except the proximal phases,
+SGD(``sgd_learning_rate``, momentum 0.9) unless the settings say ``prox_optimizer="adam"`` (the
+BN-free CNNs, ``jobs.ADAM_PROX``: SGD at 0.05 diverged there). Adam moves every weight by about the
+learning rate whatever its gradient, so with it a group dies when the strength beats 1, not when
+the loss lets it (Adam at a constant 1e-3 left the VGG at 10% at group lasso 0.2-0.4).
 
-- ``dense``: the plain model, ``epochs + finetune_epochs`` epochs.
-- regularizer families (``l1``, ``group_lasso``, ``sparse_group_lasso``, ``exclusive``,
-  ``l11_l12``, ``cges``): ``epochs`` epochs with the proximal constraint on every kernel but
-  the first layer's (``regularize(..., proximal=True)`` + ``ProximalStep``) and SGD with momentum
-  (proximal gradient descent), then ``shrink`` (exact: only groups that are exactly zero are
-  removed), then ``finetune_epochs`` plain Adam epochs of the smaller model. SGD by default for
-  the proximal phase: Adam moves every weight by about ``learning_rate`` per step whatever its
-  gradient, while the prox shrinks a group by ``learning_rate * strength`` (times ``sqrt(|g|)``
-  with ``scale_by_size``), so whether a group dies depends on ``strength`` against 1, not on how
-  much the loss needs it (an earlier run of this suite with constant-rate Adam left the VGG at
-  10% accuracy at group lasso strengths 0.2-0.4; in shrink_speed SGD reached the CNN target and
-  Adam did not). The BN-free CNNs are the exception: SGD at 0.05 diverged on them (see
-  ``jobs.ADAM_PROX``).
-- ``hgsr_<variant>`` (the six HGSR penalties, no closed-form prox): ``epochs`` epochs with the
-  penalty in the loss (every kernel but the first layer's), then weights below 1e-3 are set to zero (the HGSR reference's zero rule),
-  ``shrink``, ``finetune_epochs`` plain epochs.
-- ``em_blockdiag``: the dense model's first ``epochs`` epochs, ``fit_groups`` (K blocks,
-  balanced), ``apply_mask``, ``finetune_epochs`` masked epochs, ``to_block_diagonal``.
-- ``filter_pruning``: the ``hgsr_squared_group_l12`` model before shrinking (at strength
-  ``prune_hgsr_strength`` when set; the dense model when that strength is 0), then
-  ``prune_filters`` (loss-increase tolerance ``prune_tolerance``, the loss on ``prune_samples``
-  training samples, default 512; only the filters of the layers ``<method>_layers`` or
-  ``prune_layers`` when set, and at most the fraction ``<method>_max_fraction`` or
-  ``prune_max_fraction`` of each, or one cap per layer: a dict ``{layer: fraction}``, whose
-  layers are then the ones pruned) with ``finetune_epochs`` fine-tuning epochs (Adam from
-  ``<method>_finetune_learning_rate`` or ``prune_finetune_learning_rate`` when set, else
-  ``learning_rate``; with ``<method>_distill_temperature`` or ``prune_distill_temperature`` T the
-  fine-tuning loss is distillation from the dense row's model at T, alpha ``<method>_distill_alpha``
-  or ``prune_distill_alpha`` (default 0.5), and the row's seconds include the teacher's training). With ``<method>_at_epoch`` or ``prune_at_epoch`` k the HGSR model is
-  trained k epochs and the pruned one fine-tuned ``epochs + finetune_epochs - k``: the same
-  budget, spent more on the smaller net.
-- ``filter_pruning_strong`` and ``filter_pruning_max``: the same at the larger tolerances
-  ``prune_tolerance_strong`` and ``prune_tolerance_max`` (per model in jobs.MODES: three levels of
-  compression, like the peer's three sparsities; a tolerance of 1-2 is most of the loss of a
-  random guess, ln 10 = 2.3, which the fine-tuning epochs then recover).
-- ``filter_pruning_light``: the same at ``prune_tolerance_light`` (default 0.01): a milder level,
-  e.g. capped (``filter_pruning_light_max_fraction``) at the peer's 50% parameter budget.
-- ``filter_pruning_distilled``: the same at ``prune_tolerance_distilled`` (default 0.1), meant for
-  a ``filter_pruning_distilled_distill_temperature`` (fine-tuning by distillation).
-- ``filter_pruning_tiles``: the same at ``prune_tolerance_tiles`` (default 0.5), then every pruned
-  conv rounded down to a multiple of ``tile_multiple`` filters (default 16; ``prune_filters``'s
-  ``channel_multiple``), the width at which this CPU's XNNPack convs run fastest per MAC
-  (``<method>_rounding`` or ``prune_rounding``: ``prune_filters``'s ``rounding`` instead of "down").
-- ``planting``: a student of 1/8 the widths trained ``epochs`` epochs, grown by ``plant`` with
-  the dense model as teacher.
-- ``scratch_target``: a reference, not a method: the dense architecture with every width scaled
-  by one factor until it is as small as a headline target asks (10x fewer parameters for the
-  MLPs, 3x fewer MACs for the CNNs, see :data:`TARGET_SIZE`), trained from scratch like the dense
-  row. A pruning method that cannot beat it has not found a better small network than plain
-  training would (the comparison of Liu et al., "Rethinking the Value of Network Pruning",
-  ICLR 2019).
-- ``tfmot``: the peer process (:mod:`benchmarks.tfmot_peer`), dense ``epochs`` epochs, then
-  magnitude pruning at each sparsity during ``finetune_epochs`` epochs.
+- ``dense``: the plain model for the whole budget.
+- regularizer families (:data:`PROX_FAMILIES`): ``epochs`` with the proximal constraint on every
+  kernel but the first layer's (``regularize(..., proximal=True)`` + ``ProximalStep``), ``shrink``
+  (exact zeros only), ``finetune_epochs`` plain Adam epochs of the smaller model.
+- ``hgsr_<variant>`` (no closed-form prox): the penalty in the loss, weights below 1e-3 set to zero
+  (the HGSR reference's rule), ``shrink``, fine-tuning.
+- ``em_blockdiag``: ``fit_groups`` (K balanced blocks) on the dense model after ``epochs``,
+  ``apply_mask``, masked fine-tuning, ``to_block_diagonal``.
+- ``filter_pruning[_strong|_max|_light|_distilled|_tiles]``: ``prune_filters`` of the
+  ``hgsr_squared_group_l12`` model before shrinking (``prune_hgsr_strength``; the dense model at 0)
+  at the loss-increase tolerance ``prune_tolerance[_<level>]``, then fine-tuning. Settings
+  ``<method>_<key>`` or ``prune_<key>``: ``layers``, ``max_fraction`` (one number, or a cap per
+  layer), ``at_epoch`` (prune after k epochs, fine-tune the rest of the budget),
+  ``finetune_learning_rate``, ``finetune_seed``, ``distill_temperature``/``distill_alpha``
+  (fine-tune by distillation from the dense row's model; its training is added to the seconds),
+  ``rounding``; ``_tiles`` rounds pruned widths to multiples of ``tile_multiple`` (16: this CPU's
+  XNNPack tile, ``benchmarks/tile_widths.py``). Three levels like the peer's three sparsities; a
+  tolerance of 1-2 is most of a random guess's loss (ln 10 = 2.3), recovered by the fine-tuning.
+- ``planting``: a student of 1/8 the widths grown by ``plant`` with the dense model as teacher.
+- ``scratch_target``: a reference, not a method: the dense architecture scaled by one factor down to
+  the headline target's size (:data:`TARGET_SIZE`), trained from scratch like the dense row (Liu et
+  al., "Rethinking the Value of Network Pruning", ICLR 2019).
+- ``tfmot``: the peer process (:mod:`benchmarks.tfmot_peer`), dense ``epochs``, then magnitude
+  pruning at each sparsity during ``finetune_epochs``.
 
 References: HGSR (Mitsuno, Miyao & Kurita, IJCNN 2020), l1,1 + l1,2 (Ma & Niu, ICDMW 2018),
 CGES (Yoon & Hwang, ICML 2017), EM grouping (Yi & Choi, ICDMW 2018), filter pruning (Mitsuno &
@@ -70,7 +42,6 @@ Kurita, ICPR 2020), planting (Mitsuno, Nomura & Kurita, ICPR 2020).
 from __future__ import annotations
 
 import json
-import logging
 import os
 import subprocess
 import sys
@@ -83,9 +54,7 @@ import numpy as np
 from . import models
 from .measure import measure
 from .verdicts import CNN_MACS_FACTOR, MLP_PARAMS_FACTOR
-from ..harness import plain_copy
-
-logger = logging.getLogger(__name__)
+from ..harness import plain_copy, train
 
 ZERO_BELOW = 1e-3  # HGSR reference: a weight counts as zero below 1e-3
 
@@ -107,11 +76,7 @@ class Context:
     cache: Path = Path("benchmarks/results/suite_cache")
     latency_runs: int = 50
     settings: dict = field(default_factory=dict)
-    tflite_subdir: str = "tflite"  # where rows' .tflite files go under the cache (kept apart per split)
-
-    @property
-    def steps_per_epoch(self):
-        return int(np.ceil(len(self.data[0]) / self.batch_size))
+    tflite_subdir: str = "tflite"  # where rows' .tflite files go under the cache (kept apart per seed)
 
     def path(self, *parts):
         p = Path(self.cache, self.data_name, self.model_name, *parts)
@@ -123,58 +88,27 @@ class Context:
 
         return models.build(keras, spec or self.spec, self.seed)
 
-    def optimizer(self, epochs, kind="adam", learning_rate=None):
-        """A fresh optimizer for a phase of `epochs` epochs, learning rate on a cosine to 0:
-        ``"adam"`` (Adam, ``learning_rate``) or ``"sgd"`` (SGD, ``sgd_learning_rate``, momentum 0.9);
-        `learning_rate` overrides the kind's initial rate for this phase."""
-        import keras
-
-        lr = learning_rate or {"adam": self.learning_rate, "sgd": self.sgd_learning_rate}[kind]
-        schedule = keras.optimizers.schedules.CosineDecay(lr, max(1, epochs * self.steps_per_epoch))
-        if kind == "sgd":
-            return keras.optimizers.SGD(schedule, momentum=0.9)
-        return keras.optimizers.Adam(schedule)
-
-    def compile(self, model, epochs, kind="adam", learning_rate=None):
-        import keras
-
-        model.compile(self.optimizer(epochs, kind, learning_rate),
-                      keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
-        return model
-
     def fit(self, model, epochs, callbacks=(), kind="adam", learning_rate=None, seed=None, teacher=None,
             temperature=2.0, alpha=0.5):
-        """Compile with a fresh optimizer for this phase (see :meth:`optimizer`) and fit (shuffled
-        from `seed`, default the context's); returns the seconds spent. With a `teacher` model the
-        loss is the distillation loss at `temperature` and `alpha` (``tgs.Distiller``) instead of the labels'."""
-        import keras
-
-        if teacher is None:
-            self.compile(model, epochs, kind, learning_rate)
-            trained = model
-        else:
-            from tf_groupsparse.pruning.distillation import Distiller
-
-            trained = Distiller(model, teacher, temperature, alpha, student_outputs="logits", teacher_outputs="logits")
-            trained.compile(optimizer=self.optimizer(epochs, kind, learning_rate))
-        keras.utils.set_random_seed(self.seed if seed is None else int(seed))
-        start = time.perf_counter()
-        trained.fit(self.data[0], self.data[1], epochs=epochs, batch_size=self.batch_size, verbose=0,
-                    callbacks=list(callbacks), shuffle=True)
-        return time.perf_counter() - start
+        """:func:`harness.train` for one phase: Adam (``learning_rate``) or ``kind="sgd"`` (SGD at
+        ``sgd_learning_rate``, momentum 0.9), `learning_rate` overriding; shuffled from `seed`
+        (default the context's); with a `teacher`, the distillation loss. Returns the seconds."""
+        lr = learning_rate or {"adam": self.learning_rate, "sgd": self.sgd_learning_rate}[kind]
+        return train(model, self.data[0], self.data[1], epochs=epochs, batch_size=self.batch_size, optimizer=kind,
+                     learning_rate=lr, callbacks=callbacks, seed=self.seed if seed is None else int(seed),
+                     teacher=teacher, temperature=temperature, alpha=alpha)
 
     def trained(self, key, make, epochs, callbacks=()):
         """A model trained for `epochs` epochs with Adam, cached as
-        ``<cache>/.../<key>_e<epochs>_n<samples>.keras`` (``..._s<seed>.keras`` at a seed other
-        than 0) so that methods sharing a starting point train it once. Returns (model, seconds)."""
+        ``<cache>/.../<key>_e<epochs>_n<samples>[_s<seed>].keras`` so that methods sharing a starting
+        point train it once. Returns (model, seconds)."""
         import keras
 
         seed = f"_s{self.seed}" if self.seed else ""  # models of other seeds are other models
         path = self.path(f"{key}_e{epochs}_n{len(self.data[0])}{seed}.keras")
         meta = path.with_suffix(".json")
         if path.is_file() and meta.is_file():
-            model = keras.models.load_model(path, safe_mode=True)
-            return model, json.loads(meta.read_text())["seconds"]
+            return keras.models.load_model(path, safe_mode=True), json.loads(meta.read_text())["seconds"]
         model = make()
         seconds = self.fit(model, epochs, callbacks)
         model.save(path)
@@ -230,26 +164,24 @@ def _cges(strength, model):
     return {n: _r().CombinedGroupExclusive(strength, mu=mu, scale_by_size=True) for n, mu in zip(names, mus)}
 
 
+def _gl(strength, model):
+    return _r().GroupLasso(strength, scale_by_size=True)
+
+
+_GL = "GroupLasso (input groups, sqrt(|g|) weights)"
 #: proximal method -> (factory(strength, model) -> regularizer or {layer: regularizer}, strength, text).
-#: The strengths are for SGD(0.05, momentum 0.9, cosine) on the Fashion-MNIST MLP, chosen on one
-#: calibration run per family (6 + 3 epochs; group lasso 5e-4 removed nothing, 1e-3 4.7x fewer
-#: parameters, 2e-3 19.6x; L1 5e-4, exclusive 3e-5 and l11_l12 5e-4 removed nothing; the "mild"
-#: 7e-4 was added later to place a row near tfmot's 50% level). Those runs came before the
-#: suite's validation split (``benchmarks/tune.py``, removed since) and were judged on test accuracy and parameter
-#: counts: the strengths are a coarse grid placed where groups start to die, not tuned per row. Models trained
-#: with ``prox_optimizer="adam"`` set their own strengths in their ``settings`` (see jobs.MODES).
+#: The strengths are for SGD(0.05, momentum 0.9, cosine) on the Fashion-MNIST MLP, one calibration
+#: run per family (6 + 3 epochs; group lasso 5e-4 removed nothing, 1e-3 4.7x fewer parameters, 2e-3
+#: 19.6x; L1 5e-4, exclusive 3e-5 and l11_l12 5e-4 removed nothing; "mild" 7e-4 was added to place
+#: a row near tfmot's 50% level), judged on test accuracy and parameter counts before the suite had
+#: a validation split: a coarse grid where groups start to die, not tuned per row. Models trained
+#: with ``prox_optimizer="adam"`` set their own strengths in their ``settings`` (jobs.MODES).
 PROX_FAMILIES = {
     "l1": (lambda s, m: _r().L1(s), 2e-3, "L1"),
-    "group_lasso": (lambda s, m: _r().GroupLasso(s, scale_by_size=True), 2e-3,
-                    "GroupLasso (input groups, sqrt(|g|) weights)"),
-    "group_lasso_weak": (lambda s, m: _r().GroupLasso(s, scale_by_size=True), 1.5e-3,
-                         "GroupLasso (input groups, sqrt(|g|) weights), weaker"),
-    "group_lasso_weaker": (lambda s, m: _r().GroupLasso(s, scale_by_size=True), 1.2e-3,
-                           "GroupLasso (input groups, sqrt(|g|) weights), weaker still"),
-    "group_lasso_weakest": (lambda s, m: _r().GroupLasso(s, scale_by_size=True), 1e-3,
-                            "GroupLasso (input groups, sqrt(|g|) weights), weakest"),
-    "group_lasso_mild": (lambda s, m: _r().GroupLasso(s, scale_by_size=True), 7e-4,
-                         "GroupLasso (input groups, sqrt(|g|) weights), mild"),
+    "group_lasso": (_gl, 2e-3, _GL),
+    **{f"group_lasso_{name}": (_gl, strength, f"{_GL}, {text}") for name, strength, text in (
+        ("weak", 1.5e-3, "weaker"), ("weaker", 1.2e-3, "weaker still"), ("weakest", 1e-3, "weakest"),
+        ("mild", 7e-4, "mild"))},
     "sparse_group_lasso": (lambda s, m: _r().SparseGroupLasso(s, alpha=0.2, scale_by_size=True), 1.5e-3,
                            "SparseGroupLasso alpha=0.2, sqrt(|g|) weights"),
     "exclusive": (lambda s, m: _r().ExclusiveSparsity(s), 3e-4, "ExclusiveSparsity"),
