@@ -196,8 +196,9 @@ def seed_spread(mode, table, by_seed, args):
         md = [f"# Seed spread: {data}/{model}", "",
               "Each seed is a whole run of the row and of its model's dense baseline (weights and batch order of every "
               f"phase), trained on {samples} and measured on the test set; Δ is against the dense model of the same "
-              "seed (with the seed's size ratio in brackets when the sizes differ by seed). Latency x: dense float LiteRT latency over the row's, each timed in its own "
-              f"job (not paired in rounds). Within: seeds at most {args.max_loss:g} point(s) below dense.", "",
+              "seed (with the seed's size ratio in brackets when the sizes differ by seed). Latency x: dense float "
+              "LiteRT latency over the row's, each timed in its own job (not paired in rounds). "
+              f"Within: seeds at most {args.max_loss:g} point(s) below dense.", "",
               "Dense accuracy by seed: " + ", ".join(f"{s}: {100 * rows[s]['dense']['accuracy']:.2f}%" for s in seeds),
               "", "| method | params x | MACs x | latency x | " + " | ".join(f"seed {s} Δ pt" for s in seeds)
               + " | mean Δ pt | sd | within |", "|---|---|---|---|" + "---|" * len(seeds) + "---|---|---|"]
