@@ -1,7 +1,8 @@
 """The later stages on the backend KERAS_BACKEND selects (TensorFlow, JAX, PyTorch): in-training
 EM grouping and block masks (masked weights stay exactly zero while training), BlockDiagonalDense
 against NumPy (outputs, one SGD step, .keras round trip) and to_block_diagonal, channel planting
-and the Distiller (loss against NumPy), learn_structure, and the latency target of tgs.prune
+and the Distiller (loss against NumPy), learn_structure, SparsityTarget (the zeros reach the
+budget), and the latency target of tgs.prune
 (TensorFlow only: a clear error elsewhere).
 
 `make test` runs this module (marked `backends`) once per backend, each in its own pytest
@@ -318,6 +319,28 @@ def test_learn_structure_report_and_model():
     history = model.fit(x, labels, epochs=2, batch_size=64, verbose=0)
     assert all(np.isfinite(history.history["loss"]))
     assert np.all(np.isfinite(numpy(model(x))))
+
+
+# --------------------------------------------------------------------------- sparsity budget in training
+def test_sparsity_target_drives_the_zeros_to_the_budget():
+    # the strength multiplier must reach the compiled train step on every backend (JAX compiles it
+    # with the value as a constant, so the callback compiles it again when the strength moves)
+    (x, y), (xt, yt) = tgs.datasets.load_digits()
+    x, xt = x.reshape(len(x), -1), xt.reshape(len(xt), -1)
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((64,)), L.Dense(64, activation="relu", name="h1"),
+                              L.Dense(32, activation="relu", name="h2"), L.Dense(10, name="out")])
+    model = tgs.regularize(model, tgs.regularizers.GroupLasso(1e-3, axis="input"), layers=["h2", "out"],
+                           proximal=True)
+    model.compile(keras.optimizers.SGD(0.05, momentum=0.9),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
+    controller = tgs.callbacks.SparsityTarget(macs=0.5, interval=10)
+    model.fit(x, y, epochs=10, batch_size=32, verbose=0, callbacks=[tgs.callbacks.ProximalStep(), controller])
+    kept = tgs.flops(tgs.shrink(model, threshold=0.0)) / tgs.flops(model)
+    assert controller.kept() == pytest.approx(kept)          # it measured the trained weights
+    assert controller.scale > 1
+    assert abs(kept - 0.5) <= 2 * controller.margin, (kept, controller.history[-4:])
+    assert model.evaluate(xt, yt, verbose=0)[1] > 0.85
 
 
 # --------------------------------------------------------------------------- latency budgets

@@ -58,7 +58,7 @@ def convert_onnx(model, path):
         model.export(path, format="onnx", verbose=False, input_signature=_signature(model))
     except ImportError as exc:
         raise ImportError(f"convert_onnx: Expected the ONNX converter of the Keras backend (pip install -e "
-                          f"'.[onnx]'; jax2onnx on JAX). Received: {exc}") from None
+                          f"'.[onnx]'; on JAX also '.[backends]' for jax2onnx). Received: {exc}") from None
     return path
 
 

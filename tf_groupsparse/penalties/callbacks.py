@@ -199,7 +199,9 @@ class SparsityTarget(keras.callbacks.Callback):
     run far past the budget). The strengths are scaled through one variable read inside the
     compiled train step (no retracing); the configured strengths are left as they were, and
     :attr:`used_strengths` says what the training used. Works for per-layer and coupled
-    penalties (loss penalties and proximal constraints alike).
+    penalties (loss penalties and proximal constraints alike), on every backend; on JAX the
+    train step holds the multiplier as a compiled constant, so each change of strength compiles
+    the step again (raise `interval` to make that rarer on large models).
 
     Afterwards ``tgs.prune(model, macs=target)`` removes exactly the budget (exact zero groups
     score lowest), or ``shrink(model, threshold)`` removes the zero groups only.
@@ -273,6 +275,9 @@ class SparsityTarget(keras.callbacks.Callback):
         """The fraction of the MACs (or parameters) that shrink at `threshold` would keep now."""
         from ..pruning.sparsity import zero_groups
 
+        # On JAX, fit keeps the trained state outside the model's variables during an epoch;
+        # reading Callback.model writes it back (jax_state_sync) before the weights are read.
+        _ = self.model
         producer_dead, consumer_dead, _ = zero_groups(self._graph, self.threshold)
         removable = ~self._graph.frozen_groups & ~self._graph.lossy_groups
         dead = set(np.nonzero((producer_dead | consumer_dead) & removable)[0].tolist())
@@ -283,11 +288,16 @@ class SparsityTarget(keras.callbacks.Callback):
     def _update(self):
         kept = self.kept()
         scheduled = 1.0 - (1.0 - self.target) * min(self._step / self._ramp_steps, 1.0)
+        before = self.scale
         if kept > scheduled:
             self.scale *= self.growth
         elif kept < scheduled - self.margin:
             self.scale /= self.growth
         self._variable.assign(self.scale)
+        if self.scale != before and keras.backend.backend() == "jax":
+            # JAX compiles the train step with the variable's value as a constant (it is not part
+            # of the model's state): compile it again so that the next steps use the new strength.
+            self.model.make_train_function(force=True)
         self.history.append((self._step, kept, self.scale))
         return kept
 
