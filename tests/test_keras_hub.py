@@ -369,3 +369,7 @@ def test_decoder_block_computes_what_the_keras_hub_decoder_computes(normalize_fi
     assert restored.get_config() == mine.get_config()
     with pytest.raises(ValueError, match="key/value cache"):
         mine(*args, self_attention_cache=np.zeros((2, 2, 5, 2, 4), "float32"))
+    other = (x,) if cross else (x, e)   # called without (with) the encoder sequence it was built with (without)
+    with pytest.raises(ValueError, match=rf"Expected the encoder sequence it was built with \({'one' if cross else 'none'}\)"
+                                         rf"\. Received: encoder_sequence={'None' if cross else 'a tensor'}"):
+        mine(*other)

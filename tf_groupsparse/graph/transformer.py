@@ -247,7 +247,9 @@ class TransformerDecoderBlock(TransformerBlock):
         if (encoder_sequence is None) != (self._cross_attention_layer is None):
             raise ValueError(f"{owner}: Expected the encoder sequence it was built with "
                              f"({'one' if self._cross_attention_layer is not None else 'none'}). Received: "
-                             f"encoder_sequence={'None' if encoder_sequence is None else 'a tensor'}")
+                             f"encoder_sequence={'None' if encoder_sequence is None else 'a tensor'}; "
+                             "cross-attention exists only in a block first called with an encoder sequence, "
+                             "so call it as it was built or build a new block")
         self_mask = self._attention_mask(mask if decoder_padding_mask is None else decoder_padding_mask,
                                          decoder_attention_mask)
 
