@@ -1,26 +1,15 @@
 """Filter pruning (HFP), channel planting (PLANT) and structure learning (LSDNN) on Fashion-MNIST.
 
-Three parts, each against the target of the matching paper (see docs/methods.md):
+Three parts, each against the target of the matching paper (docs/methods.md; results and
+verdicts in docs/benchmarks/suite.md); the markdown written states each protocol in full:
 
-1. HFP (Mitsuno & Kurita, ICPR 2020, arXiv 2011.02389): a small ResNet (stem conv16, one basic
-   block per stage with 16/32/64 filters, BatchNorm, residual Adds, GAP, Dense 10) is trained
-   plainly and with HGSR (``HierarchicalGroupSparse.squared_group_l12(strength, l1_mix=0.5)``,
-   feature-wise groups, every 3x3 conv but the stem, no 1x1 shortcut conv). The HGSR model is
-   pruned by ``prune_filters`` at every tolerance of a sweep and each pruned model is
-   fine-tuned. The headline row is chosen without test data: the smallest tolerance whose
-   removal reaches 50% of the parameters (the largest one tried if none does).
-   Target: >= 50% of the parameters removed, <= 0.5 point test-accuracy drop against the
-   unpruned HGSR model (paper: > 50% of a ResNet on CIFAR-10 at -0.3%).
-2. PLANT (Mitsuno, Nomura & Kurita, ICPR 2020, arXiv 2011.02390): the MLP 784-1000-500-10 is
-   the teacher; a small MLP student is grown by ``plant`` (distillation) within a budget of 15%
-   of the teacher's parameters. The last 6,000 training images are a validation split: the
-   planting decisions and the stop rule use it, never the test set. The same final
-   architecture is also trained from scratch. Target: within 1 point of the teacher's test
-   accuracy with <= 15% of its parameters (paper: comparable accuracy with 7% on STL-10).
-3. LSDNN (Yuan et al., arXiv 2105.13905; the project's interpretation, see
-   ``tf_groupsparse.pruning.structure``): ``learn_structure`` on unlabeled training images,
-   ``build_model(structure, 10)`` trained with labels, against an MLP of the same depth and
-   (as close as possible) the same parameter count, same epochs, optimizer and seeds.
+1. HFP: the suite's small BN ResNet, trained plainly and with HGSR, pruned by ``prune_filters`` at
+   every tolerance of a sweep and fine-tuned; the headline row is the smallest tolerance removing
+   50% of the parameters (chosen without test data). Target: >= 50% removed at <= 0.5 point.
+2. PLANT: a small MLP student grown by ``plant`` from the 784-1000-500-10 teacher within 15% of its
+   parameters, decisions on a validation split. Target: within 1 point of the teacher.
+3. LSDNN (the project's interpretation): ``learn_structure`` on unlabeled images, the built model
+   against MLPs of the closest parameter count, same epochs and seeds.
 
     python -m benchmarks.pruning_planting_fashion            # full run (86 min measured on 2 cores)
     python -m benchmarks.pruning_planting_fashion --quick    # smoke run on a few hundred images
@@ -58,68 +47,27 @@ CANDIDATE_TEXT = {
 
 #: Settings of the full run; ``--quick`` overrides them with QUICK.
 FULL = {
-    "train_samples": None,  # None: all 60,000
-    "test_samples": None,  # None: all 10,000
-    "batch_size": 128,
-    "learning_rate": 1e-3,
-    "seed": 0,
+    "train_samples": None, "test_samples": None, "batch_size": 128, "learning_rate": 1e-3, "seed": 0,  # None: all
     # part 1
-    "resnet_widths": [16, 32, 64],
-    "resnet_epochs": 10,
-    "hgsr_strength": 5e-5,
-    "hgsr_layers": "3x3",
-    "candidates": "consumer_norm",
-    "tolerances": [0.02, 0.05, 0.1, 0.2],
-    "prune_samples": 512,
-    "fine_tune_epochs": 2,
-    "fine_tune_learning_rate": 3e-4,
-    "target_removed_fraction": 0.5,
-    "target_drop_points": 0.5,
-    # part 2
-    "validation_samples": 6000,
-    "teacher_widths": [1000, 500],
-    "mlp_epochs": 10,
-    "student_widths": [64, 32],
-    "channels_per_step": 32,
-    "plant_steps": 8,
-    "epochs_per_step": 2,
-    "param_budget_fraction": 0.15,
-    "plant_target_margin": 0.005,  # stop planting at teacher's validation accuracy - margin
-    "plant_kd_epochs": 0,  # > 0: distil the whole planted model (and the scratch one) afterwards
-    "plant_kd_learning_rate": 3e-4,
-    "target_gap_points": 1.0,
+    "resnet_widths": [16, 32, 64], "resnet_epochs": 10, "hgsr_strength": 5e-5, "hgsr_layers": "3x3",
+    "candidates": "consumer_norm", "tolerances": [0.02, 0.05, 0.1, 0.2], "prune_samples": 512,
+    "fine_tune_epochs": 2, "fine_tune_learning_rate": 3e-4, "target_removed_fraction": 0.5, "target_drop_points": 0.5,
+    # part 2; planting stops at the teacher's validation accuracy - plant_target_margin; plant_kd_epochs > 0:
+    # the whole planted model (and the scratch one) distilled afterwards
+    "validation_samples": 6000, "teacher_widths": [1000, 500], "mlp_epochs": 10, "student_widths": [64, 32],
+    "channels_per_step": 32, "plant_steps": 8, "epochs_per_step": 2, "param_budget_fraction": 0.15,
+    "plant_target_margin": 0.005, "plant_kd_epochs": 0, "plant_kd_learning_rate": 3e-4, "target_gap_points": 1.0,
     # part 3
-    "structure_samples": 10000,
-    "structure_width": 64,
-    "structure_max_depth": 4,
-    "structure_epochs": 50,
-    "structure_group_strength": 3e-2,
-    "structure_entropy_tol": 0.05,
-    "structure_train_epochs": 10,
+    "structure_samples": 10000, "structure_width": 64, "structure_max_depth": 4, "structure_epochs": 50,
+    "structure_group_strength": 3e-2, "structure_entropy_tol": 0.05, "structure_train_epochs": 10,
     "structure_seeds": [0, 1, 2],
 }
-QUICK = {
-    "train_samples": 600,
-    "test_samples": 300,
-    "resnet_widths": [4, 8, 16],
-    "resnet_epochs": 1,
-    "tolerances": [0.02, 0.1],
-    "prune_samples": 128,
-    "fine_tune_epochs": 1,
-    "validation_samples": 150,
-    "teacher_widths": [64, 32],
-    "mlp_epochs": 1,
-    "student_widths": [8, 4],
-    "channels_per_step": 4,
-    "plant_steps": 2,
-    "epochs_per_step": 1,
-    "structure_samples": 300,
-    "structure_width": 8,
-    "structure_max_depth": 2,
-    "structure_epochs": 2,
-    "structure_train_epochs": 1,
-    "structure_seeds": [0],
-    "allow_untrained": True,  # one epoch on 600 images leaves the ResNet at chance: a smoke run only
+QUICK = {  # one epoch on 600 images leaves the ResNet at chance (allow_untrained): a smoke run only
+    "train_samples": 600, "test_samples": 300, "resnet_widths": [4, 8, 16], "resnet_epochs": 1,
+    "tolerances": [0.02, 0.1], "prune_samples": 128, "fine_tune_epochs": 1, "validation_samples": 150,
+    "teacher_widths": [64, 32], "mlp_epochs": 1, "student_widths": [8, 4], "channels_per_step": 4, "plant_steps": 2,
+    "epochs_per_step": 1, "structure_samples": 300, "structure_width": 8, "structure_max_depth": 2,
+    "structure_epochs": 2, "structure_train_epochs": 1, "structure_seeds": [0], "allow_untrained": True,
 }
 
 
@@ -139,19 +87,19 @@ def log(*parts):
     print(time.strftime("%H:%M:%S"), *parts, flush=True)
 
 
-# ----------------------------------------------------------------------------- models
+def _build(arch, widths, input_shape, seed):
+    return models.build(keras, {"arch": arch, "input_shape": list(input_shape), "classes": 10,
+                                "widths": list(widths)}, seed)
 
 
-def resnet(widths, input_shape=(28, 28, 1), classes=10, seed=0):
+def resnet(widths, input_shape=(28, 28, 1), seed=0):
     """The suite's small ResNet: stem conv-BN-ReLU, one basic block per width, GAP, Dense."""
-    spec = {"arch": "resnet", "input_shape": list(input_shape), "classes": classes, "widths": list(widths)}
-    return models.build(keras, spec, seed)
+    return _build("resnet", widths, input_shape, seed)
 
 
-def mlp(widths, input_shape=(28, 28, 1), classes=10, seed=0):
-    """Flatten, Dense(w, relu) per width, Dense(classes) logits."""
-    spec = {"arch": "mlp", "input_shape": list(input_shape), "classes": classes, "widths": list(widths)}
-    return models.build(keras, spec, seed)
+def mlp(widths, input_shape=(28, 28, 1), seed=0):
+    """Flatten, Dense(w, relu) per width, Dense(10) logits."""
+    return _build("mlp", widths, input_shape, seed)
 
 
 def hgsr_layers(model, which="3x3"):
@@ -169,8 +117,7 @@ def hgsr_layers(model, which="3x3"):
 
 
 def fit(model, x, y, epochs, cfg, seed=None, learning_rate=None):
-    """Adam with the learning rate decayed to 0 along a cosine (so the final weights and the
-    BatchNormalization statistics settle), shuffled batches; returns the seconds spent."""
+    """:func:`harness.train` (Adam, cosine decay to 0) at the settings' batch size; returns seconds."""
     return train(model, x, y, epochs=epochs, batch_size=cfg["batch_size"], seed=cfg["seed"] if seed is None else seed,
                  learning_rate=cfg["learning_rate"] if learning_rate is None else learning_rate)
 
@@ -205,31 +152,22 @@ def pct(part, whole):
     return 100.0 * part / whole
 
 
-# ----------------------------------------------------------------------------- part 1: HFP
-
-
 def part_pruning(data, cfg):
     (x, y), (xt, yt) = data
     out = {"setting": {k: cfg[k] for k in ("resnet_widths", "resnet_epochs", "hgsr_strength", "hgsr_layers",
-                                            "candidates", "tolerances", "prune_samples", "fine_tune_epochs", "fine_tune_learning_rate",
-                                            "batch_size", "learning_rate")}}
-    log("part 1: plain ResNet", cfg["resnet_widths"], f"{cfg['resnet_epochs']} epochs")
-    dense = resnet(cfg["resnet_widths"], seed=cfg["seed"])
-    seconds = fit(dense, x, y, cfg["resnet_epochs"], cfg)
-    out["dense"] = {"params": count_params(dense), "macs": flops(dense), "test_acc": accuracy(dense, (xt, yt)),
-                    "train_s": seconds}
-    log("  dense test accuracy", f"{out['dense']['test_acc']:.4f}", f"({seconds:.0f} s)")
-
-    log("part 1: HGSR ResNet, strength", cfg["hgsr_strength"])
-    base = resnet(cfg["resnet_widths"], seed=cfg["seed"])
-    names = hgsr_layers(base, cfg["hgsr_layers"])
-    reg = HierarchicalGroupSparse.squared_group_l12(cfg["hgsr_strength"], l1_mix=0.5)
-    model = regularize(base, reg, layers=names)
-    seconds = fit(model, x, y, cfg["resnet_epochs"], cfg)
-    hgsr = plain_copy(model)  # the loss-increase search and the fine-tuning use the plain loss
-    out["hgsr"] = {"params": count_params(hgsr), "macs": flops(hgsr), "test_acc": accuracy(hgsr, (xt, yt)),
-                   "train_s": seconds, "penalized_layers": names}
-    log("  HGSR test accuracy", f"{out['hgsr']['test_acc']:.4f}", f"({seconds:.0f} s)")
+                                            "candidates", "tolerances", "prune_samples", "fine_tune_epochs",
+                                            "fine_tune_learning_rate", "batch_size", "learning_rate")}}
+    for key, reg in (("dense", None), ("hgsr", HierarchicalGroupSparse.squared_group_l12(cfg["hgsr_strength"],
+                                                                                      l1_mix=0.5))):
+        log(f"part 1: {key} ResNet", cfg["resnet_widths"], f"{cfg['resnet_epochs']} epochs")
+        model = resnet(cfg["resnet_widths"], seed=cfg["seed"])
+        names = hgsr_layers(model, cfg["hgsr_layers"])
+        model = model if reg is None else regularize(model, reg, layers=names)
+        seconds = fit(model, x, y, cfg["resnet_epochs"], cfg)
+        hgsr = plain_copy(model)  # the loss-increase search and the fine-tuning use the plain loss
+        out[key] = {"params": count_params(hgsr), "macs": flops(hgsr), "test_acc": accuracy(hgsr, (xt, yt)),
+                    "train_s": seconds, **({} if reg is None else {"penalized_layers": names})}
+        log(f"  {key} test accuracy", f"{out[key]['test_acc']:.4f}", f"({seconds:.0f} s)")
 
     rows = []
     for tolerance in cfg["tolerances"]:
@@ -243,19 +181,13 @@ def part_pruning(data, cfg):
         tuned = plain_copy(pruned)
         tune_s = fit(tuned, x, y, cfg["fine_tune_epochs"], cfg, learning_rate=cfg["fine_tune_learning_rate"])
         t = report.totals
-        row = {
-            "tolerance": tolerance,
-            "filters": " / ".join(f"{r['filters_before']}->{r['filters_after']}" for r in report.rows),
-            "params_before": t["params_before"],
-            "params_after": t["params_after"],
-            "params_removed_%": pct(t["params_removed"], t["params_before"]),
-            "macs_removed_%": pct(t["macs_removed"], t["macs_before"]),
-            "loss_increase": t["loss_increase"],
-            "test_acc_pruned": accuracy(pruned, (xt, yt)),
-            "test_acc_fine_tuned": accuracy(tuned, (xt, yt)),
-            "search_s": search_s,
-            "fine_tune_s": tune_s,
-        }
+        row = {"tolerance": tolerance,
+               "filters": " / ".join(f"{r['filters_before']}->{r['filters_after']}" for r in report.rows),
+               "params_before": t["params_before"], "params_after": t["params_after"],
+               "params_removed_%": pct(t["params_removed"], t["params_before"]),
+               "macs_removed_%": pct(t["macs_removed"], t["macs_before"]), "loss_increase": t["loss_increase"],
+               "test_acc_pruned": accuracy(pruned, (xt, yt)), "test_acc_fine_tuned": accuracy(tuned, (xt, yt)),
+               "search_s": search_s, "fine_tune_s": tune_s}
         row["drop_points"] = 100.0 * (out["hgsr"]["test_acc"] - row["test_acc_fine_tuned"])
         rows.append(row)
         log(f"  tolerance {tolerance}: {row['params_removed_%']:.1f}% params removed, test acc "
@@ -277,9 +209,6 @@ def select_tolerance(rows, fraction):
         if rows[i]["params_removed_%"] >= 100 * fraction:
             return i
     return order[-1]
-
-
-# ----------------------------------------------------------------------------- part 2: PLANT
 
 
 def part_planting(data, cfg):
@@ -317,33 +246,20 @@ def part_planting(data, cfg):
         kd["scratch_kd_test_acc"] = accuracy(scratch_kd, (xt, yt))
         log(f"  distilled {cfg['plant_kd_epochs']} epochs: planted {planted_acc:.4f} -> {kd['planted_kd_test_acc']:.4f}, "
             f"scratch {scratch_acc:.4f} -> {kd['scratch_kd_test_acc']:.4f}")
-    out = {
-        "setting": {k: cfg[k] for k in ("teacher_widths", "mlp_epochs", "student_widths", "channels_per_step",
-                                        "plant_steps", "epochs_per_step", "param_budget_fraction",
-                                        "plant_target_margin", "plant_kd_epochs", "plant_kd_learning_rate",
-                                        "validation_samples")},
-        "train_images": len(xtr),
-        "teacher_params": teacher_params,
-        "teacher_val_acc": teacher_val,
-        "teacher_test_acc": accuracy(teacher, (xt, yt)),
-        "teacher_train_s": teacher_s,
-        "param_budget": budget,
-        "stop_val_accuracy": target,
-        "student_widths": list(cfg["student_widths"]),
-        "student_params": count_params(student),
-        "student_test_acc": accuracy(student, (xt, yt)),
-        "planted_widths": widths,
-        "planted_params": count_params(grown),
-        "planted_params_%_of_teacher": pct(count_params(grown), teacher_params),
-        "planted_val_acc": planted_val,
-        "planted_test_acc": planted_acc,
-        "scratch_test_acc": scratch_acc,
-        "stopped_by": report.totals["stopped_by"],
-        "plant_s": plant_s,
-        "steps": [{k: row[k] for k in ("step", "layer", "channels", "params", "accuracy")} for row in report.rows],
-        "candidates": report.meta["candidates"],
-    }
-    out.update(kd)
+    out = {"setting": {k: cfg[k] for k in ("teacher_widths", "mlp_epochs", "student_widths", "channels_per_step",
+                                           "plant_steps", "epochs_per_step", "param_budget_fraction",
+                                           "plant_target_margin", "plant_kd_epochs", "plant_kd_learning_rate",
+                                           "validation_samples")},
+           "train_images": len(xtr), "teacher_params": teacher_params, "teacher_val_acc": teacher_val,
+           "teacher_test_acc": accuracy(teacher, (xt, yt)), "teacher_train_s": teacher_s, "param_budget": budget,
+           "stop_val_accuracy": target, "student_widths": list(cfg["student_widths"]),
+           "student_params": count_params(student), "student_test_acc": accuracy(student, (xt, yt)),
+           "planted_widths": widths, "planted_params": count_params(grown),
+           "planted_params_%_of_teacher": pct(count_params(grown), teacher_params), "planted_val_acc": planted_val,
+           "planted_test_acc": planted_acc, "scratch_test_acc": scratch_acc,
+           "stopped_by": report.totals["stopped_by"], "plant_s": plant_s,
+           "steps": [{k: row[k] for k in ("step", "layer", "channels", "params", "accuracy")} for row in report.rows],
+           "candidates": report.meta["candidates"], **kd}
     # the verdict is on the final model: the planted one, distilled when plant_kd_epochs > 0
     out["final_test_acc"] = out.get("planted_kd_test_acc", planted_acc)
     out["gap_points"] = 100.0 * (out["teacher_test_acc"] - out["final_test_acc"])
@@ -352,9 +268,6 @@ def part_planting(data, cfg):
     log(f"  teacher test {out['teacher_test_acc']:.4f}, planted {out['planted_test_acc']:.4f}, "
         f"scratch {out['scratch_test_acc']:.4f}")
     return out
-
-
-# ----------------------------------------------------------------------------- part 3: LSDNN
 
 
 def part_structure(data, cfg):
@@ -390,22 +303,12 @@ def part_structure(data, cfg):
             run[key] = accuracy(model, (xtf, yt))
         runs.append(run)
         log(f"  seed {seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in run.items() if k != "seed"))
-    return {
-        "setting": {k: cfg[k] for k in ("structure_samples", "structure_width", "structure_max_depth",
-                                        "structure_epochs", "structure_group_strength", "structure_entropy_tol",
-                                        "structure_train_epochs", "structure_seeds")},
-        "structure": structure.to_dict(),
-        "connected_units": [{("input" if s == 0 else f"layer{s}"): len(u) for s, u in units.items()}
-                            for units in structure.unit_connections],
-        "learn_s": learn_s,
-        "learned_params": learned_params,
-        "baselines": baselines,
-        "runs": runs,
-        "test_acc_mean": {k: float(np.mean([r[k] for r in runs])) for k in models_},
-    }
-
-
-# ----------------------------------------------------------------------------- markdown
+    return {"setting": {k: v for k, v in cfg.items() if k.startswith("structure_")},
+            "structure": structure.to_dict(),
+            "connected_units": [{("input" if s == 0 else f"layer{s}"): len(u) for s, u in units.items()}
+                                for units in structure.unit_connections],
+            "learn_s": learn_s, "learned_params": learned_params, "baselines": baselines, "runs": runs,
+            "test_acc_mean": {k: float(np.mean([r[k] for r in runs])) for k in models_}}
 
 
 def fmt(v):
@@ -526,9 +429,6 @@ def markdown(results, cfg):
     if results.get("structure") is not None:
         md += _part_structure(results["structure"], cfg, results["train_images"])
     return "\n".join(md + [f"Total time: {results['seconds'] / 60:.1f} min.", ""])
-
-
-# ----------------------------------------------------------------------------- main
 
 
 def load(cfg):
