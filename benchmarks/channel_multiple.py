@@ -1,36 +1,50 @@
-"""LiteRT latency of shrunk models whose widths are rounded up with ``shrink(channel_multiple=...)``.
+"""LiteRT latency of widths rounded to XNNPack's tiles: ``shrink`` rounding up, ``prune_filters`` down.
 
-XNNPack computes output channels in tiles, so a layer's latency is not proportional to its width.
-Three parts, each timed in interleaved rounds (LiteRT, XNNPack, 1 thread, batch 1, median):
+XNNPack computes output channels in tiles (16 on this project's AVX2 CPU: a 3x3 conv with 17-32
+filters costs the same, 33-48 the next step up), so latency is not proportional to width. Every
+part times its models in interleaved rounds (LiteRT, XNNPack, 1 thread, batch 1, median of the
+rounds; random weights, since latency does not depend on the values). Two parts (``--parts``):
 
-1. ``scan``: 784-w-64-10 MLPs (random weights) for w = 96 ... 160: latency against width.
-2. ``mlp``: the suite's 784-1000-500-10 MLP with units zeroed so that 102 and 344 stay alive
-   (the widths group lasso 1.5e-3 left in the suite), shrunk exactly (``threshold=0``) with no
-   rounding and with ``channel_multiple`` 8 and 16.
-3. ``vgg``: the suite's VGG-style 16-32-64 CNN (no BatchNormalization) with filters zeroed so that
-   11-13-22-27-45-51 stay alive, shrunk the same ways.
+``shrink`` (``results/channel_multiple.*``): 784-w-64-10 MLPs for w in ``--mlp-scan``; the suite's
+784-1000-500-10 MLP with 102 and 344 units alive (the widths group lasso 1.5e-3 left) and its
+BN-free VGG-style 16-32-64 CNN with 11-13-22-27-45-51 filters alive, shrunk exactly
+(``threshold=0``) with no rounding and with ``channel_multiple`` 8 and 16; every shrunk model's
+outputs are compared with the unshrunk model's (the kept extra channels are zero).
 
-Every shrunk model's outputs are compared with the unshrunk model's (they must agree: the kept
-extra channels are zero).
+``tiles`` (``results/tile_widths.*``): one Conv2D 3x3 on a 14x14x32 input for w in ``--conv-scan``;
+the suite's wide VGG-style CNN (32-32-64-64-128-128), the widths ``filter_pruning_strong`` left in
+it (16-20-36-37-64-70), those rounded down (to 8 or 16 alike) and up to multiples of 8 and 16, and
+a 16-16-32-32-48-64 net: MACs and speed-up against the dense net in the same rounds. This is what
+``prune_filters(channel_multiple=16)`` (rounding down) is for.
 
-Run: ``python -m benchmarks.channel_multiple`` (about a minute); writes
-``benchmarks/results/channel_multiple.{json,md}``.
+    python -m benchmarks.channel_multiple                  # both parts (about two minutes)
+    python -m benchmarks.channel_multiple --parts shrink   # channel_multiple.{json,md} only
+    python -m benchmarks.channel_multiple --parts tiles    # tile_widths.{json,md} only
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import statistics
-import sys
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from benchmarks.harness import time_rounds, write_results  # noqa: E402
+from benchmarks.harness import md_table, median_us, paired_speedup, time_rounds, write_results  # noqa: E402
 
 MULTIPLES = (None, 8, 16)
+#: name -> per-conv widths of the wide VGG-style net (two convs per stage, max-pool after each stage)
+VGG_CASES = {
+    "dense": [32, 32, 64, 64, 128, 128],
+    "pruned (filter_pruning_strong)": [16, 20, 36, 37, 64, 70],
+    "pruned, rounded down to 8 or 16": [16, 16, 32, 32, 64, 64],
+    "pruned, rounded up to 8": [16, 24, 40, 40, 64, 72],
+    "pruned, rounded up to 16": [16, 32, 48, 48, 64, 80],
+    "16-16-32-32-48-64": [16, 16, 32, 32, 48, 64],
+}
+
+
+def _spec(arch, **kw):
+    return {"arch": arch, "input_shape": [28, 28, 1], "classes": 10, **kw}
 
 
 def zero_all_but(model, alive):
@@ -44,12 +58,7 @@ def zero_all_but(model, alive):
     return model
 
 
-def time_all(blobs, x, rounds, runs):
-    """{key: median latency in µs} over `rounds` interleaved rounds of `runs` invokes."""
-    return {k: 1e6 * statistics.median(v) for k, v in time_rounds(blobs, x, rounds=rounds, runs=runs).items()}
-
-
-def shrink_cases(keras, model, x, layers):
+def shrink_cases(model, x, layers):
     """(rows, blobs) for `model` shrunk with every multiple of :data:`MULTIPLES`."""
     import numpy as np
 
@@ -61,49 +70,38 @@ def shrink_cases(keras, model, x, layers):
     rows, blobs = [], {}
     for multiple in MULTIPLES:
         small = shrink(model, threshold=0, round_to=multiple)
-        widths = [int(small.get_layer(n).kernel.shape[-1]) for n in layers]
         key = f"multiple {multiple}" if multiple else "no rounding"
-        rows.append({"case": key, "widths": widths, "params": small.count_params(), "macs": flops(small),
+        rows.append({"case": key, "widths": [int(small.get_layer(n).kernel.shape[-1]) for n in layers],
+                     "params": small.count_params(), "macs": flops(small),
                      "max_abs_error": float(np.abs(small.predict(x, verbose=0) - reference).max())})
         blobs[key] = convert_tflite(small)
     return rows, blobs
 
 
-def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--runs", type=int, default=300)
-    parser.add_argument("--scan", type=int, nargs=3, default=(96, 161, 4), metavar=("START", "STOP", "STEP"),
-                        help="first widths of the scan, as range(START, STOP, STEP)")
-    args = parser.parse_args(argv)
+def _scan_table(label, scan_us, per_table=16):
+    widths, md = list(scan_us), []
+    for start in range(0, len(widths), per_table):
+        part = widths[start:start + per_table]
+        md += [*md_table([label, *map(str, part)], [["µs", *(f"{scan_us[w]:.1f}" for w in part)]]), ""]
+    return md
 
-    import keras
-    import numpy as np
 
+def shrink_part(args, keras, rng):
+    """Shrunk widths rounded up (``shrink(channel_multiple=...)``): scan and the suite's two models."""
     from benchmarks.suite import models
     from tf_groupsparse.deploy import convert_tflite
 
-    rng = np.random.default_rng(0)
     x = rng.random((1, 28, 28, 1)).astype("float32")
     probe = rng.random((32, 28, 28, 1)).astype("float32")
-
-    # 1. width scan
-    scan = {}
-    for w in range(*args.scan):
-        spec = {"arch": "mlp", "input_shape": [28, 28, 1], "classes": 10, "widths": [w, 64]}
-        scan[w] = convert_tflite(models.build(keras, spec))
-    scan_us = time_all(scan, x, args.rounds, args.runs)
-
-    # 2./3. shrunk suite models
-    parts = {}
-    mlp = models.build(keras, {"arch": "mlp", "input_shape": [28, 28, 1], "classes": 10, "widths": [1000, 500]})
-    vgg = models.build(keras, {"arch": "vgg", "input_shape": [28, 28, 1], "classes": 10, "widths": [16, 32, 64],
-                               "batch_norm": False})
+    scan = {w: convert_tflite(models.build(keras, _spec("mlp", widths=[w, 64]))) for w in range(*args.mlp_scan)}
+    scan_us = median_us(time_rounds(scan, x, rounds=args.rounds, runs=args.runs))
     vgg_layers = ["s1c1_conv", "s1c2_conv", "s2c1_conv", "s2c2_conv", "s3c1_conv", "s3c2_conv"]
-    for name, model, alive in (("mlp", mlp, {"fc1": 102, "fc2": 344}),
-                               ("vgg", vgg, dict(zip(vgg_layers, (11, 13, 22, 27, 45, 51))))):
-        rows, blobs = shrink_cases(keras, zero_all_but(model, alive), probe, list(alive))
-        us = time_all(blobs, x, args.rounds, args.runs)
+    parts = {}
+    for name, spec, alive in (("mlp", _spec("mlp", widths=[1000, 500]), {"fc1": 102, "fc2": 344}),
+                              ("vgg", _spec("vgg", widths=[16, 32, 64], batch_norm=False),
+                               dict(zip(vgg_layers, (11, 13, 22, 27, 45, 51))))):
+        rows, blobs = shrink_cases(zero_all_but(models.build(keras, spec), alive), probe, list(alive))
+        us = median_us(time_rounds(blobs, x, rounds=args.rounds, runs=args.runs))
         for row in rows:
             row["latency_us"] = us[row["case"]]
             row["speedup_vs_no_rounding"] = us["no rounding"] / us[row["case"]]
@@ -113,20 +111,80 @@ def main(argv=None):
     md = ["# Rounding shrunk widths to multiples of a tile (`shrink(channel_multiple=...)`)", "",
           f"LiteRT float32, XNNPack, 1 thread, batch 1; median of {args.rounds} interleaved rounds of "
           f"{args.runs} invokes.", "", "## 784-w-64-10 MLP: latency against the first width", "",
-          "| w | " + " | ".join(str(w) for w in scan_us) + " |", "|---|" + "---|" * len(scan_us),
-          "| µs | " + " | ".join(f"{v:.1f}" for v in scan_us.values()) + " |", ""]
+          *_scan_table("w", scan_us, per_table=len(scan_us))]
     titles = {"mlp": "784-1000-500-10 MLP, 102 and 344 units alive",
               "vgg": "VGG-style 16-32-64 CNN, 11-13-22-27-45-51 filters alive"}
     for name, rows in parts.items():
-        md += [f"## {titles[name]}", "", "| shrink | widths | params | MACs | max abs error | µs | speed-up |",
-               "|---|---|---|---|---|---|---|"]
-        md += [f"| {r['case']} | {'-'.join(map(str, r['widths']))} | {r['params']:,} | {r['macs']:,} | "
-               f"{r['max_abs_error']:.1e} | {r['latency_us']:.1f} | {r['speedup_vs_no_rounding']:.2f} |" for r in rows]
-        md.append("")
+        md += [f"## {titles[name]}", "", *md_table(
+            ["shrink", "widths", "params", "MACs", "max abs error", "µs", "speed-up"],
+            [[r["case"], "-".join(map(str, r["widths"])), f"{r['params']:,}", f"{r['macs']:,}",
+              f"{r['max_abs_error']:.1e}", f"{r['latency_us']:.1f}", f"{r['speedup_vs_no_rounding']:.2f}"]
+             for r in rows]), ""]
     write_results("channel_multiple", {"rounds": args.rounds, "runs": args.runs,
                                        "scan_us": {str(k): v for k, v in scan_us.items()}, "parts": parts},
                   "\n".join(md))
     return scan_us, parts
+
+
+def tiles_part(args, keras, rng):
+    """Conv widths that do or do not fill the tiles: one conv's scan and the wide VGG's widths."""
+    from benchmarks.suite import models
+    from tf_groupsparse.deploy import convert_tflite
+    from tf_groupsparse.metrics import flops
+
+    def single_conv(filters):
+        inputs = keras.Input((14, 14, 32))
+        return keras.Model(inputs, keras.layers.Conv2D(filters, 3, padding="same")(inputs))
+
+    keras.utils.set_random_seed(0)
+    scan = {w: convert_tflite(single_conv(w)) for w in range(*args.conv_scan)}
+    scan_us = median_us(time_rounds(scan, rng.random((1, 14, 14, 32)).astype("float32"), rounds=args.rounds,
+                                    runs=args.runs))
+    nets = {name: models.build(keras, _spec("vgg", widths=[], conv_widths=w, batch_norm=False))
+            for name, w in VGG_CASES.items()}
+    times = time_rounds({k: convert_tflite(m) for k, m in nets.items()}, rng.random((1, 28, 28, 1)).astype("float32"),
+                        rounds=args.rounds, runs=args.runs)
+    us, dense_macs, rows = median_us(times), flops(nets["dense"]), []
+    for name, model in nets.items():
+        macs = flops(model)
+        rows.append({"case": name, "widths": VGG_CASES[name], "macs": macs, "macs_x": dense_macs / macs,
+                     "latency_us": us[name], "speedup": paired_speedup(times["dense"], times[name]),
+                     "macs_per_us": macs / us[name]})
+        print(name, VGG_CASES[name], f"{us[name]:.1f} µs", flush=True)
+
+    md = ["# Conv widths and XNNPack tiles (`prune_filters(channel_multiple=...)`)", "",
+          f"LiteRT float32, XNNPack, 1 thread, batch 1; median of {args.rounds} interleaved rounds of "
+          f"{args.runs} invokes; random weights.", "",
+          "## One Conv2D 3x3 on a 14x14x32 input: latency against its number of filters", "",
+          *_scan_table("filters", scan_us),
+          "## VGG-style CNN (28x28x1 input, no BatchNormalization): per-conv widths", "",
+          "Speed-up: the median over rounds of the dense net's latency over the row's, timed in the same round.", "",
+          *md_table(["net", "widths", "MACs", "MACs x", "µs", "speed-up", "MACs per µs"],
+                    [[r["case"], "-".join(map(str, r["widths"])), f"{r['macs']:,}", f"{r['macs_x']:.2f}",
+                      f"{r['latency_us']:.1f}", f"{r['speedup']:.2f}", f"{r['macs_per_us']:,.0f}"] for r in rows]), ""]
+    write_results("tile_widths", {"rounds": args.rounds, "runs": args.runs,
+                                  "scan_us": {str(k): v for k, v in scan_us.items()}, "vgg": rows}, "\n".join(md))
+    return scan_us, rows
+
+
+PARTS = {"shrink": shrink_part, "tiles": tiles_part}
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--parts", nargs="+", choices=sorted(PARTS), default=list(PARTS))
+    parser.add_argument("--rounds", type=int, default=7)
+    parser.add_argument("--runs", type=int, default=300)
+    parser.add_argument("--mlp-scan", type=int, nargs=3, default=(96, 161, 4), metavar=("START", "STOP", "STEP"),
+                        help="first widths of the shrink part's MLP scan, as range(START, STOP, STEP)")
+    parser.add_argument("--conv-scan", type=int, nargs=3, default=(8, 65, 1), metavar=("START", "STOP", "STEP"),
+                        help="conv widths of the tiles part's scan, as range(START, STOP, STEP)")
+    args = parser.parse_args(argv)
+
+    import keras
+    import numpy as np
+
+    return {part: PARTS[part](args, keras, np.random.default_rng(0)) for part in args.parts}
 
 
 if __name__ == "__main__":

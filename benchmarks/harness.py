@@ -240,6 +240,11 @@ def time_rounds(models: dict, x, *, rounds=3, runs=50, warmup=5) -> dict:
     return samples
 
 
+def median_us(samples: dict) -> dict:
+    """``{name: median microseconds}`` of :func:`time_rounds`' per-round seconds."""
+    return {name: 1e6 * statistics.median(v) for name, v in samples.items()}
+
+
 def paired_speedup(baseline, candidate):
     """Median over rounds of baseline / candidate seconds measured in the same round."""
     return statistics.median(b / c for b, c in zip(baseline, candidate))

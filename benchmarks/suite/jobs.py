@@ -38,7 +38,8 @@ CNN_METHODS = ("dense", "group_lasso", "group_lasso_weak", "group_lasso_weaker",
                "em_blockdiag", "hgsr_squared_group_l12", "scratch_target", "filter_pruning_strong",
                "filter_pruning_max")
 RESNET_METHODS = ("dense", "tfmot", "filter_pruning", "scratch_target", "filter_pruning_strong", "filter_pruning_max")
-#: the VGG at twice the widths (4x the MACs: the narrow one's latency hardly follows MACs)
+#: the VGG at twice the widths (4x the MACs: the narrow one's latency hardly follows MACs); its
+#: filter_pruning_tiles row rounds pruned widths down to multiples of 16 (channel_multiple --parts tiles)
 WIDE_METHODS = RESNET_METHODS + ("filter_pruning_tiles",)
 #: the MLP at batch 32 (its prox strengths re-chosen: 4x the prox steps per epoch)
 MLP_B32_METHODS = ("dense", "group_lasso_weak", "tfmot", "filter_pruning", "filter_pruning_strong",

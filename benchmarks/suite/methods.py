@@ -25,7 +25,7 @@ the loss lets it (Adam at a constant 1e-3 left the VGG at 10% at group lasso 0.2
   ``finetune_learning_rate``, ``finetune_seed``, ``distill_temperature``/``distill_alpha``
   (fine-tune by distillation from the dense row's model; its training is added to the seconds),
   ``rounding``; ``_tiles`` rounds pruned widths to multiples of ``tile_multiple`` (16: this CPU's
-  XNNPack tile, ``benchmarks/tile_widths.py``). Three levels like the peer's three sparsities; a
+  XNNPack tile, ``benchmarks/channel_multiple.py``). Three levels like the peer's three sparsities; a
   tolerance of 1-2 is most of a random guess's loss (ln 10 = 2.3), recovered by the fine-tuning.
 - ``planting``: a student of 1/8 the widths grown by ``plant`` with the dense model as teacher.
 - ``scratch_target``: a reference, not a method: the dense architecture scaled by one factor down to
@@ -483,7 +483,7 @@ METHODS.update({"em_blockdiag": em_blockdiag, "planting": planting,
                 "tfmot": tfmot, "scratch_target": scratch_target})
 
 #: methods that need a linear chain (EM rewrite) or a chain of Dense/Conv2D (planting); the
-#: tile rounding is measured for 2-D convs only (benchmarks/tile_widths.py)
+#: tile rounding is measured for 2-D convs only (benchmarks/channel_multiple.py)
 APPLIES = {"em_blockdiag": {"mlp", "vgg", "cnn1d"}, "planting": {"mlp", "vgg"},
            "filter_pruning_tiles": {"vgg", "resnet"}}
 
