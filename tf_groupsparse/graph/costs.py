@@ -132,17 +132,22 @@ def block_diagonal_dense(layer, input_shape, output_shape):
     return positions * sum(int(a) * int(b) for a, b in zip(layer.input_groups, layer.output_groups))
 
 
-def attention_from_shapes(layer, shapes, input_shape, output_shape):
+def attention_from_shapes(layer, shapes, input_shape, output_shape, positions=None):
     """MultiHeadAttention from its weight shapes ``[q (D_q, H, d_k), (b), k (D_k, H, d_k), (b),
     v (D_v, H, d_v), (b), o (H, d_v, D_o), (b)]`` (biases optional) and ``T`` query / ``S`` key
     positions: ``T D_q H d_k + S D_k H d_k + S D_v H d_v`` (projections) ``+ T S H (d_k + d_v)``
-    (scores and weighted values) ``+ T H d_v D_o`` (output projection)."""
+    (scores and weighted values) ``+ T H d_v D_o`` (output projection). ``positions=(T, S)``
+    when the caller knows them (a block's own attention); otherwise they come from the layer's
+    query and value inputs in `input_shape`."""
     kernels = [tuple(s) for s in shapes if len(s) == 3]
     (dq, h, dk), (dkk, _, _), (dv, _, dvv), (_, _, do) = kernels
-    shapes_in = input_shape if isinstance(input_shape, list) else [input_shape]
-    t = _prod(shapes_in[0], layer, "query") // int(shapes_in[0][-1])
-    value = shapes_in[1] if len(shapes_in) > 1 and shapes_in[1][-1] == layer.value_dense.kernel.shape[0] else shapes_in[0]
-    s = _prod(value, layer, "value") // int(value[-1])
+    if positions is None:
+        shapes_in = input_shape if isinstance(input_shape, list) else [input_shape]
+        # the layer's recorded inputs are query, value (when given apart) and any masks
+        value = shapes_in[1] if len(shapes_in) > 1 and shapes_in[1][-1] == layer.value_dense.kernel.shape[0] \
+            else shapes_in[0]
+        positions = (_positions(layer, shapes_in[0], "query"), _positions(layer, value, "value"))
+    t, s = positions
     return t * dq * h * dk + s * dkk * h * dk + s * dv * h * dvv + t * s * h * (dk + dvv) + t * h * dvv * do
 
 

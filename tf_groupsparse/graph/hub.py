@@ -455,8 +455,8 @@ def composite_cost_from_shapes(layer, shapes, input_shape, output_shape):
     for part in _cost_parts(layer):
         own = [tuple(shapes[index[id(w)]]) for w in part.weights]
         if isinstance(part, keras.layers.MultiHeadAttention):
-            value = source[:-1] + (int(part.value_dense.kernel.shape[0]),) if part is cross else x
-            total += costs.attention_from_shapes(part, own, [x, value], output_shape)
+            s = costs._positions(layer, source, "encoder sequence") if part is cross else t
+            total += costs.attention_from_shapes(part, own, None, output_shape, positions=(t, s))
         else:
             total += t * int(np.prod(own[0]))
     return total
