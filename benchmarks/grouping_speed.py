@@ -17,14 +17,13 @@
 from __future__ import annotations
 
 import argparse
-import statistics
 import time
 
 import keras
 import numpy as np
 from sklearn.metrics import adjusted_rand_score
 
-from benchmarks.harness import time_rounds, write_results
+from benchmarks.harness import md_table, median_us, time_rounds, write_results
 from tf_groupsparse.deploy import convert_tflite
 from tf_groupsparse.grouping.em import fit_groups
 from tf_groupsparse.grouping.rewrite import TARGETS
@@ -66,19 +65,15 @@ def latency_table(width, ks, batch, runs, rounds):
     for k in ks:
         for impl in IMPLEMENTATIONS:
             configs[(impl, k)] = convert_tflite(layer_model(width, k, impl))
-    samples = time_rounds(configs, x, rounds=rounds, runs=runs, warmup=max(5, runs // 10))
-    lat = {key: statistics.median(v) for key, v in samples.items()}
-    dense = lat[("dense", 1)]
+    lat = median_us(time_rounds(configs, x, rounds=rounds, runs=runs, warmup=max(5, runs // 10)))
+    dense = lat.pop(("dense", 1))
     rows = [{"width": width, "batch": batch, "layer": "Dense", "K": 1, "implementation": "-",
-             "latency_us": round(dense * 1e6, 2), "speedup": 1.0, "target_speedup": None, "meets_target": None}]
-    for (impl, k), seconds in lat.items():
-        if impl == "dense":
-            continue
-        speedup = dense / seconds
+             "latency_us": round(dense, 2), "speedup": 1.0, "target_speedup": None, "meets_target": None}]
+    for (impl, k), us in lat.items():
         rows.append({"width": width, "batch": batch, "layer": "BlockDiagonalDense", "K": k, "implementation": impl,
                      "targets": ",".join(t for t, v in TARGETS.items() if v == impl) or "-",
-                     "latency_us": round(seconds * 1e6, 2), "speedup": round(speedup, 3),
-                     "target_speedup": round(0.8 * k, 2), "meets_target": bool(speedup >= 0.8 * k)})
+                     "latency_us": round(us, 2), "speedup": round(dense / us, 3),
+                     "target_speedup": round(0.8 * k, 2), "meets_target": bool(dense / us >= 0.8 * k)})
     return rows
 
 
@@ -104,17 +99,16 @@ def main(argv=None):
     md = ["# Grouping speed", "", "## fit_groups (4 planted blocks + noise, permuted; target <= 5 s)", "",
           "Wall time depends on the load other processes put on the 2 shared cores; CPU time is the",
           "process's own (all threads).", "",
-          "| width | K | n_init | wall s | CPU s | ARI inputs | ARI outputs |", "|---|---|---|---|---|---|---|"]
-    md += [f"| {r['width']} | {r['n_groups']} | {r['n_init']} | {r['seconds']:.2f} | {r['cpu_seconds']:.2f} | {r['ari_inputs']:.3f} | {r['ari_outputs']:.3f} |"
-           for r in fit_rows]
-    md += ["", "## One layer in LiteRT (XNNPack delegate, 1 thread; speedup vs Dense of the same width, target >= 0.8 K)", "",
-           f"Target mapping used by `to_block_diagonal`/`for_target`: {TARGETS}", "",
-           "| width | batch | layer | K | implementation | targets | latency (us) | speedup | target | met |",
-           "|---|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        md.append(f"| {r['width']} | {r['batch']} | {r['layer']} | {r['K']} | {r['implementation']} | {r.get('targets', '-')} | "
-                  f"{r['latency_us']:.1f} | {r['speedup']:.2f} | {r['target_speedup'] or '-'} | "
-                  f"{'-' if r['meets_target'] is None else ('yes' if r['meets_target'] else 'no')} |")
+          *md_table(["width", "K", "n_init", "wall s", "CPU s", "ARI inputs", "ARI outputs"],
+                    [[r["width"], r["n_groups"], r["n_init"], f"{r['seconds']:.2f}", f"{r['cpu_seconds']:.2f}",
+                      f"{r['ari_inputs']:.3f}", f"{r['ari_outputs']:.3f}"] for r in fit_rows]), "",
+          "## One layer in LiteRT (XNNPack delegate, 1 thread; speedup vs Dense of the same width, target >= 0.8 K)", "",
+          f"Target mapping used by `to_block_diagonal`/`for_target`: {TARGETS}", "",
+          *md_table(["width", "batch", "layer", "K", "implementation", "targets", "latency (us)", "speedup", "target",
+                     "met"],
+                    [[r["width"], r["batch"], r["layer"], r["K"], r["implementation"], r.get("targets", "-"),
+                      f"{r['latency_us']:.1f}", f"{r['speedup']:.2f}", r["target_speedup"] or "-",
+                      "-" if r["meets_target"] is None else ("yes" if r["meets_target"] else "no")] for r in rows])]
     paths = write_results("grouping_speed", {"fit_groups": fit_rows, "latency": rows,
                                              "settings": vars(args), "targets": TARGETS}, "\n".join(md))
     print("\n".join(md))

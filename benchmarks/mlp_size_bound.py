@@ -29,7 +29,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from benchmarks.harness import accuracy, load, train, write_results  # noqa: E402
+from benchmarks.harness import accuracy, load, md_table, train, write_results  # noqa: E402
 
 #: (name, hidden widths, input pixels or None for all 784)
 SMALL = (("784-150-64", (150, 64), None), ("784-128-128", (128, 128), None),
@@ -88,9 +88,9 @@ def main(argv=None):
           f"Every model: {args.epochs} epochs, Adam 1e-3 on a cosine to 0, batch {args.batch_size}, seed 0, "
           f"{len(x):,} training images, the full test set. Distillation: T = 4, alpha = 0.5. "
           "Pixel rows keep the inputs with the largest first-layer weight rows of the dense model.", "",
-          "| model | trained on | parameters | params x | test accuracy % | Δ pt |", "|---|---|---|---|---|---|"]
-    md += [f"| {r['model']} | {r['how']} | {r['params']:,} | {r['params_x']:.1f} | {100 * r['accuracy']:.2f} | "
-           f"{r['delta_pt']:+.2f} |" for r in rows]
+          *md_table(["model", "trained on", "parameters", "params x", "test accuracy %", "Δ pt"],
+                    [[r["model"], r["how"], f"{r['params']:,}", f"{r['params_x']:.1f}", f"{100 * r['accuracy']:.2f}",
+                      f"{r['delta_pt']:+.2f}"] for r in rows])]
     best = max(rows[1:], key=lambda r: r["accuracy"])
     md += ["", f"Best small model: {best['model']} ({best['how']}), {best['params_x']:.1f}x fewer parameters at "
                f"{best['delta_pt']:+.2f} points; the target allows -0.50."]

@@ -22,7 +22,7 @@ import time
 
 import keras
 
-from benchmarks.harness import train, write_results
+from benchmarks.harness import md_table, train, write_results
 from tf_groupsparse.datasets import load_digits
 from tf_groupsparse.metrics import count_params, flops
 from tf_groupsparse.pruning.planting import accuracy, plant
@@ -125,13 +125,12 @@ def main(argv=None):
     cols = list(hfp_rows[0])
     md = ["# Filter pruning and channel planting on the 8x8 digits", "",
           "## prune_filters (HFP reading): CNN conv16-conv32-GAP-dense (ReLU), 512 training samples for the loss", "",
-          "| " + " | ".join(cols) + " |", "|" + "|".join("---" for _ in cols) + "|"]
-    md += ["| " + " | ".join(fmt(r[c]) for c in cols) + " |" for r in hfp_rows]
+          *md_table(cols, [[fmt(r[c]) for c in cols] for r in hfp_rows])]
     md += ["", "## plant: student conv2-conv4 grown with a conv32-conv64 teacher (4 channels per step)", ""]
     md += [f"- {k}: {fmt(v)}" for k, v in plant_result.items() if k != "steps"]
-    md += ["", "| step | layer | channels | params | val accuracy |", "|---|---|---|---|---|"]
-    md += [f"| {s['step']} | {s['layer']} | {s['channels']} | {s['params']} | {s['accuracy']:.3f} |"
-           for s in plant_result["steps"]]
+    md += ["", *md_table(["step", "layer", "channels", "params", "val accuracy"],
+                         [[s["step"], s["layer"], s["channels"], s["params"], f"{s['accuracy']:.3f}"]
+                          for s in plant_result["steps"]])]
     name = "pruning_planting_digits" + ("_quick" if args.quick else "")
     paths = write_results(name, {"hfp": hfp_rows, "plant": plant_result}, "\n".join(md))
     print("\n".join(md))

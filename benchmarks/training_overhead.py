@@ -25,7 +25,7 @@ import time
 
 import keras
 
-from benchmarks.harness import write_results
+from benchmarks.harness import md_table, write_results
 from tf_groupsparse import datasets, regularizers
 from tf_groupsparse.callbacks import ProximalStep
 from tf_groupsparse import regularize
@@ -188,12 +188,12 @@ def main(argv=None):
              f"Batch {args.batch_size}, SGD with momentum, {args.epochs * args.rounds} timed epochs per "
              "configuration, interleaved one epoch at a time. The ratio is of median step times; the median "
              "epoch time and its ratio are shown for reference (noisier on a shared machine).", "",
-             "| method | kind | median step (ms) | steps timed | ratio to plain | median epoch (s) | epoch ratio "
-             "| target | met |", "|---|---|---|---|---|---|---|---|---|"]
-    lines += [f"| {r['method']} | {r['kind']} | {r['step_ms']:.2f} | {r['steps']} | {r['ratio']:.3f} | "
-              f"{r['epoch_s']:.3f} | {r['epoch_ratio']:.3f} | "
-              f"{'' if r['target'] is None else '<= %.2f' % r['target']} | {'' if r['met'] is None else r['met']} |"
-              for r in rows]
+             *md_table(["method", "kind", "median step (ms)", "steps timed", "ratio to plain", "median epoch (s)",
+                        "epoch ratio", "target", "met"],
+                       [[r["method"], r["kind"], f"{r['step_ms']:.2f}", r["steps"], f"{r['ratio']:.3f}",
+                         f"{r['epoch_s']:.3f}", f"{r['epoch_ratio']:.3f}",
+                         "" if r["target"] is None else f"<= {r['target']:.2f}", "" if r["met"] is None else r["met"]]
+                        for r in rows])]
     suffix = "" if backend == "tensorflow" else f"_{backend}"
     write_results("training_overhead" + suffix + ("_quick" if args.quick else ""),
                   {"data": data_name, "backend": backend, "settings": vars(args), "rows": rows}, "\n".join(lines),
