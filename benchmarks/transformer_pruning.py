@@ -221,53 +221,71 @@ def run_row(arch, kind, seed):
 
 
 def summarize(suites, seeds):
+    """Time every cached row's LiteRT file against its seed's dense model, then write one line
+    per row (mean and sample standard deviation over the seeds found) and one per seed."""
     import statistics
 
     import numpy as np
 
-    from benchmarks.harness import paired_speedup, time_rounds, write_results
+    from benchmarks.harness import md_table, paired_speedup, time_rounds, write_results
 
-    rows = []
-    for suite in suites:
-        for arch, kind in PLAN[suite]:
-            for seed in seeds:
-                path = CACHE / f"{arch}_{kind}_seed{seed}.json"
-                if path.exists():
-                    rows.append(json.loads(path.read_text()))
+    rows = [json.loads(path.read_text()) for suite in suites for arch, kind in PLAN[suite] for seed in seeds
+            if (path := CACHE / f"{arch}_{kind}_seed{seed}.json").exists()]
+    dense = {(r["arch"], r["seed"]): r for r in rows if r["kind"] == "dense"}
     sample = {"vit": np.zeros((1, 28, 28, 1), "float32"), "seq": np.zeros((1, 40, 1), "float32")}
     for arch in sorted({r["arch"] for r in rows}):
-        mine = [r for r in rows if r["arch"] == arch and "tflite" in r]
-        dense = next((r for r in mine if r["kind"] == "dense"), None)
-        if dense is None:
-            continue
+        mine = [r for r in rows if r["arch"] == arch and "tflite" in r and (arch, r["seed"]) in dense]
         blobs = {r["tflite"]: (CACHE / r["tflite"]).read_bytes() for r in mine}
-        times = time_rounds(blobs, sample["vit" if arch == "vit" else "seq"], rounds=3 if not QUICK else 1, runs=50)
+        times = time_rounds(blobs, sample["vit" if arch == "vit" else "seq"], rounds=1 if QUICK else 3, runs=50)
         for r in mine:
             r["latency_ms"] = 1e3 * statistics.median(times[r["tflite"]])
-            r["latency_ratio"] = paired_speedup(times[dense["tflite"]], times[r["tflite"]])
-    for arch in {r["arch"] for r in rows}:
-        dense = next((r for r in rows if r["arch"] == arch and r["kind"] == "dense"), None)
-        for r in rows:
-            if dense and r["arch"] == arch:  # the peer's drop is from its own dense model
-                r["macs_ratio"] = r["macs"] / dense["macs"]
-                r["accuracy_drop_points"] = 100 * (r.get("dense_test_accuracy", dense["test_accuracy"])
-                                                   - r["test_accuracy"])
+            r["latency_ratio"] = paired_speedup(times[dense[arch, r["seed"]]["tflite"]], times[r["tflite"]])
+    for r in rows:
+        base = dense.get((r["arch"], r["seed"]))
+        if base:  # the peer's drop is from its own dense model
+            r["macs_ratio"] = r["macs"] / base["macs"]
+            r["accuracy_drop_points"] = 100 * (r.get("dense_test_accuracy", base["test_accuracy"]) - r["test_accuracy"])
+
+    def spread(values, fmt):
+        values = [v for v in values if v is not None]
+        if not values:
+            return "-"
+        text = fmt.format(statistics.mean(values))
+        return text + (" ± " + fmt.format(statistics.stdev(values)) if len(values) > 1 else "")
+
+    groups = {}
+    for r in rows:
+        groups.setdefault((r["arch"], r["kind"]), []).append(r)
+    summary = []
+    for (arch, kind), rs in groups.items():
+        summary.append({
+            "arch": arch, "kind": kind, "method": rs[0]["method"], "seeds": [r["seed"] for r in rs],
+            "test_accuracy": [r["test_accuracy"] for r in rs],
+            "accuracy_drop_points": [r.get("accuracy_drop_points") for r in rs],
+            "macs_ratio": [r.get("macs_ratio") for r in rs], "latency_ratio": [r.get("latency_ratio") for r in rs]})
+    table = md_table(
+        ["model", "method", "seeds", "test acc. (%)", "drop (pts)", "MACs ratio", "LiteRT latency ratio"],
+        [[g["arch"], g["method"], len(g["seeds"]), spread([100 * a for a in g["test_accuracy"]], "{:.2f}"),
+          spread(g["accuracy_drop_points"], "{:.2f}"), spread(g["macs_ratio"], "{:.3f}"),
+          spread(g["latency_ratio"], "{:.2f}")] for g in summary])
+    per_seed = md_table(
+        ["model", "method", "seed", "test acc.", "drop (pts)", "MACs", "MACs ratio", "params", "LiteRT ms",
+         "latency ratio"],
+        [[r["arch"], r["method"], r["seed"], f"{100 * r['test_accuracy']:.2f}%",
+          f"{r.get('accuracy_drop_points', 0):.2f}", f"{r['macs']:,}", f"{r.get('macs_ratio', 1):.3f}",
+          f"{r['params']:,}", f"{r['latency_ms']:.3f}" if "latency_ms" in r else "-",
+          f"{r['latency_ratio']:.2f}x" if "latency_ratio" in r else "-"] for r in rows])
     lines = ["# Transformer pruning at half the MACs", "",
              f"ViT on Fashion-MNIST: {EPOCHS} epochs dense, {FINE_TUNE_EPOCHS} of fine-tuning; MNIST-1D: "
-             f"{SEQ_EPOCHS} + {SEQ_FINE_TUNE}. Seeds: {', '.join(map(str, seeds))}.", "",
-             "| model | method | test acc. | drop (pts) | MACs | MACs ratio | params | LiteRT ms | latency ratio |",
-             "|---|---|---|---|---|---|---|---|---|"]
-    for r in rows:
-        lat = f"{r['latency_ms']:.3f}" if "latency_ms" in r else "-"
-        ratio = f"{r['latency_ratio']:.2f}x" if "latency_ratio" in r else "-"
-        lines.append(f"| {r['arch']} | {r['method']} | {100 * r['test_accuracy']:.2f}% | "
-                     f"{r.get('accuracy_drop_points', 0):.2f} | {r['macs']:,} | {r.get('macs_ratio', 1):.3f} | "
-                     f"{r['params']:,} | {lat} | {ratio} |")
+             f"{SEQ_EPOCHS} + {SEQ_FINE_TUNE}. Seeds: {', '.join(map(str, seeds))}. Mean ± sample standard "
+             "deviation over the seeds each row ran with; drops and latency ratios are against the same seed's "
+             "dense model (the peer's drop against its own dense model).", "", *table, "", "## Per seed", "",
+             *per_seed]
     for r in rows:
         if "dense_test_accuracy" in r:
-            lines += ["", f"{r['method']}: its own dense ViT (PyTorch, same budget) scored "
+            lines += ["", f"{r['method']} (seed {r['seed']}): its own dense ViT (PyTorch, same budget) scored "
                           f"{100 * r['dense_test_accuracy']:.2f}%, the drop is from that."]
-    write_results("transformer_pruning", {"rows": rows, "goals": GOALS, "epochs": EPOCHS,
+    write_results("transformer_pruning", {"rows": rows, "summary": summary, "goals": GOALS, "epochs": EPOCHS,
                                           "fine_tune_epochs": FINE_TUNE_EPOCHS, "seeds": list(seeds)},
                   "\n".join(lines), extra_versions=("keras-hub", "torch", "torch-pruning"))
     print("\n".join(lines))
