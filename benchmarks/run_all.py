@@ -1,20 +1,12 @@
 """The comparison benchmark suite: every method against the dense baseline and tfmot.
 
-A table of (data, model, method) jobs (``benchmarks/suite/jobs.py``); each job trains on the same
-data, epochs, batch size and seed, and records test accuracy, parameters, multiply-adds, .tflite
-bytes (float32 and int8, raw and gzip), the int8 model's accuracy, training time and the
-one-sample LiteRT latency. At the end of every run all finished rows are timed again in rounds
-(:func:`measure.retime`), so latency ratios to the dense baseline come from the same run. Output:
-``benchmarks/results/suite[_quick].{json,md}`` and ``suite[_quick]_{params,latency}.png``; finished
-jobs are kept in ``results/suite[_quick]_jobs/`` (a rerun skips them unless ``--force``), models and
-.tflite files in ``results/suite_cache/`` (neither is committed).
-
-With several ``--seeds`` every chosen job (and its model's dense job) runs once per seed, each seed
-a whole run (weights and batch order of every phase; seed 0's jobs are the suite's), and the table
-is the seed spread ``seed_spread[_quick]_<data>_<model>[_n<N>].{json,md}`` of each model: per seed
-the accuracy change against the dense model of that seed, the mean, the sample standard deviation
-and the seeds within ``--max-loss`` points. ``--train-samples``, ``--epochs`` and
-``--finetune-epochs`` run at another budget, kept apart (``suite_n60000_jobs``, ...).
+Runs the (data, model, method) jobs of ``suite/jobs.py`` (finished jobs kept in
+``results/suite[_quick]_jobs/`` and skipped unless ``--force``; models and .tflite files in
+``results/suite_cache/``, neither committed), then times all finished rows again in rounds
+(:func:`measure.retime`) and writes ``results/suite[_quick].{json,md}`` with two plots. With several
+``--seeds`` each chosen job and its dense job run once per seed and the table is the seed spread
+``seed_spread[_quick]_<data>_<model>[<budget>].{json,md}``; ``--train-samples``, ``--epochs`` and
+``--finetune-epochs`` run at another budget, kept apart. Protocol: docs/benchmarks/suite.md.
 
     python -m benchmarks.run_all                      # full: Fashion-MNIST + MNIST-1D (hours on 2 cores)
     python -m benchmarks.run_all --quick              # digits, tiny models, a subset of methods (~3 min)

@@ -1,42 +1,9 @@
 """The benchmark methods: one function per method, looked up in :data:`METHODS`.
 
 Every method gets a :class:`Context` (data, model spec, epochs, seed, cache) and returns rows
-measured by :func:`benchmarks.suite.measure.measure`. All spend the same budget, ``epochs +
-finetune_epochs`` epochs on the same data, seed and batch size; every phase (a ``fit``) gets a
-fresh optimizer decaying to 0 along a cosine: Adam(``learning_rate``), except the proximal phases,
-SGD(``sgd_learning_rate``, momentum 0.9) unless the settings say ``prox_optimizer="adam"`` (the
-BN-free CNNs, ``jobs.ADAM_PROX``: SGD at 0.05 diverged there). Adam moves every weight by about the
-learning rate whatever its gradient, so with it a group dies when the strength beats 1, not when
-the loss lets it (Adam at a constant 1e-3 left the VGG at 10% at group lasso 0.2-0.4).
-
-- ``dense``: the plain model for the whole budget.
-- regularizer families (:data:`PROX_FAMILIES`): ``epochs`` with the proximal constraint on every
-  kernel but the first layer's (``regularize(..., proximal=True)`` + ``ProximalStep``), ``shrink``
-  (exact zeros only), ``finetune_epochs`` plain Adam epochs of the smaller model.
-- ``hgsr_<variant>`` (no closed-form prox): the penalty in the loss, weights below 1e-3 set to zero
-  (the HGSR reference's rule), ``shrink``, fine-tuning.
-- ``em_blockdiag``: ``fit_groups`` (K balanced blocks) on the dense model after ``epochs``,
-  ``apply_mask``, masked fine-tuning, ``to_block_diagonal``.
-- ``filter_pruning[_strong|_max|_light|_distilled|_tiles]``: ``prune_filters`` of the
-  ``hgsr_squared_group_l12`` model before shrinking (``prune_hgsr_strength``; the dense model at 0)
-  at the loss-increase tolerance ``prune_tolerance[_<level>]``, then fine-tuning. Settings
-  ``<method>_<key>`` or ``prune_<key>``: ``layers``, ``max_fraction`` (one number, or a cap per
-  layer), ``at_epoch`` (prune after k epochs, fine-tune the rest of the budget),
-  ``finetune_learning_rate``, ``finetune_seed``, ``distill_temperature``/``distill_alpha``
-  (fine-tune by distillation from the dense row's model; its training is added to the seconds),
-  ``rounding``; ``_tiles`` rounds pruned widths to multiples of ``tile_multiple`` (16: this CPU's
-  XNNPack tile, ``benchmarks/channel_multiple.py``). Three levels like the peer's three sparsities; a
-  tolerance of 1-2 is most of a random guess's loss (ln 10 = 2.3), recovered by the fine-tuning.
-- ``planting``: a student of 1/8 the widths grown by ``plant`` with the dense model as teacher.
-- ``scratch_target``: a reference, not a method: the dense architecture scaled by one factor down to
-  the headline target's size (:data:`TARGET_SIZE`), trained from scratch like the dense row (Liu et
-  al., "Rethinking the Value of Network Pruning", ICLR 2019).
-- ``tfmot``: the peer process (:mod:`benchmarks.tfmot_peer`), dense ``epochs``, then magnitude
-  pruning at each sparsity during ``finetune_epochs``.
-
-References: HGSR (Mitsuno, Miyao & Kurita, IJCNN 2020), l1,1 + l1,2 (Ma & Niu, ICDMW 2018),
-CGES (Yoon & Hwang, ICML 2017), EM grouping (Yi & Choi, ICDMW 2018), filter pruning (Mitsuno &
-Kurita, ICPR 2020), planting (Mitsuno, Nomura & Kurita, ICPR 2020).
+measured by :func:`benchmarks.suite.measure.measure`; all spend the same budget, ``epochs +
+finetune_epochs`` epochs, each phase with a fresh cosine-decayed optimizer. What each method does
+and why: docs/benchmarks/suite.md, "Methods" and "Settings".
 """
 
 from __future__ import annotations
@@ -130,26 +97,16 @@ class Context:
                 "batch_norm": self.spec.get("batch_norm", True)}
 
 
-# ----------------------------------------------------------------------------- dense
-
-
 def dense(ctx):
     model, seconds = ctx.trained("dense", ctx.build, ctx.epochs + ctx.finetune_epochs)
     return [ctx.row("dense", model, seconds)]
 
 
-# ----------------------------------------------------------------------------- regularizers
-
-
-def _kernel_layers(model):
-    return [layer.name for layer in model.layers if getattr(layer, "kernel", None) is not None]
-
-
 def _penalized_layers(model):
-    """Every kernel layer but the first: input groups of the first layer are the model's input
-    features (pixels), which no pass can remove, and zeroing them only costs accuracy (a
-    1-channel image has a single group, whose death kills the model)."""
-    return _kernel_layers(model)[1:]
+    """Every kernel layer but the first: the first layer's input groups are the input features
+    (pixels), which no pass can remove (a 1-channel image has a single group, whose death kills
+    the model)."""
+    return [layer.name for layer in model.layers if getattr(layer, "kernel", None) is not None][1:]
 
 
 def _r():
@@ -169,13 +126,8 @@ def _gl(strength, model):
 
 
 _GL = "GroupLasso (input groups, sqrt(|g|) weights)"
-#: proximal method -> (factory(strength, model) -> regularizer or {layer: regularizer}, strength, text).
-#: The strengths are for SGD(0.05, momentum 0.9, cosine) on the Fashion-MNIST MLP, one calibration
-#: run per family (6 + 3 epochs; group lasso 5e-4 removed nothing, 1e-3 4.7x fewer parameters, 2e-3
-#: 19.6x; L1 5e-4, exclusive 3e-5 and l11_l12 5e-4 removed nothing; "mild" 7e-4 was added to place
-#: a row near tfmot's 50% level), judged on test accuracy and parameter counts before the suite had
-#: a validation split: a coarse grid where groups start to die, not tuned per row. Models trained
-#: with ``prox_optimizer="adam"`` set their own strengths in their ``settings`` (jobs.MODES).
+#: proximal method -> (factory(strength, model) -> regularizer or {layer: regularizer}, strength, text);
+#: strengths for SGD on the Fashion-MNIST MLP (docs/benchmarks/suite.md, "Settings")
 PROX_FAMILIES = {
     "l1": (lambda s, m: _r().L1(s), 2e-3, "L1"),
     "group_lasso": (_gl, 2e-3, _GL),
@@ -256,9 +208,6 @@ def hgsr_method(variant):
     return run
 
 
-# ----------------------------------------------------------------------------- structure methods
-
-
 def em_blockdiag(ctx):
     from tf_groupsparse.grouping import fit_groups
     from tf_groupsparse.grouping.rewrite import apply_mask, to_block_diagonal
@@ -298,26 +247,19 @@ def _filter_pruning(ctx, name, tolerance, multiple=None):
     from tf_groupsparse.pruning.filters import OLD_CANDIDATES
 
     candidates = ctx.settings.get("prune_candidates", "norm")
-    # pruned after `at` of the epochs + finetune_epochs budget, fine-tuned for the rest
-    at = int(_pruning_setting(ctx, name, "at_epoch", ctx.epochs))
+    at = int(_pruning_setting(ctx, name, "at_epoch", ctx.epochs))  # pruned after `at` epochs of the budget
     finetune_epochs = ctx.epochs + ctx.finetune_epochs - at
-    # the HGSR model's strength (``prune_hgsr_strength`` for the pruning rows only); at 0 no penalty:
-    # the pruned model is the dense one after `at` epochs
+    # the HGSR model's strength for the pruning rows; at 0 the pruned model is the dense one after `at` epochs
     strength = ctx.settings.get("prune_hgsr_strength", _hgsr_strength(ctx, "squared_group_l12"))
     model, seconds = _hgsr_model(ctx, "squared_group_l12", at, strength) if strength else \
         ctx.trained("dense", ctx.build, at)
     start = time.perf_counter()
     samples = int(ctx.settings.get("prune_samples", 512))
-    # the layers whose filters may go (default every prunable one); e.g. only the MLP's first
-    # layer, which holds most of its parameters (784 x width)
     layers = _pruning_setting(ctx, name, "layers")
     layers = list(layers) if layers else None
-    # the largest fraction of a layer's filters to remove: a size the tolerance cannot overshoot
-    # (at one tolerance, models trained on other samples prune to other sizes)
-    max_fraction = _pruning_setting(ctx, name, "max_fraction")
+    max_fraction = _pruning_setting(ctx, name, "max_fraction")  # a size the tolerance cannot overshoot
     if isinstance(max_fraction, dict):  # one cap per layer: the layers it names are the ones pruned
         layers = list(max_fraction)
-    # how pruned widths become multiples of `multiple` (prune_filters' `rounding`, default "down")
     rounding = _pruning_setting(ctx, name, "rounding", "down")
     pruned, _ = prune_filters(plain_copy(model), (ctx.data[0], ctx.data[1]), samples=samples, tolerance=tolerance,
                               loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -327,10 +269,8 @@ def _filter_pruning(ctx, name, tolerance, multiple=None):
     seconds += time.perf_counter() - start
     pruned = plain_copy(pruned)
     finetune_lr = _pruning_setting(ctx, name, "finetune_learning_rate")
-    # the fine-tune's shuffling seed (default the suite's): how much one run's accuracy owes to the draw
-    finetune_seed = _pruning_setting(ctx, name, "finetune_seed")
-    # fine-tuned by distillation from the dense model at this temperature (the teacher's training,
-    # the dense row's, is added to the row's seconds: it is outside the row's epoch budget)
+    finetune_seed = _pruning_setting(ctx, name, "finetune_seed")  # the fine-tune's shuffling seed
+    # fine-tuned by distillation from the dense model; the teacher's training is added to the seconds
     temperature = _pruning_setting(ctx, name, "distill_temperature")
     alpha = float(_pruning_setting(ctx, name, "distill_alpha", 0.5))
     teacher = None
@@ -422,9 +362,6 @@ def scratch_target(ctx):
     return [ctx.row("scratch_target", model, seconds,
                     setting=f"reference: widths {widths} (<= dense {measure_of} / {factor:g}) trained from scratch "
                             "with the dense budget")]
-
-
-# ----------------------------------------------------------------------------- the peer
 
 
 def tfmot(ctx):
