@@ -1,12 +1,8 @@
 """The comparison benchmark suite: every method against the dense baseline and tfmot.
 
-Runs the (data, model, method) jobs of ``suite/jobs.py`` (finished jobs kept in
-``results/suite[_quick]_jobs/`` and skipped unless ``--force``; models and .tflite files in
-``results/suite_cache/``, neither committed), then times all finished rows again in rounds
-(:func:`measure.retime`) and writes ``results/suite[_quick].{json,md}`` with two plots. With several
-``--seeds`` each chosen job and its dense job run once per seed and the table is the seed spread
-``seed_spread[_quick]_<data>_<model>[<budget>].{json,md}``; ``--train-samples``, ``--epochs`` and
-``--finetune-epochs`` run at another budget, kept apart. Protocol: docs/benchmarks/suite.md.
+Runs the (data, model, method) jobs of ``suite/jobs.py``, re-times the finished rows in rounds and
+writes ``results/suite[_quick].{json,md}`` with two plots; with several ``--seeds``, the seed spread
+``seed_spread[_quick]_<data>_<model>[<budget>].{json,md}`` instead. Protocol: docs/benchmarks/suite.md.
 
     python -m benchmarks.run_all                      # full: Fashion-MNIST + MNIST-1D (hours on 2 cores)
     python -m benchmarks.run_all --quick              # digits, tiny models, a subset of methods (~3 min)
@@ -37,13 +33,8 @@ from benchmarks.suite.measure import add_ratios, retime  # noqa: E402
 logger = logging.getLogger("benchmarks.run_all")
 
 INPUT_SHAPES = {"digits": [8, 8, 1], "fashion": [28, 28, 1], "mnist1d": [40, 1]}
-SUMMARY = ("data", "model", "method", "setting", "accuracy", "accuracy_int8", "accuracy_delta_pt", "params",
-           "nonzero_params", "params_x", "macs", "macs_x", "tflite_float_bytes", "tflite_float_gzip_bytes",
-           "tflite_int8_bytes", "tflite_int8_gzip_bytes", "latency_float_s", "latency_int8_s",
-           "latency_float_rounds", "latency_int8_rounds", "speedup_float", "speedup_int8", "bytes_float_x",
-           "bytes_int8_x", "train_s", "retimed",
-           "target_sparsity", "int8_error", "train_samples", "epochs", "finetune_epochs", "batch_size",
-           "optimizer", "learning_rate", "sgd_learning_rate", "seed", "batch_norm")
+#: the keys of a row that the summary leaves out: where its .tflite files are on the machine that ran it
+LOCAL_KEYS = ("tflite_float", "tflite_int8")
 #: Context arguments a mode sets and a model's ``settings`` may override
 TRAINING_KEYS = ("epochs", "finetune_epochs", "batch_size", "learning_rate", "sgd_learning_rate")
 #: the figures of a row that :func:`measure.retime` measures again
@@ -109,11 +100,11 @@ def carry_timings(rows, previous):
 INTRO = ("Every method trains the same architecture on the same data with the same seed, batch size and epoch "
          "budget (the scratch_target reference trains the same architecture with narrower layers); ratios (x) are "
          "dense / row; all latencies are re-measured together at the end of the run (LiteRT, 1 thread, batch 1) in "
-         "rounds that time each model's rows together, dense first: a latency is the median over rounds, a speed-up "
-         "the median over rounds of dense latency / row latency. Parameters are those of the final (physically "
-         "smaller) model; `nonzero` counts weights that are not exactly zero (tfmot's pruning keeps the shapes, so "
-         "only its nonzero count and gzip size drop). Accuracy is the Keras model's on the test set; int8 accuracy "
-         "is the int8 .tflite file's in LiteRT.")
+         "rounds, one dataset at a time, that time each model's rows together, dense first: a latency is the median "
+         "over rounds, a speed-up the median over rounds of dense latency / row latency. Parameters are those of the "
+         "final (physically smaller) model; `nonzero` counts weights that are not exactly zero (tfmot's pruning keeps "
+         "the shapes, so only its nonzero count and gzip size drop). Accuracy is the Keras model's on the test set; "
+         "int8 accuracy is the int8 .tflite file's in LiteRT.")
 
 
 def summarize(mode, jobs_dir, rounds, runs, name):
@@ -152,7 +143,7 @@ def summarize(mode, jobs_dir, rounds, runs, name):
         md += ["", "## Failed jobs (retried on the next run)", ""] + [f"- {k}: {v}" for k, v in errors.items()]
     pngs = [report.plot(rows, jobs_dir.parent / f"{name}_{axis}.png", axis) for axis in ("params", "latency")]
     md += ["", "Plots: " + ", ".join(f"`{p.name}`" for p in pngs)]
-    summary = [{k: r.get(k) for k in SUMMARY} for r in rows]
+    summary = [{k: v for k, v in r.items() if k not in LOCAL_KEYS} for r in rows]
     harness.write_results(name, {"mode": mode, "settings": jobs_mod.MODES[mode], "verdicts": all_verdicts,
                                  "rows": summary, "failed_jobs": errors}, "\n".join(md))
     return rows, all_verdicts
@@ -192,14 +183,14 @@ def seed_spread(mode, table, by_seed, args):
               "LiteRT latency over the row's, each timed in its own job (not paired in rounds). "
               f"Within: seeds at most {args.max_loss:g} point(s) below dense.", "",
               "Dense accuracy by seed: " + ", ".join(f"{s}: {100 * rows[s]['dense']['accuracy']:.2f}%" for s in seeds),
-              "", "| method | params x | MACs x | latency x | " + " | ".join(f"seed {s} Δ pt" for s in seeds)
-              + " | mean Δ pt | sd | within |", "|---|---|---|---|" + "---|" * len(seeds) + "---|---|---|"]
-        for m, r in result.items():
-            same = "-" not in span(r[f"{size}_x"])
-            md.append(f"| {m} | {span(r['params_x'])} | {span(r['macs_x'])} | {span(r['latency_float_s_x'])} | "
-                      + " | ".join(f"{v:+.2f}" + ("" if same else f" ({r[f'{size}_x'][s]:.1f}x)")
-                                   for s, v in r["delta_pt"].items())
-                      + f" | {r['mean']:+.2f} | {r['sd']:.2f} | {r['within']} of {len(seeds)} |")
+              "", *harness.md_table(
+                  ["method", "params x", "MACs x", "latency x", *(f"seed {s} Δ pt" for s in seeds), "mean Δ pt", "sd",
+                   "within"],
+                  [[m, span(r["params_x"]), span(r["macs_x"]), span(r["latency_float_s_x"]),
+                    *(f"{v:+.2f}" + ("" if "-" not in span(r[f"{size}_x"]) else f" ({r[f'{size}_x'][s]:.1f}x)")
+                      for s, v in r["delta_pt"].items()),
+                    f"{r['mean']:+.2f}", f"{r['sd']:.2f}", f"{r['within']} of {len(seeds)}"]
+                   for m, r in result.items()])]
         md += ["", "Settings:", ""] + [f"- {m}: {r['setting']}" for m, r in result.items()]
         harness.write_results("seed_spread" + ("" if mode == "full" else f"_{mode}") + f"_{data}_{model}"
                               + budget_tag(args), {"model": f"{data}/{model}", "seeds": seeds,

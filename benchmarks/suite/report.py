@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..harness import md_table
+
 COLUMNS = (  # (header, row -> text)
     ("method", lambda r: r["method"]),
     ("acc %", lambda r: f"{100 * r['accuracy']:.2f}"),
@@ -49,10 +51,8 @@ def table(rows):
     """One markdown table per (data, model)."""
     out = []
     for (data, model), group in _groups(rows):
-        out += [f"### {data} / {model}", "", *budget_lines(group), "| " + " | ".join(h for h, _ in COLUMNS) + " |",
-                "|" + "|".join("---" for _ in COLUMNS) + "|"]
-        out += ["| " + " | ".join(fn(r) for _, fn in COLUMNS) + " |" for r in group]
-        out.append("")
+        out += [f"### {data} / {model}", "", *budget_lines(group),
+                *md_table([h for h, _ in COLUMNS], [[fn(r) for _, fn in COLUMNS] for r in group]), ""]
     return "\n".join(out)
 
 

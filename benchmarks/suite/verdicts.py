@@ -1,28 +1,6 @@
-"""The headline targets of the suite, computed from the rows (after ``measure.add_ratios``).
-
-Targets (issue 6, Fashion-MNIST), over the rows of our methods (not the dense baseline, not
-the tfmot peer):
-
-- ``mlp_params``: an MLP row with >= 10x fewer parameters than the dense MLP (the final
-  model's parameter count: physically removed, not just zero) at an accuracy loss <= 0.5 point.
-  ``best`` is the most compressed row within the loss; when the target is not met,
-  ``nearest_at_size`` is the row with the least loss among those at >= 10x.
-- ``cnn_flops_latency``: a CNN row (VGG-style at two widths, and the ResNet, each reported
-  separately) with >= 3x fewer multiply-adds AND >= 2.5x lower float TFLite latency than the
-  dense model, at an accuracy loss <= 1 point.
-- ``vs_tfmot``: for every tfmot sparsity level of a model, one of our rows with accuracy at
-  least the tfmot row's minus 0.5 point ("equal accuracy") that has a lower float TFLite
-  latency (the median of per-round ratios when both were re-timed in the same rounds, see
-  ``measure.speedup``) AND a smaller float .tflite file, both raw and gzip-compressed (tfmot's size gain
-  appears only after compression). The row shown is the fastest one that wins on all three,
-  or the fastest at equal accuracy when none does.
-
-Each verdict is a dict: ``met`` (True / False / None when the rows needed are missing), the
-``target`` text, and the ``best`` row's figures that decided it. The size targets also carry the
-``reference``: the ``scratch_target`` row (the dense architecture scaled down to the target's
-size and trained from scratch with the dense budget), which tells whether the target is within
-reach of plain training at that size; it is a reference, never a candidate for the verdict.
-"""
+"""The headline targets of the suite, computed from the rows after ``measure.add_ratios``; what they
+are and which rows count: docs/benchmarks/suite.md, "Protocol". Each verdict is a dict: ``met``
+(True, False, or None when the rows needed are missing), the ``target`` text and the figures behind it."""
 
 from __future__ import annotations
 
@@ -34,9 +12,7 @@ EQUAL_ACCURACY_PT = 0.5
 #: the size factors of the targets (also the sizes ``methods.scratch_target`` scales down to)
 MLP_PARAMS_FACTOR = 10.0
 CNN_MACS_FACTOR = 3.0
-#: accuracy losses are differences of test-set fractions (multiples of 100 / n_test points): a loss
-#: equal to the limit, -0.50 = 50 of 10,000 images, may come out as -0.5000000000000004 in floats
-_EPS_PT = 1e-9
+_EPS_PT = 1e-9  # a loss equal to the limit is within it (float noise of test-set fractions)
 
 
 def within_loss(delta_pt, max_loss_pt):
@@ -131,14 +107,8 @@ SIZE_TARGETS = {"mlp": ("mlp_params", mlp_params), "vgg": ("cnn_flops_latency", 
 
 
 def verdicts(rows, data="fashion", archs=None):
-    """All headline verdicts for `data` (a dict name -> verdict).
-
-    `archs` maps a model name to its architecture (default: the name itself; ``jobs.archs(mode)``
-    for the suite), so that a variant of an architecture gets its target: ``{"mlp_b32": "mlp",
-    "vgg_wide": "vgg"}`` (see :data:`SIZE_TARGETS`). The model named ``mlp`` owns the
-    ``mlp_params`` key (present even without rows, then not decided); every other model with a
-    size target gets ``<verdict name>[<model>]``, and every model ``vs_tfmot[<model>]`` (not
-    decided without tfmot rows)."""
+    """All headline verdicts for `data` (name -> verdict); `archs` maps a model name to its architecture
+    (default: the name itself; ``jobs.archs(mode)`` for the suite), which picks its size target."""
     models = sorted({r["model"] for r in rows if r["data"] == data})
     out = {"mlp_params": mlp_params(rows, data)}
     for model in models:
