@@ -1,30 +1,6 @@
-"""LiteRT speedup of a shrunk group-sparse CNN against its dense export, and shrink() time on ResNet50.
+"""LiteRT speed-up of a shrunk group-sparse CNN against its dense export, and shrink() time on ResNet50.
 
-1. A VGG-style CNN (conv 32-32-pool-64-64-pool-128-GAP-dense, 3x3 'same' ReLU convolutions) is
-   trained on a Fashion-MNIST subset twice from the same initial weights: plainly ("dense") and
-   with proximal group lasso on the input channels of conv2..conv5
-   (``regularize(..., GroupLasso(strength, axis="input"), proximal=True)`` + ``ProximalStep``:
-   after each SGD-with-momentum step ``w_g <- max(0, 1 - lr * strength / ||w_g||_2) * w_g``; Yoon & Hwang,
-   ICML 2017; Mitsuno, Miyao & Kurita, IJCNN 2020 for feature-wise groups). A zero input group of
-   layer k makes output channel i of layer k-1 dead, so ``shrink`` removes it from both layers.
-2. ``shrink(threshold)`` makes the sparse model physically smaller; its outputs are compared with
-   the unshrunk model (max abs error on test images). The dense model, the unshrunk sparse model
-   and the shrunk model are converted with ``export.convert_tflite`` (float32) in the same run and
-   timed with ``export.tflite_latency`` (LiteRT, default XNNPack delegate, 1 thread, batch 1, the
-   median of `runs` invokes); the models are measured in interleaved rounds (A/B/C, A/B/C, ...),
-   so machine noise hits them alike. Speedup = median over rounds of (dense latency / shrunk
-   latency) within the round. FLOP ratio = dense MACs / shrunk MACs (``metrics.flops``).
-   Target: speedup >= 0.8 x FLOP ratio. The 1-minute load average is recorded before and after.
-   XNNPack's float32 convolution kernels compute output channels in tiles of 16 on this CPU, so a
-   layer's time follows ceil(C_out / 16) * 16 rather than C_out (17 filters cost about as much
-   as 32); the MAC ratio with output channels rounded up that way is reported beside the FLOP
-   ratio to explain the measured speedup. It does not replace the target's FLOP ratio.
-3. ``shrink`` on ``keras.applications.ResNet50(weights=None, classifier_activation=None)``:
-   once with nothing to remove, and once after zeroing a random `--zero-fraction` of the
-   filters (kernel slice ``W[..., :, o]`` and bias) of every Conv2D. Wall time of the call
-   (target < 30 s), groups and parameters removed, max abs error of the logits on random images.
-   Zeroed filters in residual-coupled groups stay, because the other producers of the group
-   still write to those channels.
+Protocol and the reasons for its settings: docs/benchmarks/speed.md, "Shrink speed: protocol".
 
     python -m benchmarks.shrink_speed            # Fashion-MNIST subset, ResNet50 (~10 min on 2 cores)
     python -m benchmarks.shrink_speed --quick    # digits, tiny CNN, a small residual net (smoke run)
@@ -34,14 +10,13 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import time
 
 import keras
 import numpy as np
 
-from benchmarks.harness import (accuracy, load, max_abs_error, md_table, paired_speedup, time_rounds, train,
-                                write_results)
+from benchmarks.harness import (accuracy, load, max_abs_error, md_table, median_us, paired_speedup, time_rounds,
+                                train, write_results)
 from tf_groupsparse.callbacks import ProximalStep
 from tf_groupsparse.deploy import convert_tflite, run_tflite
 from tf_groupsparse.metrics import count_params, flops, layer_costs
@@ -51,9 +26,7 @@ from tf_groupsparse.pruning.shrink import shrink
 
 SPEEDUP_FRACTION = 0.8  # target: latency speedup >= SPEEDUP_FRACTION x FLOP ratio
 RESNET_TARGET_S = 30.0  # target: shrink() on ResNet50 in less than this
-# Output channels per tile of the XNNPack f32 GEMM/conv micro-kernels on this x86 CPU: a layer with
-# 17 filters costs about as much as one with 32 (measured; see the results and the module docstring).
-XNNPACK_TILE = 16
+XNNPACK_TILE = 16  # output channels per tile of XNNPack's f32 conv kernels on this CPU
 
 
 # --------------------------------------------------------------------------- models
@@ -73,12 +46,7 @@ def build_cnn(input_shape, widths=(32, 32, 64, 64, 128), n_classes=10, seed=0):
 
 
 def penalized_layers(model):
-    """The convolutions after the first: their input channels are the model's hidden channels.
-
-    The first layer's input is the image and the classifier is left out: its input groups hold
-    only n_classes weights each, so the same prox step removes them long before any conv group
-    (with the classifier penalized at strength 1, conv5 fell from 128 to 12 channels).
-    """
+    """The convolutions after the first (not the classifier: docs/benchmarks/speed.md)."""
     names = [layer.name for layer in model.layers if getattr(layer, "kernel", None) is not None]
     return names[1:-1]
 
@@ -130,26 +98,18 @@ def zero_random_filters(model, fraction, seed=0):
 
 
 def time_shrink(model, x, threshold=1e-3):
-    """Wall time of shrink(model) and the equality of the outputs on `x`."""
+    """Wall time of shrink(model), what it removed and the largest output change on `x`."""
     start = time.perf_counter()
     small, report = shrink(model, threshold, return_report=True)
     seconds = time.perf_counter() - start
-    return small, {
-        "seconds": round(seconds, 3),
-        "groups_removed": report.totals["groups_removed"],
-        "params_before": report.totals["params_before"],
-        "params_after": report.totals["params_after"],
-        "params_removed_fraction": round(report.totals["params_removed_fraction"], 4),
-        "max_abs_error": max_abs_error(model, small, x),
-    }
+    t = report.totals
+    return {"seconds": round(seconds, 3), **{k: t[k] for k in ("groups_removed", "params_before", "params_after")},
+            "params_removed_fraction": round(t["params_removed_fraction"], 4),
+            "max_abs_error": max_abs_error(model, small, x)}
 
 
 def tile_padded_macs(model, tile=XNNPACK_TILE):
-    """MACs with every Conv/Dense layer's output channels rounded up to a multiple of `tile`.
-
-    ``sum_layers macs * ceil(C_out / tile) * tile / C_out``: the work a kernel that computes
-    output channels in tiles of `tile` does. An explanatory figure, not the target's FLOP ratio.
-    """
+    """MACs with every Conv/Dense layer's output channels rounded up to a multiple of `tile`."""
     total = 0
     for row in layer_costs(model).rows:
         kernel = getattr(model.get_layer(row["layer"]), "kernel", None)
@@ -158,19 +118,11 @@ def tile_padded_macs(model, tile=XNNPACK_TILE):
     return int(total)
 
 
-def input_group_norms(model, names):
-    """Per layer in `names`: the L2 norms of its input-channel groups ``W[..., i, :]``."""
-    out = {}
-    for name in names:
-        kernel = np.asarray(model.get_layer(name).kernel.numpy(), dtype="float64")
-        rows = np.moveaxis(kernel, -2, 0).reshape(kernel.shape[-2], -1)
-        out[name] = np.sqrt(np.sum(rows**2, axis=1))
-    return out
-
-
 def threshold_row(model, threshold, x, penalized):
     """Groups, MACs and output error of shrink(model, threshold), with the near-zero group count."""
-    norms = np.concatenate(list(input_group_norms(model, penalized).values()))
+    # the L2 norms of the input-channel groups W[..., i, :] of the penalized layers
+    norms = np.concatenate([np.linalg.norm(np.moveaxis(np.asarray(model.get_layer(n).kernel.numpy(), "float64"), -2, 0)
+                                           .reshape(model.get_layer(n).kernel.shape[-2], -1), axis=1) for n in penalized])
     small, report = shrink(model, threshold, return_report=True)
     return {"threshold": threshold, "groups_removed": report.totals["groups_removed"],
             "exact_zero_input_groups": int(np.sum(norms == 0)),
@@ -193,10 +145,7 @@ def cnn_part(args, data):
     dense = build_cnn(x.shape[1:], widths)
     sparse = regularize(build_cnn(x.shape[1:], widths), GroupLasso(args.strength, axis="input"),
                         layers=penalized_layers(dense), proximal=True)
-    # SGD rather than Adam: Adam rescales every weight's step to about `lr` whatever its gradient, so
-    # a group the prox has just zeroed comes back at the next step. Measured on this CNN (12000
-    # images, 5 epochs): Adam(1e-3) with strength 4 reached 4.96x fewer MACs at 65.7% (dense 82.5%);
-    # SGD(0.05, 0.9) with strength 0.04 reached 4.23x at 80.4% (dense 80.0%).
+    # SGD rather than Adam, which brings zeroed groups back (docs/benchmarks/speed.md)
     train_kw = {"epochs": args.epochs, "batch_size": args.batch_size, "optimizer": "sgd",
                 "learning_rate": args.lr, "cosine": False}
     dense_fit_s = train(dense, x, y, **train_kw)
@@ -215,7 +164,6 @@ def cnn_part(args, data):
     samples = time_rounds(flat, xt[:1], runs=args.runs, warmup=args.warmup, rounds=args.rounds)
     load_after = os.getloadavg()
 
-    latency = {name: statistics.median(v) for name, v in samples.items()}
     macs = {"dense": flops(dense), "shrunk": flops(small)}
     flop_ratio = macs["dense"] / macs["shrunk"]
     speedup = paired_speedup(samples["dense"], samples["shrunk"])
@@ -234,7 +182,7 @@ def cnn_part(args, data):
         "params": {"dense": count_params(dense), "shrunk": count_params(small)},
         "macs": macs,
         "tflite_bytes": {name: len(b) for name, b in flat.items()},
-        "latency_us": {name: round(v * 1e6, 2) for name, v in latency.items()},
+        "latency_us": {name: round(v, 2) for name, v in median_us(samples).items()},
         "latency_rounds_us": {name: [round(s * 1e6, 2) for s in v] for name, v in samples.items()},
         "flop_ratio": round(flop_ratio, 4),
         "tile_padded_macs": {"dense": tile_padded_macs(dense), "shrunk": tile_padded_macs(small)},
@@ -254,16 +202,11 @@ def resnet_part(name, fraction, samples=2, seed=0):
     model = RESNETS[name]()
     build_s = time.perf_counter() - build_start
     x = np.random.default_rng(seed).normal(size=(samples, *model.input_shape[1:])).astype("float32")
-    rows = []
-    _, row = time_shrink(model, x)
-    rows.append({"model": name, "case": "nothing to remove", "filters_zeroed": 0, **row})
     zeroed_model, zeroed = zero_random_filters(model, fraction, seed)
-    _, row = time_shrink(zeroed_model, x)
-    rows.append({"model": name, "case": f"random {fraction:.0%} of Conv2D filters zeroed",
-                 "filters_zeroed": zeroed, **row})
+    rows = [{"model": name, "case": case, "filters_zeroed": n, **time_shrink(m, x)} for case, n, m in (
+        ("nothing to remove", 0, model), (f"random {fraction:.0%} of Conv2D filters zeroed", zeroed, zeroed_model))]
     for r in rows:
-        r["target_s"] = RESNET_TARGET_S
-        r["met"] = bool(r["seconds"] < RESNET_TARGET_S)
+        r.update(target_s=RESNET_TARGET_S, met=bool(r["seconds"] < RESNET_TARGET_S))
     return {"build_seconds": round(build_s, 2), "rows": rows}
 
 
@@ -322,8 +265,7 @@ def main(argv=None):
     parser.add_argument("--strength", type=float, default=0.04,
                         help="group lasso strength; prox step lr * strength (default: %(default)s)")
     parser.add_argument("--threshold", type=float, default=1e-9,
-                        help="shrink threshold; the prox step leaves exact zeros, so only those are removed "
-                             "(default: %(default)s; 1e-3 is also reported)")
+                        help="shrink threshold (default: %(default)s; 1e-3 is also reported)")
     parser.add_argument("--runs", type=int, default=200, help="timed invokes per round (default: %(default)s)")
     parser.add_argument("--warmup", type=int, default=20, help="(default: %(default)s)")
     parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds (default: %(default)s)")
