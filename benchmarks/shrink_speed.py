@@ -103,9 +103,10 @@ def time_shrink(model, x, threshold=1e-3):
     small, report = shrink(model, threshold, return_report=True)
     seconds = time.perf_counter() - start
     t = report.totals
-    return {"seconds": round(seconds, 3), **{k: t[k] for k in ("groups_removed", "params_before", "params_after")},
-            "params_removed_fraction": round(t["params_removed_fraction"], 4),
-            "max_abs_error": max_abs_error(model, small, x)}
+    return small, {"seconds": round(seconds, 3),
+                   **{k: t[k] for k in ("groups_removed", "params_before", "params_after")},
+                   "params_removed_fraction": round(t["params_removed_fraction"], 4),
+                   "max_abs_error": max_abs_error(model, small, x)}
 
 
 def tile_padded_macs(model, tile=XNNPACK_TILE):
@@ -118,11 +119,15 @@ def tile_padded_macs(model, tile=XNNPACK_TILE):
     return int(total)
 
 
+def input_group_norms(model, names):
+    """Per layer in `names`: the L2 norms of its input-channel groups ``W[..., i, :]``."""
+    kernels = {n: np.moveaxis(np.asarray(model.get_layer(n).kernel.numpy(), "float64"), -2, 0) for n in names}
+    return {n: np.linalg.norm(k.reshape(len(k), -1), axis=1) for n, k in kernels.items()}
+
+
 def threshold_row(model, threshold, x, penalized):
     """Groups, MACs and output error of shrink(model, threshold), with the near-zero group count."""
-    # the L2 norms of the input-channel groups W[..., i, :] of the penalized layers
-    norms = np.concatenate([np.linalg.norm(np.moveaxis(np.asarray(model.get_layer(n).kernel.numpy(), "float64"), -2, 0)
-                                           .reshape(model.get_layer(n).kernel.shape[-2], -1), axis=1) for n in penalized])
+    norms = np.concatenate(list(input_group_norms(model, penalized).values()))
     small, report = shrink(model, threshold, return_report=True)
     return {"threshold": threshold, "groups_removed": report.totals["groups_removed"],
             "exact_zero_input_groups": int(np.sum(norms == 0)),
@@ -203,7 +208,7 @@ def resnet_part(name, fraction, samples=2, seed=0):
     build_s = time.perf_counter() - build_start
     x = np.random.default_rng(seed).normal(size=(samples, *model.input_shape[1:])).astype("float32")
     zeroed_model, zeroed = zero_random_filters(model, fraction, seed)
-    rows = [{"model": name, "case": case, "filters_zeroed": n, **time_shrink(m, x)} for case, n, m in (
+    rows = [{"model": name, "case": case, "filters_zeroed": n, **time_shrink(m, x)[1]} for case, n, m in (
         ("nothing to remove", 0, model), (f"random {fraction:.0%} of Conv2D filters zeroed", zeroed, zeroed_model))]
     for r in rows:
         r.update(target_s=RESNET_TARGET_S, met=bool(r["seconds"] < RESNET_TARGET_S))
