@@ -1,15 +1,8 @@
-"""The peer method: tensorflow-model-optimization's magnitude pruning, in its own process.
+"""The peer method: tensorflow-model-optimization's magnitude pruning, in its own (tf_keras) process.
 
-tfmot needs the legacy Keras 2 (``tf_keras``, ``TF_USE_LEGACY_KERAS=1``), which cannot share a
-process with Keras 3 models, so the suite runs this script with ``subprocess``. It builds the spec
-(:mod:`benchmarks.suite.models`) in tf_keras, trains it ``--epochs`` epochs (Adam on a cosine to 0,
-like the suite), then for every sparsity s (default 0.5, 0.8, 0.9) prunes a copy with
-``prune_low_magnitude`` (``PolynomialDecay`` from 0 to s over the ``--prune-epochs`` fine-tuning
-epochs, or ``--schedule constant``) and ``strip_pruning``; it converts every model to float32 and
-int8 .tflite files the way ``deploy.convert_tflite`` does and records their bytes (raw and gzip:
-magnitude pruning keeps the shapes, its gain shows only after compression), accuracies and the
-one-sample LiteRT latency, one row per model (``dense``, ``tfmot_50``, ...) in ``--out``.
-Reference: Zhu & Gupta, "To prune, or not to prune", 2017 (arXiv 1710.01878).
+Trains the spec (:mod:`benchmarks.suite.models`) in tf_keras, prunes a copy at every sparsity, and
+writes one row per model (``dense``, ``tfmot_50``, ...) to ``--out``; the suite runs it with
+``subprocess`` (docs/benchmarks/suite.md, "Methods").
 
     TF_USE_LEGACY_KERAS=1 python -m benchmarks.tfmot_peer --spec spec.json --data data.npz \
         --epochs 3 --prune-epochs 2 --seed 0 --out peer.json --tflite-dir peer_tflite
@@ -31,48 +24,32 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from benchmarks.harness import accuracy, gzip_bytes, time_rounds  # noqa: E402
+from benchmarks.harness import accuracy, gzip_bytes, nonzero_params, time_rounds  # noqa: E402
 from benchmarks.suite.models import build  # noqa: E402
 
 MAX_CALIBRATION_SAMPLES = 500
-ZERO = 0.0  # magnitude pruning writes exact zeros
-
-
-def _converter(model, directory, quantize, x_cal):
-    import tensorflow as tf
-
-    tf.saved_model.save(model, directory)
-    converter = tf.lite.TFLiteConverter.from_saved_model(directory)
-    if quantize == "int8":
-        count = min(MAX_CALIBRATION_SAMPLES, len(x_cal))
-
-        def representative():
-            for i in range(count):
-                yield [x_cal[i : i + 1].astype(np.float32)]
-
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.representative_dataset = representative
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    return converter
 
 
 def convert(model, quantize, x_cal):
-    """The .tflite bytes of a tf_keras model, float32 (quantize=None) or int8."""
+    """The .tflite bytes of a tf_keras model, float32 (quantize=None) or int8, as ``deploy.convert_tflite``."""
+    import tensorflow as tf
+
     with tempfile.TemporaryDirectory(prefix="tfmot-peer-") as tmp:
-        return _converter(model, tmp, quantize, x_cal).convert()
-
-
-def params(model):
-    """(total, nonzero) scalars over all weights of a tf_keras model."""
-    weights = model.get_weights()
-    return int(sum(w.size for w in weights)), int(sum(np.count_nonzero(w != ZERO) for w in weights))
+        tf.saved_model.save(model, tmp)
+        converter = tf.lite.TFLiteConverter.from_saved_model(tmp)
+        if quantize == "int8":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.representative_dataset = lambda: ([x_cal[i: i + 1].astype(np.float32)]
+                                                        for i in range(min(MAX_CALIBRATION_SAMPLES, len(x_cal))))
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        return converter.convert()
 
 
 def measure(name, model, data, tflite_dir, runs, seconds, sparsity):
     x_train, _, x_test, y_test = data
     row = {"method": name, "target_sparsity": sparsity, "train_s": round(seconds, 2)}
     row["accuracy"] = float(model.evaluate(x_test, y_test, verbose=0)[1])
-    row["params"], row["nonzero_params"] = params(model)
+    row["params"], row["nonzero_params"] = int(sum(w.size for w in model.get_weights())), nonzero_params(model)
     for label, quantize in (("float", None), ("int8", "int8")):
         blob = convert(model, quantize, x_train)
         path = Path(tflite_dir) / f"{name}_{label}.tflite"
@@ -95,7 +72,7 @@ def run(spec, data, *, epochs, prune_epochs, seed, sparsities, schedule, batch_s
     x_train, y_train, x_test, y_test = data
     Path(tflite_dir).mkdir(parents=True, exist_ok=True)
 
-    steps_per_epoch = int(np.ceil(len(x_train) / batch_size))
+    steps_per_epoch = -(-len(x_train) // batch_size)
 
     def compile_(m, n_epochs):
         lr = tf_keras.optimizers.schedules.CosineDecay(learning_rate, max(1, n_epochs * steps_per_epoch))
@@ -161,7 +138,7 @@ def main(argv=None):
                learning_rate=args.learning_rate, tflite_dir=args.tflite_dir, runs=args.latency_runs)
     from importlib.metadata import version
 
-    payload = {"spec": spec, "settings": {k: v for k, v in vars(args).items()},
+    payload = {"spec": spec, "settings": vars(args),
                "versions": {"tensorflow": tf.__version__, "tf_keras": tf_keras.__version__,
                             "tensorflow-model-optimization": tfmot.__version__,
                             "ai-edge-litert": version("ai-edge-litert")},
