@@ -87,19 +87,14 @@ def log(*parts):
     print(time.strftime("%H:%M:%S"), *parts, flush=True)
 
 
-def _build(arch, widths, input_shape, seed):
+def resnet(widths, input_shape=(28, 28, 1), seed=0, arch="resnet"):
+    """The suite's small ResNet (stem conv-BN-ReLU, one basic block per width, GAP, Dense), or its MLP."""
     return models.build(keras, {"arch": arch, "input_shape": list(input_shape), "classes": 10,
                                 "widths": list(widths)}, seed)
 
 
-def resnet(widths, input_shape=(28, 28, 1), seed=0):
-    """The suite's small ResNet: stem conv-BN-ReLU, one basic block per width, GAP, Dense."""
-    return _build("resnet", widths, input_shape, seed)
-
-
 def mlp(widths, input_shape=(28, 28, 1), seed=0):
-    """Flatten, Dense(w, relu) per width, Dense(10) logits."""
-    return _build("mlp", widths, input_shape, seed)
+    return resnet(widths, input_shape, seed, "mlp")
 
 
 def hgsr_layers(model, which="3x3"):

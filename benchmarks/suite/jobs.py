@@ -1,11 +1,10 @@
-"""The job table: (data, model, method) jobs per mode, and resumable job results on disk.
+"""The job table: (data, model, method) jobs per mode, and resumable job results on disk
+(docs/benchmarks/suite.md, "Protocol"; why each setting has its value: "Settings").
 
 Model options: ``widths``, ``batch_norm``, ``arch`` (the ``models.BUILDERS`` architecture when
 the name is not one), ``train_samples`` (the first N training images; the test set is always
 complete), ``methods`` (a subset of the mode's) and ``settings`` (overrides of the mode's settings
-and training budget). Why each setting has its value: docs/benchmarks/suite.md, "Settings".
-A job's rows go to ``<jobs_dir>/<data>__<model>__<method>.json``; a later run skips jobs whose
-file exists (unless ``force``); a job that raises writes ``...json.error`` and is retried.
+and training budget).
 """
 
 from __future__ import annotations
@@ -137,14 +136,9 @@ class Job:
 
 
 def job_table(mode, only=None):
-    """The jobs of `mode` in run order, filtered by `only`.
-
-    Per dataset, the :data:`PRIORITY` methods run first on every model, then the other methods
-    model by model, so a run stopped early has the headline rows.
-
-    `only` is a list of shell patterns matched against ``data/model/method`` (e.g.
-    ``"fashion/mlp/*"``, ``"*/*/tfmot"``); a job runs when any pattern matches.
-    """
+    """The jobs of `mode` in run order (per dataset the :data:`PRIORITY` methods on every model first,
+    so a run stopped early has the headline rows), those matching a shell pattern of `only`
+    (against ``data/model/method``, e.g. ``"fashion/mlp/*"``, ``"*/*/tfmot"``) when given."""
     if mode not in MODES:
         raise ValueError(f"job_table: Expected mode in {sorted(MODES)}. Received: mode={mode!r}")
     cfg = MODES[mode]
