@@ -121,9 +121,22 @@ def test_a_model_saved_on_tensorflow_loads_and_shrinks_here(tmp_path):
 
 
 @pytest.mark.skipif(BACKEND != "torch", reason="the PyTorch backend's export")
-def test_export_from_pytorch_says_what_to_do(tmp_path):
-    with pytest.raises(RuntimeError, match="KERAS_BACKEND=tensorflow"):
-        tgs.export(trained(epochs=1), tmp_path / "out", verbose=0)
+def test_export_from_pytorch_writes_litert_through_keras_and_says_what_a_saved_model_needs(tmp_path):
+    model = trained(epochs=1)
+    with pytest.raises(RuntimeError, match=r"pass formats=\('tflite', 'onnx'\).*KERAS_BACKEND=tensorflow"):
+        tgs.export(model, tmp_path / "out", verbose=0)  # the default formats include a SavedModel
+    pytest.importorskip("litert_torch")
+    x = data()[0][:8]
+    small = tgs.shrink(model, threshold=0.0)
+    report = tgs.export(small, tmp_path / "lite", formats=("tflite",), sample=x, reference=model, latency_runs=5,
+                        verbose=0)
+    assert report.max_abs_error < 1e-4 and report.top1_agreement == 1.0   # checked in LiteRT against Keras
+    assert report.latency_ms > 0 and report.speedup > 0
+    assert (tmp_path / "lite" / "model.tflite").exists() and not (tmp_path / "lite" / "saved_model").exists()
+    np.testing.assert_allclose(tgs.deploy.run_tflite((tmp_path / "lite" / "model.tflite").read_bytes(), x),
+                               keras.ops.convert_to_numpy(small(x)), atol=1e-4)
+    with pytest.raises(ValueError, match=r"Expected quantize=None on KERAS_BACKEND=torch"):
+        tgs.export(small, tmp_path / "int8", formats=("tflite",), quantize="float16", verbose=0)
 
 
 DATA_PARALLEL = textwrap.dedent("""

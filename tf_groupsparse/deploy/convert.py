@@ -13,7 +13,9 @@ Quantization modes (:data:`QUANTIZE_MODES`, one converter setup per mode):
   zero point.
 
 The quantization methods are those of the TensorFlow Lite converter (post-training
-quantization).
+quantization). On the PyTorch backend without torch_xla (which Keras needs for a SavedModel),
+float32 files come from Keras' own LiteRT exporter through litert-torch instead (the `backends`
+extra), traced with a batch of one; quantized files need the TensorFlow or JAX backend.
 
 Recurrent layers (LSTM, GRU, SimpleRNN, Bidirectional) run as a while loop over tensor lists,
 which the converter can lower to LiteRT's builtin ``WHILE`` only when the batch size is known.
@@ -33,6 +35,7 @@ Examples:
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import tempfile
 import warnings
@@ -183,20 +186,53 @@ def _quiet_tf_logs():
         tf_logger.setLevel(level)
 
 
-def _check_backend(owner="export"):
-    """Keras writes a SavedModel from PyTorch through torch_xla only: say so, and what to do."""
+def _has_torch_xla():
+    try:
+        import torch_xla  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _via_saved_model():
+    """Whether LiteRT files come from a SavedModel (TensorFlow, JAX, PyTorch with torch_xla);
+    otherwise (PyTorch) from Keras' own LiteRT exporter through litert-torch."""
     import keras
 
-    if keras.backend.backend() == "torch":
+    return keras.backend.backend() != "torch" or _has_torch_xla()
+
+
+def _check_backend(owner="export"):
+    """Keras writes a SavedModel from PyTorch through torch_xla only: say so, and what to do."""
+    if not _via_saved_model():
+        raise RuntimeError(
+            f"{owner}: Expected the TensorFlow or JAX backend, or torch_xla with PyTorch, for a SavedModel. "
+            "Received: KERAS_BACKEND=torch without torch_xla. For LiteRT and ONNX files from PyTorch pass "
+            "formats=('tflite', 'onnx') (no SavedModel); for a SavedModel save the model (model.save("
+            "'model.keras')) and export it with KERAS_BACKEND=tensorflow (tf-groupsparse export model.keras OUT)"
+        )
+
+
+def _torch_litert(model, quantize, owner="export"):
+    """A float32 .tflite of `model` from the PyTorch backend through Keras' LiteRT exporter
+    (litert-torch traces the model with a batch of one)."""
+    import os
+
+    if quantize is not None:
+        raise ValueError(
+            f"{owner}: Expected quantize=None on KERAS_BACKEND=torch (Keras' LiteRT exporter writes float32 "
+            f"from PyTorch). Received: quantize={quantize!r}. Save the model and export it with "
+            "KERAS_BACKEND=tensorflow for a quantized file")
+    with tempfile.TemporaryDirectory(prefix="tgs-litert-") as tmp:
+        path = os.path.join(tmp, "model.tflite")
         try:
-            import torch_xla  # noqa: F401
-        except ImportError:
-            raise RuntimeError(
-                f"{owner}: Expected the TensorFlow or JAX backend, or torch_xla with PyTorch (Keras writes the "
-                "SavedModel that LiteRT converts from through torch_xla). Received: KERAS_BACKEND=torch without "
-                "torch_xla. Save the model (model.save('model.keras')) and export it with KERAS_BACKEND=tensorflow "
-                "(tf-groupsparse export model.keras OUT), or install torch_xla"
-            ) from None
+            with _quiet_tf_logs(), contextlib.redirect_stdout(io.StringIO()):
+                model.export(path, format="litert", verbose=False)
+        except ImportError as exc:
+            raise ImportError(f"{owner}: Expected litert-torch for LiteRT files from PyTorch (pip install -e "
+                              f"'.[backends]'). Received: {exc}") from None
+        with open(path, "rb") as f:
+            return f.read()
 
 
 def _write_saved_model(model, directory, batch=None):
@@ -285,6 +321,8 @@ def convert_tflite(model, *, quantize=None, representative_data=None) -> bytes:
         representative = _representative(
             _as_inputs(model, representative_data, "representative_data", owner)
         )
+    if not _via_saved_model():
+        return _torch_litert(model, quantize, owner)
     with tempfile.TemporaryDirectory(prefix="tgs-saved-model-") as tmp:
         _write_saved_model(model, tmp)
         return _convert(model, tmp, quantize, representative)

@@ -38,7 +38,7 @@ from ..report import Report
 from .files import check_output_dir, replace_dir
 from .convert import (
     _as_inputs, _batch, _check_quantize, _convert, _input_names, _lite, _quiet_tf_logs,
-    _representative, _write_saved_model,
+    _representative, _torch_litert, _via_saved_model, _write_saved_model,
 )
 from .litert import run_tflite, tflite_latency
 
@@ -347,9 +347,11 @@ def export(
                            macs=_macs(reference_exported))
         totals = {"saved_model_max_abs_error": None}
 
-        # The SavedModel is the conversion source; written beside the result when asked for.
+        # The SavedModel is the conversion source (PyTorch without torch_xla: Keras' LiteRT
+        # exporter instead); written beside the result when asked for.
+        via_saved_model = _via_saved_model()
         saved_dir = os.path.join(tmp, SAVED_MODEL_DIR)
-        if with_tflite or "saved_model" in formats:
+        if (with_tflite and via_saved_model) or "saved_model" in formats:
             logger.info("export: writing the SavedModel")
             _write_saved_model(exported, saved_dir)
         if "saved_model" in formats:
@@ -362,7 +364,8 @@ def export(
 
         if with_tflite:
             logger.info("export: converting to .tflite (quantize=%s)", quantize)
-            tflite = _convert(exported, saved_dir, quantize, calibration)
+            tflite = (_convert(exported, saved_dir, quantize, calibration) if via_saved_model
+                      else _torch_litert(exported, quantize, owner))
             tflite_path = os.path.join(tmp, TFLITE_FILE)
             with open(tflite_path, "wb") as f:
                 f.write(tflite)
@@ -372,10 +375,12 @@ def export(
             if reference is not None:
                 logger.info("export: converting the reference the same way")
                 with tempfile.TemporaryDirectory(prefix=".ref-", dir=tmp) as ref_dir:
-                    _write_saved_model(reference_exported, ref_dir)
+                    if via_saved_model:
+                        _write_saved_model(reference_exported, ref_dir)
                     if "saved_model" in formats:
                         ref_row["saved_model_bytes"] = _dir_bytes(ref_dir)
-                    ref_tflite = _convert(reference_exported, ref_dir, quantize, ref_calibration)
+                    ref_tflite = (_convert(reference_exported, ref_dir, quantize, ref_calibration)
+                                  if via_saved_model else _torch_litert(reference_exported, quantize, owner))
                 ref_row["tflite_bytes"] = len(ref_tflite)
                 progress.add(1)
             if inputs is not None:
