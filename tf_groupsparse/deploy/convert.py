@@ -187,11 +187,9 @@ def _quiet_tf_logs():
 
 
 def _has_torch_xla():
-    try:
-        import torch_xla  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    import importlib.util
+
+    return importlib.util.find_spec("torch_xla") is not None
 
 
 def _via_saved_model():
