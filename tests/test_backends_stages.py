@@ -218,6 +218,24 @@ def test_to_block_diagonal_equals_the_masked_model_and_round_trips(tmp_path, bal
     np.testing.assert_allclose(numpy(loaded(x)), numpy(small(x)), atol=1e-6)
 
 
+def test_to_block_diagonal_gives_grouped_convolutions_equal_to_the_masked_model(tmp_path):
+    x = np.random.default_rng(0).normal(size=(4, 8, 8, 4)).astype("float32")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((8, 8, 4)), L.Conv2D(8, 3, padding="same", activation="relu", name="c1"),
+                              L.Conv2D(8, 3, padding="same", activation="relu", name="c2"),
+                              L.GlobalAveragePooling2D(), L.Dense(3, name="head")], name="cnn")
+    s = tgs.fit_groups(model, 2, layers=["c2"], balanced=True, seed=0, verbose=0)
+    masked = tgs.apply_mask(model, s)
+    small = tgs.to_block_diagonal(masked, s)
+    conv = [layer for layer in small.layers if isinstance(layer, L.Conv2D) and layer.groups > 1]
+    assert len(conv) == 1 and conv[0].groups == 2            # a grouped convolution on this backend
+    assert small.count_params() < masked.count_params()
+    np.testing.assert_allclose(numpy(small(x)), numpy(masked(x)), atol=1e-5)
+    path = tmp_path / "grouped.keras"
+    small.save(path)
+    np.testing.assert_allclose(numpy(keras.saving.load_model(path, safe_mode=True)(x)), numpy(small(x)), atol=1e-6)
+
+
 # --------------------------------------------------------------------------- planting, distillation
 def teacher_for(x, y, features):
     keras.utils.set_random_seed(1)
