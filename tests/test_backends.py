@@ -66,12 +66,15 @@ def test_proximal_training_zeroes_groups_that_shrink_removes(coupled):
     penalty = tgs.regularizers.GroupLasso(1.0, axis="output")  # c3's filters feed the classifier only
     sparse = tgs.regularize(model, penalty, proximal=True, coupled=coupled, **({} if coupled else {"layers": ["c3"]}))
     sparse.compile(keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    sparse.fit(*data(), epochs=4, batch_size=32, verbose=0, callbacks=[tgs.callbacks.ProximalStep()])
+    monitor = tgs.callbacks.SparsityMonitor(threshold=0.0)
+    history = sparse.fit(*data(), epochs=4, batch_size=32, verbose=0, callbacks=[tgs.callbacks.ProximalStep(), monitor])
     weights = [keras.ops.convert_to_numpy(w) for w in sparse.weights]
     assert all(np.isfinite(w).all() for w in weights)
     report = tgs.sparsity_report(sparse, threshold=0.0)
     small = tgs.shrink(sparse, threshold=0.0)
     assert model.count_params() - small.count_params() == report.totals["removable"] > 0
+    # the monitor logged what the trained weights give (on JAX, after the epoch's state sync)
+    assert history.history["sparsity/removable_params"][-1] == report.totals["removable"]
     x = data(8, seed=1)[0]
     np.testing.assert_allclose(small.predict(x, verbose=0), sparse.predict(x, verbose=0), atol=1e-4)
 
