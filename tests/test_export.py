@@ -214,19 +214,19 @@ def test_outputs_are_checked_on_generated_inputs_without_a_sample_and_int8_in_co
 def test_failure_midway_leaves_nothing(tmp_path, monkeypatch):
     m = keras.Sequential([keras.Input((3,), name="x"), L.Dense(2, name="d")], name="tiny")
 
-    def broken(model, directory, quantize, representative):
+    def broken(model, directory, quantize, representative, owner="export"):
         assert os.path.isdir(directory)  # the SavedModel was already written in the temp dir
         raise RuntimeError("converter crashed")
 
-    real = export_module._convert
-    monkeypatch.setattr(export_module, "_convert", broken)
+    real = export_module._litert_bytes
+    monkeypatch.setattr(export_module, "_litert_bytes", broken)
     with pytest.raises(RuntimeError, match="converter crashed"):
         export(m, tmp_path / "new", sample=np.ones((2, 3), "float32"), verbose=0)
     assert _listing(tmp_path) == []
     # a previous export survives a failed overwrite untouched
-    monkeypatch.setattr(export_module, "_convert", real)
+    monkeypatch.setattr(export_module, "_litert_bytes", real)
     export(m, tmp_path / "kept", formats=("tflite",), latency_runs=0, verbose=0)
-    monkeypatch.setattr(export_module, "_convert", broken)  # the real one was used above
+    monkeypatch.setattr(export_module, "_litert_bytes", broken)  # the real one was used above
     before = _listing(tmp_path / "kept")
     with pytest.raises(RuntimeError, match="converter crashed"):
         export(m, tmp_path / "kept", overwrite=True, verbose=0)

@@ -233,6 +233,14 @@ def _torch_litert(model, quantize, owner="export"):
             return f.read()
 
 
+def _litert_bytes(model, directory, quantize, representative, owner="export"):
+    """The .tflite of `model`: converted from the SavedModel in `directory`, or on PyTorch
+    without torch_xla written by Keras' LiteRT exporter (no SavedModel needed)."""
+    if not _via_saved_model():
+        return _torch_litert(model, quantize, owner)
+    return _convert(model, directory, quantize, representative)
+
+
 def _write_saved_model(model, directory, batch=None):
     """Export `model` as a SavedModel; `batch` fixes the batch size of every input."""
     _check_backend()

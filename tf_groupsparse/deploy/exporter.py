@@ -37,8 +37,8 @@ from .._validation import check_choice, check_int, check_keras_model
 from ..report import Report
 from .files import check_output_dir, replace_dir
 from .convert import (
-    _as_inputs, _batch, _check_quantize, _convert, _input_names, _lite, _quiet_tf_logs,
-    _representative, _torch_litert, _via_saved_model, _write_saved_model,
+    _as_inputs, _batch, _check_quantize, _input_names, _lite, _quiet_tf_logs,
+    _litert_bytes, _representative, _via_saved_model, _write_saved_model,
 )
 from .litert import run_tflite, tflite_latency
 
@@ -364,8 +364,7 @@ def export(
 
         if with_tflite:
             logger.info("export: converting to .tflite (quantize=%s)", quantize)
-            tflite = (_convert(exported, saved_dir, quantize, calibration) if via_saved_model
-                      else _torch_litert(exported, quantize, owner))
+            tflite = _litert_bytes(exported, saved_dir, quantize, calibration, owner)
             tflite_path = os.path.join(tmp, TFLITE_FILE)
             with open(tflite_path, "wb") as f:
                 f.write(tflite)
@@ -379,8 +378,7 @@ def export(
                         _write_saved_model(reference_exported, ref_dir)
                     if "saved_model" in formats:
                         ref_row["saved_model_bytes"] = _dir_bytes(ref_dir)
-                    ref_tflite = (_convert(reference_exported, ref_dir, quantize, ref_calibration)
-                                  if via_saved_model else _torch_litert(reference_exported, quantize, owner))
+                    ref_tflite = _litert_bytes(reference_exported, ref_dir, quantize, ref_calibration, owner)
                 ref_row["tflite_bytes"] = len(ref_tflite)
                 progress.add(1)
             if inputs is not None:
