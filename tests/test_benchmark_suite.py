@@ -13,9 +13,10 @@ import keras
 import numpy as np
 import pytest
 
+from benchmarks.harness import gzip_bytes, nonzero_params
 from benchmarks.suite import jobs as jobs_mod
 from benchmarks.suite import models, report, verdicts
-from benchmarks.suite.measure import add_ratios, gzip_bytes, nonzero_params
+from benchmarks.suite.measure import add_ratios
 from benchmarks.suite.methods import METHODS, Context, applies
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -1,45 +1,14 @@
-"""What every suite row records about a final Keras 3 model, the re-timing in rounds and the ratios
-to the dense row (docs/benchmarks/suite.md, "Protocol")."""
+"""The re-timing of the suite's rows in rounds and their ratios to the dense row
+(docs/benchmarks/suite.md, "Protocol"); what a row records is measured by ``methods.Context.row``."""
 
 from __future__ import annotations
 
-import logging
 import statistics
 from pathlib import Path
 
-from ..harness import accuracy, gzip_bytes, nonzero_params, paired_speedup, time_rounds
+from ..harness import paired_speedup, time_rounds
 
-logger = logging.getLogger(__name__)
 LABELS = ("float", "int8")
-
-
-def measure(model, data, tflite_dir, name, runs=50):
-    """The row figures of `model`; its float32 and int8 .tflite files go to `tflite_dir`."""
-    from tf_groupsparse.deploy import convert_tflite, tflite_latency
-    from tf_groupsparse.metrics import count_params, flops
-
-    x_train, _, x_test, y_test = data
-    Path(tflite_dir).mkdir(parents=True, exist_ok=True)
-    row = {"accuracy": accuracy(model, x_test, y_test), "params": count_params(model),
-           "nonzero_params": nonzero_params(model), "macs": flops(model)}
-    for label in LABELS:
-        blob = convert_tflite(model, **({"quantize": "int8", "representative_data": x_train} if label == "int8" else {}))
-        path = Path(tflite_dir) / f"{name}_{label}.tflite"
-        path.write_bytes(blob)
-        row.update({f"tflite_{label}": str(path), f"tflite_{label}_bytes": len(blob),
-                    f"tflite_{label}_gzip_bytes": gzip_bytes(blob)})
-        try:
-            row[f"latency_{label}_s"] = tflite_latency(blob, x_test[:1], runs=runs)
-            if label == "int8":
-                row["accuracy_int8"] = accuracy(blob, x_test, y_test)
-        except RuntimeError as exc:
-            if label == "float":
-                raise
-            # LiteRT refuses some int8 graphs (XNNPack with 1-channel convolutions): the row keeps its float figures
-            logger.warning("%s: the int8 .tflite file does not run in LiteRT: %s", name, exc)
-            row.update({"tflite_int8": None, "latency_int8_s": None, "accuracy_int8": None,
-                        "int8_error": str(exc).splitlines()[0][:200]})
-    return row
 
 
 def retime(rows, sample, rounds=3, runs=100, groups=None):

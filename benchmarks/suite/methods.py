@@ -1,28 +1,28 @@
-"""The benchmark methods: one function per method, looked up in :data:`METHODS`.
-
-Every method gets a :class:`Context` (data, model spec, epochs, seed, cache) and returns rows
-measured by :func:`benchmarks.suite.measure.measure`; all spend the same budget, ``epochs +
-finetune_epochs`` epochs, each phase with a fresh cosine-decayed optimizer. What each method does
-and why: docs/benchmarks/suite.md, "Methods" and "Settings".
+"""The suite's methods: :data:`METHODS` maps a name to ``run(ctx) -> rows``, most of them one
+function with the row's settings from a table. Every method spends ``epochs + finetune_epochs``
+epochs, each phase with a fresh cosine-decayed optimizer; what each does and why:
+docs/benchmarks/suite.md, "Methods" and "Settings"; what a row records: "Protocol".
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
 
 from . import models
-from .measure import measure
 from .verdicts import CNN_MACS_FACTOR, MLP_PARAMS_FACTOR
-from ..harness import plain_copy, train
+from ..harness import accuracy, gzip_bytes, nonzero_params, plain_copy, train
 
+logger = logging.getLogger(__name__)
 ZERO_BELOW = 1e-3  # HGSR reference: a weight counts as zero below 1e-3
 
 
@@ -65,34 +65,53 @@ class Context:
                      learning_rate=lr, callbacks=callbacks, seed=self.seed if seed is None else int(seed),
                      teacher=teacher, temperature=temperature, alpha=alpha)
 
-    def trained(self, key, make, epochs, callbacks=()):
-        """A model trained for `epochs` epochs with Adam, cached as
-        ``<cache>/.../<key>_e<epochs>_n<samples>[_s<seed>].keras`` so that methods sharing a starting
-        point train it once. Returns (model, seconds)."""
+    def trained(self, key, make, epochs):
+        """``make()`` trained `epochs` epochs with Adam, cached as ``<key>_e<epochs>_n<samples>[_s<seed>].keras``
+        so that methods sharing a starting point train it once. Returns (model, seconds)."""
         import keras
 
-        seed = f"_s{self.seed}" if self.seed else ""  # models of other seeds are other models
-        path = self.path(f"{key}_e{epochs}_n{len(self.data[0])}{seed}.keras")
+        path = self.path(f"{key}_e{epochs}_n{len(self.data[0])}" + (f"_s{self.seed}" if self.seed else "") + ".keras")
         meta = path.with_suffix(".json")
         if path.is_file() and meta.is_file():
             return keras.models.load_model(path, safe_mode=True), json.loads(meta.read_text())["seconds"]
         model = make()
-        seconds = self.fit(model, epochs, callbacks)
+        seconds = self.fit(model, epochs)
         model.save(path)
         meta.write_text(json.dumps({"seconds": seconds}))
         return model, seconds
 
     def row(self, method, model, seconds, **info):
-        """Measure `model` into a row named `method`."""
-        figures = measure(model, self.data, self.path(self.tflite_subdir), method, runs=self.latency_runs)
-        return {"data": self.data_name, "model": self.model_name, "method": method,
-                "train_s": round(seconds, 2), **figures, **info, **self.budget()}
+        """The row named `method` of the final Keras 3 `model`; its .tflite files go to the cache."""
+        from tf_groupsparse.deploy import convert_tflite, tflite_latency
+        from tf_groupsparse.metrics import count_params, flops
+
+        x_train, _, x_test, y_test = self.data
+        row = {"accuracy": accuracy(model, x_test, y_test), "params": count_params(model),
+               "nonzero_params": nonzero_params(model), "macs": flops(model)}
+        for label, options in (("float", {}), ("int8", {"quantize": "int8", "representative_data": x_train})):
+            blob = convert_tflite(model, **options)
+            path = self.path(self.tflite_subdir, f"{method}_{label}.tflite")
+            path.write_bytes(blob)
+            row.update({f"tflite_{label}": str(path), f"tflite_{label}_bytes": len(blob),
+                        f"tflite_{label}_gzip_bytes": gzip_bytes(blob)})
+            try:
+                row[f"latency_{label}_s"] = tflite_latency(blob, x_test[:1], runs=self.latency_runs)
+                if label == "int8":
+                    row["accuracy_int8"] = accuracy(blob, x_test, y_test)
+            except RuntimeError as exc:  # LiteRT refuses some int8 graphs (XNNPack, 1-channel convs)
+                if label == "float":
+                    raise
+                logger.warning("%s: the int8 .tflite file does not run in LiteRT: %s", method, exc)
+                row.update({"tflite_int8": None, "latency_int8_s": None, "accuracy_int8": None,
+                            "int8_error": str(exc).splitlines()[0][:200]})
+        return {"data": self.data_name, "model": self.model_name, "method": method, "train_s": round(seconds, 2),
+                **row, **info, **self.budget()}
 
     def budget(self):
         """The training settings every row records (jobs may come from different runs)."""
+        prox = "Adam" if self.settings.get("prox_optimizer", "sgd") == "adam" else "SGD momentum 0.9"
         return {"train_samples": len(self.data[0]), "epochs": self.epochs, "finetune_epochs": self.finetune_epochs,
-                "batch_size": self.batch_size, "optimizer": "cosine decay; Adam, prox phases "
-                + ("Adam" if self.settings.get("prox_optimizer", "sgd") == "adam" else "SGD momentum 0.9"),
+                "batch_size": self.batch_size, "optimizer": f"cosine decay; Adam, prox phases {prox}",
                 "learning_rate": self.learning_rate, "sgd_learning_rate": self.sgd_learning_rate, "seed": self.seed,
                 "batch_norm": self.spec.get("batch_norm", True)}
 
@@ -103,109 +122,84 @@ def dense(ctx):
 
 
 def _penalized_layers(model):
-    """Every kernel layer but the first: the first layer's input groups are the input features
-    (pixels), which no pass can remove (a 1-channel image has a single group, whose death kills
-    the model)."""
+    """Every kernel layer but the first, whose input groups are the input features (pixels): no pass
+    can remove them, and a 1-channel image's single group dying kills the model."""
     return [layer.name for layer in model.layers if getattr(layer, "kernel", None) is not None][1:]
 
 
-def _r():
-    from tf_groupsparse import regularizers
-
-    return regularizers
-
-
-def _cges(strength, model):
+def _cges(r, strength, model):
     names = _penalized_layers(model)
-    mus = _r().cges_mu_schedule(len(names))
-    return {n: _r().CombinedGroupExclusive(strength, mu=mu, scale_by_size=True) for n, mu in zip(names, mus)}
-
-
-def _gl(strength, model):
-    return _r().GroupLasso(strength, scale_by_size=True)
+    return {n: r.CombinedGroupExclusive(strength, mu=mu, scale_by_size=True)
+            for n, mu in zip(names, r.cges_mu_schedule(len(names)))}
 
 
 _GL = "GroupLasso (input groups, sqrt(|g|) weights)"
-#: proximal method -> (factory(strength, model) -> regularizer or {layer: regularizer}, strength, text);
-#: strengths for SGD on the Fashion-MNIST MLP (docs/benchmarks/suite.md, "Settings")
+#: proximal method -> (factory(regularizers, strength, model) -> regularizer or {layer: regularizer},
+#: strength, text); strengths for SGD on the Fashion-MNIST MLP (docs/benchmarks/suite.md, "Settings")
 PROX_FAMILIES = {
-    "l1": (lambda s, m: _r().L1(s), 2e-3, "L1"),
-    "group_lasso": (_gl, 2e-3, _GL),
-    **{f"group_lasso_{name}": (_gl, strength, f"{_GL}, {text}") for name, strength, text in (
-        ("weak", 1.5e-3, "weaker"), ("weaker", 1.2e-3, "weaker still"), ("weakest", 1e-3, "weakest"),
-        ("mild", 7e-4, "mild"))},
-    "sparse_group_lasso": (lambda s, m: _r().SparseGroupLasso(s, alpha=0.2, scale_by_size=True), 1.5e-3,
+    "l1": (lambda r, s, m: r.L1(s), 2e-3, "L1"),
+    **{name: (lambda r, s, m: r.GroupLasso(s, scale_by_size=True), strength, _GL + text) for name, strength, text in (
+        ("group_lasso", 2e-3, ""), ("group_lasso_weak", 1.5e-3, ", weaker"),
+        ("group_lasso_weaker", 1.2e-3, ", weaker still"), ("group_lasso_weakest", 1e-3, ", weakest"),
+        ("group_lasso_mild", 7e-4, ", mild"))},
+    "sparse_group_lasso": (lambda r, s, m: r.SparseGroupLasso(s, alpha=0.2, scale_by_size=True), 1.5e-3,
                            "SparseGroupLasso alpha=0.2, sqrt(|g|) weights"),
-    "exclusive": (lambda s, m: _r().ExclusiveSparsity(s), 3e-4, "ExclusiveSparsity"),
-    "l11_l12": (lambda s, m: _r().CombinedL11L12(s, s / 20), 2e-3, "CombinedL11L12 l11=s, l12=s/20"),
+    "exclusive": (lambda r, s, m: r.ExclusiveSparsity(s), 3e-4, "ExclusiveSparsity"),
+    "l11_l12": (lambda r, s, m: r.CombinedL11L12(s, s / 20), 2e-3, "CombinedL11L12 l11=s, l12=s/20"),
     "cges": (_cges, 1.5e-3, "CGES, mu 0.8 -> 0 by 0.2 per layer, sqrt(|g|) weights"),
 }
-
 HGSR_VARIANTS = ("sqrt_group_lasso", "squared_group_lasso", "sqrt_exclusive", "squared_exclusive",
                  "sqrt_group_l12", "squared_group_l12")
 HGSR_STRENGTH = 1e-4
 
 
-def _shrink_and_finetune(ctx, model, method, seconds, info):
+def _shrink_and_finetune(ctx, model, method, seconds, setting):
     from tf_groupsparse.pruning.shrink import shrink
 
-    small = shrink(model, threshold=1e-3)
-    small = plain_copy(small)
+    small = plain_copy(shrink(model, threshold=1e-3))
     seconds += ctx.fit(small, ctx.finetune_epochs) if ctx.finetune_epochs else 0.0
-    return [ctx.row(method, small, seconds, **info)]
+    return [ctx.row(method, small, seconds, setting=setting)]
 
 
-def prox_method(name):
-    def run(ctx):
-        from tf_groupsparse.callbacks import ProximalStep
-        from tf_groupsparse import regularize
+def proximal(name, ctx):
+    from tf_groupsparse import regularize, regularizers
+    from tf_groupsparse.callbacks import ProximalStep
 
-        make, strength, setting = PROX_FAMILIES[name]
-        strength = ctx.settings.get(f"{name}_strength", strength)
-        base = ctx.build()
-        reg = make(strength, base)
-        if isinstance(reg, dict):
-            model = regularize(base, reg, proximal=True)
-        else:
-            model = regularize(base, reg, proximal=True, layers=_penalized_layers(base))
-        kind = ctx.settings.get("prox_optimizer", "sgd")
-        seconds = ctx.fit(model, ctx.epochs, [ProximalStep()], kind=kind)
-        return _shrink_and_finetune(ctx, model, name, seconds,
-                                    {"setting": f"{setting}, strength {strength:g}, prox with {kind}"})
+    make, strength, setting = PROX_FAMILIES[name]
+    strength = ctx.settings.get(f"{name}_strength", strength)
+    base = ctx.build()
+    reg = make(regularizers, strength, base)
+    model = regularize(base, reg, proximal=True, **({} if isinstance(reg, dict) else
+                                                      {"layers": _penalized_layers(base)}))
+    kind = ctx.settings.get("prox_optimizer", "sgd")
+    seconds = ctx.fit(model, ctx.epochs, [ProximalStep()], kind=kind)
+    return _shrink_and_finetune(ctx, model, name, seconds, f"{setting}, strength {strength:g}, prox with {kind}")
 
-    return run
+
+def _hgsr_strength(ctx, variant):
+    """``settings["hgsr_<variant>_strength"]``, else the model's ``hgsr_strength``, else :data:`HGSR_STRENGTH`."""
+    return ctx.settings.get(f"hgsr_{variant}_strength", ctx.settings.get("hgsr_strength", HGSR_STRENGTH))
 
 
 def _hgsr_model(ctx, variant, epochs=None, strength=None):
     from tf_groupsparse import regularize
     from tf_groupsparse.regularizers import HierarchicalGroupSparse
 
-    l1_mix = 0.5 if variant == "squared_group_l12" else 0.0
     strength = _hgsr_strength(ctx, variant) if strength is None else strength
-    reg = HierarchicalGroupSparse(strength, variant=variant, l1_mix=l1_mix)
+    reg = HierarchicalGroupSparse(strength, variant=variant, l1_mix=0.5 if variant == "squared_group_l12" else 0.0)
     return ctx.trained(f"hgsr_{variant}_{strength:g}",
                        lambda: regularize(ctx.build(), reg, layers=_penalized_layers(ctx.build())),
                        epochs or ctx.epochs)
 
 
-def _hgsr_strength(ctx, variant):
-    """The strength of HGSR `variant`: ``settings["hgsr_<variant>_strength"]``, else the model's
-    ``hgsr_strength``, else :data:`HGSR_STRENGTH`."""
-    return ctx.settings.get(f"hgsr_{variant}_strength", ctx.settings.get("hgsr_strength", HGSR_STRENGTH))
-
-
-def hgsr_method(variant):
-    def run(ctx):
-        model, seconds = _hgsr_model(ctx, variant)
-        model = plain_copy(model)
-        model.set_weights([np.where(np.abs(w) < ZERO_BELOW, 0.0, w).astype(w.dtype) if w.ndim > 1 else w
-                           for w in model.get_weights()])
-        return _shrink_and_finetune(ctx, model, f"hgsr_{variant}", seconds,
-                                    {"setting": f"HGSR {variant}, strength {_hgsr_strength(ctx, variant):g}"
-                                                + (", l1_mix 0.5" if variant == "squared_group_l12" else "")
-                                                + ", loss; |w| < 1e-3 -> 0"})
-
-    return run
+def hgsr(variant, ctx):
+    model, seconds = _hgsr_model(ctx, variant)
+    model = plain_copy(model)
+    model.set_weights([np.where(np.abs(w) < ZERO_BELOW, 0.0, w).astype(w.dtype) if w.ndim > 1 else w
+                       for w in model.get_weights()])
+    mix = ", l1_mix 0.5" if variant == "squared_group_l12" else ""
+    setting = f"HGSR {variant}, strength {_hgsr_strength(ctx, variant):g}{mix}, loss; |w| < 1e-3 -> 0"
+    return _shrink_and_finetune(ctx, model, f"hgsr_{variant}", seconds, setting)
 
 
 def em_blockdiag(ctx):
@@ -220,47 +214,45 @@ def em_blockdiag(ctx):
     structure = fit_groups(dense_model, k, layers=names, balanced=True, seed=ctx.seed)
     masked = apply_mask(dense_model, structure)
     seconds += ctx.fit(masked, ctx.finetune_epochs)
-    small = to_block_diagonal(masked, structure)
-    return [ctx.row("em_blockdiag", small, seconds, setting=f"fit_groups K={k} balanced on {', '.join(names)}, masked fine-tune")]
+    return [ctx.row("em_blockdiag", to_block_diagonal(masked, structure), seconds,
+                    setting=f"fit_groups K={k} balanced on {', '.join(names)}, masked fine-tune")]
 
 
-def filter_pruning_method(name, tolerance_key, default_tolerance, multiple_key=None, default_multiple=None):
-    """``filter_pruning`` at the loss tolerance ``settings[tolerance_key]``; with `multiple_key`,
-    pruned widths rounded down to a multiple of ``settings[multiple_key]``."""
-
-    def run(ctx):
-        multiple = ctx.settings.get(multiple_key, default_multiple) if multiple_key else None
-        return _filter_pruning(ctx, name, ctx.settings.get(tolerance_key, default_tolerance), multiple)
-
-    return run
+#: filter pruning row -> default loss tolerance (``settings["prune_tolerance_<level>"]`` overrides)
+#: and, for the tile row, the default multiple its widths are rounded to (``settings["tile_multiple"]``)
+FILTER_PRUNING = {"filter_pruning": (0.02, None), "filter_pruning_strong": (0.1, None),
+                  "filter_pruning_max": (0.5, None), "filter_pruning_light": (0.01, None),
+                  "filter_pruning_distilled": (0.1, None), "filter_pruning_tiles": (0.5, 16)}
+_ROUNDING_TEXT = {"down": "down to", "up": "up to", "nearest": "to the nearest", "blocks": "in blocks of"}
 
 
-def _pruning_setting(ctx, name, key, default=None):
-    """A filter pruning row's setting: the row's own ``<name>_<key>``, else ``prune_<key>``."""
-    return ctx.settings.get(f"{name}_{key}", ctx.settings.get(f"prune_{key}", default))
-
-
-def _filter_pruning(ctx, name, tolerance, multiple=None):
+def filter_pruning(name, ctx):
+    """``prune_filters`` of the HGSR (or at ``prune_hgsr_strength`` 0 the dense) model, then fine-tuning;
+    each setting is the row's own ``<name>_<key>``, else ``prune_<key>``."""
     import keras
 
     from tf_groupsparse.pruning import prune_filters
     from tf_groupsparse.pruning.filters import OLD_CANDIDATES
 
+    def setting(key, default=None):
+        return ctx.settings.get(f"{name}_{key}", ctx.settings.get(f"prune_{key}", default))
+
+    default_tolerance, default_multiple = FILTER_PRUNING[name]
+    tolerance = ctx.settings.get("prune_tolerance" + name[len("filter_pruning"):], default_tolerance)
+    multiple = ctx.settings.get("tile_multiple", default_multiple) if default_multiple else None
     candidates = ctx.settings.get("prune_candidates", "norm")
-    at = int(_pruning_setting(ctx, name, "at_epoch", ctx.epochs))  # pruned after `at` epochs of the budget
+    at = int(setting("at_epoch", ctx.epochs))  # pruned after `at` epochs of the budget
     finetune_epochs = ctx.epochs + ctx.finetune_epochs - at
-    # the HGSR model's strength for the pruning rows; at 0 the pruned model is the dense one after `at` epochs
     strength = ctx.settings.get("prune_hgsr_strength", _hgsr_strength(ctx, "squared_group_l12"))
-    model, seconds = _hgsr_model(ctx, "squared_group_l12", at, strength) if strength else \
-        ctx.trained("dense", ctx.build, at)
+    model, seconds = (_hgsr_model(ctx, "squared_group_l12", at, strength) if strength
+                      else ctx.trained("dense", ctx.build, at))
     start = time.perf_counter()
     samples = int(ctx.settings.get("prune_samples", 512))
-    layers = _pruning_setting(ctx, name, "layers")
-    layers = list(layers) if layers else None
-    max_fraction = _pruning_setting(ctx, name, "max_fraction")  # a size the tolerance cannot overshoot
+    layers = list(setting("layers") or []) or None
+    max_fraction = setting("max_fraction")  # a size the tolerance cannot overshoot
     if isinstance(max_fraction, dict):  # one cap per layer: the layers it names are the ones pruned
         layers = list(max_fraction)
-    rounding = _pruning_setting(ctx, name, "rounding", "down")
+    rounding = setting("rounding", "down")
     pruned, _ = prune_filters(plain_copy(model), (ctx.data[0], ctx.data[1]), samples=samples, tolerance=tolerance,
                               loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                               importance=OLD_CANDIDATES[candidates](), layers=layers, max_fraction=max_fraction,
@@ -268,41 +260,27 @@ def _filter_pruning(ctx, name, tolerance, multiple=None):
                               allow_untrained=bool(ctx.settings.get("allow_untrained", False)))
     seconds += time.perf_counter() - start
     pruned = plain_copy(pruned)
-    finetune_lr = _pruning_setting(ctx, name, "finetune_learning_rate")
-    finetune_seed = _pruning_setting(ctx, name, "finetune_seed")  # the fine-tune's shuffling seed
-    # fine-tuned by distillation from the dense model; the teacher's training is added to the seconds
-    temperature = _pruning_setting(ctx, name, "distill_temperature")
-    alpha = float(_pruning_setting(ctx, name, "distill_alpha", 0.5))
-    teacher = None
-    if temperature and finetune_epochs:
+    lr, seed, temperature = setting("finetune_learning_rate"), setting("finetune_seed"), setting("distill_temperature")
+    alpha, teacher = float(setting("distill_alpha", 0.5)), None
+    if temperature and finetune_epochs:  # fine-tuned by distillation; the teacher's training counts
         teacher, teacher_seconds = ctx.trained("dense", ctx.build, ctx.epochs + ctx.finetune_epochs)
         seconds += teacher_seconds
-    seconds += ctx.fit(pruned, finetune_epochs, learning_rate=finetune_lr, seed=finetune_seed, teacher=teacher,
-                       temperature=temperature or 2.0, alpha=alpha) if finetune_epochs else 0.0
-    return [ctx.row(name, pruned, seconds,
-                    setting=(f"HGSR squared_group_l12 model (strength {strength:g})" if strength else
-                             "dense model (HGSR strength 0)") + f", prune_filters tolerance "
-                            f"{tolerance}, candidates {candidates}, {samples} samples"
-                            + (f", widths rounded {_ROUNDING_TEXT.get(rounding, rounding)} multiples of {multiple}"
-                               if multiple else "")
-                            + (f", layers {', '.join(layers)} only" if layers else "")
-                            + (_caps_text(max_fraction) if max_fraction else "")
-                            + (f", fine-tuned from learning rate {finetune_lr:g}" if finetune_lr else "")
-                            + (f", pruned after epoch {at} of {ctx.epochs + ctx.finetune_epochs}" if at != ctx.epochs
-                               else "")
-                            + (f", fine-tune seed {int(finetune_seed)}" if finetune_seed is not None else "")
-                            + (f", fine-tuned by distillation from the dense model (T {temperature:g}, alpha {alpha:g})"
-                               if teacher is not None else ""))]
-
-
-_ROUNDING_TEXT = {"down": "down to", "up": "up to", "nearest": "to the nearest", "blocks": "in blocks of"}
-
-
-def _caps_text(max_fraction):
-    """The setting text of a filter pruning cap: one number, or one per layer."""
-    if isinstance(max_fraction, dict):
-        return ", at most " + ", ".join(f"{v:g} of {k}" for k, v in max_fraction.items()) + "'s filters"
-    return f", at most {max_fraction:g} of a layer's filters"
+    if finetune_epochs:
+        seconds += ctx.fit(pruned, finetune_epochs, learning_rate=lr, seed=seed, teacher=teacher,
+                           temperature=temperature or 2.0, alpha=alpha)
+    caps = "" if not max_fraction else (
+        ", at most " + ", ".join(f"{v:g} of {k}" for k, v in max_fraction.items()) + "'s filters"
+        if isinstance(max_fraction, dict) else f", at most {max_fraction:g} of a layer's filters")
+    text = ((f"HGSR squared_group_l12 model (strength {strength:g})" if strength else "dense model (HGSR strength 0)")
+            + f", prune_filters tolerance {tolerance}, candidates {candidates}, {samples} samples"
+            + (f", widths rounded {_ROUNDING_TEXT.get(rounding, rounding)} multiples of {multiple}" if multiple else "")
+            + (f", layers {', '.join(layers)} only" if layers else "") + caps
+            + (f", fine-tuned from learning rate {lr:g}" if lr else "")
+            + (f", pruned after epoch {at} of {ctx.epochs + ctx.finetune_epochs}" if at != ctx.epochs else "")
+            + (f", fine-tune seed {int(seed)}" if seed is not None else "")
+            + (f", fine-tuned by distillation from the dense model (T {temperature:g}, alpha {alpha:g})"
+               if teacher is not None else ""))
+    return [ctx.row(name, pruned, seconds, setting=text)]
 
 
 def planting(ctx):
@@ -313,26 +291,24 @@ def planting(ctx):
     small_spec = {**ctx.spec, "widths": [max(2, w // 8) for w in ctx.spec["widths"]]}
     student, seconds = ctx.trained("planting_student", lambda: ctx.build(small_spec), ctx.epochs)
     x, y = ctx.data[0], ctx.data[1]
-    n_val = max(100, len(x) // 10)
-    per_step = max(2, min(ctx.spec["widths"]) // 8)
+    n_val, per_step = max(100, len(x) // 10), max(2, min(ctx.spec["widths"]) // 8)
     start = time.perf_counter()
     grown, _ = plant(student, teacher, (x[:-n_val], y[:-n_val]), validation_data=(x[-n_val:], y[-n_val:]),
                      channels_per_step=per_step, max_steps=steps, epochs_per_step=1,
                      learning_rate=ctx.learning_rate, batch_size=ctx.batch_size, verbose=0)
-    seconds += time.perf_counter() - start
-    return [ctx.row("planting", grown, seconds,
+    return [ctx.row("planting", grown, seconds + time.perf_counter() - start,
                     setting=f"student widths {small_spec['widths']}, {steps} steps of {per_step} channels")]
 
 
-#: architecture -> (size measure, factor) of the headline target for ``scratch_target``
+#: architecture -> (size measure, factor) of its headline target, the size ``scratch_target`` scales
+#: down to (the 1-D CNN's is used for that only: no verdict judges it)
 TARGET_SIZE = {"mlp": ("params", MLP_PARAMS_FACTOR), "vgg": ("macs", CNN_MACS_FACTOR),
                "resnet": ("macs", CNN_MACS_FACTOR), "cnn1d": ("macs", CNN_MACS_FACTOR)}
 
 
 def target_widths(ctx):
-    """The widths ``round(w * p / 100)`` for the largest whole percentage ``p`` whose model is at
-    most the dense model's size over the target factor (see :data:`TARGET_SIZE`); the size grows
-    with ``p``, so ``p`` is found by bisection."""
+    """The widths ``round(w * p / 100)`` for the largest whole percentage ``p`` (found by bisection:
+    the size grows with ``p``) whose model is at most the dense model's size over the target factor."""
     from tf_groupsparse.metrics import count_params, flops
 
     measure_of, factor = TARGET_SIZE[ctx.spec["arch"]]
@@ -359,68 +335,46 @@ def scratch_target(ctx):
     widths, measure_of, factor = target_widths(ctx)
     model, seconds = ctx.trained(f"scratch_{'-'.join(map(str, widths))}",
                                  lambda: ctx.build({**ctx.spec, "widths": widths}), ctx.epochs + ctx.finetune_epochs)
-    return [ctx.row("scratch_target", model, seconds,
-                    setting=f"reference: widths {widths} (<= dense {measure_of} / {factor:g}) trained from scratch "
-                            "with the dense budget")]
+    return [ctx.row("scratch_target", model, seconds, setting=f"reference: widths {widths} (<= dense {measure_of} / "
+                    f"{factor:g}) trained from scratch with the dense budget")]
 
 
 def tfmot(ctx):
     """Run :mod:`benchmarks.tfmot_peer` in its own process and turn its JSON into rows."""
+    from tf_groupsparse.metrics import flops
+
     workdir = ctx.path("tfmot" + (f"_s{ctx.seed}" if ctx.seed else ""))  # models of other seeds are other models
     workdir.mkdir(parents=True, exist_ok=True)
     spec_path, data_path, out_path = workdir / "spec.json", workdir / "data.npz", workdir / "peer.json"
     spec_path.write_text(json.dumps(ctx.spec))
     x, y, xt, yt = ctx.data
     np.savez(data_path, x_train=x, y_train=y, x_test=xt, y_test=yt)
+    epochs = max(1, ctx.finetune_epochs)
     cmd = [sys.executable, "-m", "benchmarks.tfmot_peer", "--spec", str(spec_path), "--data", str(data_path),
            "--out", str(out_path), "--tflite-dir", str(workdir / "tflite"), "--epochs", str(ctx.epochs),
-           "--prune-epochs", str(max(1, ctx.finetune_epochs)), "--seed", str(ctx.seed),
-           "--batch-size", str(ctx.batch_size), "--learning-rate", str(ctx.learning_rate),
-           "--latency-runs", str(ctx.latency_runs)]
-    env = {**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"}
-    root = Path(__file__).resolve().parents[2]
-    done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True)
+           "--prune-epochs", str(epochs), "--seed", str(ctx.seed), "--batch-size", str(ctx.batch_size),
+           "--learning-rate", str(ctx.learning_rate), "--latency-runs", str(ctx.latency_runs)]
+    done = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[2], capture_output=True, text=True,
+                          env={**os.environ, "TF_USE_LEGACY_KERAS": "1", "TF_CPP_MIN_LOG_LEVEL": "2"})
     if done.returncode != 0:
         raise RuntimeError(f"tfmot peer failed (exit {done.returncode}): {done.stderr[-2000:]}")
     payload = json.loads(out_path.read_text())
     data_path.unlink()
-    macs = _dense_macs(ctx)
-    rows = []
-    for r in payload["rows"]:
-        if r["method"] == "dense":
-            name, setting = "tfmot_dense", "tf_keras dense model of the peer (reference only)"
-        else:
-            name = r["method"]
-            setting = (f"prune_low_magnitude PolynomialDecay 0 -> {r['target_sparsity']}, "
-                       f"{max(1, ctx.finetune_epochs)} epochs, strip_pruning")
-        rows.append({"data": ctx.data_name, "model": ctx.model_name, **r, "method": name, "macs": macs,
-                     "setting": setting, "peer_versions": payload["versions"], **ctx.budget()})
-    return rows
-
-
-def _dense_macs(ctx):
-    from tf_groupsparse.metrics import flops
-
-    return flops(ctx.build())
+    macs = flops(ctx.build())
+    return [{"data": ctx.data_name, "model": ctx.model_name, **r, "macs": macs, **(
+        {"method": "tfmot_dense", "setting": "tf_keras dense model of the peer (reference only)"}
+        if r["method"] == "dense" else {"method": r["method"], "setting": "prune_low_magnitude PolynomialDecay 0 -> "
+                                        f"{r['target_sparsity']}, {epochs} epochs, strip_pruning"}),
+             "peer_versions": payload["versions"], **ctx.budget()} for r in payload["rows"]]
 
 
 #: method name -> run(ctx) -> rows
-METHODS = {"dense": dense}
-METHODS.update({name: prox_method(name) for name in PROX_FAMILIES})
-METHODS.update({f"hgsr_{v}": hgsr_method(v) for v in HGSR_VARIANTS})
-METHODS.update({"em_blockdiag": em_blockdiag, "planting": planting,
-                "filter_pruning": filter_pruning_method("filter_pruning", "prune_tolerance", 0.02),
-                "filter_pruning_strong": filter_pruning_method("filter_pruning_strong", "prune_tolerance_strong", 0.1),
-                "filter_pruning_max": filter_pruning_method("filter_pruning_max", "prune_tolerance_max", 0.5),
-                "filter_pruning_light": filter_pruning_method("filter_pruning_light", "prune_tolerance_light", 0.01),
-                "filter_pruning_distilled": filter_pruning_method("filter_pruning_distilled",
-                                                                  "prune_tolerance_distilled", 0.1),
-                "filter_pruning_tiles": filter_pruning_method("filter_pruning_tiles", "prune_tolerance_tiles", 0.5,
-                                                              "tile_multiple", 16),
-                "tfmot": tfmot, "scratch_target": scratch_target})
-
-#: methods that need a linear chain (EM rewrite) or a chain of Dense/Conv2D (planting); the
-#: tile rounding is measured for 2-D convs only (benchmarks/channel_multiple.py)
+METHODS = {"dense": dense, "em_blockdiag": em_blockdiag, "planting": planting, "tfmot": tfmot,
+           "scratch_target": scratch_target, **{name: partial(proximal, name) for name in PROX_FAMILIES},
+           **{f"hgsr_{v}": partial(hgsr, v) for v in HGSR_VARIANTS},
+           **{name: partial(filter_pruning, name) for name in FILTER_PRUNING}}
+#: methods that need a linear chain (EM rewrite) or a chain of Dense/Conv2D (planting); the tile
+#: rounding is measured for 2-D convs only (benchmarks/channel_multiple.py)
 APPLIES = {"em_blockdiag": {"mlp", "vgg", "cnn1d"}, "planting": {"mlp", "vgg"},
            "filter_pruning_tiles": {"vgg", "resnet"}}
 

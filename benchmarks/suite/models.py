@@ -1,13 +1,10 @@
 """The benchmark architectures, written once for Keras 3 and for tf_keras (the tfmot peer).
 
-Every builder takes the Keras module to use (``keras`` or ``tf_keras``) so the suite and
-the tfmot peer train exactly the same architecture: only the public functional API that both
-share is used (Input, Conv, Dense, BatchNormalization, ReLU, pooling, Flatten, Add). This module
-does not import Keras itself, so the peer can import it in a legacy-Keras process.
-
-A model spec is a flat dict of Python values (it travels to the peer as JSON):
-``{"arch": "mlp" | "vgg" | "resnet" | "cnn1d", "input_shape": [...], "classes": 10,
-"widths": [...]}``.
+Every builder takes the Keras module to use (``keras`` or ``tf_keras``) and uses only the public
+functional API both share, so the suite and the peer train the same architecture; this module does
+not import Keras itself. A spec is a flat JSON-able dict: ``{"arch": "mlp" | "vgg" | "resnet" |
+"cnn1d", "input_shape": [...], "classes": 10, "widths": [...]}``, optionally ``"batch_norm"``
+(default True) and, for the VGG, ``"conv_widths"`` (one width per conv, e.g. a pruned net's).
 """
 
 from __future__ import annotations
@@ -19,8 +16,7 @@ def mlp(K, spec):
     x = K.layers.Flatten(name="flatten")(inp)
     for i, w in enumerate(spec["widths"], 1):
         x = K.layers.Dense(w, activation="relu", name=f"fc{i}")(x)
-    out = K.layers.Dense(spec["classes"], name="logits")(x)
-    return K.Model(inp, out, name="mlp")
+    return K.Model(inp, K.layers.Dense(spec["classes"], name="logits")(x), name="mlp")
 
 
 def _conv_bn_relu(K, x, filters, kernel, name, conv, batch_norm=True, strides=1):
@@ -31,13 +27,14 @@ def _conv_bn_relu(K, x, filters, kernel, name, conv, batch_norm=True, strides=1)
     return K.layers.ReLU(name=f"{name}_relu")(x)
 
 
-def vgg(K, spec):
-    """VGG-style: stages of two conv3x3-BN-ReLU then max-pool; global average pool; Dense logits.
+def _head(K, inp, x, spec, name, pool="gap"):
+    x = (K.layers.GlobalAveragePooling2D if pool == "gap" else K.layers.Flatten)(name=pool)(x)
+    return K.Model(inp, K.layers.Dense(spec["classes"], name="logits")(x), name=name)
 
-    ``widths`` is one width per stage; pooling is skipped once the feature map is 2 pixels wide.
-    ``spec["batch_norm"]`` (default True) False drops BatchNormalization (convs get biases).
-    ``spec["conv_widths"]`` (optional) gives one width per conv instead, e.g. a pruned net's.
-    """
+
+def vgg(K, spec):
+    """Stages of two conv3x3-BN-ReLU then max-pool (skipped once the map is 2 pixels wide), one width
+    per stage; global average pool; Dense logits."""
     inp = K.Input(tuple(spec["input_shape"]), name="input")
     x, size = inp, spec["input_shape"][0]
     conv_widths = spec.get("conv_widths") or [w for w in spec["widths"] for _ in (1, 2)]
@@ -47,19 +44,15 @@ def vgg(K, spec):
         if size >= 4:
             x = K.layers.MaxPooling2D(name=f"s{s}_pool")(x)
             size //= 2
-    x = K.layers.GlobalAveragePooling2D(name="gap")(x)
-    out = K.layers.Dense(spec["classes"], name="logits")(x)
-    return K.Model(inp, out, name="vgg")
+    return _head(K, inp, x, spec, "vgg")
 
 
 def resnet(K, spec):
-    """A small ResNet: a stem conv, then per width one basic block (two conv3x3, identity or
-    strided 1x1 projection shortcut, Add, ReLU); global average pool; Dense logits."""
+    """A stem conv, then per width one basic block (two conv3x3, identity or strided 1x1 projection
+    shortcut, Add, ReLU); global average pool; Dense logits."""
     inp = K.Input(tuple(spec["input_shape"]), name="input")
-    widths = spec["widths"]
-    x = _conv_bn_relu(K, inp, widths[0], 3, "stem", K.layers.Conv2D)
-    channels = widths[0]
-    for b, w in enumerate(widths, 1):
+    x, channels = _conv_bn_relu(K, inp, spec["widths"][0], 3, "stem", K.layers.Conv2D), spec["widths"][0]
+    for b, w in enumerate(spec["widths"], 1):
         stride = 1 if b == 1 else 2
         y = K.layers.Conv2D(w, 3, strides=stride, padding="same", use_bias=False, name=f"b{b}_conv1")(x)
         y = K.layers.BatchNormalization(name=f"b{b}_bn1")(y)
@@ -70,23 +63,17 @@ def resnet(K, spec):
             x = K.layers.Conv2D(w, 1, strides=stride, use_bias=False, name=f"b{b}_proj")(x)
             x = K.layers.BatchNormalization(name=f"b{b}_proj_bn")(x)
         x = K.layers.Add(name=f"b{b}_add")([x, y])
-        x = K.layers.ReLU(name=f"b{b}_out")(x)
-        channels = w
-    x = K.layers.GlobalAveragePooling2D(name="gap")(x)
-    out = K.layers.Dense(spec["classes"], name="logits")(x)
-    return K.Model(inp, out, name="resnet")
+        x, channels = K.layers.ReLU(name=f"b{b}_out")(x), w
+    return _head(K, inp, x, spec, "resnet")
 
 
 def cnn1d(K, spec):
-    """1-D CNN for MNIST-1D: conv(k=5)-BN-ReLU per width (stride 2 after the first), flatten,
-    Dense logits; ``spec["batch_norm"]`` False drops BatchNormalization."""
+    """MNIST-1D: conv(k=5)-BN-ReLU per width (stride 2 after the first), flatten, Dense logits."""
     inp = K.Input(tuple(spec["input_shape"]), name="input")
     x = inp
     for i, w in enumerate(spec["widths"], 1):
         x = _conv_bn_relu(K, x, w, 5, f"c{i}", K.layers.Conv1D, spec.get("batch_norm", True), 1 if i == 1 else 2)
-    x = K.layers.Flatten(name="flatten")(x)
-    out = K.layers.Dense(spec["classes"], name="logits")(x)
-    return K.Model(inp, out, name="cnn1d")
+    return _head(K, inp, x, spec, "cnn1d", pool="flatten")
 
 
 #: arch name -> builder(K, spec)
@@ -96,8 +83,6 @@ BUILDERS = {"mlp": mlp, "vgg": vgg, "resnet": resnet, "cnn1d": cnn1d}
 def build(K, spec, seed=0):
     """Build `spec` with the Keras module `K`, seeding its initializers with `seed`."""
     K.utils.set_random_seed(seed)
-    try:
-        builder = BUILDERS[spec["arch"]]
-    except KeyError:
-        raise ValueError(f"build: Expected spec['arch'] in {sorted(BUILDERS)}. Received: arch={spec.get('arch')!r}") from None
-    return builder(K, spec)
+    if spec.get("arch") not in BUILDERS:
+        raise ValueError(f"build: Expected spec['arch'] in {sorted(BUILDERS)}. Received: arch={spec.get('arch')!r}")
+    return BUILDERS[spec["arch"]](K, spec)
