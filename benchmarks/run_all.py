@@ -27,8 +27,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmarks import harness  # noqa: E402
 from benchmarks.suite import jobs as jobs_mod  # noqa: E402
-from benchmarks.suite import report, verdicts  # noqa: E402
-from benchmarks.suite.measure import add_ratios, retime  # noqa: E402
+from benchmarks.suite import report  # noqa: E402
 
 logger = logging.getLogger("benchmarks.run_all")
 
@@ -37,7 +36,7 @@ INPUT_SHAPES = {"digits": [8, 8, 1], "fashion": [28, 28, 1], "mnist1d": [40, 1]}
 LOCAL_KEYS = ("tflite_float", "tflite_int8")
 #: Context arguments a mode sets and a model's ``settings`` may override
 TRAINING_KEYS = ("epochs", "finetune_epochs", "batch_size", "learning_rate", "sgd_learning_rate")
-#: the figures of a row that :func:`measure.retime` measures again
+#: the figures of a row that :func:`report.retime` measures again
 TIMING_KEYS = ("latency_float_s", "latency_int8_s", "latency_float_rounds", "latency_int8_rounds")
 
 
@@ -120,10 +119,10 @@ def summarize(mode, jobs_dir, rounds, runs, name):
     if last.is_file():
         carry_timings(rows, json.loads(last.read_text(encoding="utf-8")).get("rows", []))
     sample = {d: np.asarray(harness.load(d)[2][:1]) for d in {r["data"] for r in rows}}
-    retime(rows, sample, rounds=rounds, runs=runs)
-    add_ratios(rows)
+    report.retime(rows, sample, rounds=rounds, runs=runs)
+    report.add_ratios(rows)
     datasets = list(dict.fromkeys(r["data"] for r in rows))
-    all_verdicts = {d: verdicts.verdicts(rows, d, jobs_mod.archs(mode)) for d in datasets}
+    all_verdicts = {d: report.verdicts(rows, d, jobs_mod.archs(mode)) for d in datasets}
     md = [f"# Benchmark suite ({mode})", "", INTRO, ""]
     for d in datasets:
         md += [f"## Headline verdicts ({d})", "", *report.verdict_lines(all_verdicts[d]), ""]
@@ -169,7 +168,7 @@ def seed_spread(mode, table, by_seed, args):
                       for k in ("params", "macs", "latency_float_s")}
             result[m] = {"delta_pt": d, "mean": round(statistics.fmean(d.values()), 2),
                          "sd": round(statistics.stdev(d.values()), 2) if len(d) > 1 else 0.0,
-                         "within": sum(verdicts.within_loss(v, args.max_loss) for v in d.values()),
+                         "within": sum(report.within_loss(v, args.max_loss) for v in d.values()),
                          **{f"{k}_x": v for k, v in ratios.items()}, "setting": rows[seeds[0]][m].get("setting")}
 
         def span(r):  # "lo" or "lo-hi" of the per-seed ratios

@@ -15,9 +15,9 @@ import pytest
 
 from benchmarks.harness import gzip_bytes, nonzero_params
 from benchmarks.suite import jobs as jobs_mod
-from benchmarks.suite import models, report, verdicts
-from benchmarks.suite.measure import add_ratios
+from benchmarks.suite import models, report
 from benchmarks.suite.methods import METHODS, Context, applies
+from benchmarks.suite.report import add_ratios
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -191,7 +191,6 @@ def test_speedup_is_the_median_of_paired_round_ratios():
 
 def test_retime_skips_groups_with_a_missing_file_and_carries_the_last_summary(tmp_path, monkeypatch):
     from benchmarks import run_all
-    from benchmarks.suite import measure
 
     present = tmp_path / "a.tflite"
     present.write_bytes(b"x")
@@ -209,7 +208,7 @@ def test_retime_skips_groups_with_a_missing_file_and_carries_the_last_summary(tm
                  "latency_float_s": 3e-5, "latency_float_rounds": [3e-5, 3e-5]},
                 {"data": "d", "model": "n", "method": "l1", "accuracy": 0.7, "params": 5, "latency_float_s": 9.0}]
     assert run_all.carry_timings(rows, previous) == 1
-    measure.retime(rows, {"d": None}, rounds=2, runs=1)
+    report.retime(rows, {"d": None}, rounds=2, runs=1)
     assert len(timed) == 4  # model m: 2 rows x 2 rounds; model n (a file missing) not at all
     assert [r["retimed"] for r in rows] == [True, True, False, False]
     assert rows[0]["latency_float_rounds"] == [2e-5, 2e-5]
@@ -220,40 +219,40 @@ def test_mlp_verdict_needs_both_size_and_accuracy():
     base = _row("dense", params=1_000_000)
     rows = add_ratios([base, _row("group_lasso", accuracy=0.896, params=99_000),    # 10.1x, -0.4 pt
                        _row("l1", accuracy=0.80, params=10_000)])                   # 100x but -10 pt
-    v = verdicts.mlp_params(rows)
+    v = report.size_verdict(rows)
     assert v["met"] is True and v["best"]["method"] == "group_lasso"
     assert v["best"]["params_x"] == pytest.approx(1_000_000 / 99_000)
     rows = add_ratios([base, _row("group_lasso", accuracy=0.894, params=99_000),    # -0.6 pt
                        _row("cges", accuracy=0.90, params=200_000)])                # 5x
-    v = verdicts.mlp_params(rows)
+    v = report.size_verdict(rows)
     assert v["met"] is False and v["best"]["method"] == "cges"
     assert v["nearest_at_size"]["method"] == "group_lasso"  # the least loss at >= 10x
     assert report.verdict_lines({"x": v})[1].startswith("  - nearest miss, the least loss at the target size: "
                                                         "method group_lasso, params_x 10.1")
-    v = verdicts.mlp_params(add_ratios([base, _row("cges", accuracy=0.80, params=200_000)]))
+    v = report.size_verdict(add_ratios([base, _row("cges", accuracy=0.80, params=200_000)]))
     assert v["best"] is None and v["nearest_at_size"] is None  # nothing within the loss, nothing at the size
-    assert verdicts.mlp_params([base])["met"] is None
+    assert report.size_verdict([base])["met"] is None
     # the peer never counts as ours, nor does the from-scratch reference, which is reported beside
     rows = add_ratios([base, _row("tfmot_90", accuracy=0.9, params=1_000_000, nonzero=10),
                        _row("scratch_target", accuracy=0.897, params=99_000)])
-    v = verdicts.mlp_params(rows)
+    v = report.size_verdict(rows)
     assert v["met"] is None and v["reference"]["method"] == "scratch_target"
     assert v["reference"]["accuracy_delta_pt"] == pytest.approx(-0.3)
     assert "reference, the dense architecture at the target size" in report.verdict_lines({"x": v})[1]
     # the batch-32 MLP gets its own verdict against its own dense row
     b32 = add_ratios([_row("dense", model="mlp_b32", params=1_000_000),
                       _row("group_lasso_weak", model="mlp_b32", accuracy=0.897, params=99_000)])
-    v = verdicts.verdicts(rows + b32, archs={"mlp_b32": "mlp"})
+    v = report.verdicts(rows + b32, archs={"mlp_b32": "mlp"})
     assert v["mlp_params[mlp_b32]"]["met"] is True and v["mlp_params"]["met"] is None
     assert v["mlp_params[mlp_b32]"]["target"].startswith("fashion mlp_b32: >= 10x")
-    assert "mlp_params[mlp_b32]" not in verdicts.verdicts(rows + b32)  # its architecture is not known
+    assert "mlp_params[mlp_b32]" not in report.verdicts(rows + b32)  # its architecture is not known
     # a loss equal to the limit is within it: 89.48% against 89.98% is 50 of 10,000 test images,
     # -0.5000000000000004 points in floats
     rows = add_ratios([_row("dense", accuracy=0.8998, params=1_000_000),
                        _row("filter_pruning", accuracy=0.8948, params=99_000)])
     assert rows[1]["accuracy_delta_pt"] < -0.5
-    assert verdicts.mlp_params(rows)["met"] is True
-    assert verdicts.mlp_params(add_ratios([_row("dense", accuracy=0.8998, params=1_000_000),
+    assert report.size_verdict(rows)["met"] is True
+    assert report.size_verdict(add_ratios([_row("dense", accuracy=0.8998, params=1_000_000),
                                            _row("filter_pruning", accuracy=0.8947, params=99_000)]))["met"] is False
 
 
@@ -261,18 +260,18 @@ def test_cnn_verdict_needs_flops_and_latency():
     base = _row("dense", model="vgg", macs=9000, lat=1e-3)
     ok = _row("filter_pruning", model="vgg", accuracy=0.895, macs=2900, lat=3.9e-4)    # 3.10x, 2.56x, -0.5
     slow = _row("group_lasso", model="vgg", accuracy=0.90, macs=1000, lat=5e-4)        # 9x, 2.0x
-    assert verdicts.cnn_flops_latency(add_ratios([base, ok, slow]), model="vgg")["met"] is True
-    v = verdicts.cnn_flops_latency(add_ratios([base, slow]), model="vgg")
+    assert report.size_verdict(add_ratios([base, ok, slow]), model="vgg")["met"] is True
+    v = report.size_verdict(add_ratios([base, slow]), model="vgg")
     assert v["met"] is False and v["best"]["speedup_float"] == pytest.approx(2.0)
     worse = _row("filter_pruning", model="vgg", accuracy=0.88, macs=2900, lat=3.9e-4)  # -2 pt
-    assert verdicts.cnn_flops_latency(add_ratios([base, worse]), model="vgg")["best"] is None
+    assert report.size_verdict(add_ratios([base, worse]), model="vgg")["best"] is None
     scratch = _row("scratch_target", model="vgg", accuracy=0.90, macs=2900, lat=3.9e-4)
-    v = verdicts.cnn_flops_latency(add_ratios([base, worse, scratch]), model="vgg")
+    v = report.size_verdict(add_ratios([base, worse, scratch]), model="vgg")
     assert v["met"] is False and v["best"] is None and v["reference"]["macs_x"] == pytest.approx(9000 / 2900)
     # every Fashion CNN of the suite gets its own verdict, the wide VGG's included
     wide = [_row("dense", model="vgg_wide", macs=9000, lat=1e-3),
             _row("filter_pruning", model="vgg_wide", accuracy=0.895, macs=2900, lat=3.9e-4)]
-    all_verdicts = verdicts.verdicts(add_ratios([base, ok, *wide]), archs={"vgg_wide": "vgg"})
+    all_verdicts = report.verdicts(add_ratios([base, ok, *wide]), archs={"vgg_wide": "vgg"})
     assert all_verdicts["cnn_flops_latency[vgg_wide]"]["met"] is True
     assert all_verdicts["cnn_flops_latency[vgg]"]["met"] is True and "cnn_flops_latency[resnet]" not in all_verdicts
 
@@ -282,23 +281,23 @@ def test_vs_tfmot_per_level():
     p50 = _row("tfmot_50", accuracy=0.899, lat=1e-4, fbytes=4000, gz=2000, target_sparsity=0.5)
     p90 = _row("tfmot_90", accuracy=0.880, lat=1e-4, fbytes=4000, gz=700, target_sparsity=0.9)
     mine = _row("group_lasso", accuracy=0.895, lat=3e-5, fbytes=900, gz=800)  # equal to p50 within 0.5 pt
-    v = verdicts.vs_tfmot(add_ratios([base, p50, p90, mine]))
+    v = report.vs_tfmot(add_ratios([base, p50, p90, mine]))
     assert [lv["peer"] for lv in v["levels"]] == ["tfmot_50", "tfmot_90"]
     assert v["levels"][0]["met"] is True
     assert v["levels"][1]["met"] is False  # gzip 800 B is not smaller than tfmot_90's 700 B
     assert v["met"] is False
     # a slower row that is small enough after gzip wins the level the fastest row loses
     small = _row("cges", accuracy=0.884, lat=5e-5, fbytes=600, gz=500)
-    v = verdicts.vs_tfmot(add_ratios([base, p50, p90, mine, small]))
+    v = report.vs_tfmot(add_ratios([base, p50, p90, mine, small]))
     assert v["levels"][1]["met"] is True and v["levels"][1]["ours"]["method"] == "cges"
     assert v["levels"][0]["ours"]["method"] == "group_lasso" and v["met"] is True
     # timed in rounds, "faster" is the median of the per-round ratios, not the ratio of medians
     drift = _row("l1", accuracy=0.899, lat=1e-4, fbytes=900, gz=800, latency_float_rounds=[5e-5, 1.9e-4, 9e-5])
     paired = dict(p50, latency_float_rounds=[1e-4, 2e-4, 1e-4])
-    v = verdicts.vs_tfmot(add_ratios([base, paired, drift]))
+    v = report.vs_tfmot(add_ratios([base, paired, drift]))
     assert v["levels"][0]["met"] is True and v["levels"][0]["ours"]["method"] == "l1"
     too_weak = _row("group_lasso", accuracy=0.89, lat=3e-5, fbytes=900, gz=600)  # 0.9 pt under tfmot_50
-    v = verdicts.vs_tfmot(add_ratios([base, p50, too_weak]))
+    v = report.vs_tfmot(add_ratios([base, p50, too_weak]))
     assert v["levels"][0]["ours"] is None and v["met"] is False
     lines = report.verdict_lines({"x": v})
     assert lines[1].endswith("no row of ours at equal accuracy -> not met")
@@ -306,7 +305,7 @@ def test_vs_tfmot_per_level():
     # say (0.4956 >= 0.5006 - 0.005 is False in floats)
     peer = _row("tfmot_50", accuracy=0.5006, lat=1e-4, fbytes=4000, gz=2000, target_sparsity=0.5)
     edge = _row("group_lasso", accuracy=0.4956, lat=3e-5, fbytes=900, gz=800)
-    v = verdicts.vs_tfmot(add_ratios([_row("dense", accuracy=0.51), peer, edge]))
+    v = report.vs_tfmot(add_ratios([_row("dense", accuracy=0.51), peer, edge]))
     assert v["levels"][0]["ours"]["method"] == "group_lasso" and v["met"] is True
 
 

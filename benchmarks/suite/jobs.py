@@ -161,7 +161,7 @@ def job_table(mode, only=None):
 
 def archs(mode):
     """Model name -> architecture (``models.BUILDERS``) of `mode`'s models, e.g. ``mlp_b32`` ->
-    ``mlp``: which headline target a model's rows are judged by (:func:`verdicts.verdicts`)."""
+    ``mlp``: which headline target a model's rows are judged by (:func:`report.verdicts`)."""
     cfg = MODES[mode]
     return {m: o.get("arch", m) for d in cfg["datasets"] for m, o in cfg["models"][d].items()}
 
