@@ -1,21 +1,11 @@
 """LiteRT latency of widths rounded to XNNPack's tiles: ``shrink`` rounding up, ``prune_filters`` down.
 
 XNNPack computes output channels in tiles (16 on this project's AVX2 CPU: a 3x3 conv with 17-32
-filters costs the same, 33-48 the next step up), so latency is not proportional to width. Every
-part times its models in interleaved rounds (LiteRT, XNNPack, 1 thread, batch 1, median of the
-rounds; random weights, since latency does not depend on the values). Two parts (``--parts``):
-
-``shrink`` (``results/channel_multiple.*``): 784-w-64-10 MLPs for w in ``--mlp-scan``; the suite's
-784-1000-500-10 MLP with 102 and 344 units alive (the widths group lasso 1.5e-3 left) and its
-BN-free VGG-style 16-32-64 CNN with 11-13-22-27-45-51 filters alive, shrunk exactly
-(``threshold=0``) with no rounding and with ``channel_multiple`` 8 and 16; every shrunk model's
-outputs are compared with the unshrunk model's (the kept extra channels are zero).
-
-``tiles`` (``results/tile_widths.*``): one Conv2D 3x3 on a 14x14x32 input for w in ``--conv-scan``;
-the suite's wide VGG-style CNN (32-32-64-64-128-128), the widths ``filter_pruning_strong`` left in
-it (16-20-36-37-64-70), those rounded down (to 8 or 16 alike) and up to multiples of 8 and 16, and
-a 16-16-32-32-48-64 net: MACs and speed-up against the dense net in the same rounds. This is what
-``prune_filters(channel_multiple=16)`` (rounding down) is for.
+filters costs the same as one with 32), so latency is not proportional to width. Each part times
+its models (random weights) in interleaved rounds: ``shrink`` (``results/channel_multiple.*``) a
+784-w-64-10 MLP scan and the suite's shrunk MLP and VGG-style CNN widths shrunk with no rounding and
+with ``channel_multiple`` 8 and 16 (outputs compared); ``tiles`` (``results/tile_widths.*``) one
+Conv2D's scan and the suite's wide VGG with its ``filter_pruning_strong`` widths, rounded down and up.
 
     python -m benchmarks.channel_multiple                  # both parts (about two minutes)
     python -m benchmarks.channel_multiple --parts shrink   # channel_multiple.{json,md} only
@@ -29,7 +19,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from benchmarks.harness import md_table, median_us, paired_speedup, time_rounds, write_results  # noqa: E402
+from benchmarks.harness import md_table, median_us, paired_speedup, publish, time_rounds  # noqa: E402
 
 MULTIPLES = (None, 8, 16)
 #: name -> per-conv widths of the wide VGG-style net (two convs per stage, max-pool after each stage)
@@ -120,9 +110,8 @@ def shrink_part(args, keras, rng):
             [[r["case"], "-".join(map(str, r["widths"])), f"{r['params']:,}", f"{r['macs']:,}",
               f"{r['max_abs_error']:.1e}", f"{r['latency_us']:.1f}", f"{r['speedup_vs_no_rounding']:.2f}"]
              for r in rows]), ""]
-    write_results("channel_multiple", {"rounds": args.rounds, "runs": args.runs,
-                                       "scan_us": {str(k): v for k, v in scan_us.items()}, "parts": parts},
-                  "\n".join(md))
+    publish("channel_multiple", {"rounds": args.rounds, "runs": args.runs,
+                                 "scan_us": {str(k): v for k, v in scan_us.items()}, "parts": parts}, md)
     return scan_us, parts
 
 
@@ -162,8 +151,8 @@ def tiles_part(args, keras, rng):
           *md_table(["net", "widths", "MACs", "MACs x", "µs", "speed-up", "MACs per µs"],
                     [[r["case"], "-".join(map(str, r["widths"])), f"{r['macs']:,}", f"{r['macs_x']:.2f}",
                       f"{r['latency_us']:.1f}", f"{r['speedup']:.2f}", f"{r['macs_per_us']:,.0f}"] for r in rows]), ""]
-    write_results("tile_widths", {"rounds": args.rounds, "runs": args.runs,
-                                  "scan_us": {str(k): v for k, v in scan_us.items()}, "vgg": rows}, "\n".join(md))
+    publish("tile_widths", {"rounds": args.rounds, "runs": args.runs,
+                            "scan_us": {str(k): v for k, v in scan_us.items()}, "vgg": rows}, md)
     return scan_us, rows
 
 

@@ -1,14 +1,10 @@
 """Speed of the EM grouping pass and of block-diagonal Dense layers in LiteRT.
 
-1. ``fit_groups`` on one 4096 x 4096 Dense layer whose kernel holds 4 planted, permuted blocks
-   plus noise (target: <= 5 s), with the default restarts (``n_init="auto"``: 1 at this size) and with ``n_init=4``.
-2. One Dense layer of width W (>= 1024) against BlockDiagonalDense(W, groups=K) for K = 2, 4, 8
-   in every implementation ("batched", "grouped_conv", "split"), each converted with
-   ``export.convert_tflite`` and timed with ``export.tflite_latency`` (LiteRT with its default
-   XNNPack delegate, 1 thread, median over the timed invokes, configurations interleaved over
-   rounds and the median of the round medians kept). Speedup = dense latency / block latency,
-   measured in the same run (target: >= 0.8 * K). target "xnnpack" and "portable" map to the
-   implementations in ``grouping.rewrite.TARGETS``.
+1. ``fit_groups`` on one 4096 x 4096 Dense layer holding 4 planted, permuted blocks plus noise
+   (target: <= 5 s), with the default restarts and with ``n_init=4``.
+2. Dense(W) against BlockDiagonalDense(W, groups=K) for K = 2, 4, 8 in every implementation, timed
+   in LiteRT in interleaved rounds (:func:`benchmarks.harness.time_rounds`); speed-up = dense /
+   block latency of the same run (target: >= 0.8 K).
 
     python -m benchmarks.grouping_speed                 # full run
     python -m benchmarks.grouping_speed --quick         # smaller, fewer runs (smoke run)
@@ -23,7 +19,7 @@ import keras
 import numpy as np
 from sklearn.metrics import adjusted_rand_score
 
-from benchmarks.harness import md_table, median_us, time_rounds, write_results
+from benchmarks.harness import md_table, median_us, publish, time_rounds
 from tf_groupsparse.deploy import convert_tflite
 from tf_groupsparse.grouping.em import fit_groups
 from tf_groupsparse.grouping.rewrite import TARGETS
@@ -48,23 +44,23 @@ def time_fit(n, k, n_init):
     start, cpu = time.perf_counter(), time.process_time()
     s = fit_groups(model, k, random_state=0, **kwargs)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    return {"width": n, "n_groups": k, "n_init": n_init or "default (auto: 1 at this size)", "seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3),
+    return {"width": n, "n_groups": k, "n_init": n_init or "default (auto: 1 at this size)",
+            "seconds": round(seconds, 3), "cpu_seconds": round(cpu, 3),
             "ari_inputs": round(adjusted_rand_score(c_true, s["big"].input_groups), 4),
             "ari_outputs": round(adjusted_rand_score(g_true, s["big"].output_groups), 4)}
 
 
 def layer_model(width, k=None, implementation=None, seed=0):
     keras.utils.set_random_seed(seed)
-    layer = keras.layers.Dense(width) if k is None else BlockDiagonalDense(width, groups=k, implementation=implementation)
+    layer = (keras.layers.Dense(width) if k is None
+             else BlockDiagonalDense(width, groups=k, implementation=implementation))
     return keras.Sequential([keras.Input((width,)), layer])
 
 
 def latency_table(width, ks, batch, runs, rounds):
     x = np.random.default_rng(0).standard_normal((batch, width)).astype("float32")
-    configs = {("dense", 1): convert_tflite(layer_model(width))}
-    for k in ks:
-        for impl in IMPLEMENTATIONS:
-            configs[(impl, k)] = convert_tflite(layer_model(width, k, impl))
+    configs = {("dense", 1): convert_tflite(layer_model(width)),
+               **{(impl, k): convert_tflite(layer_model(width, k, impl)) for k in ks for impl in IMPLEMENTATIONS}}
     lat = median_us(time_rounds(configs, x, rounds=rounds, runs=runs, warmup=max(5, runs // 10)))
     dense = lat.pop(("dense", 1))
     rows = [{"width": width, "batch": batch, "layer": "Dense", "K": 1, "implementation": "-",
@@ -79,8 +75,10 @@ def latency_table(width, ks, batch, runs, rounds):
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--fit-width", type=int, default=4096, help="width of the layer grouped by fit_groups (default %(default)s)")
-    parser.add_argument("--widths", type=int, nargs="+", default=[1024, 2048], help="layer widths timed in LiteRT (default %(default)s)")
+    parser.add_argument("--fit-width", type=int, default=4096,
+                        help="width of the layer grouped by fit_groups (default %(default)s)")
+    parser.add_argument("--widths", type=int, nargs="+", default=[1024, 2048],
+                        help="layer widths timed in LiteRT (default %(default)s)")
     parser.add_argument("--ks", type=int, nargs="+", default=[2, 4, 8], help="numbers of blocks (default %(default)s)")
     parser.add_argument("--batches", type=int, nargs="+", default=[1, 16], help="batch sizes (default %(default)s)")
     parser.add_argument("--runs", type=int, default=200, help="timed invokes per measurement (default %(default)s)")
@@ -91,10 +89,8 @@ def main(argv=None):
         args.fit_width, args.widths, args.batches, args.runs, args.rounds = 1024, [1024], [1], 50, 2
 
     fit_rows = [time_fit(args.fit_width, 4, n_init) for n_init in (None, 4)]
-    rows = []
-    for width in args.widths:
-        for batch in args.batches:
-            rows.extend(latency_table(width, args.ks, batch, args.runs, args.rounds))
+    rows = [r for width in args.widths for batch in args.batches
+            for r in latency_table(width, args.ks, batch, args.runs, args.rounds)]
 
     md = ["# Grouping speed", "", "## fit_groups (4 planted blocks + noise, permuted; target <= 5 s)", "",
           "Wall time depends on the load other processes put on the 2 shared cores; CPU time is the",
@@ -109,10 +105,8 @@ def main(argv=None):
                     [[r["width"], r["batch"], r["layer"], r["K"], r["implementation"], r.get("targets", "-"),
                       f"{r['latency_us']:.1f}", f"{r['speedup']:.2f}", r["target_speedup"] or "-",
                       "-" if r["meets_target"] is None else ("yes" if r["meets_target"] else "no")] for r in rows])]
-    paths = write_results("grouping_speed", {"fit_groups": fit_rows, "latency": rows,
-                                             "settings": vars(args), "targets": TARGETS}, "\n".join(md))
-    print("\n".join(md))
-    print("written:", *paths)
+    publish("grouping_speed", {"fit_groups": fit_rows, "latency": rows, "settings": vars(args), "targets": TARGETS}, md,
+            args.quick)
 
 
 if __name__ == "__main__":

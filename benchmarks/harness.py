@@ -1,11 +1,12 @@
-"""The one harness every benchmark uses: data, training, figures of a model, timing, results.
+"""The one harness every benchmark uses: data, models, training, figures, timing, results.
 
 A benchmark module computes rows (dicts of figures) with these helpers and hands them to
-:func:`write_results`, which writes ``results/<name>.json`` and ``results/<name>.md`` with the
-command that produced them, the date, the library versions and the machine. Timing is always
-relative: :func:`time_rounds` times several LiteRT models in turn, round after round, so that a
-ratio compares figures measured seconds apart (on a shared machine the CPU's speed drifts within
-minutes), and :func:`paired_speedup` takes the median of the per-round ratios.
+:func:`write_results` (or :func:`publish`, which also prints them), which writes
+``results/<name>.json`` and ``results/<name>.md`` with the command that produced them, the date,
+the library versions and the machine. Timing is always relative: :func:`time_rounds` times several
+LiteRT models in turn, round after round, so that a ratio compares figures measured seconds apart
+(on a shared machine the CPU's speed drifts within minutes), and :func:`paired_speedup` takes the
+median of the per-round ratios.
 """
 
 from __future__ import annotations
@@ -28,16 +29,18 @@ RESULTS = Path(__file__).resolve().parent / "results"
 # --------------------------------------------------------------------------- provenance
 
 
-def environment() -> dict:
-    """Versions and machine facts that make a figure reproducible."""
+def dist_version(dist):
+    """The installed version of distribution `dist`, or "not installed"."""
     from importlib.metadata import PackageNotFoundError, version
 
-    def _v(name):
-        try:
-            return version(name)
-        except PackageNotFoundError:
-            return "not installed"
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return "not installed"
 
+
+def environment() -> dict:
+    """Versions and machine facts that make a figure reproducible."""
     cpu = platform.processor() or platform.machine()
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
@@ -45,7 +48,7 @@ def environment() -> dict:
     except OSError:
         pass
     return {"python": platform.python_version(),
-            **{name: _v(name) for name in ("tensorflow", "keras", "numpy", "scikit-learn", "ai-edge-litert")},
+            **{name: dist_version(name) for name in ("tensorflow", "keras", "numpy", "scikit-learn", "ai-edge-litert")},
             "cpu": cpu, "cores": os.cpu_count(), "platform": platform.platform()}
 
 
@@ -60,17 +63,10 @@ def write_results(name: str, payload: dict, markdown: str, extra_versions=()) ->
     `extra_versions` names more distributions whose versions to record (a peer's, say). Under
     ``make bench-quick`` (``TGS_BENCH_QUICK=1``) the files are ``<name>_quick.*`` (git-ignored),
     so a smoke run never replaces a recorded result."""
-    from importlib.metadata import PackageNotFoundError, version
-
     if os.environ.get("TGS_BENCH_QUICK") == "1" and not name.endswith("_quick"):
         name += "_quick"
     RESULTS.mkdir(parents=True, exist_ok=True)
-    env = environment()
-    for dist in extra_versions:
-        try:
-            env[dist] = version(dist)
-        except PackageNotFoundError:
-            env[dist] = "not installed"
+    env = {**environment(), **{dist: dist_version(dist) for dist in extra_versions}}
     payload = {"command": command(), "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
                "environment": env, **payload}
     json_path = RESULTS / f"{name}.json"
@@ -80,6 +76,16 @@ def write_results(name: str, payload: dict, markdown: str, extra_versions=()) ->
     md_path = RESULTS / f"{name}.md"
     md_path.write_text("\n".join(md) + "\n", encoding="utf-8")
     return json_path, md_path
+
+
+def publish(name: str, payload: dict, lines, quick=False, extra_versions=()) -> tuple[Path, Path]:
+    """:func:`write_results` of the markdown `lines` under `name` (``<name>_quick`` when `quick`),
+    then print the markdown and the paths written."""
+    text = "\n".join(lines)
+    paths = write_results(name + ("_quick" if quick else ""), payload, text, extra_versions)
+    print(text)
+    print("written:", *paths)
+    return paths
 
 
 def md_table(header, rows) -> list:
@@ -137,7 +143,26 @@ def require(*names):
             raise SystemExit(FASHION_HINT) from None
 
 
-# --------------------------------------------------------------------------- training
+# --------------------------------------------------------------------------- models and training
+
+
+def cnn(input_shape, widths, classes=10, seed=0, name="cnn"):
+    """Sequential 3x3 'same' ReLU convolutions ``conv1, conv2, ...`` of `widths` (an entry
+    ``"pool"`` is a 2x2 max-pool), global average pooling, Dense ``logits``; initial weights from
+    `seed` (None: the global random state as it is)."""
+    import keras
+
+    if seed is not None:
+        keras.utils.set_random_seed(seed)
+    layers, i = [keras.Input(input_shape)], 0
+    for w in widths:
+        if w == "pool":
+            layers.append(keras.layers.MaxPooling2D())
+        else:
+            i += 1
+            layers.append(keras.layers.Conv2D(w, 3, padding="same", activation="relu", name=f"conv{i}"))
+    return keras.Sequential([*layers, keras.layers.GlobalAveragePooling2D(name="gap"),
+                             keras.layers.Dense(classes, name="logits")], name=name)
 
 
 def make_optimizer(name, learning_rate, steps, *, cosine=True, momentum=0.9, weight_decay=None):
@@ -177,6 +202,18 @@ def train(model, x, y, *, epochs, batch_size=128, optimizer="adam", learning_rat
     model.fit(x, y, epochs=epochs, batch_size=batch_size, verbose=0, shuffle=True, callbacks=list(callbacks),
               validation_data=validation_data)
     return time.perf_counter() - start
+
+
+def kd_targets(y, teacher_logits, temperature=4.0, alpha=0.5):
+    """``(targets, loss)`` to distill from precomputed teacher logits with :func:`train` (``loss=``):
+    column 0 of the targets is the label, the others the logits; the loss is ``distillation_loss``."""
+    from tf_groupsparse.pruning.distillation import distillation_loss
+
+    def distillation(packed, logits):
+        return distillation_loss(packed[:, 0], logits, packed[:, 1:], temperature, alpha)
+
+    packed = np.concatenate([np.reshape(y, (-1, 1)).astype("float32"), np.asarray(teacher_logits, "float32")], 1)
+    return packed, distillation
 
 
 def plain_copy(model):
@@ -226,6 +263,13 @@ def max_abs_error(a, b, x, batch=256) -> float:
 
 
 # --------------------------------------------------------------------------- timing
+
+
+def timed(fn, *args, **kwargs):
+    """``(fn(*args, **kwargs), seconds it took)``."""
+    start = time.perf_counter()
+    out = fn(*args, **kwargs)
+    return out, time.perf_counter() - start
 
 
 def time_rounds(models: dict, x, *, rounds=3, runs=50, warmup=5) -> dict:

@@ -1,35 +1,25 @@
 """How close plain training gets to the MLP headline target, without any compression method.
 
 The suite's MLP target asks for >= 10x fewer parameters than the dense 784-1000-500-10 MLP at
-<= 0.5 point accuracy loss on Fashion-MNIST, with the suite's budget (9 epochs, Adam 1e-3 on a
-cosine to 0, batch 128, seed 0). This script trains, with that same budget, MLPs of about a
-tenth of the parameters three ways:
+<= 0.5 point accuracy loss on Fashion-MNIST. With the suite's budget (9 epochs, Adam 1e-3 on a
+cosine to 0, batch 128, seed 0) this trains MLPs of about a tenth of the parameters on the labels
+and distilled from the dense model (T = 4, alpha = 0.5), on all pixels or (``pixels``) on the k
+inputs with the largest first-layer weight rows of the dense model, against the dense model trained
+in the same run.
 
-- ``scratch``: on the labels;
-- ``distilled``: on ``distillation.distillation_loss`` (T = 4, alpha = 0.5) from the dense model;
-- ``pixels``: on the k input pixels with the largest first-layer weight rows of the dense model,
-  so that the hidden layers can be wider at the same parameter count (labels only, and distilled).
-
-Each row's accuracy is compared with the dense model's, trained here in the same run.
-
-Run: ``python -m benchmarks.mlp_size_bound`` (about 7 minutes on 2 cores); writes
-``benchmarks/results/mlp_size_bound.{json,md}``. ``--batch-size 32`` trains every model (the
-dense one too) with smaller batches, 4x the steps in the same epochs, and writes
-``mlp_size_bound_bs32.{json,md}``.
+    python -m benchmarks.mlp_size_bound                    # about 7 minutes on 2 cores
+    python -m benchmarks.mlp_size_bound --batch-size 32    # every model at batch 32: mlp_size_bound_bs32.*
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from benchmarks.harness import accuracy, load, md_table, train, write_results  # noqa: E402
+from benchmarks.harness import accuracy, kd_targets, load, md_table, publish, train  # noqa: E402
 
 #: (name, hidden widths, input pixels or None for all 784)
 SMALL = (("784-150-64", (150, 64), None), ("784-128-128", (128, 128), None),
@@ -49,10 +39,8 @@ def main(argv=None):
     import numpy as np
 
     from benchmarks.suite import models
-    from tf_groupsparse.pruning.distillation import distillation_loss
 
     x, y, xt, yt = load("fashion", args.train_samples)
-    ce = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     start = time.perf_counter()
     dense = models.build(keras, {"arch": "mlp", "input_shape": [28, 28, 1], "classes": 10, "widths": [1000, 500]})
     train(dense, x, y, epochs=args.epochs, batch_size=args.batch_size)
@@ -60,19 +48,14 @@ def main(argv=None):
     rows = [{"model": "784-1000-500 (dense)", "how": "labels", "params": dense.count_params(), "accuracy": base}]
     print(f"dense {base:.4f} ({time.perf_counter() - start:.0f} s)", flush=True)
 
-    # the teacher's logits travel with the labels: column 0 label, columns 1.. logits
-    packed = np.concatenate([y[:, None].astype("float32"), dense.predict(x, batch_size=1024, verbose=0)], 1)
-
-    def kd(target, logits):
-        return distillation_loss(target[:, 0], logits, target[:, 1:], 4.0, 0.5)
-
+    packed, kd = kd_targets(y, dense.predict(x, batch_size=1024, verbose=0))
     rank = np.argsort(-np.linalg.norm(dense.get_layer("fc1").kernel.numpy(), axis=1))
     for name, widths, pixels in SMALL:
         xs, xts = x, xt
         if pixels:
             keep = np.sort(rank[:pixels])
             xs, xts = x.reshape(len(x), -1)[:, keep], xt.reshape(len(xt), -1)[:, keep]
-        for how, loss, target in (("labels", ce, y), ("distilled from the dense model", kd, packed)):
+        for how, loss, target in (("labels", None, y), ("distilled from the dense model", kd, packed)):
             spec = {"arch": "mlp", "input_shape": [pixels] if pixels else [28, 28, 1], "classes": 10,
                     "widths": list(widths)}
             model = models.build(keras, spec)
@@ -84,18 +67,18 @@ def main(argv=None):
         r["params_x"] = rows[0]["params"] / r["params"]
         r["delta_pt"] = 100 * (r["accuracy"] - base)
 
+    best = max(rows[1:], key=lambda r: r["accuracy"])
     md = ["# Plain training at the MLP target's size (Fashion-MNIST)", "",
           f"Every model: {args.epochs} epochs, Adam 1e-3 on a cosine to 0, batch {args.batch_size}, seed 0, "
           f"{len(x):,} training images, the full test set. Distillation: T = 4, alpha = 0.5. "
           "Pixel rows keep the inputs with the largest first-layer weight rows of the dense model.", "",
           *md_table(["model", "trained on", "parameters", "params x", "test accuracy %", "Δ pt"],
                     [[r["model"], r["how"], f"{r['params']:,}", f"{r['params_x']:.1f}", f"{100 * r['accuracy']:.2f}",
-                      f"{r['delta_pt']:+.2f}"] for r in rows])]
-    best = max(rows[1:], key=lambda r: r["accuracy"])
-    md += ["", f"Best small model: {best['model']} ({best['how']}), {best['params_x']:.1f}x fewer parameters at "
-               f"{best['delta_pt']:+.2f} points; the target allows -0.50."]
+                      f"{r['delta_pt']:+.2f}"] for r in rows]), "",
+          f"Best small model: {best['model']} ({best['how']}), {best['params_x']:.1f}x fewer parameters at "
+          f"{best['delta_pt']:+.2f} points; the target allows -0.50."]
     name = "mlp_size_bound" if args.batch_size == 128 else f"mlp_size_bound_bs{args.batch_size}"
-    write_results(name, {"epochs": args.epochs, "batch_size": args.batch_size, "rows": rows}, "\n".join(md))
+    publish(name, {"epochs": args.epochs, "batch_size": args.batch_size, "rows": rows}, md)
     return rows
 
 

@@ -1,15 +1,8 @@
 """Filter pruning (HFP), channel planting (PLANT) and structure learning (LSDNN) on Fashion-MNIST.
 
-Three parts, each against the target of the matching paper (docs/methods.md; results and
-verdicts in docs/benchmarks/suite.md); the markdown written states each protocol in full:
-
-1. HFP: the suite's small BN ResNet, trained plainly and with HGSR, pruned by ``prune_filters`` at
-   every tolerance of a sweep and fine-tuned; the headline row is the smallest tolerance removing
-   50% of the parameters (chosen without test data). Target: >= 50% removed at <= 0.5 point.
-2. PLANT: a small MLP student grown by ``plant`` from the 784-1000-500-10 teacher within 15% of its
-   parameters, decisions on a validation split. Target: within 1 point of the teacher.
-3. LSDNN (the project's interpretation): ``learn_structure`` on unlabeled images, the built model
-   against MLPs of the closest parameter count, same epochs and seeds.
+Each part against the target of its paper (docs/methods.md; verdicts in docs/benchmarks/suite.md);
+the markdown written states each protocol in full. ``--parts`` runs some of them, ``--profile``
+applies named overrides of the full settings (:data:`PROFILES`); both name the results file.
 
     python -m benchmarks.pruning_planting_fashion            # full run (86 min measured on 2 cores)
     python -m benchmarks.pruning_planting_fashion --quick    # smoke run on a few hundred images
@@ -26,32 +19,26 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.harness import md_table, plain_copy, train, write_results  # noqa: E402
+from benchmarks.harness import accuracy, kd_targets, load, md_table, plain_copy, publish, timed, train  # noqa: E402
 from benchmarks.suite import models  # noqa: E402
-from tf_groupsparse.datasets import load_fashion_mnist  # noqa: E402
 from tf_groupsparse.metrics import count_params, flops  # noqa: E402
-from tf_groupsparse.pruning.distillation import distillation_loss  # noqa: E402
-from tf_groupsparse.pruning.planting import accuracy, plant  # noqa: E402
+from tf_groupsparse.pruning.planting import plant  # noqa: E402
 from tf_groupsparse import prune_filters  # noqa: E402
 from tf_groupsparse import regularize  # noqa: E402
 from tf_groupsparse.regularizers import HierarchicalGroupSparse  # noqa: E402
 from tf_groupsparse.pruning.structure import build_model, learn_structure  # noqa: E402
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-CANDIDATE_TEXT = {
-    "consumer_norm": "in ascending order of the norm of their consumers' input slices (the feature-wise HGSR "
-                     "group of the channel)",
-    "norm": "in ascending order of filter norm",
-    "l1": "in ascending order of filter l1 norm",
-}
+CANDIDATE_TEXT = {"consumer_norm": "in ascending order of the norm of their consumers' input slices (the "
+                                   "feature-wise HGSR group of the channel)"}
 
 #: Settings of the full run; ``--quick`` overrides them with QUICK.
 FULL = {
     "train_samples": None, "test_samples": None, "batch_size": 128, "learning_rate": 1e-3, "seed": 0,  # None: all
     # part 1
-    "resnet_widths": [16, 32, 64], "resnet_epochs": 10, "hgsr_strength": 5e-5, "hgsr_layers": "3x3",
-    "candidates": "consumer_norm", "tolerances": [0.02, 0.05, 0.1, 0.2], "prune_samples": 512,
-    "fine_tune_epochs": 2, "fine_tune_learning_rate": 3e-4, "target_removed_fraction": 0.5, "target_drop_points": 0.5,
+    "resnet_widths": [16, 32, 64], "resnet_epochs": 10, "hgsr_strength": 5e-5, "candidates": "consumer_norm",
+    "tolerances": [0.02, 0.05, 0.1, 0.2], "prune_samples": 512, "fine_tune_epochs": 2,
+    "fine_tune_learning_rate": 3e-4, "target_removed_fraction": 0.5, "target_drop_points": 0.5,
     # part 2; planting stops at the teacher's validation accuracy - plant_target_margin; plant_kd_epochs > 0:
     # the whole planted model (and the scratch one) distilled afterwards
     "validation_samples": 6000, "teacher_widths": [1000, 500], "mlp_epochs": 10, "student_widths": [64, 32],
@@ -69,8 +56,6 @@ QUICK = {  # one epoch on 600 images leaves the ResNet at chance (allow_untraine
     "epochs_per_step": 1, "structure_samples": 300, "structure_width": 8, "structure_max_depth": 2,
     "structure_epochs": 2, "structure_train_epochs": 1, "structure_seeds": [0], "allow_untrained": True,
 }
-
-
 #: Named overrides of FULL (``--profile``), recorded in the results file's name and settings.
 PROFILES = {
     # planting from a 1/8-width student (the suite's setting) with a few large steps, then the
@@ -97,18 +82,11 @@ def mlp(widths, input_shape=(28, 28, 1), seed=0):
     return resnet(widths, input_shape, seed, "mlp")
 
 
-def hgsr_layers(model, which="3x3"):
-    """Layers that carry the HGSR penalty. "3x3": every 3x3 conv but the stem (whose input group
-    is the image itself), no 1x1 shortcut conv (the HGSR reference setting); "all": also the 1x1
-    shortcut convs and the Dense head, so that every reader of a residual channel is penalized."""
-    names = []
-    for layer in model.layers:
-        if isinstance(layer, keras.layers.Conv2D) and layer.name != "stem_conv":
-            if which == "all" or tuple(layer.kernel_size) != (1, 1):
-                names.append(layer.name)
-        elif isinstance(layer, keras.layers.Dense) and which == "all":
-            names.append(layer.name)
-    return names
+def hgsr_layers(model):
+    """Layers that carry the HGSR penalty: every 3x3 conv but the stem (whose input group is the
+    image itself), no 1x1 shortcut conv (the HGSR reference setting)."""
+    return [layer.name for layer in model.layers if isinstance(layer, keras.layers.Conv2D)
+            and layer.name != "stem_conv" and tuple(layer.kernel_size) != (1, 1)]
 
 
 def fit(model, x, y, epochs, cfg, seed=None, learning_rate=None):
@@ -120,16 +98,11 @@ def fit(model, x, y, epochs, cfg, seed=None, learning_rate=None):
 def distill(model, teacher, x, y, cfg):
     """A copy of `model` (without penalties) fitted on ``distillation_loss`` (T = 4, alpha = 0.5)
     against `teacher`'s logits for ``plant_kd_epochs`` epochs from ``plant_kd_learning_rate``;
-    returns (the copy, seconds spent). The targets pack the label and the teacher's logits."""
+    returns (the copy, seconds spent)."""
     model = plain_copy(model)
-    packed = np.concatenate([y.reshape(-1, 1).astype("float32"), teacher.predict(x, batch_size=1024, verbose=0)], 1)
-
-    def loss(packed_true, logits):
-        return distillation_loss(packed_true[:, 0], logits, packed_true[:, 1:], 4.0, 0.5)
-
-    seconds = train(model, x, packed, epochs=cfg["plant_kd_epochs"], batch_size=cfg["batch_size"], loss=loss,
-                    metrics=(), learning_rate=cfg["plant_kd_learning_rate"], seed=cfg["seed"])
-    return model, seconds
+    packed, loss = kd_targets(y, teacher.predict(x, batch_size=1024, verbose=0))
+    return model, train(model, x, packed, epochs=cfg["plant_kd_epochs"], batch_size=cfg["batch_size"], loss=loss,
+                        metrics=(), learning_rate=cfg["plant_kd_learning_rate"], seed=cfg["seed"])
 
 
 def equal_param_widths(target, input_dim, depth, classes=10):
@@ -147,30 +120,36 @@ def pct(part, whole):
     return 100.0 * part / whole
 
 
+def select_tolerance(rows, fraction):
+    """Index of the smallest tolerance whose removal reaches `fraction` of the parameters, else
+    of the largest tolerance (the choice looks at parameter counts only, never at test data)."""
+    order = sorted(range(len(rows)), key=lambda i: rows[i]["tolerance"])
+    return next((i for i in order if rows[i]["params_removed_%"] >= 100 * fraction), order[-1])
+
+
 def part_pruning(data, cfg):
     (x, y), (xt, yt) = data
-    out = {"setting": {k: cfg[k] for k in ("resnet_widths", "resnet_epochs", "hgsr_strength", "hgsr_layers",
-                                            "candidates", "tolerances", "prune_samples", "fine_tune_epochs",
+    out = {"setting": {k: cfg[k] for k in ("resnet_widths", "resnet_epochs", "hgsr_strength", "candidates",
+                                            "tolerances", "prune_samples", "fine_tune_epochs",
                                             "fine_tune_learning_rate", "batch_size", "learning_rate")}}
     for key, reg in (("dense", None), ("hgsr", HierarchicalGroupSparse.squared_group_l12(cfg["hgsr_strength"],
                                                                                       l1_mix=0.5))):
         log(f"part 1: {key} ResNet", cfg["resnet_widths"], f"{cfg['resnet_epochs']} epochs")
         model = resnet(cfg["resnet_widths"], seed=cfg["seed"])
-        names = hgsr_layers(model, cfg["hgsr_layers"])
+        names = hgsr_layers(model)
         model = model if reg is None else regularize(model, reg, layers=names)
         seconds = fit(model, x, y, cfg["resnet_epochs"], cfg)
         hgsr = plain_copy(model)  # the loss-increase search and the fine-tuning use the plain loss
-        out[key] = {"params": count_params(hgsr), "macs": flops(hgsr), "test_acc": accuracy(hgsr, (xt, yt)),
+        out[key] = {"params": count_params(hgsr), "macs": flops(hgsr), "test_acc": accuracy(hgsr, xt, yt),
                     "train_s": seconds, **({} if reg is None else {"penalized_layers": names})}
         log(f"  {key} test accuracy", f"{out[key]['test_acc']:.4f}", f"({seconds:.0f} s)")
 
     rows = []
     for tolerance in cfg["tolerances"]:
-        start = time.perf_counter()
-        pruned, report = prune_filters(hgsr, (x, y), loss=LOSS, samples=cfg["prune_samples"], tolerance=tolerance,
-                                       candidates=cfg["candidates"], random_state=cfg["seed"], verbose=0,
-                                       allow_untrained=cfg.get("allow_untrained", False))
-        search_s = time.perf_counter() - start
+        (pruned, report), search_s = timed(
+            prune_filters, hgsr, (x, y), loss=LOSS, samples=cfg["prune_samples"], tolerance=tolerance,
+            candidates=cfg["candidates"], random_state=cfg["seed"], verbose=0,
+            allow_untrained=cfg.get("allow_untrained", False))
         # fine-tune a copy (what prune_filters' fine_tune option does, done here so that the
         # accuracy right after removal is measured too without a second search)
         tuned = plain_copy(pruned)
@@ -181,29 +160,18 @@ def part_pruning(data, cfg):
                "params_before": t["params_before"], "params_after": t["params_after"],
                "params_removed_%": pct(t["params_removed"], t["params_before"]),
                "macs_removed_%": pct(t["macs_removed"], t["macs_before"]), "loss_increase": t["loss_increase"],
-               "test_acc_pruned": accuracy(pruned, (xt, yt)), "test_acc_fine_tuned": accuracy(tuned, (xt, yt)),
+               "test_acc_pruned": accuracy(pruned, xt, yt), "test_acc_fine_tuned": accuracy(tuned, xt, yt),
                "search_s": search_s, "fine_tune_s": tune_s}
         row["drop_points"] = 100.0 * (out["hgsr"]["test_acc"] - row["test_acc_fine_tuned"])
         rows.append(row)
         log(f"  tolerance {tolerance}: {row['params_removed_%']:.1f}% params removed, test acc "
             f"{row['test_acc_pruned']:.4f} pruned, {row['test_acc_fine_tuned']:.4f} fine-tuned "
             f"(search {search_s:.0f} s, fine-tuning {tune_s:.0f} s)")
-    out["sweep"] = rows
-    out["selected"] = select_tolerance(rows, cfg["target_removed_fraction"])
+    out["sweep"], out["selected"] = rows, select_tolerance(rows, cfg["target_removed_fraction"])
     sel = rows[out["selected"]]
     out["target_met"] = bool(sel["params_removed_%"] >= 100 * cfg["target_removed_fraction"]
                              and sel["drop_points"] <= cfg["target_drop_points"])
     return out
-
-
-def select_tolerance(rows, fraction):
-    """Index of the smallest tolerance whose removal reaches `fraction` of the parameters, else
-    of the largest tolerance (the choice looks at parameter counts only, never at test data)."""
-    order = sorted(range(len(rows)), key=lambda i: rows[i]["tolerance"])
-    for i in order:
-        if rows[i]["params_removed_%"] >= 100 * fraction:
-            return i
-    return order[-1]
 
 
 def part_planting(data, cfg):
@@ -213,8 +181,7 @@ def part_planting(data, cfg):
     log("part 2: teacher MLP", cfg["teacher_widths"], f"{cfg['mlp_epochs']} epochs on {len(xtr)} images")
     teacher = mlp(cfg["teacher_widths"], seed=cfg["seed"])
     teacher_s = fit(teacher, xtr, ytr, cfg["mlp_epochs"], cfg)
-    teacher_params = count_params(teacher)
-    teacher_val = accuracy(teacher, (xv, yv))
+    teacher_params, teacher_val = count_params(teacher), accuracy(teacher, xv, yv)
     budget = int(cfg["param_budget_fraction"] * teacher_params)
     target = teacher_val - cfg["plant_target_margin"]
     log(f"  teacher: {teacher_params} params, val {teacher_val:.4f}, budget {budget}, stop at val {target:.4f}")
@@ -222,23 +189,20 @@ def part_planting(data, cfg):
     student = mlp(cfg["student_widths"], seed=cfg["seed"])
     fit(student, xtr, ytr, cfg["mlp_epochs"], cfg)
     keras.utils.set_random_seed(cfg["seed"])
-    start = time.perf_counter()
-    grown, report = plant(student, teacher, (xtr, ytr), validation_data=(xv, yv),
-                          channels_per_step=cfg["channels_per_step"], max_steps=cfg["plant_steps"],
-                          epochs_per_step=cfg["epochs_per_step"], target_accuracy=target, param_budget=budget,
-                          learning_rate=cfg["learning_rate"], batch_size=cfg["batch_size"], verbose=0)
-    plant_s = time.perf_counter() - start
+    (grown, report), plant_s = timed(
+        plant, student, teacher, (xtr, ytr), validation_data=(xv, yv), channels_per_step=cfg["channels_per_step"],
+        max_steps=cfg["plant_steps"], epochs_per_step=cfg["epochs_per_step"], target_accuracy=target,
+        param_budget=budget, learning_rate=cfg["learning_rate"], batch_size=cfg["batch_size"], verbose=0)
     widths = [grown.get_layer(f"fc{i}").units for i in range(1, len(cfg["student_widths"]) + 1)]
     log(f"  planted widths {widths}, {count_params(grown)} params ({plant_s:.0f} s)")
     scratch = mlp(widths, seed=cfg["seed"])
     fit(scratch, xtr, ytr, cfg["mlp_epochs"], cfg)
-    planted_val, planted_acc, scratch_acc = accuracy(grown, (xv, yv)), accuracy(grown, (xt, yt)), accuracy(scratch, (xt, yt))
+    planted_acc, scratch_acc = accuracy(grown, xt, yt), accuracy(scratch, xt, yt)
     kd = {}
     if cfg["plant_kd_epochs"]:
         grown_kd, kd["planted_kd_s"] = distill(grown, teacher, xtr, ytr, cfg)
         scratch_kd, _ = distill(scratch, teacher, xtr, ytr, cfg)
-        kd["planted_kd_test_acc"] = accuracy(grown_kd, (xt, yt))
-        kd["scratch_kd_test_acc"] = accuracy(scratch_kd, (xt, yt))
+        kd["planted_kd_test_acc"], kd["scratch_kd_test_acc"] = accuracy(grown_kd, xt, yt), accuracy(scratch_kd, xt, yt)
         log(f"  distilled {cfg['plant_kd_epochs']} epochs: planted {planted_acc:.4f} -> {kd['planted_kd_test_acc']:.4f}, "
             f"scratch {scratch_acc:.4f} -> {kd['scratch_kd_test_acc']:.4f}")
     out = {"setting": {k: cfg[k] for k in ("teacher_widths", "mlp_epochs", "student_widths", "channels_per_step",
@@ -246,12 +210,12 @@ def part_planting(data, cfg):
                                            "plant_target_margin", "plant_kd_epochs", "plant_kd_learning_rate",
                                            "validation_samples")},
            "train_images": len(xtr), "teacher_params": teacher_params, "teacher_val_acc": teacher_val,
-           "teacher_test_acc": accuracy(teacher, (xt, yt)), "teacher_train_s": teacher_s, "param_budget": budget,
+           "teacher_test_acc": accuracy(teacher, xt, yt), "teacher_train_s": teacher_s, "param_budget": budget,
            "stop_val_accuracy": target, "student_widths": list(cfg["student_widths"]),
-           "student_params": count_params(student), "student_test_acc": accuracy(student, (xt, yt)),
+           "student_params": count_params(student), "student_test_acc": accuracy(student, xt, yt),
            "planted_widths": widths, "planted_params": count_params(grown),
-           "planted_params_%_of_teacher": pct(count_params(grown), teacher_params), "planted_val_acc": planted_val,
-           "planted_test_acc": planted_acc, "scratch_test_acc": scratch_acc,
+           "planted_params_%_of_teacher": pct(count_params(grown), teacher_params),
+           "planted_val_acc": accuracy(grown, xv, yv), "planted_test_acc": planted_acc, "scratch_test_acc": scratch_acc,
            "stopped_by": report.totals["stopped_by"], "plant_s": plant_s,
            "steps": [{k: row[k] for k in ("step", "layer", "channels", "params", "accuracy")} for row in report.rows],
            "candidates": report.meta["candidates"], **kd}
@@ -260,8 +224,7 @@ def part_planting(data, cfg):
     out["gap_points"] = 100.0 * (out["teacher_test_acc"] - out["final_test_acc"])
     out["target_met"] = bool(out["gap_points"] <= cfg["target_gap_points"]
                              and out["planted_params"] <= cfg["param_budget_fraction"] * teacher_params)
-    log(f"  teacher test {out['teacher_test_acc']:.4f}, planted {out['planted_test_acc']:.4f}, "
-        f"scratch {out['scratch_test_acc']:.4f}")
+    log(f"  teacher test {out['teacher_test_acc']:.4f}, planted {planted_acc:.4f}, scratch {scratch_acc:.4f}")
     return out
 
 
@@ -270,12 +233,10 @@ def part_structure(data, cfg):
     xf, xtf = x.reshape(len(x), -1), xt.reshape(len(xt), -1)
     n = min(cfg["structure_samples"], len(xf))
     log(f"part 3: learn_structure on {n} unlabeled images, width {cfg['structure_width']}")
-    start = time.perf_counter()
-    structure = learn_structure(xf[:n], max_depth=cfg["structure_max_depth"], width=cfg["structure_width"],
-                                group_strength=cfg["structure_group_strength"],
-                                entropy_tol=cfg["structure_entropy_tol"], epochs=cfg["structure_epochs"],
-                                batch_size=256, random_state=cfg["seed"], verbose=0)
-    learn_s = time.perf_counter() - start
+    structure, learn_s = timed(
+        learn_structure, xf[:n], max_depth=cfg["structure_max_depth"], width=cfg["structure_width"],
+        group_strength=cfg["structure_group_strength"], entropy_tol=cfg["structure_entropy_tol"],
+        epochs=cfg["structure_epochs"], batch_size=256, random_state=cfg["seed"], verbose=0)
     log("  " + str(structure).replace("\n", "\n  "), f"({learn_s:.0f} s)")
     learned_params = count_params(build_model(structure, 10))
     # baselines: plain MLPs with equal hidden widths and the closest parameter count, of the
@@ -295,7 +256,7 @@ def part_structure(data, cfg):
             else:
                 model = mlp(widths, input_shape=(xf.shape[1],), seed=seed)
             fit(model, xf, y, cfg["structure_train_epochs"], cfg, seed=seed)
-            run[key] = accuracy(model, (xtf, yt))
+            run[key] = accuracy(model, xtf, yt)
         runs.append(run)
         log(f"  seed {seed}: " + ", ".join(f"{k} {v:.4f}" for k, v in run.items() if k != "seed"))
     return {"setting": {k: v for k, v in cfg.items() if k.startswith("structure_")},
@@ -411,8 +372,10 @@ def _part_structure(s, cfg, train_n):
                 for k, label in names.items()]), ""]
 
 
-def markdown(results, cfg):
+def markdown(results, cfg, quick=False):
     md = ["# Filter pruning, channel planting and structure learning on Fashion-MNIST", "",
+          *(["**Smoke run (`--quick`)**: a few hundred images and one epoch, to check that the script runs; its "
+             "accuracies and verdicts say nothing about the methods.", ""] if quick else []),
           f"Training images: {results['train_images']}; test images: {results['test_images']}. Adam (lr "
           f"{cfg['learning_rate']} decayed to 0 along a cosine over each training run), batch {cfg['batch_size']}, "
           f"sparse cross-entropy from logits, seed {cfg['seed']}. Accuracies are test-set top-1 of the Keras model; "
@@ -426,16 +389,14 @@ def markdown(results, cfg):
     return "\n".join(md + [f"Total time: {results['seconds'] / 60:.1f} min.", ""])
 
 
-def load(cfg):
-    (x, y), (xt, yt) = load_fashion_mnist(download=False)
-    rng = np.random.default_rng(cfg["seed"])
-    if cfg["train_samples"] is not None:
-        idx = np.sort(rng.choice(len(x), cfg["train_samples"], replace=False))
-        x, y = x[idx], y[idx]
-    if cfg["test_samples"] is not None:
-        idx = np.sort(rng.choice(len(xt), cfg["test_samples"], replace=False))
-        xt, yt = xt[idx], yt[idx]
-    return (x, y), (xt, yt)
+def subsets(cfg):
+    """Fashion-MNIST with ``train_samples`` / ``test_samples`` drawn at random (sorted) when set."""
+    rng, data = np.random.default_rng(cfg["seed"]), list(load("fashion"))
+    for i, key in ((0, "train_samples"), (2, "test_samples")):
+        if cfg[key] is not None:
+            idx = np.sort(rng.choice(len(data[i]), cfg[key], replace=False))
+            data[i], data[i + 1] = data[i][idx], data[i + 1][idx]
+    return (data[0], data[1]), (data[2], data[3])
 
 
 PARTS = {"pruning": part_pruning, "planting": part_planting, "structure": part_structure}
@@ -450,22 +411,14 @@ def main(argv=None):
     args = parser.parse_args(argv)
     cfg = {**FULL, **PROFILES.get(args.profile, {}), **(QUICK if args.quick else {})}
     start = time.perf_counter()
-    data = load(cfg)
+    data = subsets(cfg)
     results = {"settings": cfg, "train_images": len(data[0][0]), "test_images": len(data[1][0])}
     for part in args.parts:
         results[part] = PARTS[part](data, cfg)
     results["seconds"] = time.perf_counter() - start
-    md = markdown(results, cfg)
-    if args.quick:
-        title, rest = md.split("\n", 1)
-        md = (title + "\n\n**Smoke run (`--quick`)**: a few hundred images and one epoch, to check that the "
-              "script runs; its accuracies and verdicts say nothing about the methods.\n" + rest)
     name = "pruning_planting_fashion" + ("" if args.parts == list(PARTS) else "_" + "_".join(args.parts))
-    name += f"_{args.profile}" if args.profile else ""
-    name += "_quick" if args.quick else ""
-    paths = write_results(name, results, md)
-    print(md)
-    print("written:", *paths)
+    publish(name + (f"_{args.profile}" if args.profile else ""), results,
+            [markdown(results, cfg, args.quick)], args.quick)
     return results
 
 

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
 
 import keras
 import numpy as np
 
-from benchmarks.harness import (accuracy, load, max_abs_error, md_table, median_us, paired_speedup, time_rounds,
-                                train, write_results)
+from benchmarks.harness import (accuracy, cnn, load, max_abs_error, md_table, median_us, paired_speedup, publish,
+                                time_rounds, timed, train)
 from tf_groupsparse.callbacks import ProximalStep
 from tf_groupsparse.deploy import convert_tflite, run_tflite
 from tf_groupsparse.metrics import count_params, flops, layer_costs
@@ -29,53 +28,36 @@ RESNET_TARGET_S = 30.0  # target: shrink() on ResNet50 in less than this
 XNNPACK_TILE = 16  # output channels per tile of XNNPack's f32 conv kernels on this CPU
 
 
-# --------------------------------------------------------------------------- models
-
-
 def build_cnn(input_shape, widths=(32, 32, 64, 64, 128), n_classes=10, seed=0):
     """VGG-style CNN: conv w1-w2-pool-w3-w4-pool-w5, global average pooling, Dense logits."""
-    keras.utils.set_random_seed(seed)
-    conv = lambda w, i: keras.layers.Conv2D(w, 3, padding="same", activation="relu", name=f"conv{i}")  # noqa: E731
     w1, w2, w3, w4, w5 = widths
-    return keras.Sequential(
-        [keras.Input(input_shape), conv(w1, 1), conv(w2, 2), keras.layers.MaxPooling2D(name="pool1"),
-         conv(w3, 3), conv(w4, 4), keras.layers.MaxPooling2D(name="pool2"), conv(w5, 5),
-         keras.layers.GlobalAveragePooling2D(name="gap"), keras.layers.Dense(n_classes, name="logits")],
-        name="vgg_cnn",
-    )
+    return cnn(input_shape, (w1, w2, "pool", w3, w4, "pool", w5), n_classes, seed, "vgg_cnn")
 
 
 def penalized_layers(model):
     """The convolutions after the first (not the classifier: docs/benchmarks/speed.md)."""
-    names = [layer.name for layer in model.layers if getattr(layer, "kernel", None) is not None]
-    return names[1:-1]
+    return [layer.name for layer in model.layers if getattr(layer, "kernel", None) is not None][1:-1]
 
 
 def build_tiny_resnet(input_shape=(32, 32, 3), width=16, blocks=2, n_classes=10):
     """A small functional residual network (bottleneck blocks with BatchNorm) for smoke runs."""
+    L = keras.layers
     x = inputs = keras.Input(input_shape)
-    x = keras.layers.Conv2D(4 * width, 3, padding="same", name="stem_conv")(x)
-    x = keras.layers.BatchNormalization(name="stem_bn")(x)
-    x = keras.layers.ReLU(name="stem_relu")(x)
+    x = L.ReLU(name="stem_relu")(L.BatchNormalization(name="stem_bn")(L.Conv2D(4 * width, 3, padding="same",
+                                                                               name="stem_conv")(x)))
     for b in range(1, blocks + 1):
         y = x
         for j, (w, k) in enumerate(((width, 1), (width, 3), (4 * width, 1)), 1):
-            y = keras.layers.Conv2D(w, k, padding="same", name=f"block{b}_{j}_conv")(y)
-            y = keras.layers.BatchNormalization(name=f"block{b}_{j}_bn")(y)
-            if j < 3:
-                y = keras.layers.ReLU(name=f"block{b}_{j}_relu")(y)
-        x = keras.layers.ReLU(name=f"block{b}_out")(keras.layers.Add(name=f"block{b}_add")([x, y]))
-    x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
-    return keras.Model(inputs, keras.layers.Dense(n_classes, name="logits")(x), name="tiny_resnet")
+            y = L.Conv2D(w, k, padding="same", name=f"block{b}_{j}_conv")(y)
+            y = L.BatchNormalization(name=f"block{b}_{j}_bn")(y)
+            y = L.ReLU(name=f"block{b}_{j}_relu")(y) if j < 3 else y
+        x = L.ReLU(name=f"block{b}_out")(L.Add(name=f"block{b}_add")([x, y]))
+    x = L.GlobalAveragePooling2D(name="gap")(x)
+    return keras.Model(inputs, L.Dense(n_classes, name="logits")(x), name="tiny_resnet")
 
 
-RESNETS = {
-    "ResNet50": lambda: keras.applications.ResNet50(weights=None, classifier_activation=None),
-    "tiny_resnet": build_tiny_resnet,
-}
-
-
-# --------------------------------------------------------------------------- helpers
+RESNETS = {"ResNet50": lambda: keras.applications.ResNet50(weights=None, classifier_activation=None),
+           "tiny_resnet": build_tiny_resnet}
 
 
 def zero_random_filters(model, fraction, seed=0):
@@ -85,26 +67,20 @@ def zero_random_filters(model, fraction, seed=0):
     copy.set_weights(model.get_weights())
     zeroed = 0
     for layer in copy.layers:
-        if type(layer) is not keras.layers.Conv2D:
-            continue
-        values = layer.get_weights()
-        hit = rng.random(layer.filters) < fraction
-        values[0][..., hit] = 0.0
-        if layer.use_bias:
-            values[1][hit] = 0.0
-        layer.set_weights(values)
-        zeroed += int(hit.sum())
+        if type(layer) is keras.layers.Conv2D:
+            values, hit = layer.get_weights(), rng.random(layer.filters) < fraction
+            for v in values[:1 + layer.use_bias]:
+                v[..., hit] = 0.0
+            layer.set_weights(values)
+            zeroed += int(hit.sum())
     return copy, zeroed
 
 
 def time_shrink(model, x, threshold=1e-3):
     """Wall time of shrink(model), what it removed and the largest output change on `x`."""
-    start = time.perf_counter()
-    small, report = shrink(model, threshold, return_report=True)
-    seconds = time.perf_counter() - start
+    (small, report), seconds = timed(shrink, model, threshold, return_report=True)
     t = report.totals
-    return small, {"seconds": round(seconds, 3),
-                   **{k: t[k] for k in ("groups_removed", "params_before", "params_after")},
+    return small, {"seconds": round(seconds, 3), **{k: t[k] for k in ("groups_removed", "params_before", "params_after")},
                    "params_removed_fraction": round(t["params_removed_fraction"], 4),
                    "max_abs_error": max_abs_error(model, small, x)}
 
@@ -140,30 +116,21 @@ def channel_widths(model):
             if getattr(layer, "kernel", None) is not None}
 
 
-# --------------------------------------------------------------------------- parts
-
-
 def cnn_part(args, data):
     """Train dense and group-sparse CNNs, shrink, export both, measure latency and FLOPs."""
     (x, y), (xt, yt) = data
-    widths = tuple(args.widths)
-    dense = build_cnn(x.shape[1:], widths)
-    sparse = regularize(build_cnn(x.shape[1:], widths), GroupLasso(args.strength, axis="input"),
+    dense = build_cnn(x.shape[1:], tuple(args.widths))
+    sparse = regularize(build_cnn(x.shape[1:], tuple(args.widths)), GroupLasso(args.strength, axis="input"),
                         layers=penalized_layers(dense), proximal=True)
     # SGD rather than Adam, which brings zeroed groups back (docs/benchmarks/speed.md)
-    train_kw = {"epochs": args.epochs, "batch_size": args.batch_size, "optimizer": "sgd",
-                "learning_rate": args.lr, "cosine": False}
+    train_kw = {"epochs": args.epochs, "batch_size": args.batch_size, "optimizer": "sgd", "learning_rate": args.lr,
+                "cosine": False}
     dense_fit_s = train(dense, x, y, **train_kw)
     sparse_fit_s = train(sparse, x, y, callbacks=[ProximalStep()], **train_kw)
-
-    start = time.perf_counter()
-    small, report = shrink(sparse, args.threshold, return_report=True)
-    shrink_s = time.perf_counter() - start
     check = xt[: args.check_samples]
-    keras_error = max_abs_error(sparse, small, check)
+    small, shrunk = time_shrink(sparse, check, args.threshold)
 
-    flat = {"dense": convert_tflite(dense), "sparse_unshrunk": convert_tflite(sparse),
-            "shrunk": convert_tflite(small)}
+    flat = {"dense": convert_tflite(dense), "sparse_unshrunk": convert_tflite(sparse), "shrunk": convert_tflite(small)}
     tflite_error = float(np.max(np.abs(run_tflite(flat["shrunk"], check) - small.predict(check, verbose=0))))
     load_before = os.getloadavg()
     samples = time_rounds(flat, xt[:1], runs=args.runs, warmup=args.warmup, rounds=args.rounds)
@@ -172,40 +139,33 @@ def cnn_part(args, data):
     macs = {"dense": flops(dense), "shrunk": flops(small)}
     flop_ratio = macs["dense"] / macs["shrunk"]
     speedup = paired_speedup(samples["dense"], samples["shrunk"])
+    padded = {"dense": tile_padded_macs(dense), "shrunk": tile_padded_macs(small)}
     return {
-        "widths_dense": channel_widths(dense),
-        "widths_shrunk": channel_widths(small),
+        "widths_dense": channel_widths(dense), "widths_shrunk": channel_widths(small),
         "train_seconds": {"dense": round(dense_fit_s, 1), "sparse": round(sparse_fit_s, 1)},
         "test_accuracy": {"dense": accuracy(dense, xt, yt), "sparse": accuracy(sparse, xt, yt),
                           "shrunk": accuracy(small, xt, yt)},
-        "shrink_seconds": round(shrink_s, 3),
-        "groups_removed": report.totals["groups_removed"],
-        "max_abs_error_keras": keras_error,
-        "thresholds": [threshold_row(sparse, t, check, penalized_layers(dense))
-                       for t in sorted({args.threshold, 1e-3})],
+        "shrink_seconds": shrunk["seconds"], "groups_removed": shrunk["groups_removed"],
+        "max_abs_error_keras": shrunk["max_abs_error"],
+        "thresholds": [threshold_row(sparse, t, check, penalized_layers(dense)) for t in sorted({args.threshold, 1e-3})],
         "max_abs_error_tflite_vs_keras": tflite_error,
-        "params": {"dense": count_params(dense), "shrunk": count_params(small)},
-        "macs": macs,
+        "params": {"dense": count_params(dense), "shrunk": count_params(small)}, "macs": macs,
         "tflite_bytes": {name: len(b) for name, b in flat.items()},
         "latency_us": {name: round(v, 2) for name, v in median_us(samples).items()},
         "latency_rounds_us": {name: [round(s * 1e6, 2) for s in v] for name, v in samples.items()},
-        "flop_ratio": round(flop_ratio, 4),
-        "tile_padded_macs": {"dense": tile_padded_macs(dense), "shrunk": tile_padded_macs(small)},
-        "tile_padded_flop_ratio": round(tile_padded_macs(dense) / tile_padded_macs(small), 4),
+        "flop_ratio": round(flop_ratio, 4), "tile_padded_macs": padded,
+        "tile_padded_flop_ratio": round(padded["dense"] / padded["shrunk"], 4),
         "speedup": round(speedup, 4),
         "speedup_sparse_unshrunk": round(paired_speedup(samples["dense"], samples["sparse_unshrunk"]), 4),
         "speedup_over_flop_ratio": round(speedup / flop_ratio, 4),
-        "target": f"speedup >= {SPEEDUP_FRACTION} x FLOP ratio",
-        "met": bool(speedup >= SPEEDUP_FRACTION * flop_ratio),
+        "target": f"speedup >= {SPEEDUP_FRACTION} x FLOP ratio", "met": bool(speedup >= SPEEDUP_FRACTION * flop_ratio),
         "load_average_1min": {"before": round(load_before[0], 2), "after": round(load_after[0], 2)},
     }
 
 
 def resnet_part(name, fraction, samples=2, seed=0):
     """shrink() time on `name` with nothing to remove and after zeroing random filters."""
-    build_start = time.perf_counter()
-    model = RESNETS[name]()
-    build_s = time.perf_counter() - build_start
+    model, build_s = timed(RESNETS[name])
     x = np.random.default_rng(seed).normal(size=(samples, *model.input_shape[1:])).astype("float32")
     zeroed_model, zeroed = zero_random_filters(model, fraction, seed)
     rows = [{"model": name, "case": case, "filters_zeroed": n, **time_shrink(m, x)[1]} for case, n, m in (
@@ -215,15 +175,11 @@ def resnet_part(name, fraction, samples=2, seed=0):
     return {"build_seconds": round(build_s, 2), "rows": rows}
 
 
-# --------------------------------------------------------------------------- report
-
-
-def markdown(data_name, settings, cnn, resnet):
-    c = cnn
+def markdown(data_name, settings, c, resnet):
     widths = {k: "-".join(map(str, c[f"widths_{k}"].values())) for k in ("dense", "shrunk")}
     models = [("dense", "dense", "dense", "dense"), ("group-sparse, unshrunk", "dense", "sparse", "sparse_unshrunk"),
               ("group-sparse, shrunk", "shrunk", "shrunk", "shrunk")]
-    return "\n".join([
+    return [
         f"# Shrink speed ({data_name})", "",
         "## Group-sparse CNN: LiteRT latency of the shrunk export vs the dense export", "",
         f"Proximal GroupLasso(strength={settings['strength']:g}, axis=\"input\"), shrink(threshold="
@@ -253,32 +209,25 @@ def markdown(data_name, settings, cnn, resnet):
                    "max abs error", "met"], [
             [r["model"], r["case"], r["filters_zeroed"], f"{r['seconds']:.2f}", r["groups_removed"],
              r["params_before"], r["params_after"], f"{r['max_abs_error']:.2e}", "yes" if r["met"] else "no"]
-            for r in resnet["rows"]])])
+            for r in resnet["rows"]])]
 
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true",
-                        help="digits data, widths 8-8-16-16-32, 2 epochs, a tiny residual net (smoke run)")
-    parser.add_argument("--samples", type=int, default=12000, help="training samples (default: %(default)s)")
-    parser.add_argument("--epochs", type=int, default=5, help="(default: %(default)s)")
-    parser.add_argument("--batch-size", type=int, default=64, help="(default: %(default)s)")
-    parser.add_argument("--lr", type=float, default=0.05,
-                        help="SGD learning rate, momentum 0.9 (default: %(default)s)")
+                        help="digits data, widths 8-8-16-16-32, 10 epochs, a tiny residual net (smoke run)")
+    for flag, default, text in (
+            ("--samples", 12000, "training samples"), ("--epochs", 5, ""), ("--batch-size", 64, ""),
+            ("--lr", 0.05, "SGD learning rate, momentum 0.9"),
+            ("--strength", 0.04, "group lasso strength; prox step lr * strength"),
+            ("--threshold", 1e-9, "shrink threshold (1e-3 is also reported)"),
+            ("--runs", 200, "timed invokes per round"), ("--warmup", 20, ""), ("--rounds", 10, "interleaved rounds"),
+            ("--check-samples", 512, "test images for the output comparisons"),
+            ("--zero-fraction", 0.3, "fraction of filters zeroed per Conv2D")):
+        parser.add_argument(flag, type=type(default), default=default, help=f"{text} (default: %(default)s)".lstrip())
     parser.add_argument("--widths", type=int, nargs=5, default=[32, 32, 64, 64, 128],
                         help="conv widths (default: %(default)s)")
-    parser.add_argument("--strength", type=float, default=0.04,
-                        help="group lasso strength; prox step lr * strength (default: %(default)s)")
-    parser.add_argument("--threshold", type=float, default=1e-9,
-                        help="shrink threshold (default: %(default)s; 1e-3 is also reported)")
-    parser.add_argument("--runs", type=int, default=200, help="timed invokes per round (default: %(default)s)")
-    parser.add_argument("--warmup", type=int, default=20, help="(default: %(default)s)")
-    parser.add_argument("--rounds", type=int, default=10, help="interleaved rounds (default: %(default)s)")
-    parser.add_argument("--check-samples", type=int, default=512,
-                        help="test images for the output comparisons (default: %(default)s)")
     parser.add_argument("--resnet", choices=tuple(RESNETS), default="ResNet50", help="(default: %(default)s)")
-    parser.add_argument("--zero-fraction", type=float, default=0.3,
-                        help="fraction of filters zeroed per Conv2D (default: %(default)s)")
     args = parser.parse_args(argv)
 
     if args.quick:
@@ -289,14 +238,11 @@ def main(argv=None):
     else:
         x, y, xt, yt = load("fashion", args.samples)
         data_name = f"Fashion-MNIST, {len(x)} training images, {len(xt)} test images"
-
-    cnn = cnn_part(args, ((x, y), (xt, yt)))
+    cnn_rows = cnn_part(args, ((x, y), (xt, yt)))
     keras.backend.clear_session()
     resnet = resnet_part(args.resnet, args.zero_fraction)
-    text = markdown(data_name, vars(args), cnn, resnet)
-    payload = {"data": data_name, "settings": vars(args), "cnn": cnn, "resnet": resnet}
-    write_results("shrink_speed" + ("_quick" if args.quick else ""), payload, text)
-    print(text)
+    payload = {"data": data_name, "settings": vars(args), "cnn": cnn_rows, "resnet": resnet}
+    publish("shrink_speed", payload, markdown(data_name, vars(args), cnn_rows, resnet), args.quick)
     return payload
 
 

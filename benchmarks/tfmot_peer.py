@@ -19,12 +19,11 @@ import argparse  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
 import tempfile  # noqa: E402
-import time  # noqa: E402
 from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from benchmarks.harness import accuracy, gzip_bytes, nonzero_params, time_rounds  # noqa: E402
+from benchmarks.harness import accuracy, dist_version, gzip_bytes, nonzero_params, time_rounds, timed  # noqa: E402
 from benchmarks.suite.models import build  # noqa: E402
 
 MAX_CALIBRATION_SAMPLES = 500
@@ -81,9 +80,7 @@ def run(spec, data, *, epochs, prune_epochs, seed, sparsities, schedule, batch_s
 
     dense = build(tf_keras, spec, seed)
     compile_(dense, epochs)
-    start = time.perf_counter()
-    dense.fit(x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=0)
-    dense_s = time.perf_counter() - start
+    _, dense_s = timed(dense.fit, x_train, y_train, epochs=epochs, batch_size=batch_size, verbose=0)
     rows = [measure("dense", dense, data, tflite_dir, runs, dense_s, 0.0)]
     steps = steps_per_epoch * prune_epochs
     for s in sparsities:
@@ -97,13 +94,11 @@ def run(spec, data, *, epochs, prune_epochs, seed, sparsities, schedule, batch_s
         base.set_weights(dense.get_weights())
         pruned = tfmot.sparsity.keras.prune_low_magnitude(base, pruning_schedule=sched)
         compile_(pruned, prune_epochs)
-        start = time.perf_counter()
-        pruned.fit(x_train, y_train, epochs=prune_epochs, batch_size=batch_size, verbose=0,
-                   callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
-        seconds = dense_s + time.perf_counter() - start
+        _, seconds = timed(pruned.fit, x_train, y_train, epochs=prune_epochs, batch_size=batch_size, verbose=0,
+                           callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
         final = tfmot.sparsity.keras.strip_pruning(pruned)
         compile_(final, prune_epochs)
-        rows.append(measure(f"tfmot_{round(100 * s)}", final, data, tflite_dir, runs, seconds, s))
+        rows.append(measure(f"tfmot_{round(100 * s)}", final, data, tflite_dir, runs, dense_s + seconds, s))
     return rows
 
 
@@ -129,20 +124,11 @@ def main(argv=None):
     spec = json.loads(Path(args.spec).read_text(encoding="utf-8"))
     with np.load(args.data) as f:
         data = tuple(f[k] for k in ("x_train", "y_train", "x_test", "y_test"))
-    import tensorflow as tf
-    import tensorflow_model_optimization as tfmot
-    import tf_keras
-
     rows = run(spec, data, epochs=args.epochs, prune_epochs=args.prune_epochs, seed=args.seed,
                sparsities=args.sparsities, schedule=args.schedule, batch_size=args.batch_size,
                learning_rate=args.learning_rate, tflite_dir=args.tflite_dir, runs=args.latency_runs)
-    from importlib.metadata import version
-
-    payload = {"spec": spec, "settings": vars(args),
-               "versions": {"tensorflow": tf.__version__, "tf_keras": tf_keras.__version__,
-                            "tensorflow-model-optimization": tfmot.__version__,
-                            "ai-edge-litert": version("ai-edge-litert")},
-               "rows": rows}
+    payload = {"spec": spec, "settings": vars(args), "rows": rows, "versions": {
+        d: dist_version(d) for d in ("tensorflow", "tf_keras", "tensorflow-model-optimization", "ai-edge-litert")}}
     Path(args.out).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     return payload
 

@@ -16,21 +16,13 @@ import time
 
 import keras
 
-from benchmarks.harness import load, md_table, write_results
+from benchmarks.harness import cnn, load, md_table, publish
 from tf_groupsparse import regularize, regularizers as R
 from tf_groupsparse.callbacks import ProximalStep
 
 TARGETS = {"baseline": None, "regularizer": 1.15, "prox": 1.10}
 HGSR_VARIANTS = ("sqrt_group_lasso", "squared_group_lasso", "sqrt_exclusive", "squared_exclusive", "sqrt_group_l12",
                  "squared_group_l12")
-
-
-def build_cnn(input_shape, seed=0):
-    keras.utils.set_random_seed(seed)
-    conv = lambda w, i: keras.layers.Conv2D(w, 3, padding="same", activation="relu", name=f"conv{i}")  # noqa: E731
-    return keras.Sequential([keras.Input(input_shape), conv(16, 1), keras.layers.MaxPooling2D(), conv(32, 2),
-                             keras.layers.MaxPooling2D(), conv(64, 3), keras.layers.GlobalAveragePooling2D(),
-                             keras.layers.Dense(10, name="head")], name="overhead_cnn")
 
 
 def block_diagonal(model, s=1e-4, k=2):
@@ -77,7 +69,7 @@ class StepTimer(keras.callbacks.Callback):
 
 def build_config(reg, prox, input_shape):
     """The compiled model of one configuration and the callbacks its ``fit`` needs."""
-    model = build_cnn(input_shape)
+    model = cnn(input_shape, (16, "pool", 32, "pool", 64), name="overhead_cnn")
     if reg is not None:
         model = regularize(model, block_diagonal(model) if reg == "block_diagonal" else reg, proximal=prox)
     model.compile(keras.optimizers.SGD(0.05, momentum=0.9), keras.losses.SparseCategoricalCrossentropy(from_logits=True))
@@ -130,10 +122,8 @@ def main(argv=None):
                          "" if r["target"] is None else f"<= {r['target']:.2f}", "" if r["met"] is None else r["met"]]
                         for r in rows])]
     suffix = "" if backend == "tensorflow" else f"_{backend}"
-    write_results("training_overhead" + suffix + ("_quick" if args.quick else ""),
-                  {"data": data_name, "backend": backend, "settings": vars(args), "rows": rows}, "\n".join(lines),
-                  extra_versions=("jax", "torch") if suffix else ())
-    print("\n".join(lines))
+    publish("training_overhead" + suffix, {"data": data_name, "backend": backend, "settings": vars(args), "rows": rows},
+            lines, args.quick, extra_versions=("jax", "torch") if suffix else ())
     return rows
 
 

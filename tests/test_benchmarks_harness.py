@@ -78,3 +78,41 @@ def test_quick_runs_every_benchmark_and_never_replaces_recorded_results(tmp_path
     json_path, md_path = harness.write_results("suite", {}, "# S")
     assert (json_path.name, md_path.name) == ("suite_quick.json", "suite_quick.md")
     assert quick.main(["--list", "--only", "channel_multiple"]) == 0
+
+
+def test_publish_writes_and_prints_the_markdown(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(harness, "RESULTS", tmp_path)
+    monkeypatch.setattr(harness, "environment", lambda: {"cpu": "test"})
+    json_path, md_path = harness.publish("x", {"rows": [2]}, ["# X", "", "body"], quick=True)
+    assert (json_path.name, md_path.name) == ("x_quick.json", "x_quick.md")
+    assert json.loads(json_path.read_text())["rows"] == [2]
+    assert md_path.read_text().startswith("# X\n\nbody\n\nCommand: `python -m benchmarks.")
+    out = capsys.readouterr().out
+    assert out.startswith("# X\n\nbody\n") and f"written: {json_path} {md_path}" in out
+    assert harness.publish("x", {}, ["# Y"])[1].name == "x.md"
+
+
+def test_timed_returns_the_result_and_the_seconds():
+    result, seconds = harness.timed(sorted, [3, 1, 2], reverse=True)
+    assert result == [3, 2, 1] and 0 <= seconds < 1
+
+
+def test_cnn_names_its_layers_and_seeds_its_weights():
+    model = harness.cnn((8, 8, 1), (4, "pool", 8), classes=3, seed=1)
+    assert [layer.name for layer in model.layers if layer.weights] == ["conv1", "conv2", "logits"]
+    assert sum(isinstance(layer, keras.layers.MaxPooling2D) for layer in model.layers) == 1
+    assert model.output_shape == (None, 3)
+    same, unseeded = harness.cnn((8, 8, 1), (4, "pool", 8), 3, seed=1), harness.cnn((8, 8, 1), (4, "pool", 8), 3, None)
+    assert all(np.array_equal(a, b) for a, b in zip(model.get_weights(), same.get_weights()))
+    assert not np.array_equal(model.get_weights()[0], unseeded.get_weights()[0])  # seed=None: no reseeding
+
+
+def test_kd_targets_pack_labels_with_the_teacher_logits():
+    from tf_groupsparse.pruning.distillation import distillation_loss
+
+    rng = np.random.default_rng(0)
+    y, teacher, student = rng.integers(0, 3, 8), rng.normal(size=(8, 3)), rng.normal(size=(8, 3))
+    packed, loss = harness.kd_targets(y, teacher, temperature=2.0, alpha=0.3)
+    assert packed.shape == (8, 4) and np.array_equal(packed[:, 0], y) and np.allclose(packed[:, 1:], teacher)
+    expected = distillation_loss(y, student.astype("float32"), teacher.astype("float32"), 2.0, 0.3)
+    assert float(loss(packed, student.astype("float32"))) == pytest.approx(float(expected), rel=1e-6)
