@@ -1,8 +1,9 @@
 """The comparison benchmark suite: every method against the dense baseline and tfmot.
 
-Runs the (data, model, method) jobs of ``suite/jobs.py``, re-times the finished rows in rounds and
-writes ``results/suite[_quick].{json,md}`` with two plots; with several ``--seeds``, the seed spread
-``seed_spread[_quick]_<data>_<model>[<budget>].{json,md}`` instead. Protocol: docs/benchmarks/suite.md.
+Runs the (data, model, method) jobs of ``suite/jobs.py`` (each resumable: its rows on disk), re-times
+the finished rows in rounds and writes ``results/suite[_quick].{json,md}`` with two plots; with several
+``--seeds``, the seed spread ``seed_spread[_quick]_<data>_<model>[<budget>].{json,md}`` instead.
+Protocol: docs/benchmarks/suite.md.
 
     python -m benchmarks.run_all                      # full: Fashion-MNIST + MNIST-1D (hours on 2 cores)
     python -m benchmarks.run_all --quick              # digits, tiny models, a subset of methods (~3 min)
@@ -22,18 +23,17 @@ import shlex
 import statistics
 import sys
 import time
+import traceback
+from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmarks import harness  # noqa: E402
-from benchmarks.suite import jobs as jobs_mod  # noqa: E402
-from benchmarks.suite import report  # noqa: E402
+from benchmarks.suite import jobs as jobs_mod, report  # noqa: E402
+from benchmarks.suite.methods import METHODS, TARGET_SIZE, Context  # noqa: E402
 
 logger = logging.getLogger("benchmarks.run_all")
-
 INPUT_SHAPES = {"digits": [8, 8, 1], "fashion": [28, 28, 1], "mnist1d": [40, 1]}
-#: the keys of a row that the summary leaves out: where its .tflite files are on the machine that ran it
-LOCAL_KEYS = ("tflite_float", "tflite_int8")
 #: Context arguments a mode sets and a model's ``settings`` may override
 TRAINING_KEYS = ("epochs", "finetune_epochs", "batch_size", "learning_rate", "sgd_learning_rate")
 #: the figures of a row that :func:`report.retime` measures again
@@ -57,29 +57,65 @@ def paths(mode, seed=0, budget=""):
 def context_factory(mode, args, cache, seed=0):
     """job -> methods.Context at `seed`, loading each dataset once; the rows' .tflite files go to
     ``tflite[_seed<seed>][<budget tag>]`` of the cache."""
-    from benchmarks.suite.methods import Context
-
     cfg, loaded = jobs_mod.MODES[mode], {}
 
     def make(job):
         if job.data not in loaded:
             loaded[job.data] = harness.load(job.data)
-        spec = {"arch": job.arch or job.model, "input_shape": INPUT_SHAPES[job.data],
-                "classes": 10, "widths": list(job.widths), "batch_norm": job.batch_norm}
         x, y, xt, yt = loaded[job.data]
         n = job.train_samples if args.train_samples is None else args.train_samples
-        # a model's settings may override the mode's training budget and learning rates
-        settings = {**cfg["settings"], **dict(job.settings)}
+        settings = {**cfg["settings"], **dict(job.settings)}  # a model's settings may override the mode's budget
         budget = {k: settings.pop(k, cfg[k]) for k in TRAINING_KEYS}
         if args.epochs:
             budget["epochs"] = args.epochs
         if args.finetune_epochs is not None:
             budget["finetune_epochs"] = args.finetune_epochs
+        spec = {"arch": job.arch or job.model, "input_shape": INPUT_SHAPES[job.data], "classes": 10,
+                "widths": list(job.widths), "batch_norm": job.batch_norm}
         return Context(job.data, job.model, spec, (x[:n], y[:n], xt, yt), **budget, seed=seed, cache=cache,
                        latency_runs=cfg["latency_runs"], settings=settings,
                        tflite_subdir="tflite" + (f"_seed{seed}" if seed else "") + budget_tag(args))
 
     return make
+
+
+def pending(jobs, jobs_dir, force=False):
+    """The jobs to run: all with `force`, else those without a result file."""
+    return list(jobs) if force else [j for j in jobs if not j.file(jobs_dir).is_file()]
+
+
+def run_job(job, make_context, jobs_dir, command=None):
+    """Run one job; write its rows (or its error, as ``.json.error``, retried next time) to disk with the
+    `command` line that ran it. Returns the rows (None on error)."""
+    path = job.file(jobs_dir)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    err, start = path.with_suffix(".json.error"), time.perf_counter()
+    try:
+        rows = METHODS[job.method](make_context(job))
+    except Exception:  # a failing method must not stop the other jobs; the error is recorded
+        err.write_text(traceback.format_exc(), encoding="utf-8")
+        logger.exception("job %s failed", job.key)
+        return None
+    payload = {"job": job.key, "seconds": round(time.perf_counter() - start, 2), "command": command,
+               "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}
+    path.with_suffix(".tmp").write_text(json.dumps(payload, indent=1, default=float), encoding="utf-8")
+    path.with_suffix(".tmp").replace(path)
+    err.unlink(missing_ok=True)
+    return rows
+
+
+def collect(jobs_dir):
+    """The finished jobs under `jobs_dir`: (rows, {job file: last error line}, {command: [job keys]});
+    jobs written before commands were recorded are under None."""
+    rows, errors, commands = [], {}, {}
+    for path in sorted(Path(jobs_dir).glob("*.json")):
+        payload = json.loads(path.read_text(encoding="utf-8"))
+        rows.extend(payload["rows"])
+        commands.setdefault(payload.get("command"), []).append(payload["job"])
+    for path in sorted(Path(jobs_dir).glob("*.json.error")):
+        lines = path.read_text(encoding="utf-8").strip().splitlines()
+        errors[path.name[: -len(".json.error")]] = lines[-1] if lines else ""
+    return rows, errors, commands
 
 
 def carry_timings(rows, previous):
@@ -110,7 +146,7 @@ def summarize(mode, jobs_dir, rounds, runs, name):
     """Collect finished rows, re-time them together, add ratios and verdicts; write the results."""
     import numpy as np
 
-    rows, errors = jobs_mod.collect(jobs_dir)
+    rows, errors, commands = collect(jobs_dir)
     if not rows:
         return None
     order = {m: i for i, m in enumerate(jobs_mod.ALL_METHODS)}
@@ -118,14 +154,13 @@ def summarize(mode, jobs_dir, rounds, runs, name):
     last = jobs_dir.parent / f"{name}.json"
     if last.is_file():
         carry_timings(rows, json.loads(last.read_text(encoding="utf-8")).get("rows", []))
-    sample = {d: np.asarray(harness.load(d)[2][:1]) for d in {r["data"] for r in rows}}
-    report.retime(rows, sample, rounds=rounds, runs=runs)
+    report.retime(rows, {d: np.asarray(harness.load(d)[2][:1]) for d in {r["data"] for r in rows}}, rounds, runs)
     report.add_ratios(rows)
-    datasets = list(dict.fromkeys(r["data"] for r in rows))
-    all_verdicts = {d: report.verdicts(rows, d, jobs_mod.archs(mode)) for d in datasets}
+    archs = {j.model: j.arch for j in jobs_mod.job_table(mode)}
+    all_verdicts = {d: report.verdicts(rows, d, archs) for d in dict.fromkeys(r["data"] for r in rows)}
     md = [f"# Benchmark suite ({mode})", "", INTRO, ""]
-    for d in datasets:
-        md += [f"## Headline verdicts ({d})", "", *report.verdict_lines(all_verdicts[d]), ""]
+    for d, v in all_verdicts.items():
+        md += [f"## Headline verdicts ({d})", "", *report.verdict_lines(v), ""]
     stale = list(dict.fromkeys(f"{r['data']}/{r['model']}" for r in rows if not r.get("retimed", True)))
     if stale:
         md += ["Not re-timed in this run (some of their .tflite files are not on this machine): " + ", ".join(stale)
@@ -135,14 +170,14 @@ def summarize(mode, jobs_dir, rounds, runs, name):
     md += sorted({f"- {r['method']}: {r.get('setting', '')}" for r in rows})
     md += ["", "## Job commands", "", "Each job ran in one of these commands (the tables above were made by the "
            "command at the end of this file):", ""]
-    for cmd, keys in jobs_mod.commands(jobs_dir).items():
-        md.append(f"- `{cmd}`: {', '.join(keys)}" if cmd else
-                  f"- command not recorded (jobs run before commands were saved with each job): {', '.join(keys)}")
+    md += [f"- `{cmd}`: {', '.join(keys)}" if cmd else
+           f"- command not recorded (jobs run before commands were saved with each job): {', '.join(keys)}"
+           for cmd, keys in commands.items()]
     if errors:
         md += ["", "## Failed jobs (retried on the next run)", ""] + [f"- {k}: {v}" for k, v in errors.items()]
     pngs = [report.plot(rows, jobs_dir.parent / f"{name}_{axis}.png", axis) for axis in ("params", "latency")]
     md += ["", "Plots: " + ", ".join(f"`{p.name}`" for p in pngs)]
-    summary = [{k: v for k, v in r.items() if k not in LOCAL_KEYS} for r in rows]
+    summary = [{k: v for k, v in r.items() if k not in ("tflite_float", "tflite_int8")} for r in rows]  # local paths
     harness.write_results(name, {"mode": mode, "settings": jobs_mod.MODES[mode], "verdicts": all_verdicts,
                                  "rows": summary, "failed_jobs": errors}, "\n".join(md))
     return rows, all_verdicts
@@ -151,8 +186,6 @@ def summarize(mode, jobs_dir, rounds, runs, name):
 def seed_spread(mode, table, by_seed, args):
     """Write ``seed_spread[_<mode>]_<data>_<model><budget>`` per model of `table`: `by_seed` maps a
     seed to its finished rows. Returns {data/model: {method: figures}}."""
-    from benchmarks.suite.methods import TARGET_SIZE
-
     seeds, out = list(by_seed), {}
     for data, model, arch in dict.fromkeys((j.data, j.model, j.arch) for j in table):
         rows = {s: {r["method"]: r for r in by_seed[s] if (r["data"], r["model"]) == (data, model)} for s in seeds}
@@ -227,7 +260,7 @@ def main(argv=None):
     by_seed = {}
     for seed in args.seeds:
         name, jobs_dir, cache = paths(mode, seed, budget_tag(args))
-        todo = jobs_mod.pending(table, jobs_dir, args.force)
+        todo = pending(table, jobs_dir, args.force)
         if args.list:
             print("\n".join(("pending " if job in todo else "done    ") + job.key + (f" seed {seed}" if seed else "")
                             for job in table))
@@ -238,13 +271,13 @@ def main(argv=None):
         for i, job in enumerate([] if args.summary_only else todo, 1):
             start = time.perf_counter()
             logger.info("[%d/%d] %s seed %d ...", i, len(todo), job.key, seed)
-            rows = jobs_mod.run_job(job, make, jobs_dir, command=line)
+            rows = run_job(job, make, jobs_dir, command=line)
             logger.info("[%d/%d] %s %s in %.0f s", i, len(todo), job.key, "done" if rows else "FAILED",
                         time.perf_counter() - start)
             import keras
 
             keras.backend.clear_session()
-        by_seed[seed] = jobs_mod.collect(jobs_dir)[0]
+        by_seed[seed] = collect(jobs_dir)[0]
     if args.list or args.no_summary:
         return None
     if len(args.seeds) > 1:

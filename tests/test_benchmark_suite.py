@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 
+from benchmarks import run_all
 from benchmarks.harness import gzip_bytes, nonzero_params
 from benchmarks.suite import jobs as jobs_mod
 from benchmarks.suite import models, report
@@ -91,7 +92,7 @@ def test_full_job_table_covers_every_method_and_skips_inapplicable():
                                           for m in subsets if meth in subsets[m]]
     assert not applies("em_blockdiag", "resnet") and applies("dense", "resnet")
     # each model's architecture, which picks its headline target
-    assert jobs_mod.archs("full") == {"mlp": "mlp", "mlp_b32": "mlp", "vgg": "vgg", "vgg_wide": "vgg",
+    assert {j.model: j.arch for j in table} == {"mlp": "mlp", "mlp_b32": "mlp", "vgg": "vgg", "vgg_wide": "vgg",
                                       "vgg_wide_full": "vgg", "resnet": "resnet", "cnn1d": "cnn1d"}
 
 
@@ -122,14 +123,14 @@ def test_run_job_writes_rows_and_pending_skips_finished_jobs(tmp_path, monkeypat
     monkeypatch.setitem(METHODS, "dense", lambda ctx: calls.append(ctx) or [_fake_row(ctx, 0.9)])
     dense = table[0]
     assert dense.key == "digits/mlp/dense"
-    rows = jobs_mod.run_job(dense, lambda job: job, tmp_path)
+    rows = run_all.run_job(dense, lambda job: job, tmp_path)
     assert rows == [_fake_row(dense, 0.9)] and calls == [dense]
     saved = json.loads(dense.file(tmp_path).read_text())
     assert saved["job"] == "digits/mlp/dense" and saved["rows"] == rows
-    assert jobs_mod.pending(table, tmp_path) == table[1:]
-    assert jobs_mod.pending(table, tmp_path, force=True) == table
-    collected, errors = jobs_mod.collect(tmp_path)
-    assert collected == rows and errors == {}
+    assert run_all.pending(table, tmp_path) == table[1:]
+    assert run_all.pending(table, tmp_path, force=True) == table
+    collected, errors, commands = run_all.collect(tmp_path)
+    assert collected == rows and errors == {} and commands == {None: ["digits/mlp/dense"]}
 
 
 def test_failed_job_records_error_and_is_retried(tmp_path, monkeypatch):
@@ -139,15 +140,15 @@ def test_failed_job_records_error_and_is_retried(tmp_path, monkeypatch):
         raise RuntimeError("boom in cges")
 
     monkeypatch.setitem(METHODS, "cges", broken)
-    assert jobs_mod.run_job(job, lambda j: j, tmp_path) is None
+    assert run_all.run_job(job, lambda j: j, tmp_path) is None
     assert not job.file(tmp_path).exists()
-    assert jobs_mod.pending([job], tmp_path) == [job]
-    rows, errors = jobs_mod.collect(tmp_path)
+    assert run_all.pending([job], tmp_path) == [job]
+    rows, errors, _ = run_all.collect(tmp_path)
     assert rows == [] and errors == {"digits__mlp__cges": "RuntimeError: boom in cges"}
     # a later success removes the error record
     monkeypatch.setitem(METHODS, "cges", lambda ctx: [_fake_row(ctx, 0.5)])
-    assert jobs_mod.run_job(job, lambda j: j, tmp_path) == [_fake_row(job, 0.5)]
-    assert jobs_mod.collect(tmp_path)[1] == {}
+    assert run_all.run_job(job, lambda j: j, tmp_path) == [_fake_row(job, 0.5)]
+    assert run_all.collect(tmp_path)[1] == {}
 
 
 # ----------------------------------------------------------------------------- ratios and verdicts
@@ -190,8 +191,6 @@ def test_speedup_is_the_median_of_paired_round_ratios():
 
 
 def test_retime_skips_groups_with_a_missing_file_and_carries_the_last_summary(tmp_path, monkeypatch):
-    from benchmarks import run_all
-
     present = tmp_path / "a.tflite"
     present.write_bytes(b"x")
     timed = []
@@ -379,7 +378,6 @@ def test_peer_refuses_bad_sparsity():
 @pytest.mark.slow
 def test_quick_dense_and_group_lasso_jobs_end_to_end(tmp_path, monkeypatch):
     from benchmarks import harness as common
-    from benchmarks import run_all
 
     monkeypatch.setattr(common, "RESULTS", tmp_path)
     monkeypatch.setattr(common, "environment", lambda: {"cpu": "test"})
@@ -405,7 +403,7 @@ def test_quick_dense_and_group_lasso_jobs_end_to_end(tmp_path, monkeypatch):
         "digits__mlp__dense.json", "digits__mlp__group_lasso.json"]
     # each job file records the command that ran it; the summary lists them
     line = "python -m benchmarks.run_all --quick --only digits/mlp/dense digits/mlp/group_lasso --retime-rounds 1"
-    assert jobs_mod.commands(tmp_path / "suite_quick_jobs") == {line: ["digits/mlp/dense", "digits/mlp/group_lasso"]}
+    assert run_all.collect(tmp_path / "suite_quick_jobs")[2] == {line: ["digits/mlp/dense", "digits/mlp/group_lasso"]}
     assert f"- `{line}`: digits/mlp/dense, digits/mlp/group_lasso" in (tmp_path / "suite_quick.md").read_text()
     # a summary without training: the rows of the jobs, re-timed
     export = importlib.import_module("tf_groupsparse.deploy")
@@ -416,7 +414,7 @@ def test_quick_dense_and_group_lasso_jobs_end_to_end(tmp_path, monkeypatch):
 
 @pytest.mark.slow
 def test_seeds_run_each_job_and_its_dense_per_seed_and_write_the_spread(tmp_path, monkeypatch):
-    from benchmarks import harness, run_all
+    from benchmarks import harness
 
     rng = np.random.default_rng(0)
     y = rng.integers(0, 10, 300)
@@ -439,7 +437,7 @@ def test_seeds_run_each_job_and_its_dense_per_seed_and_write_the_spread(tmp_path
     md = (tmp_path / "seed_spread_quick_digits_mlp_e1_f0.md").read_text()
     assert "| scratch_target |" in md and "trained on the whole training set" in md
     # a rerun reads the finished jobs instead of training again
-    monkeypatch.setattr("benchmarks.suite.methods.METHODS", {})
+    monkeypatch.setattr(run_all, "METHODS", {})
     assert run_all.main(argv)["digits/mlp"]["scratch_target"]["delta_pt"] == row["delta_pt"]
 
 
@@ -456,7 +454,6 @@ def test_model_settings_override_the_training_budget(monkeypatch):
     """A model's settings set its budget (learning rate, epochs) and subset; the rest stay settings."""
     from types import SimpleNamespace
 
-    from benchmarks import run_all
     from benchmarks import harness as data_mod
 
     fake = (np.zeros((30000, 4), "float32"), np.zeros(30000, "int64"), np.zeros((5, 4), "float32"), np.zeros(5, "int64"))

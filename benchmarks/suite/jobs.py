@@ -1,35 +1,27 @@
-"""The job table: (data, model, method) jobs per mode, and resumable job results on disk
-(docs/benchmarks/suite.md, "Protocol"; why each setting has its value: "Settings").
+"""The job table: the (data, model, method) jobs of each mode, in run order (docs/benchmarks/suite.md,
+"Protocol"; why each setting has its value: "Settings").
 
-Model options: ``widths``, ``batch_norm``, ``arch`` (the ``models.BUILDERS`` architecture when
-the name is not one), ``train_samples`` (the first N training images; the test set is always
-complete), ``methods`` (a subset of the mode's) and ``settings`` (overrides of the mode's settings
-and training budget).
+Model options: ``widths``, ``batch_norm``, ``arch`` (the ``models.BUILDERS`` architecture when the
+name is not one), ``train_samples`` (the first N training images; the test set is always complete),
+``methods`` (a subset of the mode's) and ``settings`` (overrides of the mode's settings and budget).
 """
 
 from __future__ import annotations
 
 import fnmatch
-import json
-import logging
-import time
-import traceback
 from dataclasses import dataclass
 from pathlib import Path
 
-from .methods import HGSR_VARIANTS, METHODS, applies
-
-logger = logging.getLogger(__name__)
+from .methods import applies
 
 #: methods run first across every (data, model): the ones behind the headline targets
 PRIORITY = ("dense", "group_lasso", "tfmot", "filter_pruning", "cges", "sparse_group_lasso", "em_blockdiag",
             "hgsr_squared_group_l12")
-ALL_METHODS = tuple(dict.fromkeys(
-    PRIORITY + ("group_lasso_weak", "group_lasso_weaker", "group_lasso_weakest", "group_lasso_mild",
-                "filter_pruning_strong", "filter_pruning_max", "filter_pruning_light", "filter_pruning_distilled",
-                "filter_pruning_tiles", "l1", "exclusive", "l11_l12")
-    + tuple(f"hgsr_{v}" for v in HGSR_VARIANTS) + ("planting", "scratch_target")))
-
+#: every method in run (and report) order
+ALL_METHODS = PRIORITY + tuple("""group_lasso_weak group_lasso_weaker group_lasso_weakest group_lasso_mild
+    filter_pruning_strong filter_pruning_max filter_pruning_light filter_pruning_distilled filter_pruning_tiles l1
+    exclusive l11_l12 hgsr_sqrt_group_lasso hgsr_squared_group_lasso hgsr_sqrt_exclusive hgsr_squared_exclusive
+    hgsr_sqrt_group_l12 planting scratch_target""".split())
 #: rows that only the models naming them in their own "methods" run
 OPT_IN = ("filter_pruning_light", "filter_pruning_distilled")
 #: the CNN rows of the full mode (each VGG/ResNet job costs 4-25 min on 2 cores)
@@ -116,6 +108,7 @@ MODES = {
     },
 }
 
+
 @dataclass(frozen=True)
 class Job:
     data: str
@@ -125,7 +118,7 @@ class Job:
     batch_norm: bool = True
     train_samples: int | None = None
     settings: tuple = ()  # (name, value) pairs overriding the mode's settings for this model
-    arch: str = ""  # the architecture (models.BUILDERS) when it is not the model's name
+    arch: str = ""  # the architecture (models.BUILDERS)
 
     @property
     def key(self):
@@ -141,75 +134,13 @@ def job_table(mode, only=None):
     (against ``data/model/method``, e.g. ``"fashion/mlp/*"``, ``"*/*/tfmot"``) when given."""
     if mode not in MODES:
         raise ValueError(f"job_table: Expected mode in {sorted(MODES)}. Received: mode={mode!r}")
-    cfg = MODES[mode]
-    methods = ALL_METHODS  # the run order; each model runs its own "methods", else the mode's
-    pairs = [(d, m, o) for d in cfg["datasets"] for m, o in cfg["models"][d].items()]
-    # per dataset: the priority methods across its models first, then the others model by model
-    order = []
+    cfg, order = MODES[mode], []
     for data in cfg["datasets"]:
-        mine = [p for p in pairs if p[0] == data]
-        order += [(method, pair) for method in methods if method in PRIORITY for pair in mine]
-        order += [(method, pair) for pair in mine for method in methods if method not in PRIORITY]
+        pairs = list(cfg["models"][data].items())
+        order += [(data, method, pair) for method in PRIORITY for pair in pairs]
+        order += [(data, method, pair) for pair in pairs for method in ALL_METHODS if method not in PRIORITY]
     jobs = [Job(d, m, method, tuple(o["widths"]), o.get("batch_norm", True), o.get("train_samples"),
                 tuple(sorted(o.get("settings", {}).items())), o.get("arch", m))
-            for method, (d, m, o) in order if method in o.get("methods", cfg["methods"])]
-    jobs = [j for j in jobs if applies(j.method, j.arch)]
-    if only:
-        jobs = [j for j in jobs if any(fnmatch.fnmatchcase(j.key, p) for p in only)]
-    return jobs
-
-
-def archs(mode):
-    """Model name -> architecture (``models.BUILDERS``) of `mode`'s models, e.g. ``mlp_b32`` ->
-    ``mlp``: which headline target a model's rows are judged by (:func:`report.verdicts`)."""
-    cfg = MODES[mode]
-    return {m: o.get("arch", m) for d in cfg["datasets"] for m, o in cfg["models"][d].items()}
-
-
-def pending(jobs, jobs_dir, force=False):
-    """The jobs to run: all with `force`, else those without a result file."""
-    return list(jobs) if force else [j for j in jobs if not j.file(jobs_dir).is_file()]
-
-
-def run_job(job, make_context, jobs_dir, command=None):
-    """Run one job; write its rows (or its error) to disk, with the `command` line that ran it.
-    Returns the rows (None on error)."""
-    path = job.file(jobs_dir)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    err = path.with_suffix(".json.error")
-    start = time.perf_counter()
-    try:
-        rows = METHODS[job.method](make_context(job))
-    except Exception:  # a failing method must not stop the other jobs; the error is recorded
-        err.write_text(traceback.format_exc(), encoding="utf-8")
-        logger.exception("job %s failed", job.key)
-        return None
-    payload = {"job": job.key, "seconds": round(time.perf_counter() - start, 2), "command": command,
-               "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps(payload, indent=1, default=float), encoding="utf-8")
-    tmp.replace(path)
-    if err.exists():
-        err.unlink()
-    return rows
-
-
-def commands(jobs_dir):
-    """{command line: [job keys]} of the finished jobs under `jobs_dir`, in first-seen order; jobs
-    written before commands were recorded are under None."""
-    out = {}
-    for path in sorted(Path(jobs_dir).glob("*.json")):
-        payload = json.loads(path.read_text(encoding="utf-8"))
-        out.setdefault(payload.get("command"), []).append(payload["job"])
-    return out
-
-
-def collect(jobs_dir):
-    """All finished rows and all recorded errors under `jobs_dir`: (rows, {job file: last line})."""
-    rows, errors = [], {}
-    for path in sorted(Path(jobs_dir).glob("*.json")):
-        rows.extend(json.loads(path.read_text(encoding="utf-8"))["rows"])
-    for path in sorted(Path(jobs_dir).glob("*.json.error")):
-        lines = path.read_text(encoding="utf-8").strip().splitlines()
-        errors[path.name[: -len(".json.error")]] = lines[-1] if lines else ""
-    return rows, errors
+            for d, method, (m, o) in order if method in o.get("methods", cfg["methods"])]
+    return [j for j in jobs if applies(j.method, j.arch)
+            and (not only or any(fnmatch.fnmatchcase(j.key, p) for p in only))]
