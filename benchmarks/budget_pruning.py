@@ -6,15 +6,15 @@ is made on; the 10,000 test images give the final figures), 28x28 grey resized b
 its peak memory is its own) and is cached under ``benchmarks/results/budget_cache/``:
 
 - ``dense``: the architecture trained from scratch (SGD momentum 0.9, cosine-decayed learning
-  rate, batch 128, ``EPOCHS`` epochs; BatchNormalization momentum 0.99);
+  rate, batch 128, ``SCHEDULES[arch][0]`` epochs; BatchNormalization momentum 0.99);
 - ``prune/<importance>/<steps>``: ``tgs.prune(dense, data, macs=target, importance=...,
-  steps=...)`` fine-tuned for ``FINE_TUNE_EPOCHS`` epochs in total (split over the steps), the
+  steps=...)`` fine-tuned for ``SCHEDULES[arch][1]`` epochs in total (split over the steps), the
   same optimizer; pruning time without fine-tuning from the report;
 - ``coupled``: the dense model trained further with the coupled proximal group lasso driven by
   ``SparsityTarget`` to the target, then ``tgs.prune(importance="l2")`` (Torch-Pruning's
   "sparse training, then prune" recipe) and the same fine-tuning;
 - ``scaled``: the same architecture width-scaled to the target MACs, trained from scratch for
-  ``EPOCHS + FINE_TUNE_EPOCHS`` epochs;
+  the sum of the two epochs of ``SCHEDULES[arch]``;
 - ``prune_filters``: filter pruning by loss increase (512 samples, bisection) timed on the dense
   model (its wall time is a goal of its own);
 - ``tfmot``: tensorflow-model-optimization's magnitude pruning of the dense model to 50% sparsity
@@ -49,8 +49,10 @@ from pathlib import Path
 RESULTS = Path(__file__).resolve().parent / "results"
 QUICK = os.environ.get("TGS_BUDGET_QUICK") == "1"   # --quick: a smoke run (children inherit it)
 CACHE = RESULTS / ("budget_cache_quick" if QUICK else "budget_cache")
-EPOCHS = 1 if QUICK else 15
-FINE_TUNE_EPOCHS = 1 if QUICK else 5
+#: (training epochs of the dense model, fine-tuning epochs of a pruned one) per architecture:
+#: ResNet-20 has 6.7x MobileNetV2's MACs at 32x32, so it gets a shorter schedule on 2 cores (and
+#: no 5-step rows: its 2 fine-tuning epochs cannot be split over 5 steps)
+SCHEDULES = {"mobilenetv2": (15, 5), "resnet20": (4, 2)}
 TRAIN_SAMPLES = 2000 if QUICK else None
 BATCH = 128
 LEARNING_RATE = 0.05
@@ -152,6 +154,11 @@ def scaled_width(arch, target):
     return lo
 
 
+def schedule(arch):
+    """``(epochs, fine_tune_epochs)`` of `arch`: one epoch each in a quick run."""
+    return (1, 1) if QUICK else SCHEDULES[arch]
+
+
 def train(model, data, epochs, seed, callbacks=()):
     """SGD with momentum 0.9, the learning rate on a cosine to 0, batch ``BATCH``; returns `model`."""
     from benchmarks.harness import train as fit
@@ -199,7 +206,7 @@ def _dense_path(arch, seed):
 
 
 def row_dense(arch, target, seed, data):
-    model = train(BUILDERS[arch](), data, EPOCHS, seed)
+    model = train(BUILDERS[arch](), data, schedule(arch)[0], seed)
     model.save(_dense_path(arch, seed))
     return {"method": "dense"}, model
 
@@ -217,7 +224,7 @@ def row_prune(arch, target, seed, data, importance="l2", steps=1, variant=None):
 
     dense = _load_dense(arch, seed)
     (x, y), _, _ = data
-    per_step = max(1, FINE_TUNE_EPOCHS // steps)
+    per_step = max(1, schedule(arch)[1] // steps)
 
     def fine_tune(m):
         return train(m, data, per_step, seed)
@@ -239,7 +246,7 @@ def row_coupled(arch, target, seed, data):
     (x, y), _, _ = data
     sparse = tgs.regularize(dense, tgs.regularizers.GroupLasso(1e-4), proximal=True, coupled=True)
     controller = tgs.callbacks.SparsityTarget(macs=target, interval=50)
-    train(sparse, data, FINE_TUNE_EPOCHS, seed, callbacks=[tgs.callbacks.ProximalStep(), controller])
+    train(sparse, data, schedule(arch)[1], seed, callbacks=[tgs.callbacks.ProximalStep(), controller])
     from benchmarks.harness import plain_copy
 
     plain = plain_copy(sparse)
@@ -248,12 +255,12 @@ def row_coupled(arch, target, seed, data):
     seconds = time.perf_counter() - start
     train(pruned, data, 2, seed)
     return {"method": "coupled proximal group lasso to the budget, then prune l2", "prune_seconds": seconds,
-            "strength_scale": controller.scale, "fine_tune_epochs": FINE_TUNE_EPOCHS + 2}, pruned
+            "strength_scale": controller.scale, "fine_tune_epochs": schedule(arch)[1] + 2}, pruned
 
 
 def row_scaled(arch, target, seed, data):
     width = scaled_width(arch, target)
-    model = train(BUILDERS[arch](width), data, EPOCHS + FINE_TUNE_EPOCHS, seed)
+    model = train(BUILDERS[arch](width), data, sum(schedule(arch)), seed)
     return {"method": f"width-scaled x{width:.3f}, from scratch", "width": width}, model
 
 
@@ -279,7 +286,7 @@ def row_tfmot(arch, target, seed, data):
     np.savez(weights, **{f"w{i}": w for i, w in enumerate(dense.get_weights())})
     out = CACHE / f"{arch}_tfmot_seed{seed}.json"
     subprocess.run([sys.executable, "-m", "benchmarks.budget_tfmot", str(weights), str(out), "--sparsity", "0.5",
-                    "--epochs", str(FINE_TUNE_EPOCHS), "--batch", str(BATCH), "--learning-rate", str(LEARNING_RATE),
+                    "--epochs", str(schedule(arch)[1]), "--batch", str(BATCH), "--learning-rate", str(LEARNING_RATE),
                     "--seed", str(seed)], check=True, env=dict(os.environ, TF_USE_LEGACY_KERAS="1"))
     return json.loads(out.read_text())
 
@@ -328,12 +335,13 @@ def plan(archs, targets, seeds):
                 first.append((_key("prune", arch, target, seed, "l2", 1),
                               ["prune", arch, str(target), str(seed), "l2", "1"]))
                 first.append((_key("scaled", arch, target, seed), ["scaled", arch, str(target), str(seed)]))
-                for steps in STEPS:  # the peer: Torch-Pruning's group magnitude pruner
+                steps_list = [s for s in STEPS if QUICK or s <= schedule(arch)[1]]  # equal fine-tuning epochs
+                for steps in steps_list:  # the peer: Torch-Pruning's group magnitude pruner
                     (first if steps == 1 else rest).append(
                         (_key("torch", arch, target, seed, "l2", steps),
                          ["torch", arch, str(target), str(seed), "l2", str(steps)]))
                 for importance in IMPORTANCES:
-                    for steps in STEPS:
+                    for steps in steps_list:
                         if (importance, steps) != ("l2", 1):
                             rest.append((_key("prune", arch, target, seed, importance, steps),
                                          ["prune", arch, str(target), str(seed), importance, str(steps)]))

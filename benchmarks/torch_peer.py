@@ -37,7 +37,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
-from benchmarks.budget_pruning import BATCH, CACHE, EPOCHS, FINE_TUNE_EPOCHS, LEARNING_RATE, load_data  # noqa: E402
+from benchmarks.budget_pruning import BATCH, CACHE, LEARNING_RATE, load_data, schedule  # noqa: E402
 
 BN = {"eps": 1e-3, "momentum": 0.01}
 MAX_FRACTION = 0.9
@@ -150,7 +150,7 @@ def train(model, x, y, epochs, seed):
     torch.manual_seed(seed)
     steps = epochs * -(-len(x) // BATCH)
     optimizer = torch.optim.SGD(model.parameters(), lr=LEARNING_RATE, momentum=0.9)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(steps, 1))
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, max(steps, 1))
     loss_fn = nn.CrossEntropyLoss()
     generator = torch.Generator().manual_seed(seed)
     model.train()
@@ -159,7 +159,7 @@ def train(model, x, y, epochs, seed):
             optimizer.zero_grad()
             loss_fn(model(x[idx]), y[idx]).backward()
             optimizer.step()
-            schedule.step()
+            scheduler.step()
     return model
 
 
@@ -209,11 +209,11 @@ def run(arch, target, importance, steps, seed):
     if cached.exists():
         model.load_state_dict(torch.load(cached))
     else:
-        train(model, x, y, EPOCHS, seed)
+        train(model, x, y, schedule(arch)[0], seed)
         torch.save(model.state_dict(), cached)
     row = {"kind": "torch", "arch": arch, "target": target, "seed": seed, "importance": importance, "steps": steps,
            "dense_test_accuracy": accuracy(model, xt, yt), "macs_before": macs(model), "params_before": params(model)}
-    seconds, per_step = 0.0, max(1, FINE_TUNE_EPOCHS // steps)
+    seconds, per_step = 0.0, max(1, schedule(arch)[1] // steps)
     for step in range(1, steps + 1):
         goal = row["macs_before"] * (1.0 - (1.0 - target) * step / steps)
         seconds += prune_to(model, goal, importance, x, y)
