@@ -89,14 +89,14 @@ def run_job(job, make_context, jobs_dir, command=None):
     `command` line that ran it. Returns the rows (None on error)."""
     path = job.file(jobs_dir)
     path.parent.mkdir(parents=True, exist_ok=True)
-    err, start = path.with_suffix(".json.error"), time.perf_counter()
+    err = path.with_suffix(".json.error")
     try:
-        rows = METHODS[job.method](make_context(job))
+        rows, seconds = harness.timed(lambda: METHODS[job.method](make_context(job)))
     except Exception:  # a failing method must not stop the other jobs; the error is recorded
         err.write_text(traceback.format_exc(), encoding="utf-8")
         logger.exception("job %s failed", job.key)
         return None
-    payload = {"job": job.key, "seconds": round(time.perf_counter() - start, 2), "command": command,
+    payload = {"job": job.key, "seconds": round(seconds, 2), "command": command,
                "finished": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "rows": rows}
     path.with_suffix(".tmp").write_text(json.dumps(payload, indent=1, default=float), encoding="utf-8")
     path.with_suffix(".tmp").replace(path)
@@ -143,7 +143,7 @@ INTRO = ("Every method trains the same architecture on the same data with the sa
 
 
 def summarize(mode, jobs_dir, rounds, runs, name):
-    """Collect finished rows, re-time them together, add ratios and verdicts; write the results."""
+    """Collect finished rows, re-time them together, add ratios and verdicts; write and print the results."""
     import numpy as np
 
     rows, errors, commands = collect(jobs_dir)
@@ -178,8 +178,8 @@ def summarize(mode, jobs_dir, rounds, runs, name):
     pngs = [report.plot(rows, jobs_dir.parent / f"{name}_{axis}.png", axis) for axis in ("params", "latency")]
     md += ["", "Plots: " + ", ".join(f"`{p.name}`" for p in pngs)]
     summary = [{k: v for k, v in r.items() if k not in ("tflite_float", "tflite_int8")} for r in rows]  # local paths
-    harness.write_results(name, {"mode": mode, "settings": jobs_mod.MODES[mode], "verdicts": all_verdicts,
-                                 "rows": summary, "failed_jobs": errors}, "\n".join(md))
+    harness.publish(name, {"mode": mode, "settings": jobs_mod.MODES[mode], "verdicts": all_verdicts,
+                           "rows": summary, "failed_jobs": errors}, md)
     return rows, all_verdicts
 
 
@@ -224,10 +224,8 @@ def seed_spread(mode, table, by_seed, args):
                     f"{r['mean']:+.2f}", f"{r['sd']:.2f}", f"{r['within']} of {len(seeds)}"]
                    for m, r in result.items()])]
         md += ["", "Settings:", ""] + [f"- {m}: {r['setting']}" for m, r in result.items()]
-        harness.write_results("seed_spread" + ("" if mode == "full" else f"_{mode}") + f"_{data}_{model}"
-                              + budget_tag(args), {"model": f"{data}/{model}", "seeds": seeds,
-                                                   "max_loss": args.max_loss, "rows": result}, "\n".join(md))
-        print("\n".join(md))
+        harness.publish("seed_spread" + ("" if mode == "full" else f"_{mode}") + f"_{data}_{model}" + budget_tag(args),
+                        {"model": f"{data}/{model}", "seeds": seeds, "max_loss": args.max_loss, "rows": result}, md)
         out[f"{data}/{model}"] = result
     return out
 
@@ -269,11 +267,9 @@ def main(argv=None):
             harness.require(*{job.data for job in todo})  # stops with the install hint before any training
         make = context_factory(mode, args, cache, seed)
         for i, job in enumerate([] if args.summary_only else todo, 1):
-            start = time.perf_counter()
             logger.info("[%d/%d] %s seed %d ...", i, len(todo), job.key, seed)
-            rows = run_job(job, make, jobs_dir, command=line)
-            logger.info("[%d/%d] %s %s in %.0f s", i, len(todo), job.key, "done" if rows else "FAILED",
-                        time.perf_counter() - start)
+            rows, took = harness.timed(run_job, job, make, jobs_dir, command=line)
+            logger.info("[%d/%d] %s %s in %.0f s", i, len(todo), job.key, "done" if rows else "FAILED", took)
             import keras
 
             keras.backend.clear_session()
@@ -282,10 +278,7 @@ def main(argv=None):
         return None
     if len(args.seeds) > 1:
         return seed_spread(mode, table, by_seed, args)
-    out = summarize(mode, jobs_dir, args.retime_rounds, jobs_mod.MODES[mode]["latency_runs"], name)
-    if out is not None:
-        print((jobs_dir.parent / f"{name}.md").read_text(encoding="utf-8"))
-    return out
+    return summarize(mode, jobs_dir, args.retime_rounds, jobs_mod.MODES[mode]["latency_runs"], name)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,6 @@ import logging
 import os
 import subprocess
 import sys
-import time
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
@@ -19,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import models
-from ..harness import accuracy, gzip_bytes, nonzero_params, plain_copy, train
+from ..harness import accuracy, gzip_bytes, nonzero_params, plain_copy, timed, train
 
 logger = logging.getLogger(__name__)
 ZERO_BELOW = 1e-3  # HGSR reference: a weight counts as zero below 1e-3
@@ -245,19 +244,18 @@ def filter_pruning(name, ctx):
     strength = ctx.settings.get("prune_hgsr_strength", _hgsr_strength(ctx, "squared_group_l12"))
     model, seconds = (_hgsr_model(ctx, "squared_group_l12", at, strength) if strength
                       else ctx.trained("dense", ctx.build, at))
-    start = time.perf_counter()
     samples = int(ctx.settings.get("prune_samples", 512))
     layers = list(setting("layers") or []) or None
     max_fraction = setting("max_fraction")  # a size the tolerance cannot overshoot
     if isinstance(max_fraction, dict):  # one cap per layer: the layers it names are the ones pruned
         layers = list(max_fraction)
     rounding = setting("rounding", "down")
-    pruned, _ = prune_filters(plain_copy(model), (ctx.data[0], ctx.data[1]), samples=samples, tolerance=tolerance,
-                              loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                              importance=OLD_CANDIDATES[candidates](), layers=layers, max_fraction=max_fraction,
-                              round_to=multiple, rounding=rounding, search="greedy", verbose=0,
-                              allow_untrained=bool(ctx.settings.get("allow_untrained", False)))
-    seconds += time.perf_counter() - start
+    (pruned, _), prune_seconds = timed(lambda: prune_filters(
+        plain_copy(model), (ctx.data[0], ctx.data[1]), samples=samples, tolerance=tolerance,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True), importance=OLD_CANDIDATES[candidates](),
+        layers=layers, max_fraction=max_fraction, round_to=multiple, rounding=rounding, search="greedy", verbose=0,
+        allow_untrained=bool(ctx.settings.get("allow_untrained", False))))
+    seconds += prune_seconds
     pruned = plain_copy(pruned)
     lr, seed, temperature = setting("finetune_learning_rate"), setting("finetune_seed"), setting("distill_temperature")
     alpha, teacher = float(setting("distill_alpha", 0.5)), None
@@ -291,11 +289,11 @@ def planting(ctx):
     student, seconds = ctx.trained("planting_student", lambda: ctx.build(small_spec), ctx.epochs)
     x, y = ctx.data[0], ctx.data[1]
     n_val, per_step = max(100, len(x) // 10), max(2, min(ctx.spec["widths"]) // 8)
-    start = time.perf_counter()
-    grown, _ = plant(student, teacher, (x[:-n_val], y[:-n_val]), validation_data=(x[-n_val:], y[-n_val:]),
-                     channels_per_step=per_step, max_steps=steps, epochs_per_step=1,
-                     learning_rate=ctx.learning_rate, batch_size=ctx.batch_size, verbose=0)
-    return [ctx.row("planting", grown, seconds + time.perf_counter() - start,
+    (grown, _), plant_seconds = timed(plant, student, teacher, (x[:-n_val], y[:-n_val]),
+                                      validation_data=(x[-n_val:], y[-n_val:]), channels_per_step=per_step,
+                                      max_steps=steps, epochs_per_step=1, learning_rate=ctx.learning_rate,
+                                      batch_size=ctx.batch_size, verbose=0)
+    return [ctx.row("planting", grown, seconds + plant_seconds,
                     setting=f"student widths {small_spec['widths']}, {steps} steps of {per_step} channels")]
 
 
