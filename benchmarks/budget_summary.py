@@ -1,8 +1,8 @@
 """The summary of the budget pruning benchmark: rows from the cache, latency re-timed in rounds
 against the dense model of the same architecture and seed, goals beside the figures.
 
-Writes ``benchmarks/results/budget_pruning.md`` and ``.json`` (with the command, versions and
-machine). Rows of the Torch-Pruning peer (``torch_*.json`` in the cache, written by
+Writes ``benchmarks/results/budget_pruning_<arch>.md`` and ``.json`` for each architecture (with the
+command, versions and machine). Rows of the Torch-Pruning peer (``torch_*.json`` in the cache, written by
 ``benchmarks/torch_peer.py``) join the table with their own accuracies, MACs and pruning time.
 """
 
@@ -106,27 +106,30 @@ def _table(rows):
 
 
 def summarize(archs, targets, seeds):
+    """Re-time and write ``results/budget_pruning_<arch>.{json,md}`` for each of `archs`."""
+    from benchmarks.budget_pruning import QUICK
     from benchmarks.harness import write_results
 
-    rows = retime(_load(archs, targets, seeds))
-    verdicts = _verdicts(rows)
-    md = "\n".join([
-        "# Budget pruning: MobileNetV2 / ResNet-20 on Fashion-MNIST (32x32x3)",
-        "",
-        "Figures are measured by `python -m benchmarks.budget_pruning` (see its docstring for the setup); "
-        "the float LiteRT latency of every row is re-timed here in rounds against its dense model.",
-        "",
-        "## Goals",
-        "",
-        *(verdicts or ["- no complete architecture yet"]),
-        "",
-        "## Rows",
-        "",
-        _table(rows),
-    ])
-    from benchmarks.budget_pruning import QUICK
-
-    write_results("budget_pruning_quick" if QUICK else "budget_pruning",
-                  {"rows": rows, "verdicts": verdicts, "goals": GOALS}, md)
-    print(md)
-    return rows
+    every = []
+    for arch in archs:
+        rows = retime(_load([arch], targets, seeds))
+        verdicts = _verdicts(rows)
+        md = "\n".join([
+            f"# Budget pruning: {arch} on Fashion-MNIST (32x32x3)",
+            "",
+            "Figures are measured by `python -m benchmarks.budget_pruning` (see its docstring for the setup); "
+            "the float LiteRT latency of every row is re-timed here in rounds against its dense model.",
+            "",
+            "## Goals",
+            "",
+            *(verdicts or ["- no complete architecture yet"]),
+            "",
+            "## Rows",
+            "",
+            _table(rows),
+        ])
+        write_results(f"budget_pruning_{arch}" + ("_quick" if QUICK else ""),
+                      {"rows": rows, "verdicts": verdicts, "goals": GOALS}, md)
+        print(md)
+        every += rows
+    return every
