@@ -87,11 +87,11 @@ def load_data():
     import tf_groupsparse as tgs
 
     (x, y), (xt, yt) = tgs.datasets.load_fashion_mnist(download=False)
-    x, xt = prepare_images(x), prepare_images(xt)
-    train_x, train_y = x[:-VALIDATION][:TRAIN_SAMPLES], y[:-VALIDATION][:TRAIN_SAMPLES]
     if QUICK:
         xt, yt = xt[:1000], yt[:1000]
-    return (train_x, train_y), (x[-VALIDATION:], y[-VALIDATION:]), (xt, yt)
+    train_x, train_y = x[:-VALIDATION][:TRAIN_SAMPLES], y[:-VALIDATION][:TRAIN_SAMPLES]
+    return ((prepare_images(train_x), train_y), (prepare_images(x[-VALIDATION:]), y[-VALIDATION:]),
+            (prepare_images(xt), yt))
 
 
 def _bn_momentum(model, momentum=0.99):
@@ -335,7 +335,8 @@ def plan(archs, targets, seeds):
                 first.append((_key("prune", arch, target, seed, "l2", 1),
                               ["prune", arch, str(target), str(seed), "l2", "1"]))
                 first.append((_key("scaled", arch, target, seed), ["scaled", arch, str(target), str(seed)]))
-                steps_list = [s for s in STEPS if QUICK or s <= schedule(arch)[1]]  # equal fine-tuning epochs
+                # equal fine-tuning epochs (and one step only in a quick run: tests cover the steps)
+                steps_list = [s for s in STEPS if s <= schedule(arch)[1]]
                 for steps in steps_list:  # the peer: Torch-Pruning's group magnitude pruner
                     (first if steps == 1 else rest).append(
                         (_key("torch", arch, target, seed, "l2", steps),
