@@ -330,13 +330,13 @@ def plan(archs, targets, seeds):
     first, rest = [], []
     for seed in seeds:
         for arch in archs:
+            # equal fine-tuning epochs (and one step only in a quick run: tests cover the steps)
+            steps_list = [s for s in STEPS if s <= schedule(arch)[1]]
             first.append((_key("dense", arch, 1.0, seed), ["dense", arch, "1.0", str(seed)]))
             for target in targets:
                 first.append((_key("prune", arch, target, seed, "l2", 1),
                               ["prune", arch, str(target), str(seed), "l2", "1"]))
                 first.append((_key("scaled", arch, target, seed), ["scaled", arch, str(target), str(seed)]))
-                # equal fine-tuning epochs (and one step only in a quick run: tests cover the steps)
-                steps_list = [s for s in STEPS if s <= schedule(arch)[1]]
                 for steps in steps_list:  # the peer: Torch-Pruning's group magnitude pruner
                     (first if steps == 1 else rest).append(
                         (_key("torch", arch, target, seed, "l2", steps),

@@ -197,8 +197,8 @@ class SparsityTarget(keras.callbacks.Callback):
     every tf_groupsparse penalty and proximal constraint of the model by `growth`, and while it
     is below the schedule by more than `margin` it divides it by `growth` (so training does not
     run far past the budget). The strengths are scaled through one variable read inside the
-    compiled train step (no retracing on TensorFlow and PyTorch); the configured strengths are left as they were, and
-    :attr:`used_strengths` says what the training used. Works for per-layer and coupled
+    compiled train step (no retracing on TensorFlow and PyTorch); the configured strengths are
+    left as they were, and :attr:`used_strengths` says what the training used. Works for per-layer and coupled
     penalties (loss penalties and proximal constraints alike), on every backend; on JAX the
     train step holds the multiplier as a compiled constant, so each change of strength compiles
     the step again (raise `interval` to make that rarer on large models).
