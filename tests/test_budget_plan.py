@@ -1,0 +1,24 @@
+"""The budget benchmark's row plan: per-architecture schedules and headline rows first."""
+
+from benchmarks import budget_pruning as bp
+
+
+def test_five_step_rows_only_where_the_fine_tuning_epochs_can_be_split_over_five_steps():
+    keys = [key for key, _ in bp.plan(["mobilenetv2", "resnet20"], [0.5, 0.3], [0])]
+    assert len(keys) == len(set(keys))
+    assert bp.SCHEDULES["resnet20"][1] < 5 <= bp.SCHEDULES["mobilenetv2"][1]
+    assert not [k for k in keys if k.startswith("resnet20") and "steps5" in k]
+    for importance in bp.IMPORTANCES:
+        for target in (0.5, 0.3):
+            assert f"mobilenetv2_prune_t{target}_seed0_{importance}_steps5" in keys
+            assert f"resnet20_prune_t{target}_seed0_{importance}_steps1" in keys
+
+
+def test_headline_rows_come_before_the_other_importances_and_step_counts():
+    plan = bp.plan(["resnet20"], [0.5], [0, 1])
+    keys = [key for key, _ in plan]
+    headline = [keys.index(f"resnet20_{kind}_seed{seed}{tail}") for seed in (0, 1) for kind, tail in (
+        ("dense_t1.0", ""), ("prune_t0.5", "_l2_steps1"), ("scaled_t0.5", ""), ("torch_t0.5", "_l2_steps1"))]
+    assert max(headline) < keys.index("resnet20_prune_t0.5_seed0_random_steps1")
+    for key, argv in plan:  # each key names its row's arguments
+        assert key.startswith(f"{argv[1]}_{argv[0]}_t{float(argv[2])}_seed{argv[3]}")
