@@ -19,7 +19,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from benchmarks.harness import md_table, median_us, paired_speedup, publish, time_rounds  # noqa: E402
+from benchmarks.harness import median_us, paired_speedup, publish, render, time_rounds  # noqa: E402
 
 MULTIPLES = (None, 8, 16)
 #: name -> per-conv widths of the wide VGG-style net (two convs per stage, max-pool after each stage)
@@ -68,12 +68,11 @@ def shrink_cases(model, x, layers):
     return rows, blobs
 
 
-def _scan_table(label, scan_us, per_table=16):
-    widths, md = list(scan_us), []
-    for start in range(0, len(widths), per_table):
-        part = widths[start:start + per_table]
-        md += [*md_table([label, *map(str, part)], [["µs", *(f"{scan_us[w]:.1f}" for w in part)]]), ""]
-    return md
+def scan_rows(label, scan_us, per_table=16):
+    """The latency scan as one-row tables (``label | width ...``, then ``µs | latency ...``) of `per_table` widths."""
+    widths = list(scan_us)
+    return [[{label: "µs", **{str(w): scan_us[w] for w in widths[i:i + per_table]}}]
+            for i in range(0, len(widths), per_table)]
 
 
 def shrink_part(args, keras, rng):
@@ -98,18 +97,10 @@ def shrink_part(args, keras, rng):
         parts[name] = rows
         print(name, [(r["case"], r["widths"], round(r["latency_us"], 1)) for r in rows], flush=True)
 
-    md = ["# Rounding shrunk widths to multiples of a tile (`shrink(channel_multiple=...)`)", "",
-          f"LiteRT float32, XNNPack, 1 thread, batch 1; median of {args.rounds} interleaved rounds of "
-          f"{args.runs} invokes.", "", "## 784-w-64-10 MLP: latency against the first width", "",
-          *_scan_table("w", scan_us, per_table=len(scan_us))]
-    titles = {"mlp": "784-1000-500-10 MLP, 102 and 344 units alive",
-              "vgg": "VGG-style 16-32-64 CNN, 11-13-22-27-45-51 filters alive"}
-    for name, rows in parts.items():
-        md += [f"## {titles[name]}", "", *md_table(
-            ["shrink", "widths", "params", "MACs", "max abs error", "µs", "speed-up"],
-            [[r["case"], "-".join(map(str, r["widths"])), f"{r['params']:,}", f"{r['macs']:,}",
-              f"{r['max_abs_error']:.1e}", f"{r['latency_us']:.1f}", f"{r['speedup_vs_no_rounding']:.2f}"]
-             for r in rows]), ""]
+    md = render("Rounding shrunk widths to multiples of a tile (`shrink(channel_multiple=...)`)", timing(args),
+                "## 784-w-64-10 MLP: latency against the first width", *scan_rows("w", scan_us, len(scan_us)),
+                "## 784-1000-500-10 MLP, 102 and 344 units alive", parts["mlp"],
+                "## VGG-style 16-32-64 CNN, 11-13-22-27-45-51 filters alive", parts["vgg"])
     publish("channel_multiple", {"rounds": args.rounds, "runs": args.runs,
                                  "scan_us": {str(k): v for k, v in scan_us.items()}, "parts": parts}, md)
     return scan_us, parts
@@ -141,19 +132,21 @@ def tiles_part(args, keras, rng):
                      "macs_per_us": macs / us[name]})
         print(name, VGG_CASES[name], f"{us[name]:.1f} µs", flush=True)
 
-    md = ["# Conv widths and XNNPack tiles (`prune_filters(channel_multiple=...)`)", "",
-          f"LiteRT float32, XNNPack, 1 thread, batch 1; median of {args.rounds} interleaved rounds of "
-          f"{args.runs} invokes; random weights.", "",
-          "## One Conv2D 3x3 on a 14x14x32 input: latency against its number of filters", "",
-          *_scan_table("filters", scan_us),
-          "## VGG-style CNN (28x28x1 input, no BatchNormalization): per-conv widths", "",
-          "Speed-up: the median over rounds of the dense net's latency over the row's, timed in the same round.", "",
-          *md_table(["net", "widths", "MACs", "MACs x", "µs", "speed-up", "MACs per µs"],
-                    [[r["case"], "-".join(map(str, r["widths"])), f"{r['macs']:,}", f"{r['macs_x']:.2f}",
-                      f"{r['latency_us']:.1f}", f"{r['speedup']:.2f}", f"{r['macs_per_us']:,.0f}"] for r in rows]), ""]
+    md = render("Conv widths and XNNPack tiles (`prune_filters(channel_multiple=...)`)",
+                timing(args) + " Random weights.",
+                "## One Conv2D 3x3 on a 14x14x32 input: latency against its number of filters",
+                *scan_rows("filters", scan_us),
+                "## VGG-style CNN (28x28x1 input, no BatchNormalization): per-conv widths",
+                "Speed-up: the median over rounds of the dense net's latency over the row's, timed in the same round.",
+                rows)
     publish("tile_widths", {"rounds": args.rounds, "runs": args.runs,
                             "scan_us": {str(k): v for k, v in scan_us.items()}, "vgg": rows}, md)
     return scan_us, rows
+
+
+def timing(args):
+    return (f"LiteRT float32, XNNPack, 1 thread, batch 1; median of {args.rounds} interleaved rounds of {args.runs} "
+            "invokes.")
 
 
 PARTS = {"shrink": shrink_part, "tiles": tiles_part}

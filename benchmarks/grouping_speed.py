@@ -19,7 +19,7 @@ import keras
 import numpy as np
 from sklearn.metrics import adjusted_rand_score
 
-from benchmarks.harness import md_table, median_us, publish, time_rounds
+from benchmarks.harness import median_us, publish, render, time_rounds
 from tf_groupsparse.deploy import convert_tflite
 from tf_groupsparse.grouping.em import fit_groups
 from tf_groupsparse.grouping.rewrite import TARGETS
@@ -92,19 +92,11 @@ def main(argv=None):
     rows = [r for width in args.widths for batch in args.batches
             for r in latency_table(width, args.ks, batch, args.runs, args.rounds)]
 
-    md = ["# Grouping speed", "", "## fit_groups (4 planted blocks + noise, permuted; target <= 5 s)", "",
-          "Wall time depends on the load other processes put on the 2 shared cores; CPU time is the",
-          "process's own (all threads).", "",
-          *md_table(["width", "K", "n_init", "wall s", "CPU s", "ARI inputs", "ARI outputs"],
-                    [[r["width"], r["n_groups"], r["n_init"], f"{r['seconds']:.2f}", f"{r['cpu_seconds']:.2f}",
-                      f"{r['ari_inputs']:.3f}", f"{r['ari_outputs']:.3f}"] for r in fit_rows]), "",
-          "## One layer in LiteRT (XNNPack delegate, 1 thread; speedup vs Dense of the same width, target >= 0.8 K)", "",
-          f"Target mapping used by `to_block_diagonal`/`for_target`: {TARGETS}", "",
-          *md_table(["width", "batch", "layer", "K", "implementation", "targets", "latency (us)", "speedup", "target",
-                     "met"],
-                    [[r["width"], r["batch"], r["layer"], r["K"], r["implementation"], r.get("targets", "-"),
-                      f"{r['latency_us']:.1f}", f"{r['speedup']:.2f}", r["target_speedup"] or "-",
-                      "-" if r["meets_target"] is None else ("yes" if r["meets_target"] else "no")] for r in rows])]
+    md = render("Grouping speed", "## fit_groups (4 planted blocks + noise, permuted; target <= 5 s)",
+                "Wall time depends on the load other processes put on the 2 shared cores; CPU time is the process's "
+                "own (all threads).", fit_rows, "## One layer in LiteRT (XNNPack delegate, 1 thread; speedup vs Dense "
+                "of the same width, target >= 0.8 K)", f"Target mapping of `to_block_diagonal`/`for_target`: {TARGETS}",
+                rows)
     publish("grouping_speed", {"fit_groups": fit_rows, "latency": rows, "settings": vars(args), "targets": TARGETS}, md,
             args.quick)
 

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import numbers
 import os
 import platform
 import shlex
@@ -92,6 +93,42 @@ def md_table(header, rows) -> list:
     """Markdown table lines: the column titles `header`, then one line per row of cell texts."""
     return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
             + ["| " + " | ".join(map(str, row)) + " |" for row in rows])
+
+
+def cell(value) -> str:
+    """A figure as a table cell: integers with thousands separators; floats to 4 decimals below 1 (in
+    e-notation below 1e-3) and 2 above; lists joined by "-" (widths) or ", "; booleans yes / no; None empty."""
+    if value is None or isinstance(value, (bool, np.bool_)):
+        return {None: "", True: "yes", False: "no"}[None if value is None else bool(value)]
+    if isinstance(value, numbers.Integral):
+        return f"{value:,}"
+    if isinstance(value, numbers.Real):
+        size = abs(value)
+        return f"{value:.2e}" if 0 < size < 1e-3 else f"{value:.4f}" if size < 1 else f"{value:,.2f}"
+    if isinstance(value, (list, tuple)):
+        return ("-" if all(isinstance(v, numbers.Integral) for v in value) else ", ").join(map(str, value))
+    return str(value)
+
+
+def render(title, *blocks) -> list:
+    """The markdown lines of a results page: ``# title``, then each block in turn: a text (a heading
+    when it starts with "#"), a list of row dicts (a table of all their keys, cells by :func:`cell`)
+    or a dict (a name | value table). :func:`write_results` adds the command, date and machine."""
+    lines = [f"# {title}", ""]
+    for block in blocks:
+        if isinstance(block, dict):
+            block = [{"name": k, "value": v} for k, v in block.items()]
+        if isinstance(block, str):
+            lines += [block, ""] if block else []
+        elif block:
+            columns = list(dict.fromkeys(k for row in block for k in row))
+            lines += [*md_table(columns, [[cell(r.get(c)) for c in columns] for r in block]), ""]
+    return lines
+
+
+def verdict(met) -> str:
+    """A goal's outcome as the results pages write it."""
+    return "**met**" if met else "**not met**"
 
 
 # --------------------------------------------------------------------------- data

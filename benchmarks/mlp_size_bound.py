@@ -19,7 +19,7 @@ import time
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from benchmarks.harness import accuracy, kd_targets, load, md_table, publish, train  # noqa: E402
+from benchmarks.harness import accuracy, kd_targets, load, publish, render, train  # noqa: E402
 
 #: (name, hidden widths, input pixels or None for all 784)
 SMALL = (("784-150-64", (150, 64), None), ("784-128-128", (128, 128), None),
@@ -68,15 +68,11 @@ def main(argv=None):
         r["delta_pt"] = 100 * (r["accuracy"] - base)
 
     best = max(rows[1:], key=lambda r: r["accuracy"])
-    md = ["# Plain training at the MLP target's size (Fashion-MNIST)", "",
-          f"Every model: {args.epochs} epochs, Adam 1e-3 on a cosine to 0, batch {args.batch_size}, seed 0, "
-          f"{len(x):,} training images, the full test set. Distillation: T = 4, alpha = 0.5. "
-          "Pixel rows keep the inputs with the largest first-layer weight rows of the dense model.", "",
-          *md_table(["model", "trained on", "parameters", "params x", "test accuracy %", "Δ pt"],
-                    [[r["model"], r["how"], f"{r['params']:,}", f"{r['params_x']:.1f}", f"{100 * r['accuracy']:.2f}",
-                      f"{r['delta_pt']:+.2f}"] for r in rows]), "",
-          f"Best small model: {best['model']} ({best['how']}), {best['params_x']:.1f}x fewer parameters at "
-          f"{best['delta_pt']:+.2f} points; the target allows -0.50."]
+    md = render("Plain training at the MLP target's size (Fashion-MNIST)",
+                f"Every model: {args.epochs} epochs, Adam 1e-3 on a cosine to 0, batch {args.batch_size}, seed 0, "
+                f"{len(x):,} training images, the full test set.", rows,
+                f"Best small model: {best['model']} ({best['how']}), {best['params_x']:.1f}x fewer parameters at "
+                f"{best['delta_pt']:+.2f} points; the target allows -0.50.")
     name = "mlp_size_bound" if args.batch_size == 128 else f"mlp_size_bound_bs{args.batch_size}"
     publish(name, {"epochs": args.epochs, "batch_size": args.batch_size, "rows": rows}, md)
     return rows

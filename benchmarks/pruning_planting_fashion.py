@@ -1,8 +1,9 @@
 """Filter pruning (HFP), channel planting (PLANT) and structure learning (LSDNN) on Fashion-MNIST.
 
-Each part against the target of its paper (docs/methods.md; verdicts in docs/benchmarks/suite.md);
-the markdown written states each protocol in full. ``--parts`` runs some of them, ``--profile``
-applies named overrides of the full settings (:data:`PROFILES`); both name the results file.
+Each part against the target of its paper (docs/methods.md); each part's protocol and the verdicts:
+docs/benchmarks/suite.md, "Filter pruning, channel planting and structure learning". ``--parts``
+runs some of them, ``--profile`` applies named overrides of the full settings (:data:`PROFILES`);
+both name the results file.
 
     python -m benchmarks.pruning_planting_fashion            # full run (86 min measured on 2 cores)
     python -m benchmarks.pruning_planting_fashion --quick    # smoke run on a few hundred images
@@ -19,7 +20,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
-from benchmarks.harness import accuracy, kd_targets, load, md_table, plain_copy, publish, timed, train  # noqa: E402
+from benchmarks.harness import (accuracy, kd_targets, load, plain_copy, publish, render, timed,  # noqa: E402
+                                train, verdict)
 from benchmarks.suite import models  # noqa: E402
 from tf_groupsparse.metrics import count_params, flops  # noqa: E402
 from tf_groupsparse.pruning.planting import plant  # noqa: E402
@@ -29,8 +31,6 @@ from tf_groupsparse.regularizers import HierarchicalGroupSparse  # noqa: E402
 from tf_groupsparse.pruning.structure import build_model, learn_structure  # noqa: E402
 
 LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-CANDIDATE_TEXT = {"consumer_norm": "in ascending order of the norm of their consumers' input slices (the "
-                                   "feature-wise HGSR group of the channel)"}
 
 #: Settings of the full run; ``--quick`` overrides them with QUICK.
 FULL = {
@@ -267,126 +267,59 @@ def part_structure(data, cfg):
             "test_acc_mean": {k: float(np.mean([r[k] for r in runs])) for k in models_}}
 
 
-def fmt(v):
-    return (f"{v:.4f}" if abs(v) < 1 else f"{v:.2f}") if isinstance(v, float) else str(v)
-
-
-def verdict(met):
-    return "**met**" if met else "**not met**"
-
-
-def _part_pruning(p, cfg):
-    sel, w = p["sweep"][p["selected"]], cfg["resnet_widths"]
-    cols = ["tolerance", "filters", "params_after", "params_removed_%", "macs_removed_%", "loss_increase",
-            "test_acc_pruned", "test_acc_fine_tuned", "drop_points", "search_s", "fine_tune_s"]
-    return ["## 1. Filter pruning by loss increase (HFP reading) on a small ResNet", "",
-            f"ResNet: stem conv{w[0]}-BN-ReLU, one basic block per stage with {'/'.join(map(str, w))} filters (1x1 "
-            f"projection shortcut when the width or stride changes), GAP, Dense 10; {cfg['resnet_epochs']} epochs. "
-            f"HGSR: squared group l1/2 with l1_mix 0.5, strength {cfg['hgsr_strength']:g}, feature-wise (input) groups "
-            f"on {', '.join(p['hgsr']['penalized_layers'])}. `prune_filters` draws {cfg['prune_samples']} training "
-            f"samples for the loss, candidates {CANDIDATE_TEXT.get(cfg['candidates'], cfg['candidates'])}; each pruned "
-            f"model is fine-tuned {cfg['fine_tune_epochs']} epochs (plain loss, Adam with cosine decay from "
-            f"{cfg['fine_tune_learning_rate']:g}).", "",
-            *md_table(["model", "params", "MACs", "test accuracy"], [
-                [name, f"{p[k]['params']:,}", f"{p[k]['macs']:,}", f"{p[k]['test_acc']:.4f}"] for name, k in (
-                    ("plain-trained (dense)", "dense"), ("HGSR-trained, unpruned (reference)", "hgsr"))]), "",
-            "Every tolerance tried (loss units; drop = HGSR unpruned - fine-tuned, in points):", "",
-            *md_table(cols, [[fmt(r[c]) for c in cols] for r in p["sweep"]]), "",
-            f"Selected row (smallest tolerance removing >= {100 * cfg['target_removed_fraction']:.0f}% of the "
-            f"parameters, else the largest tolerance; chosen by parameter count only): tolerance {sel['tolerance']:g}, "
-            f"{sel['params_removed_%']:.1f}% of the parameters removed, test accuracy {sel['test_acc_fine_tuned']:.4f} "
-            f"vs {p['hgsr']['test_acc']:.4f} unpruned ({-sel['drop_points']:+.2f} points; plain-trained dense model "
-            f"{p['dense']['test_acc']:.4f}).", "",
-            f"Target (>= {100 * cfg['target_removed_fraction']:.0f}% of parameters removed, <= "
-            f"{cfg['target_drop_points']} point drop): {verdict(p['target_met'])}. Paper figure: HFP (Mitsuno & "
-            "Kurita, ICPR 2020, arXiv 2011.02389) removed > 50% of the parameters of a ResNet on CIFAR-10 with a 0.3% "
-            "accuracy drop (100 epochs of SGD there; a few epochs of Adam on Fashion-MNIST here).", ""]
-
-
-def _part_planting(q, cfg):
-    size = [f"{q['planted_params']:,}", f"{q['planted_params_%_of_teacher']:.1f}"]
-    rows = [["teacher", f"{q['teacher_params']:,}", "100.0", f"{q['teacher_test_acc']:.4f}"],
-            ["student before planting", f"{q['student_params']:,}",
-             f"{pct(q['student_params'], q['teacher_params']):.1f}", f"{q['student_test_acc']:.4f}"],
-            [f"planted student {q['planted_widths']}", *size, f"{q['planted_test_acc']:.4f}"],
-            ["same architecture from scratch", *size, f"{q['scratch_test_acc']:.4f}"]]
-    kd = []
-    if "planted_kd_test_acc" in q:
-        rows += [[f"planted student, then all parameters distilled {cfg['plant_kd_epochs']} epochs (final)", *size,
-                  f"{q['planted_kd_test_acc']:.4f}"],
-                 [f"scratch, then distilled the same {cfg['plant_kd_epochs']} epochs", *size,
-                  f"{q['scratch_kd_test_acc']:.4f}"]]
-        kd = ["", f"Distillation: Adam with cosine decay from {cfg['plant_kd_learning_rate']:g}, T = 4, alpha = 0.5, "
-              "every parameter trainable (planting itself keeps earlier parameters fixed)."]
-    return ["## 2. Channel planting with distillation (PLANT)", "",
-            f"Teacher MLP 784-{'-'.join(map(str, cfg['teacher_widths']))}-10 and student "
-            f"784-{'-'.join(map(str, cfg['student_widths']))}-10, each trained {cfg['mlp_epochs']} epochs on the first "
-            f"{q['train_images']} training images; the last {cfg['validation_samples']} training images are the "
-            "validation split on which `plant` compares candidates and stops (at the teacher's validation accuracy - "
-            f"{cfg['plant_target_margin']}, or at the budget of {100 * cfg['param_budget_fraction']:.0f}% of the "
-            f"teacher's parameters). {cfg['channels_per_step']} channels per step, {cfg['epochs_per_step']} epochs per "
-            f"candidate, at most {cfg['plant_steps']} steps; T = 4, alpha = 0.5. Scratch: the planted architecture "
-            "trained from scratch like the teacher.", "",
-            *md_table(["model", "params", "% of teacher", "test accuracy"], rows), *kd, "",
-            f"Planting stopped by: {q['stopped_by']} ({q['plant_s']:.0f} s).", "",
-            *md_table(["step", "layer", "width", "params", "val accuracy"], [
-                [s["step"], s["layer"], s["channels"], f"{s['params']:,}", f"{s['accuracy']:.4f}"] for s in q["steps"]]),
-            "", f"Target (within {cfg['target_gap_points']} point of the teacher with <= "
-            f"{100 * cfg['param_budget_fraction']:.0f}% of its parameters): {verdict(q['target_met'])} — gap "
-            f"{q['gap_points']:+.2f} points at {q['planted_params_%_of_teacher']:.1f}% of the parameters. Paper figure: "
-            "comparable accuracy with 7% of the parameters of the larger network on STL-10 (Mitsuno, Nomura & Kurita, "
-            "ICPR 2020, arXiv 2011.02390).", ""]
-
-
-def _part_structure(s, cfg, train_n):
-    st = s["structure"]
-    layers = [[f"layer{d}", w, ", ".join("input" if j == 0 else f"layer{j}" for j in src),
-               ", ".join(f"{k}: {v}" for k, v in units.items()), f"{h:.4f}"]
-              for d, (w, src, units, h) in enumerate(zip(st["widths"], st["connections"], s["connected_units"],
-                                                         st["entropy"]), 1)]
-    if st["rejected_entropy"] is not None:
-        layers.append([f"(rejected layer{st['depth'] + 1})", "", "", "", f"{st['rejected_entropy']:.4f}"])
-    same = ("; at depth 1 the learned model and the same-depth MLP are one architecture (`build_model` reads every "
-            "input pixel), so that row only checks the protocol" if st["depth"] == 1 else "")
-    names = {"learned": f"`build_model(structure, 10)` (learned, depth {st['depth']})",
-             **{k: f"MLP 784-{'-'.join(map(str, v['widths']))}-10 (closest parameter count)"
-                for k, v in s["baselines"].items()}}
-    params = {"learned": s["learned_params"], **{k: v["params"] for k, v in s["baselines"].items()}}
-    return ["## 3. Structure learning by efficient coding (LSDNN, the project's interpretation)", "",
-            "This is the project's interpretation of LSDNN (Yuan, Pan, Zhou, Qin & Liu, arXiv 2105.13905), whose full "
-            "method is not public: each candidate layer reads all earlier layers, is fit without labels by sparse "
-            "coding with a group-sparse penalty (groups: source layers and source units) and an output-entropy "
-            "reward; depth grows while the entropy rises by more than the tolerance.", "",
-            f"`learn_structure` on the first {min(cfg['structure_samples'], train_n)} training images (unlabeled, 784 "
-            f"pixels), width {cfg['structure_width']}, at most {cfg['structure_max_depth']} layers, group strength "
-            f"{cfg['structure_group_strength']:g}, entropy tolerance {cfg['structure_entropy_tol']:g}, "
-            f"{cfg['structure_epochs']} epochs per layer ({s['learn_s']:.0f} s). Learned depth {st['depth']}.", "",
-            *md_table(["layer", "width", "reads (sources)", "connected units per source", "entropy (nats/unit)"],
-                      layers), "",
-            f"All models below are trained with labels on the {train_n} training images for "
-            f"{cfg['structure_train_epochs']} epochs, same optimizer, batch size and seeds "
-            f"({', '.join(map(str, cfg['structure_seeds']))}); the MLPs have equal hidden widths and the parameter "
-            f"count closest to the learned model's, at the learned depth and one layer deeper{same}.", "",
-            *md_table(["model", "params", "test accuracy per seed", "mean"], [
-                [label, f"{params[k]:,}", ", ".join(f"{r[k]:.4f}" for r in s["runs"]), f"{s['test_acc_mean'][k]:.4f}"]
-                for k, label in names.items()]), ""]
-
-
 def markdown(results, cfg, quick=False):
-    md = ["# Filter pruning, channel planting and structure learning on Fashion-MNIST", "",
-          *(["**Smoke run (`--quick`)**: a few hundred images and one epoch, to check that the script runs; its "
-             "accuracies and verdicts say nothing about the methods.", ""] if quick else []),
-          f"Training images: {results['train_images']}; test images: {results['test_images']}. Adam (lr "
-          f"{cfg['learning_rate']} decayed to 0 along a cosine over each training run), batch {cfg['batch_size']}, "
-          f"sparse cross-entropy from logits, seed {cfg['seed']}. Accuracies are test-set top-1 of the Keras model; "
-          "nothing below was chosen on the test set.", ""]
-    if results.get("pruning") is not None:
-        md += _part_pruning(results["pruning"], cfg)
-    if results.get("planting") is not None:
-        md += _part_planting(results["planting"], cfg)
-    if results.get("structure") is not None:
-        md += _part_structure(results["structure"], cfg, results["train_images"])
-    return "\n".join(md + [f"Total time: {results['seconds'] / 60:.1f} min.", ""])
+    """The results page: the settings, then each part's tables and its goal beside the paper's figure
+    (the protocol: docs/benchmarks/suite.md, "Filter pruning, channel planting and structure learning")."""
+    blocks = ["**Smoke run (`--quick`)**: its accuracies and verdicts say nothing about the methods." if quick else "",
+              f"Training images: {results['train_images']}; test images: {results['test_images']}; total time "
+              f"{results['seconds'] / 60:.1f} min.", cfg]
+    p, q, s = (results.get(part) for part in PARTS)
+    if p:
+        sel = p["sweep"][p["selected"]]
+        blocks += ["## 1. Filter pruning by loss increase (HFP reading) on a small ResNet",
+                   [{"model": name, **{k: p[key][k] for k in ("params", "macs", "test_acc")}} for name, key in (
+                       ("plain-trained (dense)", "dense"), ("HGSR-trained, unpruned (reference)", "hgsr"))], p["sweep"],
+                   f"Goal (>= {100 * cfg['target_removed_fraction']:.0f}% of the parameters removed at <= "
+                   f"{cfg['target_drop_points']} point drop; HFP, arXiv 2011.02389, removed > 50% of a CIFAR-10 "
+                   f"ResNet's at -0.3%): {verdict(p['target_met'])} at tolerance {sel['tolerance']:g}, "
+                   f"{sel['params_removed_%']:.1f}% removed, {-sel['drop_points']:+.2f} points."]
+    if q:
+        kd, n = cfg["plant_kd_epochs"], q["planted_params"]
+        rows = [("teacher", q["teacher_params"], q["teacher_test_acc"]),
+                ("student before planting", q["student_params"], q["student_test_acc"]),
+                (f"planted student {q['planted_widths']}", n, q["planted_test_acc"]),
+                ("same architecture from scratch", n, q["scratch_test_acc"])]
+        if "planted_kd_test_acc" in q:
+            rows += [(f"planted student, then all parameters distilled {kd} epochs (final)", n,
+                      q["planted_kd_test_acc"]), (f"scratch, then distilled the same {kd} epochs", n,
+                                                  q["scratch_kd_test_acc"])]
+        blocks += ["## 2. Channel planting with distillation (PLANT)",
+                   [{"model": m, "params": k, "% of teacher": f"{pct(k, q['teacher_params']):.1f}",
+                     "test accuracy": a} for m, k, a in rows],
+                   f"Planting stopped by: {q['stopped_by']} ({q['plant_s']:.0f} s).", q["steps"],
+                   f"Goal (within {cfg['target_gap_points']} point of the teacher with <= "
+                   f"{100 * cfg['param_budget_fraction']:.0f}% of its parameters; PLANT, arXiv 2011.02390, comparable "
+                   f"accuracy at 7% on STL-10): {verdict(q['target_met'])}, gap {q['gap_points']:+.2f} points at "
+                   f"{q['planted_params_%_of_teacher']:.1f}% of the parameters."]
+    if s:
+        st = s["structure"]
+        layers = [{"layer": f"layer{d}", "width": w,
+                   "reads": ", ".join("input" if j == 0 else f"layer{j}" for j in src),
+                   "connected units per source": ", ".join(f"{k}: {v}" for k, v in units.items()), "entropy": h}
+                  for d, (w, src, units, h) in enumerate(zip(st["widths"], st["connections"], s["connected_units"],
+                                                             st["entropy"]), 1)]
+        if st["rejected_entropy"] is not None:
+            layers.append({"layer": f"(rejected layer{st['depth'] + 1})", "entropy": st["rejected_entropy"]})
+        names = {"learned": (f"`build_model(structure, 10)` (learned, depth {st['depth']})", s["learned_params"]),
+                 **{k: (f"MLP 784-{'-'.join(map(str, v['widths']))}-10 (closest parameter count)", v["params"])
+                    for k, v in s["baselines"].items()}}
+        blocks += ["## 3. Structure learning by efficient coding (LSDNN, the project's interpretation)",
+                   f"LSDNN: arXiv 2105.13905. `learn_structure` took {s['learn_s']:.0f} s; learned depth "
+                   f"{st['depth']}.", layers,
+                   [{"model": label, "params": k,
+                     "test accuracy per seed": ", ".join(f"{r[key]:.4f}" for r in s["runs"]),
+                     "mean": s["test_acc_mean"][key]} for key, (label, k) in names.items()]]
+    return "\n".join(render("Filter pruning, channel planting and structure learning on Fashion-MNIST", *blocks))
 
 
 def subsets(cfg):

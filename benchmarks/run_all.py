@@ -132,16 +132,6 @@ def carry_timings(rows, previous):
     return taken
 
 
-INTRO = ("Every method trains the same architecture on the same data with the same seed, batch size and epoch "
-         "budget (the scratch_target reference trains the same architecture with narrower layers); ratios (x) are "
-         "dense / row; all latencies are re-measured together at the end of the run (LiteRT, 1 thread, batch 1) in "
-         "rounds, one dataset at a time, that time each model's rows together, dense first: a latency is the median "
-         "over rounds, a speed-up the median over rounds of dense latency / row latency. Parameters are those of the "
-         "final (physically smaller) model; `nonzero` counts weights that are not exactly zero (tfmot's pruning keeps "
-         "the shapes, so only its nonzero count and gzip size drop). Accuracy is the Keras model's on the test set; "
-         "int8 accuracy is the int8 .tflite file's in LiteRT.")
-
-
 def summarize(mode, jobs_dir, rounds, runs, name):
     """Collect finished rows, re-time them together, add ratios and verdicts; write and print the results."""
     import numpy as np
@@ -158,7 +148,8 @@ def summarize(mode, jobs_dir, rounds, runs, name):
     report.add_ratios(rows)
     archs = {j.model: j.arch for j in jobs_mod.job_table(mode)}
     all_verdicts = {d: report.verdicts(rows, d, archs) for d in dict.fromkeys(r["data"] for r in rows)}
-    md = [f"# Benchmark suite ({mode})", "", INTRO, ""]
+    md = [f"# Benchmark suite ({mode})", "", "What a row, a ratio and a verdict are: docs/benchmarks/suite.md, "
+          "\"Protocol\"; ratios (x) are dense / row, latencies re-measured together at the end of the run.", ""]
     for d, v in all_verdicts.items():
         md += [f"## Headline verdicts ({d})", "", *report.verdict_lines(v), ""]
     stale = list(dict.fromkeys(f"{r['data']}/{r['model']}" for r in rows if not r.get("retimed", True)))
@@ -209,11 +200,8 @@ def seed_spread(mode, table, by_seed, args):
             return f"{lo:.2f}" + ("" if round(lo, 2) == round(hi, 2) else f"-{hi:.2f}")
 
         md = [f"# Seed spread: {data}/{model}", "",
-              "Each seed is a whole run of the row and of its model's dense baseline (weights and batch order of every "
-              f"phase), trained on {samples} and measured on the test set; Δ is against the dense model of the same "
-              "seed (with the seed's size ratio in brackets when the sizes differ by seed). Latency x: dense float "
-              "LiteRT latency over the row's, each timed in its own job (not paired in rounds). "
-              f"Within: seeds at most {args.max_loss:g} point(s) below dense.", "",
+              f"Each seed trained on {samples}; Δ against the same seed's dense model; within: seeds at most "
+              f"{args.max_loss:g} point(s) below dense (docs/benchmarks/suite.md, \"Protocol\").", "",
               "Dense accuracy by seed: " + ", ".join(f"{s}: {100 * rows[s]['dense']['accuracy']:.2f}%" for s in seeds),
               "", *harness.md_table(
                   ["method", "params x", "MACs x", "latency x", *(f"seed {s} Δ pt" for s in seeds), "mean Δ pt", "sd",

@@ -14,8 +14,8 @@ import os
 import keras
 import numpy as np
 
-from benchmarks.harness import (accuracy, cnn, load, max_abs_error, md_table, median_us, paired_speedup, publish,
-                                time_rounds, timed, train)
+from benchmarks.harness import (accuracy, cnn, load, max_abs_error, median_us, paired_speedup, publish, render,
+                                time_rounds, timed, train, verdict)
 from tf_groupsparse.callbacks import ProximalStep
 from tf_groupsparse.deploy import convert_tflite, run_tflite
 from tf_groupsparse.metrics import count_params, flops, layer_costs
@@ -176,40 +176,22 @@ def resnet_part(name, fraction, samples=2, seed=0):
 
 
 def markdown(data_name, settings, c, resnet):
-    widths = {k: "-".join(map(str, c[f"widths_{k}"].values())) for k in ("dense", "shrunk")}
-    models = [("dense", "dense", "dense", "dense"), ("group-sparse, unshrunk", "dense", "sparse", "sparse_unshrunk"),
-              ("group-sparse, shrunk", "shrunk", "shrunk", "shrunk")]
-    return [
-        f"# Shrink speed ({data_name})", "",
-        "## Group-sparse CNN: LiteRT latency of the shrunk export vs the dense export", "",
-        f"Proximal GroupLasso(strength={settings['strength']:g}, axis=\"input\"), shrink(threshold="
-        f"{settings['threshold']:g}); LiteRT float32, XNNPack, 1 thread, batch 1, {settings['runs']} invokes "
-        f"x {settings['rounds']} interleaved rounds. 1-min load average {c['load_average_1min']['before']} "
-        f"before, {c['load_average_1min']['after']} after the latency measurement.", "",
-        *md_table(["model", "channels", "params", "MACs", "test accuracy", "TFLite bytes", "latency (us)"], [
-            [name, widths[size], c["params"][size], c["macs"][size], f"{c['test_accuracy'][acc]:.4f}",
-             c["tflite_bytes"][blob], f"{c['latency_us'][blob]:.1f}"] for name, size, acc, blob in models]), "",
-        f"- FLOP ratio (dense / shrunk MACs): {c['flop_ratio']:.3f}",
-        f"- MAC ratio with output channels rounded up to multiples of {XNNPACK_TILE} (the XNNPack tile; "
-        f"explanatory): {c['tile_padded_flop_ratio']:.3f}",
-        f"- latency speedup (median of paired rounds): {c['speedup']:.3f} "
-        f"(unshrunk sparse vs dense: {c['speedup_sparse_unshrunk']:.3f})",
-        f"- speedup / FLOP ratio: {c['speedup_over_flop_ratio']:.3f}; target {c['target']}: "
-        f"**{'met' if c['met'] else 'NOT met'}**",
-        f"- shrink: {c['groups_removed']} groups removed in {c['shrink_seconds']:.2f} s; max abs error "
-        f"shrunk vs unshrunk (Keras, logits): {c['max_abs_error_keras']:.2e}; TFLite vs Keras (shrunk): "
-        f"{c['max_abs_error_tflite_vs_keras']:.2e}", "",
-        "shrink of the same group-sparse model at other thresholds (input groups of conv2..conv5):", "",
-        *md_table(["threshold", "exact-zero groups", "nonzero groups below threshold", "groups removed", "MACs",
-                   "max abs error"], [
-            [f"{t['threshold']:g}", t["exact_zero_input_groups"], t["nonzero_input_groups_below_threshold"],
-             t["groups_removed"], t["macs"], f"{t['max_abs_error']:.2e}"] for t in c["thresholds"]]), "",
-        f"## shrink() time (target < {RESNET_TARGET_S:g} s)", "",
-        *md_table(["model", "case", "filters zeroed", "seconds", "groups removed", "params before", "params after",
-                   "max abs error", "met"], [
-            [r["model"], r["case"], r["filters_zeroed"], f"{r['seconds']:.2f}", r["groups_removed"],
-             r["params_before"], r["params_after"], f"{r['max_abs_error']:.2e}", "yes" if r["met"] else "no"]
-            for r in resnet["rows"]])]
+    """The results page (the protocol: docs/benchmarks/speed.md, "Shrink speed: protocol")."""
+    models = [{"model": name, "channels": list(c[f"widths_{size}"].values()), "params": c["params"][size],
+               "MACs": c["macs"][size], "test accuracy": c["test_accuracy"][acc],
+               "TFLite bytes": c["tflite_bytes"][blob], "latency (us)": c["latency_us"][blob]}
+              for name, size, acc, blob in (
+        ("dense", "dense", "dense", "dense"), ("group-sparse, unshrunk", "dense", "sparse", "sparse_unshrunk"),
+        ("group-sparse, shrunk", "shrunk", "shrunk", "shrunk"))]
+    keys = ("flop_ratio", "tile_padded_flop_ratio", "speedup", "speedup_sparse_unshrunk", "speedup_over_flop_ratio",
+            "groups_removed", "shrink_seconds", "max_abs_error_keras", "max_abs_error_tflite_vs_keras")
+    load = c["load_average_1min"]
+    return render(f"Shrink speed ({data_name})",
+                  "## Group-sparse CNN: LiteRT latency of the shrunk export vs the dense export",
+                  settings, models, {k: c[k] for k in keys},
+                  f"Target {c['target']}: {verdict(c['met'])}. 1-min load average {load['before']} before, "
+                  f"{load['after']} after the latency measurement.", "## shrink of the same model at other thresholds",
+                  c["thresholds"], f"## shrink() time (target < {RESNET_TARGET_S:g} s)", resnet["rows"])
 
 
 def main(argv=None):

@@ -16,7 +16,7 @@ import time
 
 import keras
 
-from benchmarks.harness import cnn, load, md_table, publish
+from benchmarks.harness import cnn, load, publish, render
 from tf_groupsparse import regularize, regularizers as R
 from tf_groupsparse.callbacks import ProximalStep
 
@@ -111,16 +111,10 @@ def main(argv=None):
                      "epoch_ratio": round(med[name][1] / med["plain"][1], 3),
                      "target": target, "met": None if target is None else bool(ratio <= target)})
     backend = keras.backend.backend()
-    lines = [f"# Training overhead per step ({data_name}, small CNN, all Conv/Dense layers, {backend} backend)", "",
-             f"Batch {args.batch_size}, SGD with momentum, {args.epochs * args.rounds} timed epochs per "
-             "configuration, interleaved one epoch at a time. The ratio is of median step times; the median "
-             "epoch time and its ratio are shown for reference (noisier on a shared machine).", "",
-             *md_table(["method", "kind", "median step (ms)", "steps timed", "ratio to plain", "median epoch (s)",
-                        "epoch ratio", "target", "met"],
-                       [[r["method"], r["kind"], f"{r['step_ms']:.2f}", r["steps"], f"{r['ratio']:.3f}",
-                         f"{r['epoch_s']:.3f}", f"{r['epoch_ratio']:.3f}",
-                         "" if r["target"] is None else f"<= {r['target']:.2f}", "" if r["met"] is None else r["met"]]
-                        for r in rows])]
+    lines = render(f"Training overhead per step ({data_name}, small CNN, all Conv/Dense layers, {backend} backend)",
+                   f"Batch {args.batch_size}, SGD with momentum, {args.epochs * args.rounds} timed epochs per "
+                   "configuration, interleaved one epoch at a time; ratios of median step times (docs/benchmarks/"
+                   "speed.md, \"Training overhead: protocol\").", rows)
     suffix = "" if backend == "tensorflow" else f"_{backend}"
     publish("training_overhead" + suffix, {"data": data_name, "backend": backend, "settings": vars(args), "rows": rows},
             lines, args.quick, extra_versions=("jax", "torch") if suffix else ())
