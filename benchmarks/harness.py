@@ -138,26 +138,21 @@ FASHION_HINT = ("Fashion-MNIST is needed and was not found. Install it with "
                 "or put the four idx files in ~/.keras/datasets/fashion-mnist, then run the benchmark again.")
 
 
-def _digits():
-    from tf_groupsparse.datasets import load_digits
-
-    return load_digits()
-
-
 def _fashion():
-    from tf_groupsparse.datasets import load_fashion_mnist
+    from tf_groupsparse import datasets
 
-    return load_fashion_mnist(download=False)
+    return datasets.load_fashion_mnist(download=False)
 
 
-def _mnist1d():
-    from tf_groupsparse.datasets import load_mnist1d
+def _datasets():
+    from tf_groupsparse import datasets
 
-    return load_mnist1d(n_samples=10000, seed=0)
+    return datasets
 
 
 #: dataset name -> loader returning ((x_train, y_train), (x_test, y_test))
-LOADERS = {"digits": _digits, "fashion": _fashion, "mnist1d": _mnist1d}
+LOADERS = {"digits": lambda: _datasets().load_digits(), "fashion": lambda: _fashion(),
+           "mnist1d": lambda: _datasets().load_mnist1d(n_samples=10000, seed=0)}
 
 
 def load(name, train_samples=None):

@@ -148,22 +148,17 @@ def summarize(mode, jobs_dir, rounds, runs, name):
     report.add_ratios(rows)
     archs = {j.model: j.arch for j in jobs_mod.job_table(mode)}
     all_verdicts = {d: report.verdicts(rows, d, archs) for d in dict.fromkeys(r["data"] for r in rows)}
-    md = [f"# Benchmark suite ({mode})", "", "What a row, a ratio and a verdict are: docs/benchmarks/suite.md, "
-          "\"Protocol\"; ratios (x) are dense / row, latencies re-measured together at the end of the run.", ""]
+    md = [f"# Benchmark suite ({mode})", "", "Protocol: docs/benchmarks/suite.md; ratios (x) are dense / row.", ""]
     for d, v in all_verdicts.items():
         md += [f"## Headline verdicts ({d})", "", *report.verdict_lines(v), ""]
     stale = list(dict.fromkeys(f"{r['data']}/{r['model']}" for r in rows if not r.get("retimed", True)))
     if stale:
-        md += ["Not re-timed in this run (some of their .tflite files are not on this machine): " + ", ".join(stale)
-               + "; their latencies are those of the previous summary where the row is the same model, else of its "
-               "job.", ""]
-    md += ["## Results", "", report.table(rows), "## Method settings", ""]
-    md += sorted({f"- {r['method']}: {r.get('setting', '')}" for r in rows})
-    md += ["", "## Job commands", "", "Each job ran in one of these commands (the tables above were made by the "
-           "command at the end of this file):", ""]
-    md += [f"- `{cmd}`: {', '.join(keys)}" if cmd else
-           f"- command not recorded (jobs run before commands were saved with each job): {', '.join(keys)}"
-           for cmd, keys in commands.items()]
+        md += ["Not re-timed (a .tflite file is not on this machine; latencies of the previous summary's same row, "
+               "else of the job): " + ", ".join(stale), ""]
+    md += ["## Results", "", report.table(rows), "## Method settings", "",
+           *sorted({f"- {r['method']}: {r.get('setting', '')}" for r in rows}), "", "## Job commands", "",
+           *[f"- `{cmd}`: {', '.join(keys)}" if cmd else f"- command not recorded: {', '.join(keys)}"
+             for cmd, keys in commands.items()]]
     if errors:
         md += ["", "## Failed jobs (retried on the next run)", ""] + [f"- {k}: {v}" for k, v in errors.items()]
     pngs = [report.plot(rows, jobs_dir.parent / f"{name}_{axis}.png", axis) for axis in ("params", "latency")]

@@ -253,35 +253,27 @@ def plot(rows, path, axis, columns=2):
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
     key, label, scale = AXES[axis]
     groups = _groups(rows)
     n_rows = max(1, -(-len(groups) // columns))
-    fig, axes = plt.subplots(n_rows, columns, figsize=(4.2 * columns, 3.0 * n_rows + 0.8), squeeze=False)
-    for ax, ((data, model), group) in zip(axes.flat, groups):
-        pts = [(r[key] * scale, 100 * r["accuracy"]) for r in group]
-        for r, (x, y) in zip(group, pts):
-            _, colour, marker, _ = next(f for f in FAMILIES if r["method"].startswith(f[3]))
-            ax.scatter([x], [y], marker=marker, s=60 if marker == "*" else 28, color=colour, alpha=0.85,
-                       edgecolors="none")
-        front = [pts[i] for i in pareto(pts)]
-        ax.step([p[0] for p in front], [p[1] for p in front], where="post", color="gray", lw=0.8)
-        ax.set_xscale("log")
-        ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
-        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_title(f"{data} / {model}", fontsize=9)
-        ax.tick_params(labelsize=7)
-        ax.set_xlabel(label, fontsize=7)
-        ax.set_ylabel("test accuracy (%)", fontsize=7)
-    for ax in list(axes.flat)[len(groups):]:
-        ax.axis("off")
-    handles = [plt.Line2D([], [], color=c, marker=m, linestyle="none", markersize=7, label=name)
-               for name, c, m, _ in FAMILIES] + [plt.Line2D([], [], color="gray", lw=0.8, label="Pareto front")]
-    fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
-    fig.tight_layout(rect=(0, 0.8 / (3.0 * n_rows + 0.8), 1, 1))
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
+    with plt.rc_context({"font.size": 7}):
+        fig, axes = plt.subplots(n_rows, columns, figsize=(4.2 * columns, 3.0 * n_rows + 0.8), squeeze=False)
+        for ax in list(axes.flat)[len(groups):]:
+            ax.axis("off")
+        for ax, ((data, model), group) in zip(axes.flat, groups):
+            pts = [(r[key] * scale, 100 * r["accuracy"]) for r in group]
+            for r, (x, y) in zip(group, pts):
+                _, colour, marker, _ = next(f for f in FAMILIES if r["method"].startswith(f[3]))
+                ax.scatter([x], [y], marker=marker, s=60 if marker == "*" else 28, color=colour, alpha=0.85,
+                           edgecolors="none")
+            ax.step(*zip(*(pts[i] for i in pareto(pts))), where="post", color="gray", lw=0.8)
+            ax.set(xscale="log", title=f"{data} / {model}", xlabel=label, ylabel="test accuracy (%)")
+        handles = [plt.Line2D([], [], color=c, marker=m, linestyle="none", markersize=7, label=name)
+                   for name, c, m, _ in FAMILIES] + [plt.Line2D([], [], color="gray", lw=0.8, label="Pareto front")]
+        fig.legend(handles=handles, loc="lower center", ncol=4, fontsize=8, frameon=False)
+        fig.tight_layout(rect=(0, 0.8 / (3.0 * n_rows + 0.8), 1, 1))
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, dpi=100)
     plt.close(fig)
     return Path(path)
