@@ -341,6 +341,9 @@ def plan(archs, targets, seeds):
                     (first if steps == 1 else rest).append(
                         (_key("torch", arch, target, seed, "l2", steps),
                          ["torch", arch, str(target), str(seed), "l2", str(steps)]))
+                # the peer with its default ranking (every layer by the same ratio)
+                rest.append((_key("torch", arch, target, seed, "l2", 1, "uniform"),
+                             ["torch", arch, str(target), str(seed), "l2", "1", "uniform"]))
                 for importance in IMPORTANCES:
                     for steps in steps_list:
                         if (importance, steps) != ("l2", 1):
@@ -391,9 +394,10 @@ def main(argv=None):
                 continue
             print(f"[budget_pruning] {key}", flush=True)
             if row_argv[0] == "torch":
-                kind, arch, target, seed, importance, steps = row_argv
+                kind, arch, target, seed, importance, steps, *variant = row_argv
                 command = [sys.executable, "-m", "benchmarks.torch_peer", arch, "--target", target, "--seed", seed,
-                           "--importance", importance, "--steps", steps, "--out", str(_cached(key))]
+                           "--importance", importance, "--steps", steps, "--out", str(_cached(key)),
+                           *(["--ranking", variant[0]] if variant else [])]
             else:
                 command = [sys.executable, "-m", "benchmarks.budget_pruning", "--row", *row_argv]
             done = subprocess.run(command, stdout=subprocess.DEVNULL)

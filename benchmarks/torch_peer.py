@@ -15,7 +15,9 @@ trains them on the same arrays (``budget_pruning.load_data``) with the same budg
 (SGD momentum 0.9, cosine-decayed learning rate from 0.05, batch 128, BatchNormalization momentum
 0.01 in PyTorch's convention = 0.99 in Keras'), prunes with Torch-Pruning's ``MetaPruner``
 (global ranking over dependency groups, at most 90% of a layer's channels, the classifier
-ignored) to the same fraction of the MACs, and fine-tunes with the same epochs. The target is
+ignored) to the same fraction of the MACs, and fine-tunes with the same epochs; ``--ranking
+uniform`` prunes every layer by the same ratio instead (``global_pruning=False``, the library's
+default), which keeps the early layers from collapsing on MobileNetV2. The target is
 reached by many small iterative pruner steps, stopping at the first step whose MACs are at or
 below it (MACs counted as the Keras side counts them: convolution and Dense multiply-adds).
 
@@ -177,13 +179,16 @@ def _importance(name):
             "taylor": tp.importance.GroupTaylorImportance, "random": tp.importance.RandomImportance}[name]()
 
 
-def prune_to(model, target_macs, importance, x, y):
-    """Prune `model` in place until its MACs are at most `target_macs`; returns the seconds spent."""
+def prune_to(model, target_macs, importance, x, y, ranking="global"):
+    """Prune `model` in place until its MACs are at most `target_macs`; returns the seconds spent.
+
+    `ranking` "global" ranks the dependency groups of every layer together; "uniform" removes the
+    same share of every layer's channels at each pruner step."""
     import torch_pruning as tp
 
     start = time.perf_counter()
     pruner = tp.pruner.MetaPruner(model, torch.zeros(1, 3, 32, 32), importance=_importance(importance),
-                                  global_pruning=True, pruning_ratio=MAX_FRACTION, max_pruning_ratio=MAX_FRACTION,
+                                  global_pruning=ranking == "global", pruning_ratio=MAX_FRACTION, max_pruning_ratio=MAX_FRACTION,
                                   iterative_steps=FINE_STEPS, ignored_layers=[model.classifier])
     for _ in range(FINE_STEPS):
         if macs(model) <= target_macs:
@@ -196,7 +201,7 @@ def prune_to(model, target_macs, importance, x, y):
     return time.perf_counter() - start
 
 
-def run(arch, target, importance, steps, seed):
+def run(arch, target, importance, steps, seed, ranking="global"):
     """One row: train (or load) the dense model, prune in `steps` steps with fine-tuning, measure."""
     torch.set_num_threads(os.cpu_count() or 1)
     (x, y), (xv, yv), (xt, yt) = load_data()
@@ -216,11 +221,12 @@ def run(arch, target, importance, steps, seed):
     seconds, per_step = 0.0, max(1, schedule(arch)[1] // steps)
     for step in range(1, steps + 1):
         goal = row["macs_before"] * (1.0 - (1.0 - target) * step / steps)
-        seconds += prune_to(model, goal, importance, x, y)
+        seconds += prune_to(model, goal, importance, x, y, ranking)
         train(model, x, y, per_step, seed)
     import torch_pruning as tp
 
-    row.update({"method": f"Torch-Pruning {importance}, {steps} step{'s' if steps > 1 else ''}",
+    ratio = ", uniform per-layer ratio" if ranking == "uniform" else ""
+    row.update({"method": f"Torch-Pruning {importance}{ratio}, {steps} step{'s' if steps > 1 else ''}", "ranking": ranking,
                 "test_accuracy": accuracy(model, xt, yt), "val_accuracy": accuracy(model, xv, yv),
                 "macs": macs(model), "params": params(model), "prune_seconds": seconds,
                 "fine_tune_epochs": per_step * steps, "torch": torch.__version__, "torch_pruning": tp.__version__,
@@ -242,9 +248,11 @@ def main(argv=None):
     parser.add_argument("--importance", choices=("l2", "bn_scale", "taylor", "random"), default="l2")
     parser.add_argument("--steps", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--ranking", choices=("global", "uniform"), default="global",
+                        help="rank channel groups across layers (global) or prune each layer by the same ratio")
     parser.add_argument("--out", required=True)
     args = parser.parse_args(argv)
-    save_row(run(args.arch, args.target, args.importance, args.steps, args.seed), args.out)
+    save_row(run(args.arch, args.target, args.importance, args.steps, args.seed, args.ranking), args.out)
     return 0
 
 

@@ -20,5 +20,6 @@ def test_headline_rows_come_before_the_other_importances_and_step_counts():
     headline = [keys.index(f"resnet20_{kind}_seed{seed}{tail}") for seed in (0, 1) for kind, tail in (
         ("dense_t1.0", ""), ("prune_t0.5", "_l2_steps1"), ("scaled_t0.5", ""), ("torch_t0.5", "_l2_steps1"))]
     assert max(headline) < keys.index("resnet20_prune_t0.5_seed0_random_steps1")
+    assert "resnet20_torch_t0.5_seed1_l2_steps1_uniform" in keys  # the peer's default ranking too
     for key, argv in plan:  # each key names its row's arguments
         assert key.startswith(f"{argv[1]}_{argv[0]}_t{float(argv[2])}_seed{argv[3]}")

@@ -28,6 +28,17 @@ def test_torch_pruning_reaches_the_macs_target():
     assert model(x).shape == (32, 10)
 
 
+def test_uniform_ranking_prunes_every_layer_by_the_same_share():
+    model = torch_peer.ResNet20()
+    full = torch_peer.macs(model)
+    widths = [m.out_channels for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    x, y = torch.randn(8, 3, 32, 32), torch.randint(0, 10, (8,))
+    torch_peer.prune_to(model, 0.5 * full, "l2", x, y, ranking="uniform")
+    kept = [m.out_channels / w for m, w in zip((m for m in model.modules() if isinstance(m, torch.nn.Conv2d)), widths)]
+    assert torch_peer.macs(model) <= 0.5 * full
+    assert min(kept) > 0.5 and max(kept) - min(kept) < 0.2  # ~0.7 each, no layer collapses
+
+
 def test_prepare_images_resizes_to_32x32x3_in_range():
     import numpy as np
 
