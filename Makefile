@@ -31,8 +31,10 @@ demo: $(VENV)/.installed
 
 # The whole suite on TensorFlow: unit tests, the docstring examples of the package, the notebooks
 # (and the documentation build, tests/test_docs.py), two workers; then the tests marked `backends`
-# again under JAX and under PyTorch, one pytest process per backend.
+# again under JAX and under PyTorch, one pytest process per backend. TGS_REQUIRE_EXTRAS=1: a test
+# that needs an extra fails instead of skipping when the extra is missing (tests/conftest.py).
 BACKEND_TESTS := tests/test_backends.py tests/test_backends_stages.py tests/test_groups.py tests/test_regularizers.py tests/test_export_onnx.py
+test: export TGS_REQUIRE_EXTRAS = 1
 test: $(VENV)/.installed-test
 	$(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile $(PYTEST_ARGS) tests tf_groupsparse --doctest-modules --nbmake notebooks
 	KERAS_BACKEND=jax $(PY) -m pytest -q -p no:cacheprovider -n 2 --dist loadfile -m backends $(PYTEST_ARGS) $(BACKEND_TESTS)
