@@ -23,3 +23,23 @@ def test_headline_rows_come_before_the_other_importances_and_step_counts():
     assert "resnet20_torch_t0.5_seed1_l2_steps1_uniform" in keys  # the peer's default ranking too
     for key, argv in plan:  # each key names its row's arguments
         assert key.startswith(f"{argv[1]}_{argv[0]}_t{float(argv[2])}_seed{argv[3]}")
+
+
+def test_summary_states_the_goals_at_half_the_macs_and_compares_equal_macs_rows_per_target():
+    from benchmarks.budget_summary import _verdicts
+
+    def row(kind, target, acc, ratio=1.0, variant=None, method=None):
+        return {"arch": "resnet20", "seed": 0, "kind": kind, "target": target, "test_accuracy": acc,
+                "macs": int(100 * target), "latency_ratio": ratio, "variant": variant, "method": method or kind,
+                "importance": "l2", "prune_seconds": 1.0}
+
+    rows = [row("dense", 1.0, 0.92), row("prune", 0.5, 0.915, 1.7), row("prune", 0.5, 0.95, 2.0, "latency", "lat"),
+            row("scaled", 0.5, 0.93), row("torch", 0.5, 0.90), row("prune", 0.3, 0.88, 2.5), row("scaled", 0.3, 0.87)]
+    lines = _verdicts(rows)
+    half = [line for line in lines if "at 0.5" in line]
+    assert "within 1: met" in half[0] and "'lat'" in half[0]  # the best row at half the MACs, any kind of target
+    assert "'lat', runs 2.00x" in half[1] and "goal >= 1.6: met" in half[1]
+    assert "91.50% vs width-scaled from scratch 93.00% (not met)" in half[2]  # the latency row is not equal-MACs
+    assert "91.50% vs the best Torch-Pruning row 90.00% (met)" in half[3]
+    third = [line for line in lines if "at 0.3" in line]
+    assert "no goal at this target" in third[0] and "88.00% vs width-scaled from scratch 87.00% (met)" in third[2]
