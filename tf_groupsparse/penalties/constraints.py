@@ -65,6 +65,17 @@ class ProximalConstraint(keras.constraints.Constraint):
 
     Raises:
         ValueError: called during training while unbound.
+
+    Examples:
+        >>> import keras
+        >>> class ProxClip(ProximalConstraint):        # a new proximal step: clip to [-t, t]
+        ...     def prox(self, w, learning_rate):
+        ...         return keras.ops.clip(w, -learning_rate, learning_rate)
+        ...     def get_config(self):
+        ...         return {}
+        >>> c = ProxClip().bind(keras.optimizers.SGD(learning_rate=0.5))
+        >>> keras.ops.convert_to_numpy(c(keras.ops.array([-2.0, 0.25, 1.0]))).tolist()
+        [-0.5, 0.25, 0.5]
     """
 
     #: a scalar variable that multiplies the step during training (set by

@@ -194,6 +194,18 @@ class CoupledPenalty(keras.regularizers.Regularizer, _Coupled):
             HierarchicalGroupSparse; its `axis` is ignored) or its serialized config.
         slices: the slice table of :func:`coupled_slices`.
         n_groups: number of groups.
+
+    Examples:
+        >>> import keras, numpy as np
+        >>> import tf_groupsparse as tgs
+        >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="h"),
+        ...                       keras.layers.Dense(2, name="o")])
+        >>> r = tgs.regularize(m, tgs.regularizers.GroupLasso(0.1), coupled=True)
+        >>> penalty = r.get_layer("h").kernel.regularizer   # the anchor carries all 4 groups
+        >>> h, o = (r.get_layer(name).kernel.numpy() for name in ("h", "o"))
+        >>> norms = np.sqrt((h ** 2).sum(axis=0) + (o ** 2).sum(axis=1))  # h's columns, o's rows
+        >>> bool(np.isclose(float(penalty(r.get_layer("h").kernel)), 0.1 * norms.sum()))
+        True
     """
 
     def __init__(self, penalty, slices, n_groups):
@@ -238,6 +250,24 @@ class CoupledProx(ProximalConstraint, _Coupled):
     Args:
         penalty: a GroupLasso (or its serialized config).
         slices, n_groups: as :class:`CoupledPenalty`.
+
+    Examples:
+        >>> import keras, numpy as np
+        >>> import tf_groupsparse as tgs
+        >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4, name="h"),
+        ...                       keras.layers.Dense(2, name="o")])
+        >>> r = tgs.regularize(m, tgs.regularizers.GroupLasso(1.0), coupled=True, proximal=True)
+        >>> r.compile(keras.optimizers.SGD(learning_rate=0.5), "mse")
+        >>> tgs.penalties.bind(r)
+        1
+        >>> h, o = r.get_layer("h"), r.get_layer("o")
+        >>> _ = h.kernel.assign(np.full((3, 4), 0.1, "float32"))
+        >>> _ = o.kernel.assign(np.array([[0.1, 0.1], [1, 1], [1, 1], [1, 1]], "float32"))
+        >>> _ = h.kernel.assign(h.kernel.constraint(h.kernel))  # as after an optimizer step
+        >>> (h.kernel.numpy() == 0).all(axis=0).tolist()   # group 0's norm 0.22 < lr * strength
+        [True, False, False, False]
+        >>> (o.kernel.numpy() == 0).all(axis=1).tolist()   # zeroed in o's rows as well
+        [True, False, False, False]
     """
 
     def __init__(self, penalty, slices, n_groups):
