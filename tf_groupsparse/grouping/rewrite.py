@@ -289,6 +289,20 @@ def for_target(model, target):
 
     Raises:
         ValueError: unknown target.
+
+    Examples:
+        >>> import keras, numpy as np
+        >>> from tf_groupsparse.grouping import GroupStructure, LayerGroups
+        >>> m = keras.Sequential([keras.Input((8,)), keras.layers.Dense(8, name="fc1"),
+        ...                       keras.layers.Dense(2)])
+        >>> s = GroupStructure([LayerGroups("fc1", (8, 8), [0, 1] * 4, [0, 1] * 4, 2)])
+        >>> fast = to_block_diagonal(m, s)                   # target="xnnpack"
+        >>> portable = for_target(fast, "portable")
+        >>> fast.get_layer("fc1").implementation, portable.get_layer("fc1").implementation
+        ('batched', 'split')
+        >>> x = np.random.rand(3, 8).astype("float32")
+        >>> np.allclose(portable(x), fast(x), atol=1e-6)
+        True
     """
     check_choice("target", target, tuple(TARGETS), "for_target")
     check_keras_model(model, "for_target")

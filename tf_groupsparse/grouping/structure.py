@@ -66,6 +66,13 @@ class LayerGroups:
         output_groups: label in ``0..n_groups-1`` per output channel.
         n_groups: number of groups K.
         kind: "dense" or "conv".
+
+    Examples:
+        >>> g = LayerGroups("conv", (3, 3, 4, 6), [0, 0, 1, 1], [0, 0, 0, 1, 1, 1], 2, kind="conv")
+        >>> [sizes.tolist() for sizes in g.block_sizes()], g.equal_blocks
+        ([[2, 2], [3, 3]], True)
+        >>> g.params_kept, g.params_total        # 3 * 3 * (2 * 3 + 2 * 3) of 3 * 3 * 4 * 6
+        (108, 216)
     """
 
     name: str
@@ -143,6 +150,16 @@ class GroupStructure:
 
     Raises:
         ValueError: two entries have the same layer name.
+
+    Examples:
+        >>> import keras
+        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2, name="fc")])
+        >>> s = GroupStructure([LayerGroups("fc", (4, 2), [0, 1, 0, 1], [1, 0], 2)])
+        >>> s.check(m) is m, GroupStructure.from_json(s.to_json()) == s
+        (True, True)
+        >>> print(s)
+        GroupStructure (1 layers)
+          fc: K=2 kernel=(4, 2) inputs/group=[2, 2] outputs/group=[1, 1] kept=4/8 (50.0%)
     """
 
     def __init__(self, layers=()):
