@@ -424,6 +424,18 @@ def evaluate(graph, inputs):
 
     Returns:
         dict mapping tensor keys (as stored in the graph's calls) to NumPy arrays.
+
+    Examples:
+        >>> import keras, numpy as np
+        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="h"),
+        ...                       keras.layers.Dense(2, name="out")])
+        >>> graph = build_graph(m)
+        >>> x = np.random.rand(5, 4).astype("float32")
+        >>> tensors = evaluate(graph, [x])
+        >>> tensors[("h", 0, 0)].shape                 # h's output: layer, call, output index
+        (5, 3)
+        >>> np.allclose(tensors[graph.output_keys[0]], m(x), atol=1e-6)
+        True
     """
     tr = graph.tracer
     env = {}

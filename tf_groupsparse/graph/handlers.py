@@ -48,7 +48,20 @@ __all__ = [
 
 
 class Unsupported(Exception):
-    """Raised by a handler when the layer's settings cannot be traced (e.g. channels_first)."""
+    """Raised by a handler when the layer's settings cannot be traced (e.g. channels_first).
+
+    Examples:
+        >>> import keras
+        >>> from tf_groupsparse.graph import build_graph
+        >>> x = keras.Input((2, 6, 6))
+        >>> y = keras.layers.Conv2D(3, 1, data_format="channels_first", name="c")(x)
+        >>> build_graph(keras.Model(x, y), unsupported="freeze").node("c").frozen
+        True
+        >>> build_graph(keras.Model(x, y))   # the Conv handler raised Unsupported
+        Traceback (most recent call last):
+        ...
+        ValueError: build_graph: ... Conv2D (data_format='channels_first' (only channels_last ...
+    """
 
 
 def _channels_last(layer):
@@ -63,7 +76,27 @@ def _last_axis(axis, rank):
 
 
 class Handler:
-    """Base handler: subclasses implement ``trace``; ``rebuild`` keeps the config by default."""
+    """Base handler: subclasses implement ``trace``; ``rebuild`` keeps the config by default.
+
+    Examples:
+        >>> import keras, numpy as np
+        >>> from tf_groupsparse.graph import build_graph, kinds, prune_channels
+        >>> class Twice(keras.layers.Layer):               # [x, x] along the channels
+        ...     def call(self, x):
+        ...         return keras.ops.concatenate([x, x], axis=-1)
+        >>> class TwiceHandler(Handler):
+        ...     kind = "tile"
+        ...     def trace(self, node, inputs, ctx):         # outputs c and C + c are input c
+        ...         return [np.concatenate([inputs[0], inputs[0]])]
+        >>> kinds.register_layer_kind(Twice, handler=TwiceHandler())
+        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="h"),
+        ...                       Twice(name="twice"), keras.layers.Dense(2, name="out")])
+        >>> print(build_graph(m).group("h", 1))
+        prune out channels of h [1] => in channels of twice [1], in channels of out [1, 4]
+        >>> tuple(prune_channels(m, {"h": [1]}).get_layer("out").kernel.shape)
+        (4, 2)
+        >>> _ = kinds.REGISTRY.pop(Twice)                   # leave the global registry as it was
+    """
 
     kind = "identity"
 

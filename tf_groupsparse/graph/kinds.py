@@ -65,6 +65,14 @@ class KernelSlot:
         output: True for the slot whose output channels are the layer's (bias, BN follow it).
         regularizable: False where a regularizer's ``axis`` would name the wrong channels
             (transposed kernels), so ``regularize`` refuses it.
+
+    Examples:
+        >>> import keras
+        >>> slot = kernel_slots(keras.layers.Conv2DTranspose(4, 3))[0]
+        >>> slot.weight, slot.layout, slot.regularizable
+        ('kernel', 'transposed', False)
+        >>> KernelSlot("kernel", "kernel_regularizer", "kernel_constraint").layout
+        'standard'
     """
 
     weight: str
@@ -77,7 +85,17 @@ class KernelSlot:
 
 @dataclass(frozen=True)
 class LayerKind:
-    """Everything the toolkit knows about one layer class (None: not known, ask the base class)."""
+    """Everything the toolkit knows about one layer class (None: not known, ask the base class).
+
+    Examples:
+        >>> import keras
+        >>> layer = keras.layers.Dense(3)
+        >>> kind = kind_for(layer)
+        >>> type(kind.handler).__name__, kind.grouping, kind.foldable
+        ('Dense', 'dense', True)
+        >>> kind.cost(layer, (None, 4), (None, 3))      # multiply-adds per sample: 4 * 3
+        12
+    """
 
     handler: object = None
     kernels: tuple | None = None
@@ -105,6 +123,23 @@ def register_layer_kind(layer_class, **fields_):
     Raises:
         TypeError: `layer_class` is not a Layer subclass, a field name is unknown, or a handler
             has no ``trace`` method.
+
+    Examples:
+        >>> import keras
+        >>> from tf_groupsparse import flops
+        >>> from tf_groupsparse.graph import build_graph, handlers
+        >>> class Gain(keras.layers.Layer):                # one multiply per value
+        ...     def call(self, x):
+        ...         return 3.0 * x
+        >>> register_layer_kind(Gain, handler=handlers.Identity(),
+        ...                     cost=lambda layer, i, o: o[-1])
+        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="h"),
+        ...                       Gain(name="gain"), keras.layers.Dense(2, name="out")])
+        >>> print(build_graph(m).group("h", 0))
+        prune out channels of h [0] => in channels of gain [0], in channels of out [0]
+        >>> flops(m)                                       # 4 * 3 + 3 + 3 * 2
+        21
+        >>> _ = REGISTRY.pop(Gain)                         # leave the global registry as it was
     """
     if not (isinstance(layer_class, type) and issubclass(layer_class, keras.Operation)):
         raise TypeError(
@@ -165,12 +200,31 @@ def _field(layer, name):
 
 
 def kind_for(layer):
-    """The :class:`LayerKind` of `layer`, each field resolved along its class's MRO."""
+    """The :class:`LayerKind` of `layer`, each field resolved along its class's MRO.
+
+    Examples:
+        >>> import keras
+        >>> class MyDense(keras.layers.Dense):             # not registered itself
+        ...     pass
+        >>> kind = kind_for(MyDense(2))
+        >>> type(kind.handler).__name__, kind.grouping, [s.weight for s in kind.kernels]
+        ('Dense', 'dense', ['kernel'])
+    """
     return LayerKind(**{f.name: _field(layer, f.name) for f in fields(LayerKind)})
 
 
 def handler_for(layer):
-    """The graph handler of `layer`, or None."""
+    """The graph handler of `layer`, or None.
+
+    Examples:
+        >>> import keras
+        >>> type(handler_for(keras.layers.BatchNormalization())).__name__
+        'BatchNorm'
+        >>> class Unknown(keras.layers.Layer):
+        ...     pass
+        >>> handler_for(Unknown()) is None       # build_graph raises, or freezes its channels
+        True
+    """
     return _field(layer, "handler")
 
 

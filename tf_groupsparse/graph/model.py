@@ -45,6 +45,15 @@ class Node:
         internal: channel variables of the layer's own inner axes, by name (MultiHeadAttention's
             ``{"heads": ..., "key_dim": ..., "value_dim": ...}``): removable units that no tensor
             carries.
+
+    Examples:
+        >>> import keras
+        >>> from tf_groupsparse.graph import build_graph
+        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="h"),
+        ...                       keras.layers.Dense(2, name="out")], name="mlp")
+        >>> node = build_graph(m).node("h")
+        >>> str(node), len(node.owned), [len(ids) for ids in node.inputs[0]], node.frozen
+        ('h (Dense)', 3, [4], False)
     """
 
     name: str
@@ -85,6 +94,16 @@ class Slice:
     `role` is "produce" (kernel slice that computes the channel from other channels), "consume"
     (kernel slice that reads the channel to compute other channels) or "param" (per-channel
     parameter: bias, BatchNormalization statistics, depthwise kernels).
+
+    Examples:
+        >>> import keras
+        >>> from tf_groupsparse.graph import build_graph
+        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="h"),
+        ...                       keras.layers.Dense(2, name="out")], name="mlp")
+        >>> graph = build_graph(m)
+        >>> [(s.node.layer.weights[s.weight_index].name, s.axis, s.role)
+        ...  for s in graph.slices if s.node.name == "h"]
+        [('kernel', 0, 'consume'), ('kernel', 1, 'produce'), ('bias', 0, 'param')]
     """
 
     node: Node
@@ -97,7 +116,22 @@ class Slice:
 
 @dataclass(frozen=True)
 class WeightSlice:
-    """A concrete slice of one weight: ``layer.weights[weight_index][index]`` at `indices` along `axis`."""
+    """A concrete slice of one weight: ``layer.weights[weight_index][index]`` at `indices` along `axis`.
+
+    Examples:
+        >>> import keras
+        >>> from tf_groupsparse.graph import build_graph
+        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="h"),
+        ...                       keras.layers.Dense(2, name="out")], name="mlp")
+        >>> slices = build_graph(m).group("h", 1).slices
+        >>> for s in slices:
+        ...     print(s)
+        h.kernel[axis=1][1] (produce)
+        h.bias[axis=0][1] (param)
+        out.kernel[axis=0][1] (consume)
+        >>> [s.values().shape for s in slices]
+        [(4, 1), (1,), (1, 2)]
+    """
 
     layer: object
     weight_index: int
@@ -133,6 +167,17 @@ class Dependency:
 
     `kind` says how indices map: "identity", "concat offset k", "tile xP" (Flatten/Reshape) or
     "coupled" (elementwise merge partners).
+
+    Examples:
+        >>> import keras
+        >>> from tf_groupsparse.graph import build_graph
+        >>> x = keras.Input((6, 6, 2))
+        >>> a = keras.layers.Conv2D(3, 1, name="a")(x)
+        >>> b = keras.layers.Conv2D(3, 1, name="b")(x)
+        >>> y = keras.layers.Conv2D(2, 1, name="c")(keras.layers.Add(name="add")([a, b]))
+        >>> [(d.source, d.target, d.kind) for d in build_graph(keras.Model(x, y)).dependencies
+        ...  if d.target == "add"]
+        [('a', 'add', 'coupled'), ('b', 'add', 'coupled')]
     """
 
     source: str
@@ -152,6 +197,18 @@ class Group:
         frozen: the group touches a model input/output or a frozen layer and can never be removed.
         lossy: removing it changes the outputs of a layer that normalizes across channels
             (LayerNormalization, Softmax): allowed by :func:`prune_channels`, never by ``shrink``.
+
+    Examples:
+        >>> import keras
+        >>> from tf_groupsparse.graph import build_graph
+        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="h"),
+        ...                       keras.layers.Dense(2, name="out")], name="mlp")
+        >>> graph = build_graph(m)
+        >>> group = graph.group("h", 1)
+        >>> group.members(), group.frozen
+        ([('h', 'out', (1,)), ('out', 'in', (1,))], False)
+        >>> graph.group("out", 0).frozen           # a model output: never removed
+        True
     """
 
     def __init__(self, graph, label):
@@ -229,6 +286,19 @@ class DependencyGraph:
         labels: component (group) label of every channel variable.
         frozen_groups, lossy_groups: boolean arrays indexed by label.
         calls: execution records used to evaluate intermediate tensors (see ``evaluate``).
+
+    Examples:
+        >>> import keras
+        >>> from tf_groupsparse.graph import build_graph
+        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="h"),
+        ...                       keras.layers.Dense(2, name="out")], name="mlp")
+        >>> graph = build_graph(m)
+        >>> print(graph)
+        DependencyGraph of 'mlp': 2 layers, 3 prunable groups
+          out channels of input => in channels of h (consumes)
+          out channels of h => in channels of out (consumes)
+        >>> graph.n_groups, len(graph.groups("h")), len(graph.groups(include_frozen=True))
+        (9, 3, 5)
     """
 
     def __init__(self, model, nodes, dependencies, slices, labels, frozen_groups, lossy_groups,

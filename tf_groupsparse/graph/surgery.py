@@ -78,6 +78,17 @@ def plan_groups(graph, plan, owner="plan_groups"):
         TypeError: `plan` is not a dict or an index is not an integer.
         ValueError: unknown layer name, index out of range, or a channel coupled to a model
             input/output or a frozen layer.
+
+    Examples:
+        >>> import keras
+        >>> from tf_groupsparse.graph import build_graph
+        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="h"),
+        ...                       keras.layers.Dense(2, name="y")])
+        >>> groups = plan_groups(build_graph(m), {"h": [0, 5, 5]})   # each group once
+        >>> for group in groups:
+        ...     print(group)
+        prune out channels of h [0] => in channels of y [0]
+        prune out channels of h [5] => in channels of y [5]
     """
     _check_plan(plan, owner)
     labels, seen = [], set()
@@ -141,6 +152,16 @@ def remove_groups(graph, groups, *, bias_deltas=None, owner="remove_groups"):
 
     Raises:
         ValueError: the removal leaves a layer with no channels.
+
+    Examples:
+        >>> import keras
+        >>> from tf_groupsparse.graph import build_graph
+        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="h"),
+        ...                       keras.layers.Dense(2, name="y")])
+        >>> graph = build_graph(m)
+        >>> small = remove_groups(graph, graph.groups("h")[:3])   # h's first three channels
+        >>> small.get_layer("h").units, tuple(small.get_layer("y").kernel.shape), m.get_layer("h").units
+        (5, (5, 2), 8)
     """
     removed_groups = np.zeros(graph.n_groups, dtype=bool)
     for g in groups:
@@ -319,6 +340,16 @@ def zero_slices(slices):
 
     Args:
         slices: iterable of :class:`~tf_groupsparse.graph.WeightSlice` (from ``group.slices``).
+
+    Examples:
+        >>> import keras
+        >>> from tf_groupsparse.graph import build_graph
+        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="h"),
+        ...                       keras.layers.Dense(2, name="y")])
+        >>> group = build_graph(m).group("h", 2)
+        >>> zero_slices(group.slices)               # in place: m was made here, not a user's
+        >>> [float(abs(s.values()).max()) for s in group.slices]   # h's column, bias, y's row
+        [0.0, 0.0, 0.0]
     """
     by_weight = {}
     for s in slices:
@@ -341,6 +372,15 @@ def zero_channels(model, plan, *, unsupported="error"):
 
     Returns:
         A new keras.Model; `model` is unchanged.
+
+    Examples:
+        >>> import keras, numpy as np
+        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="h"),
+        ...                       keras.layers.Dense(2, name="y")])
+        >>> zeroed, pruned = zero_channels(m, {"h": [0, 5]}), prune_channels(m, {"h": [0, 5]})
+        >>> x = np.random.rand(3, 4).astype("float32")
+        >>> zeroed.get_layer("h").units, np.allclose(zeroed(x), pruned(x), atol=1e-6)
+        (8, True)
     """
     check_graph_model(model, "zero_channels")
     copy = _copy(model)
