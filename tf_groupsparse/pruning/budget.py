@@ -73,7 +73,18 @@ class PruneReport(Report):
     ``params_fraction``, and for a latency target the predicted and measured
     ``latency_fraction``), groups removed, steps, the pruning time without fine-tuning
     (``prune_seconds``), the fine-tuning time, and the loss/accuracy on the evaluation sample
-    before pruning, after it and after fine-tuning (when data was given)."""
+    before pruning, after it and after fine-tuning (when data was given).
+
+    Examples:
+        >>> import keras
+        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="h"),
+        ...                       keras.layers.Dense(2, name="out")])
+        >>> small, report = prune(m, params=0.5, verbose=0)   # each of h's channels: 7 params
+        >>> [(row["layer"], row["channels_before"], row["channels_after"]) for row in report.rows]
+        [('h', 8, 3), ('out', 2, 2)]
+        >>> report.totals["params_after"] == small.count_params(), report.totals["groups_removed"]
+        (True, 5)
+    """
 
 
 def _check_target(macs, params, latency):

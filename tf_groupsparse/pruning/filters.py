@@ -87,6 +87,18 @@ class PruningReport(Report):
     and the physically pruned model), the parameter and MAC counts, the number of loss
     evaluations and, after fine-tuning, the loss after it. ``meta["plan"]`` is the
     ``{layer: removed channel indices}`` given to ``prune_channels``.
+
+    Examples:
+        >>> import numpy as np, keras
+        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(6, name="h"),
+        ...                       keras.layers.Dense(1, name="out")])
+        >>> k = m.get_layer("h").kernel.numpy(); k[:, [1, 4]] = 0   # two filters compute nothing
+        >>> _ = m.get_layer("h").kernel.assign(k)
+        >>> x = np.random.rand(32, 4).astype("float32")
+        >>> small, report = prune_filters(m, (x, m.predict(x, verbose=0)), loss="mse", tolerance=0.0,
+        ...                               allow_untrained=True, verbose=0)
+        >>> report.meta["plan"], report.rows[0]["filters_after"], report.totals["filters_removed"]
+        ({'h': [1, 4]}, 4, 2)
     """
 
 

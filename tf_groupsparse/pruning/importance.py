@@ -56,6 +56,20 @@ class Context:
         evaluate: callable returning the mean loss of the graph's model on the sample, or None.
         gradients: callable returning ``{id(variable): dL/dw as NumPy}``, or None.
         cache: scratch space a criterion may fill (cleared between pruning steps).
+
+    Examples:
+        >>> import keras, numpy as np
+        >>> from tf_groupsparse.graph import build_graph
+        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="h"),
+        ...                       keras.layers.Dense(2, name="out")])
+        >>> k = m.get_layer("h").kernel.numpy(); k[:, 1] = 0     # h's channel 1 computes nothing
+        >>> _ = m.get_layer("h").kernel.assign(k)
+        >>> x = np.random.rand(16, 4).astype("float32")
+        >>> context = Context(evaluate=lambda: float(np.mean(keras.ops.convert_to_numpy(m(x)) ** 2)))
+        >>> graph = build_graph(m)
+        >>> scores = LossIncrease()(graph, context)    # minus the loss increase of each group
+        >>> [float(scores[group.id]) == 0.0 for group in graph.groups("h")]
+        [False, True, False]
     """
 
     evaluate: object = None
@@ -110,7 +124,24 @@ def _aggregate(graph, per_slice, normalize):
 class Importance:
     """Base class: ``__call__(graph, context=None)`` returns one score per group label.
 
-    Subclasses set ``needs_data`` when they read the loss (:class:`Context`)."""
+    Subclasses set ``needs_data`` when they read the loss (:class:`Context`).
+
+    Examples:
+        >>> import keras, numpy as np
+        >>> import tf_groupsparse as tgs
+        >>> class LastFirst(Importance):        # a layer's later channels score higher
+        ...     name = "last_first"
+        ...     def __call__(self, graph, context=None):
+        ...         scores = np.zeros(graph.n_groups)
+        ...         for node in graph.nodes:
+        ...             scores[graph.labels[node.out_ids]] = np.arange(len(node.out_ids))
+        ...         return scores
+        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="h"),
+        ...                       keras.layers.Dense(2)])
+        >>> small, _ = tgs.prune(m, params=0.5, importance=LastFirst(), verbose=0)
+        >>> np.array_equal(small.get_layer("h").kernel.numpy(), m.get_layer("h").kernel.numpy()[:, 5:])
+        True
+    """
 
     needs_data = False
     name = "importance"
@@ -344,6 +375,16 @@ def get(importance, owner="importance"):
     Raises:
         ValueError: an unknown name.
         TypeError: neither a name nor a callable.
+
+    Examples:
+        >>> get("l1")
+        Magnitude(p=1, roles=None, normalize='mean')
+        >>> get("taylor").needs_data, get(Random(seed=1)).seed    # an instance is kept as it is
+        (True, 1)
+        >>> get("l3")
+        Traceback (most recent call last):
+        ...
+        ValueError: importance: Expected `importance` to be one of 'l2', 'l1', ... Received: importance='l3'
     """
     if isinstance(importance, str):
         return NAMES[check_choice("importance", importance, tuple(NAMES), owner)]()

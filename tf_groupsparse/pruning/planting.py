@@ -89,6 +89,17 @@ class PlantingReport(Report):
 
     ``totals`` holds the initial and final parameter counts and accuracies and why planting
     stopped; ``meta["candidates"]`` lists every candidate tried in every step.
+
+    Examples:
+        >>> import numpy as np, keras
+        >>> x = np.random.rand(64, 8).astype("float32"); y = (x[:, 0] > 0.5).astype("int32")
+        >>> s = keras.Sequential([keras.Input((8,)), keras.layers.Dense(2, activation="relu", name="h"),
+        ...                       keras.layers.Dense(2)])
+        >>> _, report = plant(s, s, (x, y), param_budget=30, verbose=0)  # 24 params; +4 channels: +44
+        >>> report.totals["steps"], report.totals["stopped_by"]
+        (0, 'param_budget')
+        >>> report.meta["candidates"]
+        [{'step': 1, 'layer': 'h', 'added_params': 44, 'skipped': 'param_budget'}]
     """
 
 

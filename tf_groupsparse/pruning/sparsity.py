@@ -175,6 +175,19 @@ class SparsityReport(Report):
     Totals sum them and add ``model_params``, ``group_sparsity_input`` (zero input groups /
     input groups), ``group_sparsity_output``, ``zero_weight_fraction`` and
     ``removable_fraction`` (removable / model params).
+
+    Examples:
+        >>> import keras
+        >>> from tf_groupsparse import shrink
+        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(8, name="h"),
+        ...                       keras.layers.Dense(2, name="out")])
+        >>> k = m.get_layer("h").kernel.numpy(); k[:, :3] = 0
+        >>> _ = m.get_layer("h").kernel.assign(k)
+        >>> report = sparsity_report(m)
+        >>> report.row("h")["zero_out"], report.row("h")["out_channels"]
+        (3, 8)
+        >>> report.totals["removable"] == m.count_params() - shrink(m).count_params()
+        True
     """
 
     def row(self, layer):

@@ -72,6 +72,19 @@ class LearnedStructure:
             "bias": (width,)}`` arrays, rows ordered as the connected sources (their kept order).
         source_norms: per learned layer, ``||W_s||_F`` for every source (before dropping).
         settings: the arguments used.
+
+    Examples:
+        >>> import json
+        >>> s = LearnedStructure(input_dim=6, widths=[4, 3], connections=[[0], [0, 1]],
+        ...                      entropy=[1.25, 1.5])
+        >>> print(s)
+        LearnedStructure: input 6 features, depth 2
+          layer1: 4 units <- [input]  entropy 1.2500 nats/unit
+          layer2: 3 units <- [input, layer1]  entropy 1.5000 nats/unit
+        >>> json.loads(s.to_json())["connections"]
+        [[0], [0, 1]]
+        >>> build_model(s, 2).get_layer("layer2").input.shape   # reads input and layer1
+        (None, 10)
     """
 
     input_dim: int
