@@ -52,6 +52,20 @@ class Report:
         rows: list of dicts; the columns are the union of their keys, in first-seen order.
         totals: dict of summary figures (printed under the table).
         meta: anything else worth keeping (settings, versions); kept in ``to_dict``.
+
+    Examples:
+        >>> import json
+        >>> r = Report("Layers", [{"layer": "conv1", "params": 320}, {"layer": "fc", "params": 1290}],
+        ...            totals={"params": 1610})
+        >>> print(r)
+        Layers
+        layer  params
+        -----  ------
+        conv1     320
+           fc   1,290
+        params: 1,610
+        >>> Report(**json.loads(r.to_json())) == r    # what to_json writes loads back
+        True
     """
 
     title: str

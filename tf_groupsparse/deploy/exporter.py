@@ -66,6 +66,16 @@ class ExportReport(Report):
     figures for the exported model plus ``speedup`` and ``size_ratio`` (reference / exported).
     Values that were not measured are None. Attribute access (``report.speedup``) reads
     ``totals``.
+
+    Examples:
+        >>> import keras, os, tempfile
+        >>> m = keras.Sequential([keras.Input((4,)), keras.layers.Dense(2)])
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     report = export(m, os.path.join(tmp, "m"), formats=("tflite",), latency_runs=3, verbose=0)
+        >>> report.params, report.macs, report.saved_model_bytes    # no SavedModel was asked for
+        (10, 8, None)
+        >>> report.meta["files"]
+        ['model.tflite', 'report.json', 'report.md']
     """
 
     def __getattr__(self, name):

@@ -51,6 +51,16 @@ def convert_onnx(model, path):
     Raises:
         TypeError: `model` is not a keras.Model.
         ImportError: the backend's ONNX converter is not installed (the message names it).
+
+    Examples:
+        >>> import keras, numpy as np, os, tempfile
+        >>> m = keras.Sequential([keras.Input((3,)), keras.layers.Dense(2)])
+        >>> x = np.random.rand(4, 3).astype("float32")
+        >>> with tempfile.TemporaryDirectory() as tmp:
+        ...     path = convert_onnx(m, os.path.join(tmp, "m.onnx"))
+        ...     y = run_onnx(path, x)                 # ONNX Runtime on one thread
+        >>> os.path.basename(path), np.allclose(y, m(x), atol=1e-5)
+        ('m.onnx', True)
     """
     check_keras_model(model, owner="convert_onnx")
     path = str(path)
