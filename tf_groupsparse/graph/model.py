@@ -165,8 +165,11 @@ def channel_rows(weight, s):
 class Dependency:
     """Removing channels of `source`'s output forces removing the matching channels of `target`.
 
-    `kind` says how indices map: "identity", "concat offset k", "tile xP" (Flatten/Reshape) or
-    "coupled" (elementwise merge partners).
+    `kind` is the target's handler kind, which says how indices map: "consumes" (a layer that
+    reads the channels as inputs: Dense, Conv), "identity" (BatchNormalization, activations,
+    pooling), "depthwise" (one filter per channel), "coupled" (elementwise merge partners such as
+    Add), "concat" (the channels at the input's offset), "tile" (Flatten/Reshape: each channel
+    repeated per position) or "frozen" (an unsupported layer, whose channels stay).
 
     Examples:
         >>> import keras
@@ -268,7 +271,7 @@ class Group:
         if not heads:
             text = "channels " + ", ".join(fmt(m) for m in members)
         else:
-            text = f"prune {fmt(heads[0])} => " + ", ".join(fmt(m) for m in rest)
+            text = f"prune {fmt(heads[0])}" + (" => " + ", ".join(fmt(m) for m in rest) if rest else "")
         flags = [f for f, on in (("frozen", self.frozen), ("lossy", self.lossy)) if on]
         return text + (f" [{', '.join(flags)}]" if flags else "")
 
