@@ -9,7 +9,9 @@ its peak memory is its own) and is cached under ``benchmarks/results/budget_cach
   rate, batch 128, ``SCHEDULES[arch][0]`` epochs; BatchNormalization momentum 0.99);
 - ``prune/<importance>/<steps>``: ``tgs.prune(dense, data, macs=target, importance=...,
   steps=...)`` fine-tuned for ``SCHEDULES[arch][1]`` epochs in total (split over the steps), the
-  same optimizer; pruning time without fine-tuning from the report;
+  same optimizer; pruning time without fine-tuning from the report; variants of the l2 row:
+  ``round8`` (``round_to=8``), ``latency`` (``latency=target``), ``uniform``
+  (``ranking="uniform"``: the same share of every layer);
 - ``coupled``: the dense model trained further with the coupled proximal group lasso driven by
   ``SparsityTarget`` to the target, then ``tgs.prune(importance="l2")`` (Torch-Pruning's
   "sparse training, then prune" recipe) and the same fine-tuning;
@@ -26,7 +28,7 @@ median of rounds alternating with the dense model's in the summary) and its rati
 model, int8 LiteRT accuracy and latency, pruning wall time, peak memory (max RSS of the row's
 process). The Torch-Pruning peer (``benchmarks/torch_peer.py``, PyTorch CPU) runs the same
 architectures (equal MACs and parameters), data and budget: its group magnitude pruner, 1 and
-5 steps.
+5 steps with global ranking, and 1 step with its default uniform per-layer ratio.
 
     python -m benchmarks.budget_pruning                       # every row not cached yet, then the summary
     python -m benchmarks.budget_pruning --only mobilenetv2 --targets 0.5
@@ -219,7 +221,8 @@ def _load_dense(arch, seed):
 
 def row_prune(arch, target, seed, data, importance="l2", steps=1, variant=None):
     """tgs.prune at `target` of the MACs; `variant` "round8" keeps widths at multiples of 8,
-    "latency" prunes to `target` of the LiteRT latency instead."""
+    "latency" prunes to `target` of the LiteRT latency instead, "uniform" removes the same share of
+    every layer (``ranking="uniform"``)."""
     import tf_groupsparse as tgs
 
     dense = _load_dense(arch, seed)
@@ -232,8 +235,9 @@ def row_prune(arch, target, seed, data, importance="l2", steps=1, variant=None):
     budget = {"latency": target} if variant == "latency" else {"macs": target}
     pruned, report = tgs.prune(dense, (x, y), importance=importance, steps=steps, fine_tune=fine_tune, seed=seed,
                                round_to=8 if variant == "round8" else None, allow_untrained=QUICK, verbose=0,
-                               **budget)
-    label = {"round8": ", widths rounded to 8", "latency": f", to {target:g} of the LiteRT latency"}.get(variant, "")
+                               ranking="uniform" if variant == "uniform" else "global", **budget)
+    label = {"round8": ", widths rounded to 8", "latency": f", to {target:g} of the LiteRT latency",
+             "uniform": ", uniform per-layer share"}.get(variant, "")
     return {"method": f"prune {importance}, {steps} step{'s' if steps > 1 else ''}{label}", "importance": importance,
             "steps": steps, "variant": variant, "prune_seconds": report.totals["prune_seconds"],
             "fine_tune_epochs": per_step * steps}, pruned
@@ -350,7 +354,7 @@ def plan(archs, targets, seeds):
                             rest.append((_key("prune", arch, target, seed, importance, steps),
                                          ["prune", arch, str(target), str(seed), importance, str(steps)]))
                 rest.append((_key("coupled", arch, target, seed), ["coupled", arch, str(target), str(seed)]))
-                for variant in ("round8", "latency"):
+                for variant in ("uniform", "round8", "latency"):
                     rest.append((_key("prune", arch, target, seed, "l2", 1, variant),
                                  ["prune", arch, str(target), str(seed), "l2", "1", variant]))
             if arch == "mobilenetv2":

@@ -95,6 +95,22 @@ def test_max_fraction_round_to_and_ignored_layers_are_honoured(trained):
     assert rows["b1_c1"]["channels_after"] == original["b1_c1"]
 
 
+def test_uniform_ranking_removes_the_same_share_of_every_layer(trained):
+    model, x, y = trained
+    original = widths(model)
+    small, report = tgs.prune(model, (x, y), macs=0.5, ranking="uniform", verbose=0)
+    assert 0.4 < report.totals["macs_fraction"] <= 0.5 and report.meta["ranking"] == "uniform"
+    shares = {n: 1 - w / original[n] for n, w in widths(small).items() if n != "head"}
+    # the smallest common cap that meets the target: every layer at it, give or take one channel
+    assert max(shares.values()) - min(shares.values()) <= max(1 / original[n] for n in shares) + 1e-9, shares
+    global_small, _ = tgs.prune(model, (x, y), macs=0.5, verbose=0)   # the default ranks across layers
+    spread = [1 - w / original[n] for n, w in widths(global_small).items() if n != "head"]
+    assert max(spread) - min(spread) > max(shares.values()) - min(shares.values())
+    np.testing.assert_allclose(small.predict(x[:4], verbose=0).shape, (4, 4))
+    with pytest.raises(ValueError, match=r"prune: Expected `ranking` to be one of"):
+        tgs.prune(model, macs=0.5, ranking="local", verbose=0)
+
+
 def test_steps_fine_tune_by_dict_and_by_callable(trained):
     model, x, y = trained
     calls = []

@@ -275,6 +275,9 @@ def _add_prune(p: argparse.ArgumentParser) -> None:
     p.add_argument("--round-to", type=int, default=None, metavar="N", help="keep widths at multiples of N")
     p.add_argument("--max-fraction", type=float, default=0.9,
                    help="largest fraction of a layer's channels to remove (default: %(default)s)")
+    p.add_argument("--ranking", choices=("global", "uniform"), default="global",
+                   help="rank channel groups across the model, or remove the same share of every layer "
+                   "(default: %(default)s)")
     p.add_argument("--samples", type=int, default=512, help="samples drawn from --data (default: %(default)s)")
     p.add_argument("--allow-untrained", action="store_true", help="prune even if the model looks untrained")
     p.add_argument("--overwrite", action="store_true", help="replace an existing output file")
@@ -300,7 +303,7 @@ def _run_prune(args) -> int:
     model = _load_model(args.model)
     target = {k: getattr(args, k) for k in ("macs", "params", "latency") if getattr(args, k) is not None}
     small, report = prune(model, data, importance=args.importance, steps=args.steps, round_to=args.round_to,
-                          max_fraction=args.max_fraction, samples=args.samples,
+                          max_fraction=args.max_fraction, ranking=args.ranking, samples=args.samples,
                           allow_untrained=args.allow_untrained, verbose=1 if args.verbose else 0, **target)
     _save_model(small, args.output, args.overwrite, args.model)
     print(report)

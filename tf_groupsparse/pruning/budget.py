@@ -8,7 +8,9 @@ adds, concatenations, BatchNormalization or depthwise convolutions decides toget
 2. rank the groups globally, across layers, and remove the weakest until the step's target is
    met, never more than ``max_fraction`` of a layer's original channels and never a layer's last
    channel, a model input or output, or a layer in ``ignored_layers``; the cost of each removal
-   is exact (:class:`~.cost.CostModel`);
+   is exact (:class:`~.cost.CostModel`). With ``ranking="uniform"`` the cap is lowered to the
+   smallest share of every layer's channels that still meets the target (bisection), so every
+   layer loses about the same share, its weakest channels first;
 3. optionally round every layer's width to a multiple of ``round_to`` (the one rounding rule of
    :class:`~.plan.ChannelPlan`);
 4. rebuild the smaller model with copied weights and fine-tune it (``fine_tune``).
@@ -63,8 +65,10 @@ _OWNER = "prune"
 TARGETS = ("macs", "params", "latency")
 LATENCY_ROUNDS = 3          # measure-and-adjust rounds for a latency target
 LATENCY_TOLERANCE = 0.02    # how far above the target a measured latency fraction may stay
+RANKINGS = ("global", "uniform")
+UNIFORM_BISECTIONS = 12     # bisection steps on the common share of a uniform ranking (2^-12)
 
-__all__ = ["prune", "PruneReport", "TARGETS"]
+__all__ = ["prune", "PruneReport", "TARGETS", "RANKINGS"]
 
 
 class PruneReport(Report):
@@ -139,10 +143,10 @@ def _blocked_groups(graph, ignored):
 
 
 class _Step:
-    """One pruning step on `model`: rank, remove to `target`, round, rebuild."""
+    """One pruning step on `graph`: rank, remove to `target`, round (the caller rebuilds)."""
 
-    def __init__(self, model, ignored, removed_before, original_width, max_fraction):
-        self.graph = build_graph(model)
+    def __init__(self, graph, ignored, removed_before, original_width, max_fraction):
+        self.graph = graph
         self.cost = CostModel(self.graph)
         self.blocked = _blocked_groups(self.graph, ignored)
         limits = {}
@@ -173,12 +177,14 @@ class _Step:
 
 
 def prune(model, data=None, *, macs=None, params=None, latency=None, importance="l2", steps=1,
-          fine_tune=None, round_to=None, rounding="down", max_fraction=0.9, ignored_layers=None,
-          loss=None, samples=512, batch_size=256, allow_untrained=False, seed=None, verbose=1):
+          fine_tune=None, round_to=None, rounding="down", max_fraction=0.9, ranking="global",
+          ignored_layers=None, loss=None, samples=512, batch_size=256, allow_untrained=False, seed=None,
+          verbose=1):
     """Prune `model` to a fraction of its MACs, parameters or LiteRT latency.
 
     Coupled channel groups are ranked globally by `importance` and the weakest removed until the
-    target is met (see the module docstring for the steps).
+    target is met (see the module docstring for the steps); with ``ranking="uniform"`` every layer
+    gives up the same share of its channels instead.
 
     Args:
         model: a built Sequential or functional keras.Model. Not modified.
@@ -204,6 +210,12 @@ def prune(model, data=None, *, macs=None, params=None, latency=None, importance=
             the multiple below, never below one), "nearest" or "up".
         max_fraction: the largest fraction of a layer's original channels to remove, in (0, 1]
             (default 0.9), so that no layer collapses.
+        ranking: "global" (default): the weakest groups of the whole model go first, so layers
+            whose channels score low lose more of them; "uniform": every layer loses the same
+            share of its channels (the smallest share that meets the target, found by bisection;
+            the weakest channels of each layer go first; Torch-Pruning's default, local
+            pruning). Uniform suits models whose layers' scores do not compare, e.g. when global
+            ranking empties the early, cheap layers of a MobileNet.
         ignored_layers: layer names (or layers) whose output channels are never removed.
         loss: loss for the importances, the figures and the guard; default the compiled loss,
             else sparse categorical cross-entropy.
@@ -256,6 +268,7 @@ def prune(model, data=None, *, macs=None, params=None, latency=None, importance=
         round_to = check_int("round_to", round_to, _OWNER, minimum=1)
     rounding = check_choice("rounding", rounding, ROUNDINGS, _OWNER)
     max_fraction = check_number("max_fraction", max_fraction, _OWNER, strict=True, maximum=1.0)
+    ranking = check_choice("ranking", ranking, RANKINGS, _OWNER)
     ignored = _layer_names(model, ignored_layers, "ignored_layers")
     samples = check_int("samples", samples, _OWNER, minimum=1)
     batch_size = check_int("batch_size", batch_size, _OWNER, minimum=1)
@@ -289,18 +302,31 @@ def prune(model, data=None, *, macs=None, params=None, latency=None, importance=
         """One step on `current` towards `goal`: (pruned model, groups removed, reached)."""
         widths = _widths(current)
         removed_before = {n: original_width[n] - widths.get(n, original_width[n]) for n in original_width}
-        work = _Step(current, ignored, removed_before, original_width, max_fraction)
+        graph = build_graph(current)
         context = imp.Context()
         if x is not None:
             context.evaluate = LossEvaluator(current, loss_fn, x, y, batch_size)
             context.gradients = lambda m=current: gradients(m, loss_fn, x, y, batch_size)
-        scores = imp.scores_for(criterion, work.graph, context, _OWNER)
+        scores = imp.scores_for(criterion, graph, context, _OWNER)
         if kind == "latency":
-            measure = table.measure(work.graph)
+            measure = table.measure(graph)
         else:
             measure = (lambda c: (c.macs if kind == "macs" else c.params) / max(full, 1))
-        labels = work.run(scores, goal, measure, round_to, rounding)
-        pruned = remove_groups(work.graph, labels, owner=_OWNER) if len(labels) else current
+
+        def attempt(share):  # global ranking with at most `share` of each layer's channels removed
+            work = _Step(graph, ignored, removed_before, original_width, share)
+            return work, work.run(scores, goal, measure, round_to, rounding)
+
+        work, labels = attempt(max_fraction)
+        if ranking == "uniform" and measure(work.cost) <= goal:
+            low, high = 0.0, max_fraction  # the smallest common share that still meets the goal
+            for _ in range(UNIFORM_BISECTIONS):
+                trial, trial_labels = attempt((low + high) / 2)
+                if measure(trial.cost) <= goal:
+                    high, work, labels = (low + high) / 2, trial, trial_labels
+                else:
+                    low = (low + high) / 2
+        pruned = remove_groups(graph, labels, owner=_OWNER) if len(labels) else current
         return pruned, len(labels), measure(work.cost)
 
     aim, started = target, time.perf_counter()
@@ -329,7 +355,8 @@ def prune(model, data=None, *, macs=None, params=None, latency=None, importance=
         current = _copy(model)
     report = _report(model, current, original_width, totals, removed_groups, steps, prune_seconds, tune_seconds)
     report.meta.update({"importance": getattr(criterion, "name", repr(criterion)), "round_to": round_to,
-                        "rounding": rounding, "max_fraction": max_fraction, "ignored_layers": sorted(ignored),
+                        "rounding": rounding, "max_fraction": max_fraction, "ranking": ranking,
+                        "ignored_layers": sorted(ignored),
                         "samples": None if x is None else int(len(x)),
                         "fine_tune": fine_tune_meta(fine_tune) if isinstance(fine_tune, dict) else (
                             None if fine_tune is None else getattr(fine_tune, "__name__", "callable")),
