@@ -260,6 +260,7 @@ def _run_export(args) -> int:
 
 
 def _add_prune(p: argparse.ArgumentParser) -> None:
+    from .pruning.budget import RANKINGS
     from .pruning.importance import NAMES
 
     p.add_argument("model", metavar="MODEL.keras", help="the trained model to prune")
@@ -275,7 +276,7 @@ def _add_prune(p: argparse.ArgumentParser) -> None:
     p.add_argument("--round-to", type=int, default=None, metavar="N", help="keep widths at multiples of N")
     p.add_argument("--max-fraction", type=float, default=0.9,
                    help="largest fraction of a layer's channels to remove (default: %(default)s)")
-    p.add_argument("--ranking", choices=("global", "uniform"), default="global",
+    p.add_argument("--ranking", choices=RANKINGS, default="global",
                    help="rank channel groups across the model, or remove the same share of every layer "
                    "(default: %(default)s)")
     p.add_argument("--samples", type=int, default=512, help="samples drawn from --data (default: %(default)s)")

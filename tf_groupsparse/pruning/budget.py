@@ -321,11 +321,12 @@ def prune(model, data=None, *, macs=None, params=None, latency=None, importance=
         if ranking == "uniform" and measure(work.cost) <= goal:
             low, high = 0.0, max_fraction  # the smallest common share that still meets the goal
             for _ in range(UNIFORM_BISECTIONS):
-                trial, trial_labels = attempt((low + high) / 2)
+                share = (low + high) / 2
+                trial, trial_labels = attempt(share)
                 if measure(trial.cost) <= goal:
-                    high, work, labels = (low + high) / 2, trial, trial_labels
+                    high, work, labels = share, trial, trial_labels
                 else:
-                    low = (low + high) / 2
+                    low = share
         pruned = remove_groups(graph, labels, owner=_OWNER) if len(labels) else current
         return pruned, len(labels), measure(work.cost)
 
