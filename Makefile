@@ -17,11 +17,8 @@ $(VENV)/.installed: $(PY) setup.cfg pyproject.toml
 	$(PIP) install --quiet -e .
 	touch $@
 
+# The suite needs every extra: bench too (tests/test_torch_peer.py runs the Torch-Pruning peer).
 $(VENV)/.installed-test: $(PY) setup.cfg pyproject.toml
-	$(PIP) install --quiet -e ".[test,docs,hub,onnx,backends]"
-	touch $@
-
-$(VENV)/.installed-bench: $(PY) setup.cfg pyproject.toml
 	$(PIP) install --quiet -e ".[test,docs,hub,onnx,backends,bench]"
 	touch $@
 
@@ -46,10 +43,10 @@ test-fast: $(VENV)/.installed-test
 docs: $(VENV)/.installed-test
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --site-dir site
 
-bench: $(VENV)/.installed-bench
+bench: $(VENV)/.installed-test
 	$(PY) -m benchmarks.run_all
 
-bench-quick: $(VENV)/.installed-bench
+bench-quick: $(VENV)/.installed-test
 	$(PY) -m benchmarks.quick
 
 clean:

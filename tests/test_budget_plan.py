@@ -43,3 +43,12 @@ def test_summary_states_the_goals_at_half_the_macs_and_compares_equal_macs_rows_
     assert "91.50% vs the best Torch-Pruning row 90.00% (met)" in half[3]
     third = [line for line in lines if "at 0.3" in line]
     assert "no goal at this target" in third[0] and "88.00% vs width-scaled from scratch 87.00% (met)" in third[2]
+
+
+def test_the_quick_run_plans_only_the_headline_rows():
+    full = bp.plan(["mobilenetv2"], [0.5], [0])
+    quick = bp.plan(["mobilenetv2"], [0.5], [0], headline_only=True)
+    kinds = sorted(argv[0] for _, argv in quick)
+    assert kinds == ["dense", "prune", "prune_filters", "scaled", "tfmot", "torch"]
+    assert quick == full[:len(quick)] and len(full) > 2 * len(quick)  # the first rows of the full plan
+    assert [argv[4:] for _, argv in quick if argv[0] in ("prune", "torch")] == [["l2", "1"], ["l2", "1"]]
