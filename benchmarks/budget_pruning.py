@@ -33,6 +33,10 @@ architectures (equal MACs and parameters), data and budget: its group magnitude 
     python -m benchmarks.budget_pruning                       # every row not cached yet, then the summary
     python -m benchmarks.budget_pruning --only mobilenetv2 --targets 0.5
     python -m benchmarks.budget_pruning --summary-only
+    python -m benchmarks.budget_pruning --only mobilenetv2 --targets 0.5 --seeds 0 1 2   # more seeds
+
+The cache is not in git; a run first restores the rows of the recorded summaries
+(``results/budget_pruning_<arch>.json``) into it, so that a fresh checkout only runs what is new.
 
 Needs Fashion-MNIST (``apt-get install dataset-fashion-mnist``) and the ``bench`` extra.
 """
@@ -394,6 +398,11 @@ def main(argv=None):
 
     require("fashion")  # stops with the install hint before any training
     CACHE.mkdir(parents=True, exist_ok=True)
+    if not QUICK:  # a fresh checkout resumes from the recorded summaries (the cache is not in git)
+        from benchmarks.budget_summary import restore
+
+        for key in restore(args.only):
+            print(f"[budget_pruning] {key}: restored from the recorded summary", flush=True)
     if not args.summary_only:
         for key, row_argv in plan(args.only, args.targets, args.seeds, headline_only=QUICK):
             if _cached(key).exists():

@@ -4,17 +4,48 @@ against the dense model of the same architecture and seed, goals beside the figu
 Writes ``benchmarks/results/budget_pruning_<arch>.md`` and ``.json`` for each architecture (with the
 command, versions and machine). Rows of the Torch-Pruning peer (``torch_*.json`` in the cache, written by
 ``benchmarks/torch_peer.py``) join the table with their own accuracies, MACs and pruning time.
+
+The cache is not kept in git, the summaries are: :func:`restore` writes the rows of a recorded
+summary back to an empty cache, so that a fresh checkout adds seeds or rows to what was measured
+before instead of training it again. A restored row has no LiteRT file and keeps the latency it
+was timed at then (against the same seed's dense model).
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 
 import numpy as np
 
-from benchmarks.budget_pruning import CACHE, GOALS
+from benchmarks.budget_pruning import CACHE, GOALS, RESULTS, _key
 
 ROUNDS = 3
+
+
+def row_key(row):
+    """The cache key of a recorded row (as :func:`benchmarks.budget_pruning.plan` names it)."""
+    if row["kind"] in ("prune", "torch"):
+        variant = row.get("variant") or ("uniform" if row.get("ranking") == "uniform" else None)
+        return _key(row["kind"], row["arch"], row["target"], row["seed"], row["importance"], row["steps"], variant)
+    return _key(row["kind"], row["arch"], row["target"], row["seed"])
+
+
+def restore(archs):
+    """Write every row of ``results/budget_pruning_<arch>.json`` that the cache lacks back to the
+    cache; returns the keys written."""
+    written = []
+    CACHE.mkdir(parents=True, exist_ok=True)
+    for arch in archs:
+        recorded = RESULTS / f"budget_pruning_{arch}.json"
+        if not recorded.exists():
+            continue
+        for row in json.loads(recorded.read_text())["rows"]:
+            path = CACHE / f"{row_key(row)}.json"
+            if not path.exists():
+                path.write_text(json.dumps(row, indent=2) + "\n", encoding="utf-8")
+                written.append(path.stem)
+    return written
 
 
 def _load(archs, targets, seeds):
@@ -36,8 +67,8 @@ def retime(rows, runs=100):
     x = np.random.default_rng(0).random((1, 32, 32, 3), "float32")
     for row in rows:
         base = dense.get((row["arch"], row["seed"]))
-        if base is None or not row.get("tflite"):
-            continue
+        if base is None or not row.get("tflite") or not all((CACHE / r["tflite"]).exists() for r in (base, row)):
+            continue  # a peer row, or one restored from a summary: the latency it was timed at
         t = time_rounds({"dense": CACHE / base["tflite"], "row": CACHE / row["tflite"]}, x, rounds=ROUNDS, runs=runs)
         row["latency_ms"] = 1e3 * float(np.median(t["row"]))
         row["latency_ratio"] = paired_speedup(t["dense"], t["row"])
@@ -117,6 +148,63 @@ def _table(rows):
     return "\n".join(lines)
 
 
+def _spread(values, fmt="{:.2f}"):
+    """``mean ± sample standard deviation`` (the mean alone for one value)."""
+    text = fmt.format(statistics.mean(values))
+    return text + (" ± " + fmt.format(statistics.stdev(values)) if len(values) > 1 else "")
+
+
+def over_seeds(rows):
+    """One entry per (arch, target, method) with the seeds it ran with: test accuracies, drops
+    from the same seed's dense model (a peer row: from its own dense model), latency ratios."""
+    dense = {(r["arch"], r["seed"]): r["test_accuracy"] for r in rows if r["kind"] == "dense"}
+    groups = {}
+    for r in rows:
+        base = r.get("dense_test_accuracy", dense.get((r["arch"], r["seed"])))
+        if base is None:
+            continue
+        g = groups.setdefault((r["arch"], r.get("target") or 1.0, r["kind"], r["method"]), {
+            "arch": r["arch"], "target": r.get("target") or 1.0, "kind": r["kind"], "method": r["method"],
+            "variant": r.get("variant"), "seeds": [], "test_accuracy": [], "drop_points": [], "latency_ratio": []})
+        g["seeds"].append(r["seed"])
+        g["test_accuracy"].append(r["test_accuracy"])
+        g["drop_points"].append(100 * (base - r["test_accuracy"]))
+        if r.get("latency_ratio") is not None:
+            g["latency_ratio"].append(r["latency_ratio"])
+    return list(groups.values())
+
+
+def _seed_lines(groups):
+    """The table over seeds and, where both sides ran with more than one seed, the equal-MACs
+    comparisons within the seed spread (met when the pruned mean is at least the other mean less
+    the larger of the two standard deviations)."""
+    order = {"dense": 0, "prune": 1, "coupled": 2, "prune_filters": 3, "scaled": 4, "torch": 5, "tfmot": 6}
+    groups = sorted(groups, key=lambda g: (-g["target"], order.get(g["kind"], 9), g["method"]))
+    lines = ["| target | method | seeds | test accuracy (%) | drop (points) | LiteRT latency ratio |",
+             "|---|---|---|---|---|---|"]
+    for g in groups:
+        lines.append(f"| {g['target']:g} | {g['method']} | {', '.join(map(str, g['seeds']))} | "
+                     f"{_spread([100 * a for a in g['test_accuracy']])} | {_spread(g['drop_points'])} | "
+                     + (_spread(g["latency_ratio"]) + " |" if g["latency_ratio"] else "- |"))
+    verdicts = []
+    for target in sorted({g["target"] for g in groups if g["kind"] == "prune"}, reverse=True):
+        at = [g for g in groups if g["target"] == target and len(g["seeds"]) > 1]
+        pruned = max((g for g in at if g["kind"] == "prune" and g["variant"] != "latency"),
+                     key=lambda g: statistics.mean(g["test_accuracy"]), default=None)
+        for kind, label in (("scaled", "width-scaled from scratch"), ("torch", "the best Torch-Pruning row")):
+            other = max((g for g in at if g["kind"] == kind), key=lambda g: statistics.mean(g["test_accuracy"]),
+                        default=None)
+            if pruned is None or other is None:
+                continue
+            a, b = (statistics.mean(g["test_accuracy"]) for g in (pruned, other))
+            sd = max(statistics.stdev(g["test_accuracy"]) for g in (pruned, other))
+            verdicts.append(f"- at {target:g} of the MACs, over seeds: '{pruned['method']}' "
+                            f"{_spread([100 * x for x in pruned['test_accuracy']])}% vs {label} '{other['method']}' "
+                            f"{_spread([100 * x for x in other['test_accuracy']])}% "
+                            f"({'met' if a >= b - sd else 'not met'} within the seed spread)")
+    return lines, verdicts
+
+
 def summarize(archs, targets, seeds):
     """Re-time and write ``results/budget_pruning_<arch>.{json,md}`` for each of `archs`."""
     from benchmarks.budget_pruning import QUICK
@@ -126,6 +214,9 @@ def summarize(archs, targets, seeds):
     for arch in archs:
         rows = retime(_load([arch], targets, seeds))
         verdicts = _verdicts(rows)
+        groups = over_seeds(rows)
+        seed_table, seed_verdicts = _seed_lines(groups) if len({r["seed"] for r in rows}) > 1 else ([], [])
+        verdicts += seed_verdicts
         md = "\n".join([
             f"# Budget pruning: {arch} on Fashion-MNIST (32x32x3)",
             "",
@@ -136,12 +227,15 @@ def summarize(archs, targets, seeds):
             "",
             *(verdicts or ["- no complete architecture yet"]),
             "",
+            *(["## Over seeds", "", "Mean ± sample standard deviation over the seeds each row ran with; drops "
+               "from the same seed's dense model (a Torch-Pruning row: from its own dense model).", "",
+               *seed_table, ""] if seed_table else []),
             "## Rows",
             "",
             _table(rows),
         ])
         write_results(f"budget_pruning_{arch}" + ("_quick" if QUICK else ""),
-                      {"rows": rows, "verdicts": verdicts, "goals": GOALS}, md)
+                      {"rows": rows, "over_seeds": groups, "verdicts": verdicts, "goals": GOALS}, md)
         print(md)
         every += rows
     return every

@@ -52,3 +52,38 @@ def test_the_quick_run_plans_only_the_headline_rows():
     assert kinds == ["dense", "prune", "prune_filters", "scaled", "tfmot", "torch"]
     assert quick == full[:len(quick)] and len(full) > 2 * len(quick)  # the first rows of the full plan
     assert [argv[4:] for _, argv in quick if argv[0] in ("prune", "torch")] == [["l2", "1"], ["l2", "1"]]
+
+
+def test_a_fresh_checkout_restores_the_recorded_rows_under_the_keys_the_plan_uses(tmp_path, monkeypatch):
+    from benchmarks import budget_summary
+
+    monkeypatch.setattr(budget_summary, "CACHE", tmp_path)
+    archs = ["mobilenetv2", "resnet20"]
+    written = budget_summary.restore(archs)
+    keys = {key for key, _ in bp.plan(archs, [0.5, 0.3], [0])}
+    assert written and set(written) <= keys  # each recorded row is found by the plan, so it is not run again
+    assert "mobilenetv2_torch_t0.5_seed0_l2_steps1_uniform" in written
+    assert budget_summary.restore(archs) == []  # nothing is overwritten
+    rows = budget_summary.retime(budget_summary._load(archs, [0.5, 0.3], [0]))  # no LiteRT files: kept
+    dense = next(r for r in rows if r["kind"] == "dense" and r["arch"] == "resnet20")
+    assert dense["latency_ms"] > 0 and abs(dense["latency_ratio"] - 1) < 0.1
+
+
+def test_rows_over_seeds_give_mean_and_spread_and_compare_within_the_spread():
+    from benchmarks.budget_summary import _seed_lines, over_seeds
+
+    def row(kind, seed, acc, method=None, **extra):
+        return {"arch": "resnet20", "seed": seed, "kind": kind, "target": 1.0 if kind == "dense" else 0.5,
+                "test_accuracy": acc, "method": method or kind, **extra}
+
+    rows = [row("dense", 0, 0.92), row("dense", 1, 0.90), row("prune", 0, 0.91, "l2", latency_ratio=1.5),
+            row("prune", 1, 0.89, "l2", latency_ratio=1.7), row("scaled", 0, 0.93), row("scaled", 1, 0.92),
+            row("torch", 0, 0.80, "tp", dense_test_accuracy=0.95), row("torch", 1, 0.82, "tp", dense_test_accuracy=0.95)]
+    groups = {g["method"]: g for g in over_seeds(rows)}
+    assert groups["l2"]["seeds"] == [0, 1] and [round(d, 6) for d in groups["l2"]["drop_points"]] == [1.0, 1.0]
+    assert [round(d, 6) for d in groups["tp"]["drop_points"]] == [15.0, 13.0]  # from the peer's own dense model
+    table, verdicts = _seed_lines(list(groups.values()))
+    assert "| 0.5 | l2 | 0, 1 | 90.00 ± 1.41 | 1.00 ± 0.00 | 1.60 ± 0.14 |" in table
+    # 90.00 vs 92.50 +- 1.41 (the larger spread): not within; vs the peer's 81.00: met
+    assert "'l2' 90.00 ± 1.41% vs width-scaled from scratch 'scaled' 92.50 ± 0.71% (not met" in verdicts[0]
+    assert "(met within the seed spread)" in verdicts[1]
