@@ -52,8 +52,9 @@ def _zero_filters(model, fraction, seed):
                     v.assign(value)
 
 
-def measure(repeats, seed=0):
-    """Wall times on this process's backend."""
+def measure(repeats, seed=0, warm_up=True):
+    """Wall times on this process's backend (after a warm-up run of each job, unless `warm_up` is
+    False: then the first run, tracing included, is timed)."""
     import keras
     import numpy as np
 
@@ -77,7 +78,8 @@ def measure(repeats, seed=0):
     }
     row = {"backend": keras.backend.backend(), "keras": keras.__version__, "params": tgs.count_params(dense)}
     for name, job in jobs.items():
-        job()  # warm-up: tracing and compilation
+        if warm_up:
+            job()  # tracing and compilation
         times = []
         for _ in range(repeats):
             start = time.perf_counter()
@@ -93,16 +95,19 @@ def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--backends", nargs="+", choices=BACKENDS, default=list(BACKENDS))
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--no-warm-up", action="store_true",
+                        help="time the first run of each job too (tracing included; a smoke run)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
-        print(json.dumps(measure(args.repeats)))
+        print(json.dumps(measure(args.repeats, warm_up=not args.no_warm_up)))
         return 0
     rows = []
     for backend in args.backends:
         env = dict(os.environ, KERAS_BACKEND=backend, TF_CPP_MIN_LOG_LEVEL="3")
         done = subprocess.run([sys.executable, "-m", "benchmarks.backend_pruning_time", "--child", "--repeats",
-                               str(args.repeats)], env=env, capture_output=True, text=True)
+                               str(args.repeats), *(["--no-warm-up"] if args.no_warm_up else [])],
+                              env=env, capture_output=True, text=True)
         if done.returncode:
             raise SystemExit(f"{backend} failed:\n{done.stderr[-2000:]}")
         rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
@@ -117,7 +122,8 @@ def main(argv=None):
                      f"{r['prune_taylor_seconds']:.2f} | {r['shrink_params_removed']:,} | {ratio} |")
     from benchmarks.harness import write_results
 
-    write_results("backend_pruning_time", {"rows": rows, "repeats": args.repeats}, "\n".join(lines),
+    write_results("backend_pruning_time", {"rows": rows, "repeats": args.repeats, "warm_up": not args.no_warm_up},
+                  "\n".join(lines),
                   extra_versions=("jax", "torch"))
     print("\n".join(lines))
     return 0

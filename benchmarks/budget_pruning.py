@@ -93,11 +93,10 @@ def load_data():
     import tf_groupsparse as tgs
 
     (x, y), (xt, yt) = tgs.datasets.load_fashion_mnist(download=False)
-    if QUICK:
-        xt, yt = xt[:1000], yt[:1000]
+    n = 1000 if QUICK else None  # a quick run evaluates on 1,000 validation and test images
     train_x, train_y = x[:-VALIDATION][:TRAIN_SAMPLES], y[:-VALIDATION][:TRAIN_SAMPLES]
-    return ((prepare_images(train_x), train_y), (prepare_images(x[-VALIDATION:]), y[-VALIDATION:]),
-            (prepare_images(xt), yt))
+    return ((prepare_images(train_x), train_y), (prepare_images(x[-VALIDATION:][:n]), y[-VALIDATION:][:n]),
+            (prepare_images(xt[:n]), yt[:n]))
 
 
 def _bn_momentum(model, momentum=0.99):

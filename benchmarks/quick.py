@@ -30,7 +30,7 @@ COMMANDS = (
     ("mlp_size_bound", ["--epochs", "1", "--train-samples", "1000"]),
     ("budget_pruning", ["--quick", "--targets", "0.5"]),
     ("transformer_pruning", []),
-    ("backend_pruning_time", ["--repeats", "1"]),
+    ("backend_pruning_time", ["--repeats", "1", "--no-warm-up"]),
 )
 
 
