@@ -19,7 +19,7 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from benchmarks.harness import median_us, paired_speedup, publish, render, time_rounds  # noqa: E402
+from benchmarks.harness import max_abs_error, median_us, paired_speedup, publish, render, time_rounds  # noqa: E402
 
 MULTIPLES = (None, 8, 16)
 #: name -> per-conv widths of the wide VGG-style net (two convs per stage, max-pool after each stage)
@@ -31,10 +31,6 @@ VGG_CASES = {
     "pruned, rounded up to 16": [16, 32, 48, 48, 64, 80],
     "16-16-32-32-48-64": [16, 16, 32, 32, 48, 64],
 }
-
-
-def _spec(arch, **kw):
-    return {"arch": arch, "input_shape": [28, 28, 1], "classes": 10, **kw}
 
 
 def zero_all_but(model, alive):
@@ -50,20 +46,17 @@ def zero_all_but(model, alive):
 
 def shrink_cases(model, x, layers):
     """(rows, blobs) for `model` shrunk with every multiple of :data:`MULTIPLES`."""
-    import numpy as np
-
     from tf_groupsparse.deploy import convert_tflite
     from tf_groupsparse.metrics import flops
     from tf_groupsparse.pruning.shrink import shrink
 
-    reference = model.predict(x, verbose=0)
     rows, blobs = [], {}
     for multiple in MULTIPLES:
         small = shrink(model, threshold=0, round_to=multiple)
         key = f"multiple {multiple}" if multiple else "no rounding"
         rows.append({"case": key, "widths": [int(small.get_layer(n).kernel.shape[-1]) for n in layers],
                      "params": small.count_params(), "macs": flops(small),
-                     "max_abs_error": float(np.abs(small.predict(x, verbose=0) - reference).max())})
+                     "max_abs_error": max_abs_error(small, model, x)})
         blobs[key] = convert_tflite(small)
     return rows, blobs
 
@@ -82,12 +75,12 @@ def shrink_part(args, keras, rng):
 
     x = rng.random((1, 28, 28, 1)).astype("float32")
     probe = rng.random((32, 28, 28, 1)).astype("float32")
-    scan = {w: convert_tflite(models.build(keras, _spec("mlp", widths=[w, 64]))) for w in range(*args.mlp_scan)}
+    scan = {w: convert_tflite(models.build(keras, models.spec("mlp", [w, 64]))) for w in range(*args.mlp_scan)}
     scan_us = median_us(time_rounds(scan, x, rounds=args.rounds, runs=args.runs))
     vgg_layers = ["s1c1_conv", "s1c2_conv", "s2c1_conv", "s2c2_conv", "s3c1_conv", "s3c2_conv"]
     parts = {}
-    for name, spec, alive in (("mlp", _spec("mlp", widths=[1000, 500]), {"fc1": 102, "fc2": 344}),
-                              ("vgg", _spec("vgg", widths=[16, 32, 64], batch_norm=False),
+    for name, spec, alive in (("mlp", models.spec("mlp", [1000, 500]), {"fc1": 102, "fc2": 344}),
+                              ("vgg", models.spec("vgg", [16, 32, 64], batch_norm=False),
                                dict(zip(vgg_layers, (11, 13, 22, 27, 45, 51))))):
         rows, blobs = shrink_cases(zero_all_but(models.build(keras, spec), alive), probe, list(alive))
         us = median_us(time_rounds(blobs, x, rounds=args.rounds, runs=args.runs))
@@ -120,7 +113,7 @@ def tiles_part(args, keras, rng):
     scan = {w: convert_tflite(single_conv(w)) for w in range(*args.conv_scan)}
     scan_us = median_us(time_rounds(scan, rng.random((1, 14, 14, 32)).astype("float32"), rounds=args.rounds,
                                     runs=args.runs))
-    nets = {name: models.build(keras, _spec("vgg", widths=[], conv_widths=w, batch_norm=False))
+    nets = {name: models.build(keras, models.spec("vgg", [], conv_widths=w, batch_norm=False))
             for name, w in VGG_CASES.items()}
     times = time_rounds({k: convert_tflite(m) for k, m in nets.items()}, rng.random((1, 28, 28, 1)).astype("float32"),
                         rounds=args.rounds, runs=args.runs)

@@ -42,7 +42,7 @@ def main(argv=None):
 
     x, y, xt, yt = load("fashion", args.train_samples)
     start = time.perf_counter()
-    dense = models.build(keras, {"arch": "mlp", "input_shape": [28, 28, 1], "classes": 10, "widths": [1000, 500]})
+    dense = models.build(keras, models.spec("mlp", [1000, 500]))
     train(dense, x, y, epochs=args.epochs, batch_size=args.batch_size)
     base = accuracy(dense, xt, yt)
     rows = [{"model": "784-1000-500 (dense)", "how": "labels", "params": dense.count_params(), "accuracy": base}]
@@ -56,9 +56,7 @@ def main(argv=None):
             keep = np.sort(rank[:pixels])
             xs, xts = x.reshape(len(x), -1)[:, keep], xt.reshape(len(xt), -1)[:, keep]
         for how, loss, target in (("labels", None, y), ("distilled from the dense model", kd, packed)):
-            spec = {"arch": "mlp", "input_shape": [pixels] if pixels else [28, 28, 1], "classes": 10,
-                    "widths": list(widths)}
-            model = models.build(keras, spec)
+            model = models.build(keras, models.spec("mlp", widths, [pixels] if pixels else (28, 28, 1)))
             train(model, xs, target, epochs=args.epochs, batch_size=args.batch_size, loss=loss, metrics=())
             acc = accuracy(model, xts, yt)
             rows.append({"model": name, "how": how, "params": model.count_params(), "accuracy": acc})

@@ -74,8 +74,7 @@ def log(*parts):
 
 def resnet(widths, input_shape=(28, 28, 1), seed=0, arch="resnet"):
     """The suite's small ResNet (stem conv-BN-ReLU, one basic block per width, GAP, Dense), or its MLP."""
-    return models.build(keras, {"arch": arch, "input_shape": list(input_shape), "classes": 10,
-                                "widths": list(widths)}, seed)
+    return models.build(keras, models.spec(arch, widths, input_shape), seed)
 
 
 def mlp(widths, input_shape=(28, 28, 1), seed=0):

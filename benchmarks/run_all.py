@@ -29,7 +29,7 @@ from pathlib import Path
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 from benchmarks import harness  # noqa: E402
-from benchmarks.suite import jobs as jobs_mod, report  # noqa: E402
+from benchmarks.suite import jobs as jobs_mod, models, report  # noqa: E402
 from benchmarks.suite.methods import METHODS, TARGET_SIZE, Context  # noqa: E402
 
 logger = logging.getLogger("benchmarks.run_all")
@@ -70,8 +70,7 @@ def context_factory(mode, args, cache, seed=0):
             budget["epochs"] = args.epochs
         if args.finetune_epochs is not None:
             budget["finetune_epochs"] = args.finetune_epochs
-        spec = {"arch": job.arch or job.model, "input_shape": INPUT_SHAPES[job.data], "classes": 10,
-                "widths": list(job.widths), "batch_norm": job.batch_norm}
+        spec = models.spec(job.arch or job.model, job.widths, INPUT_SHAPES[job.data], batch_norm=job.batch_norm)
         return Context(job.data, job.model, spec, (x[:n], y[:n], xt, yt), **budget, seed=seed, cache=cache,
                        latency_runs=cfg["latency_runs"], settings=settings,
                        tflite_subdir="tflite" + (f"_seed{seed}" if seed else "") + budget_tag(args))

@@ -80,6 +80,11 @@ def cnn1d(K, spec):
 BUILDERS = {"mlp": mlp, "vgg": vgg, "resnet": resnet, "cnn1d": cnn1d}
 
 
+def spec(arch, widths, input_shape=(28, 28, 1), **options):
+    """The spec of `arch` at `widths` for 10 classes; `options`: ``batch_norm``, ``conv_widths``."""
+    return {"arch": arch, "input_shape": list(input_shape), "classes": 10, "widths": list(widths), **options}
+
+
 def build(K, spec, seed=0):
     """Build `spec` with the Keras module `K`, seeding its initializers with `seed`."""
     K.utils.set_random_seed(seed)
