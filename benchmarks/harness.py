@@ -138,16 +138,14 @@ FASHION_HINT = ("Fashion-MNIST is needed and was not found. Install it with "
                 "or put the four idx files in ~/.keras/datasets/fashion-mnist, then run the benchmark again.")
 
 
-def _fashion():
-    from tf_groupsparse import datasets
-
-    return datasets.load_fashion_mnist(download=False)
-
-
 def _datasets():
     from tf_groupsparse import datasets
 
     return datasets
+
+
+def _fashion():
+    return _datasets().load_fashion_mnist(download=False)
 
 
 #: dataset name -> loader returning ((x_train, y_train), (x_test, y_test))
@@ -287,6 +285,21 @@ def accuracy(model, x, y, batch=512) -> float:
     else:
         pred = model.predict(x, batch_size=batch, verbose=0)
     return float((np.asarray(pred).argmax(-1) == np.asarray(y)).mean())
+
+
+def tflite_figures(row, label, blob, path, x, y, runs) -> dict:
+    """`row` with the figures of the .tflite `blob` (`label` "float" or "int8") written to `path`: the
+    file, its bytes raw and gzipped, its LiteRT latency on ``x[:1]`` (`runs` invokes, one thread) and,
+    for int8, its accuracy on ``(x, y)``. When LiteRT fails, the file's figures are in `row` already."""
+    from tf_groupsparse.deploy import tflite_latency
+
+    Path(path).write_bytes(blob)
+    row.update({f"tflite_{label}": str(path), f"tflite_{label}_bytes": len(blob),
+                f"tflite_{label}_gzip_bytes": gzip_bytes(blob)})
+    row[f"latency_{label}_s"] = tflite_latency(blob, x[:1], runs=runs)
+    if label == "int8":
+        row["accuracy_int8"] = accuracy(blob, x, y)
+    return row
 
 
 def max_abs_error(a, b, x, batch=256) -> float:

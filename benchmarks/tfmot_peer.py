@@ -23,7 +23,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from benchmarks.harness import accuracy, dist_version, gzip_bytes, nonzero_params, time_rounds, timed  # noqa: E402
+from benchmarks.harness import dist_version, nonzero_params, tflite_figures, timed  # noqa: E402
 from benchmarks.suite.models import build  # noqa: E402
 
 MAX_CALIBRATION_SAMPLES = 500
@@ -50,20 +50,12 @@ def measure(name, model, data, tflite_dir, runs, seconds, sparsity):
     row["accuracy"] = float(model.evaluate(x_test, y_test, verbose=0)[1])
     row["params"], row["nonzero_params"] = int(sum(w.size for w in model.get_weights())), nonzero_params(model)
     for label, quantize in (("float", None), ("int8", "int8")):
-        blob = convert(model, quantize, x_train)
-        path = Path(tflite_dir) / f"{name}_{label}.tflite"
-        path.write_bytes(blob)
-        row[f"tflite_{label}"] = str(path)
-        row[f"tflite_{label}_bytes"] = len(blob)
-        row[f"tflite_{label}_gzip_bytes"] = gzip_bytes(blob)
-        row[f"latency_{label}_s"] = time_rounds({label: blob}, x_test[:1], rounds=1, runs=runs)[label][0]
-        if quantize == "int8":
-            row["accuracy_int8"] = accuracy(blob, x_test, y_test)
+        tflite_figures(row, label, convert(model, quantize, x_train), Path(tflite_dir) / f"{name}_{label}.tflite",
+                       x_test, y_test, runs)
     return row
 
 
-def run(spec, data, *, epochs, prune_epochs, seed, sparsities, schedule, batch_size, learning_rate,
-        tflite_dir, runs):
+def run(spec, data, *, epochs, prune_epochs, seed, sparsities, batch_size, learning_rate, tflite_dir, runs):
     """Train dense, prune at each sparsity, measure; returns the list of rows."""
     import tensorflow_model_optimization as tfmot
     import tf_keras
@@ -85,11 +77,8 @@ def run(spec, data, *, epochs, prune_epochs, seed, sparsities, schedule, batch_s
     steps = steps_per_epoch * prune_epochs
     for s in sparsities:
         tf_keras.utils.set_random_seed(seed)
-        if schedule == "constant":
-            sched = tfmot.sparsity.keras.ConstantSparsity(s, begin_step=0, frequency=max(1, steps // 10))
-        else:
-            sched = tfmot.sparsity.keras.PolynomialDecay(0.0, s, begin_step=0, end_step=max(1, int(steps * 0.8)),
-                                                         frequency=max(1, steps // 20))
+        sched = tfmot.sparsity.keras.PolynomialDecay(0.0, s, begin_step=0, end_step=max(1, int(steps * 0.8)),
+                                                     frequency=max(1, steps // 20))
         base = tf_keras.models.clone_model(dense)
         base.set_weights(dense.get_weights())
         pruned = tfmot.sparsity.keras.prune_low_magnitude(base, pruning_schedule=sched)
@@ -112,7 +101,6 @@ def main(argv=None):
     parser.add_argument("--prune-epochs", type=int, default=2, help="pruning fine-tune epochs (default: %(default)s)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--sparsities", type=float, nargs="+", default=[0.5, 0.8, 0.9])
-    parser.add_argument("--schedule", choices=("polynomial", "constant"), default="polynomial")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--learning-rate", type=float, default=1e-3)
     parser.add_argument("--latency-runs", type=int, default=50)
@@ -124,9 +112,8 @@ def main(argv=None):
     spec = json.loads(Path(args.spec).read_text(encoding="utf-8"))
     with np.load(args.data) as f:
         data = tuple(f[k] for k in ("x_train", "y_train", "x_test", "y_test"))
-    rows = run(spec, data, epochs=args.epochs, prune_epochs=args.prune_epochs, seed=args.seed,
-               sparsities=args.sparsities, schedule=args.schedule, batch_size=args.batch_size,
-               learning_rate=args.learning_rate, tflite_dir=args.tflite_dir, runs=args.latency_runs)
+    rows = run(spec, data, runs=args.latency_runs, **{k: getattr(args, k) for k in (
+        "epochs", "prune_epochs", "seed", "sparsities", "batch_size", "learning_rate", "tflite_dir")})
     payload = {"spec": spec, "settings": vars(args), "rows": rows, "versions": {
         d: dist_version(d) for d in ("tensorflow", "tf_keras", "tensorflow-model-optimization", "ai-edge-litert")}}
     Path(args.out).write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")

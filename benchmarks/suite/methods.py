@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from . import models
-from ..harness import accuracy, gzip_bytes, nonzero_params, plain_copy, timed, train
+from ..harness import accuracy, nonzero_params, plain_copy, tflite_figures, timed, train
 
 logger = logging.getLogger(__name__)
 ZERO_BELOW = 1e-3  # HGSR reference: a weight counts as zero below 1e-3
@@ -80,7 +80,7 @@ class Context:
 
     def row(self, method, model, seconds, **info):
         """The row named `method` of the final Keras 3 `model`; its .tflite files go to the cache."""
-        from tf_groupsparse.deploy import convert_tflite, tflite_latency
+        from tf_groupsparse.deploy import convert_tflite
         from tf_groupsparse.metrics import count_params, flops
 
         x_train, _, x_test, y_test = self.data
@@ -88,14 +88,9 @@ class Context:
                "nonzero_params": nonzero_params(model), "macs": flops(model)}
         for label, options in (("float", {}), ("int8", {"quantize": "int8", "representative_data": x_train})):
             blob = convert_tflite(model, **options)
-            path = self.path(self.tflite_subdir, f"{method}_{label}.tflite")
-            path.write_bytes(blob)
-            row.update({f"tflite_{label}": str(path), f"tflite_{label}_bytes": len(blob),
-                        f"tflite_{label}_gzip_bytes": gzip_bytes(blob)})
             try:
-                row[f"latency_{label}_s"] = tflite_latency(blob, x_test[:1], runs=self.latency_runs)
-                if label == "int8":
-                    row["accuracy_int8"] = accuracy(blob, x_test, y_test)
+                tflite_figures(row, label, blob, self.path(self.tflite_subdir, f"{method}_{label}.tflite"), x_test,
+                               y_test, self.latency_runs)
             except RuntimeError as exc:  # LiteRT refuses some int8 graphs (XNNPack, 1-channel convs)
                 if label == "float":
                     raise

@@ -7,7 +7,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from ..harness import md_table, paired_speedup, time_rounds
+from ..harness import md_table, paired_speedup, time_rounds, verdict
 from .methods import TARGET_SIZE
 
 LABELS = ("float", "int8")
@@ -210,7 +210,7 @@ def verdict_lines(all_verdicts):
     """Markdown bullets for the verdicts of :func:`verdicts`."""
     lines = []
     for v in all_verdicts.values():
-        met = {True: "**met**", False: "**not met**", None: "not measured (rows missing)"}[v["met"]]
+        met = "not measured (rows missing)" if v["met"] is None else verdict(v["met"])
         lines.append(f"- {v['target']}: {met}" + (" — best: " + _figures(v["best"]) if v.get("best") else ""))
         if v.get("nearest_at_size"):
             lines.append("  - nearest miss, the least loss at the target size: " + _figures(v["nearest_at_size"]))
