@@ -21,8 +21,6 @@ from tf_groupsparse import regularize, regularizers as R
 from tf_groupsparse.callbacks import ProximalStep
 
 TARGETS = {"baseline": None, "regularizer": 1.15, "prox": 1.10}
-HGSR_VARIANTS = ("sqrt_group_lasso", "squared_group_lasso", "sqrt_exclusive", "squared_exclusive", "sqrt_group_l12",
-                 "squared_group_l12")
 
 
 def block_diagonal(model, s=1e-4, k=2):
@@ -38,7 +36,7 @@ def configurations(s=1e-4):
     regs = {"L1": R.L1(s), "GroupLasso": R.GroupLasso(s), "ExclusiveSparsity": R.ExclusiveSparsity(s),
             "GroupL12": R.GroupL12(s), "SparseGroupLasso": R.SparseGroupLasso(s),
             "CombinedL11L12": R.CombinedL11L12(s, s), "CombinedGroupExclusive": R.CombinedGroupExclusive(s),
-            **{f"HGSR {v}": R.HierarchicalGroupSparse(s, variant=v) for v in HGSR_VARIANTS},
+            **{f"HGSR {v}": R.HierarchicalGroupSparse(s, variant=v) for v in R.HGSR_VARIANTS},
             "BlockDiagonal": "block_diagonal"}
     proxes = {"ProxL1": R.L1(s), "ProxGroupLasso": R.GroupLasso(s), "ProxSparseGroupLasso": R.SparseGroupLasso(s),
               "ProxExclusive": R.ExclusiveSparsity(s), "ProxCombinedL11L12": R.CombinedL11L12(s, s),
