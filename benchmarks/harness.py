@@ -195,10 +195,12 @@ def cnn(input_shape, widths, classes=10, seed=0, name="cnn"):
                              keras.layers.Dense(classes, name="logits")], name=name)
 
 
-def make_optimizer(name, learning_rate, steps, *, cosine=True, momentum=0.9, weight_decay=None):
+def make_optimizer(name, learning_rate, steps, *, cosine=True, momentum=0.9, weight_decay=None, keras=None):
     """A fresh Adam (``"adam"``), AdamW with `weight_decay` (``"adamw"``) or SGD with `momentum`
-    (``"sgd"``) whose learning rate decays to 0 along a cosine over `steps` unless ``cosine=False``."""
-    import keras
+    (``"sgd"``) whose learning rate decays to 0 along a cosine over `steps` unless ``cosine=False``;
+    of the Keras module `keras` (default Keras 3; the tfmot peer passes tf_keras)."""
+    if keras is None:
+        import keras
 
     lr = keras.optimizers.schedules.CosineDecay(learning_rate, max(steps, 1)) if cosine else learning_rate
     if name == "sgd":

@@ -23,7 +23,7 @@ from pathlib import Path  # noqa: E402
 
 import numpy as np  # noqa: E402
 
-from benchmarks.harness import dist_version, nonzero_params, tflite_figures, timed  # noqa: E402
+from benchmarks.harness import dist_version, make_optimizer, nonzero_params, tflite_figures, timed  # noqa: E402
 from benchmarks.suite.models import build  # noqa: E402
 
 MAX_CALIBRATION_SAMPLES = 500
@@ -66,8 +66,7 @@ def run(spec, data, *, epochs, prune_epochs, seed, sparsities, batch_size, learn
     steps_per_epoch = -(-len(x_train) // batch_size)
 
     def compile_(m, n_epochs):
-        lr = tf_keras.optimizers.schedules.CosineDecay(learning_rate, max(1, n_epochs * steps_per_epoch))
-        m.compile(tf_keras.optimizers.Adam(lr),
+        m.compile(make_optimizer("adam", learning_rate, n_epochs * steps_per_epoch, keras=tf_keras),
                   tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"])
 
     dense = build(tf_keras, spec, seed)
