@@ -74,13 +74,20 @@ def test_main_runs_each_benchmark_in_its_own_quick_process_and_reports_failures(
 
     monkeypatch.setattr(harness, "require", lambda *names: calls.append(names))
     monkeypatch.setattr(quick.subprocess, "run", run)
-    assert quick.main(["--only", "mlp_size_bound", "grouping_speed"]) == 1
+    assert quick.main(["--only", "mlp_size_bound", "grouping_speed", "--jobs", "1"]) == 1
     arguments = dict(quick.COMMANDS)
     assert calls == [("fashion",)] + [([sys.executable, "-m", f"benchmarks.{m}", *arguments[m]], "1", subprocess.DEVNULL)
                                       for m in MODULES if m in ("mlp_size_bound", "grouping_speed")]
     out = capsys.readouterr().out
     assert "grouping_speed: FAILED (exit 3)" in out and "mlp_size_bound: ok" in out
     assert "1 of 2 benchmarks ran" in out
+    calls.clear()
+    assert quick.main(["--only", "mlp_size_bound", "grouping_speed", "shrink_speed"]) == 1  # two at a time
+    assert sorted(c[0][2] for c in calls[1:]) == ["benchmarks.grouping_speed", "benchmarks.mlp_size_bound",
+                                                  "benchmarks.shrink_speed"]
+    assert "2 of 3 benchmarks ran" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        quick.main(["--jobs", "0"])
     calls.clear()
     assert quick.main(["--list"]) == 0 and calls == []  # lists without running anything
     assert capsys.readouterr().out.splitlines() == [" ".join(["python -m benchmarks." + m, *a]) for m, a in quick.COMMANDS]
