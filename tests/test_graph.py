@@ -188,7 +188,7 @@ def test_channels_first_conv_is_unsupported():
     x = keras.Input((3, 8, 8))
     y = L.Dense(2)(L.Flatten()(L.Conv2D(4, 3, data_format="channels_first", name="cf")(x)))
     with pytest.raises(ValueError, match=re.escape(
-        "Received: layer 'cf' of class Conv2D (data_format='channels_first' (only channels_last is supported))"
+        "Received: layer 'cf' of class Conv2D: data_format='channels_first' (only channels_last is supported). Register"
     )):
         build_graph(keras.Model(x, y))
 

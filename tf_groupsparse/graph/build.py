@@ -249,8 +249,7 @@ class _Tracer:
             try:
                 outputs = node.handler.trace(node, inputs, self)
             except Unsupported as exc:
-                reason = f" ({exc})"
-                self._unsupported(node, reason)
+                self._unsupported(node, f": {exc}")
         elif node.handler is None and not node.frozen:
             self._unsupported(node, "")
         if outputs is None:  # frozen: its channels are kept
