@@ -312,5 +312,5 @@ def test_einsum_dense_shrinks_like_dense(equation, output_shape, bias_axes):
 def test_einsum_dense_with_another_contraction_is_a_clear_error():
     x = keras.Input((5, 8))
     y = L.EinsumDense("abc,bd->acd", output_shape=(8, 4), name="odd")(x)
-    with pytest.raises(ValueError, match=r"layer 'odd' of class EinsumDense \(equation 'abc,bd->acd'"):
+    with pytest.raises(ValueError, match=r"layer 'odd' of class EinsumDense: equation 'abc,bd->acd'"):
         build_graph(keras.Model(x, y))

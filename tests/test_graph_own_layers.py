@@ -23,7 +23,7 @@ def grouped_model(implementation):
 
 
 @pytest.mark.parametrize("implementation", ["batched", "split"])
-def test_shrink_removes_zero_channels_of_a_block_diagonal_layer(implementation):
+def test_shrink_removes_zero_channels_of_a_block_diagonal_layer(implementation, tmp_path):
     keras.utils.set_random_seed(0)
     model = grouped_model(implementation)
     bd = model.get_layer("bd")
@@ -47,7 +47,7 @@ def test_shrink_removes_zero_channels_of_a_block_diagonal_layer(implementation):
     assert report.totals["groups_removed"] == 4
     # equal blocks stay in the requested form; the result saves and loads
     assert new_bd.implementation == implementation
-    path = f"/tmp/x/bd_{implementation}.keras"
+    path = str(tmp_path / f"bd_{implementation}.keras")
     small.save(path)
     loaded = keras.models.load_model(path, safe_mode=True)
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5)
