@@ -116,6 +116,8 @@ def _verdicts(rows):
         for target in sorted({r["target"] for r in rows if r["arch"] == arch and r["kind"] in ("prune", "coupled")
                               and r["seed"] == seed}, reverse=True):
             out += _target_verdicts(rows, dense, arch, target)
+        if any(line.startswith(f"- {arch}: ") for line in out):
+            continue  # the pruning-time goals are stated once per architecture, not per seed
         timed = [r for r in rows if r["arch"] == arch and r["kind"] == "prune" and r.get("importance") in
                  ("l2", "bn_scale", "taylor")]
         if timed:

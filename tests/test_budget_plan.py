@@ -41,6 +41,7 @@ def test_summary_states_the_goals_at_half_the_macs_and_compares_equal_macs_rows_
     assert "'lat', runs 2.00x" in half[1] and "goal >= 1.6: met" in half[1]
     assert "91.50% vs width-scaled from scratch 93.00% (not met)" in half[2]  # the latency row is not equal-MACs
     assert "91.50% vs the best Torch-Pruning row 90.00% (met)" in half[3]
+    assert sum("slowest pruning" in line for line in _verdicts(rows + [dict(r, seed=1) for r in rows])) == 1
     third = [line for line in lines if "at 0.3" in line]
     assert "no goal at this target" in third[0] and "88.00% vs width-scaled from scratch 87.00% (met)" in third[2]
 
@@ -60,11 +61,11 @@ def test_a_fresh_checkout_restores_the_recorded_rows_under_the_keys_the_plan_use
     monkeypatch.setattr(budget_summary, "CACHE", tmp_path)
     archs = ["mobilenetv2", "resnet20"]
     written = budget_summary.restore(archs)
-    keys = {key for key, _ in bp.plan(archs, [0.5, 0.3], [0])}
+    keys = {key for key, _ in bp.plan(archs, [0.5, 0.3], [0, 1, 2])}
     assert written and set(written) <= keys  # each recorded row is found by the plan, so it is not run again
     assert "mobilenetv2_torch_t0.5_seed0_l2_steps1_uniform" in written
     assert budget_summary.restore(archs) == []  # nothing is overwritten
-    rows = budget_summary.retime(budget_summary._load(archs, [0.5, 0.3], [0]))  # no LiteRT files: kept
+    rows = budget_summary.retime(budget_summary._load(archs, [0.5, 0.3], [0, 1, 2]))  # no LiteRT files: kept
     dense = next(r for r in rows if r["kind"] == "dense" and r["arch"] == "resnet20")
     assert dense["latency_ms"] > 0 and abs(dense["latency_ratio"] - 1) < 0.1
 
