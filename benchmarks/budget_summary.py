@@ -19,8 +19,11 @@ import statistics
 import numpy as np
 
 from benchmarks.budget_pruning import CACHE, GOALS, RESULTS, _key
+from benchmarks.harness import mean_sd
 
 ROUNDS = 3
+#: the order of the row kinds in the tables
+ORDER = {"dense": 0, "prune": 1, "coupled": 2, "prune_filters": 3, "scaled": 4, "torch": 5, "tfmot": 6}
 
 
 def row_key(row):
@@ -116,8 +119,7 @@ def _verdicts(rows):
         for target in sorted({r["target"] for r in rows if r["arch"] == arch and r["kind"] in ("prune", "coupled")
                               and r["seed"] == seed}, reverse=True):
             out += _target_verdicts(rows, dense, arch, target)
-        if any(line.startswith(f"- {arch}: ") for line in out):
-            continue  # the pruning-time goals are stated once per architecture, not per seed
+    for arch in sorted({r["arch"] for r in rows if r["kind"] == "dense"}):  # the pruning-time goals, once each
         timed = [r for r in rows if r["arch"] == arch and r["kind"] == "prune" and r.get("importance") in
                  ("l2", "bn_scale", "taylor")]
         if timed:
@@ -136,8 +138,7 @@ def _table(rows):
     cols = ["arch", "target", "method", "test_accuracy", "val_accuracy", "macs", "params", "latency_ms",
             "latency_ratio", "int8_test_accuracy", "int8_latency_ms", "prune_seconds", "peak_rss_mb", "seed"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    order = {"dense": 0, "prune": 1, "coupled": 2, "prune_filters": 3, "scaled": 4, "torch": 5, "tfmot": 6}
-    for r in sorted(rows, key=lambda r: (r["arch"], -(r.get("target") or 1.0), order.get(r["kind"], 9), r["method"])):
+    for r in sorted(rows, key=lambda r: (r["arch"], -(r.get("target") or 1.0), ORDER.get(r["kind"], 9), r["method"])):
         cells = []
         for c in cols:
             v = r.get(c)
@@ -148,12 +149,6 @@ def _table(rows):
             cells.append("" if v is None else str(v))
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
-
-
-def _spread(values, fmt="{:.2f}"):
-    """``mean ± sample standard deviation`` (the mean alone for one value)."""
-    text = fmt.format(statistics.mean(values))
-    return text + (" ± " + fmt.format(statistics.stdev(values)) if len(values) > 1 else "")
 
 
 def over_seeds(rows):
@@ -180,14 +175,13 @@ def _seed_lines(groups):
     """The table over seeds and, where both sides ran with more than one seed, the equal-MACs
     comparisons within the seed spread (met when the pruned mean is at least the other mean less
     the larger of the two standard deviations)."""
-    order = {"dense": 0, "prune": 1, "coupled": 2, "prune_filters": 3, "scaled": 4, "torch": 5, "tfmot": 6}
-    groups = sorted(groups, key=lambda g: (-g["target"], order.get(g["kind"], 9), g["method"]))
+    groups = sorted(groups, key=lambda g: (-g["target"], ORDER.get(g["kind"], 9), g["method"]))
     lines = ["| target | method | seeds | test accuracy (%) | drop (points) | LiteRT latency ratio |",
              "|---|---|---|---|---|---|"]
     for g in groups:
         lines.append(f"| {g['target']:g} | {g['method']} | {', '.join(map(str, g['seeds']))} | "
-                     f"{_spread([100 * a for a in g['test_accuracy']])} | {_spread(g['drop_points'])} | "
-                     + (_spread(g["latency_ratio"]) + " |" if g["latency_ratio"] else "- |"))
+                     f"{mean_sd([100 * a for a in g['test_accuracy']])} | {mean_sd(g['drop_points'])} | "
+                     f"{mean_sd(g['latency_ratio'])} |")
     verdicts = []
     for target in sorted({g["target"] for g in groups if g["kind"] == "prune"}, reverse=True):
         at = [g for g in groups if g["target"] == target and len(g["seeds"]) > 1]
@@ -201,8 +195,8 @@ def _seed_lines(groups):
             a, b = (statistics.mean(g["test_accuracy"]) for g in (pruned, other))
             sd = max(statistics.stdev(g["test_accuracy"]) for g in (pruned, other))
             verdicts.append(f"- at {target:g} of the MACs, over seeds: '{pruned['method']}' "
-                            f"{_spread([100 * x for x in pruned['test_accuracy']])}% vs {label} '{other['method']}' "
-                            f"{_spread([100 * x for x in other['test_accuracy']])}% "
+                            f"{mean_sd([100 * x for x in pruned['test_accuracy']])}% vs {label} '{other['method']}' "
+                            f"{mean_sd([100 * x for x in other['test_accuracy']])}% "
                             f"({'met' if a >= b - sd else 'not met'} within the seed spread)")
     return lines, verdicts
 

@@ -89,6 +89,16 @@ def publish(name: str, payload: dict, lines, quick=False, extra_versions=()) -> 
     return paths
 
 
+def mean_sd(values, fmt="{:.2f}") -> str:
+    """``mean ± sample standard deviation`` of `values` (None skipped; the mean alone for one
+    value, ``-`` for none)."""
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    text = fmt.format(statistics.mean(values))
+    return text + (" ± " + fmt.format(statistics.stdev(values)) if len(values) > 1 else "")
+
+
 def md_table(header, rows) -> list:
     """Markdown table lines: the column titles `header`, then one line per row of cell texts."""
     return (["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]

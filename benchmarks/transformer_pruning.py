@@ -231,7 +231,7 @@ def summarize(suites, seeds):
 
     import numpy as np
 
-    from benchmarks.harness import md_table, paired_speedup, time_rounds, write_results
+    from benchmarks.harness import md_table, mean_sd as spread, paired_speedup, time_rounds, write_results
 
     rows = [json.loads(path.read_text()) for suite in suites for arch, kind in PLAN[suite] for seed in seeds
             if (path := CACHE / f"{arch}_{kind}_seed{seed}.json").exists()]
@@ -249,13 +249,6 @@ def summarize(suites, seeds):
         if base:  # the peer's drop is from its own dense model
             r["macs_ratio"] = r["macs"] / base["macs"]
             r["accuracy_drop_points"] = 100 * (r.get("dense_test_accuracy", base["test_accuracy"]) - r["test_accuracy"])
-
-    def spread(values, fmt):
-        values = [v for v in values if v is not None]
-        if not values:
-            return "-"
-        text = fmt.format(statistics.mean(values))
-        return text + (" ± " + fmt.format(statistics.stdev(values)) if len(values) > 1 else "")
 
     groups = {}
     for r in rows:
@@ -313,11 +306,12 @@ def main(argv=None):
     if "vit" in args.only:
         require("fashion")
     if not args.summary_only:
+        wanted = args.kinds or (QUICK_KINDS if QUICK else None)
         for seed in args.seeds:
             for suite in args.only:
                 for arch, kind in PLAN[suite]:
                     out = CACHE / f"{arch}_{kind}_seed{seed}.json"
-                    if out.exists() or kind not in (args.kinds or (QUICK_KINDS if QUICK else [kind])):
+                    if out.exists() or (wanted and kind not in wanted):
                         continue
                     print(f"[transformer_pruning] {arch} {kind} seed {seed}", flush=True)
                     if kind == "torch":

@@ -107,3 +107,10 @@ def test_kd_targets_pack_labels_with_the_teacher_logits():
     assert packed.shape == (8, 4) and np.array_equal(packed[:, 0], y) and np.allclose(packed[:, 1:], teacher)
     expected = distillation_loss(y, student.astype("float32"), teacher.astype("float32"), 2.0, 0.3)
     assert float(loss(packed, student.astype("float32"))) == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_mean_sd_gives_the_sample_spread_skipping_missing_values():
+    from benchmarks.harness import mean_sd
+
+    assert mean_sd([1.0, 3.0, None]) == "2.00 ± 1.41"
+    assert mean_sd([0.5], "{:.3f}") == "0.500" and mean_sd([None]) == "-" and mean_sd([]) == "-"
