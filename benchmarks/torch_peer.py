@@ -203,7 +203,7 @@ def prune_to(model, target_macs, importance, x, y, ranking="global"):
 
 def run(arch, target, importance, steps, seed, ranking="global"):
     """One row: train (or load) the dense model, prune in `steps` steps with fine-tuning, measure."""
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(len(os.sched_getaffinity(0)))  # the cores this process may use
     (x, y), (xv, yv), (xt, yt) = load_data()
     x, y = _tensors(x, y)
     xv, yv = _tensors(xv, yv)

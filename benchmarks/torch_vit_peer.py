@@ -166,7 +166,7 @@ def prune_to(model, target_macs):
 
 def run(target, seed):
     """One row: train (or load) the dense ViT, prune to `target` of its MACs, fine-tune, measure."""
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(len(os.sched_getaffinity(0)))  # the cores this process may use
     (x, y), (xv, yv), (xt, yt) = bench.load_fashion()
     x, y = _tensors(x, y)
     xv, yv = _tensors(xv, yv)
