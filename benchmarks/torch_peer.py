@@ -201,9 +201,16 @@ def prune_to(model, target_macs, importance, x, y, ranking="global"):
     return time.perf_counter() - start
 
 
+def use_cores():
+    """Give torch as many threads as the cores this process may run on (``taskset``; every core
+    where the platform cannot say)."""
+    cores = os.sched_getaffinity(0) if hasattr(os, "sched_getaffinity") else range(os.cpu_count() or 1)
+    torch.set_num_threads(len(cores))
+
+
 def run(arch, target, importance, steps, seed, ranking="global"):
     """One row: train (or load) the dense model, prune in `steps` steps with fine-tuning, measure."""
-    torch.set_num_threads(len(os.sched_getaffinity(0)))  # the cores this process may use
+    use_cores()
     (x, y), (xv, yv), (xt, yt) = load_data()
     x, y = _tensors(x, y)
     xv, yv = _tensors(xv, yv)

@@ -30,7 +30,7 @@ import torch  # noqa: E402
 from torch import nn  # noqa: E402
 
 from benchmarks import transformer_pruning as bench  # noqa: E402
-from benchmarks.torch_peer import _tensors, accuracy, params, save_row  # noqa: E402
+from benchmarks.torch_peer import _tensors, accuracy, params, save_row, use_cores  # noqa: E402
 
 EPS = 1e-6
 MAX_FRACTION = 0.9
@@ -166,7 +166,7 @@ def prune_to(model, target_macs):
 
 def run(target, seed):
     """One row: train (or load) the dense ViT, prune to `target` of its MACs, fine-tune, measure."""
-    torch.set_num_threads(len(os.sched_getaffinity(0)))  # the cores this process may use
+    use_cores()
     (x, y), (xv, yv), (xt, yt) = bench.load_fashion()
     x, y = _tensors(x, y)
     xv, yv = _tensors(xv, yv)

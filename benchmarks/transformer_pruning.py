@@ -231,7 +231,7 @@ def summarize(suites, seeds):
 
     import numpy as np
 
-    from benchmarks.harness import md_table, mean_sd as spread, paired_speedup, time_rounds, write_results
+    from benchmarks.harness import md_table, mean_sd, paired_speedup, time_rounds, write_results
 
     rows = [json.loads(path.read_text()) for suite in suites for arch, kind in PLAN[suite] for seed in seeds
             if (path := CACHE / f"{arch}_{kind}_seed{seed}.json").exists()]
@@ -262,9 +262,9 @@ def summarize(suites, seeds):
             "macs_ratio": [r.get("macs_ratio") for r in rs], "latency_ratio": [r.get("latency_ratio") for r in rs]})
     table = md_table(
         ["model", "method", "seeds", "test acc. (%)", "drop (pts)", "MACs ratio", "LiteRT latency ratio"],
-        [[g["arch"], g["method"], len(g["seeds"]), spread([100 * a for a in g["test_accuracy"]], "{:.2f}"),
-          spread(g["accuracy_drop_points"], "{:.2f}"), spread(g["macs_ratio"], "{:.3f}"),
-          spread(g["latency_ratio"], "{:.2f}")] for g in summary])
+        [[g["arch"], g["method"], len(g["seeds"]), mean_sd([100 * a for a in g["test_accuracy"]]),
+          mean_sd(g["accuracy_drop_points"]), mean_sd(g["macs_ratio"], "{:.3f}"),
+          mean_sd(g["latency_ratio"])] for g in summary])
     per_seed = md_table(
         ["model", "method", "seed", "test acc.", "drop (pts)", "MACs", "MACs ratio", "params", "LiteRT ms",
          "latency ratio"],

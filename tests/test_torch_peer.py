@@ -70,3 +70,13 @@ def test_the_equal_macs_vit_has_half_the_macs():
 
     ratio = tgs.flops(transformer_pruning.vit_scaled()) / tgs.flops(transformer_pruning.vit())
     assert abs(ratio - 0.5) < 0.01
+
+
+def test_torch_uses_the_cores_the_process_may_run_on(monkeypatch):
+    monkeypatch.setattr(torch_peer.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+    before = torch.get_num_threads()
+    try:
+        torch_peer.use_cores()
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
