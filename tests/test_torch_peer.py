@@ -80,3 +80,14 @@ def test_torch_uses_the_cores_the_process_may_run_on(monkeypatch):
         assert torch.get_num_threads() == 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_torch_uses_every_core_where_the_platform_has_no_affinity(monkeypatch):
+    monkeypatch.delattr(torch_peer.os, "sched_getaffinity", raising=False)
+    monkeypatch.setattr(torch_peer.os, "cpu_count", lambda: 3)
+    before = torch.get_num_threads()
+    try:
+        torch_peer.use_cores()
+        assert torch.get_num_threads() == 3
+    finally:
+        torch.set_num_threads(before)
