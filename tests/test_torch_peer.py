@@ -72,22 +72,20 @@ def test_the_equal_macs_vit_has_half_the_macs():
     assert abs(ratio - 0.5) < 0.01
 
 
-def test_torch_uses_the_cores_the_process_may_run_on(monkeypatch):
-    monkeypatch.setattr(torch_peer.os, "sched_getaffinity", lambda pid: {0}, raising=False)
+@pytest.mark.parametrize(
+    "affinity, expected",
+    [(lambda pid: {0}, 1), (None, 3)],
+    ids=["the cores the process may run on", "every core where the platform has no affinity"],
+)
+def test_torch_threads_follow_the_usable_cores(monkeypatch, affinity, expected):
+    if affinity is None:
+        monkeypatch.delattr(torch_peer.os, "sched_getaffinity", raising=False)
+        monkeypatch.setattr(torch_peer.os, "cpu_count", lambda: 3)
+    else:
+        monkeypatch.setattr(torch_peer.os, "sched_getaffinity", affinity, raising=False)
     before = torch.get_num_threads()
     try:
         torch_peer.use_cores()
-        assert torch.get_num_threads() == 1
-    finally:
-        torch.set_num_threads(before)
-
-
-def test_torch_uses_every_core_where_the_platform_has_no_affinity(monkeypatch):
-    monkeypatch.delattr(torch_peer.os, "sched_getaffinity", raising=False)
-    monkeypatch.setattr(torch_peer.os, "cpu_count", lambda: 3)
-    before = torch.get_num_threads()
-    try:
-        torch_peer.use_cores()
-        assert torch.get_num_threads() == 3
+        assert torch.get_num_threads() == expected
     finally:
         torch.set_num_threads(before)
