@@ -8,6 +8,7 @@ import pytest
 
 import tf_groupsparse as tgs
 from tf_groupsparse.graph import build_graph, remove_groups
+from tf_groupsparse.pruning import latency
 from tf_groupsparse.pruning.cost import CostModel
 from tf_groupsparse.pruning.importance import BNScale, LAMP, Magnitude, Random, Taylor
 from tf_groupsparse.pruning.plan import ChannelPlan
@@ -219,6 +220,51 @@ def test_latency_target_is_predicted_then_measured(trained):
     model, x, y = trained
     small, report = tgs.prune(model, (x, y), latency=0.6, verbose=0)
     t = report.totals
-    assert t["latency_fraction_predicted"] <= 0.6 + 1e-9
+    assert t["latency_fraction_predicted"] <= t["latency_aim_predicted"] + 1e-9
+    assert report.meta["latency_trials"][0][0] == 0.6 and len(report.meta["latency_trials"]) <= latency.ROUNDS
     assert 0 < t["latency_fraction"] < 1.0 and t["latency_ms_after"] < t["latency_ms_before"]
     assert t["macs_fraction"] < 1.0
+
+
+@pytest.mark.parametrize("measured, aim", [
+    (lambda a: a, 0.5),            # the table is right: one trial
+    (lambda a: 1.25 * a, 0.4),     # the table is optimistic: aim lower
+    (lambda a: 0.8 * a, 0.625),    # the table is pessimistic: aim higher, prune less
+    (lambda a: 0.9, 0.05),         # nothing prunes below the target: the search ends at the floor
+], ids=["exact", "optimistic", "pessimistic", "flat"])
+def test_latency_calibration_moves_the_aim_by_the_measured_ratio(measured, aim):
+    found, trials = latency.calibrate_aim(measured, 0.5)
+    assert found == pytest.approx(aim)
+    assert len(trials) <= latency.ROUNDS and trials[0][0] == 0.5
+
+
+def test_latency_calibration_recovers_from_one_slow_reading(trained, monkeypatch):
+    """A first reading 30% too slow used to push the aim down for good (0.38 of the MACs for a
+    target of 0.5); the search must come back up between the slow and the fast trials."""
+    model, x, y = trained
+    full = tgs.flops(model)
+
+    class Table:  # latency follows MACs exactly, but the first measurement is an outlier
+        readings = []
+
+        def __init__(self, model, graph):
+            pass
+
+        def measure(self, graph):
+            return lambda cost: cost.macs / full
+
+        def measured_fraction(self, pruned):
+            fraction = tgs.flops(pruned) / full
+            self.readings.append(fraction)
+            return 1.3 * fraction if len(self.readings) == 1 else fraction
+
+        def report(self, pruned):
+            return {"latency_fraction": tgs.flops(pruned) / full}
+
+    monkeypatch.setattr(latency, "LatencyTable", Table)
+    monkeypatch.setattr(latency, "check_backend", lambda owner=None: None)
+    small, report = tgs.prune(model, (x, y), latency=0.5, verbose=0)
+    trials = report.meta["latency_trials"]
+    assert trials[0][1] > 0.6 and 2 <= len(trials) <= latency.ROUNDS
+    assert 0.5 - 2 * latency.TOLERANCE <= report.totals["macs_fraction"] <= 0.5 + latency.TOLERANCE
+    assert report.totals["latency_fraction"] == report.totals["macs_fraction"]

@@ -18,8 +18,9 @@ adds, concatenations, BatchNormalization or depthwise convolutions decides toget
 With ``steps=N`` the kept fraction goes down linearly, ``1 - (1 - target) * s / N`` at step
 ``s``, and importance is measured again on the fine-tuned model of the previous step (iterative
 pruning). A ``latency`` target is reached through a per-layer cost table measured once in LiteRT
-(:mod:`.latency`) and up to three measure-and-adjust rounds (a one-shot prune of the model is
-converted and timed, and the table's aim is lowered by the measured shortfall); the result is
+(:mod:`.latency`) and up to four measure-and-adjust rounds (a one-shot prune of the model is
+converted and timed; the table's aim moves by the measured ratio until one trial is too slow and
+another fast enough, then searches between them, :func:`.latency.calibrate_aim`); the result is
 timed and the measured ratio reported beside the target.
 
 Reference: the group-level importance and global ranking follow Torch-Pruning (Fang et al.,
@@ -63,8 +64,6 @@ logger = logging.getLogger(__name__)
 
 _OWNER = "prune"
 TARGETS = ("macs", "params", "latency")
-LATENCY_ROUNDS = 3          # measure-and-adjust rounds for a latency target
-LATENCY_TOLERANCE = 0.02    # how far above the target a measured latency fraction may stay
 RANKINGS = ("global", "uniform")
 UNIFORM_BISECTIONS = 12     # bisection steps on the common share of a uniform ranking (2^-12)
 
@@ -287,7 +286,7 @@ def prune(model, data=None, *, macs=None, params=None, latency=None, importance=
         totals["loss_before"], totals["accuracy_before"] = check_trained(
             LossEvaluator(model, loss_fn, x, y, batch_size), model, _OWNER, allow_untrained)
 
-    from .latency import LatencyTable
+    from .latency import LatencyTable, calibrate_aim
 
     original = build_graph(model)
     table = LatencyTable(model, original) if kind == "latency" else None
@@ -332,12 +331,7 @@ def prune(model, data=None, *, macs=None, params=None, latency=None, importance=
 
     aim, started = target, time.perf_counter()
     if kind == "latency":  # measure and adjust (NetAdapt): the table's prediction is only a guide
-        for _ in range(LATENCY_ROUNDS):
-            trial, _, _ = prune_step(model, aim)
-            measured = table.measured_fraction(trial)
-            if measured <= target + LATENCY_TOLERANCE or aim <= 0.05:
-                break
-            aim = max(aim * target / measured, 0.05)
+        aim, trials = calibrate_aim(lambda share: table.measured_fraction(prune_step(model, share)[0]), target)
         totals["latency_aim_predicted"] = aim
     calibration_seconds = time.perf_counter() - started
     current, prune_seconds, tune_seconds, removed_groups = model, calibration_seconds, 0.0, 0
@@ -362,6 +356,8 @@ def prune(model, data=None, *, macs=None, params=None, latency=None, importance=
                         "fine_tune": fine_tune_meta(fine_tune) if isinstance(fine_tune, dict) else (
                             None if fine_tune is None else getattr(fine_tune, "__name__", "callable")),
                         "unit": "MACs are multiply-adds per sample (FLOPs ~ 2 x MACs)"})
+    if kind == "latency":
+        report.meta["latency_trials"] = trials  # [aim, measured fraction] of each calibration trial
     if table is not None:
         report.totals.update(table.report(current))
     if x is not None:

@@ -40,7 +40,11 @@ from ..graph.kinds import cost_for
 from ..metrics import _io_shapes
 from .cost import CostModel
 
-__all__ = ["LatencyTable", "check_backend"]
+__all__ = ["LatencyTable", "calibrate_aim", "check_backend"]
+
+ROUNDS = 4          # measure-and-adjust rounds for a latency target
+TOLERANCE = 0.02    # how far from the target a measured latency fraction counts as on it
+FLOOR = 0.05        # the lowest predicted fraction the pruner is asked for
 
 
 def check_backend(owner="LatencyTable"):
@@ -134,6 +138,59 @@ def _volumes(graph):
     return per_group, total
 
 
+def calibrate_aim(measure_at, target, rounds=ROUNDS, tolerance=TOLERANCE, floor=FLOOR):
+    """Find the predicted latency fraction ("aim") whose pruned model measures at `target`.
+
+    ``measure_at(aim)`` prunes to `aim` of the table's predicted latency and returns the measured
+    fraction. The first trial aims at `target`. Trials that measure above ``target + tolerance``
+    are too slow, the others fast enough; once there is one of each, the next aim interpolates
+    between the slowest fast-enough and the fastest too-slow aim (kept inside the middle half of
+    that bracket), so one noisy reading cannot push the aim down for good. With trials of one kind
+    only, the aim moves by the measured ratio (``aim * target / measured``, down to `floor`, up
+    to 1). The search stops when a trial measures within `tolerance` of the target or after
+    `rounds` trials.
+
+    Args:
+        measure_at: ``aim -> measured latency fraction``.
+        target: the latency fraction to reach, in (0, 1].
+        rounds: the most trials (default 4).
+        tolerance: a measured fraction within this of `target` ends the search (default 0.02).
+        floor: the lowest aim tried (default 0.05).
+
+    Returns:
+        ``(aim, trials)``: the largest fast-enough aim (the least pruning that met the target),
+        or when no trial was fast enough the next aim the search would have tried; and the
+        ``[aim, measured]`` pairs in order.
+
+    Examples:
+        >>> readings = iter([0.70, 0.30, 0.47, 0.49])   # the first reading is an outlier
+        >>> aim, trials = calibrate_aim(lambda aim: next(readings), 0.5)
+        >>> [round(a, 3) for a, _ in trials], round(aim, 3)
+        ([0.5, 0.357, 0.429, 0.446], 0.446)
+    """
+    trials, fast, slow, aim = [], None, None, target
+    for _ in range(rounds):
+        measured = float(measure_at(aim))
+        trials.append([aim, measured])
+        if measured <= target + tolerance:
+            fast = aim if fast is None else max(fast, aim)
+            if measured >= target - tolerance:
+                break
+        else:
+            slow = aim if slow is None else min(slow, aim)
+        if fast is not None and slow is not None:
+            at = {a: m for a, m in trials}   # the measured fraction of each aim tried
+            share = (target - at[fast]) / (at[slow] - at[fast]) if at[slow] > at[fast] else 0.5
+            aim = fast + min(max(share, 0.25), 0.75) * (slow - fast)
+        elif slow is not None:
+            if aim <= floor:
+                break
+            aim = max(aim * target / max(measured, 1e-12), floor)
+        else:
+            aim = min(aim * target / max(measured, 1e-12), 1.0)
+    return (fast if fast is not None else aim), trials
+
+
 class LatencyTable:
     """Per-layer LiteRT timings of `model` and a latency prediction for pruned versions of it.
 
@@ -208,20 +265,22 @@ class LatencyTable:
 
         return fraction
 
-    def measured_fraction(self, pruned, rounds=2):
+    def measured_fraction(self, pruned, rounds=4):
         """`pruned`'s measured LiteRT latency over the original's (median of alternating rounds)."""
         return self.report(pruned, rounds)["latency_fraction"]
 
-    def report(self, pruned, rounds=3):
-        """Measure `pruned` against the original in alternating rounds: the figures for the report."""
+    def report(self, pruned, rounds=5):
+        """Measure `pruned` against the original in rounds that alternate which of the two is timed
+        first (the first timing of a round reads differently): the figures for the report."""
         from ..deploy import convert_tflite, tflite_latency
 
         blob = convert_tflite(pruned)
         x = np.random.default_rng(1).standard_normal((1,) + tuple(self.model.inputs[0].shape[1:])).astype("float32")
         before, after = [], []
-        for _ in range(rounds):
-            before.append(tflite_latency(self.reference, x, runs=max(self.runs, 20)))
-            after.append(tflite_latency(blob, x, runs=max(self.runs, 20)))
+        for i in range(rounds):
+            pair = [(before, self.reference), (after, blob)]
+            for times, model in pair if i % 2 == 0 else pair[::-1]:
+                times.append(tflite_latency(model, x, runs=max(self.runs, 20)))
         graph = build_graph(pruned)
         cost = CostModel(graph)
         predicted = self.predict(cost.layer_macs(), _volumes(graph)[1]) / max(self.predicted_full, 1e-12)
