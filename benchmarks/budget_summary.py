@@ -21,7 +21,7 @@ import numpy as np
 from benchmarks.budget_pruning import CACHE, GOALS, RESULTS, _key
 from benchmarks.harness import mean_sd
 
-ROUNDS = 3
+ROUNDS = 9  # alternating-order rounds per row: one ratio read to about a tenth with 3 rounds
 #: the order of the row kinds in the tables
 ORDER = {"dense": 0, "prune": 1, "coupled": 2, "prune_filters": 3, "scaled": 4, "torch": 5, "tfmot": 6}
 
@@ -62,8 +62,9 @@ def _load(archs, targets, seeds):
 
 
 def retime(rows, runs=100):
-    """Median float latency of every row over `ROUNDS` rounds, each round timing the row's dense
-    model right before it; the ratio is dense / row within each round, then the median."""
+    """Median float latency of every row over `ROUNDS` rounds, each round timing the row and its
+    dense model (alternating which goes first); the ratio is dense / row within each round, then
+    the median."""
     from benchmarks.harness import paired_speedup, time_rounds
 
     dense = {(r["arch"], r["seed"]): r for r in rows if r["kind"] == "dense" and r.get("tflite")}

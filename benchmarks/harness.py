@@ -331,13 +331,15 @@ def timed(fn, *args, **kwargs):
 
 def time_rounds(models: dict, x, *, rounds=3, runs=50, warmup=5) -> dict:
     """``{name: [median seconds per round]}``: each round times every model of `models`
-    (``name -> .tflite bytes or path``) in turn, one LiteRT thread, batch ``x``."""
+    (``name -> .tflite bytes or path``) in turn, one LiteRT thread, batch ``x``; odd rounds go
+    in reverse order, so that no model is always timed first (the first timing of a round can
+    read differently)."""
     from tf_groupsparse.deploy import tflite_latency
 
     samples = {name: [] for name in models}
-    for _ in range(rounds):
-        for name, blob in models.items():
-            samples[name].append(tflite_latency(blob, x, runs=runs, warmup=warmup, threads=1))
+    for i in range(rounds):
+        for name in list(models) if i % 2 == 0 else list(models)[::-1]:
+            samples[name].append(tflite_latency(models[name], x, runs=runs, warmup=warmup, threads=1))
     return samples
 
 

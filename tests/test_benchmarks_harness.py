@@ -28,6 +28,15 @@ def test_time_rounds_times_every_model_every_round_and_accuracy_agrees_in_litert
     assert harness.accuracy(model, x, (y + 1) % 3) == 0.0
 
 
+def test_time_rounds_alternates_which_model_goes_first(monkeypatch):
+    import tf_groupsparse.deploy as deploy
+
+    order = []
+    monkeypatch.setattr(deploy, "tflite_latency", lambda blob, x, **kw: order.append(blob) or 1.0)
+    samples = harness.time_rounds({"a": "A", "b": "B", "c": "C"}, None, rounds=3)
+    assert "".join(order) == "ABCCBAABC" and samples == {k: [1.0] * 3 for k in "abc"}
+
+
 def test_train_fits_with_adam_or_sgd_and_returns_seconds():
     x = np.random.default_rng(0).random((64, 3)).astype("float32")
     y = (x[:, 0] > 0.5).astype("int64")
