@@ -241,9 +241,13 @@ def row_prune(arch, target, seed, data, importance="l2", steps=1, variant=None):
                                ranking="uniform" if variant == "uniform" else "global", **budget)
     label = {"round8": ", widths rounded to 8", "latency": f", to {target:g} of the LiteRT latency",
              "uniform": ", uniform per-layer share"}.get(variant, "")
-    return {"method": f"prune {importance}, {steps} step{'s' if steps > 1 else ''}{label}", "importance": importance,
-            "steps": steps, "variant": variant, "prune_seconds": report.totals["prune_seconds"],
-            "fine_tune_epochs": per_step * steps}, pruned
+    row = {"method": f"prune {importance}, {steps} step{'s' if steps > 1 else ''}{label}", "importance": importance,
+           "steps": steps, "variant": variant, "prune_seconds": report.totals["prune_seconds"],
+           "fine_tune_epochs": per_step * steps}
+    if variant == "latency":  # the calibration trials [aim, measured] and the end point, in tgs.prune's timing
+        row.update({k: report.totals[k] for k in ("latency_fraction", "latency_fraction_predicted")},
+                   latency_trials=report.meta["latency_trials"])
+    return row, pruned
 
 
 def row_coupled(arch, target, seed, data):

@@ -88,3 +88,22 @@ def test_rows_over_seeds_give_mean_and_spread_and_compare_within_the_spread():
     # 90.00 vs 92.50 +- 1.41 (the larger spread): not within; vs the peer's 81.00: met
     assert "'l2' 90.00 ± 1.41% vs width-scaled from scratch 'scaled' 92.50 ± 0.71% (not met" in verdicts[0]
     assert "(met within the seed spread)" in verdicts[1]
+
+
+def test_a_latency_row_keeps_the_calibration_trials(monkeypatch):
+    import tf_groupsparse as tgs
+
+    calls = {}
+
+    def prune(model, data, **kwargs):
+        calls.update(kwargs)
+        totals = {"prune_seconds": 1.0, "latency_fraction": 0.49, "latency_fraction_predicted": 0.45}
+        return "small", tgs.Report("r", totals=totals, meta={"latency_trials": [[0.5, 0.6], [0.42, 0.49]]})
+
+    monkeypatch.setattr(bp, "_load_dense", lambda arch, seed: "dense")
+    monkeypatch.setattr(tgs, "prune", prune)
+    row, small = bp.row_prune("resnet20", 0.5, 0, ((None, None), None, None), variant="latency")
+    assert small == "small" and calls["latency"] == 0.5 and "macs" not in calls
+    assert row["latency_trials"] == [[0.5, 0.6], [0.42, 0.49]] and row["latency_fraction"] == 0.49
+    row, _ = bp.row_prune("resnet20", 0.5, 0, ((None, None), None, None))
+    assert calls["macs"] == 0.5 and "latency_trials" not in row
