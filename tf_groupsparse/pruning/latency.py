@@ -45,6 +45,7 @@ __all__ = ["LatencyTable", "calibrate_aim", "check_backend"]
 ROUNDS = 4          # measure-and-adjust rounds for a latency target
 TOLERANCE = 0.02    # how far from the target a measured latency fraction counts as on it
 FLOOR = 0.05        # the lowest predicted fraction the pruner is asked for
+TIMING_SECONDS = 0.25  # each timing of a whole model runs at least this long (a ~1 ms model: 250 runs)
 
 
 def check_backend(owner="LatencyTable"):
@@ -197,7 +198,8 @@ class LatencyTable:
     Args:
         model: the built keras.Model to prune (fixed input shape).
         graph: its dependency graph (built when None).
-        runs: timed calls per layer and per model (default 30).
+        runs: timed calls per layer and per model (default 30); a whole model is timed at least
+            ``TIMING_SECONDS`` (0.25 s) at a time when its calls are shorter.
 
     Attributes:
         full_seconds: measured latency of the whole model (median of `runs` calls).
@@ -271,19 +273,22 @@ class LatencyTable:
 
     def report(self, pruned, rounds=5):
         """Measure `pruned` against the original in rounds that alternate which of the two is timed
-        first (the first timing of a round reads differently): the figures for the report."""
+        first, each timing at least ``TIMING_SECONDS`` long; the fraction is the median of the
+        per-round ratios (pruned / original): the figures for the report."""
         from ..deploy import convert_tflite, tflite_latency
 
         blob = convert_tflite(pruned)
         x = np.random.default_rng(1).standard_normal((1,) + tuple(self.model.inputs[0].shape[1:])).astype("float32")
+        runs = max(self.runs, 20, math.ceil(TIMING_SECONDS / max(self.full_seconds, 1e-6)))
         before, after = [], []
         for i in range(rounds):
             pair = [(before, self.reference), (after, blob)]
             for times, model in pair if i % 2 == 0 else pair[::-1]:
-                times.append(tflite_latency(model, x, runs=max(self.runs, 20)))
+                times.append(tflite_latency(model, x, runs=runs))
         graph = build_graph(pruned)
         cost = CostModel(graph)
         predicted = self.predict(cost.layer_macs(), _volumes(graph)[1]) / max(self.predicted_full, 1e-12)
         b, a = float(np.median(before)), float(np.median(after))
         return {"latency_ms_before": 1e3 * b, "latency_ms_after": 1e3 * a,
-                "latency_fraction": a / b, "latency_fraction_predicted": predicted}
+                "latency_fraction": float(np.median(np.divide(after, before))),
+                "latency_fraction_predicted": predicted}
