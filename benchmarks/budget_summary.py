@@ -14,6 +14,7 @@ was timed at then (against the same seed's dense model).
 from __future__ import annotations
 
 import json
+import math
 import statistics
 
 import numpy as np
@@ -22,6 +23,7 @@ from benchmarks.budget_pruning import CACHE, GOALS, RESULTS, _key
 from benchmarks.harness import mean_sd
 
 ROUNDS = 9  # alternating-order rounds per row: one ratio read to about a tenth with 3 rounds
+TIMING_SECONDS = 0.25  # each timing of a model lasts at least this long (100 calls of 0.3 ms were too few)
 #: the order of the row kinds in the tables
 ORDER = {"dense": 0, "prune": 1, "coupled": 2, "prune_filters": 3, "scaled": 4, "torch": 5, "tfmot": 6}
 
@@ -63,8 +65,8 @@ def _load(archs, targets, seeds):
 
 def retime(rows, runs=100):
     """Median float latency of every row over `ROUNDS` rounds, each round timing the row and its
-    dense model (alternating which goes first); the ratio is dense / row within each round, then
-    the median."""
+    dense model (alternating which goes first) for at least `runs` calls and `TIMING_SECONDS`;
+    the ratio is dense / row within each round, then the median."""
     from benchmarks.harness import paired_speedup, time_rounds
 
     dense = {(r["arch"], r["seed"]): r for r in rows if r["kind"] == "dense" and r.get("tflite")}
@@ -73,7 +75,8 @@ def retime(rows, runs=100):
         base = dense.get((row["arch"], row["seed"]))
         if base is None or not row.get("tflite") or not all((CACHE / r["tflite"]).exists() for r in (base, row)):
             continue  # a peer row, or one restored from a summary: the latency it was timed at
-        t = time_rounds({"dense": CACHE / base["tflite"], "row": CACHE / row["tflite"]}, x, rounds=ROUNDS, runs=runs)
+        calls = max(runs, math.ceil(TIMING_SECONDS / (base["latency_ms"] / 1e3)))  # long enough to average noise
+        t = time_rounds({"dense": CACHE / base["tflite"], "row": CACHE / row["tflite"]}, x, rounds=ROUNDS, runs=calls)
         row["latency_ms"] = 1e3 * float(np.median(t["row"]))
         row["latency_ratio"] = paired_speedup(t["dense"], t["row"])
     return rows
