@@ -21,9 +21,9 @@ import numpy as np
 
 from benchmarks.budget_pruning import CACHE, GOALS, RESULTS, _key
 from benchmarks.harness import mean_sd
+from tf_groupsparse.pruning.latency import TIMING_SECONDS  # the shortest timing of a model, as tgs.prune's
 
 ROUNDS = 9  # alternating-order rounds per row: one ratio read to about a tenth with 3 rounds
-TIMING_SECONDS = 0.25  # each timing of a model lasts at least this long (100 calls of 0.3 ms were too few)
 #: the order of the row kinds in the tables
 ORDER = {"dense": 0, "prune": 1, "coupled": 2, "prune_filters": 3, "scaled": 4, "torch": 5, "tfmot": 6}
 

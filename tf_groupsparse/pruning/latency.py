@@ -169,27 +169,26 @@ def calibrate_aim(measure_at, target, rounds=ROUNDS, tolerance=TOLERANCE, floor=
         >>> [round(a, 3) for a, _ in trials], round(aim, 3)
         ([0.5, 0.357, 0.429, 0.446], 0.446)
     """
-    trials, fast, slow, aim = [], None, None, target
+    trials, fast, slow, aim = [], None, None, target   # fast, slow: (aim, measured) of the bracket
     for _ in range(rounds):
         measured = float(measure_at(aim))
         trials.append([aim, measured])
-        if measured <= target + tolerance:
-            fast = aim if fast is None else max(fast, aim)
+        if measured > target + tolerance:
+            slow = min(slow or (aim, measured), (aim, measured))
+        else:
+            fast = max(fast or (aim, measured), (aim, measured))
             if measured >= target - tolerance:
                 break
-        else:
-            slow = aim if slow is None else min(slow, aim)
-        if fast is not None and slow is not None:
-            at = {a: m for a, m in trials}   # the measured fraction of each aim tried
-            share = (target - at[fast]) / (at[slow] - at[fast]) if at[slow] > at[fast] else 0.5
-            aim = fast + min(max(share, 0.25), 0.75) * (slow - fast)
-        elif slow is not None:
+        if fast and slow:
+            share = (target - fast[1]) / (slow[1] - fast[1]) if slow[1] > fast[1] else 0.5
+            aim = fast[0] + min(max(share, 0.25), 0.75) * (slow[0] - fast[0])
+        elif slow:
             if aim <= floor:
                 break
             aim = max(aim * target / max(measured, 1e-12), floor)
         else:
             aim = min(aim * target / max(measured, 1e-12), 1.0)
-    return (fast if fast is not None else aim), trials
+    return (fast[0] if fast else aim), trials
 
 
 class LatencyTable:
