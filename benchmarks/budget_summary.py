@@ -14,7 +14,6 @@ was timed at then (against the same seed's dense model).
 from __future__ import annotations
 
 import json
-import math
 import statistics
 
 import numpy as np
@@ -67,7 +66,8 @@ def retime(rows, runs=100):
     """Median float latency of every row over `ROUNDS` rounds, each round timing the row and its
     dense model (alternating which goes first) for at least `runs` calls and `TIMING_SECONDS`;
     the ratio is dense / row within each round, then the median."""
-    from benchmarks.harness import paired_speedup, time_rounds
+    from benchmarks.harness import paired_speedup
+    from tf_groupsparse.deploy import tflite_latency_rounds
 
     dense = {(r["arch"], r["seed"]): r for r in rows if r["kind"] == "dense" and r.get("tflite")}
     x = np.random.default_rng(0).random((1, 32, 32, 3), "float32")
@@ -75,8 +75,8 @@ def retime(rows, runs=100):
         base = dense.get((row["arch"], row["seed"]))
         if base is None or not row.get("tflite") or not all((CACHE / r["tflite"]).exists() for r in (base, row)):
             continue  # a peer row, or one restored from a summary: the latency it was timed at
-        calls = max(runs, math.ceil(TIMING_SECONDS / (base["latency_ms"] / 1e3)))  # long enough to average noise
-        t = time_rounds({"dense": CACHE / base["tflite"], "row": CACHE / row["tflite"]}, x, rounds=ROUNDS, runs=calls)
+        t = tflite_latency_rounds({"dense": CACHE / base["tflite"], "row": CACHE / row["tflite"]}, x, rounds=ROUNDS,
+                                  runs=runs, min_seconds=TIMING_SECONDS)  # long enough to average noise
         row["latency_ms"] = 1e3 * float(np.median(t["row"]))
         row["latency_ratio"] = paired_speedup(t["dense"], t["row"])
     return rows

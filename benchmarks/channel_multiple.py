@@ -19,7 +19,8 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from benchmarks.harness import max_abs_error, median_us, paired_speedup, publish, render, time_rounds  # noqa: E402
+from benchmarks.harness import max_abs_error, median_us, paired_speedup, publish, render  # noqa: E402
+from tf_groupsparse.deploy import tflite_latency_rounds  # noqa: E402
 
 MULTIPLES = (None, 8, 16)
 #: name -> per-conv widths of the wide VGG-style net (two convs per stage, max-pool after each stage)
@@ -76,14 +77,14 @@ def shrink_part(args, keras, rng):
     x = rng.random((1, 28, 28, 1)).astype("float32")
     probe = rng.random((32, 28, 28, 1)).astype("float32")
     scan = {w: convert_tflite(models.build(keras, models.spec("mlp", [w, 64]))) for w in range(*args.mlp_scan)}
-    scan_us = median_us(time_rounds(scan, x, rounds=args.rounds, runs=args.runs))
+    scan_us = median_us(tflite_latency_rounds(scan, x, rounds=args.rounds, runs=args.runs))
     vgg_layers = ["s1c1_conv", "s1c2_conv", "s2c1_conv", "s2c2_conv", "s3c1_conv", "s3c2_conv"]
     parts = {}
     for name, spec, alive in (("mlp", models.spec("mlp", [1000, 500]), {"fc1": 102, "fc2": 344}),
                               ("vgg", models.spec("vgg", [16, 32, 64], batch_norm=False),
                                dict(zip(vgg_layers, (11, 13, 22, 27, 45, 51))))):
         rows, blobs = shrink_cases(zero_all_but(models.build(keras, spec), alive), probe, list(alive))
-        us = median_us(time_rounds(blobs, x, rounds=args.rounds, runs=args.runs))
+        us = median_us(tflite_latency_rounds(blobs, x, rounds=args.rounds, runs=args.runs))
         for row in rows:
             row["latency_us"] = us[row["case"]]
             row["speedup_vs_no_rounding"] = us["no rounding"] / us[row["case"]]
@@ -111,12 +112,12 @@ def tiles_part(args, keras, rng):
 
     keras.utils.set_random_seed(0)
     scan = {w: convert_tflite(single_conv(w)) for w in range(*args.conv_scan)}
-    scan_us = median_us(time_rounds(scan, rng.random((1, 14, 14, 32)).astype("float32"), rounds=args.rounds,
-                                    runs=args.runs))
+    scan_us = median_us(tflite_latency_rounds(scan, rng.random((1, 14, 14, 32)).astype("float32"),
+                                              rounds=args.rounds, runs=args.runs))
     nets = {name: models.build(keras, models.spec("vgg", [], conv_widths=w, batch_norm=False))
             for name, w in VGG_CASES.items()}
-    times = time_rounds({k: convert_tflite(m) for k, m in nets.items()}, rng.random((1, 28, 28, 1)).astype("float32"),
-                        rounds=args.rounds, runs=args.runs)
+    times = tflite_latency_rounds({k: convert_tflite(m) for k, m in nets.items()},
+                                  rng.random((1, 28, 28, 1)).astype("float32"), rounds=args.rounds, runs=args.runs)
     us, dense_macs, rows = median_us(times), flops(nets["dense"]), []
     for name, model in nets.items():
         macs = flops(model)

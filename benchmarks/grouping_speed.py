@@ -3,7 +3,7 @@
 1. ``fit_groups`` on one 4096 x 4096 Dense layer holding 4 planted, permuted blocks plus noise
    (target: <= 5 s), with the default restarts and with ``n_init=4``.
 2. Dense(W) against BlockDiagonalDense(W, groups=K) for K = 2, 4, 8 in every implementation, timed
-   in LiteRT in interleaved rounds (:func:`benchmarks.harness.time_rounds`); speed-up = dense /
+   in LiteRT in interleaved rounds (:func:`tf_groupsparse.deploy.tflite_latency_rounds`); speed-up = dense /
    block latency of the same run (target: >= 0.8 K).
 
     python -m benchmarks.grouping_speed                 # full run
@@ -19,8 +19,8 @@ import keras
 import numpy as np
 from sklearn.metrics import adjusted_rand_score
 
-from benchmarks.harness import median_us, publish, render, time_rounds
-from tf_groupsparse.deploy import convert_tflite
+from benchmarks.harness import median_us, publish, render
+from tf_groupsparse.deploy import convert_tflite, tflite_latency_rounds
 from tf_groupsparse.grouping.em import fit_groups
 from tf_groupsparse.grouping.rewrite import TARGETS
 from tf_groupsparse.layers import BlockDiagonalDense
@@ -61,7 +61,7 @@ def latency_table(width, ks, batch, runs, rounds):
     x = np.random.default_rng(0).standard_normal((batch, width)).astype("float32")
     configs = {("dense", 1): convert_tflite(layer_model(width)),
                **{(impl, k): convert_tflite(layer_model(width, k, impl)) for k in ks for impl in IMPLEMENTATIONS}}
-    lat = median_us(time_rounds(configs, x, rounds=rounds, runs=runs, warmup=max(5, runs // 10)))
+    lat = median_us(tflite_latency_rounds(configs, x, rounds=rounds, runs=runs, warmup=max(5, runs // 10)))
     dense = lat.pop(("dense", 1))
     rows = [{"width": width, "batch": batch, "layer": "Dense", "K": 1, "implementation": "-",
              "latency_us": round(dense, 2), "speedup": 1.0, "target_speedup": None, "meets_target": None}]

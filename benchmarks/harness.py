@@ -3,10 +3,10 @@
 A benchmark module computes rows (dicts of figures) with these helpers and hands them to
 :func:`write_results` (or :func:`publish`, which also prints them), which writes
 ``results/<name>.json`` and ``results/<name>.md`` with the command that produced them, the date,
-the library versions and the machine. Timing is always relative: :func:`time_rounds` times several
-LiteRT models in turn, round after round, so that a ratio compares figures measured seconds apart
-(on a shared machine the CPU's speed drifts within minutes), and :func:`paired_speedup` takes the
-median of the per-round ratios.
+the library versions and the machine. Timing is always relative: the library's
+``tf_groupsparse.deploy.tflite_latency_rounds`` times several LiteRT models in turn, round after
+round, so that a ratio compares figures measured seconds apart (on a shared machine the CPU's
+speed drifts within minutes), and :func:`paired_speedup` takes the median of the per-round ratios.
 """
 
 from __future__ import annotations
@@ -329,22 +329,8 @@ def timed(fn, *args, **kwargs):
     return out, time.perf_counter() - start
 
 
-def time_rounds(models: dict, x, *, rounds=3, runs=50, warmup=5) -> dict:
-    """``{name: [median seconds per round]}``: each round times every model of `models`
-    (``name -> .tflite bytes or path``) in turn, one LiteRT thread, batch ``x``; odd rounds go
-    in reverse order, so that no model is always timed first (the first timing of a round can
-    read differently)."""
-    from tf_groupsparse.deploy import tflite_latency
-
-    samples = {name: [] for name in models}
-    for i in range(rounds):
-        for name in list(models) if i % 2 == 0 else list(models)[::-1]:
-            samples[name].append(tflite_latency(models[name], x, runs=runs, warmup=warmup, threads=1))
-    return samples
-
-
 def median_us(samples: dict) -> dict:
-    """``{name: median microseconds}`` of :func:`time_rounds`' per-round seconds."""
+    """``{name: median microseconds}`` of ``tflite_latency_rounds``' per-round seconds."""
     return {name: 1e6 * statistics.median(v) for name, v in samples.items()}
 
 

@@ -15,9 +15,9 @@ import keras
 import numpy as np
 
 from benchmarks.harness import (accuracy, cnn, load, max_abs_error, median_us, paired_speedup, publish, render,
-                                time_rounds, timed, train, verdict)
+                                timed, train, verdict)
 from tf_groupsparse.callbacks import ProximalStep
-from tf_groupsparse.deploy import convert_tflite, run_tflite
+from tf_groupsparse.deploy import convert_tflite, run_tflite, tflite_latency_rounds
 from tf_groupsparse.metrics import count_params, flops, layer_costs
 from tf_groupsparse import regularize
 from tf_groupsparse.regularizers import GroupLasso
@@ -133,7 +133,7 @@ def cnn_part(args, data):
     flat = {"dense": convert_tflite(dense), "sparse_unshrunk": convert_tflite(sparse), "shrunk": convert_tflite(small)}
     tflite_error = float(np.max(np.abs(run_tflite(flat["shrunk"], check) - small.predict(check, verbose=0))))
     load_before = os.getloadavg()
-    samples = time_rounds(flat, xt[:1], runs=args.runs, warmup=args.warmup, rounds=args.rounds)
+    samples = tflite_latency_rounds(flat, xt[:1], runs=args.runs, warmup=args.warmup, rounds=args.rounds)
     load_after = os.getloadavg()
 
     macs = {"dense": flops(dense), "shrunk": flops(small)}

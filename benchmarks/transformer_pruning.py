@@ -231,7 +231,8 @@ def summarize(suites, seeds):
 
     import numpy as np
 
-    from benchmarks.harness import md_table, mean_sd, paired_speedup, time_rounds, write_results
+    from benchmarks.harness import md_table, mean_sd, paired_speedup, write_results
+    from tf_groupsparse.deploy import tflite_latency_rounds
 
     rows = [json.loads(path.read_text()) for suite in suites for arch, kind in PLAN[suite] for seed in seeds
             if (path := CACHE / f"{arch}_{kind}_seed{seed}.json").exists()]
@@ -240,7 +241,7 @@ def summarize(suites, seeds):
     for arch in sorted({r["arch"] for r in rows}):
         mine = [r for r in rows if r["arch"] == arch and "tflite" in r and (arch, r["seed"]) in dense]
         blobs = {r["tflite"]: (CACHE / r["tflite"]).read_bytes() for r in mine}
-        times = time_rounds(blobs, sample["vit" if arch == "vit" else "seq"], rounds=1 if QUICK else 3, runs=50)
+        times = tflite_latency_rounds(blobs, sample["vit" if arch == "vit" else "seq"], rounds=1 if QUICK else 3, runs=50)
         for r in mine:
             r["latency_ms"] = 1e3 * statistics.median(times[r["tflite"]])
             r["latency_ratio"] = paired_speedup(times[dense[arch, r["seed"]]["tflite"]], times[r["tflite"]])

@@ -194,7 +194,7 @@ def test_retime_skips_groups_with_a_missing_file_and_carries_the_last_summary(tm
     present = tmp_path / "a.tflite"
     present.write_bytes(b"x")
     timed = []
-    export = importlib.import_module("tf_groupsparse.deploy")
+    export = importlib.import_module("tf_groupsparse.deploy.litert")  # what tflite_latency_rounds calls
     monkeypatch.setattr(export, "tflite_latency", lambda path, x, runs, **kw: timed.append(path) or 2e-5)
     rows = [{"data": "d", "model": "m", "method": "dense", "tflite_float": str(present), "latency_float_s": 1.0},
             {"data": "d", "model": "m", "method": "l1", "tflite_float": str(present), "latency_float_s": 1.0},
@@ -406,7 +406,7 @@ def test_quick_dense_and_group_lasso_jobs_end_to_end(tmp_path, monkeypatch):
     assert run_all.collect(tmp_path / "suite_quick_jobs")[2] == {line: ["digits/mlp/dense", "digits/mlp/group_lasso"]}
     assert f"- `{line}`: digits/mlp/dense, digits/mlp/group_lasso" in (tmp_path / "suite_quick.md").read_text()
     # a summary without training: the rows of the jobs, re-timed
-    export = importlib.import_module("tf_groupsparse.deploy")
+    export = importlib.import_module("tf_groupsparse.deploy.litert")  # what tflite_latency_rounds calls
     monkeypatch.setattr(export, "tflite_latency", lambda path, x, runs, **kw: 1e-6)
     again, _ = run_all.main(["--quick", "--summary-only", "--retime-rounds", "1"])
     assert all(r["retimed"] and r["latency_float_s"] == 1e-6 for r in again)

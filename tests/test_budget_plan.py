@@ -1,5 +1,7 @@
 """The budget benchmark's row plan: per-architecture schedules and headline rows first."""
 
+import importlib
+
 from benchmarks import budget_pruning as bp
 
 
@@ -68,6 +70,30 @@ def test_a_fresh_checkout_restores_the_recorded_rows_under_the_keys_the_plan_use
     rows = budget_summary.retime(budget_summary._load(archs, [0.5, 0.3], [0, 1, 2]))  # no LiteRT files: kept
     dense = next(r for r in rows if r["kind"] == "dense" and r["arch"] == "resnet20")
     assert dense["latency_ms"] > 0 and abs(dense["latency_ratio"] - 1) < 0.1
+
+
+def test_retime_times_each_row_against_its_dense_model_for_at_least_the_minimum_length(tmp_path, monkeypatch):
+    from benchmarks import budget_summary
+    from tf_groupsparse.pruning.latency import TIMING_SECONDS
+
+    deploy = importlib.import_module("tf_groupsparse.deploy")  # retime imports the helper from there when called
+    monkeypatch.setattr(budget_summary, "CACHE", tmp_path)
+    for name in ("d.tflite", "p.tflite"):
+        (tmp_path / name).write_bytes(b"x")
+    calls = []
+
+    def rounds(models, x, **kw):
+        calls.append((sorted(models), kw))
+        return {"dense": [2.0, 3.0, 4.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0], "row": [1.0] * 9}
+
+    monkeypatch.setattr(deploy, "tflite_latency_rounds", rounds)
+    rows = [{"kind": "dense", "arch": "a", "seed": 0, "tflite": "d.tflite", "latency_ms": 1.0},
+            {"kind": "prune", "arch": "a", "seed": 0, "tflite": "p.tflite", "latency_ms": 0.5},
+            {"kind": "torch", "arch": "a", "seed": 0, "latency_ms": 9.0}]  # a peer row: no LiteRT file, kept
+    budget_summary.retime(rows)
+    assert calls[0] == (["dense", "row"], {"rounds": budget_summary.ROUNDS, "runs": 100, "min_seconds": TIMING_SECONDS})
+    assert len(calls) == 2 and rows[1]["latency_ratio"] == 2.0 and rows[1]["latency_ms"] == 1e3
+    assert rows[2] == {"kind": "torch", "arch": "a", "seed": 0, "latency_ms": 9.0}
 
 
 def test_rows_over_seeds_give_mean_and_spread_and_compare_within_the_spread():

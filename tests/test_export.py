@@ -17,6 +17,7 @@ from tf_groupsparse.deploy import (
     export,
     run_tflite,
     tflite_latency,
+    tflite_latency_rounds,
 )
 
 L = keras.layers
@@ -247,6 +248,41 @@ def test_helpers_convert_run_and_time_without_a_directory():
         run_tflite(3, x)
     with pytest.raises(FileNotFoundError, match=r"Expected the path of an existing .tflite file"):
         run_tflite("/nonexistent/model.tflite", x)
+
+
+def test_tflite_latency_rounds_times_every_model_every_round_in_alternating_order(monkeypatch):
+    m = keras.Sequential([keras.Input((4,)), L.Dense(3)])
+    flat = convert_tflite(m)
+    samples = tflite_latency_rounds({"a": flat, "b": flat}, np.zeros((1, 4), "float32"), runs=3, warmup=1, rounds=2)
+    assert list(samples) == ["a", "b"] and all(len(v) == 2 and all(t > 0 for t in v) for v in samples.values())
+    litert = importlib.import_module("tf_groupsparse.deploy.litert")
+    calls = []
+    monkeypatch.setattr(litert, "tflite_latency", lambda blob, x, **kw: calls.append((blob, kw)) or 1.0)
+    samples = tflite_latency_rounds({"a": "A", "b": "B", "c": "C"}, None, rounds=3, runs=7, min_seconds=0.5)
+    assert "".join(blob for blob, _ in calls) == "ABCCBAABC" and samples == {k: [1.0] * 3 for k in "abc"}
+    assert all(kw == {"runs": 7, "warmup": 5, "threads": 1, "min_seconds": 0.5} for _, kw in calls)
+    with pytest.raises(ValueError, match=r"tflite_latency_rounds: Expected at least one model in `models`"):
+        tflite_latency_rounds({}, None)
+    with pytest.raises(ValueError, match=r"tflite_latency_rounds: Expected `rounds` >= 1"):
+        tflite_latency_rounds({"a": flat}, None, rounds=0)
+
+
+def test_min_seconds_keeps_timing_until_the_calls_add_up(monkeypatch):
+    litert = importlib.import_module("tf_groupsparse.deploy.litert")
+    clock, calls = [0.0], []
+
+    def call():  # each call takes 10 ms on a fake clock
+        calls.append(1)
+        clock[0] += 0.01
+
+    monkeypatch.setattr(litert.time, "perf_counter", lambda: clock[0])
+    assert litert.median_seconds(call, runs=5, warmup=2) == pytest.approx(0.01) and len(calls) == 7
+    calls.clear()
+    assert litert.median_seconds(call, runs=5, warmup=2, min_seconds=0.25) == pytest.approx(0.01)
+    assert len(calls) == 2 + 25  # warm-up, then calls until 0.25 s of timings
+    m = keras.Sequential([keras.Input((4,)), L.Dense(3)])
+    with pytest.raises(ValueError, match=r"tflite_latency: .*min_seconds"):
+        tflite_latency(convert_tflite(m), np.zeros((1, 4), "float32"), min_seconds=-1)
 
 
 def test_several_inputs_and_outputs_keep_the_keras_order():

@@ -1,6 +1,7 @@
 """tgs.prune: budget-driven structural pruning on coupled groups, exact costs, guards, steps."""
 
 import re
+import warnings
 
 import keras
 import numpy as np
@@ -236,6 +237,36 @@ def test_latency_calibration_moves_the_aim_by_the_measured_ratio(measured, aim):
     found, trials = latency.calibrate_aim(measured, 0.5)
     assert found == pytest.approx(aim)
     assert len(trials) <= latency.ROUNDS and trials[0][0] == 0.5
+
+
+def test_an_unreachable_latency_target_warns_with_the_measured_figure(trained, monkeypatch):
+    model, x, y = trained
+    full = tgs.flops(model)
+
+    class Table:  # nothing measures faster than 0.9 of the original
+        def __init__(self, model, graph):
+            pass
+
+        def measure(self, graph):
+            return lambda cost: cost.macs / full
+
+        def measured_fraction(self, pruned):
+            return 0.9
+
+        def report(self, pruned):
+            return {"latency_fraction": 0.9}
+
+    monkeypatch.setattr(latency, "LatencyTable", Table)
+    monkeypatch.setattr(latency, "check_backend", lambda owner=None: None)
+    with pytest.warns(UserWarning, match=r"prune: `latency=0.5` was not reached: .*fastest 0.90.* measures 0.90\. "
+                                         r"Raise `max_fraction`"):
+        small, report = tgs.prune(model, (x, y), latency=0.5, verbose=0)
+    assert all(m == 0.9 for _, m in report.meta["latency_trials"]) and report.totals["macs_fraction"] < 0.5
+    monkeypatch.setattr(Table, "measured_fraction", lambda self, pruned: tgs.flops(pruned) / full)
+    with warnings.catch_warnings(record=True) as caught:  # a reachable target: no such warning
+        warnings.simplefilter("always")
+        tgs.prune(model, (x, y), latency=0.5, verbose=0)
+    assert not [w for w in caught if "was not reached" in str(w.message)]
 
 
 def test_latency_calibration_recovers_from_one_slow_reading(trained, monkeypatch):

@@ -7,7 +7,9 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from ..harness import md_table, paired_speedup, time_rounds, verdict
+from tf_groupsparse.deploy import tflite_latency_rounds
+
+from ..harness import md_table, paired_speedup, verdict
 from .methods import TARGET_SIZE
 
 LABELS = ("float", "int8")
@@ -15,7 +17,7 @@ _EPS_PT = 1e-9  # a loss equal to the limit is within it (float noise of test-se
 
 
 def retime(rows, sample, rounds=3, runs=100):
-    """Time the rows' .tflite files again with ``harness.time_rounds``, one call per dataset (input
+    """Time the rows' .tflite files again with ``tflite_latency_rounds``, one call per dataset (input
     ``sample[data]``), rows ordered by (data, model), dense first; each row gets
     ``latency_<label>_rounds`` and their median. A (data, model) group with a file missing keeps its
     figures and gets ``"retimed": False``. Returns `rows`."""
@@ -29,7 +31,7 @@ def retime(rows, sample, rounds=3, runs=100):
         r["retimed"] = False
     for data in dict.fromkeys(rows[i]["data"] for i in chosen):
         models = {(i, label): path for i in chosen if rows[i]["data"] == data for label, path in files(rows[i]).items()}
-        for (i, label), seconds in time_rounds(models, sample[data], rounds=rounds, runs=runs).items():
+        for (i, label), seconds in tflite_latency_rounds(models, sample[data], rounds=rounds, runs=runs).items():
             rows[i].update({f"latency_{label}_rounds": seconds, f"latency_{label}_s": statistics.median(seconds),
                             "retimed": True})
     return rows

@@ -15,9 +15,9 @@ import time
 
 import numpy as np
 
-from .._validation import check_int
+from .._validation import check_int, check_number
 
-__all__ = ["run_tflite", "tflite_latency"]
+__all__ = ["run_tflite", "tflite_latency", "tflite_latency_rounds"]
 
 
 
@@ -154,12 +154,13 @@ def _fixed_batch(inputs):
     return None if not sizes or -1 in sizes else max(sizes)
 
 
-def tflite_latency(tflite, x, *, runs=50, warmup=5, threads=1) -> float:
+def tflite_latency(tflite, x, *, runs=50, warmup=5, threads=1, min_seconds=0.0) -> float:
     """Median wall time in seconds of one LiteRT ``invoke()`` on `x`.
 
     The interpreter is built once (LiteRT applies its default XNNPack delegate on CPU), `x` is
     set once, `warmup` calls are discarded, then `runs` calls are timed with
-    ``time.perf_counter``. Pass a batch of one sample for single-sample latency.
+    ``time.perf_counter`` (more if they take less than `min_seconds` together). Pass a batch of
+    one sample for single-sample latency.
 
     Args:
         tflite: the model as bytes or the path of a .tflite file.
@@ -167,6 +168,8 @@ def tflite_latency(tflite, x, *, runs=50, warmup=5, threads=1) -> float:
         runs: timed calls (default 50), >= 1.
         warmup: untimed calls before timing (default 5), >= 0.
         threads: interpreter threads (default 1), >= 1.
+        min_seconds: keep timing calls until they add up to at least this long (default 0: exactly
+            `runs` calls); a short model's median then averages over more of the machine's noise.
 
     Returns:
         float: the median latency in seconds.
@@ -185,19 +188,66 @@ def tflite_latency(tflite, x, *, runs=50, warmup=5, threads=1) -> float:
     runs = check_int("runs", runs, owner, minimum=1)
     warmup = check_int("warmup", warmup, owner, minimum=0)
     threads = check_int("threads", threads, owner, minimum=1)
+    min_seconds = check_number("min_seconds", min_seconds, owner)
     interpreter = _interpreter(tflite, threads, owner)
     inputs, _ = _signature(interpreter)
     _feed(interpreter, inputs, x, owner)
-    return median_seconds(interpreter.invoke, runs, warmup)
+    return median_seconds(interpreter.invoke, runs, warmup, min_seconds)
 
 
-def median_seconds(call, runs, warmup):
-    """Median wall time of ``call()`` over `runs` timed calls after `warmup` untimed ones."""
+def tflite_latency_rounds(models, x, *, rounds=3, runs=50, warmup=5, threads=1, min_seconds=0.0) -> dict:
+    """Time several .tflite models against each other in rounds: ``{name: [seconds per round]}``.
+
+    Each round times every model once with :func:`tflite_latency`; odd rounds go in reverse
+    order, so that no model is always timed first (the first timing of a round can read
+    differently, and a machine's speed drifts within minutes). Compare two models by the median
+    of their per-round ratios rather than by one timing each.
+
+    Args:
+        models: ``{name: .tflite bytes or path}``, at least one.
+        x: the input every model takes, as for :func:`run_tflite`.
+        rounds: timing rounds (default 3), >= 1.
+        runs, warmup, threads, min_seconds: per timing, as for :func:`tflite_latency`.
+
+    Returns:
+        dict: ``{name: list of `rounds` median latencies in seconds}``, in the order of `models`.
+
+    Raises:
+        ValueError: `models` is empty or a count is out of range; as :func:`tflite_latency` for a
+            model or input it cannot run.
+
+    Examples:
+        >>> import keras, numpy as np
+        >>> from tf_groupsparse.deploy import convert_tflite, tflite_latency_rounds
+        >>> wide = convert_tflite(keras.Sequential([keras.Input((64,)), keras.layers.Dense(256)]))
+        >>> narrow = convert_tflite(keras.Sequential([keras.Input((64,)), keras.layers.Dense(16)]))
+        >>> t = tflite_latency_rounds({"wide": wide, "narrow": narrow}, np.ones((1, 64), "float32"), rounds=3, runs=5)
+        >>> [len(v) for v in t.values()]
+        [3, 3]
+        >>> ratio = float(np.median(np.divide(t["wide"], t["narrow"])))   # wide / narrow, round by round
+    """
+    owner = "tflite_latency_rounds"
+    rounds = check_int("rounds", rounds, owner, minimum=1)
+    if not models:
+        raise ValueError(f"{owner}: Expected at least one model in `models`. Received: models={models!r}")
+    names = list(models)
+    samples = {name: [] for name in names}
+    for i in range(rounds):
+        for name in names if i % 2 == 0 else names[::-1]:
+            samples[name].append(tflite_latency(models[name], x, runs=runs, warmup=warmup, threads=threads,
+                                                min_seconds=min_seconds))
+    return samples
+
+
+def median_seconds(call, runs, warmup, min_seconds=0.0):
+    """Median wall time of ``call()`` over at least `runs` timed calls after `warmup` untimed
+    ones, and more while the timed calls add up to less than `min_seconds`."""
     for _ in range(warmup):
         call()
-    times = np.empty(runs)
-    for i in range(runs):
+    times, total = [], 0.0
+    while len(times) < runs or total < min_seconds:
         start = time.perf_counter()
         call()
-        times[i] = time.perf_counter() - start
+        times.append(time.perf_counter() - start)
+        total += times[-1]
     return float(np.median(times))

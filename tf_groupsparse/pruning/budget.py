@@ -42,6 +42,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+import warnings
 
 import keras
 import numpy as np
@@ -235,6 +236,11 @@ def prune(model, data=None, *, macs=None, params=None, latency=None, importance=
         RuntimeError: a `latency` target on a Keras backend other than TensorFlow (the LiteRT
             timings need it; prune by `macs` or `params` there, or switch backends).
 
+    Warns:
+        UserWarning: a `latency` target that no calibration trial reached (the model cannot get
+            that fast with the given `max_fraction` and `ignored_layers`); the returned model is
+            the search's last aim and its measured fraction is in ``report.totals``.
+
     Examples:
         >>> import numpy as np, keras
         >>> x = np.random.rand(256, 8).astype("float32"); y = (x[:, 0] > 0.5).astype("int32")
@@ -286,7 +292,7 @@ def prune(model, data=None, *, macs=None, params=None, latency=None, importance=
         totals["loss_before"], totals["accuracy_before"] = check_trained(
             LossEvaluator(model, loss_fn, x, y, batch_size), model, _OWNER, allow_untrained)
 
-    from .latency import LatencyTable, calibrate_aim
+    from .latency import TOLERANCE, LatencyTable, calibrate_aim
 
     original = build_graph(model)
     table = LatencyTable(model, original) if kind == "latency" else None
@@ -360,6 +366,13 @@ def prune(model, data=None, *, macs=None, params=None, latency=None, importance=
         report.meta["latency_trials"] = trials  # [aim, measured fraction] of each calibration trial
     if table is not None:
         report.totals.update(table.report(current))
+    if kind == "latency" and all(measured > target + TOLERANCE for _, measured in trials):
+        warnings.warn(
+            f"{_OWNER}: `latency={target:g}` was not reached: no calibration trial measured at or below it "
+            f"(fastest {min(m for _, m in trials):.2f} of the original's LiteRT latency); the model was pruned to "
+            f"{aim:.2f} of the predicted latency, the search's last aim, with each layer capped by "
+            f"`max_fraction={max_fraction:g}`, and measures {report.totals.get('latency_fraction', float('nan')):.2f}. "
+            f"Raise `max_fraction`, pass fewer `ignored_layers`, or accept a larger `latency` target.", stacklevel=2)
     if x is not None:
         after = LossEvaluator(current, loss_fn, x, y, batch_size)
         report.totals["loss_after"] = after()

@@ -274,16 +274,12 @@ class LatencyTable:
         """Measure `pruned` against the original in rounds that alternate which of the two is timed
         first, each timing at least ``TIMING_SECONDS`` long; the fraction is the median of the
         per-round ratios (pruned / original): the figures for the report."""
-        from ..deploy import convert_tflite, tflite_latency
+        from ..deploy import convert_tflite, tflite_latency_rounds
 
-        blob = convert_tflite(pruned)
         x = np.random.default_rng(1).standard_normal((1,) + tuple(self.model.inputs[0].shape[1:])).astype("float32")
-        runs = max(self.runs, 20, math.ceil(TIMING_SECONDS / max(self.full_seconds, 1e-6)))
-        before, after = [], []
-        for i in range(rounds):
-            pair = [(before, self.reference), (after, blob)]
-            for times, model in pair if i % 2 == 0 else pair[::-1]:
-                times.append(tflite_latency(model, x, runs=runs))
+        times = tflite_latency_rounds({"before": self.reference, "after": convert_tflite(pruned)}, x, rounds=rounds,
+                                      runs=max(self.runs, 20), min_seconds=TIMING_SECONDS)
+        before, after = times["before"], times["after"]
         graph = build_graph(pruned)
         cost = CostModel(graph)
         predicted = self.predict(cost.layer_macs(), _volumes(graph)[1]) / max(self.predicted_full, 1e-12)
