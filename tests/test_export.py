@@ -265,6 +265,8 @@ def test_tflite_latency_rounds_times_every_model_every_round_in_alternating_orde
         tflite_latency_rounds({}, None)
     with pytest.raises(ValueError, match=r"tflite_latency_rounds: Expected `rounds` >= 1"):
         tflite_latency_rounds({"a": flat}, None, rounds=0)
+    with pytest.raises(ValueError, match=r"tflite_latency_rounds: .*min_seconds"):
+        tflite_latency_rounds({"a": flat}, None, min_seconds=-0.5)
 
 
 def test_min_seconds_keeps_timing_until_the_calls_add_up(monkeypatch):

@@ -213,8 +213,8 @@ def tflite_latency_rounds(models, x, *, rounds=3, runs=50, warmup=5, threads=1, 
         dict: ``{name: list of `rounds` median latencies in seconds}``, in the order of `models`.
 
     Raises:
-        ValueError: `models` is empty or a count is out of range; as :func:`tflite_latency` for a
-            model or input it cannot run.
+        TypeError, ValueError: `models` is empty or an argument is out of range (the message
+            names it); as :func:`tflite_latency` for a model or input it cannot run.
 
     Examples:
         >>> import keras, numpy as np
@@ -228,6 +228,10 @@ def tflite_latency_rounds(models, x, *, rounds=3, runs=50, warmup=5, threads=1, 
     """
     owner = "tflite_latency_rounds"
     rounds = check_int("rounds", rounds, owner, minimum=1)
+    runs = check_int("runs", runs, owner, minimum=1)
+    warmup = check_int("warmup", warmup, owner, minimum=0)
+    threads = check_int("threads", threads, owner, minimum=1)
+    min_seconds = check_number("min_seconds", min_seconds, owner)
     if not models:
         raise ValueError(f"{owner}: Expected at least one model in `models`. Received: models={models!r}")
     names = list(models)
