@@ -8,8 +8,9 @@ its peak memory is its own) and is cached under ``benchmarks/results/budget_cach
 - ``dense``: the architecture trained from scratch (SGD momentum 0.9, cosine-decayed learning
   rate, batch 128, ``SCHEDULES[arch][0]`` epochs; BatchNormalization momentum 0.99);
 - ``prune/<importance>/<steps>``: ``tgs.prune(dense, data, macs=target, importance=...,
-  steps=...)`` fine-tuned for ``SCHEDULES[arch][1]`` epochs in total (split over the steps), the
-  same optimizer; pruning time without fine-tuning from the report; variants of the l2 row:
+  steps=...)`` fine-tuned for ``SCHEDULES[arch][1]`` epochs in total (split over the steps; by
+  images when there are fewer epochs than steps, :func:`step_fine_tuning`), the same optimizer;
+  pruning time without fine-tuning from the report; variants of the l2 row:
   ``round8`` (``round_to=8``), ``latency`` (``latency=target``), ``uniform``
   (``ranking="uniform"``: the same share of every layer);
 - ``coupled``: the dense model trained further with the coupled proximal group lasso driven by
@@ -56,8 +57,8 @@ RESULTS = Path(__file__).resolve().parent / "results"
 QUICK = os.environ.get("TGS_BUDGET_QUICK") == "1"   # --quick: a smoke run (children inherit it)
 CACHE = RESULTS / ("budget_cache_quick" if QUICK else "budget_cache")
 #: (training epochs of the dense model, fine-tuning epochs of a pruned one) per architecture:
-#: ResNet-20 has 6.7x MobileNetV2's MACs at 32x32, so it gets a shorter schedule on 2 cores (and
-#: no 5-step rows: its 2 fine-tuning epochs cannot be split over 5 steps)
+#: ResNet-20 has 6.7x MobileNetV2's MACs at 32x32, so it gets a shorter schedule on 2 cores (its
+#: 5-step rows fine-tune each step on its own 2/5 of the training images: the same 2 epochs)
 SCHEDULES = {"mobilenetv2": (15, 5), "resnet20": (4, 2)}
 TRAIN_SAMPLES = 2000 if QUICK else None
 BATCH = 128
@@ -222,6 +223,26 @@ def _load_dense(arch, seed):
     return keras.models.load_model(_dense_path(arch, seed))
 
 
+def step_fine_tuning(data, epochs, steps, seed):
+    """The fine-tuning after each of `steps` pruning steps, `epochs` in total: ``epochs // steps``
+    epochs each when there are at least as many epochs as steps, else one pass per step over the
+    step's own consecutive share of ``epochs / steps`` of the training images (wrapping around),
+    so that the steps see the same number of images as `epochs` epochs."""
+    import numpy as np
+
+    (x, y), rest = data[0], data[1:]
+    if steps <= epochs:
+        return lambda m: train(m, data, epochs // steps, seed)
+    size, done = round(len(x) * epochs / steps), []
+
+    def fine_tune(m):
+        rows = (len(done) * size + np.arange(size)) % len(x)
+        done.append(1)
+        return train(m, ((x[rows], y[rows]), *rest), 1, seed)
+
+    return fine_tune
+
+
 def row_prune(arch, target, seed, data, importance="l2", steps=1, variant=None):
     """tgs.prune at `target` of the MACs; `variant` "round8" keeps widths at multiples of 8,
     "latency" prunes to `target` of the LiteRT latency instead, "uniform" removes the same share of
@@ -230,11 +251,8 @@ def row_prune(arch, target, seed, data, importance="l2", steps=1, variant=None):
 
     dense = _load_dense(arch, seed)
     (x, y), _, _ = data
-    per_step = max(1, schedule(arch)[1] // steps)
-
-    def fine_tune(m):
-        return train(m, data, per_step, seed)
-
+    epochs = schedule(arch)[1]
+    fine_tune = step_fine_tuning(data, epochs, steps, seed)
     budget = {"latency": target} if variant == "latency" else {"macs": target}
     pruned, report = tgs.prune(dense, (x, y), importance=importance, steps=steps, fine_tune=fine_tune, seed=seed,
                                round_to=8 if variant == "round8" else None, allow_untrained=QUICK, verbose=0,
@@ -243,7 +261,7 @@ def row_prune(arch, target, seed, data, importance="l2", steps=1, variant=None):
              "uniform": ", uniform per-layer share"}.get(variant, "")
     row = {"method": f"prune {importance}, {steps} step{'s' if steps > 1 else ''}{label}", "importance": importance,
            "steps": steps, "variant": variant, "prune_seconds": report.totals["prune_seconds"],
-           "fine_tune_epochs": per_step * steps}
+           "fine_tune_epochs": epochs if steps > epochs else epochs // steps * steps}
     if variant == "latency":  # the calibration trials [aim, measured] and the end point, in tgs.prune's timing
         row.update({k: report.totals[k] for k in ("latency_fraction", "latency_fraction_predicted")},
                    latency_trials=report.meta["latency_trials"])
@@ -342,14 +360,14 @@ def plan(archs, targets, seeds, headline_only=False):
     first, rest = [], []
     for seed in seeds:
         for arch in archs:
-            # equal fine-tuning epochs (and one step only in a quick run: tests cover the steps)
-            steps_list = [s for s in STEPS if s <= schedule(arch)[1]]
+            # the peer's steps split whole epochs (ResNet-20: one step); ours also split them by images
+            peer_steps = [s for s in STEPS if s <= schedule(arch)[1]]
             first.append((_key("dense", arch, 1.0, seed), ["dense", arch, "1.0", str(seed)]))
             for target in targets:
                 first.append((_key("prune", arch, target, seed, "l2", 1),
                               ["prune", arch, str(target), str(seed), "l2", "1"]))
                 first.append((_key("scaled", arch, target, seed), ["scaled", arch, str(target), str(seed)]))
-                for steps in steps_list:  # the peer: Torch-Pruning's group magnitude pruner
+                for steps in peer_steps:  # the peer: Torch-Pruning's group magnitude pruner
                     (first if steps == 1 else rest).append(
                         (_key("torch", arch, target, seed, "l2", steps),
                          ["torch", arch, str(target), str(seed), "l2", str(steps)]))
@@ -357,7 +375,7 @@ def plan(archs, targets, seeds, headline_only=False):
                 rest.append((_key("torch", arch, target, seed, "l2", 1, "uniform"),
                              ["torch", arch, str(target), str(seed), "l2", "1", "uniform"]))
                 for importance in IMPORTANCES:
-                    for steps in steps_list:
+                    for steps in STEPS:
                         if (importance, steps) != ("l2", 1):
                             rest.append((_key("prune", arch, target, seed, importance, steps),
                                          ["prune", arch, str(target), str(seed), importance, str(steps)]))

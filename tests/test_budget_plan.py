@@ -5,15 +5,34 @@ import importlib
 from benchmarks import budget_pruning as bp
 
 
-def test_five_step_rows_only_where_the_fine_tuning_epochs_can_be_split_over_five_steps():
+def test_every_importance_runs_one_and_five_steps_and_the_peer_only_whole_epochs_per_step():
     keys = [key for key, _ in bp.plan(["mobilenetv2", "resnet20"], [0.5, 0.3], [0])]
     assert len(keys) == len(set(keys))
     assert bp.SCHEDULES["resnet20"][1] < 5 <= bp.SCHEDULES["mobilenetv2"][1]
-    assert not [k for k in keys if k.startswith("resnet20") and "steps5" in k]
     for importance in bp.IMPORTANCES:
         for target in (0.5, 0.3):
-            assert f"mobilenetv2_prune_t{target}_seed0_{importance}_steps5" in keys
-            assert f"resnet20_prune_t{target}_seed0_{importance}_steps1" in keys
+            for arch in ("mobilenetv2", "resnet20"):
+                assert f"{arch}_prune_t{target}_seed0_{importance}_steps5" in keys
+                assert f"{arch}_prune_t{target}_seed0_{importance}_steps1" in keys
+    assert "mobilenetv2_torch_t0.5_seed0_l2_steps5" in keys and "resnet20_torch_t0.5_seed0_l2_steps5" not in keys
+
+
+def test_fine_tuning_splits_the_epochs_over_the_steps_by_images_when_there_are_fewer_epochs(monkeypatch):
+    import numpy as np
+
+    x, y = np.arange(10), np.arange(10) * 10
+    data = ((x, y), "validation", "test")
+    seen = []
+    monkeypatch.setattr(bp, "train", lambda m, d, epochs, seed: seen.append((d[0][0].tolist(), epochs, d[1:])) or m)
+    tune = bp.step_fine_tuning(data, 2, 5, seed=0)
+    for _ in range(5):
+        assert tune("model") == "model"
+    assert [s[0] for s in seen] == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 0, 1], [2, 3, 4, 5], [6, 7, 8, 9]]
+    assert all(epochs == 1 and rest == ("validation", "test") for _, epochs, rest in seen)  # 2 epochs of images
+    seen.clear()
+    bp.step_fine_tuning(data, 5, 5, seed=0)("model")
+    bp.step_fine_tuning(data, 5, 1, seed=0)("model")
+    assert [(len(s[0]), s[1]) for s in seen] == [(10, 1), (10, 5)]
 
 
 def test_headline_rows_come_before_the_other_importances_and_step_counts():
