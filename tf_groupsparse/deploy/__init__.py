@@ -22,8 +22,6 @@ from .litert import run_tflite, tflite_latency, tflite_latency_rounds
 from .onnx_export import convert_onnx, onnx_latency, run_onnx
 
 __all__ = [
-    "export", "ExportReport", "convert_tflite", "run_tflite", "tflite_latency", "tflite_latency_rounds", "convert_onnx",
-    "run_onnx",
-    "onnx_latency", "FORMATS",
-    "QUANTIZE_MODES", "TARGETS",
+    "export", "ExportReport", "convert_tflite", "run_tflite", "tflite_latency", "tflite_latency_rounds",
+    "convert_onnx", "run_onnx", "onnx_latency", "FORMATS", "QUANTIZE_MODES", "TARGETS",
 ]
