@@ -3,6 +3,7 @@
 import importlib
 import json
 import os
+import types
 
 import keras
 import numpy as np
@@ -277,7 +278,7 @@ def test_min_seconds_keeps_timing_until_the_calls_add_up(monkeypatch):
         calls.append(1)
         clock[0] += 0.01
 
-    monkeypatch.setattr(litert.time, "perf_counter", lambda: clock[0])
+    monkeypatch.setattr(litert, "time", types.SimpleNamespace(perf_counter=lambda: clock[0]))  # litert's clock only
     assert litert.median_seconds(call, runs=5, warmup=2) == pytest.approx(0.01) and len(calls) == 7
     calls.clear()
     assert litert.median_seconds(call, runs=5, warmup=2, min_seconds=0.25) == pytest.approx(0.01)
