@@ -19,8 +19,8 @@ import os
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-from benchmarks.harness import max_abs_error, median_us, paired_speedup, publish, render  # noqa: E402
-from tf_groupsparse.deploy import tflite_latency_rounds  # noqa: E402
+from benchmarks.harness import max_abs_error, median_us, publish, render  # noqa: E402
+from tf_groupsparse.deploy import paired_ratio, tflite_latency_rounds  # noqa: E402
 
 MULTIPLES = (None, 8, 16)
 #: name -> per-conv widths of the wide VGG-style net (two convs per stage, max-pool after each stage)
@@ -122,7 +122,7 @@ def tiles_part(args, keras, rng):
     for name, model in nets.items():
         macs = flops(model)
         rows.append({"case": name, "widths": VGG_CASES[name], "macs": macs, "macs_x": dense_macs / macs,
-                     "latency_us": us[name], "speedup": paired_speedup(times["dense"], times[name]),
+                     "latency_us": us[name], "speedup": paired_ratio(times["dense"], times[name]),
                      "macs_per_us": macs / us[name]})
         print(name, VGG_CASES[name], f"{us[name]:.1f} µs", flush=True)
 

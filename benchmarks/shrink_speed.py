@@ -14,10 +14,10 @@ import os
 import keras
 import numpy as np
 
-from benchmarks.harness import (accuracy, cnn, load, max_abs_error, median_us, paired_speedup, publish, render,
+from benchmarks.harness import (accuracy, cnn, load, max_abs_error, median_us, publish, render,
                                 timed, train, verdict)
 from tf_groupsparse.callbacks import ProximalStep
-from tf_groupsparse.deploy import convert_tflite, run_tflite, tflite_latency_rounds
+from tf_groupsparse.deploy import convert_tflite, paired_ratio, run_tflite, tflite_latency_rounds
 from tf_groupsparse.metrics import count_params, flops, layer_costs
 from tf_groupsparse import regularize
 from tf_groupsparse.regularizers import GroupLasso
@@ -138,7 +138,7 @@ def cnn_part(args, data):
 
     macs = {"dense": flops(dense), "shrunk": flops(small)}
     flop_ratio = macs["dense"] / macs["shrunk"]
-    speedup = paired_speedup(samples["dense"], samples["shrunk"])
+    speedup = paired_ratio(samples["dense"], samples["shrunk"])
     padded = {"dense": tile_padded_macs(dense), "shrunk": tile_padded_macs(small)}
     return {
         "widths_dense": channel_widths(dense), "widths_shrunk": channel_widths(small),
@@ -156,7 +156,7 @@ def cnn_part(args, data):
         "flop_ratio": round(flop_ratio, 4), "tile_padded_macs": padded,
         "tile_padded_flop_ratio": round(padded["dense"] / padded["shrunk"], 4),
         "speedup": round(speedup, 4),
-        "speedup_sparse_unshrunk": round(paired_speedup(samples["dense"], samples["sparse_unshrunk"]), 4),
+        "speedup_sparse_unshrunk": round(paired_ratio(samples["dense"], samples["sparse_unshrunk"]), 4),
         "speedup_over_flop_ratio": round(speedup / flop_ratio, 4),
         "target": f"speedup >= {SPEEDUP_FRACTION} x FLOP ratio", "met": bool(speedup >= SPEEDUP_FRACTION * flop_ratio),
         "load_average_1min": {"before": round(load_before[0], 2), "after": round(load_after[0], 2)},

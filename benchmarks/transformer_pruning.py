@@ -231,8 +231,8 @@ def summarize(suites, seeds):
 
     import numpy as np
 
-    from benchmarks.harness import md_table, mean_sd, paired_speedup, write_results
-    from tf_groupsparse.deploy import tflite_latency_rounds
+    from benchmarks.harness import md_table, mean_sd, write_results
+    from tf_groupsparse.deploy import paired_ratio, tflite_latency_rounds
 
     rows = [json.loads(path.read_text()) for suite in suites for arch, kind in PLAN[suite] for seed in seeds
             if (path := CACHE / f"{arch}_{kind}_seed{seed}.json").exists()]
@@ -244,7 +244,7 @@ def summarize(suites, seeds):
         times = tflite_latency_rounds(blobs, sample["vit" if arch == "vit" else "seq"], rounds=1 if QUICK else 3, runs=50)
         for r in mine:
             r["latency_ms"] = 1e3 * statistics.median(times[r["tflite"]])
-            r["latency_ratio"] = paired_speedup(times[dense[arch, r["seed"]]["tflite"]], times[r["tflite"]])
+            r["latency_ratio"] = paired_ratio(times[dense[arch, r["seed"]]["tflite"]], times[r["tflite"]])
     for r in rows:
         base = dense.get((r["arch"], r["seed"]))
         if base:  # the peer's drop is from its own dense model

@@ -9,11 +9,6 @@ import pytest
 from benchmarks import harness
 
 
-def test_paired_speedup_is_the_median_of_round_ratios():
-    assert harness.paired_speedup([2.0, 4.0, 6.0], [1.0, 1.0, 2.0]) == 3.0
-    assert harness.paired_speedup([1.0, 1.0], [2.0, 0.5]) == pytest.approx(1.25)
-
-
 def test_accuracy_agrees_between_keras_and_litert():
     from tf_groupsparse.deploy import convert_tflite
 

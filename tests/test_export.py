@@ -16,6 +16,7 @@ from tf_groupsparse.deploy import (
     ExportReport,
     convert_tflite,
     export,
+    paired_ratio,
     run_tflite,
     tflite_latency,
     tflite_latency_rounds,
@@ -268,6 +269,23 @@ def test_tflite_latency_rounds_times_every_model_every_round_in_alternating_orde
         tflite_latency_rounds({"a": flat}, None, rounds=0)
     with pytest.raises(ValueError, match=r"tflite_latency_rounds: .*min_seconds"):
         tflite_latency_rounds({"a": flat}, None, min_seconds=-0.5)
+
+
+def test_paired_ratio_is_the_median_of_the_round_ratios():
+    rng = np.random.default_rng(0)
+    a, b = rng.uniform(1, 2, 7), rng.uniform(1, 2, 7)
+    assert paired_ratio(a, b) == pytest.approx(np.median(a / b))   # NumPy's median of the quotients
+    assert paired_ratio([2.0, 4.0, 6.0], [1.0, 1.0, 2.0]) == 3.0
+    assert paired_ratio([1.0, 1.0], [2.0, 0.5]) == pytest.approx(1.25)   # even count: the mean of the middle two
+    assert paired_ratio((2.0,), [4.0]) == 0.5
+    with pytest.raises(ValueError, match=r"paired_ratio: .*one time per round.*Received: 2 and 3 values"):
+        paired_ratio([1.0, 1.0], [1.0, 1.0, 1.0])
+    with pytest.raises(ValueError, match=r"paired_ratio: .*Received: 0 and 0 values"):
+        paired_ratio([], [])
+    with pytest.raises(ValueError, match=r"paired_ratio: Expected `denominator` to hold positive, finite seconds"):
+        paired_ratio([1.0], [0.0])
+    with pytest.raises(ValueError, match=r"paired_ratio: Expected `numerator` to hold positive, finite seconds"):
+        paired_ratio([float("nan")], [1.0])
 
 
 def test_min_seconds_keeps_timing_until_the_calls_add_up(monkeypatch):

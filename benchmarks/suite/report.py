@@ -7,9 +7,7 @@ from __future__ import annotations
 import statistics
 from pathlib import Path
 
-from tf_groupsparse.deploy import tflite_latency_rounds
-
-from ..harness import md_table, paired_speedup, verdict
+from ..harness import md_table, verdict
 from .methods import TARGET_SIZE
 
 LABELS = ("float", "int8")
@@ -21,6 +19,8 @@ def retime(rows, sample, rounds=3, runs=100):
     ``sample[data]``), rows ordered by (data, model), dense first; each row gets
     ``latency_<label>_rounds`` and their median. A (data, model) group with a file missing keeps its
     figures and gets ``"retimed": False``. Returns `rows`."""
+    from tf_groupsparse.deploy import tflite_latency_rounds
+
     def files(r):
         return {label: r[f"tflite_{label}"] for label in LABELS if r.get(f"tflite_{label}")}
 
@@ -42,7 +42,9 @@ def speedup(base, row, label):
     the same rounds, else the ratio of their latencies."""
     mine, theirs = row.get(f"latency_{label}_rounds"), base.get(f"latency_{label}_rounds")
     if mine and theirs and len(mine) == len(theirs):
-        return paired_speedup(theirs, mine)
+        from tf_groupsparse.deploy import paired_ratio
+
+        return paired_ratio(theirs, mine)
     mine, theirs = row.get(f"latency_{label}_s"), base.get(f"latency_{label}_s")
     return theirs / mine if mine and theirs else None
 

@@ -2,7 +2,8 @@
 
 - convert.py: Keras -> SavedModel -> .tflite (float, dynamic-range, float16, int8).
 - litert.py: :func:`run_tflite`, :func:`tflite_latency` and :func:`tflite_latency_rounds` (several
-  models timed against each other in alternating rounds) in ``ai-edge-litert``.
+  models timed against each other in alternating rounds) and :func:`paired_ratio` (their median
+  per-round ratio) in ``ai-edge-litert``.
 - onnx_export.py: :func:`convert_onnx`, :func:`run_onnx`, :func:`onnx_latency` (ONNX Runtime).
 - exporter.py: :func:`export` (atomic directory, verification, latency against a reference)
   and :class:`ExportReport`.
@@ -18,10 +19,10 @@ Examples:
 
 from .convert import QUANTIZE_MODES, convert_tflite
 from .exporter import FORMATS, TARGETS, ExportReport, export
-from .litert import run_tflite, tflite_latency, tflite_latency_rounds
+from .litert import paired_ratio, run_tflite, tflite_latency, tflite_latency_rounds
 from .onnx_export import convert_onnx, onnx_latency, run_onnx
 
 __all__ = [
-    "export", "ExportReport", "convert_tflite", "run_tflite", "tflite_latency", "tflite_latency_rounds",
+    "export", "ExportReport", "convert_tflite", "run_tflite", "tflite_latency", "tflite_latency_rounds", "paired_ratio",
     "convert_onnx", "run_onnx", "onnx_latency", "FORMATS", "QUANTIZE_MODES", "TARGETS",
 ]

@@ -17,7 +17,7 @@ import numpy as np
 
 from .._validation import check_int, check_number
 
-__all__ = ["run_tflite", "tflite_latency", "tflite_latency_rounds"]
+__all__ = ["run_tflite", "tflite_latency", "tflite_latency_rounds", "paired_ratio"]
 
 
 
@@ -218,13 +218,13 @@ def tflite_latency_rounds(models, x, *, rounds=3, runs=50, warmup=5, threads=1, 
 
     Examples:
         >>> import keras, numpy as np
-        >>> from tf_groupsparse.deploy import convert_tflite, tflite_latency_rounds
+        >>> from tf_groupsparse.deploy import convert_tflite, paired_ratio, tflite_latency_rounds
         >>> wide = convert_tflite(keras.Sequential([keras.Input((64,)), keras.layers.Dense(256)]))
         >>> narrow = convert_tflite(keras.Sequential([keras.Input((64,)), keras.layers.Dense(16)]))
         >>> t = tflite_latency_rounds({"wide": wide, "narrow": narrow}, np.ones((1, 64), "float32"), rounds=3, runs=5)
         >>> [len(v) for v in t.values()]
         [3, 3]
-        >>> ratio = float(np.median(np.divide(t["wide"], t["narrow"])))   # wide / narrow, round by round
+        >>> ratio = paired_ratio(t["wide"], t["narrow"])   # wide / narrow, round by round
     """
     owner = "tflite_latency_rounds"
     rounds = check_int("rounds", rounds, owner, minimum=1)
@@ -241,6 +241,42 @@ def tflite_latency_rounds(models, x, *, rounds=3, runs=50, warmup=5, threads=1, 
             samples[name].append(tflite_latency(models[name], x, runs=runs, warmup=warmup, threads=threads,
                                                 min_seconds=min_seconds))
     return samples
+
+
+def paired_ratio(numerator, denominator) -> float:
+    """The median over rounds of ``numerator / denominator`` timed in the same round.
+
+    The way to compare two models timed by :func:`tflite_latency_rounds`: each round's ratio
+    cancels the machine's speed during that round, and the median ignores a round a background
+    task disturbed. ``paired_ratio(t["dense"], t["pruned"])`` is the speed-up of the pruned
+    model; the inverse order gives its fraction of the dense latency.
+
+    Args:
+        numerator, denominator: sequences of the same length (>= 1) of positive seconds, one per
+            round (the lists :func:`tflite_latency_rounds` returns).
+
+    Returns:
+        float: the median of the per-round ratios.
+
+    Raises:
+        ValueError: the sequences are empty, of different lengths, or hold a value that is not
+            positive and finite (the message names the argument).
+
+    Examples:
+        >>> from tf_groupsparse.deploy import paired_ratio
+        >>> paired_ratio([2.0, 4.0, 6.0], [1.0, 1.0, 2.0])   # rounds read 2, 4 and 3
+        3.0
+    """
+    a = np.asarray(numerator, dtype="float64").ravel()
+    b = np.asarray(denominator, dtype="float64").ravel()
+    if a.size == 0 or a.size != b.size:
+        raise ValueError(f"paired_ratio: Expected `numerator` and `denominator` to hold one time per round, as "
+                         f"many of each (>= 1). Received: {a.size} and {b.size} values")
+    for name, v in (("numerator", a), ("denominator", b)):
+        if not (np.all(np.isfinite(v)) and np.all(v > 0)):
+            raise ValueError(f"paired_ratio: Expected `{name}` to hold positive, finite seconds. Received: {name}="
+                             f"{v.tolist()!r}")
+    return float(np.median(a / b))
 
 
 def median_seconds(call, runs, warmup, min_seconds=0.0):

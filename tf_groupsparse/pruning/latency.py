@@ -274,7 +274,7 @@ class LatencyTable:
         """Measure `pruned` against the original in rounds that alternate which of the two is timed
         first, each timing at least ``TIMING_SECONDS`` long; the fraction is the median of the
         per-round ratios (pruned / original): the figures for the report."""
-        from ..deploy import convert_tflite, tflite_latency_rounds
+        from ..deploy import convert_tflite, paired_ratio, tflite_latency_rounds
 
         x = np.random.default_rng(1).standard_normal((1,) + tuple(self.model.inputs[0].shape[1:])).astype("float32")
         times = tflite_latency_rounds({"before": self.reference, "after": convert_tflite(pruned)}, x, rounds=rounds,
@@ -285,5 +285,5 @@ class LatencyTable:
         predicted = self.predict(cost.layer_macs(), _volumes(graph)[1]) / max(self.predicted_full, 1e-12)
         b, a = float(np.median(before)), float(np.median(after))
         return {"latency_ms_before": 1e3 * b, "latency_ms_after": 1e3 * a,
-                "latency_fraction": float(np.median(np.divide(after, before))),
+                "latency_fraction": paired_ratio(after, before),
                 "latency_fraction_predicted": predicted}
