@@ -12,7 +12,8 @@ its peak memory is its own) and is cached under ``benchmarks/results/budget_cach
   images when there are fewer epochs than steps, :func:`step_fine_tuning`), the same optimizer;
   pruning time without fine-tuning from the report; variants of the l2 row:
   ``round8`` (``round_to=8``), ``latency`` (``latency=target``), ``uniform``
-  (``ranking="uniform"``: the same share of every layer);
+  (``ranking="uniform"``: the same share of every layer), and of the 5-step l2 row ``cosine``
+  (the steps' fine-tuning on one cosine learning rate instead of one cosine per step);
 - ``coupled``: the dense model trained further with the coupled proximal group lasso driven by
   ``SparsityTarget`` to the target, then ``tgs.prune(importance="l2")`` (Torch-Pruning's
   "sparse training, then prune" recipe) and the same fine-tuning;
@@ -25,8 +26,8 @@ its peak memory is its own) and is cached under ``benchmarks/results/budget_cach
   changes no shape, so only the gzip size moves).
 
 Per row: test accuracy, MACs, parameters, float LiteRT latency (XNNPack, one thread, batch 1,
-median of rounds alternating with the dense model's in the summary) and its ratio to the dense
-model, int8 LiteRT accuracy and latency, pruning wall time, peak memory (max RSS of the row's
+median of rounds alternating with the dense model's, timed once by the first summary that finds
+the row) and its ratio to the dense model, int8 LiteRT accuracy and latency, pruning wall time, peak memory (max RSS of the row's
 process). The Torch-Pruning peer (``benchmarks/torch_peer.py``, PyTorch CPU) runs the same
 architectures (equal MACs and parameters), data and budget: its group magnitude pruner, 1 and
 5 steps with global ranking, and 1 step with its default uniform per-layer ratio.
@@ -34,6 +35,7 @@ architectures (equal MACs and parameters), data and budget: its group magnitude 
     python -m benchmarks.budget_pruning                       # every row not cached yet, then the summary
     python -m benchmarks.budget_pruning --only mobilenetv2 --targets 0.5
     python -m benchmarks.budget_pruning --summary-only
+    python -m benchmarks.budget_pruning --summary-only --retime-all   # time every row with a file again
     python -m benchmarks.budget_pruning --only mobilenetv2 --targets 0.5 --seeds 0 1 2   # more seeds
 
 The cache is not in git; a run first restores the rows of the recorded summaries
@@ -165,14 +167,15 @@ def schedule(arch):
     return (1, 1) if QUICK else SCHEDULES[arch]
 
 
-def train(model, data, epochs, seed, callbacks=()):
-    """SGD with momentum 0.9, the learning rate on a cosine to 0, batch ``BATCH``; returns `model`."""
+def train(model, data, epochs, seed, callbacks=(), cosine_span=None):
+    """SGD with momentum 0.9, the learning rate on a cosine to 0 (over these epochs, or the
+    ``(offset, total)`` batches of `cosine_span`), batch ``BATCH``; returns `model`."""
     from benchmarks.harness import train as fit
 
     (x, y), _, _ = data
     if epochs:
         fit(model, x, y, epochs=epochs, batch_size=BATCH, optimizer="sgd", learning_rate=LEARNING_RATE,
-            callbacks=callbacks, seed=seed)
+            callbacks=callbacks, seed=seed, cosine_span=cosine_span)
     return model
 
 
@@ -223,22 +226,28 @@ def _load_dense(arch, seed):
     return keras.models.load_model(_dense_path(arch, seed))
 
 
-def step_fine_tuning(data, epochs, steps, seed):
+def step_fine_tuning(data, epochs, steps, seed, one_cosine=False):
     """The fine-tuning after each of `steps` pruning steps, `epochs` in total: ``epochs // steps``
     epochs each when there are at least as many epochs as steps, else one pass per step over the
     step's own consecutive share of ``epochs / steps`` of the training images (wrapping around),
-    so that the steps see the same number of images as `epochs` epochs."""
+    so that the steps see the same number of images as `epochs` epochs. Each step's learning rate
+    runs its own cosine to 0, or with `one_cosine` its share of one cosine over all the steps."""
+    import itertools
+
     import numpy as np
 
     (x, y), rest = data[0], data[1:]
-    if steps <= epochs:
-        return lambda m: train(m, data, epochs // steps, seed)
-    size, done = round(len(x) * epochs / steps), []
+    whole, step = steps <= epochs, itertools.count()
 
     def fine_tune(m):
-        rows = (len(done) * size + np.arange(size)) % len(x)
-        done.append(1)
-        return train(m, ((x[rows], y[rows]), *rest), 1, seed)
+        k = next(step)
+        size = len(x) if whole else round(len(x) * epochs / steps)
+        per_step = (epochs // steps if whole else 1) * -(-size // BATCH)  # optimizer steps per pruning step
+        span = (k * per_step, steps * per_step) if one_cosine else None
+        if whole:
+            return train(m, data, epochs // steps, seed, cosine_span=span)
+        rows = (k * size + np.arange(size)) % len(x)
+        return train(m, ((x[rows], y[rows]), *rest), 1, seed, cosine_span=span)
 
     return fine_tune
 
@@ -246,19 +255,20 @@ def step_fine_tuning(data, epochs, steps, seed):
 def row_prune(arch, target, seed, data, importance="l2", steps=1, variant=None):
     """tgs.prune at `target` of the MACs; `variant` "round8" keeps widths at multiples of 8,
     "latency" prunes to `target` of the LiteRT latency instead, "uniform" removes the same share of
-    every layer (``ranking="uniform"``)."""
+    every layer (``ranking="uniform"``), "cosine" fine-tunes the steps on one cosine learning rate
+    (:func:`step_fine_tuning`'s `one_cosine`)."""
     import tf_groupsparse as tgs
 
     dense = _load_dense(arch, seed)
     (x, y), _, _ = data
     epochs = schedule(arch)[1]
-    fine_tune = step_fine_tuning(data, epochs, steps, seed)
+    fine_tune = step_fine_tuning(data, epochs, steps, seed, one_cosine=variant == "cosine")
     budget = {"latency": target} if variant == "latency" else {"macs": target}
     pruned, report = tgs.prune(dense, (x, y), importance=importance, steps=steps, fine_tune=fine_tune, seed=seed,
                                round_to=8 if variant == "round8" else None, allow_untrained=QUICK, verbose=0,
                                ranking="uniform" if variant == "uniform" else "global", **budget)
     label = {"round8": ", widths rounded to 8", "latency": f", to {target:g} of the LiteRT latency",
-             "uniform": ", uniform per-layer share"}.get(variant, "")
+             "uniform": ", uniform per-layer share", "cosine": ", one cosine over the steps"}.get(variant, "")
     row = {"method": f"prune {importance}, {steps} step{'s' if steps > 1 else ''}{label}", "importance": importance,
            "steps": steps, "variant": variant, "prune_seconds": report.totals["prune_seconds"],
            "fine_tune_epochs": epochs if steps > epochs else epochs // steps * steps}
@@ -383,6 +393,8 @@ def plan(archs, targets, seeds, headline_only=False):
                 for variant in ("uniform", "round8", "latency"):
                     rest.append((_key("prune", arch, target, seed, "l2", 1, variant),
                                  ["prune", arch, str(target), str(seed), "l2", "1", variant]))
+                rest.append((_key("prune", arch, target, seed, "l2", 5, "cosine"),  # the steps on one schedule
+                             ["prune", arch, str(target), str(seed), "l2", "5", "cosine"]))
             if arch == "mobilenetv2":
                 first.append((_key("tfmot", arch, 0.5, seed), ["tfmot", arch, "0.5", str(seed)]))
             first.append((_key("prune_filters", arch, 1.0, seed), ["prune_filters", arch, "1.0", str(seed)]))
@@ -396,6 +408,9 @@ def main(argv=None):
     parser.add_argument("--targets", nargs="+", type=float, default=list(TARGETS))
     parser.add_argument("--seeds", nargs="+", type=int, default=[0])
     parser.add_argument("--summary-only", action="store_true")
+    parser.add_argument("--retime-all", action="store_true",
+                        help="time every row with a LiteRT file again (by default a row is timed once, at the "
+                             "first summary that finds it)")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke run of the headline rows: 1 + 1 epochs on 2,000 images")
     parser.add_argument("--row", nargs="+", help=argparse.SUPPRESS)  # one row, in a child process
@@ -441,7 +456,7 @@ def main(argv=None):
                 print(f"[budget_pruning] {key} failed (exit {done.returncode})", flush=True)
     from benchmarks.budget_summary import summarize
 
-    summarize(args.only, args.targets, args.seeds)
+    summarize(args.only, args.targets, args.seeds, retime_all=args.retime_all)
     return 0
 
 

@@ -1,5 +1,5 @@
-"""The summary of the budget pruning benchmark: rows from the cache, latency re-timed in rounds
-against the dense model of the same architecture and seed, goals beside the figures.
+"""The summary of the budget pruning benchmark: rows from the cache, each row's latency timed once
+in rounds against the dense model of the same architecture and seed, goals beside the figures.
 
 Writes ``benchmarks/results/budget_pruning_<arch>.md`` and ``.json`` for each architecture (with the
 command, versions and machine). Rows of the Torch-Pruning peer (``torch_*.json`` in the cache, written by
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import statistics
+import time
 
 import numpy as np
 
@@ -62,12 +63,17 @@ def _load(archs, targets, seeds):
     return rows
 
 
-def retime(rows, runs=100):
-    """Median float latency of every row over `ROUNDS` rounds, each round timing the row and its
-    dense model (alternating which goes first) for at least `runs` calls and `TIMING_SECONDS`;
-    the ratio is dense / row within each round, then the median."""
-    from benchmarks.harness import paired_speedup
-    from tf_groupsparse.deploy import tflite_latency_rounds
+def retime(rows, runs=100, retime_all=False):
+    """Time every row not timed before against its dense model: `ROUNDS` rounds, each timing the
+    row and its dense model (alternating which goes first) for at least `runs` calls and
+    ``TIMING_SECONDS``; the ratio is dense / row within each round, then the median.
+
+    A row is timed once, at the first summary that finds its LiteRT file and its dense model's:
+    it then records ``latency_rounds`` and the UTC date (``latency_timed``), in the cache too, and
+    later summaries keep its figures, so adding a row does not move the published ones (on this
+    machine two timings of the same pair a few hours apart differ by more than the seeds do).
+    ``retime_all`` times every row with files again (the summary's ``--retime-all``)."""
+    from tf_groupsparse.deploy import paired_ratio, tflite_latency_rounds
 
     dense = {(r["arch"], r["seed"]): r for r in rows if r["kind"] == "dense" and r.get("tflite")}
     x = np.random.default_rng(0).random((1, 32, 32, 3), "float32")
@@ -75,10 +81,13 @@ def retime(rows, runs=100):
         base = dense.get((row["arch"], row["seed"]))
         if base is None or not row.get("tflite") or not all((CACHE / r["tflite"]).exists() for r in (base, row)):
             continue  # a peer row, or one restored from a summary: the latency it was timed at
+        if row.get("latency_rounds") and not retime_all:
+            continue  # timed by an earlier summary
         t = tflite_latency_rounds({"dense": CACHE / base["tflite"], "row": CACHE / row["tflite"]}, x, rounds=ROUNDS,
                                   runs=runs, min_seconds=TIMING_SECONDS)  # long enough to average noise
-        row["latency_ms"] = 1e3 * float(np.median(t["row"]))
-        row["latency_ratio"] = paired_speedup(t["dense"], t["row"])
+        row.update({"latency_ms": 1e3 * float(np.median(t["row"])), "latency_ratio": paired_ratio(t["dense"], t["row"]),
+                    "latency_rounds": ROUNDS, "latency_timed": time.strftime("%Y-%m-%d", time.gmtime())})
+        (CACHE / f"{row_key(row)}.json").write_text(json.dumps(row, indent=2) + "\n", encoding="utf-8")  # kept
     return rows
 
 
@@ -205,14 +214,15 @@ def _seed_lines(groups):
     return lines, verdicts
 
 
-def summarize(archs, targets, seeds):
-    """Re-time and write ``results/budget_pruning_<arch>.{json,md}`` for each of `archs`."""
+def summarize(archs, targets, seeds, retime_all=False):
+    """Time the rows not timed before (every row with ``retime_all``, see :func:`retime`) and write
+    ``results/budget_pruning_<arch>.{json,md}`` for each of `archs`."""
     from benchmarks.budget_pruning import QUICK
     from benchmarks.harness import write_results
 
     every = []
     for arch in archs:
-        rows = retime(_load([arch], targets, seeds))
+        rows = retime(_load([arch], targets, seeds), retime_all=retime_all)
         verdicts = _verdicts(rows)
         groups = over_seeds(rows)
         seed_table, seed_verdicts = _seed_lines(groups) if len({r["seed"] for r in rows}) > 1 else ([], [])
@@ -221,7 +231,9 @@ def summarize(archs, targets, seeds):
             f"# Budget pruning: {arch} on Fashion-MNIST (32x32x3)",
             "",
             "Figures are measured by `python -m benchmarks.budget_pruning` (see its docstring for the setup); "
-            "the float LiteRT latency of every row is re-timed here in rounds against its dense model.",
+            "the float LiteRT latency of a row is timed here in rounds against its dense model, once: the first "
+            "summary that finds its file records it (`latency_timed`), later ones keep it (`--retime-all` times "
+            "every row again).",
             "",
             "## Goals",
             "",

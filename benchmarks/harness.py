@@ -6,7 +6,8 @@ A benchmark module computes rows (dicts of figures) with these helpers and hands
 the library versions and the machine. Timing is always relative: the library's
 ``tf_groupsparse.deploy.tflite_latency_rounds`` times several LiteRT models in turn, round after
 round, so that a ratio compares figures measured seconds apart (on a shared machine the CPU's
-speed drifts within minutes), and :func:`paired_speedup` takes the median of the per-round ratios.
+speed drifts within minutes), and ``tf_groupsparse.deploy.paired_ratio`` takes the median of the
+per-round ratios.
 """
 
 from __future__ import annotations
@@ -205,14 +206,21 @@ def cnn(input_shape, widths, classes=10, seed=0, name="cnn"):
                              keras.layers.Dense(classes, name="logits")], name=name)
 
 
-def make_optimizer(name, learning_rate, steps, *, cosine=True, momentum=0.9, weight_decay=None, keras=None):
+def make_optimizer(name, learning_rate, steps, *, cosine=True, momentum=0.9, weight_decay=None, keras=None,
+                   cosine_span=None):
     """A fresh Adam (``"adam"``), AdamW with `weight_decay` (``"adamw"``) or SGD with `momentum`
     (``"sgd"``) whose learning rate decays to 0 along a cosine over `steps` unless ``cosine=False``;
-    of the Keras module `keras` (default Keras 3; the tfmot peer passes tf_keras)."""
+    of the Keras module `keras` (default Keras 3; the tfmot peer passes tf_keras). With
+    ``cosine_span=(offset, total)`` the optimizer's steps continue one cosine over `total` steps from
+    step `offset` (one schedule across several ``fit`` calls)."""
     if keras is None:
         import keras
 
-    lr = keras.optimizers.schedules.CosineDecay(learning_rate, max(steps, 1)) if cosine else learning_rate
+    lr = learning_rate
+    if cosine and cosine_span:
+        lr = _cosine_segment(keras, learning_rate, *cosine_span)
+    elif cosine:
+        lr = keras.optimizers.schedules.CosineDecay(learning_rate, max(steps, 1))
     if name == "sgd":
         return keras.optimizers.SGD(lr, momentum=momentum)
     if name == "adamw":
@@ -220,17 +228,32 @@ def make_optimizer(name, learning_rate, steps, *, cosine=True, momentum=0.9, wei
     return keras.optimizers.Adam(lr)
 
 
+def _cosine_segment(keras, learning_rate, offset, total):
+    """`learning_rate` on a cosine to 0 over `total` optimizer steps, starting at step `offset`."""
+    ops = keras.ops
+
+    class CosineSegment(keras.optimizers.schedules.LearningRateSchedule):
+        def __call__(self, step):
+            t = ops.minimum(ops.cast(step, "float32") + float(offset), float(total))
+            return 0.5 * learning_rate * (1.0 + ops.cos(np.pi * t / float(max(total, 1))))
+
+        def get_config(self):
+            return {"learning_rate": learning_rate, "offset": offset, "total": total}
+
+    return CosineSegment()
+
+
 def train(model, x, y, *, epochs, batch_size=128, optimizer="adam", learning_rate=1e-3, cosine=True,
           momentum=0.9, weight_decay=None, loss=None, metrics=("accuracy",), callbacks=(), seed=0,
-          validation_data=None, jit_compile="auto", teacher=None, temperature=2.0, alpha=0.5):
-    """Compile `model` with a fresh :func:`make_optimizer` over this phase's steps and sparse
-    cross-entropy from logits (unless `loss`; with a `teacher` model, ``tgs.Distiller``'s
-    distillation loss at `temperature` and `alpha`), then fit it with shuffled batches from `seed`;
-    returns the seconds spent in ``fit``."""
+          validation_data=None, jit_compile="auto", teacher=None, temperature=2.0, alpha=0.5, cosine_span=None):
+    """Compile `model` with a fresh :func:`make_optimizer` over this phase's steps (or its
+    `cosine_span`) and sparse cross-entropy from logits (unless `loss`; with a `teacher` model,
+    ``tgs.Distiller``'s distillation loss at `temperature` and `alpha`), then fit it with shuffled
+    batches from `seed`; returns the seconds spent in ``fit``."""
     import keras
 
     opt = make_optimizer(optimizer, learning_rate, epochs * -(-len(x) // batch_size), cosine=cosine,
-                         momentum=momentum, weight_decay=weight_decay)
+                         momentum=momentum, weight_decay=weight_decay, cosine_span=cosine_span)
     if teacher is None:
         model.compile(opt, loss or keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=list(metrics), jit_compile=jit_compile)
@@ -333,7 +356,3 @@ def median_us(samples: dict) -> dict:
     """``{name: median microseconds}`` of ``tflite_latency_rounds``' per-round seconds."""
     return {name: 1e6 * statistics.median(v) for name, v in samples.items()}
 
-
-def paired_speedup(baseline, candidate):
-    """Median over rounds of baseline / candidate seconds measured in the same round."""
-    return statistics.median(b / c for b, c in zip(baseline, candidate))

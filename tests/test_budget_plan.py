@@ -1,6 +1,9 @@
 """The budget benchmark's row plan: per-architecture schedules and headline rows first."""
 
 import importlib
+import json
+
+import pytest
 
 from benchmarks import budget_pruning as bp
 
@@ -23,7 +26,8 @@ def test_fine_tuning_splits_the_epochs_over_the_steps_by_images_when_there_are_f
     x, y = np.arange(10), np.arange(10) * 10
     data = ((x, y), "validation", "test")
     seen = []
-    monkeypatch.setattr(bp, "train", lambda m, d, epochs, seed: seen.append((d[0][0].tolist(), epochs, d[1:])) or m)
+    monkeypatch.setattr(bp, "train", lambda m, d, epochs, seed, cosine_span: seen.append((d[0][0].tolist(), epochs,
+                                                                                           d[1:])) or m)
     tune = bp.step_fine_tuning(data, 2, 5, seed=0)
     for _ in range(5):
         assert tune("model") == "model"
@@ -33,6 +37,35 @@ def test_fine_tuning_splits_the_epochs_over_the_steps_by_images_when_there_are_f
     bp.step_fine_tuning(data, 5, 5, seed=0)("model")
     bp.step_fine_tuning(data, 5, 1, seed=0)("model")
     assert [(len(s[0]), s[1]) for s in seen] == [(10, 1), (10, 5)]
+
+
+def test_one_cosine_continues_the_learning_rate_across_the_steps(monkeypatch):
+    import keras
+    import numpy as np
+
+    from benchmarks import harness
+
+    x = np.zeros((1000, 1))
+    spans = []
+    monkeypatch.setattr(bp, "train", lambda m, d, epochs, seed, cosine_span: spans.append((len(d[0][0]), cosine_span)))
+    for epochs, steps in ((2, 5), (10, 5)):
+        tune = bp.step_fine_tuning(((x, x), None, None), epochs, steps, seed=0, one_cosine=True)
+        for _ in range(steps):
+            tune("model")
+    per = -(-400 // bp.BATCH), 2 * -(-1000 // bp.BATCH)  # optimizer steps per pruning step: 400 images, 2 epochs
+    assert spans[:5] == [(400, (k * per[0], 5 * per[0])) for k in range(5)]
+    assert spans[5:] == [(1000, (k * per[1], 5 * per[1])) for k in range(5)]
+    spans.clear()
+    bp.step_fine_tuning(((x, x), None, None), 2, 5, seed=0)("model")
+    assert spans == [(400, None)]  # by default each step has its own cosine
+    # the segments' learning rates are one cosine over the total (NumPy's), not a restart per step
+    total, lr = 20, 0.05
+    expected = 0.5 * lr * (1 + np.cos(np.pi * np.arange(total) / total))
+    seen = [float(harness._cosine_segment(keras, lr, k * 4, total)(s)) for k in range(5) for s in range(4)]
+    assert np.allclose(seen, expected, atol=1e-6)
+    assert float(harness._cosine_segment(keras, lr, 0, total)(total + 5)) < 1e-9  # stays at 0 after the span
+    opt = harness.make_optimizer("sgd", lr, 4, cosine_span=(8, total))  # an optimizer at step 0 of the 3rd segment
+    assert float(opt.learning_rate) == pytest.approx(expected[8], abs=1e-6)
 
 
 def test_headline_rows_come_before_the_other_importances_and_step_counts():
@@ -106,13 +139,47 @@ def test_retime_times_each_row_against_its_dense_model_for_at_least_the_minimum_
         return {"dense": [2.0, 3.0, 4.0, 2.0, 2.0, 2.0, 2.0, 2.0, 2.0], "row": [1.0] * 9}
 
     monkeypatch.setattr(deploy, "tflite_latency_rounds", rounds)
-    rows = [{"kind": "dense", "arch": "a", "seed": 0, "tflite": "d.tflite", "latency_ms": 1.0},
-            {"kind": "prune", "arch": "a", "seed": 0, "tflite": "p.tflite", "latency_ms": 0.5},
+    rows = [{"kind": "dense", "arch": "a", "seed": 0, "target": 1.0, "tflite": "d.tflite", "latency_ms": 1.0},
+            {"kind": "scaled", "arch": "a", "seed": 0, "target": 0.5, "tflite": "p.tflite", "latency_ms": 0.5},
             {"kind": "torch", "arch": "a", "seed": 0, "latency_ms": 9.0}]  # a peer row: no LiteRT file, kept
     budget_summary.retime(rows)
     assert calls[0] == (["dense", "row"], {"rounds": budget_summary.ROUNDS, "runs": 100, "min_seconds": TIMING_SECONDS})
     assert len(calls) == 2 and rows[1]["latency_ratio"] == 2.0 and rows[1]["latency_ms"] == 1e3
+    assert rows[1]["latency_rounds"] == budget_summary.ROUNDS and len(rows[1]["latency_timed"]) == 10  # a date
     assert rows[2] == {"kind": "torch", "arch": "a", "seed": 0, "latency_ms": 9.0}
+
+
+def test_a_row_is_timed_once_and_kept_by_later_summaries_unless_retime_all(tmp_path, monkeypatch):
+    from benchmarks import budget_summary
+
+    deploy = importlib.import_module("tf_groupsparse.deploy")
+    monkeypatch.setattr(budget_summary, "CACHE", tmp_path)
+    for name in ("d.tflite", "p.tflite", "q.tflite"):
+        (tmp_path / name).write_bytes(b"x")
+    speed = [2.0]  # the dense model's seconds per round: the machine "drifts" between summaries
+
+    def rounds(models, x, **kw):
+        return {"dense": [speed[0]] * 3, "row": [1.0] * 3}
+
+    monkeypatch.setattr(deploy, "tflite_latency_rounds", rounds)
+
+    def row(kind, name, **extra):
+        return {"kind": kind, "arch": "a", "seed": 0, "target": 0.5, "importance": "l2", "steps": 1,
+                "tflite": name, **extra}
+
+    rows = [row("dense", "d.tflite", target=1.0), row("prune", "p.tflite")]
+    for r in rows:  # the cache as the benchmark writes it, untimed
+        (tmp_path / f"{budget_summary.row_key(r)}.json").write_text(json.dumps(r))
+    budget_summary.retime(rows)
+    cached = json.loads((tmp_path / "a_prune_t0.5_seed0_l2_steps1.json").read_text())
+    assert cached["latency_ratio"] == 2.0 and cached["latency_rounds"] == budget_summary.ROUNDS  # kept with the row
+    speed[0] = 3.0
+    rows = [json.loads(p.read_text()) for p in sorted(tmp_path.glob("*.json"))] + [row("prune", "q.tflite", steps=5)]
+    budget_summary.retime(rows)  # a later summary with one new row: only the new row is timed
+    ratios = {r["tflite"]: r["latency_ratio"] for r in rows}
+    assert ratios == {"d.tflite": 2.0, "p.tflite": 2.0, "q.tflite": 3.0}
+    budget_summary.retime(rows, retime_all=True)
+    assert {r["tflite"]: r["latency_ratio"] for r in rows} == {"d.tflite": 3.0, "p.tflite": 3.0, "q.tflite": 3.0}
 
 
 def test_rows_over_seeds_give_mean_and_spread_and_compare_within_the_spread():
