@@ -189,8 +189,8 @@ def test_rows_over_seeds_give_mean_and_spread_and_compare_within_the_spread():
         return {"arch": "resnet20", "seed": seed, "kind": kind, "target": 1.0 if kind == "dense" else 0.5,
                 "test_accuracy": acc, "method": method or kind, **extra}
 
-    rows = [row("dense", 0, 0.92), row("dense", 1, 0.90), row("prune", 0, 0.91, "l2", latency_ratio=1.5),
-            row("prune", 1, 0.89, "l2", latency_ratio=1.7), row("scaled", 0, 0.93), row("scaled", 1, 0.92),
+    rows = [row("dense", 0, 0.92, macs=100), row("dense", 1, 0.90, macs=100),
+            row("prune", 0, 0.91, "l2", latency_ratio=1.5, macs=50), row("prune", 1, 0.89, "l2", latency_ratio=1.7, macs=49), row("scaled", 0, 0.93), row("scaled", 1, 0.92),
             row("torch", 0, 0.80, "tp", dense_test_accuracy=0.95), row("torch", 1, 0.82, "tp", dense_test_accuracy=0.95)]
     groups = {g["method"]: g for g in over_seeds(rows)}
     assert groups["l2"]["seeds"] == [0, 1] and [round(d, 6) for d in groups["l2"]["drop_points"]] == [1.0, 1.0]
@@ -198,8 +198,15 @@ def test_rows_over_seeds_give_mean_and_spread_and_compare_within_the_spread():
     table, verdicts = _seed_lines(list(groups.values()))
     assert "| 0.5 | l2 | 0, 1 | 90.00 ± 1.41 | 1.00 ± 0.00 | 1.60 ± 0.14 |" in table
     # 90.00 vs 92.50 +- 1.41 (the larger spread): not within; vs the peer's 81.00: met
-    assert "'l2' 90.00 ± 1.41% vs width-scaled from scratch 'scaled' 92.50 ± 0.71% (not met" in verdicts[0]
-    assert "(met within the seed spread)" in verdicts[1]
+    assert "'l2' (drop 1.00 ± 0.00), runs 1.60 ± 0.14x faster in LiteRT (goal >= 1.6: met on the mean)" in verdicts[0]
+    assert "'l2' 90.00 ± 1.41% vs width-scaled from scratch 'scaled' 92.50 ± 0.71% (not met" in verdicts[1]
+    assert "(met within the seed spread)" in verdicts[2]
+    assert groups["l2"]["macs_fraction"] == [0.5, 0.49]
+    rows += [row("prune", s, 0.89, "fast", latency_ratio=2.5, macs=40) for s in (0, 1)]  # faster, 2 points down
+    rows += [row("prune", s, 0.915 - s / 50, "slow", latency_ratio=1.5, macs=40) for s in (0, 1)]  # within, slower
+    rows += [row("prune", s, 0.92 - s / 50, "big", latency_ratio=3.0, macs=60) for s in (0, 1)]  # > half the MACs
+    _, verdicts = _seed_lines(over_seeds(rows))
+    assert "'l2' (drop 1.00 ± 0.00)" in verdicts[0]  # none of them is the fastest row within the goals
 
 
 def test_a_latency_row_keeps_the_calibration_trials(monkeypatch):
