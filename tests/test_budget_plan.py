@@ -96,6 +96,9 @@ def test_summary_states_the_goals_at_half_the_macs_and_compares_equal_macs_rows_
     assert "91.50% vs width-scaled from scratch 93.00% (not met)" in half[2]  # the latency row is not equal-MACs
     assert "91.50% vs the best Torch-Pruning row 90.00% (met)" in half[3]
     assert sum("slowest pruning" in line for line in _verdicts(rows + [dict(r, seed=1) for r in rows])) == 1
+    rows[2]["prune_seconds"] = 61.0  # the latency row counts (l2), and the line names it beside the MACs rows
+    slowest = next(line for line in _verdicts(rows) if "slowest pruning" in line)
+    assert "61.0 s, 'lat' at seed 0 (the MACs-targeted rows at most 1.0 s) (goal <= 60 s: not met)" in slowest
     third = [line for line in lines if "at 0.3" in line]
     assert "no goal at this target" in third[0] and "88.00% vs width-scaled from scratch 87.00% (met)" in third[2]
 
