@@ -228,19 +228,28 @@ def make_optimizer(name, learning_rate, steps, *, cosine=True, momentum=0.9, wei
     return keras.optimizers.Adam(lr)
 
 
+_SEGMENTS = {}  # the schedule class per Keras module, registered once (a pruned clone recompiles from config)
+
+
 def _cosine_segment(keras, learning_rate, offset, total):
     """`learning_rate` on a cosine to 0 over `total` optimizer steps, starting at step `offset`."""
-    ops = keras.ops
+    if keras not in _SEGMENTS:
+        ops = keras.ops
 
-    class CosineSegment(keras.optimizers.schedules.LearningRateSchedule):
-        def __call__(self, step):
-            t = ops.minimum(ops.cast(step, "float32") + float(offset), float(total))
-            return 0.5 * learning_rate * (1.0 + ops.cos(np.pi * t / float(max(total, 1))))
+        @keras.saving.register_keras_serializable(package="benchmarks")
+        class CosineSegment(keras.optimizers.schedules.LearningRateSchedule):
+            def __init__(self, learning_rate, offset, total):
+                self.learning_rate, self.offset, self.total = float(learning_rate), int(offset), int(total)
 
-        def get_config(self):
-            return {"learning_rate": learning_rate, "offset": offset, "total": total}
+            def __call__(self, step):
+                t = ops.minimum(ops.cast(step, "float32") + float(self.offset), float(self.total))
+                return 0.5 * self.learning_rate * (1.0 + ops.cos(np.pi * t / float(max(self.total, 1))))
 
-    return CosineSegment()
+            def get_config(self):
+                return {"learning_rate": self.learning_rate, "offset": self.offset, "total": self.total}
+
+        _SEGMENTS[keras] = CosineSegment
+    return _SEGMENTS[keras](learning_rate, offset, total)
 
 
 def train(model, x, y, *, epochs, batch_size=128, optimizer="adam", learning_rate=1e-3, cosine=True,

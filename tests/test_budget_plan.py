@@ -66,6 +66,12 @@ def test_one_cosine_continues_the_learning_rate_across_the_steps(monkeypatch):
     assert float(harness._cosine_segment(keras, lr, 0, total)(total + 5)) < 1e-9  # stays at 0 after the span
     opt = harness.make_optimizer("sgd", lr, 4, cosine_span=(8, total))  # an optimizer at step 0 of the 3rd segment
     assert float(opt.learning_rate) == pytest.approx(expected[8], abs=1e-6)
+    # tgs.prune clones the fine-tuned model, which recompiles the optimizer from its config
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)])
+    model.compile(opt, "mse")
+    again = keras.models.clone_model(model)
+    again.compile_from_config(model.get_compile_config())
+    assert float(again.optimizer.learning_rate) == pytest.approx(expected[8], abs=1e-6)
 
 
 def test_headline_rows_come_before_the_other_importances_and_step_counts():
