@@ -27,8 +27,8 @@ its peak memory is its own) and is cached under ``benchmarks/results/budget_cach
 
 Per row: test accuracy, MACs, parameters, float LiteRT latency (XNNPack, one thread, batch 1,
 median of rounds alternating with the dense model's, timed once by the first summary that finds
-the row) and its ratio to the dense model, int8 LiteRT accuracy and latency, pruning wall time, peak memory (max RSS of the row's
-process). The Torch-Pruning peer (``benchmarks/torch_peer.py``, PyTorch CPU) runs the same
+the row) and its ratio to the dense model, int8 LiteRT accuracy and latency, pruning wall time,
+peak memory (max RSS of the row's process). The Torch-Pruning peer (``benchmarks/torch_peer.py``, PyTorch CPU) runs the same
 architectures (equal MACs and parameters), data and budget: its group magnitude pruner, 1 and
 5 steps with global ranking, and 1 step with its default uniform per-layer ratio.
 

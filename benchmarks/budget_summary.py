@@ -138,13 +138,13 @@ def _verdicts(rows):
                  ("l2", "bn_scale", "taylor")]
         if timed:
             slowest = max(timed, key=lambda r: r["prune_seconds"])
-            worst = slowest["prune_seconds"]
+            worst, limit = slowest["prune_seconds"], GOALS["prune_seconds"]
             by_macs = [r["prune_seconds"] for r in timed if r.get("variant") != "latency"]
+            beside = (f" (the MACs-targeted rows at most {max(by_macs):.1f} s)"
+                      if by_macs and len(by_macs) < len(timed) else "")
             out.append(f"- {arch}: slowest pruning (l2/bn_scale/taylor, without fine-tuning) {worst:.1f} s, "
-                       f"'{slowest['method']}' at seed {slowest['seed']}"
-                       + (f" (the MACs-targeted rows at most {max(by_macs):.1f} s)" if by_macs and len(by_macs) < len(timed)
-                          else "")
-                       + f" (goal <= {GOALS['prune_seconds']:.0f} s: {'met' if worst <= GOALS['prune_seconds'] else 'not met'})")
+                       f"'{slowest['method']}' at seed {slowest['seed']}{beside} "
+                       f"(goal <= {limit:.0f} s: {'met' if worst <= limit else 'not met'})")
         pf = [r for r in rows if r["arch"] == arch and r["kind"] == "prune_filters"]
         if pf:
             out.append(f"- {arch}: prune_filters at 512 samples {pf[0]['prune_seconds']:.1f} s, "

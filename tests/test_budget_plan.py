@@ -199,7 +199,8 @@ def test_rows_over_seeds_give_mean_and_spread_and_compare_within_the_spread():
                 "test_accuracy": acc, "method": method or kind, **extra}
 
     rows = [row("dense", 0, 0.92, macs=100), row("dense", 1, 0.90, macs=100),
-            row("prune", 0, 0.91, "l2", latency_ratio=1.5, macs=50), row("prune", 1, 0.89, "l2", latency_ratio=1.7, macs=49), row("scaled", 0, 0.93), row("scaled", 1, 0.92),
+            row("prune", 0, 0.91, "l2", latency_ratio=1.5, macs=50), row("prune", 1, 0.89, "l2", latency_ratio=1.7, macs=49),
+            row("scaled", 0, 0.93), row("scaled", 1, 0.92),
             row("torch", 0, 0.80, "tp", dense_test_accuracy=0.95), row("torch", 1, 0.82, "tp", dense_test_accuracy=0.95)]
     groups = {g["method"]: g for g in over_seeds(rows)}
     assert groups["l2"]["seeds"] == [0, 1] and [round(d, 6) for d in groups["l2"]["drop_points"]] == [1.0, 1.0]
