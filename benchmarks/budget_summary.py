@@ -174,11 +174,11 @@ def over_seeds(rows):
     """One entry per (arch, target, method) with the seeds it ran with: test accuracies, drops
     from the same seed's dense model (a peer row: from its own dense model), latency ratios and
     MACs as a fraction of the same seed's dense model."""
-    dense = {(r["arch"], r["seed"]): r["test_accuracy"] for r in rows if r["kind"] == "dense"}
-    dense_macs = {(r["arch"], r["seed"]): r.get("macs") for r in rows if r["kind"] == "dense"}
+    dense = {(r["arch"], r["seed"]): r for r in rows if r["kind"] == "dense"}
     groups = {}
     for r in rows:
-        base = r.get("dense_test_accuracy", dense.get((r["arch"], r["seed"])))
+        own = dense.get((r["arch"], r["seed"]), {})
+        base = r.get("dense_test_accuracy", own.get("test_accuracy"))
         if base is None:
             continue
         g = groups.setdefault((r["arch"], r.get("target") or 1.0, r["kind"], r["method"]), {
@@ -190,8 +190,8 @@ def over_seeds(rows):
         g["drop_points"].append(100 * (base - r["test_accuracy"]))
         if r.get("latency_ratio") is not None:
             g["latency_ratio"].append(r["latency_ratio"])
-        if r.get("macs") and dense_macs.get((r["arch"], r["seed"])):
-            g["macs_fraction"].append(r["macs"] / dense_macs[r["arch"], r["seed"]])
+        if r.get("macs") and own.get("macs"):
+            g["macs_fraction"].append(r["macs"] / own["macs"])
     return list(groups.values())
 
 
