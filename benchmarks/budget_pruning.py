@@ -13,7 +13,9 @@ its peak memory is its own) and is cached under ``benchmarks/results/budget_cach
   pruning time without fine-tuning from the report; variants of the l2 row:
   ``round8`` (``round_to=8``), ``latency`` (``latency=target``), ``uniform``
   (``ranking="uniform"``: the same share of every layer), and of the 5-step l2 row ``cosine``
-  (the steps' fine-tuning on one cosine learning rate instead of one cosine per step);
+  (the steps' fine-tuning on one cosine learning rate instead of one cosine per step) and
+  ``final`` (``FINAL_SHARE`` of the fine-tuning images after the last step, the rest split over
+  the earlier ones);
 - ``coupled``: the dense model trained further with the coupled proximal group lasso driven by
   ``SparsityTarget`` to the target, then ``tgs.prune(importance="l2")`` (Torch-Pruning's
   "sparse training, then prune" recipe) and the same fine-tuning;
@@ -70,6 +72,8 @@ TARGETS = (0.5, 0.3)
 IMPORTANCES = ("l2", "bn_scale", "taylor", "random")
 STEPS = (1, 5)
 ARCHS = ("mobilenetv2", "resnet20")
+#: the "final" variant of a 5-step row: this share of the fine-tuning images comes after the last cut
+FINAL_SHARE = 0.8
 GOALS = {
     "accuracy_drop_points": 1.0,    # MobileNetV2 at half the MACs
     "latency_ratio": 1.6,
@@ -226,27 +230,40 @@ def _load_dense(arch, seed):
     return keras.models.load_model(_dense_path(arch, seed))
 
 
-def step_fine_tuning(data, epochs, steps, seed, one_cosine=False):
+def step_fine_tuning(data, epochs, steps, seed, one_cosine=False, final_share=None):
     """The fine-tuning after each of `steps` pruning steps, `epochs` in total: ``epochs // steps``
     epochs each when there are at least as many epochs as steps, else one pass per step over the
     step's own consecutive share of ``epochs / steps`` of the training images (wrapping around),
     so that the steps see the same number of images as `epochs` epochs. Each step's learning rate
-    runs its own cosine to 0, or with `one_cosine` its share of one cosine over all the steps."""
+    runs its own cosine to 0, or with `one_cosine` its share of one cosine over all the steps.
+    With `final_share` (in (0, 1)) the last step gets that share of the ``epochs`` epochs' images
+    and the earlier steps split the rest equally, each one pass over its slice (a slice longer
+    than the training set wraps around)."""
     import itertools
 
     import numpy as np
 
     (x, y), rest = data[0], data[1:]
-    whole, step = steps <= epochs, itertools.count()
+    step = itertools.count()
+    whole = steps <= epochs and final_share is None
+    if final_share is not None and (not 0 < final_share < 1 or steps < 2):
+        raise ValueError(f"step_fine_tuning: `final_share` must be in (0, 1) with steps >= 2, got {final_share!r} "
+                         f"with steps={steps}.")
+    passes = epochs // steps if whole else 1
+
+    def sizes():  # images of each step's fine-tuning (read when the data is there: a test passes none)
+        if final_share is None:
+            return [len(x) if whole else round(len(x) * epochs / steps)] * steps
+        total = epochs * len(x)
+        return [round(total * (1 - final_share) / (steps - 1))] * (steps - 1) + [round(total * final_share)]
 
     def fine_tune(m):
-        k = next(step)
-        size = len(x) if whole else round(len(x) * epochs / steps)
-        per_step = (epochs // steps if whole else 1) * -(-size // BATCH)  # optimizer steps per pruning step
-        span = (k * per_step, steps * per_step) if one_cosine else None
+        k, size = next(step), sizes()
+        batches = [passes * -(-n // BATCH) for n in size]  # optimizer steps per pruning step
+        span = (sum(batches[:k]), sum(batches)) if one_cosine else None
         if whole:
-            return train(m, data, epochs // steps, seed, cosine_span=span)
-        rows = (k * size + np.arange(size)) % len(x)
+            return train(m, data, passes, seed, cosine_span=span)
+        rows = (sum(size[:k]) + np.arange(size[k])) % len(x)
         return train(m, ((x[rows], y[rows]), *rest), 1, seed, cosine_span=span)
 
     return fine_tune
@@ -256,19 +273,22 @@ def row_prune(arch, target, seed, data, importance="l2", steps=1, variant=None):
     """tgs.prune at `target` of the MACs; `variant` "round8" keeps widths at multiples of 8,
     "latency" prunes to `target` of the LiteRT latency instead, "uniform" removes the same share of
     every layer (``ranking="uniform"``), "cosine" fine-tunes the steps on one cosine learning rate
-    (:func:`step_fine_tuning`'s `one_cosine`)."""
+    (:func:`step_fine_tuning`'s `one_cosine`), "final" gives the last step ``FINAL_SHARE`` of the
+    fine-tuning images and the earlier steps the rest (`final_share`)."""
     import tf_groupsparse as tgs
 
     dense = _load_dense(arch, seed)
     (x, y), _, _ = data
     epochs = schedule(arch)[1]
-    fine_tune = step_fine_tuning(data, epochs, steps, seed, one_cosine=variant == "cosine")
+    fine_tune = step_fine_tuning(data, epochs, steps, seed, one_cosine=variant == "cosine",
+                                 final_share=FINAL_SHARE if variant == "final" else None)
     budget = {"latency": target} if variant == "latency" else {"macs": target}
     pruned, report = tgs.prune(dense, (x, y), importance=importance, steps=steps, fine_tune=fine_tune, seed=seed,
                                round_to=8 if variant == "round8" else None, allow_untrained=QUICK, verbose=0,
                                ranking="uniform" if variant == "uniform" else "global", **budget)
     label = {"round8": ", widths rounded to 8", "latency": f", to {target:g} of the LiteRT latency",
-             "uniform": ", uniform per-layer share", "cosine": ", one cosine over the steps"}.get(variant, "")
+             "uniform": ", uniform per-layer share", "cosine": ", one cosine over the steps",
+             "final": f", {FINAL_SHARE:.0%} of the fine-tuning after the last step"}.get(variant, "")
     row = {"method": f"prune {importance}, {steps} step{'s' if steps > 1 else ''}{label}", "importance": importance,
            "steps": steps, "variant": variant, "prune_seconds": report.totals["prune_seconds"],
            "fine_tune_epochs": epochs if steps > epochs else epochs // steps * steps}
@@ -393,8 +413,9 @@ def plan(archs, targets, seeds, headline_only=False):
                 for variant in ("uniform", "round8", "latency"):
                     rest.append((_key("prune", arch, target, seed, "l2", 1, variant),
                                  ["prune", arch, str(target), str(seed), "l2", "1", variant]))
-                rest.append((_key("prune", arch, target, seed, "l2", 5, "cosine"),  # the steps on one schedule
-                             ["prune", arch, str(target), str(seed), "l2", "5", "cosine"]))
+                for variant in ("cosine", "final"):  # the steps on one schedule; most epochs after the last cut
+                    rest.append((_key("prune", arch, target, seed, "l2", 5, variant),
+                                 ["prune", arch, str(target), str(seed), "l2", "5", variant]))
             if arch == "mobilenetv2":
                 first.append((_key("tfmot", arch, 0.5, seed), ["tfmot", arch, "0.5", str(seed)]))
             first.append((_key("prune_filters", arch, 1.0, seed), ["prune_filters", arch, "1.0", str(seed)]))

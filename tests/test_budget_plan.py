@@ -39,6 +39,30 @@ def test_fine_tuning_splits_the_epochs_over_the_steps_by_images_when_there_are_f
     assert [(len(s[0]), s[1]) for s in seen] == [(10, 1), (10, 5)]
 
 
+def test_final_share_puts_most_of_the_same_images_after_the_last_step(monkeypatch):
+    import numpy as np
+
+    x = np.arange(100)
+    seen = []
+    monkeypatch.setattr(bp, "train", lambda m, d, epochs, seed, cosine_span: seen.append((d[0][0], epochs, cosine_span)))
+    tune = bp.step_fine_tuning(((x, x), None, None), 2, 5, seed=0, final_share=0.8)
+    for _ in range(5):
+        tune("model")
+    assert [len(s[0]) for s in seen] == [10, 10, 10, 10, 160]  # 200 images (2 epochs) in all, 80% at the end
+    assert all(epochs == 1 and span is None for _, epochs, span in seen)
+    images = np.concatenate([s[0] for s in seen])
+    assert np.array_equal(np.bincount(images), np.full(100, 2))  # consecutive slices: every image twice
+    seen.clear()
+    tune = bp.step_fine_tuning(((x, x), None, None), 5, 5, seed=0, one_cosine=True, final_share=0.8)
+    for _ in range(5):
+        tune("model")
+    per = [-(-n // bp.BATCH) for n in (25, 25, 25, 25, 400)]  # optimizer steps of each step's pass
+    assert [s[2] for s in seen] == [(sum(per[:k]), sum(per)) for k in range(5)]
+    for bad, steps in ((1.0, 5), (0.8, 1)):
+        with pytest.raises(ValueError, match="final_share"):
+            bp.step_fine_tuning(((x, x), None, None), 2, steps, seed=0, final_share=bad)
+
+
 def test_one_cosine_continues_the_learning_rate_across_the_steps(monkeypatch):
     import keras
     import numpy as np
