@@ -350,6 +350,17 @@ def row_tfmot(arch, target, seed, data):
     return json.loads(out.read_text())
 
 
+def dense_accuracy(arch, seed, data):
+    """Test accuracy of the dense model a row started from (the file in the cache): the row's own
+    baseline, so that a dense model trained again (a fresh machine) does not shift its drop."""
+    from benchmarks.harness import accuracy
+
+    return accuracy(_load_dense(arch, seed), *data[2])
+
+
+#: the row kinds that start from the cached dense model of their seed
+FROM_DENSE = ("prune", "coupled", "prune_filters", "tfmot")
+
 ROWS = {"dense": row_dense, "prune": row_prune, "coupled": row_coupled, "scaled": row_scaled,
         "prune_filters": row_prune_filters}
 
@@ -362,13 +373,15 @@ def run_row(kind, arch, target, seed, **kwargs):
     if kind == "tfmot":
         row = row_tfmot(arch, target, seed, data)
         row.update({"arch": arch, "target": target, "seed": seed, "wall_seconds": time.perf_counter() - start,
-                    "tflite": f"{arch}_tfmot_seed{seed}.tflite"})
+                    "tflite": f"{arch}_tfmot_seed{seed}.tflite", "dense_test_accuracy": dense_accuracy(arch, seed, data)})
         return row, (CACHE / row["tflite"]).read_bytes()
     row, model = ROWS[kind](arch, target, seed, data, **kwargs)
     row["wall_seconds"] = time.perf_counter() - start
     row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     figures, blob = measure(model, data)
     row.update(figures)
+    if kind in FROM_DENSE:
+        row["dense_test_accuracy"] = dense_accuracy(arch, seed, data)
     row.update({"arch": arch, "target": target, "seed": seed, "kind": kind})
     return row, blob
 

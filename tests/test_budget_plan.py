@@ -260,3 +260,28 @@ def test_a_latency_row_keeps_the_calibration_trials(monkeypatch):
     assert row["latency_trials"] == [[0.5, 0.6], [0.42, 0.49]] and row["latency_fraction"] == 0.49
     row, _ = bp.row_prune("resnet20", 0.5, 0, ((None, None), None, None))
     assert calls["macs"] == 0.5 and "latency_trials" not in row
+
+
+def test_a_pruned_row_records_its_own_dense_baseline_and_the_summary_takes_its_drop_from_it(monkeypatch):
+    import keras
+    import numpy as np
+
+    from benchmarks import budget_summary
+
+    identity = keras.Sequential([keras.Input((2,)), keras.layers.Activation("linear")])
+    x, y = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]], "float32"), np.array([0, 1, 1])
+    monkeypatch.setattr(bp, "load_data", lambda: ((x, y), (x, y), (x, y)))
+    monkeypatch.setattr(bp, "_load_dense", lambda arch, seed: identity)  # the cached dense model: 2 of 3 right
+    monkeypatch.setattr(bp, "measure", lambda model, data: ({"test_accuracy": 0.5}, b"tflite"))
+    monkeypatch.setitem(bp.ROWS, "prune", lambda arch, target, seed, data, **kw: ({"method": "m"}, "pruned"))
+    monkeypatch.setitem(bp.ROWS, "dense", lambda arch, target, seed, data, **kw: ({"method": "dense"}, identity))
+    row, _ = bp.run_row("prune", "resnet20", 0.5, 1)
+    assert row["dense_test_accuracy"] == pytest.approx(2 / 3)
+    assert "dense_test_accuracy" not in bp.run_row("dense", "resnet20", 1.0, 1)[0]
+    # a dense row recorded at 0.70 (trained again since, to 2/3): the drop is from the row's own baseline
+    dense = {"arch": "resnet20", "seed": 1, "kind": "dense", "target": 1.0, "test_accuracy": 0.70, "method": "dense"}
+    row.update(kind="prune", arch="resnet20", target=0.5, seed=1)
+    lines = budget_summary._target_verdicts([dense, row], dense, "resnet20", 0.5)
+    assert "'m' -16.67 points against the dense model" in lines[0]
+    group = next(g for g in budget_summary.over_seeds([dense, row]) if g["method"] == "m")
+    assert group["drop_points"] == [pytest.approx(100 * (2 / 3 - 0.5))]
