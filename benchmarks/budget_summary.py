@@ -146,11 +146,13 @@ def _verdicts(rows):
             out.append(f"- {arch}: slowest pruning (l2/bn_scale/taylor, without fine-tuning) {worst:.1f} s, "
                        f"'{slowest['method']}' at seed {slowest['seed']}{beside} "
                        f"(goal <= {limit:.0f} s: {'met' if worst <= limit else 'not met'})")
-        pf = [r for r in rows if r["arch"] == arch and r["kind"] == "prune_filters"]
+        pf = max((r for r in rows if r["arch"] == arch and r["kind"] == "prune_filters"),
+                 key=lambda r: r["prune_seconds"], default=None)  # the slowest seed's
         if pf:
-            out.append(f"- {arch}: prune_filters at 512 samples {pf[0]['prune_seconds']:.1f} s, "
-                       f"{pf[0]['evaluations']} loss evaluations (goal <= {GOALS['prune_filters_seconds']:.0f} s: "
-                       f"{'met' if pf[0]['prune_seconds'] <= GOALS['prune_filters_seconds'] else 'not met'})")
+            out.append(f"- {arch}: prune_filters at 512 samples {pf['prune_seconds']:.1f} s at seed {pf['seed']} "
+                       f"(the slowest seed), {pf['evaluations']} loss evaluations (goal <= "
+                       f"{GOALS['prune_filters_seconds']:.0f} s: "
+                       f"{'met' if pf['prune_seconds'] <= GOALS['prune_filters_seconds'] else 'not met'})")
     return out
 
 

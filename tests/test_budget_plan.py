@@ -285,3 +285,13 @@ def test_a_pruned_row_records_its_own_dense_baseline_and_the_summary_takes_its_d
     assert "'m' -16.67 points against the dense model" in lines[0]
     group = next(g for g in budget_summary.over_seeds([dense, row]) if g["method"] == "m")
     assert group["drop_points"] == [pytest.approx(100 * (2 / 3 - 0.5))]
+
+
+def test_the_prune_filters_goal_is_read_on_the_slowest_seed():
+    from benchmarks.budget_summary import _verdicts
+
+    rows = [{"arch": "a", "seed": s, "kind": "prune_filters", "target": 1.0, "prune_seconds": t, "evaluations": 9,
+             "method": "pf"} for s, t in ((0, 60.0), (1, 130.0))]
+    rows.append({"arch": "a", "seed": 0, "kind": "dense", "target": 1.0, "method": "dense", "test_accuracy": 0.9})
+    assert _verdicts(rows) == ["- a: prune_filters at 512 samples 130.0 s at seed 1 (the slowest seed), 9 loss "
+                               "evaluations (goal <= 120 s: not met)"]
