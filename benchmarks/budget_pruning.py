@@ -30,9 +30,10 @@ its peak memory is its own) and is cached under ``benchmarks/results/budget_cach
 Per row: test accuracy, MACs, parameters, float LiteRT latency (XNNPack, one thread, batch 1,
 median of rounds alternating with the dense model's, timed once by the first summary that finds
 the row) and its ratio to the dense model, int8 LiteRT accuracy and latency, pruning wall time,
-peak memory (max RSS of the row's process). The Torch-Pruning peer (``benchmarks/torch_peer.py``, PyTorch CPU) runs the same
-architectures (equal MACs and parameters), data and budget: its group magnitude pruner, 1 and
-5 steps with global ranking, and 1 step with its default uniform per-layer ratio.
+peak memory (max RSS of the row's process). The Torch-Pruning peer (``benchmarks/torch_peer.py``,
+PyTorch CPU) runs the same architectures (equal MACs and parameters), data and budget: its group
+magnitude pruner, 1 and 5 steps with global ranking, and 1 step with its default uniform
+per-layer ratio.
 
     python -m benchmarks.budget_pruning                       # every row not cached yet, then the summary
     python -m benchmarks.budget_pruning --only mobilenetv2 --targets 0.5
@@ -373,7 +374,8 @@ def run_row(kind, arch, target, seed, **kwargs):
     if kind == "tfmot":
         row = row_tfmot(arch, target, seed, data)
         row.update({"arch": arch, "target": target, "seed": seed, "wall_seconds": time.perf_counter() - start,
-                    "tflite": f"{arch}_tfmot_seed{seed}.tflite", "dense_test_accuracy": dense_accuracy(arch, seed, data)})
+                    "tflite": f"{arch}_tfmot_seed{seed}.tflite",
+                    "dense_test_accuracy": dense_accuracy(arch, seed, data)})
         return row, (CACHE / row["tflite"]).read_bytes()
     row, model = ROWS[kind](arch, target, seed, data, **kwargs)
     row["wall_seconds"] = time.perf_counter() - start

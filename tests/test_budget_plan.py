@@ -44,7 +44,8 @@ def test_final_share_puts_most_of_the_same_images_after_the_last_step(monkeypatc
 
     x = np.arange(100)
     seen = []
-    monkeypatch.setattr(bp, "train", lambda m, d, epochs, seed, cosine_span: seen.append((d[0][0], epochs, cosine_span)))
+    monkeypatch.setattr(bp, "train",
+                        lambda m, d, epochs, seed, cosine_span: seen.append((d[0][0], epochs, cosine_span)))
     tune = bp.step_fine_tuning(((x, x), None, None), 2, 5, seed=0, final_share=0.8)
     for _ in range(5):
         tune("model")
