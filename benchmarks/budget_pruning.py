@@ -359,7 +359,7 @@ def dense_accuracy(arch, seed, data):
     return accuracy(_load_dense(arch, seed), *data[2])
 
 
-#: the row kinds that start from the cached dense model of their seed
+#: the row kinds that start from the cached dense model of their seed (tfmot records it in its own branch)
 FROM_DENSE = ("prune", "coupled", "prune_filters", "tfmot")
 
 ROWS = {"dense": row_dense, "prune": row_prune, "coupled": row_coupled, "scaled": row_scaled,
