@@ -359,7 +359,7 @@ def dense_accuracy(arch, seed, data):
     return accuracy(_load_dense(arch, seed), *data[2])
 
 
-#: the row kinds that start from the cached dense model of their seed (tfmot records it in its own branch)
+#: the row kinds that start from the cached dense model of their seed
 FROM_DENSE = ("prune", "coupled", "prune_filters", "tfmot")
 
 ROWS = {"dense": row_dense, "prune": row_prune, "coupled": row_coupled, "scaled": row_scaled,
@@ -371,19 +371,20 @@ def run_row(kind, arch, target, seed, **kwargs):
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     data = load_data()
     start = time.perf_counter()
+
+    def baseline():  # measured after the row, outside its wall time and peak memory
+        return {"dense_test_accuracy": dense_accuracy(arch, seed, data)} if kind in FROM_DENSE else {}
+
     if kind == "tfmot":
         row = row_tfmot(arch, target, seed, data)
         row.update({"arch": arch, "target": target, "seed": seed, "wall_seconds": time.perf_counter() - start,
-                    "tflite": f"{arch}_tfmot_seed{seed}.tflite",
-                    "dense_test_accuracy": dense_accuracy(arch, seed, data)})
+                    "tflite": f"{arch}_tfmot_seed{seed}.tflite", **baseline()})
         return row, (CACHE / row["tflite"]).read_bytes()
     row, model = ROWS[kind](arch, target, seed, data, **kwargs)
     row["wall_seconds"] = time.perf_counter() - start
     row["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     figures, blob = measure(model, data)
-    row.update(figures)
-    if kind in FROM_DENSE:
-        row["dense_test_accuracy"] = dense_accuracy(arch, seed, data)
+    row.update(figures, **baseline())
     row.update({"arch": arch, "target": target, "seed": seed, "kind": kind})
     return row, blob
 

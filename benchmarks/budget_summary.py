@@ -92,6 +92,13 @@ def retime(rows, runs=100, retime_all=False):
     return rows
 
 
+def _baseline(row, dense):
+    """The test accuracy a row's drop is taken from: the dense model it started from when it
+    records one (``dense_test_accuracy``: a peer's own, or a dense model trained again), else
+    `dense`, the same seed's dense row (or None)."""
+    return row.get("dense_test_accuracy", (dense or {}).get("test_accuracy"))
+
+
 def _target_verdicts(rows, dense, arch, target):
     """The accuracy, latency, from-scratch and peer comparisons at one MACs target (the accuracy
     and latency goals are set for half the MACs; other targets report the same figures). A row's
@@ -99,7 +106,7 @@ def _target_verdicts(rows, dense, arch, target):
     seed, goal = dense["seed"], target == 0.5
     at = lambda *kinds: [r for r in rows if r["arch"] == arch and r["kind"] in kinds  # noqa: E731
                          and r["target"] == target and r["seed"] == seed]
-    drop = lambda r: 100 * (r.get("dense_test_accuracy", dense["test_accuracy"]) - r["test_accuracy"])  # noqa: E731
+    drop = lambda r: 100 * (_baseline(r, dense) - r["test_accuracy"])  # noqa: E731
     pruned = at("prune", "coupled")
     best, within = min(pruned, key=drop), [r for r in pruned if drop(r) <= GOALS["accuracy_drop_points"]]
     verdict = (f"(goal: within {GOALS['accuracy_drop_points']:g}: {'met' if within else 'not met'})" if goal
@@ -181,7 +188,7 @@ def over_seeds(rows):
     groups = {}
     for r in rows:
         own = dense.get((r["arch"], r["seed"]), {})
-        base = r.get("dense_test_accuracy", own.get("test_accuracy"))
+        base = _baseline(r, own)
         if base is None:
             continue
         g = groups.setdefault((r["arch"], r.get("target") or 1.0, r["kind"], r["method"]), {
