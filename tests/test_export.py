@@ -252,6 +252,39 @@ def test_helpers_convert_run_and_time_without_a_directory():
         run_tflite("/nonexistent/model.tflite", x)
 
 
+def test_timing_conversion_matches_keras_without_a_saved_model_and_falls_back_when_it_cannot(small, data, monkeypatch):
+    import tensorflow as tf
+    from ai_edge_litert.interpreter import Interpreter
+
+    from tf_groupsparse.deploy.convert import convert_tflite_for_timing
+
+    x = data[:1]
+    blob = convert_tflite_for_timing(small, x)
+    assert not Interpreter(model_content=blob).get_signature_list()   # traced, frozen: no signature
+    np.testing.assert_allclose(run_tflite(blob, x), small(x), atol=1e-5)
+    assert 0 < tflite_latency(blob, x, runs=3) < 1.0
+    assert abs(len(blob) - len(convert_tflite(small))) < 0.2 * len(blob)   # the weights are in the file
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("no concrete functions here")
+
+    monkeypatch.setattr(tf.lite.TFLiteConverter, "from_concrete_functions", refuse)
+    fallback = convert_tflite_for_timing(small, x)
+    assert Interpreter(model_content=fallback).get_signature_list()    # the SavedModel path's file
+    np.testing.assert_allclose(run_tflite(fallback, x), small(x), atol=1e-5)
+
+
+def test_timing_conversion_falls_back_when_the_file_disagrees_with_keras(small, data, monkeypatch):
+    from ai_edge_litert.interpreter import Interpreter
+
+    from tf_groupsparse.deploy import convert as convert_module, litert
+
+    real = litert.run_tflite
+    monkeypatch.setattr(litert, "run_tflite", lambda blob, x: real(blob, x) + 1.0)   # an unfrozen weight, say
+    blob = convert_module.convert_tflite_for_timing(small, data[:1])
+    assert Interpreter(model_content=blob).get_signature_list()
+
+
 def test_tflite_latency_rounds_times_every_model_every_round_in_alternating_order(monkeypatch):
     m = keras.Sequential([keras.Input((4,)), L.Dense(3)])
     flat = convert_tflite(m)

@@ -1,6 +1,7 @@
 """tgs.prune: budget-driven structural pruning on coupled groups, exact costs, guards, steps."""
 
 import re
+import time
 import warnings
 
 import keras
@@ -225,6 +226,34 @@ def test_latency_target_is_predicted_then_measured(trained):
     assert report.meta["latency_trials"][0][0] == 0.6 and len(report.meta["latency_trials"]) <= latency.ROUNDS
     assert 0 < t["latency_fraction"] < 1.0 and t["latency_ms_after"] < t["latency_ms_before"]
     assert t["macs_fraction"] < 1.0
+    assert t["prune_seconds"] > t["latency_table_seconds"] + t["latency_calibration_seconds"] > 0
+
+
+def test_latency_table_times_each_layer_alone_and_shares_the_timings_of_identical_layers(monkeypatch):
+    inputs = keras.Input((16, 16, 32))
+    a = L.Conv2D(32, 3, padding="same", name="a")(inputs)
+    b = L.Conv2D(32, 3, padding="same", name="b")(a)     # a's twin: same configuration, same input
+    c = L.Conv2D(64, 3, padding="same", name="c")(b)
+    model = keras.Model(inputs, L.Dense(4, name="d")(L.GlobalAveragePooling2D()(c)))
+    converted, real = [], latency._layer_tflite
+    monkeypatch.setattr(latency, "_layer_tflite", lambda layer, shape: converted.append(layer.name) or real(layer, shape))
+    table = latency.LatencyTable(model)
+    assert table.points["a"] == table.points["b"] and not {"b", "b_half"} & set(converted)
+    assert {"a", "a_half", "c", "c_half", "d", "d_half"} <= set(converted)
+    (m_full, t_full), (m_half, t_half) = table.points["c"]
+    assert m_half < m_full and 0 < t_half < t_full
+    # the layers alone explain at most the whole model (calls timed without per-call set-up costs)
+    explained = sum(full[1] for full, _ in table.points.values())
+    assert 0 < explained < 2 * table.full_seconds
+
+
+def test_prune_seconds_is_the_whole_call_but_the_fine_tuning(trained):
+    model, x, y = trained
+    started = time.perf_counter()
+    small, report = tgs.prune(model, (x, y), macs=0.5, steps=2, fine_tune={"epochs": 1, "batch_size": 64}, verbose=0)
+    wall = time.perf_counter() - started
+    spent = report.totals["prune_seconds"] + report.totals["fine_tune_seconds"]
+    assert 0.95 * wall <= spent <= wall
 
 
 @pytest.mark.parametrize("measured, aim", [
@@ -247,8 +276,8 @@ def test_an_unreachable_latency_target_warns_with_the_measured_figure(trained, m
         def __init__(self, model, graph):
             pass
 
-        def measure(self, graph):
-            return lambda cost: cost.macs / full
+        def fraction(self, cost):
+            return cost.macs / full
 
         def measured_fraction(self, pruned):
             return 0.9
@@ -281,8 +310,8 @@ def test_latency_calibration_recovers_from_one_slow_reading(trained, monkeypatch
         def __init__(self, model, graph):
             pass
 
-        def measure(self, graph):
-            return lambda cost: cost.macs / full
+        def fraction(self, cost):
+            return cost.macs / full
 
         def measured_fraction(self, pruned):
             fraction = tgs.flops(pruned) / full

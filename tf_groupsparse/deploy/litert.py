@@ -39,7 +39,11 @@ def _interpreter(tflite, threads, owner):
 
 
 def _signature(interpreter):
-    """(inputs, outputs): lists of (name, tensor details), outputs in output_0, output_1 order."""
+    """(inputs, outputs): lists of (name, tensor details), outputs in output_0, output_1 order; a
+    file without a signature (converted from a traced function) gives its tensors in order."""
+    if not interpreter.get_signature_list():
+        return ([(d["name"], d) for d in interpreter.get_input_details()],
+                [(d["name"], d) for d in interpreter.get_output_details()])
     runner = interpreter.get_signature_runner()
     inputs = runner.get_input_details()
     outputs = runner.get_output_details()
