@@ -293,8 +293,9 @@ def row_prune(arch, target, seed, data, importance="l2", steps=1, variant=None):
     row = {"method": f"prune {importance}, {steps} step{'s' if steps > 1 else ''}{label}", "importance": importance,
            "steps": steps, "variant": variant, "prune_seconds": report.totals["prune_seconds"],
            "fine_tune_epochs": epochs if steps > epochs else epochs // steps * steps}
-    if variant == "latency":  # the calibration trials [aim, measured] and the end point, in tgs.prune's timing
-        row.update({k: report.totals[k] for k in ("latency_fraction", "latency_fraction_predicted")},
+    if variant == "latency":  # the calibration trials [aim, measured], the end point, and where the time went
+        row.update({k: report.totals[k] for k in ("latency_fraction", "latency_fraction_predicted",
+                                                  "latency_table_seconds", "latency_calibration_seconds")},
                    latency_trials=report.meta["latency_trials"])
     return row, pruned
 

@@ -251,7 +251,8 @@ def test_a_latency_row_keeps_the_calibration_trials(monkeypatch):
 
     def prune(model, data, **kwargs):
         calls.update(kwargs)
-        totals = {"prune_seconds": 1.0, "latency_fraction": 0.49, "latency_fraction_predicted": 0.45}
+        totals = {"prune_seconds": 1.0, "latency_fraction": 0.49, "latency_fraction_predicted": 0.45,
+                  "latency_table_seconds": 0.3, "latency_calibration_seconds": 0.5}
         return "small", tgs.Report("r", totals=totals, meta={"latency_trials": [[0.5, 0.6], [0.42, 0.49]]})
 
     monkeypatch.setattr(bp, "_load_dense", lambda arch, seed: "dense")
@@ -259,6 +260,7 @@ def test_a_latency_row_keeps_the_calibration_trials(monkeypatch):
     row, small = bp.row_prune("resnet20", 0.5, 0, ((None, None), None, None), variant="latency")
     assert small == "small" and calls["latency"] == 0.5 and "macs" not in calls
     assert row["latency_trials"] == [[0.5, 0.6], [0.42, 0.49]] and row["latency_fraction"] == 0.49
+    assert (row["prune_seconds"], row["latency_table_seconds"], row["latency_calibration_seconds"]) == (1.0, 0.3, 0.5)
     row, _ = bp.row_prune("resnet20", 0.5, 0, ((None, None), None, None))
     assert calls["macs"] == 0.5 and "latency_trials" not in row
 
