@@ -334,6 +334,27 @@ def convert_tflite(model, *, quantize=None, representative_data=None) -> bytes:
         return _convert(model, tmp, quantize, representative)
 
 
+def frozen_tflite(call, spec) -> bytes:
+    """A float32 .tflite of ``call`` (a function of one tensor) traced for `spec`, its variables
+    frozen into constants, without a SavedModel and without a signature; raises what the
+    converter raises. The conversion behind :func:`convert_tflite_for_timing` and the per-layer
+    files of :class:`~tf_groupsparse.pruning.latency.LatencyTable`.
+
+    Examples:
+        >>> import keras, tensorflow as tf
+        >>> layer = keras.layers.Dense(3)
+        >>> frozen_tflite(layer, tf.TensorSpec((1, 4), tf.float32))[4:8]
+        b'TFL3'
+    """
+    import tensorflow as tf
+
+    function = tf.function(call, input_signature=[spec])
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()])
+    with _quiet_tf_logs(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the converter suggests passing a trackable object
+        return converter.convert()
+
+
 def convert_tflite_for_timing(model, x) -> bytes:
     """A float32 .tflite of a one-input `model` for timing it, converted without a SavedModel.
 
@@ -371,13 +392,8 @@ def convert_tflite_for_timing(model, x) -> bytes:
     from .litert import run_tflite
 
     x = np.asarray(x, dtype="float32")
-    spec = tf.TensorSpec(x.shape, tf.float32)
     try:
-        function = tf.function(lambda t: model(t, training=False), input_signature=[spec])
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()])
-        with _quiet_tf_logs(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the converter suggests passing a trackable object
-            blob = converter.convert()
+        blob = frozen_tflite(lambda t: model(t, training=False), tf.TensorSpec(x.shape, tf.float32))
         expected = keras.ops.convert_to_numpy(model(x, training=False))
         got = run_tflite(blob, x)
     except Exception:  # any failure of the shortcut: the SavedModel path below

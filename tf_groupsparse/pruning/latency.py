@@ -42,7 +42,6 @@ from __future__ import annotations
 
 import math
 import time
-import warnings
 
 import keras
 import numpy as np
@@ -111,13 +110,10 @@ def _layer_tflite(layer, shape):
     """A float32 .tflite of `layer` alone on a batch-1 input of `shape`, or None if it does not convert."""
     import tensorflow as tf
 
-    spec = tf.TensorSpec((1,) + tuple(shape[1:]), tf.float32)
+    from ..deploy.convert import frozen_tflite
+
     try:
-        function = tf.function(lambda x: layer(x), input_signature=[spec])
-        converter = tf.lite.TFLiteConverter.from_concrete_functions([function.get_concrete_function()])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # the converter suggests passing a trackable object
-            return converter.convert()
+        return frozen_tflite(layer, tf.TensorSpec((1,) + tuple(shape[1:]), tf.float32))
     except Exception:  # a layer the converter cannot take alone: its time stays in the residual
         return None
 
