@@ -298,9 +298,11 @@ def prune(model, data=None, *, macs=None, params=None, latency=None, importance=
     from .latency import TOLERANCE, LatencyTable, calibrate_aim
 
     original = build_graph(model)
-    table = LatencyTable(model, original) if kind == "latency" else None
-    if table is not None:
-        totals["latency_table_seconds"] = time.perf_counter() - called
+    table = None
+    if kind == "latency":
+        started = time.perf_counter()
+        table = LatencyTable(model, original)
+        totals["latency_table_seconds"] = time.perf_counter() - started
     original_width = {name: len(ids) for node in original.nodes for name, ids in node.unit_sets()}
     base_cost = CostModel(original)
     if kind == "latency":

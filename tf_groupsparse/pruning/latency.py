@@ -118,7 +118,7 @@ def _layer_tflite(layer, shape):
         return None
 
 
-def _invoke_seconds(blob, shape, runs):
+def _invoke_seconds(blob, runs):
     """Median seconds of one ``invoke()`` of a one-input .tflite (XNNPack, one thread)."""
     from ai_edge_litert.interpreter import Interpreter
 
@@ -142,12 +142,12 @@ def _time_layers(layers, runs):
     and timed by ``invoke()`` alone, minus the interpreter's per-call overhead (measured on a
     one-element identity). Layers that do not convert alone are left out."""
     overhead_blob = _layer_tflite(keras.layers.Identity(), (None, 1))
-    overhead = _invoke_seconds(overhead_blob, (None, 1), runs) if overhead_blob is not None else 0.0
+    overhead = _invoke_seconds(overhead_blob, runs) if overhead_blob is not None else 0.0
     seconds = {}
     for key, layer, shape in layers:
         blob = _layer_tflite(layer, shape)
         if blob is not None:
-            seconds[key] = max(_invoke_seconds(blob, shape, runs) - overhead, 0.0)
+            seconds[key] = max(_invoke_seconds(blob, runs) - overhead, 0.0)
     return seconds
 
 
@@ -209,13 +209,16 @@ class LatencyTable:
     Args:
         model: the built keras.Model to prune (fixed input shape).
         graph: its dependency graph (built when None).
-        runs: timed calls per layer and per model (default 30); a whole model is timed at least
-            ``TIMING_SECONDS`` (0.25 s) at a time when its calls are shorter.
+        runs: timed calls per model (default 30; per layer at least 50, as a layer's call is
+            short); a whole model is timed at least ``TIMING_SECONDS`` (0.25 s) at a time when
+            its calls are shorter.
 
     Attributes:
         full_seconds: measured latency of the whole model (median of `runs` calls).
         points: ``{layer: ((macs, seconds) at full width, (macs, seconds) at half width)}``.
-        residual: the part of ``full_seconds`` the layers do not explain.
+        residual: the part of ``full_seconds`` the layers do not explain, counted in proportion
+            to the parameters kept.
+        params: the model's parameter count.
     """
 
     def __init__(self, model, graph=None, runs=30):
