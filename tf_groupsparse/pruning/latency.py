@@ -15,12 +15,10 @@ predicted as
 with ``t_L`` the straight line through the layer's two points (in its MACs) and ``R`` the part
 of the full model's measured latency that the layers alone do not explain. Timed alone and
 called in a loop, a layer finds its weights in the cache; in the whole model they stream from
-memory, so ``R`` follows the weights kept (on a 32x32 MobileNetV2 with 2.2 M parameters, R is
-60% of the latency, and the measured latency fraction of pruned versions tracked their parameter
-fraction within 0.05 from 87% down to 6% of the parameters, while their activation volume fell
-only to 37%). Channel counts that are not multiples of the processor's
-vector width cost more than their MACs (a 3x3 convolution at 16x16 with 17 channels took twice
-as long as with 16 here); the line does not see that, the calibration below corrects for it on
+memory, so ``R`` follows the weights kept (on a 32x32 MobileNetV2, R is most of the latency, and
+in development checks the measured latency of pruned versions followed their parameter fraction,
+not their activation volume). Channel counts that are not multiples of the processor's vector
+width cost more than their MACs; the line does not see that, the calibration below corrects for it on
 the whole model, and ``round_to=8`` or 16 avoids it. The prediction steers the pruner; the
 result is then converted and timed against the original in alternating rounds, and the measured
 ratio is what the report gives beside the target.
@@ -41,7 +39,6 @@ Examples:
 from __future__ import annotations
 
 import math
-import time
 
 import keras
 import numpy as np
@@ -118,37 +115,22 @@ def _layer_tflite(layer, shape):
         return None
 
 
-def _invoke_seconds(blob, runs):
-    """Median seconds of one ``invoke()`` of a one-input .tflite (XNNPack, one thread)."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=blob, num_threads=1)
-    interpreter.allocate_tensors()
-    detail = interpreter.get_input_details()[0]
-    interpreter.set_tensor(detail["index"], np.random.default_rng(0).standard_normal(
-        tuple(detail["shape"])).astype("float32"))
-    for _ in range(3):
-        interpreter.invoke()
-    samples = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        interpreter.invoke()
-        samples.append(time.perf_counter() - start)
-    return float(np.median(samples))
-
-
 def _time_layers(layers, runs):
     """Median seconds of each ``(key, layer, input shape)``, each converted to its own small file
     and timed by ``invoke()`` alone, minus the interpreter's per-call overhead (measured on a
     one-element identity). Layers that do not convert alone are left out."""
-    overhead_blob = _layer_tflite(keras.layers.Identity(), (None, 1))
-    overhead = _invoke_seconds(overhead_blob, runs) if overhead_blob is not None else 0.0
-    seconds = {}
-    for key, layer, shape in layers:
+    from ..deploy import tflite_latency
+
+    rng = np.random.default_rng(0)
+
+    def seconds_of(layer, shape):  # None when the layer does not convert alone
         blob = _layer_tflite(layer, shape)
-        if blob is not None:
-            seconds[key] = max(_invoke_seconds(blob, runs) - overhead, 0.0)
-    return seconds
+        x = rng.standard_normal((1,) + tuple(shape[1:])).astype("float32")
+        return None if blob is None else tflite_latency(blob, x, runs=runs, warmup=3)
+
+    overhead = seconds_of(keras.layers.Identity(), (None, 1)) or 0.0
+    timed = {key: seconds_of(layer, shape) for key, layer, shape in layers}
+    return {key: max(value - overhead, 0.0) for key, value in timed.items() if value is not None}
 
 
 def calibrate_aim(measure_at, target, rounds=ROUNDS, tolerance=TOLERANCE, floor=FLOOR):
