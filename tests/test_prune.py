@@ -224,6 +224,7 @@ def test_latency_target_is_predicted_then_measured(trained):
     t = report.totals
     assert t["latency_fraction_predicted"] <= t["latency_aim_predicted"] + 1e-9
     assert report.meta["latency_trials"][0][0] == 0.6 and len(report.meta["latency_trials"]) <= latency.ROUNDS
+    assert report.meta["vector_width"] in latency.WIDTHS
     assert 0 < t["latency_fraction"] < 1.0 and t["latency_ms_after"] < t["latency_ms_before"]
     assert t["macs_fraction"] < 1.0
     assert t["prune_seconds"] > t["latency_table_seconds"] + t["latency_calibration_seconds"] > 0
@@ -259,13 +260,56 @@ def test_prune_seconds_is_the_whole_call_but_the_fine_tuning(trained):
 @pytest.mark.parametrize("measured, aim", [
     (lambda a: a, 0.5),            # the table is right: one trial
     (lambda a: 1.25 * a, 0.4),     # the table is optimistic: aim lower
-    (lambda a: 0.8 * a, 0.625),    # the table is pessimistic: aim higher, prune less
+    (lambda a: 0.8 * a, 0.609375),  # the table is pessimistic: aim higher, prune less
     (lambda a: 0.9, 0.05),         # nothing prunes below the target: the search ends at the floor
-], ids=["exact", "optimistic", "pessimistic", "flat"])
+    (lambda a: a * a, 0.7),        # far too fast at first: towards aim 1 (measures 1), not to it
+], ids=["exact", "optimistic", "pessimistic", "flat", "far-too-fast"])
 def test_latency_calibration_moves_the_aim_by_the_measured_ratio(measured, aim):
     found, trials = latency.calibrate_aim(measured, 0.5)
     assert found == pytest.approx(aim)
     assert len(trials) <= latency.ROUNDS and trials[0][0] == 0.5
+    assert all(a < 1.0 for a, _ in trials)  # no trial wasted on the unpruned model
+
+
+def test_vector_width_is_found_from_probe_timings_and_pads_the_prediction(monkeypatch):
+    """Kernels computing 16 output channels at once: 17 channels cost what 32 cost. The table
+    must find 16 from its probe layers and predict a layer cut from 32 to 17 channels at its
+    full time, one cut to 16 well below it."""
+    inputs = keras.Input((8, 8, 16))
+    c = L.Conv2D(32, 3, padding="same", name="c")(inputs)
+    model = keras.Model(inputs, L.Dense(4, name="d")(L.GlobalAveragePooling2D()(c)))
+
+    def fake_times(layers, runs):  # every layer costs its output channels rounded up to 16
+        return {key: 1e-6 * latency.padded(layer.compute_output_shape(shape)[-1], 16) for key, layer, shape in layers}
+
+    monkeypatch.setattr(latency, "_time_layers", fake_times)
+    table = latency.LatencyTable(model, runs=5)
+    assert table.vector_width == 16 and table.widths["c"] == 32
+    full = 8 * 8 * 9 * 16 * 32
+    at = {n: table._layer_seconds("c", full * n / 32, n) for n in (32, 17, 16)}
+    assert at[17] == pytest.approx(at[32]) and at[16] < 0.7 * at[17]
+    graph = build_graph(model)
+    cost = CostModel(graph)
+    assert cost.output_channels() == {"c": 32, "d": 4}
+    cost.remove([graph.group("c", i).id for i in range(15)])
+    assert cost.output_channels() == {"c": 17, "d": 4}
+    same_params = table.predict(cost.layer_macs(), table.params, cost.output_channels())
+    assert same_params == pytest.approx(table.predicted_full)  # 17 channels: as slow as 32 (residual aside)
+
+
+def test_cost_model_counts_the_output_channels_each_kernel_computes():
+    inputs = keras.Input((8, 8, 8))
+    a = L.Conv2D(16, 1, name="a")(inputs)
+    b = L.DepthwiseConv2D(3, padding="same", name="b")(a)       # channels: a's
+    c = L.SeparableConv2D(24, 3, padding="same", name="c")(b)   # outputs: its pointwise kernel's
+    model = keras.Model(inputs, L.Dense(3, name="d")(L.GlobalAveragePooling2D()(c)))
+    graph = build_graph(model)
+    cost = CostModel(graph)
+    assert cost.output_channels() == {"a": 16, "b": 16, "c": 24, "d": 3}
+    cost.remove([graph.group("a", i).id for i in range(5)] + [graph.group("c", 0).id])
+    assert cost.output_channels() == {"a": 11, "b": 11, "c": 23, "d": 3}
+    small = remove_groups(graph, [graph.group("a", i) for i in range(5)] + [graph.group("c", 0)])
+    assert {n: small.get_layer(n).output.shape[-1] for n in "abc"} == {"a": 11, "b": 11, "c": 23}
 
 
 def test_an_unreachable_latency_target_warns_with_the_measured_figure(trained, monkeypatch):
@@ -273,6 +317,8 @@ def test_an_unreachable_latency_target_warns_with_the_measured_figure(trained, m
     full = tgs.flops(model)
 
     class Table:  # nothing measures faster than 0.9 of the original
+        vector_width = 1
+
         def __init__(self, model, graph):
             pass
 
@@ -305,7 +351,7 @@ def test_latency_calibration_recovers_from_one_slow_reading(trained, monkeypatch
     full = tgs.flops(model)
 
     class Table:  # latency follows MACs exactly, but the first measurement is an outlier
-        readings = []
+        readings, vector_width = [], 1
 
         def __init__(self, model, graph):
             pass

@@ -360,7 +360,7 @@ def convert_tflite_for_timing(model, x) -> bytes:
 
     The model is traced once for the shape of `x` and converted with its variables frozen into
     constants (``TFLiteConverter.from_concrete_functions`` with no trackable object), which skips
-    writing and reading a SavedModel: about 1 s against 6-7 s for a 32x32 MobileNetV2. The file
+    writing and reading a SavedModel, most of a small model's conversion time. The file
     has no signature (:func:`~tf_groupsparse.deploy.run_tflite` and the timing functions read its
     input and output tensors instead). Its output on `x` is compared with the model's; when the
     conversion fails or disagrees, or the backend is not TensorFlow, the result of

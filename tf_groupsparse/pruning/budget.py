@@ -77,7 +77,8 @@ class PruneReport(Report):
     ``params_fraction``, and for a latency target the predicted and measured
     ``latency_fraction``), groups removed, steps, the pruning time (``prune_seconds``: the whole
     call's wall time but the fine-tuning; for a latency target it includes the per-layer table,
-    ``latency_table_seconds``, and the calibration trials, ``latency_calibration_seconds``), the
+    ``latency_table_seconds``, and the calibration trials, ``latency_calibration_seconds``; its
+    meta has the trials and the processor's ``vector_width``, a ``round_to`` that wastes nothing), the
     fine-tuning time, and the loss/accuracy on the evaluation sample before pruning, after it and
     after fine-tuning (when data was given).
 
@@ -370,6 +371,7 @@ def prune(model, data=None, *, macs=None, params=None, latency=None, importance=
                         "unit": "MACs are multiply-adds per sample (FLOPs ~ 2 x MACs)"})
     if kind == "latency":
         report.meta["latency_trials"] = trials  # [aim, measured fraction] of each calibration trial
+        report.meta["vector_width"] = table.vector_width  # a round_to that fills the kernels' tiles
     if table is not None:
         report.totals.update(table.report(current))
     if kind == "latency" and all(measured > target + TOLERANCE for _, measured in trials):

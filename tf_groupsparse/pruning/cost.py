@@ -83,16 +83,23 @@ class CostModel:
         self.layer_of = {}                      # weight key -> the layer's node name
         self.shaped = {}                        # node name -> (layer, MAC function of weight shapes, keys, io)
         self._shaped_macs = {}
+        self._outputs = {}                      # node name -> (weight key, where, role) of its output channels
         sliced_full = 0
         for s in graph.slices:
             key = (id(s.node.layer), s.weight_index)
+            variable = s.node.layer.weights[s.weight_index]
             if key not in self.weights:
-                variable = s.node.layer.weights[s.weight_index]
                 self.weights[key] = _Weight(variable.shape)
                 sliced_full += self.weights[key].entries
             w = self.weights[key]
             where = (tuple(s.index), int(s.axis))
             w.kept[where] = len(s.ids) if len(s.index) == 0 else int(w.shape[len(s.index) + s.axis])
+            if not s.index and _is_kernel(variable) and s.role in ("produce", "param"):
+                # the first kernel slice that makes the layer's output channels (a depthwise
+                # kernel's channels only until a pointwise kernel's output is seen)
+                seen = self._outputs.get(s.node.name)
+                if seen is None or (seen[2] == "param" and s.role == "produce"):
+                    self._outputs[s.node.name] = (key, where, s.role)
             labels, counts = np.unique(graph.labels[s.ids], return_counts=True)
             for label, n in zip(labels.tolist(), counts.tolist()):
                 self.per_group[label].append((key, where, n))
@@ -177,6 +184,12 @@ class CostModel:
             out[name] = out.get(name, 0.0) + self.mac_factor[key] * self._counts[key]
         out.update(self._shaped_macs)
         return out
+
+    def output_channels(self):
+        """``{layer name: output channels kept}`` of the layers whose kernels have sliced output
+        channels (Dense, convolutions; a depthwise kernel's channels), for costs that depend on
+        channel counts, not only on MACs (processors compute channels in vector-wide tiles)."""
+        return {name: self.weights[key].kept[where] for name, (key, where, _) in self._outputs.items()}
 
     def fraction(self, what):
         """The current ``"macs"`` or ``"params"`` as a fraction of the full model's."""

@@ -12,14 +12,17 @@ predicted as
 
     sum over layers of t_L(MACs_L)  +  R * (parameters kept / original parameters)
 
-with ``t_L`` the straight line through the layer's two points (in its MACs) and ``R`` the part
+with ``t_L`` the straight line through the layer's two points (in its padded MACs, below) and ``R`` the part
 of the full model's measured latency that the layers alone do not explain. Timed alone and
 called in a loop, a layer finds its weights in the cache; in the whole model they stream from
 memory, so ``R`` follows the weights kept (on a 32x32 MobileNetV2, R is most of the latency, and
 in development checks the measured latency of pruned versions followed their parameter fraction,
-not their activation volume). Channel counts that are not multiples of the processor's vector
-width cost more than their MACs; the line does not see that, the calibration below corrects for it on
-the whole model, and ``round_to=8`` or 16 avoids it. The prediction steers the pruner; the
+not their activation volume). XNNPack's kernels compute output channels in vector-wide tiles
+(16 at a time for float32 on AVX-512, 8 on many ARM cores), so 17 output channels cost about as
+much as 32: the table finds the width once, by timing a 1x1 convolution at 64, 68, 72, 80 and 96
+output channels (:func:`vector_width`), and counts every layer's MACs with its output channels
+rounded up to it (:func:`padded`). Pruning with ``round_to`` set to that width
+(``LatencyTable.vector_width``) wastes none of them. The prediction steers the pruner; the
 result is then converted and timed against the original in alternating rounds, and the measured
 ratio is what the report gives beside the target.
 
@@ -48,12 +51,14 @@ from ..graph.kinds import cost_for
 from ..metrics import _io_shapes
 from .cost import CostModel
 
-__all__ = ["LatencyTable", "calibrate_aim", "check_backend"]
+__all__ = ["LatencyTable", "calibrate_aim", "check_backend", "padded", "vector_width"]
 
 ROUNDS = 4          # measure-and-adjust rounds for a latency target
 TOLERANCE = 0.02    # how far from the target a measured latency fraction counts as on it
 FLOOR = 0.05        # the lowest predicted fraction the pruner is asked for
 TIMING_SECONDS = 0.25  # each timing of a whole model runs at least this long (a ~1 ms model: 250 runs)
+WIDTHS = (1, 4, 8, 16, 32)  # candidate vector widths: output channels a kernel computes at once
+PROBE = (64, 68, 72, 80, 96)  # output channels of the 1x1 convolutions that find it
 
 
 def check_backend(owner="LatencyTable"):
@@ -115,6 +120,52 @@ def _layer_tflite(layer, shape):
         return None
 
 
+def padded(channels, width):
+    """`channels` rounded up to a multiple of `width` (what a kernel computing `width` output
+    channels at once actually computes).
+
+    Examples:
+        >>> padded(17, 16), padded(16, 16), padded(5, 1)
+        (32, 16, 5)
+    """
+    return -(-int(channels) // int(width)) * int(width)
+
+
+def _probe_layers():
+    """1x1 convolutions on a 16x16x64 input with :data:`PROBE` output channels, as
+    ``(key, layer, input shape)`` for :func:`_time_layers`."""
+    layers = []
+    for n in PROBE:
+        conv = keras.layers.Conv2D(n, 1, use_bias=False, name=f"probe_{n}")
+        conv.build((1, 16, 16, 64))
+        layers.append((f"probe_{n}", conv, (None, 16, 16, 64)))
+    return layers
+
+
+def vector_width(seconds):
+    """The vector width that best explains probe timings: ``{output channels: seconds}`` of one
+    layer at several widths. Each candidate of :data:`WIDTHS` predicts times proportional to the
+    channels rounded up to it; the one with the least relative squared error (one scale fitted)
+    wins, the narrower on a tie.
+
+    Examples:
+        >>> vector_width({64: 1.0, 68: 1.25, 72: 1.25, 80: 1.25, 96: 1.5})   # 16 at a time
+        16
+        >>> vector_width({64: 1.0, 68: 1.06, 72: 1.12, 80: 1.25, 96: 1.5})  # proportional
+        1
+    """
+    n = np.array(sorted(seconds), dtype=float)
+    t = np.array([seconds[k] for k in sorted(seconds)], dtype=float)
+    if len(n) < 2 or not np.all(t > 0):
+        return 1
+    errors = []
+    for width in WIDTHS:
+        p = np.array([padded(k, width) for k in n], dtype=float)
+        scale = float(p @ t) / float(p @ p)
+        errors.append(float(np.sum((t - scale * p) ** 2) / np.sum(t ** 2)))
+    return WIDTHS[int(np.argmin(np.round(errors, 6)))]
+
+
 def _time_layers(layers, runs):
     """Median seconds of each ``(key, layer, input shape)``, each converted to its own small file
     and timed by ``invoke()`` alone, minus the interpreter's per-call overhead (measured on a
@@ -140,10 +191,11 @@ def calibrate_aim(measure_at, target, rounds=ROUNDS, tolerance=TOLERANCE, floor=
     fraction. The first trial aims at `target`. Trials that measure above ``target + tolerance``
     are too slow, the others fast enough; once there is one of each, the next aim interpolates
     between the slowest fast-enough and the fastest too-slow aim (kept inside the middle half of
-    that bracket), so one noisy reading cannot push the aim down for good. With trials of one kind
-    only, the aim moves by the measured ratio (``aim * target / measured``, down to `floor`, up
-    to 1). The search stops when a trial measures within `tolerance` of the target or after
-    `rounds` trials.
+    that bracket), so one noisy reading cannot push the aim down for good. With too-slow trials
+    only, the aim moves by the measured ratio (``aim * target / measured``, down to `floor`); with
+    fast-enough trials only, along the line from the last trial to the unpruned model (aim 1
+    measures 1), so a first reading far below the target does not jump to no pruning at all. The
+    search stops when a trial measures within `tolerance` of the target or after `rounds` trials.
 
     Args:
         measure_at: ``aim -> measured latency fraction``.
@@ -180,8 +232,8 @@ def calibrate_aim(measure_at, target, rounds=ROUNDS, tolerance=TOLERANCE, floor=
             if aim <= floor:
                 break
             aim = max(aim * target / max(measured, 1e-12), floor)
-        else:
-            aim = min(aim * target / max(measured, 1e-12), 1.0)
+        else:  # towards the unpruned model, which measures 1 at aim 1
+            aim = aim + (target - measured) * (1.0 - aim) / max(1.0 - measured, 1e-12)
     return (fast[0] if fast else aim), trials
 
 
@@ -197,7 +249,11 @@ class LatencyTable:
 
     Attributes:
         full_seconds: measured latency of the whole model (median of `runs` calls).
-        points: ``{layer: ((macs, seconds) at full width, (macs, seconds) at half width)}``.
+        vector_width: output channels the processor's kernels compute at once (one of
+            :data:`WIDTHS`; 1 when the probe timings follow the channels proportionally).
+        points: ``{layer: ((macs, seconds) at full width, (macs, seconds) at half width)}``, the
+            MACs counted with output channels rounded up to ``vector_width``.
+        widths: ``{layer: output channels at full width}``.
         residual: the part of ``full_seconds`` the layers do not explain, counted in proportion
             to the parameters kept.
         params: the model's parameter count.
@@ -214,6 +270,7 @@ class LatencyTable:
         self.reference = convert_tflite_for_timing(model, x)
         self.full_seconds = tflite_latency(self.reference, x, runs=max(runs, 20))
         cost = CostModel(graph)
+        channels = cost.output_channels()  # along the axis the pruner cuts (a depthwise kernel's input channels)
         timed, macs, seen = [], {}, {}
         for node in graph.nodes:
             layer = node.layer
@@ -228,41 +285,55 @@ class LatencyTable:
                 continue
             key = f"l{len(seen)}"
             timed.append((key + "_full", _copy(layer, input_shape), input_shape))
-            macs[node.name] = [(key + "_full", int(cost_for(layer)(layer, input_shape, output_shape)))]
+            width = int(channels.get(node.name, output_shape[-1]))
+            macs[node.name] = [(key + "_full", int(cost_for(layer)(layer, input_shape, output_shape)), width)]
             half, shape = _half(layer, input_shape)
             if half is not None:
                 timed.append((key + "_half", half, shape))
-                macs[node.name].append((key + "_half", int(cost_for(half)(half, shape, half.compute_output_shape(shape)))))
+                macs[node.name].append((key + "_half", int(cost_for(half)(half, shape, half.compute_output_shape(shape))),
+                                        max(1, math.ceil(width / 2))))
             seen[same] = macs[node.name]
-        seconds = _time_layers(timed, max(runs, 50)) if timed else {}
-        self.points = {}
+        seconds = _time_layers(timed + _probe_layers(), max(runs, 50)) if timed else {}
+        self.vector_width = vector_width({n: seconds[f"probe_{n}"] for n in PROBE if f"probe_{n}" in seconds})
+        self.points, self.widths = {}, {}
         for name, entries in macs.items():
-            pts = [(m, seconds[k]) for k, m in entries if k in seconds]
+            pts = [(self._padded_macs(m, w), seconds[k]) for k, m, w in entries if k in seconds]
             if not pts or entries[0][0] not in seconds:  # not timed alone: part of the residual
                 continue
             if len(pts) == 1:  # no half-width copy: time proportional to MACs
                 pts.append((0, 0.0))
-            self.points[name] = tuple(pts)
+            self.points[name], self.widths[name] = tuple(pts), entries[0][2]
         explained = sum(p[0][1] for p in self.points.values())
         self.residual = max(self.full_seconds - explained, 0.0)
         self.params = max(cost.params_full, 1)
         self.predicted_full = explained + self.residual
 
-    def _layer_seconds(self, name, macs):
+    def _padded_macs(self, macs, channels):
+        """`macs` of a layer with `channels` output channels, counted as if they were rounded up
+        to the vector width (what the kernels compute)."""
+        if channels <= 0:
+            return 0.0
+        return macs * padded(channels, self.vector_width) / channels
+
+    def _layer_seconds(self, name, macs, channels=None):
         (m1, t1), (m0, t0) = self.points[name]
+        macs = self._padded_macs(macs, self.widths[name] if channels is None else channels)
         if m1 == m0:
             return t1
         return max(t0 + (t1 - t0) * (macs - m0) / (m1 - m0), 0.0)
 
-    def predict(self, layer_macs, params):
-        """Predicted seconds for the given per-layer MACs and number of parameters."""
-        layers = sum(self._layer_seconds(n, m) for n, m in layer_macs.items() if n in self.points)
+    def predict(self, layer_macs, params, channels=None):
+        """Predicted seconds for the given per-layer MACs, number of parameters and (optionally)
+        per-layer output channels (``{layer: channels}``; the full width where left out), which
+        decide how much of their vector-wide tiles the kernels fill."""
+        channels = channels or {}
+        layers = sum(self._layer_seconds(n, m, channels.get(n)) for n, m in layer_macs.items() if n in self.points)
         return layers + self.residual * params / self.params
 
     def fraction(self, cost):
         """The predicted latency fraction of the model a :class:`~.cost.CostModel` describes (the
         original or a pruned version of it; layers are matched by name)."""
-        return self.predict(cost.layer_macs(), cost.params) / max(self.predicted_full, 1e-12)
+        return self.predict(cost.layer_macs(), cost.params, cost.output_channels()) / max(self.predicted_full, 1e-12)
 
     def measured_fraction(self, pruned, rounds=4):
         """`pruned`'s measured LiteRT latency over the original's (median of alternating rounds)."""
