@@ -12,17 +12,19 @@ predicted as
 
     sum over layers of t_L(MACs_L)  +  R * (parameters kept / original parameters)
 
-with ``t_L`` the straight line through the layer's two points (in its padded MACs, below) and ``R`` the part
-of the full model's measured latency that the layers alone do not explain. Timed alone and
-called in a loop, a layer finds its weights in the cache; in the whole model they stream from
-memory, so ``R`` follows the weights kept (on a 32x32 MobileNetV2, R is most of the latency, and
-in development checks the measured latency of pruned versions followed their parameter fraction,
-not their activation volume). XNNPack's kernels compute output channels in vector-wide tiles
-(16 at a time for float32 on AVX-512, 8 on many ARM cores), so 17 output channels cost about as
-much as 32: the table finds the width once, by timing a 1x1 convolution at 64, 68, 72, 80 and 96
-output channels (:func:`vector_width`), and counts every layer's MACs with its output channels
-rounded up to it (:func:`padded`). Pruning with ``round_to`` set to that width
-(``LatencyTable.vector_width``) wastes none of them. The prediction steers the pruner; the
+with ``t_L`` the straight line through the layer's two points (in its padded MACs, below) and
+``R`` the part of the full model's measured latency that the layers alone do not explain. Timed
+alone and called in a loop, a layer finds its weights in the cache; in the whole model they
+stream from memory, so ``R`` follows the weights kept (on a 32x32 MobileNetV2, R is most of the
+latency, and in development checks the measured latency of pruned versions followed their
+parameter fraction, not their activation volume). XNNPack's kernels compute output channels in
+vector-wide tiles (how many at once depends on the processor), so a channel count just past a
+multiple of the tile costs about a whole tile more: the table finds the width once, by timing a
+1x1 convolution at 64, 68, 72, 80 and 96 output channels (:func:`vector_width`), and counts
+every layer's MACs with its output channels rounded up to it (:func:`padded`). Pruning with
+``round_to`` set to that width (``LatencyTable.vector_width``) wastes none of them. A single
+width is a simplification: kernels for few channels and depthwise kernels can use narrower
+tiles, which the calibration below absorbs. The prediction steers the pruner; the
 result is then converted and timed against the original in alternating rounds, and the measured
 ratio is what the report gives beside the target.
 
