@@ -264,7 +264,7 @@ def test_prune_seconds_is_the_whole_call_but_the_fine_tuning(trained):
     (lambda a: 0.9, 0.05),         # nothing prunes below the target: the search ends at the floor
     (lambda a: a * a, 0.7),        # far too fast at first: towards aim 1 (measures 1), not to it
 ], ids=["exact", "optimistic", "pessimistic", "flat", "far-too-fast"])
-def test_latency_calibration_moves_the_aim_by_the_measured_ratio(measured, aim):
+def test_latency_calibration_moves_the_aim_towards_the_target_not_to_the_unpruned_model(measured, aim):
     found, trials = latency.calibrate_aim(measured, 0.5)
     assert found == pytest.approx(aim)
     assert len(trials) <= latency.ROUNDS and trials[0][0] == 0.5

@@ -337,22 +337,32 @@ class LatencyTable:
         original or a pruned version of it; layers are matched by name)."""
         return self.predict(cost.layer_macs(), cost.params, cost.output_channels()) / max(self.predicted_full, 1e-12)
 
-    def measured_fraction(self, pruned, rounds=4):
-        """`pruned`'s measured LiteRT latency over the original's (median of alternating rounds)."""
-        return self.report(pruned, rounds)["latency_fraction"]
-
-    def report(self, pruned, rounds=5):
-        """Measure `pruned` against the original in rounds that alternate which of the two is timed
-        first, each timing at least ``TIMING_SECONDS`` long; the fraction is the median of the
-        per-round ratios (pruned / original): the figures for the report."""
-        from ..deploy import paired_ratio, tflite_latency_rounds
+    def _times(self, pruned, rounds):
+        """Per-round seconds of the original and of `pruned`, timed in rounds that alternate which
+        of the two goes first, each timing at least ``TIMING_SECONDS`` long."""
+        from ..deploy import tflite_latency_rounds
         from ..deploy.convert import convert_tflite_for_timing
 
         x = np.random.default_rng(1).standard_normal((1,) + tuple(self.model.inputs[0].shape[1:])).astype("float32")
         after = convert_tflite_for_timing(pruned, x)
         times = tflite_latency_rounds({"before": self.reference, "after": after}, x, rounds=rounds,
                                       runs=max(self.runs, 20), min_seconds=TIMING_SECONDS)
-        before, after = times["before"], times["after"]
+        return times["before"], times["after"]
+
+    def measured_fraction(self, pruned, rounds=4):
+        """`pruned`'s measured LiteRT latency over the original's (median of the per-round ratios)."""
+        from ..deploy import paired_ratio
+
+        before, after = self._times(pruned, rounds)
+        return paired_ratio(after, before)
+
+    def report(self, pruned, rounds=5):
+        """The figures for the report: both latencies (median over rounds), the measured fraction
+        (median of the per-round ratios, pruned / original, as :meth:`measured_fraction`) and the
+        table's predicted fraction."""
+        from ..deploy import paired_ratio
+
+        before, after = self._times(pruned, rounds)
         predicted = self.fraction(CostModel(build_graph(pruned)))
         b, a = float(np.median(before)), float(np.median(after))
         return {"latency_ms_before": 1e3 * b, "latency_ms_after": 1e3 * a,
