@@ -296,7 +296,8 @@ def row_prune(arch, target, seed, data, importance="l2", steps=1, variant=None):
     if variant == "latency":  # the calibration trials [aim, measured], the end point, and where the time went
         row.update({k: report.totals[k] for k in ("latency_fraction", "latency_fraction_predicted",
                                                   "latency_table_seconds", "latency_calibration_seconds")},
-                   latency_trials=report.meta["latency_trials"], vector_width=report.meta.get("vector_width"))
+                   latency_trials=report.meta["latency_trials"], vector_width=report.meta.get("vector_width"),
+                   vector_widths=report.meta.get("vector_widths"))
     return row, pruned
 
 

@@ -225,6 +225,8 @@ def test_latency_target_is_predicted_then_measured(trained):
     assert t["latency_fraction_predicted"] <= t["latency_aim_predicted"] + 1e-9
     assert report.meta["latency_trials"][0][0] == 0.6 and len(report.meta["latency_trials"]) <= latency.ROUNDS
     assert report.meta["vector_width"] in latency.WIDTHS
+    assert set(report.meta["vector_widths"]) == set(latency.KINDS)
+    assert report.meta["vector_width"] == max(report.meta["vector_widths"].values())
     assert 0 < t["latency_fraction"] < 1.0 and t["latency_ms_after"] < t["latency_ms_before"]
     assert t["macs_fraction"] < 1.0
     assert t["prune_seconds"] > t["latency_table_seconds"] + t["latency_calibration_seconds"] > 0
@@ -271,30 +273,45 @@ def test_latency_calibration_moves_the_aim_towards_the_target_not_to_the_unprune
     assert all(a < 1.0 for a, _ in trials)  # no trial wasted on the unpruned model
 
 
-def test_vector_width_is_found_from_probe_timings_and_pads_the_prediction(monkeypatch):
-    """Kernels computing 16 output channels at once: 17 channels cost what 32 cost. The table
-    must find 16 from its probe layers and predict a layer cut from 32 to 17 channels at its
-    full time, one cut to 16 well below it."""
+def test_vector_width_is_found_per_layer_kind_from_probe_timings_and_pads_the_prediction(monkeypatch):
+    """Convolution kernels computing 32 output channels at once, depthwise kernels 16 with a
+    partial last tile costing 16 channels more: a conv cut from 64 to 40 channels costs what 64
+    cost, one cut to 32 less; a depthwise conv cut from 64 to 49 costs more than 64, one cut to
+    48 less. The table must find each kind's tile from its probe layers and count each layer
+    with its own kind's tile."""
     inputs = keras.Input((8, 8, 16))
-    c = L.Conv2D(32, 3, padding="same", name="c")(inputs)
-    model = keras.Model(inputs, L.Dense(4, name="d")(L.GlobalAveragePooling2D()(c)))
+    c = L.Conv2D(64, 3, padding="same", name="c")(inputs)
+    dw = L.DepthwiseConv2D(3, padding="same", name="dw")(c)
+    model = keras.Model(inputs, L.Dense(4, name="d")(L.GlobalAveragePooling2D()(dw)))
 
-    def fake_times(layers, runs):  # every layer costs its output channels rounded up to 16
-        return {key: 1e-6 * latency.padded(layer.compute_output_shape(shape)[-1], 16) for key, layer, shape in layers}
+    def fake_seconds(layer, channels):
+        if isinstance(layer, L.DepthwiseConv2D):
+            return 1e-6 * (latency.padded(channels, 16) + 16 * (channels % 16 != 0))
+        return 1e-6 * latency.padded(channels, 32)
+
+    def fake_times(layers, runs):
+        return {key: fake_seconds(layer, layer.compute_output_shape(shape)[-1]) for key, layer, shape in layers}
 
     monkeypatch.setattr(latency, "_time_layers", fake_times)
     table = latency.LatencyTable(model, runs=5)
-    assert table.vector_width == 16 and table.widths["c"] == 32
-    full = 8 * 8 * 9 * 16 * 32
-    at = {n: table._layer_seconds("c", full * n / 32, n) for n in (32, 17, 16)}
-    assert at[17] == pytest.approx(at[32]) and at[16] < 0.7 * at[17]
+    assert table.vector_widths == {"conv": 32, "depthwise": 16} and table.vector_width == 32
+    assert table.tiles["conv"][1] == pytest.approx(0.0, abs=1e-6) and table.tiles["depthwise"][1] == pytest.approx(16.0)
+    assert table.kinds == {"c": "conv", "dw": "depthwise", "d": "conv"} and table.widths["c"] == 64
+    full = 8 * 8 * 9 * 16 * 64
+    at = {n: table._layer_seconds("c", full * n / 64, n) for n in (64, 40, 32)}
+    assert at[40] == pytest.approx(at[64]) and at[32] < 0.7 * at[40]
+    full_dw = 8 * 8 * 9 * 64
+    at_dw = {n: table._layer_seconds("dw", full_dw * n / 64, n) for n in (64, 49, 48)}
+    assert at_dw[49] > at_dw[64] > at_dw[48]
     graph = build_graph(model)
     cost = CostModel(graph)
-    assert cost.output_channels() == {"c": 32, "d": 4}
-    cost.remove([graph.group("c", i).id for i in range(15)])
-    assert cost.output_channels() == {"c": 17, "d": 4}
-    same_params = table.predict(cost.layer_macs(), table.params, cost.output_channels())
-    assert same_params == pytest.approx(table.predicted_full)  # 17 channels: as slow as 32 (residual aside)
+    assert cost.output_channels() == {"c": 64, "dw": 64, "d": 4}
+    cost.remove([graph.group("c", i).id for i in range(24)])
+    assert cost.output_channels() == {"c": 40, "dw": 40, "d": 4}
+    # 40 channels: the conv padded to 64, the depthwise conv to 48 + 16: as slow as the full model
+    assert table.predict(cost.layer_macs(), table.params, cost.output_channels()) == pytest.approx(table.predicted_full)
+    cost.remove([graph.group("c", i).id for i in range(24, 32)])
+    assert table.predict(cost.layer_macs(), table.params, cost.output_channels()) < 0.8 * table.predicted_full
 
 
 def test_cost_model_counts_the_output_channels_each_kernel_computes():
@@ -317,7 +334,7 @@ def test_an_unreachable_latency_target_warns_with_the_measured_figure(trained, m
     full = tgs.flops(model)
 
     class Table:  # nothing measures faster than 0.9 of the original
-        vector_width = 1
+        vector_width, vector_widths = 1, {"conv": 1, "depthwise": 1}
 
         def __init__(self, model, graph):
             pass
@@ -351,7 +368,7 @@ def test_latency_calibration_recovers_from_one_slow_reading(trained, monkeypatch
     full = tgs.flops(model)
 
     class Table:  # latency follows MACs exactly, but the first measurement is an outlier
-        readings, vector_width = [], 1
+        readings, vector_width, vector_widths = [], 1, {"conv": 1, "depthwise": 1}
 
         def __init__(self, model, graph):
             pass

@@ -78,7 +78,8 @@ class PruneReport(Report):
     ``latency_fraction``), groups removed, steps, the pruning time (``prune_seconds``: the whole
     call's wall time but the fine-tuning; for a latency target it includes the per-layer table,
     ``latency_table_seconds``, and the calibration trials, ``latency_calibration_seconds``; its
-    meta has the trials and the processor's ``vector_width``, a ``round_to`` that wastes nothing), the
+    meta has the trials, the processor's ``vector_widths`` per layer kind and the widest of them,
+    ``vector_width``, a ``round_to`` that wastes nothing), the
     fine-tuning time, and the loss/accuracy on the evaluation sample before pruning, after it and
     after fine-tuning (when data was given).
 
@@ -372,6 +373,7 @@ def prune(model, data=None, *, macs=None, params=None, latency=None, importance=
     if kind == "latency":
         report.meta["latency_trials"] = trials  # [aim, measured fraction] of each calibration trial
         report.meta["vector_width"] = table.vector_width  # a round_to that fills the kernels' tiles
+        report.meta["vector_widths"] = dict(table.vector_widths)  # per kind: convolutions, depthwise
     if table is not None:
         report.totals.update(table.report(current))
     if kind == "latency" and all(measured > target + TOLERANCE for _, measured in trials):

@@ -19,12 +19,15 @@ stream from memory, so ``R`` follows the weights kept (on a 32x32 MobileNetV2, R
 latency, and in development checks the measured latency of pruned versions followed their
 parameter fraction, not their activation volume). XNNPack's kernels compute output channels in
 vector-wide tiles (how many at once depends on the processor), so a channel count just past a
-multiple of the tile costs about a whole tile more: the table finds the width once, by timing a
-1x1 convolution at 64, 68, 72, 80 and 96 output channels (:func:`vector_width`), and counts
-every layer's MACs with its output channels rounded up to it (:func:`padded`). Pruning with
-``round_to`` set to that width (``LatencyTable.vector_width``) wastes none of them. A single
-width is a simplification: kernels for few channels and depthwise kernels can use narrower
-tiles, which the calibration below absorbs. The prediction steers the pruner; the
+multiple of the tile costs about a whole tile more, and kernels often take a slower path for
+the partial last tile, so it can cost more than the padding alone. Convolution and depthwise
+kernels use different tiles, so the table finds one per kind, by timing a 1x1 convolution and a
+3x3 depthwise convolution at 64, 68, 72, 80 and 96 channels (:func:`fit_tiles`: the width and
+the partial tile's extra cost), and counts every layer's MACs with its kind's tile
+(:func:`effective_channels`). Pruning with ``round_to`` set to the widest width
+(``LatencyTable.vector_width``) wastes none of it. Kernels for few output channels can use a
+narrower tile than the probe finds; the calibration below absorbs that.
+The prediction steers the pruner; the
 result is then converted and timed against the original in alternating rounds, and the measured
 ratio is what the report gives beside the target.
 
@@ -53,14 +56,16 @@ from ..graph.kinds import cost_for
 from ..metrics import _io_shapes
 from .cost import CostModel
 
-__all__ = ["LatencyTable", "calibrate_aim", "check_backend", "padded", "vector_width"]
+__all__ = ["KINDS", "LatencyTable", "calibrate_aim", "check_backend", "effective_channels", "fit_tiles", "padded",
+           "vector_width"]
 
 ROUNDS = 4          # measure-and-adjust rounds for a latency target
 TOLERANCE = 0.02    # how far from the target a measured latency fraction counts as on it
 FLOOR = 0.05        # the lowest predicted fraction the pruner is asked for
 TIMING_SECONDS = 0.25  # each timing of a whole model runs at least this long (a ~1 ms model: 250 runs)
 WIDTHS = (1, 4, 8, 16, 32)  # candidate vector widths: output channels a kernel computes at once
-PROBE = (64, 68, 72, 80, 96)  # output channels of the 1x1 convolutions that find it
+PROBE = (64, 68, 72, 80, 96)  # channels of the probe layers that find it
+KINDS = ("conv", "depthwise")  # layer kinds with their own width: depthwise kernels tile channels apart
 
 
 def check_backend(owner="LatencyTable"):
@@ -133,39 +138,83 @@ def padded(channels, width):
     return -(-int(channels) // int(width)) * int(width)
 
 
+def _kind(layer):
+    """The probe kind whose width applies to `layer`: ``"depthwise"`` for depthwise
+    convolutions, ``"conv"`` for the rest (Dense, convolutions, the pointwise half of separable
+    convolutions, which gives their output channels)."""
+    return "depthwise" if isinstance(layer, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)) else "conv"
+
+
 def _probe_layers():
-    """1x1 convolutions on a 16x16x64 input with :data:`PROBE` output channels, as
-    ``(key, layer, input shape)`` for :func:`_time_layers`."""
+    """Layers on a 16x16 input with :data:`PROBE` channels, as ``(key, layer, input shape)`` for
+    :func:`_time_layers`: for ``"conv"`` 1x1 convolutions of 64 input channels, for
+    ``"depthwise"`` 3x3 depthwise convolutions."""
     layers = []
     for n in PROBE:
-        conv = keras.layers.Conv2D(n, 1, use_bias=False, name=f"probe_{n}")
+        conv = keras.layers.Conv2D(n, 1, use_bias=False, name=f"probe_conv_{n}")
         conv.build((1, 16, 16, 64))
-        layers.append((f"probe_{n}", conv, (None, 16, 16, 64)))
+        depthwise = keras.layers.DepthwiseConv2D(3, padding="same", use_bias=False, name=f"probe_depthwise_{n}")
+        depthwise.build((1, 16, 16, n))
+        layers += [(f"probe_conv_{n}", conv, (None, 16, 16, 64)), (f"probe_depthwise_{n}", depthwise, (None, 16, 16, n))]
     return layers
 
 
-def vector_width(seconds):
-    """The vector width that best explains probe timings: ``{output channels: seconds}`` of one
-    layer at several widths. Each candidate of :data:`WIDTHS` predicts times proportional to the
-    channels rounded up to it; the one with the least relative squared error (one scale fitted)
-    wins, the narrower on a tie.
+def fit_tiles(seconds):
+    """The tile that best explains probe timings ``{channels: seconds}`` of one layer at several
+    channel counts: ``(width, extra)``. Each candidate width of :data:`WIDTHS` predicts times
+    proportional to :func:`effective_channels`, the channels rounded up to the width plus `extra`
+    channels' worth when the last tile is partial (kernels often take a slower path for it); the
+    scale and ``extra >= 0`` are fitted by least squares, and the width with the least relative
+    squared error wins, the narrower on a tie.
 
     Examples:
-        >>> vector_width({64: 1.0, 68: 1.25, 72: 1.25, 80: 1.25, 96: 1.5})   # 16 at a time
-        16
-        >>> vector_width({64: 1.0, 68: 1.06, 72: 1.12, 80: 1.25, 96: 1.5})  # proportional
-        1
+        >>> fit_tiles({64: 1.0, 68: 1.25, 72: 1.25, 80: 1.25, 96: 1.5})   # 16 at a time
+        (16, 0.0)
+        >>> w, extra = fit_tiles({64: 1.0, 68: 1.5, 72: 1.5, 80: 1.25, 96: 1.5})  # 68, 72: slow partial tile
+        >>> w, round(extra, 3)
+        (16, 16.0)
+        >>> fit_tiles({64: 1.0, 68: 1.0625, 72: 1.125, 80: 1.25, 96: 1.5})  # proportional
+        (1, 0.0)
     """
     n = np.array(sorted(seconds), dtype=float)
     t = np.array([seconds[k] for k in sorted(seconds)], dtype=float)
     if len(n) < 2 or not np.all(t > 0):
-        return 1
-    errors = []
+        return 1, 0.0
+    fits = []
     for width in WIDTHS:
         p = np.array([padded(k, width) for k in n], dtype=float)
-        scale = float(p @ t) / float(p @ p)
-        errors.append(float(np.sum((t - scale * p) ** 2) / np.sum(t ** 2)))
-    return WIDTHS[int(np.argmin(np.round(errors, 6)))]
+        partial = np.array([k % width != 0 for k in n], dtype=float)
+        scale, extra = float(p @ t) / float(p @ p), 0.0
+        if partial.any() and not partial.all():
+            (a, b), *_ = np.linalg.lstsq(np.stack([p, partial], axis=1), t, rcond=None)
+            if a > 0 and b > 0:
+                scale, extra = float(a), float(b / a)
+        error = float(np.sum((t - scale * (p + extra * partial)) ** 2) / np.sum(t ** 2))
+        fits.append((round(error, 6), width, extra))
+    _, width, extra = min(fits)
+    return width, extra
+
+
+def vector_width(seconds):
+    """The vector width of :func:`fit_tiles`: how many channels the kernels compute at once.
+
+    Examples:
+        >>> vector_width({64: 1.0, 68: 1.25, 72: 1.25, 80: 1.25, 96: 1.5})
+        16
+    """
+    return fit_tiles(seconds)[0]
+
+
+def effective_channels(channels, width, extra=0.0):
+    """What `channels` output channels cost in a kernel computing `width` at once: the channels
+    rounded up to the width, plus `extra` when the last tile is partial.
+
+    Examples:
+        >>> effective_channels(17, 16), effective_channels(16, 16, 8.0), effective_channels(17, 16, 8.0)
+        (32.0, 16.0, 40.0)
+    """
+    channels = int(channels)
+    return float(padded(channels, width)) + (float(extra) if channels % int(width) else 0.0)
 
 
 def _time_layers(layers, runs):
@@ -251,11 +300,16 @@ class LatencyTable:
 
     Attributes:
         full_seconds: measured latency of the whole model (median of `runs` calls).
-        vector_width: output channels the processor's kernels compute at once (one of
-            :data:`WIDTHS`; 1 when the probe timings follow the channels proportionally).
+        vector_widths: ``{kind: channels}``, how many output channels the processor's kernels
+            compute at once for each of :data:`KINDS` (one of :data:`WIDTHS`; 1 when the probe
+            timings follow the channels proportionally).
+        vector_width: the widest of them, a ``round_to`` that fills every kernel's tiles.
+        tiles: ``{kind: (width, extra)}`` of :func:`fit_tiles`: the width and what a partial last
+            tile costs beyond the padding, in channels.
         points: ``{layer: ((macs, seconds) at full width, (macs, seconds) at half width)}``, the
-            MACs counted with output channels rounded up to ``vector_width``.
+            MACs counted with the layer's kind's tile (:func:`effective_channels`).
         widths: ``{layer: output channels at full width}``.
+        kinds: ``{layer: kind}``, which of :data:`vector_widths` applies.
         residual: the part of ``full_seconds`` the layers do not explain, counted in proportion
             to the parameters kept.
         params: the model's parameter count.
@@ -296,11 +350,16 @@ class LatencyTable:
                                         max(1, math.ceil(width / 2))))
             seen[same] = macs[node.name]
         seconds = _time_layers(timed + _probe_layers(), max(runs, 50)) if timed else {}
-        self.vector_width = vector_width({n: seconds[f"probe_{n}"] for n in PROBE if f"probe_{n}" in seconds})
-        self.points, self.widths = {}, {}
+        self.tiles = {kind: fit_tiles({n: seconds[f"probe_{kind}_{n}"] for n in PROBE if f"probe_{kind}_{n}" in seconds})
+                      for kind in KINDS}
+        self.vector_widths = {kind: width for kind, (width, _) in self.tiles.items()}
+        self.vector_width = max(self.vector_widths.values())
+        self.points, self.widths, self.kinds = {}, {}, {}
         for name, entries in macs.items():
-            pts = [(self._padded_macs(m, w), seconds[k]) for k, m, w in entries if k in seconds]
+            self.kinds[name] = _kind(graph.node(name).layer)
+            pts = [(self._padded_macs(m, w, name), seconds[k]) for k, m, w in entries if k in seconds]
             if not pts or entries[0][0] not in seconds:  # not timed alone: part of the residual
+                del self.kinds[name]
                 continue
             if len(pts) == 1:  # no half-width copy: time proportional to MACs
                 pts.append((0, 0.0))
@@ -310,16 +369,16 @@ class LatencyTable:
         self.params = max(cost.params_full, 1)
         self.predicted_full = explained + self.residual
 
-    def _padded_macs(self, macs, channels):
-        """`macs` of a layer with `channels` output channels, counted as if they were rounded up
-        to the vector width (what the kernels compute)."""
+    def _padded_macs(self, macs, channels, name):
+        """`macs` of layer `name` with `channels` output channels, counted as the kernels of its
+        kind compute them (:func:`effective_channels` with the kind's tile)."""
         if channels <= 0:
             return 0.0
-        return macs * padded(channels, self.vector_width) / channels
+        return macs * effective_channels(channels, *self.tiles[self.kinds[name]]) / channels
 
     def _layer_seconds(self, name, macs, channels=None):
         (m1, t1), (m0, t0) = self.points[name]
-        macs = self._padded_macs(macs, self.widths[name] if channels is None else channels)
+        macs = self._padded_macs(macs, self.widths[name] if channels is None else channels, name)
         if m1 == m0:
             return t1
         return max(t0 + (t1 - t0) * (macs - m0) / (m1 - m0), 0.0)
