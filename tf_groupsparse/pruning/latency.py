@@ -26,10 +26,9 @@ kernels use different tiles, so the table finds one per kind, by timing a 1x1 co
 the partial tile's extra cost), and counts every layer's MACs with its kind's tile
 (:func:`effective_channels`). Pruning with ``round_to`` set to the widest width
 (``LatencyTable.vector_width``) wastes none of it. Kernels for few output channels can use a
-narrower tile than the probe finds; the calibration below absorbs that.
-The prediction steers the pruner; the
-result is then converted and timed against the original in alternating rounds, and the measured
-ratio is what the report gives beside the target.
+narrower tile than the probe finds; the calibration below absorbs that. The prediction steers
+the pruner; the result is then converted and timed against the original in alternating rounds,
+and the measured ratio is what the report gives beside the target.
 
 Reference: the per-layer look-up table follows NetAdapt (Yang et al., "NetAdapt: Platform-Aware
 Neural Network Adaptation for Mobile Applications", ECCV 2018).
