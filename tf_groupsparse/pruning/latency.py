@@ -51,12 +51,11 @@ import keras
 import numpy as np
 
 from ..graph import build_graph
-from ..graph.kinds import cost_for
+from ..graph.kinds import cost_for, kernel_slots
 from ..metrics import _io_shapes
 from .cost import CostModel
 
-__all__ = ["KINDS", "LatencyTable", "calibrate_aim", "check_backend", "effective_channels", "fit_tiles", "padded",
-           "vector_width"]
+__all__ = ["KINDS", "LatencyTable", "calibrate_aim", "check_backend", "effective_channels", "fit_tiles", "padded"]
 
 ROUNDS = 4          # measure-and-adjust rounds for a latency target
 TOLERANCE = 0.02    # how far from the target a measured latency fraction counts as on it
@@ -138,10 +137,12 @@ def padded(channels, width):
 
 
 def _kind(layer):
-    """The probe kind whose width applies to `layer`: ``"depthwise"`` for depthwise
-    convolutions, ``"conv"`` for the rest (Dense, convolutions, the pointwise half of separable
-    convolutions, which gives their output channels)."""
-    return "depthwise" if isinstance(layer, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)) else "conv"
+    """The probe kind whose tile applies to `layer`: ``"depthwise"`` when the kernel that makes
+    its output channels has the depthwise layout in the layer-kind registry (depthwise
+    convolutions), ``"conv"`` for the rest (Dense, convolutions, separable convolutions, whose
+    pointwise kernel makes their output channels)."""
+    output = [slot for slot in kernel_slots(layer) if slot.output]
+    return "depthwise" if output and output[0].layout == "depthwise" else "conv"
 
 
 def _probe_layers():
@@ -192,16 +193,6 @@ def fit_tiles(seconds):
         fits.append((round(error, 6), width, extra))
     _, width, extra = min(fits)
     return width, extra
-
-
-def vector_width(seconds):
-    """The vector width of :func:`fit_tiles`: how many channels the kernels compute at once.
-
-    Examples:
-        >>> vector_width({64: 1.0, 68: 1.25, 72: 1.25, 80: 1.25, 96: 1.5})
-        16
-    """
-    return fit_tiles(seconds)[0]
 
 
 def effective_channels(channels, width, extra=0.0):
@@ -351,33 +342,40 @@ class LatencyTable:
         seconds = _time_layers(timed + _probe_layers(), max(runs, 50)) if timed else {}
         self.tiles = {kind: fit_tiles({n: seconds[f"probe_{kind}_{n}"] for n in PROBE if f"probe_{kind}_{n}" in seconds})
                       for kind in KINDS}
-        self.vector_widths = {kind: width for kind, (width, _) in self.tiles.items()}
-        self.vector_width = max(self.vector_widths.values())
         self.points, self.widths, self.kinds = {}, {}, {}
         for name, entries in macs.items():
-            self.kinds[name] = _kind(graph.node(name).layer)
-            pts = [(self._padded_macs(m, w, name), seconds[k]) for k, m, w in entries if k in seconds]
-            if not pts or entries[0][0] not in seconds:  # not timed alone: part of the residual
-                del self.kinds[name]
+            if entries[0][0] not in seconds:  # not timed alone: part of the residual
                 continue
+            kind = _kind(graph.node(name).layer)
+            pts = [(self._padded_macs(m, w, kind), seconds[k]) for k, m, w in entries if k in seconds]
             if len(pts) == 1:  # no half-width copy: time proportional to MACs
                 pts.append((0, 0.0))
-            self.points[name], self.widths[name] = tuple(pts), entries[0][2]
+            self.points[name], self.widths[name], self.kinds[name] = tuple(pts), entries[0][2], kind
         explained = sum(p[0][1] for p in self.points.values())
         self.residual = max(self.full_seconds - explained, 0.0)
         self.params = max(cost.params_full, 1)
         self.predicted_full = explained + self.residual
 
-    def _padded_macs(self, macs, channels, name):
-        """`macs` of layer `name` with `channels` output channels, counted as the kernels of its
-        kind compute them (:func:`effective_channels` with the kind's tile)."""
+    @property
+    def vector_widths(self):
+        """``{kind: channels}``: the width of each kind's tile."""
+        return {kind: width for kind, (width, _) in self.tiles.items()}
+
+    @property
+    def vector_width(self):
+        """The widest tile, a ``round_to`` that fills every kernel's tiles."""
+        return max(width for width, _ in self.tiles.values())
+
+    def _padded_macs(self, macs, channels, kind):
+        """`macs` of a layer of `kind` with `channels` output channels, counted as the kernels of
+        that kind compute them (:func:`effective_channels` with the kind's tile)."""
         if channels <= 0:
             return 0.0
-        return macs * effective_channels(channels, *self.tiles[self.kinds[name]]) / channels
+        return macs * effective_channels(channels, *self.tiles[kind]) / channels
 
     def _layer_seconds(self, name, macs, channels=None):
         (m1, t1), (m0, t0) = self.points[name]
-        macs = self._padded_macs(macs, self.widths[name] if channels is None else channels, name)
+        macs = self._padded_macs(macs, self.widths[name] if channels is None else channels, self.kinds[name])
         if m1 == m0:
             return t1
         return max(t0 + (t1 - t0) * (macs - m0) / (m1 - m0), 0.0)
